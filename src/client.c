@@ -1,0 +1,271 @@
+/*
+ * client: one client connection, see client.h.
+ *
+ * Reading is bounded per wake-up (CLIENT_BATCH frames) so one pipelining
+ * client cannot starve the others on its worker; what is left is picked up by
+ * the `resume` event on the next loop iteration. Output is bounded twice:
+ * past CLIENT_PAUSE_OUTPUT bytes the client is not read until the output
+ * drains (back-pressure), and past client.output_buffer_limit it is closed,
+ * as Redis's client-output-buffer-limit does.
+ */
+#include "client.h"
+
+#include "conf.h"
+#include "local.h"
+#include "log.h"
+#include "server.h"
+#include "worker.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define CLIENT_BATCH 128
+#define CLIENT_PAUSE_OUTPUT (256 * 1024)
+#define CLIENT_CLOSE_TIMEOUT_SEC 10 /* how long a closing client may take to read its last replies */
+
+static void on_read(struct bufferevent *bev, void *arg);
+static void on_write(struct bufferevent *bev, void *arg);
+static void on_event(struct bufferevent *bev, short what, void *arg);
+static void on_resume(evutil_socket_t fd, short what, void *arg);
+
+static void describe_peer(const struct sockaddr *sa, char *buf, size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const void *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        snprintf(buf, len, "%s:%d", host, ntohs(in->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const void *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        snprintf(buf, len, "[%s]:%d", host, ntohs(in6->sin6_port));
+    } else {
+        snprintf(buf, len, "unix");
+    }
+}
+
+void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen)
+{
+    struct server *srv = w->srv;
+    const struct conf *cf = w->conf;
+
+    if (atomic_fetch_add(&srv->nclients, 1) >= cf->max_clients) {
+        /* Redis's words; best effort, the socket is fresh and its buffer empty. */
+        static const char msg[] = "-ERR max number of clients reached\r\n";
+        ssize_t n = send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)n;
+        evutil_closesocket(fd);
+        atomic_fetch_sub(&srv->nclients, 1);
+        log_info("refused a connection: max_clients (%llu) reached", (unsigned long long)cf->max_clients);
+        return;
+    }
+
+    struct client *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        goto fail;
+    c->w = w;
+    c->id = atomic_fetch_add(&srv->next_client_id, 1) + 1;
+    c->authed = cf->client_password == NULL;
+    describe_peer(sa, c->addr, sizeof(c->addr));
+    if (sa->sa_family != AF_UNIX) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->resume = event_new(w->base, -1, 0, on_resume, c);
+    c->frame = evbuffer_new();
+    if (c->bev == NULL || c->resume == NULL || c->frame == NULL) {
+        if (c->bev == NULL)
+            evutil_closesocket(fd);
+        goto fail;
+    }
+    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    if (cf->idle_timeout_ms) {
+        struct timeval tv = {(time_t)(cf->idle_timeout_ms / 1000), (suseconds_t)(cf->idle_timeout_ms % 1000) * 1000};
+        bufferevent_set_timeouts(c->bev, &tv, NULL);
+    }
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    TAILQ_INSERT_TAIL(&w->clients, c, link);
+    w->nclients++;
+    log_debug("client id=%llu addr=%s connected", (unsigned long long)c->id, c->addr);
+    return;
+fail:
+    log_error("cannot accept a client: out of memory");
+    if (c) {
+        if (c->bev)
+            bufferevent_free(c->bev);
+        if (c->resume)
+            event_free(c->resume);
+        if (c->frame)
+            evbuffer_free(c->frame);
+        free(c);
+    } else {
+        evutil_closesocket(fd);
+    }
+    atomic_fetch_sub(&srv->nclients, 1);
+}
+
+void client_free(struct client *c)
+{
+    struct worker *w = c->w;
+    log_debug("client id=%llu addr=%s closed", (unsigned long long)c->id, c->addr);
+    TAILQ_REMOVE(&w->clients, c, link);
+    w->nclients--;
+    atomic_fetch_sub(&w->srv->nclients, 1);
+    bufferevent_free(c->bev);
+    event_free(c->resume);
+    evbuffer_free(c->frame);
+    resp_req_deinit(&c->scan);
+    free(c);
+    worker_client_gone(w);
+}
+
+/* Frees C if it is closing and everything it was owed is written. Returns 1
+ * if it did. */
+static int finish_if_done(struct client *c)
+{
+    if (c->closing && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        client_free(c);
+        return 1;
+    }
+    return 0;
+}
+
+void client_close_soon(struct client *c)
+{
+    if (c->closing)
+        return;
+    struct timeval tv = {CLIENT_CLOSE_TIMEOUT_SEC, 0};
+    c->closing = 1;
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_set_timeouts(c->bev, NULL, &tv);
+    event_del(c->resume);
+}
+
+void client_shutdown(struct client *c)
+{
+    client_close_soon(c);
+    finish_if_done(c);
+}
+
+/* Turns the inline request at the front of c->frame into a multibulk frame
+ * and rescans it, so everything after this sees one format. Returns 0, or -1
+ * after answering a protocol error. */
+static int normalize_inline(struct client *c, const struct resp_limits *lim)
+{
+    size_t len = c->scan.inline_len;
+    struct evbuffer *mb = evbuffer_new();
+    const char *line = (const char *)evbuffer_pullup(c->frame, (ev_ssize_t)len);
+    int argc = mb && (line || len == 0) ? resp_inline_to_multibulk(line ? line : "", len, mb) : -1;
+    if (argc < 0) {
+        if (mb)
+            evbuffer_free(mb);
+        resp_add_error(bufferevent_get_output(c->bev), "ERR Protocol error: unbalanced quotes in request");
+        return -1;
+    }
+    evbuffer_free(c->frame);
+    c->frame = mb;
+    resp_req_reset(&c->scan);
+    if (argc > 0)
+        resp_req_scan(&c->scan, mb, lim, 0); /* well formed by construction */
+    return 0;
+}
+
+/* Handles the frames waiting in the input, CLIENT_BATCH at most. Returns -1
+ * if C was freed. */
+static int process_input(struct client *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    const struct conf *cf = c->w->conf;
+    const struct resp_limits lim = {cf->max_bulk_len, cf->max_inline_len, cf->max_multibulk_len};
+
+    for (int n = 0; n < CLIENT_BATCH && !c->closing; n++) {
+        if (evbuffer_get_length(out) >= CLIENT_PAUSE_OUTPUT) {
+            c->paused = 1;
+            bufferevent_disable(c->bev, EV_READ);
+            bufferevent_setwatermark(c->bev, EV_WRITE, CLIENT_PAUSE_OUTPUT / 2, 0);
+            return 0;
+        }
+        enum resp_status st = resp_req_scan(&c->scan, in, &lim, !c->authed);
+        if (st == RESP_PARTIAL)
+            return 0;
+        if (st == RESP_ERROR) {
+            log_info("client id=%llu addr=%s: %s; closing", (unsigned long long)c->id, c->addr, c->scan.error);
+            resp_add_error(out, "ERR %s", c->scan.error);
+            client_close_soon(c);
+            break;
+        }
+        evbuffer_remove_buffer(in, c->frame, c->scan.frame_len);
+        if (c->scan.is_inline && normalize_inline(c, &lim) < 0) {
+            client_close_soon(c);
+            break;
+        }
+        if (c->scan.argc > 0)
+            local_dispatch(c, c->frame, &c->scan, out);
+        evbuffer_drain(c->frame, evbuffer_get_length(c->frame));
+        resp_req_reset(&c->scan);
+
+        if (evbuffer_get_length(out) > cf->output_buffer_limit) {
+            log_notice("client id=%llu addr=%s closed: output buffer over client.output_buffer_limit (%llu bytes)",
+                       (unsigned long long)c->id, c->addr, (unsigned long long)cf->output_buffer_limit);
+            client_free(c);
+            return -1;
+        }
+    }
+    if (c->closing)
+        return finish_if_done(c) ? -1 : 0;
+    if (evbuffer_get_length(in) > 0)
+        event_active(c->resume, EV_READ, 0);
+    return 0;
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    process_input(arg);
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct client *c = arg;
+    if (!c->paused && !c->closing)
+        process_input(c);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct client *c = arg;
+    if (finish_if_done(c))
+        return;
+    if (c->paused) {
+        c->paused = 0;
+        bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+        bufferevent_enable(c->bev, EV_READ);
+        process_input(c);
+    }
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct client *c = arg;
+    if (what & BEV_EVENT_EOF) {
+        /* A half-closed client is done: answer what it sent whole, never
+         * what EOF cut off, then close. */
+        log_debug("client id=%llu addr=%s sent EOF", (unsigned long long)c->id, c->addr);
+        client_shutdown(c);
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT)
+        log_debug("client id=%llu addr=%s timed out %s", (unsigned long long)c->id, c->addr,
+                  (what & BEV_EVENT_READING) ? "idle" : "writing");
+    client_free(c);
+}

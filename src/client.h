@@ -1,0 +1,45 @@
+/*
+ * client: one client connection. Reads request frames, answers each in
+ * order, applies back-pressure on its output, and holds the session's state
+ * (authentication, name, whether it is closing).
+ */
+#ifndef RG_CLIENT_H
+#define RG_CLIENT_H
+
+#include "resp.h"
+
+#include <event2/util.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+struct worker;
+struct bufferevent;
+struct evbuffer;
+struct event;
+
+struct client {
+    TAILQ_ENTRY(client) link;
+    struct worker *w;
+    struct bufferevent *bev;
+    struct event *resume;    /* continues the read loop when input is left over */
+    struct evbuffer *frame;  /* the request being handled, moved out of the input */
+    struct resp_req scan;
+    uint64_t id;
+    char addr[64];
+    unsigned authed : 1;     /* AUTH succeeded, or no client password is set */
+    unsigned closing : 1;    /* reads nothing more; closes once the output is written */
+    unsigned paused : 1;     /* reading stopped until the output drains */
+};
+
+/* Wraps an accepted FD in a client of W, or refuses it past max_clients. */
+void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen);
+
+/* Marks C closing: nothing more is read, and it goes once its output is
+ * written. Never frees C, so it is safe on the request path (QUIT). */
+void client_close_soon(struct client *c);
+/* Like client_close_soon, and frees C at once if nothing is owed. */
+void client_shutdown(struct client *c);
+
+void client_free(struct client *c);
+
+#endif

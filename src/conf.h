@@ -1,0 +1,99 @@
+/*
+ * conf: the configuration file (YAML) -> an immutable, reference-counted
+ * struct conf.
+ *
+ * Every key is a row in one table (conf.c) with its type, bounds, default and
+ * whether a reload (SIGHUP) may change it. Problems are reported all at once,
+ * each as "FILE:LINE:COLUMN: KEY: what is wrong", into a struct conf_diag the
+ * caller prints; nothing here logs or exits. Secrets are never copied into a
+ * message.
+ */
+#ifndef RG_CONF_H
+#define RG_CONF_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONF_DEFAULT_PATH SYSCONFDIR "/respgate/respgate.yml"
+#define CONF_HOST_MAX 256
+
+/* A listening or backend address: host:port, [v6]:port, or unix:/path. */
+struct conf_addr {
+    char host[CONF_HOST_MAX]; /* IP literal or name, brackets stripped; or the socket path */
+    int port;                 /* 0 for a unix socket */
+    int is_unix;
+};
+
+struct conf_addrs {
+    struct conf_addr *v;
+    size_t n;
+};
+
+enum read_policy { READ_MASTER = 0, READ_PREFER_REPLICA, READ_REPLICA };
+
+struct conf {
+    atomic_int refs;
+
+    struct conf_addrs listen;
+    uint64_t workers;            /* 0 = one per core */
+
+    struct conf_addrs seeds;
+    char *cluster_username;      /* NULL = plain AUTH password */
+    char *cluster_password;      /* NULL = the cluster has no requirepass */
+    uint64_t refresh_interval_ms;
+    uint64_t failover_wait_ms;   /* 0 = cluster-node-timeout + 5 s */
+    int read_policy;             /* enum read_policy */
+
+    char *client_password;       /* NULL = clients need not AUTH */
+    uint64_t max_clients;
+    uint64_t idle_timeout_ms;    /* 0 = never */
+    uint64_t output_buffer_limit;
+
+    uint64_t connect_timeout_ms;
+    uint64_t backend_timeout_ms;
+    uint64_t shutdown_timeout_ms;
+
+    uint64_t max_bulk_len;
+    uint64_t max_inline_len;
+    uint64_t max_multibulk_len;
+
+    int log_level;               /* enum log_level */
+    char *log_file;              /* NULL = stderr */
+
+    struct conf_addr *admin;     /* NULL = no admin listener */
+    char *pidfile;               /* NULL = none */
+};
+
+/* What a load had to say: errors (the config is refused) and warnings. */
+struct conf_diag {
+    char **errors;
+    size_t nerrors;
+    char **warnings;
+    size_t nwarnings;
+};
+
+void conf_diag_free(struct conf_diag *d);
+
+/* Reads and checks PATH. Returns a new conf with one reference, or NULL with
+ * at least one error in DIAG (which the caller frees). */
+struct conf *conf_load(const char *path, struct conf_diag *diag);
+
+/* Same as conf_load over TEXT; NAME stands for the file in messages. */
+struct conf *conf_parse(const char *name, const char *text, size_t len, struct conf_diag *diag);
+
+/* Carries every key a reload may not change from OLD into NEW, with a warning
+ * in DIAG for each one the new file changed. */
+void conf_keep_fixed(struct conf *newc, const struct conf *old, struct conf_diag *diag);
+
+struct conf *conf_ref(struct conf *c);
+void conf_unref(struct conf *c); /* NULL is a no-op */
+
+/* Helpers shared with the options and the tests. Each returns 0 or -1. */
+int conf_parse_duration_ms(const char *s, uint64_t *out);
+int conf_parse_size(const char *s, uint64_t *out);
+int conf_parse_addr(const char *s, int allow_unix, struct conf_addr *out);
+/* Writes "host:port", "[v6]:port" or "unix:/path" into BUF. */
+const char *conf_addr_str(const struct conf_addr *a, char *buf, size_t len);
+
+#endif

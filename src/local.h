@@ -1,0 +1,22 @@
+/*
+ * local: the commands respgate answers itself, for the client's own session
+ * (PING, ECHO, QUIT, AUTH), and the gate that keeps an unauthenticated client
+ * from anything else.
+ */
+#ifndef RG_LOCAL_H
+#define RG_LOCAL_H
+
+#include <stddef.h>
+
+struct client;
+struct evbuffer;
+struct resp_req;
+
+/* Answers the request REQ (arguments in FRAME) of client C into OUT. */
+void local_dispatch(struct client *c, struct evbuffer *frame, const struct resp_req *req, struct evbuffer *out);
+
+/* Compares two secrets in time that depends only on their lengths, not on
+ * where they differ. Returns 1 if equal. */
+int local_secret_equal(const char *a, size_t alen, const char *b, size_t blen);
+
+#endif

@@ -1,0 +1,102 @@
+/*
+ * respgate: options, start-up order and exit codes. Everything else lives in
+ * the modules this calls.
+ */
+#include "config.h"
+
+#include "conf.h"
+#include "log.h"
+#include "opts.h"
+#include "proc.h"
+#include "server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void print_diag(const struct conf_diag *d)
+{
+    for (size_t i = 0; i < d->nwarnings; i++)
+        fprintf(stderr, "warning: %s\n", d->warnings[i]);
+    for (size_t i = 0; i < d->nerrors; i++)
+        fprintf(stderr, "%s\n", d->errors[i]);
+}
+
+int main(int argc, char **argv)
+{
+    struct opts o;
+    char err[256];
+    if (opts_parse(argc, argv, &o, err, sizeof(err)) < 0) {
+        fprintf(stderr, "respgate: %s\n", err);
+        opts_usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (o.help) {
+        opts_usage(stdout);
+        return 0;
+    }
+    if (o.version) {
+        printf("respgate %s\n", PACKAGE_VERSION);
+        return 0;
+    }
+
+    struct conf_diag d = {0};
+    struct conf *conf = conf_load(o.conf_path, &d);
+    print_diag(&d);
+    if (conf == NULL) {
+        if (o.test)
+            fprintf(stderr, "configuration has errors\n");
+        conf_diag_free(&d);
+        return EXIT_CONFIG;
+    }
+    if (o.test) {
+        printf("configuration ok\n");
+        conf_diag_free(&d);
+        conf_unref(conf);
+        return 0;
+    }
+
+    log_set_level((enum log_level)conf->log_level);
+    int rc = log_open(conf->log_file);
+    if (rc < 0) {
+        fprintf(stderr, "%s: log.file: cannot open %s: %s\n", o.conf_path, conf->log_file, strerror(-rc));
+        conf_diag_free(&d);
+        conf_unref(conf);
+        return EXIT_CONFIG;
+    }
+    if (conf->log_file)
+        for (size_t i = 0; i < d.nwarnings; i++)
+            log_warning("%s", d.warnings[i]);
+    conf_diag_free(&d);
+
+    /* Fork before any thread or event base exists; the parent waits for the
+     * child's verdict and exits with it. */
+    if (o.daemonize && (rc = proc_daemonize()) < 0) {
+        log_error("cannot daemonize: %s", strerror(-rc));
+        conf_unref(conf);
+        return 1;
+    }
+    /* A copy: the config it came from is replaced on reload. */
+    char *pidfile = o.pidfile ? strdup(o.pidfile) : conf->pidfile ? strdup(conf->pidfile) : NULL;
+
+    struct server srv;
+    if (server_init(&srv, conf, o.conf_path) < 0) {
+        server_deinit(&srv);
+        free(pidfile);
+        return 1;
+    }
+    if (pidfile && (rc = proc_pidfile_write(pidfile)) < 0) {
+        log_error("cannot write the pid file %s: %s", pidfile, strerror(-rc));
+        server_deinit(&srv);
+        free(pidfile);
+        return 1;
+    }
+    proc_daemon_ready();
+    rc = server_run(&srv);
+    if (pidfile)
+        proc_pidfile_remove(pidfile);
+    free(pidfile);
+    server_deinit(&srv);
+    log_close();
+    return rc;
+}

@@ -1,0 +1,358 @@
+/*
+ * resp: the RESP request scanner, see resp.h.
+ *
+ * Error texts are redis-server's own (networking.c, processMultibulkBuffer and
+ * processInlineBuffer), so a client sees the same words from respgate as from
+ * Redis. Unlike Redis, the CRLF after each bulk is checked: respgate forwards
+ * the frame's bytes as they are, and a malformed frame must never reach a
+ * backend connection that other clients share.
+ */
+#include "resp.h"
+
+#include <event2/buffer.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { ST_START = 0, ST_BULK_HEADER, ST_BULK_DATA };
+
+#define LEN_LINE_MAX 24 /* "$" or "*", a sign, 19 digits, and room to spare */
+
+static enum resp_status fail(struct resp_req *r, const char *msg)
+{
+    r->error = msg;
+    return RESP_ERROR;
+}
+
+static int byte_at(struct evbuffer *buf, size_t pos)
+{
+    struct evbuffer_ptr p;
+    unsigned char c;
+    if (evbuffer_ptr_set(buf, &p, pos, EVBUFFER_PTR_SET) < 0 || evbuffer_copyout_from(buf, &p, &c, 1) != 1)
+        return -1;
+    return c;
+}
+
+/* Length of the line starting at POS up to its line end, or -1 if no line end
+ * is in the buffer yet. */
+static long long line_len(struct evbuffer *buf, size_t pos, enum evbuffer_eol_style style)
+{
+    struct evbuffer_ptr p, e;
+    size_t eol_len;
+    if (evbuffer_ptr_set(buf, &p, pos, EVBUFFER_PTR_SET) < 0)
+        return -1;
+    e = evbuffer_search_eol(buf, &p, &eol_len, style);
+    return e.pos < 0 ? -1 : (long long)(e.pos - (ev_ssize_t)pos);
+}
+
+/* Parses the decimal number of a length line "*N" or "$N" of LEN bytes at POS
+ * (prefix included) the way Redis's string2ll does: an optional minus sign,
+ * no leading zeros, no other characters. Returns 0 or -1. */
+static int length_at(struct evbuffer *buf, size_t pos, long long len, long long *out)
+{
+    char s[LEN_LINE_MAX];
+    struct evbuffer_ptr p;
+    if (len < 2 || len >= LEN_LINE_MAX || evbuffer_ptr_set(buf, &p, pos + 1, EVBUFFER_PTR_SET) < 0 ||
+        evbuffer_copyout_from(buf, &p, s, (size_t)len - 1) != len - 1)
+        return -1;
+    size_t n = (size_t)len - 1, i = 0;
+    int neg = s[0] == '-';
+    i = (size_t)neg;
+    if (i == n || s[i] < '0' || s[i] > '9' || (s[i] == '0' && n - i > 1))
+        return -1;
+    unsigned long long v = 0;
+    for (; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9' || v > (9223372036854775807ULL - (unsigned)(s[i] - '0')) / 10)
+            return -1;
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    *out = neg ? -(long long)v : (long long)v;
+    return 0;
+}
+
+static int push_arg(struct resp_req *r, size_t off, size_t len)
+{
+    if (r->argc == r->argv_cap) {
+        size_t cap = r->argv_cap ? r->argv_cap * 2 : 8;
+        struct resp_arg *v = realloc(r->argv, cap * sizeof(*v));
+        if (v == NULL)
+            return -1;
+        r->argv = v;
+        r->argv_cap = cap;
+    }
+    r->argv[r->argc].off = off;
+    r->argv[r->argc].len = len;
+    r->argc++;
+    return 0;
+}
+
+static enum resp_status scan_inline(struct resp_req *r, struct evbuffer *buf, const struct resp_limits *lim)
+{
+    size_t avail = evbuffer_get_length(buf);
+    long long n = line_len(buf, 0, EVBUFFER_EOL_LF);
+    if (n < 0)
+        return avail > lim->max_inline_len ? fail(r, "Protocol error: too big inline request") : RESP_PARTIAL;
+    if ((unsigned long long)n > lim->max_inline_len)
+        return fail(r, "Protocol error: too big inline request");
+    r->is_inline = 1;
+    r->frame_len = (size_t)n + 1;
+    r->inline_len = (size_t)n;
+    if (n > 0 && byte_at(buf, (size_t)n - 1) == '\r')
+        r->inline_len--;
+    return RESP_FRAME;
+}
+
+enum resp_status resp_req_scan(struct resp_req *r, struct evbuffer *buf, const struct resp_limits *lim, int unauth)
+{
+    size_t avail = evbuffer_get_length(buf);
+    long long n, v;
+
+    if (r->state == ST_START) {
+        int c = byte_at(buf, 0);
+        if (c < 0)
+            return RESP_PARTIAL;
+        if (c != '*')
+            return scan_inline(r, buf, lim);
+        if ((n = line_len(buf, 0, EVBUFFER_EOL_CRLF_STRICT)) < 0)
+            return avail > lim->max_inline_len ? fail(r, "Protocol error: too big mbulk count string")
+                                               : RESP_PARTIAL;
+        if (length_at(buf, 0, n, &v) < 0 || v > (long long)lim->max_multibulk_len)
+            return fail(r, "Protocol error: invalid multibulk length");
+        if (unauth && v > RESP_UNAUTH_MAX_MULTIBULK)
+            return fail(r, "Protocol error: unauthenticated multibulk length");
+        r->pos = (size_t)n + 2;
+        r->argc = 0;
+        if (v <= 0) { /* Redis skips "*0" and "*-1" silently */
+            r->frame_len = r->pos;
+            return RESP_FRAME;
+        }
+        r->nargs = v;
+        r->state = ST_BULK_HEADER;
+    }
+
+    while (r->argc < (size_t)r->nargs) {
+        if (r->state == ST_BULK_HEADER) {
+            int c = byte_at(buf, r->pos);
+            if (c < 0)
+                return RESP_PARTIAL;
+            if (c != '$') {
+                snprintf(r->errbuf, sizeof(r->errbuf), "Protocol error: expected '$', got '%c'", c);
+                return fail(r, r->errbuf);
+            }
+            if ((n = line_len(buf, r->pos, EVBUFFER_EOL_CRLF_STRICT)) < 0)
+                return avail - r->pos > lim->max_inline_len ? fail(r, "Protocol error: too big bulk count string")
+                                                            : RESP_PARTIAL;
+            if (length_at(buf, r->pos, n, &v) < 0 || v < 0 || (unsigned long long)v > lim->max_bulk_len)
+                return fail(r, "Protocol error: invalid bulk length");
+            if (unauth && v > RESP_UNAUTH_MAX_BULK)
+                return fail(r, "Protocol error: unauthenticated bulk length");
+            r->pos += (size_t)n + 2;
+            r->bulk = v;
+            r->state = ST_BULK_DATA;
+        }
+        size_t end = r->pos + (size_t)r->bulk;
+        if (avail < end + 2)
+            return RESP_PARTIAL;
+        if (byte_at(buf, end) != '\r' || byte_at(buf, end + 1) != '\n')
+            return fail(r, "Protocol error: expected CRLF after bulk data");
+        if (push_arg(r, r->pos, (size_t)r->bulk) < 0)
+            return fail(r, "Protocol error: out of memory for the request's arguments");
+        r->pos = end + 2;
+        r->state = ST_BULK_HEADER;
+    }
+    r->frame_len = r->pos;
+    return RESP_FRAME;
+}
+
+void resp_req_reset(struct resp_req *r)
+{
+    struct resp_arg *argv = r->argv;
+    size_t cap = r->argv_cap;
+    if (cap > 256) { /* one huge request must not pin its array forever */
+        free(argv);
+        argv = NULL;
+        cap = 0;
+    }
+    memset(r, 0, sizeof(*r));
+    r->argv = argv;
+    r->argv_cap = cap;
+}
+
+void resp_req_deinit(struct resp_req *r)
+{
+    free(r->argv);
+    memset(r, 0, sizeof(*r));
+}
+
+size_t resp_arg_copy(struct evbuffer *frame, const struct resp_arg *a, char *dst, size_t cap)
+{
+    struct evbuffer_ptr p;
+    size_t n = a->len < cap ? a->len : cap;
+    if (n && (evbuffer_ptr_set(frame, &p, a->off, EVBUFFER_PTR_SET) < 0 ||
+              evbuffer_copyout_from(frame, &p, dst, n) != (ev_ssize_t)n))
+        return 0;
+    return a->len;
+}
+
+int resp_arg_append(struct evbuffer *dst, struct evbuffer *frame, const struct resp_arg *a)
+{
+    struct evbuffer_ptr p;
+    struct evbuffer_iovec vec[8];
+    size_t left = a->len;
+    if (evbuffer_ptr_set(frame, &p, a->off, EVBUFFER_PTR_SET) < 0)
+        return -1;
+    while (left > 0) {
+        int n = evbuffer_peek(frame, (ev_ssize_t)left, &p, vec, 8);
+        if (n <= 0)
+            return -1;
+        for (int i = 0; i < n && i < 8 && left > 0; i++) {
+            size_t take = vec[i].iov_len < left ? vec[i].iov_len : left;
+            if (evbuffer_add(dst, vec[i].iov_base, take) < 0)
+                return -1;
+            left -= take;
+            evbuffer_ptr_set(frame, &p, take, EVBUFFER_PTR_ADD);
+        }
+    }
+    return 0;
+}
+
+static int is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+static int hex_val(char c)
+{
+    return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
+}
+
+static int is_sep(char c)
+{
+    return c == ' ' || c == '\n' || c == '\r' || c == '\t' || c == '\v' || c == '\f' || c == '\0';
+}
+
+/* Reads one token starting at *P into TOK; returns its length or -1 for
+ * unbalanced quotes. Leaves *P after the token. */
+static long long inline_token(const char **pp, const char *end, char *tok)
+{
+    const char *p = *pp;
+    size_t n = 0;
+    int dq = 0, sq = 0;
+    for (;;) {
+        if (dq) {
+            if (p == end)
+                return -1;
+            if (*p == '\\' && end - p >= 4 && p[1] == 'x' && is_hex(p[2]) && is_hex(p[3])) {
+                tok[n++] = (char)(hex_val(p[2]) * 16 + hex_val(p[3]));
+                p += 4;
+                continue;
+            }
+            if (*p == '\\' && end - p >= 2) {
+                char c = p[1];
+                tok[n++] = c == 'n' ? '\n' : c == 'r' ? '\r' : c == 't' ? '\t' : c == 'b' ? '\b' : c == 'a' ? '\a' : c;
+                p += 2;
+                continue;
+            }
+            if (*p == '"') {
+                p++;
+                if (p != end && !is_sep(*p))
+                    return -1; /* a closing quote must end the token */
+                break;
+            }
+            tok[n++] = *p++;
+        } else if (sq) {
+            if (p == end)
+                return -1;
+            if (*p == '\\' && end - p >= 2 && p[1] == '\'') {
+                tok[n++] = '\'';
+                p += 2;
+                continue;
+            }
+            if (*p == '\'') {
+                p++;
+                if (p != end && !is_sep(*p))
+                    return -1;
+                break;
+            }
+            tok[n++] = *p++;
+        } else {
+            if (p == end || is_sep(*p))
+                break;
+            if (*p == '"')
+                dq = 1;
+            else if (*p == '\'')
+                sq = 1;
+            else
+                tok[n++] = *p;
+            p++;
+        }
+    }
+    *pp = p;
+    return (long long)n;
+}
+
+int resp_inline_to_multibulk(const char *line, size_t len, struct evbuffer *out)
+{
+    const char *p = line, *end = line + len;
+    struct evbuffer *args = evbuffer_new();
+    char *tok = malloc(len + 1);
+    int argc = 0;
+    if (args == NULL || tok == NULL)
+        goto fail;
+    for (;;) {
+        while (p != end && is_sep(*p))
+            p++;
+        if (p == end)
+            break;
+        long long n = inline_token(&p, end, tok);
+        if (n < 0)
+            goto fail;
+        evbuffer_add_printf(args, "$%lld\r\n", n);
+        evbuffer_add(args, tok, (size_t)n);
+        evbuffer_add(args, "\r\n", 2);
+        argc++;
+    }
+    if (argc > 0) {
+        evbuffer_add_printf(out, "*%d\r\n", argc);
+        evbuffer_add_buffer(out, args);
+    }
+    evbuffer_free(args);
+    free(tok);
+    return argc;
+fail:
+    if (args)
+        evbuffer_free(args);
+    free(tok);
+    return -1;
+}
+
+void resp_add_error(struct evbuffer *out, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    size_t len = (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1;
+    for (size_t i = 0; i < len; i++)
+        if (msg[i] == '\r' || msg[i] == '\n')
+            msg[i] = ' ';
+    evbuffer_add(out, "-", 1);
+    evbuffer_add(out, msg, len);
+    evbuffer_add(out, "\r\n", 2);
+}
+
+void resp_add_status(struct evbuffer *out, const char *status)
+{
+    evbuffer_add_printf(out, "+%s\r\n", status);
+}
+
+void resp_add_bulk(struct evbuffer *out, const void *data, size_t len)
+{
+    evbuffer_add_printf(out, "$%zu\r\n", len);
+    evbuffer_add(out, data, len);
+    evbuffer_add(out, "\r\n", 2);
+}

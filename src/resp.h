@@ -1,0 +1,88 @@
+/*
+ * resp: a pure RESP scanner over evbuffers. No I/O, nothing copied out of the
+ * buffer but short length lines, and no allocation proportional to a length
+ * the peer merely claims.
+ *
+ * Requests: resp_req_scan() finds the next complete request frame at the front
+ * of a buffer (multibulk, or an inline line), recording each argument's
+ * extent relative to the frame's first byte. It is resumable: called again
+ * after more bytes arrived, it continues where it stopped instead of
+ * rescanning. It never modifies the buffer; the caller removes the frame.
+ */
+#ifndef RG_RESP_H
+#define RG_RESP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct evbuffer;
+
+struct resp_limits {
+    uint64_t max_bulk_len;      /* largest argument */
+    uint64_t max_inline_len;    /* longest inline request or length line */
+    uint64_t max_multibulk_len; /* most arguments in one request */
+};
+
+/* Redis's own limits for a client that still has to authenticate. */
+#define RESP_UNAUTH_MAX_MULTIBULK 10
+#define RESP_UNAUTH_MAX_BULK 16384
+
+struct resp_arg {
+    size_t off; /* from the frame's first byte */
+    size_t len;
+};
+
+enum resp_status {
+    RESP_ERROR = -1,  /* protocol error: see .error; the connection is done */
+    RESP_PARTIAL = 0, /* call again when more bytes arrived */
+    RESP_FRAME = 1,   /* a whole frame of .frame_len bytes */
+};
+
+struct resp_req {
+    /* The result, valid after RESP_FRAME. */
+    struct resp_arg *argv; /* multibulk arguments; argc == 0 for an empty request */
+    size_t argc;
+    size_t frame_len;      /* bytes to remove from the buffer */
+    size_t inline_len;     /* inline request: its line, without the line end */
+    int is_inline;
+    const char *error;     /* after RESP_ERROR: Redis's text, without "-ERR " */
+
+    /* Resumable state; all zero is the start of a frame. */
+    size_t argv_cap;
+    int state;
+    size_t pos;            /* bytes of the frame scanned so far */
+    long long nargs;       /* declared argument count */
+    long long bulk;        /* declared length of the argument being read */
+    char errbuf[64];       /* .error when it has to quote a byte */
+};
+
+/* Scans the front of BUF for one request frame. UNAUTH applies Redis's
+ * tighter limits for a client that has not authenticated. */
+enum resp_status resp_req_scan(struct resp_req *r, struct evbuffer *buf, const struct resp_limits *lim,
+                               int unauth);
+
+/* Forgets the last frame so the next scan starts a new one. Keeps a small
+ * argument array for reuse and frees a large one. */
+void resp_req_reset(struct resp_req *r);
+void resp_req_deinit(struct resp_req *r);
+
+/* Copies up to CAP bytes of argument A of FRAME into DST. Returns the
+ * argument's full length (more than CAP means it was cut). */
+size_t resp_arg_copy(struct evbuffer *frame, const struct resp_arg *a, char *dst, size_t cap);
+
+/* Appends argument A of FRAME to DST, with one copy and no temporary. */
+int resp_arg_append(struct evbuffer *dst, struct evbuffer *frame, const struct resp_arg *a);
+
+/* Splits an inline request LINE the way redis-server does (spaces separate,
+ * "double quotes" with \n \r \t \b \a \\ \" \xHH escapes, 'single quotes'
+ * with \'), appending it to OUT as a multibulk frame. Returns the number of
+ * arguments (0 for a blank line), or -1 for unbalanced quotes. */
+int resp_inline_to_multibulk(const char *line, size_t len, struct evbuffer *out);
+
+/* Reply encoders. An error TEXT starts with its code ("ERR ...", "NOAUTH
+ * ..."); CR and LF in it become spaces, as Redis does. */
+void resp_add_error(struct evbuffer *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void resp_add_status(struct evbuffer *out, const char *status);
+void resp_add_bulk(struct evbuffer *out, const void *data, size_t len);
+
+#endif

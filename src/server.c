@@ -1,0 +1,260 @@
+/*
+ * server: start-up, signals, reload and shutdown of the whole daemon, see
+ * server.h.
+ *
+ * Signals only schedule work on the control thread's event_base: TERM/INT
+ * drain (a second one stops at once), HUP reloads, USR1 reopens the log.
+ */
+#include "config.h"
+
+#include "server.h"
+
+#include "conf.h"
+#include "listen.h"
+#include "log.h"
+#include "proc.h"
+#include "worker.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_AUTO_WORKERS 64
+
+struct conf *server_conf(struct server *s)
+{
+    pthread_mutex_lock(&s->conf_lock);
+    struct conf *c = conf_ref(s->conf);
+    pthread_mutex_unlock(&s->conf_lock);
+    return c;
+}
+
+static void post_all(struct server *s, int msg)
+{
+    for (int i = 0; i < s->nworkers; i++)
+        worker_post(&s->workers[i], msg);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *s = arg;
+    log_warning("shutdown: timeouts.shutdown passed with clients still owed replies; closing them");
+    post_all(s, WORKER_STOP);
+}
+
+static const char *signal_name(int sig)
+{
+    return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGUSR1";
+}
+
+static void on_stop(evutil_socket_t sig, short what, void *arg)
+{
+    struct server *s = arg;
+    if (s->stopping) {
+        log_notice("received %s again: stopping now", signal_name((int)sig));
+        s->stopping = 2;
+        post_all(s, WORKER_STOP);
+        return;
+    }
+    s->stopping = 1;
+    proc_notify("STOPPING=1");
+    log_notice("received %s: no new connections; finishing what is in flight (at most %llums)", signal_name((int)sig),
+               (unsigned long long)s->conf->shutdown_timeout_ms);
+    struct timeval tv = {(time_t)(s->conf->shutdown_timeout_ms / 1000),
+                         (suseconds_t)(s->conf->shutdown_timeout_ms % 1000) * 1000};
+    evtimer_add(s->deadline, &tv);
+    post_all(s, WORKER_DRAIN);
+}
+
+static void on_reload(evutil_socket_t sig, short what, void *arg)
+{
+    struct server *s = arg;
+    struct conf_diag d = {0};
+    proc_notify("RELOADING=1");
+    log_notice("received SIGHUP: reloading %s", s->conf_path);
+
+    struct conf *c = conf_load(s->conf_path, &d);
+    if (c)
+        conf_keep_fixed(c, s->conf, &d);
+    int log_changed = c && ((c->log_file == NULL) != (s->conf->log_file == NULL) ||
+                            (c->log_file && strcmp(c->log_file, s->conf->log_file) != 0));
+    int rc;
+    if (c && d.nerrors == 0 && log_changed && (rc = log_open(c->log_file)) < 0)
+        log_error("log.file: cannot open %s: %s", c->log_file, strerror(-rc)), d.nerrors++;
+    for (size_t i = 0; i < d.nwarnings; i++)
+        log_warning("%s", d.warnings[i]);
+    for (size_t i = 0; i < d.nerrors && d.errors; i++)
+        log_error("%s", d.errors[i]);
+
+    if (c == NULL || d.nerrors) {
+        log_error("reload failed; the running configuration stays in force");
+        conf_unref(c);
+    } else {
+        log_set_level((enum log_level)c->log_level);
+        pthread_mutex_lock(&s->conf_lock);
+        struct conf *old = s->conf;
+        s->conf = c;
+        pthread_mutex_unlock(&s->conf_lock);
+        conf_unref(old);
+        post_all(s, WORKER_RELOAD);
+        log_notice("configuration reloaded");
+    }
+    conf_diag_free(&d);
+    proc_notify("READY=1");
+}
+
+static void on_reopen(evutil_socket_t sig, short what, void *arg)
+{
+    int rc = log_reopen();
+    if (rc < 0)
+        log_error("cannot reopen the log file: %s", strerror(-rc));
+    else
+        log_notice("log file reopened");
+}
+
+static int bind_listeners(struct server *s)
+{
+    const struct conf_addrs *l = &s->conf->listen;
+    char err[256];
+    s->listen_fds = malloc((size_t)s->nworkers * l->n * sizeof(int));
+    if (s->listen_fds == NULL)
+        return -1;
+    for (size_t i = 0; i < (size_t)s->nworkers * l->n; i++)
+        s->listen_fds[i] = -1;
+    for (size_t a = 0; a < l->n; a++) {
+        for (int w = 0; w < s->nworkers; w++) {
+            int fd;
+            /* One unix socket, a dup per worker; one TCP socket per worker,
+             * sharing the port so the kernel balances accepts. */
+            if (l->v[a].is_unix && w > 0)
+                fd = fcntl(s->listen_fds[a], F_DUPFD_CLOEXEC, 0);
+            else
+                fd = listen_bind(&l->v[a], 1, err, sizeof(err));
+            if (fd < 0) {
+                log_error("%s", l->v[a].is_unix && w > 0 ? strerror(errno) : err);
+                return -1;
+            }
+            s->listen_fds[(size_t)w * l->n + a] = fd;
+        }
+    }
+    return 0;
+}
+
+int server_init(struct server *s, struct conf *conf, const char *conf_path)
+{
+    memset(s, 0, sizeof(*s));
+    pthread_mutex_init(&s->conf_lock, NULL);
+    s->conf = conf;
+    s->conf_path = conf_path;
+    signal(SIGPIPE, SIG_IGN);
+
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    s->nworkers = conf->workers ? (int)conf->workers
+                                : (int)(ncpu < 1 ? 1 : ncpu > MAX_AUTO_WORKERS ? MAX_AUTO_WORKERS : ncpu);
+
+    if (evthread_use_pthreads() < 0 || (s->base = event_base_new()) == NULL ||
+        (s->deadline = evtimer_new(s->base, on_deadline, s)) == NULL) {
+        log_error("cannot set up the event loop");
+        return -1;
+    }
+    static const struct {
+        int sig;
+        event_callback_fn fn;
+    } sigs[] = {{SIGTERM, on_stop}, {SIGINT, on_stop}, {SIGHUP, on_reload}, {SIGUSR1, on_reopen}};
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        s->sig_events[i] = evsignal_new(s->base, sigs[i].sig, sigs[i].fn, s);
+        if (s->sig_events[i] == NULL || evsignal_add(s->sig_events[i], NULL) < 0) {
+            log_error("cannot handle signal %d", sigs[i].sig);
+            return -1;
+        }
+    }
+
+    if (bind_listeners(s) < 0)
+        return -1;
+    s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
+    if (s->workers == NULL)
+        return -1;
+    size_t nl = conf->listen.n;
+    for (int i = 0; i < s->nworkers; i++) {
+        if (worker_init(&s->workers[i], s, i, &s->listen_fds[(size_t)i * nl], nl) < 0)
+            return -1;
+        for (size_t a = 0; a < nl; a++)
+            s->listen_fds[(size_t)i * nl + a] = -1; /* the worker's listeners own them now */
+    }
+    return 0;
+}
+
+void server_worker_done(struct server *s)
+{
+    if (atomic_fetch_sub(&s->nrunning, 1) == 1)
+        event_base_loopexit(s->base, NULL);
+}
+
+int server_run(struct server *s)
+{
+    /* Workers never see the signals: only the control thread handles them. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGHUP);
+    sigaddset(&block, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    atomic_store(&s->nrunning, s->nworkers);
+    int started = 0;
+    for (; started < s->nworkers; started++)
+        if (worker_start(&s->workers[started]) < 0)
+            break;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (started < s->nworkers) {
+        atomic_fetch_sub(&s->nrunning, s->nworkers - started);
+        for (int i = 0; i < started; i++)
+            worker_post(&s->workers[i], WORKER_STOP);
+        for (int i = 0; i < started; i++)
+            worker_join(&s->workers[i]);
+        return 1;
+    }
+
+    char addrs[512] = "", one[CONF_HOST_MAX + 16];
+    for (size_t i = 0, o = 0; i < s->conf->listen.n && o < sizeof(addrs); i++)
+        o += (size_t)snprintf(addrs + o, sizeof(addrs) - o, "%s%s", i ? " " : "",
+                              conf_addr_str(&s->conf->listen.v[i], one, sizeof(one)));
+    log_notice("respgate " PACKAGE_VERSION " ready: listening on %s with %d worker%s", addrs, s->nworkers,
+               s->nworkers == 1 ? "" : "s");
+    proc_notify("READY=1");
+
+    event_base_dispatch(s->base);
+    for (int i = 0; i < s->nworkers; i++)
+        worker_join(&s->workers[i]);
+    for (size_t i = 0; i < s->conf->listen.n; i++)
+        listen_unlink(&s->conf->listen.v[i]);
+    log_notice("stopped");
+    return 0;
+}
+
+void server_deinit(struct server *s)
+{
+    for (int i = 0; s->workers && i < s->nworkers; i++)
+        worker_deinit(&s->workers[i]);
+    free(s->workers);
+    if (s->listen_fds)
+        for (size_t i = 0; i < (size_t)s->nworkers * s->conf->listen.n; i++)
+            if (s->listen_fds[i] >= 0)
+                close(s->listen_fds[i]);
+    free(s->listen_fds);
+    for (size_t i = 0; i < sizeof(s->sig_events) / sizeof(s->sig_events[0]); i++)
+        if (s->sig_events[i])
+            event_free(s->sig_events[i]);
+    if (s->deadline)
+        event_free(s->deadline);
+    if (s->base)
+        event_base_free(s->base);
+    conf_unref(s->conf);
+    pthread_mutex_destroy(&s->conf_lock);
+    memset(s, 0, sizeof(*s));
+}

@@ -1,0 +1,54 @@
+/*
+ * server: the whole daemon once configured. Owns the control thread's
+ * event_base (signals, reload, shutdown), the listening sockets, the workers,
+ * the current configuration, and the counters every worker shares.
+ */
+#ifndef RG_SERVER_H
+#define RG_SERVER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+struct conf;
+struct worker;
+struct event_base;
+struct event;
+
+struct server {
+    const char *conf_path;
+
+    pthread_mutex_t conf_lock;   /* guards .conf against a reload */
+    struct conf *conf;
+
+    struct event_base *base;
+    struct event *sig_events[4];
+    struct event *deadline;      /* shutdown: stop waiting for the workers */
+    int stopping;                /* 0 running, 1 draining, 2 stopping now */
+    atomic_int nrunning;         /* workers still in their loop */
+
+    struct worker *workers;
+    int nworkers;
+    int *listen_fds;             /* [worker][listen address] */
+
+    atomic_uint_fast64_t nclients;       /* over all workers, for max_clients */
+    atomic_uint_fast64_t next_client_id;
+};
+
+/* Binds the listeners and prepares the workers for CONF (the server takes
+ * the reference). Returns 0, or -1 after logging why. */
+int server_init(struct server *s, struct conf *conf, const char *conf_path);
+
+/* Starts the workers, notifies systemd, and runs until a signal stops it.
+ * Returns the process's exit code. */
+int server_run(struct server *s);
+
+void server_deinit(struct server *s);
+
+/* The configuration in force, with a reference the caller drops. Any thread. */
+struct conf *server_conf(struct server *s);
+
+/* Called by a worker's thread as its loop ends. */
+void server_worker_done(struct server *s);
+
+#endif

@@ -1,0 +1,171 @@
+/*
+ * worker: a thread running one event_base, see worker.h.
+ */
+#include "worker.h"
+
+#include "client.h"
+#include "conf.h"
+#include "log.h"
+#include "server.h"
+
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+    client_accept(arg, fd, sa, salen);
+}
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    for (size_t i = 0; i < w->nlisteners; i++)
+        evconnlistener_enable(w->listeners[i]);
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    struct worker *w = arg;
+    int e = EVUTIL_SOCKET_ERROR();
+    /* Out of descriptors, most likely: the pending connection keeps the socket
+     * readable, so retrying at once would spin. Pause accepting briefly. */
+    static const struct timeval pause = {0, 100000};
+    log_warning("worker %d: accept failed: %s; pausing accepts for 100ms", w->id,
+                evutil_socket_error_to_string(e));
+    for (size_t i = 0; i < w->nlisteners; i++)
+        evconnlistener_disable(w->listeners[i]);
+    event_add(w->accept_pause, &pause);
+}
+
+static void close_listeners(struct worker *w)
+{
+    if (w->accept_pause)
+        event_del(w->accept_pause);
+    for (size_t i = 0; i < w->nlisteners; i++)
+        if (w->listeners[i])
+            evconnlistener_free(w->listeners[i]);
+    free(w->listeners);
+    w->listeners = NULL;
+    w->nlisteners = 0;
+}
+
+static void maybe_done(struct worker *w)
+{
+    if (w->draining && w->nclients == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+static void start_drain(struct worker *w)
+{
+    if (w->draining)
+        return;
+    w->draining = 1;
+    close_listeners(w);
+    struct client *c, *next;
+    for (c = TAILQ_FIRST(&w->clients); c; c = next) {
+        next = TAILQ_NEXT(c, link);
+        client_shutdown(c);
+    }
+    maybe_done(w);
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    int msgs = atomic_exchange(&w->pending, 0);
+    if (msgs & WORKER_STOP) {
+        event_base_loopbreak(w->base);
+        return;
+    }
+    if (msgs & WORKER_RELOAD) {
+        struct conf *c = server_conf(w->srv);
+        conf_unref(w->conf);
+        w->conf = c;
+    }
+    if (msgs & WORKER_DRAIN)
+        start_drain(w);
+}
+
+int worker_init(struct worker *w, struct server *srv, int id, const int *fds, size_t nfds)
+{
+    memset(w, 0, sizeof(*w));
+    w->srv = srv;
+    w->id = id;
+    TAILQ_INIT(&w->clients);
+    w->conf = server_conf(srv);
+    w->base = event_base_new();
+    w->wake = w->base ? event_new(w->base, -1, 0, on_wake, w) : NULL;
+    w->accept_pause = w->base ? evtimer_new(w->base, on_accept_resume, w) : NULL;
+    w->listeners = calloc(nfds ? nfds : 1, sizeof(*w->listeners));
+    if (w->wake == NULL || w->accept_pause == NULL || w->listeners == NULL) {
+        log_error("worker %d: out of memory", id);
+        return -1;
+    }
+    for (size_t i = 0; i < nfds; i++) {
+        /* backlog 0: the socket is already listening */
+        w->listeners[i] = evconnlistener_new(w->base, on_accept, w, LEV_OPT_CLOSE_ON_FREE, 0, fds[i]);
+        if (w->listeners[i] == NULL) {
+            log_error("worker %d: cannot watch a listening socket", id);
+            return -1;
+        }
+        w->nlisteners++;
+        evconnlistener_set_error_cb(w->listeners[i], on_accept_error);
+    }
+    return 0;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    /* Whatever is left at the deadline or on an immediate stop goes now. */
+    while (!TAILQ_EMPTY(&w->clients))
+        client_free(TAILQ_FIRST(&w->clients));
+    close_listeners(w);
+    server_worker_done(w->srv);
+    return NULL;
+}
+
+int worker_start(struct worker *w)
+{
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+        log_error("worker %d: cannot start a thread", w->id);
+        return -1;
+    }
+    w->started = 1;
+    return 0;
+}
+
+void worker_post(struct worker *w, int msg)
+{
+    atomic_fetch_or(&w->pending, msg);
+    event_active(w->wake, EV_READ, 0);
+}
+
+void worker_join(struct worker *w)
+{
+    if (w->started)
+        pthread_join(w->thread, NULL);
+    w->started = 0;
+}
+
+void worker_deinit(struct worker *w)
+{
+    close_listeners(w);
+    if (w->wake)
+        event_free(w->wake);
+    if (w->accept_pause)
+        event_free(w->accept_pause);
+    if (w->base)
+        event_base_free(w->base);
+    conf_unref(w->conf);
+    memset(w, 0, sizeof(*w));
+}
+
+void worker_client_gone(struct worker *w)
+{
+    maybe_done(w);
+}

@@ -1,0 +1,61 @@
+/*
+ * worker: one thread with its own event_base, listeners and clients. The
+ * request path runs entirely inside one worker and takes no lock; other
+ * threads talk to a worker only through worker_post().
+ */
+#ifndef RG_WORKER_H
+#define RG_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <sys/queue.h>
+
+struct server;
+struct conf;
+struct client;
+struct event_base;
+struct event;
+struct evconnlistener;
+
+/* Messages for worker_post(); several may be pending at once. */
+enum {
+    WORKER_RELOAD = 1 << 0, /* take the server's current configuration */
+    WORKER_DRAIN = 1 << 1,  /* stop accepting; leave once every client is done */
+    WORKER_STOP = 1 << 2,   /* leave the loop now */
+};
+
+TAILQ_HEAD(client_list, client);
+
+struct worker {
+    struct server *srv;
+    int id;
+    pthread_t thread;
+    int started;
+    struct event_base *base;
+    struct conf *conf;              /* this worker's reference to the config in force */
+
+    struct evconnlistener **listeners;
+    size_t nlisteners;
+
+    struct event *accept_pause;     /* re-enables accepting after an error */
+    struct event *wake;             /* activated by worker_post() */
+    atomic_int pending;             /* WORKER_* bits posted and not yet handled */
+    int draining;
+
+    struct client_list clients;
+    size_t nclients;
+};
+
+/* Prepares W with its own event_base and listeners on FDS (taken over).
+ * Returns 0 or -1 after logging why. */
+int worker_init(struct worker *w, struct server *srv, int id, const int *fds, size_t nfds);
+int worker_start(struct worker *w);
+void worker_post(struct worker *w, int msg);
+void worker_join(struct worker *w);
+void worker_deinit(struct worker *w);
+
+/* Called when a client is gone, to let a draining worker finish. */
+void worker_client_gone(struct worker *w);
+
+#endif
