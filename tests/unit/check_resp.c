@@ -1,1 +1,324 @@
-int main(void){return 0;}
+/* Unit tests for resp: the request scanner over evbuffers, split at every
+ * offset and across chains; inline splitting; hostile input with Redis's
+ * exact error texts. */
+#include "resp.h"
+#include "unit.h"
+
+#include <event2/buffer.h>
+#include <string.h>
+
+static const struct resp_limits lim = {512u << 20, 64 << 10, 1048576};
+
+/* The buffer holds each piece of TEXT as its own chain, split at CUTS. */
+static struct evbuffer *chained(const char *text, size_t len, const size_t *cuts, size_t ncuts)
+{
+    struct evbuffer *b = evbuffer_new();
+    size_t from = 0;
+    for (size_t i = 0; i <= ncuts; i++) {
+        size_t to = i < ncuts ? cuts[i] : len;
+        struct evbuffer *piece = evbuffer_new();
+        evbuffer_add(piece, text + from, to - from);
+        evbuffer_add_buffer(b, piece); /* moves the chain, keeping it separate */
+        evbuffer_free(piece);
+        from = to;
+    }
+    return b;
+}
+
+static enum resp_status scan_text(struct resp_req *r, const char *text, size_t len, int unauth,
+                                  const struct resp_limits *l)
+{
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, text, len);
+    enum resp_status st = resp_req_scan(r, b, l, unauth);
+    evbuffer_free(b);
+    return st;
+}
+
+static void expect_error(const char *text, size_t len, int unauth, const struct resp_limits *l, const char *want)
+{
+    struct resp_req r = {0};
+    ck_assert_int_eq(scan_text(&r, text, len, unauth, l), RESP_ERROR);
+    ck_assert_str_eq(r.error, want);
+    resp_req_deinit(&r);
+}
+
+#define ERR(text, want) expect_error(text, sizeof(text) - 1, 0, &lim, want)
+
+static void arg_is(struct evbuffer *frame, const struct resp_req *r, size_t i, const char *want, size_t wlen)
+{
+    char buf[256];
+    ck_assert_uint_lt(i, r->argc);
+    ck_assert_uint_eq(r->argv[i].len, wlen);
+    ck_assert_uint_eq(resp_arg_copy(frame, &r->argv[i], buf, sizeof(buf)), wlen);
+    ck_assert_mem_eq(buf, want, wlen);
+}
+
+START_TEST(test_simple_frame)
+{
+    static const char t[] = "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nPING\r\n";
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, t, sizeof(t) - 1);
+    struct resp_req r = {0};
+    ck_assert_int_eq(resp_req_scan(&r, b, &lim, 0), RESP_FRAME);
+    ck_assert_int_eq(r.is_inline, 0);
+    ck_assert_uint_eq(r.argc, 2);
+    ck_assert_uint_eq(r.frame_len, 20);
+    ck_assert_uint_eq(r.argv[0].off, 8);
+    arg_is(b, &r, 0, "GET", 3);
+    arg_is(b, &r, 1, "k", 1);
+    evbuffer_drain(b, r.frame_len);
+    resp_req_reset(&r);
+    ck_assert_int_eq(resp_req_scan(&r, b, &lim, 0), RESP_FRAME);
+    arg_is(b, &r, 0, "PING", 4);
+    resp_req_deinit(&r);
+    evbuffer_free(b);
+}
+END_TEST
+
+/* A frame with binary data, an empty argument and CRLF inside a value. */
+static const char split_text[] = "*4\r\n$3\r\nSET\r\n$5\r\nk\0\r\ny\r\n$0\r\n\r\n$11\r\n\r\n*1\r\n$1\r\nx\r\n";
+#define SPLIT_LEN (sizeof(split_text) - 1)
+
+static void check_split_frame(struct evbuffer *b, struct resp_req *r)
+{
+    ck_assert_uint_eq(r->argc, 4);
+    ck_assert_uint_eq(r->frame_len, SPLIT_LEN);
+    arg_is(b, r, 0, "SET", 3);
+    arg_is(b, r, 1, "k\0\r\ny", 5);
+    arg_is(b, r, 2, "", 0);
+    arg_is(b, r, 3, "\r\n*1\r\n$1\r\nx", 11);
+}
+
+START_TEST(test_every_split_point)
+{
+    for (size_t cut = 0; cut <= SPLIT_LEN; cut++) {
+        /* Whole, but in two chains cut at CUT. */
+        struct evbuffer *b = chained(split_text, SPLIT_LEN, &cut, 1);
+        struct resp_req r = {0};
+        ck_assert_int_eq(resp_req_scan(&r, b, &lim, 0), RESP_FRAME);
+        check_split_frame(b, &r);
+        evbuffer_free(b);
+        resp_req_reset(&r);
+
+        /* Only the first CUT bytes, then the rest: resumed, not restarted. */
+        b = evbuffer_new();
+        evbuffer_add(b, split_text, cut);
+        enum resp_status st = resp_req_scan(&r, b, &lim, 0);
+        ck_assert_int_eq(st, cut == SPLIT_LEN ? RESP_FRAME : RESP_PARTIAL);
+        evbuffer_add(b, split_text + cut, SPLIT_LEN - cut);
+        if (st == RESP_PARTIAL)
+            ck_assert_int_eq(resp_req_scan(&r, b, &lim, 0), RESP_FRAME);
+        check_split_frame(b, &r);
+        evbuffer_free(b);
+        resp_req_deinit(&r);
+    }
+}
+END_TEST
+
+START_TEST(test_byte_by_byte_chains)
+{
+    size_t cuts[SPLIT_LEN];
+    for (size_t i = 0; i < SPLIT_LEN - 1; i++)
+        cuts[i] = i + 1;
+    struct evbuffer *b = chained(split_text, SPLIT_LEN, cuts, SPLIT_LEN - 1);
+    struct resp_req r = {0};
+    ck_assert_int_eq(resp_req_scan(&r, b, &lim, 0), RESP_FRAME);
+    check_split_frame(b, &r);
+    evbuffer_free(b);
+
+    /* Fed one byte at a time, each byte its own chain. */
+    resp_req_reset(&r);
+    b = evbuffer_new();
+    for (size_t i = 0; i < SPLIT_LEN; i++) {
+        struct evbuffer *one = evbuffer_new();
+        evbuffer_add(one, split_text + i, 1);
+        evbuffer_add_buffer(b, one);
+        evbuffer_free(one);
+        ck_assert_int_eq(resp_req_scan(&r, b, &lim, 0), i + 1 == SPLIT_LEN ? RESP_FRAME : RESP_PARTIAL);
+    }
+    check_split_frame(b, &r);
+
+    /* resp_arg_append copies an argument that spans many chains. */
+    struct evbuffer *out = evbuffer_new();
+    ck_assert_int_eq(resp_arg_append(out, b, &r.argv[3]), 0);
+    ck_assert_uint_eq(evbuffer_get_length(out), 11);
+    ck_assert_mem_eq(evbuffer_pullup(out, -1), "\r\n*1\r\n$1\r\nx", 11);
+    evbuffer_free(out);
+    evbuffer_free(b);
+    resp_req_deinit(&r);
+}
+END_TEST
+
+START_TEST(test_empty_requests)
+{
+    struct resp_req r = {0};
+    ck_assert_int_eq(scan_text(&r, "*0\r\n", 4, 0, &lim), RESP_FRAME);
+    ck_assert_uint_eq(r.argc, 0);
+    ck_assert_uint_eq(r.frame_len, 4);
+    resp_req_reset(&r);
+    ck_assert_int_eq(scan_text(&r, "*-1\r\n", 5, 0, &lim), RESP_FRAME);
+    ck_assert_uint_eq(r.argc, 0);
+    resp_req_deinit(&r);
+}
+END_TEST
+
+START_TEST(test_inline)
+{
+    struct resp_req r = {0};
+    ck_assert_int_eq(scan_text(&r, "PING\r\n", 6, 0, &lim), RESP_FRAME);
+    ck_assert_int_eq(r.is_inline, 1);
+    ck_assert_uint_eq(r.inline_len, 4);
+    ck_assert_uint_eq(r.frame_len, 6);
+    resp_req_reset(&r);
+    ck_assert_int_eq(scan_text(&r, "set a b\nget", 11, 0, &lim), RESP_FRAME);
+    ck_assert_uint_eq(r.inline_len, 7);
+    ck_assert_uint_eq(r.frame_len, 8);
+    resp_req_reset(&r);
+    ck_assert_int_eq(scan_text(&r, "get a", 5, 0, &lim), RESP_PARTIAL);
+    resp_req_deinit(&r);
+}
+END_TEST
+
+static void inline_is(const char *line, const char *want_frame, int want_argc)
+{
+    struct evbuffer *out = evbuffer_new();
+    ck_assert_int_eq(resp_inline_to_multibulk(line, strlen(line), out), want_argc);
+    size_t n = evbuffer_get_length(out);
+    ck_assert_uint_eq(n, strlen(want_frame));
+    if (n)
+        ck_assert_mem_eq(evbuffer_pullup(out, -1), want_frame, n);
+    evbuffer_free(out);
+}
+
+START_TEST(test_inline_split)
+{
+    inline_is("ping", "*1\r\n$4\r\nping\r\n", 1);
+    inline_is("  set  a   b ", "*3\r\n$3\r\nset\r\n$1\r\na\r\n$1\r\nb\r\n", 3);
+    inline_is("set \"a b\" 'c\\'d'", "*3\r\n$3\r\nset\r\n$3\r\na b\r\n$3\r\nc'd\r\n", 3);
+    inline_is("echo \"\\x41\\n\\t\\\\\\\"\"", "*2\r\n$4\r\necho\r\n$5\r\nA\n\t\\\"\r\n", 2);
+    inline_is("echo \"\"", "*2\r\n$4\r\necho\r\n$0\r\n\r\n", 2);
+    inline_is("   ", "", 0);
+    inline_is("echo \"abc", "", -1);
+    inline_is("echo \"a\"b", "", -1);
+    inline_is("echo 'a", "", -1);
+    inline_is("echo 'a'b", "", -1);
+}
+END_TEST
+
+START_TEST(test_protocol_errors)
+{
+    ERR("*abc\r\n", "Protocol error: invalid multibulk length");
+    ERR("*+1\r\n", "Protocol error: invalid multibulk length");
+    ERR("*01\r\n", "Protocol error: invalid multibulk length");
+    ERR("*\r\n", "Protocol error: invalid multibulk length");
+    ERR("*1\0\r\n", "Protocol error: invalid multibulk length");
+    ERR("*99999999999999999999\r\n", "Protocol error: invalid multibulk length");
+    ERR("*1048577\r\n", "Protocol error: invalid multibulk length");
+    ERR("*1\r\n$-1\r\n", "Protocol error: invalid bulk length");
+    ERR("*1\r\n$x\r\n", "Protocol error: invalid bulk length");
+    ERR("*1\r\n$1\0\r\n", "Protocol error: invalid bulk length");
+    ERR("*1\r\n$9223372036854775808\r\n", "Protocol error: invalid bulk length");
+    ERR("*2\r\n*1\r\n$1\r\na\r\n", "Protocol error: expected '$', got '*'");
+    ERR("*1\r\n:1\r\n", "Protocol error: expected '$', got ':'");
+    ERR("*1\r\n$3\r\nfooXY", "Protocol error: expected CRLF after bulk data");
+
+    /* A bulk over the limit is refused from its header, before any payload. */
+    struct resp_limits small = lim;
+    small.max_bulk_len = 999;
+    expect_error("*1\r\n$1000\r\n", 11, 0, &small, "Protocol error: invalid bulk length");
+    small.max_multibulk_len = 3;
+    expect_error("*4\r\n", 4, 0, &small, "Protocol error: invalid multibulk length");
+}
+END_TEST
+
+START_TEST(test_long_lines)
+{
+    struct resp_limits l = lim;
+    l.max_inline_len = 256;
+    char buf[600];
+    memset(buf, 'a', sizeof(buf));
+    expect_error(buf, 257, 0, &l, "Protocol error: too big inline request");
+    struct resp_req r = {0};
+    ck_assert_int_eq(scan_text(&r, buf, 256, 0, &l), RESP_PARTIAL);
+    resp_req_deinit(&r);
+    memcpy(buf + 300, "\r\n", 2);
+    expect_error(buf, 302, 0, &l, "Protocol error: too big inline request");
+
+    memset(buf, '1', sizeof(buf));
+    buf[0] = '*';
+    expect_error(buf, sizeof(buf), 0, &l, "Protocol error: too big mbulk count string");
+    memcpy(buf, "*1\r\n$", 5);
+    expect_error(buf, sizeof(buf), 0, &l, "Protocol error: too big bulk count string");
+}
+END_TEST
+
+START_TEST(test_unauthenticated_limits)
+{
+    expect_error("*11\r\n", 5, 1, &lim, "Protocol error: unauthenticated multibulk length");
+    expect_error("*1\r\n$16385\r\n", 12, 1, &lim, "Protocol error: unauthenticated bulk length");
+    struct resp_req r = {0};
+    ck_assert_int_eq(scan_text(&r, "*10\r\n$16384\r\n", 13, 1, &lim), RESP_PARTIAL);
+    resp_req_reset(&r);
+    ck_assert_int_eq(scan_text(&r, "*11\r\n$16385\r\n", 13, 0, &lim), RESP_PARTIAL);
+    resp_req_deinit(&r);
+}
+END_TEST
+
+START_TEST(test_no_allocation_for_claims)
+{
+    struct resp_req r = {0};
+    /* A million arguments and a 512 MB value claimed: nothing sized by them. */
+    ck_assert_int_eq(scan_text(&r, "*1048576\r\n$536870912\r\nab", 24, 0, &lim), RESP_PARTIAL);
+    ck_assert_uint_eq(r.argv_cap, 0);
+    resp_req_deinit(&r);
+
+    /* A request with many arguments grows the array; reset gives it back. */
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add_printf(b, "*1000\r\n");
+    for (int i = 0; i < 1000; i++)
+        evbuffer_add_printf(b, "$1\r\nx\r\n");
+    ck_assert_int_eq(resp_req_scan(&r, b, &lim, 0), RESP_FRAME);
+    ck_assert_uint_eq(r.argc, 1000);
+    ck_assert_uint_ge(r.argv_cap, 1000);
+    resp_req_reset(&r);
+    ck_assert_uint_eq(r.argv_cap, 0);
+    ck_assert_ptr_null(r.argv);
+    evbuffer_free(b);
+    resp_req_deinit(&r);
+}
+END_TEST
+
+START_TEST(test_reply_encoders)
+{
+    struct evbuffer *out = evbuffer_new();
+    resp_add_error(out, "ERR bad %s", "line\r\nbreak");
+    resp_add_status(out, "OK");
+    resp_add_bulk(out, "a\0b", 3);
+    static const char want[] = "-ERR bad line  break\r\n+OK\r\n$3\r\na\0b\r\n";
+    ck_assert_uint_eq(evbuffer_get_length(out), sizeof(want) - 1);
+    ck_assert_mem_eq(evbuffer_pullup(out, -1), want, sizeof(want) - 1);
+    evbuffer_free(out);
+}
+END_TEST
+
+static Suite *resp_suite(void)
+{
+    Suite *s = suite_create("resp");
+    TCase *tc = tcase_create("requests");
+    tcase_add_test(tc, test_simple_frame);
+    tcase_add_test(tc, test_every_split_point);
+    tcase_add_test(tc, test_byte_by_byte_chains);
+    tcase_add_test(tc, test_empty_requests);
+    tcase_add_test(tc, test_inline);
+    tcase_add_test(tc, test_inline_split);
+    tcase_add_test(tc, test_protocol_errors);
+    tcase_add_test(tc, test_long_lines);
+    tcase_add_test(tc, test_unauthenticated_limits);
+    tcase_add_test(tc, test_no_allocation_for_claims);
+    tcase_add_test(tc, test_reply_encoders);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+UNIT_MAIN(resp_suite)
