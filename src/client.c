@@ -31,6 +31,7 @@
 #define CLIENT_BATCH 128
 #define CLIENT_PAUSE_OUTPUT (256 * 1024)
 #define CLIENT_CLOSE_TIMEOUT_SEC 10 /* how long a closing client may take to read its last replies */
+#define CLIENT_LINGER_SEC 1         /* how long to wait for the peer's EOF after ours */
 
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
@@ -58,23 +59,12 @@ void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *
     struct server *srv = w->srv;
     const struct conf *cf = w->conf;
 
-    if (atomic_fetch_add(&srv->nclients, 1) >= cf->max_clients) {
-        /* Redis's words; best effort, the socket is fresh and its buffer empty. */
-        static const char msg[] = "-ERR max number of clients reached\r\n";
-        ssize_t n = send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-        (void)n;
-        evutil_closesocket(fd);
-        atomic_fetch_sub(&srv->nclients, 1);
-        log_info("refused a connection: max_clients (%llu) reached", (unsigned long long)cf->max_clients);
-        return;
-    }
-
+    int refused = atomic_fetch_add(&srv->nclients, 1) >= cf->max_clients;
     struct client *c = calloc(1, sizeof(*c));
     if (c == NULL)
         goto fail;
     c->w = w;
     c->id = atomic_fetch_add(&srv->next_client_id, 1) + 1;
-    c->authed = cf->client_password == NULL;
     describe_peer(sa, c->addr, sizeof(c->addr));
     if (sa->sa_family != AF_UNIX) {
         int one = 1;
@@ -96,6 +86,15 @@ void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     TAILQ_INSERT_TAIL(&w->clients, c, link);
     w->nclients++;
+    if (refused) {
+        /* Redis's words. The client still gets a session, just long enough
+         * to read them. */
+        log_info("refused client id=%llu addr=%s: client.max_clients (%llu) reached", (unsigned long long)c->id,
+                 c->addr, (unsigned long long)cf->max_clients);
+        resp_add_error(bufferevent_get_output(c->bev), "ERR max number of clients reached");
+        client_close_soon(c);
+        return;
+    }
     log_debug("client id=%llu addr=%s connected", (unsigned long long)c->id, c->addr);
     return;
 fail:
@@ -114,6 +113,11 @@ fail:
     atomic_fetch_sub(&srv->nclients, 1);
 }
 
+int client_authed(const struct client *c)
+{
+    return c->authed || c->w->conf->client_password == NULL;
+}
+
 void client_free(struct client *c)
 {
     struct worker *w = c->w;
@@ -129,14 +133,33 @@ void client_free(struct client *c)
     worker_client_gone(w);
 }
 
-/* Frees C if it is closing and everything it was owed is written. Returns 1
- * if it did. */
+static void on_linger_read(struct bufferevent *bev, void *arg)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+}
+
+/* Once a closing client has been sent everything it was owed, half-closes
+ * our side and discards whatever it still sends until its EOF (or
+ * CLIENT_LINGER_SEC): closing a socket with unread input makes the kernel
+ * answer with a reset, and a reset can destroy the last replies (an error
+ * saying why, +OK to QUIT) before the client reads them. Returns 1 if C was
+ * freed. */
 static int finish_if_done(struct client *c)
 {
-    if (c->closing && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+    if (!c->closing || c->lingering || evbuffer_get_length(bufferevent_get_output(c->bev)) != 0)
+        return 0;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    if (shutdown(bufferevent_getfd(c->bev), SHUT_WR) < 0) {
         client_free(c);
         return 1;
     }
+    struct timeval tv = {CLIENT_LINGER_SEC, 0};
+    c->lingering = 1;
+    evbuffer_drain(in, evbuffer_get_length(in));
+    bufferevent_setcb(c->bev, on_linger_read, NULL, on_event, c);
+    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    bufferevent_enable(c->bev, EV_READ);
     return 0;
 }
 
@@ -196,7 +219,7 @@ static int process_input(struct client *c)
             bufferevent_setwatermark(c->bev, EV_WRITE, CLIENT_PAUSE_OUTPUT / 2, 0);
             return 0;
         }
-        enum resp_status st = resp_req_scan(&c->scan, in, &lim, !c->authed);
+        enum resp_status st = resp_req_scan(&c->scan, in, &lim, !client_authed(c));
         if (st == RESP_PARTIAL)
             return 0;
         if (st == RESP_ERROR) {
@@ -244,8 +267,10 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
 static void on_write(struct bufferevent *bev, void *arg)
 {
     struct client *c = arg;
-    if (finish_if_done(c))
+    if (c->closing) {
+        finish_if_done(c);
         return;
+    }
     if (c->paused) {
         c->paused = 0;
         bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
@@ -257,7 +282,7 @@ static void on_write(struct bufferevent *bev, void *arg)
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct client *c = arg;
-    if (what & BEV_EVENT_EOF) {
+    if ((what & BEV_EVENT_EOF) && !c->lingering) {
         /* A half-closed client is done: answer what it sent whole, never
          * what EOF cut off, then close. */
         log_debug("client id=%llu addr=%s sent EOF", (unsigned long long)c->id, c->addr);

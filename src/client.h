@@ -26,10 +26,15 @@ struct client {
     struct resp_req scan;
     uint64_t id;
     char addr[64];
-    unsigned authed : 1;     /* AUTH succeeded, or no client password is set */
+    unsigned authed : 1;     /* AUTH succeeded (see client_authed) */
     unsigned closing : 1;    /* reads nothing more; closes once the output is written */
     unsigned paused : 1;     /* reading stopped until the output drains */
+    unsigned lingering : 1;  /* closing, all written: waiting for the peer's EOF */
 };
+
+/* Whether C may run commands: it authenticated, or no client password is
+ * set (now: a reload may have removed it). */
+int client_authed(const struct client *c);
 
 /* Wraps an accepted FD in a client of W, or refuses it past max_clients. */
 void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen);

@@ -187,12 +187,12 @@ int conf_parse_size(const char *s, uint64_t *out)
     return parse_with_units(s, units, 1, out);
 }
 
-int conf_parse_addr(const char *s, int allow_unix, struct conf_addr *out)
+int conf_parse_addr(const char *s, int flags, struct conf_addr *out)
 {
     memset(out, 0, sizeof(*out));
     if (strncmp(s, "unix:", 5) == 0) {
         const char *path = s + 5;
-        if (!allow_unix || path[0] != '/' || strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+        if (!(flags & CONF_ADDR_UNIX) || path[0] != '/' || strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
             return -1;
         strcpy(out->host, path);
         out->is_unix = 1;
@@ -227,6 +227,11 @@ int conf_parse_addr(const char *s, int allow_unix, struct conf_addr *out)
               (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')))
             return -1;
     }
+    if (flags & CONF_ADDR_NUMERIC) {
+        unsigned char ip[16];
+        if (inet_pton(strchr(out->host, ':') ? AF_INET6 : AF_INET, out->host, ip) != 1)
+            return -1;
+    }
     out->port = (int)port;
     return 0;
 }
@@ -257,9 +262,9 @@ static const void *cfield(const struct conf *c, const struct key *k)
 static const char *expected(const struct key *k)
 {
     switch (k->type) {
-    case T_ADDRS: return "expected an address like 127.0.0.1:6380 or unix:/path, or a list of them";
+    case T_ADDRS: return "expected an IP address and port like 127.0.0.1:6380, or unix:/path, or a list of them";
     case T_SEEDS: return "expected an address like 10.0.0.1:6379, or a list of them";
-    case T_ADDR_OPT: return "expected an address like 127.0.0.1:9121, or \"\"";
+    case T_ADDR_OPT: return "expected an IP address and port like 127.0.0.1:9121, or \"\"";
     case T_STR:
     case T_SECRET: return "expected a string";
     case T_DURATION: return k->auto_ok ? "expected a duration like 500ms or 2s, or auto"
@@ -271,12 +276,16 @@ static const char *expected(const struct key *k)
     return "expected one of the listed words";
 }
 
+/* Writes V in the largest unit of its key's type that it is a whole number of. */
 static void format_bound(const struct key *k, uint64_t v, char *buf, size_t len)
 {
-    if (k->type == T_DURATION)
-        snprintf(buf, len, "%llums", (unsigned long long)v);
-    else if (k->type == T_SIZE)
-        snprintf(buf, len, "%llub", (unsigned long long)v);
+    static const struct unit durations[] = {{"h", 3600000}, {"m", 60000}, {"s", 1000}, {"ms", 1}, {NULL, 0}};
+    static const struct unit sizes[] = {{"gb", GB(1)}, {"mb", MB(1)}, {"kb", KB(1)}, {"", 1}, {NULL, 0}};
+    const struct unit *u = k->type == T_DURATION ? durations : k->type == T_SIZE ? sizes : NULL;
+    while (u && u->suffix && v != 0 && v % u->mult != 0)
+        u++;
+    if (u && u->suffix)
+        snprintf(buf, len, "%llu%s", (unsigned long long)(v / u->mult), v ? u->suffix : "");
     else
         snprintf(buf, len, "%llu", (unsigned long long)v);
 }
@@ -299,7 +308,7 @@ static int parse_scalar(const struct key *k, const char *s, struct conf *c, char
         *p = NULL;
         if (s[0] == '\0')
             return 0;
-        if (conf_parse_addr(s, 0, &a) < 0)
+        if (conf_parse_addr(s, CONF_ADDR_NUMERIC, &a) < 0)
             goto bad;
         *p = malloc(sizeof(a));
         if (*p == NULL)
@@ -311,7 +320,7 @@ static int parse_scalar(const struct key *k, const char *s, struct conf *c, char
     case T_SEEDS: {
         struct conf_addrs *l = f;
         struct conf_addr a;
-        if (conf_parse_addr(s, k->type == T_ADDRS, &a) < 0)
+        if (conf_parse_addr(s, k->type == T_ADDRS ? CONF_ADDR_UNIX | CONF_ADDR_NUMERIC : 0, &a) < 0)
             goto bad;
         struct conf_addr *v = realloc(l->v, (l->n + 1) * sizeof(*v));
         if (v == NULL)
@@ -506,8 +515,20 @@ static int find_section(const char *path)
 #define LINE(n) ((int)(n)->start_mark.line + 1)
 #define COL(n) ((int)(n)->start_mark.column + 1)
 
+/* YAML's null, written plainly (~, null), means "not set": the same as "". */
+static void null_to_empty(yaml_node_t *n)
+{
+    const char *v = (const char *)n->data.scalar.value;
+    if (n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+        (strcmp(v, "~") == 0 || strcmp(v, "null") == 0 || strcmp(v, "Null") == 0 || strcmp(v, "NULL") == 0)) {
+        n->data.scalar.value[0] = '\0';
+        n->data.scalar.length = 0;
+    }
+}
+
 static int scalar_ok(struct loader *L, const char *path, yaml_node_t *n)
 {
+    null_to_empty(n);
     if (strlen((const char *)n->data.scalar.value) != n->data.scalar.length) {
         diag_error(L->diag, "%s:%d:%d: %s: contains a NUL byte", L->name, LINE(n), COL(n), path);
         return 0;
@@ -563,8 +584,9 @@ static void load_mapping(struct loader *L, yaml_node_t *map, const char *prefix)
         char path[128];
         snprintf(path, sizeof(path), "%s%s", prefix, (const char *)kn->data.scalar.value);
 
-        const struct key *k = find_key(path);
-        int sec = k ? -1 : find_section(path);
+        /* "cluster.seeds:" at the top is not a way to spell a nested key. */
+        const struct key *k = strchr((const char *)kn->data.scalar.value, '.') ? NULL : find_key(path);
+        int sec = k || strchr((const char *)kn->data.scalar.value, '.') ? -1 : find_section(path);
         int *seen = k ? &L->seen_line[k - keys] : sec >= 0 ? &L->section_line[sec] : NULL;
         if (seen == NULL) {
             diag_error(L->diag, "%s:%d:%d: %s: unknown key", L->name, LINE(kn), COL(kn), path);
@@ -632,6 +654,14 @@ struct conf *conf_parse(const char *name, const char *text, size_t len, struct c
         diag_error(diag, "%s:%d:%d: expected a mapping of keys at the top level, got %s", name, LINE(root),
                    COL(root), node_kind(root));
     yaml_document_delete(&doc);
+
+    /* A second document ("---") would be silently ignored: refuse it. */
+    if (diag->nerrors == 0 && yaml_parser_load(&parser, &doc)) {
+        yaml_node_t *extra = yaml_document_get_root_node(&doc);
+        if (extra)
+            diag_error(diag, "%s:%d:%d: only one YAML document is allowed", name, LINE(extra), COL(extra));
+        yaml_document_delete(&doc);
+    }
     yaml_parser_delete(&parser);
 
     apply_defaults(&L);

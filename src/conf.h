@@ -92,7 +92,9 @@ void conf_unref(struct conf *c); /* NULL is a no-op */
 /* Helpers shared with the options and the tests. Each returns 0 or -1. */
 int conf_parse_duration_ms(const char *s, uint64_t *out);
 int conf_parse_size(const char *s, uint64_t *out);
-int conf_parse_addr(const char *s, int allow_unix, struct conf_addr *out);
+#define CONF_ADDR_UNIX 1    /* unix:/path is allowed */
+#define CONF_ADDR_NUMERIC 2 /* the host must be an IP address (for listening) */
+int conf_parse_addr(const char *s, int flags, struct conf_addr *out);
 /* Writes "host:port", "[v6]:port" or "unix:/path" into BUF. */
 const char *conf_addr_str(const struct conf_addr *a, char *buf, size_t len);
 

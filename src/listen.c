@@ -50,7 +50,7 @@ fail:;
     return -e;
 }
 
-int listen_bind(const struct conf_addr *a, int reuseport, char *err, size_t errlen)
+int listen_bind(const struct conf_addr *a, int nth, char *err, size_t errlen)
 {
     if (a->is_unix)
         return bind_unix(a, err, errlen);
@@ -66,9 +66,26 @@ int listen_bind(const struct conf_addr *a, int reuseport, char *err, size_t errl
                  gai_strerror(rc));
         return -EINVAL;
     }
+    /* SO_REUSEPORT would let this socket share the port with another
+     * process of the same user (a second respgate) without an error. Binding
+     * a plain socket first says whether anyone holds the port already. */
+    if (nth == 0) {
+        int probe = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+        int held = probe < 0 || setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+                   (ai->ai_family == AF_INET6 && setsockopt(probe, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+                   bind(probe, ai->ai_addr, ai->ai_addrlen) < 0;
+        int e = errno;
+        if (probe >= 0)
+            close(probe);
+        if (held) {
+            snprintf(err, errlen, "cannot listen on %s:%d: %s", a->host, a->port, strerror(e));
+            freeaddrinfo(ai);
+            return -e;
+        }
+    }
     int one = 1, fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
         (ai->ai_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
         bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
         int e = errno;

@@ -9,11 +9,12 @@
 
 #include "conf.h"
 
-/* Binds and listens on A (non-blocking, close-on-exec). REUSEPORT lets
- * several sockets share one TCP port. Returns the fd, or -errno with a reason
- * in ERR. A unix socket left behind by a dead process is replaced; one that
- * still answers is "in use". */
-int listen_bind(const struct conf_addr *a, int reuseport, char *err, size_t errlen);
+/* Binds and listens on A (non-blocking, close-on-exec). TCP sockets share
+ * their port (SO_REUSEPORT) with the other sockets of this process for A:
+ * NTH counts them, and the first (0) fails if anyone else holds the port.
+ * Returns the fd, or -errno with a reason in ERR. A unix socket left behind
+ * by a dead process is replaced; one that still answers is "in use". */
+int listen_bind(const struct conf_addr *a, int nth, char *err, size_t errlen);
 
 /* Removes A's socket file (unix sockets only); for shutdown. */
 void listen_unlink(const struct conf_addr *a);

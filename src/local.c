@@ -85,7 +85,7 @@ static void cmd_auth(struct client *c, struct evbuffer *frame, const struct resp
             resp_add_error(out, "ERR AUTH <password> called without any password configured for the default "
                                 "user. Are you sure your configuration is correct?");
         else if (default_user)
-            resp_add_status(out, "OK");
+            c->authed = 1, resp_add_status(out, "OK");
         else
             resp_add_error(out, "WRONGPASS invalid username-password pair or user is disabled.");
         return;
@@ -139,7 +139,7 @@ void local_dispatch(struct client *c, struct evbuffer *frame, const struct resp_
         if (strcmp(name, local_cmds[i].name) == 0)
             cmd = &local_cmds[i];
 
-    if (!c->authed && (cmd == NULL || !cmd->pre_auth)) {
+    if (!client_authed(c) && (cmd == NULL || !cmd->pre_auth)) {
         resp_add_error(out, "NOAUTH Authentication required.");
         return;
     }

@@ -91,7 +91,6 @@ int main(int argc, char **argv)
         free(pidfile);
         return 1;
     }
-    proc_daemon_ready();
     rc = server_run(&srv);
     if (pidfile)
         proc_pidfile_remove(pidfile);

@@ -134,7 +134,7 @@ static int bind_listeners(struct server *s)
             if (l->v[a].is_unix && w > 0)
                 fd = fcntl(s->listen_fds[a], F_DUPFD_CLOEXEC, 0);
             else
-                fd = listen_bind(&l->v[a], 1, err, sizeof(err));
+                fd = listen_bind(&l->v[a], w, err, sizeof(err));
             if (fd < 0) {
                 log_error("%s", l->v[a].is_unix && w > 0 ? strerror(errno) : err);
                 return -1;
@@ -224,6 +224,7 @@ int server_run(struct server *s)
     for (size_t i = 0, o = 0; i < s->conf->listen.n && o < sizeof(addrs); i++)
         o += (size_t)snprintf(addrs + o, sizeof(addrs) - o, "%s%s", i ? " " : "",
                               conf_addr_str(&s->conf->listen.v[i], one, sizeof(one)));
+    proc_daemon_ready();
     log_notice("respgate " PACKAGE_VERSION " ready: listening on %s with %d worker%s", addrs, s->nworkers,
                s->nworkers == 1 ? "" : "s");
     proc_notify("READY=1");

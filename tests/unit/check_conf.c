@@ -175,20 +175,26 @@ END_TEST
 START_TEST(test_bad_addresses)
 {
     expect_error(SEEDS "listen: 127.0.0.1\n",
-                 "t.yml:2:9: listen: expected an address like 127.0.0.1:6380 or unix:/path, or a list of them, "
+                 "t.yml:2:9: listen: expected an IP address and port like 127.0.0.1:6380, or unix:/path, or a list of them, "
                  "got \"127.0.0.1\"");
     expect_error(SEEDS "listen: [127.0.0.1:70000]\n",
-                 "t.yml:2:10: listen: expected an address like 127.0.0.1:6380 or unix:/path, or a list of them, "
+                 "t.yml:2:10: listen: expected an IP address and port like 127.0.0.1:6380, or unix:/path, or a list of them, "
                  "got \"127.0.0.1:70000\"");
     expect_error(SEEDS "listen: [unix:relative.sock]\n",
-                 "t.yml:2:10: listen: expected an address like 127.0.0.1:6380 or unix:/path, or a list of them, "
+                 "t.yml:2:10: listen: expected an IP address and port like 127.0.0.1:6380, or unix:/path, or a list of them, "
                  "got \"unix:relative.sock\"");
     expect_error("cluster: {seeds: [unix:/tmp/x.sock]}\n",
                  "t.yml:1:19: cluster.seeds: expected an address like 10.0.0.1:6379, or a list of them, "
                  "got \"unix:/tmp/x.sock\"");
     expect_error("cluster: {seeds: []}\n", "t.yml:1:18: cluster.seeds: expected at least one address");
+    expect_error(SEEDS "listen: localhost:6380\n",
+                 "t.yml:2:9: listen: expected an IP address and port like 127.0.0.1:6380, or unix:/path, or a list "
+                 "of them, got \"localhost:6380\"");
+    expect_error(SEEDS "admin: {listen: localhost:9121}\n",
+                 "t.yml:2:17: admin.listen: expected an IP address and port like 127.0.0.1:9121, or \"\", "
+                 "got \"localhost:9121\"");
     expect_error(SEEDS "listen: ::1:6379\n",
-                 "t.yml:2:9: listen: expected an address like 127.0.0.1:6380 or unix:/path, or a list of them, "
+                 "t.yml:2:9: listen: expected an IP address and port like 127.0.0.1:6380, or unix:/path, or a list of them, "
                  "got \"::1:6379\"");
 }
 END_TEST
@@ -200,13 +206,28 @@ START_TEST(test_out_of_range)
     expect_error(SEEDS "cluster: {refresh_interval: 10ms}\n",
                  "t.yml:2:1: cluster: duplicate key (first set on line 1)");
     expect_error("cluster: {seeds: [10.0.0.1:6379], refresh_interval: 10ms}\n",
-                 "t.yml:1:53: cluster.refresh_interval: 10ms is out of range (100ms to 3600000ms)");
+                 "t.yml:1:53: cluster.refresh_interval: 10ms is out of range (100ms to 1h)");
     expect_error(SEEDS "client: {output_buffer_limit: 1kb}\n",
-                 "t.yml:2:31: client.output_buffer_limit: 1kb is out of range (65536b to 68719476736b)");
+                 "t.yml:2:31: client.output_buffer_limit: 1kb is out of range (64kb to 64gb)");
     expect_error(SEEDS "limits: {max_multibulk_len: 99999999999}\n",
                  "t.yml:2:29: limits.max_multibulk_len: 99999999999 is out of range (1 to 2147483647)");
     expect_error(SEEDS "client: {max_clients: 99999999999999999999999}\n",
                  "t.yml:2:23: client.max_clients: expected a number, got \"99999999999999999999999\"");
+}
+END_TEST
+
+START_TEST(test_yaml_corners)
+{
+    /* null means "not set" */
+    struct conf_diag d;
+    struct conf *c = parse(SEEDS "log: {file: ~}\npidfile: null\nclient: {password: \"null\"}\n", &d);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_ptr_null(c->log_file);
+    ck_assert_ptr_null(c->pidfile);
+    ck_assert_str_eq(c->client_password, "null"); /* quoted: a string */
+    conf_unref(c);
+    expect_error(SEEDS "cluster.password: x\n", "t.yml:2:1: cluster.password: unknown key");
+    expect_error(SEEDS "---\nworkers: 2\n", "t.yml:3:1: only one YAML document is allowed");
 }
 END_TEST
 
@@ -383,6 +404,7 @@ static Suite *conf_suite(void)
     tcase_add_test(tc, test_wrong_types);
     tcase_add_test(tc, test_bad_addresses);
     tcase_add_test(tc, test_out_of_range);
+    tcase_add_test(tc, test_yaml_corners);
     tcase_add_test(tc, test_duplicates);
     tcase_add_test(tc, test_missing_and_syntax);
     tcase_add_test(tc, test_all_errors_reported);

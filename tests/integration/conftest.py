@@ -1,0 +1,55 @@
+# Fixtures for the integration tests: one real Redis Cluster (3 masters + 3
+# replicas, passwords, loopback) per test session, and a respgate in front of
+# it per test. Everything is stopped by PID, also when a test fails.
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from harness.cluster import Cluster  # noqa: E402
+from harness.respgate import BINARY, Respgate, free_port, yaml_config  # noqa: E402
+
+CLUSTER_PASSWORD = "cluster-pw"
+CLIENT_PASSWORD = "client-pw"
+
+
+def pytest_sessionstart(session):
+    if not os.access(BINARY, os.X_OK):
+        raise pytest.UsageError(f"no respgate binary at {BINARY}: build it or set RESPGATE_BIN")
+
+
+def pytest_runtest_logreport(report):
+    # In this suite a skipped test is a failed one: nothing here may quietly not run.
+    if report.skipped:
+        report.outcome = "failed"
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    with Cluster(tmp_path_factory.mktemp("cluster"), password=CLUSTER_PASSWORD) as c:
+        yield c
+
+
+@pytest.fixture
+def make_respgate(tmp_path, cluster):
+    """make_respgate(client_password=None, extra="", args=(), env=None, start=True) -> Respgate"""
+    started = []
+
+    def make(client_password=None, extra="", args=(), env=None, start=True):
+        port = free_port()
+        text = yaml_config(port, cluster.seeds, CLUSTER_PASSWORD, client_password, extra)
+        rg = Respgate(tmp_path / f"rg{len(started)}", text, port, args=args, env=env)
+        started.append(rg)
+        return rg.start() if start else rg
+
+    yield make
+    for rg in started:
+        rg.stop()
+
+
+@pytest.fixture
+def respgate(make_respgate):
+    return make_respgate()
