@@ -603,8 +603,8 @@ static void load_mapping(struct loader *L, yaml_node_t *map, const char *prefix)
         } else if (vn->type == YAML_MAPPING_NODE) {
             strcat(path, ".");
             load_mapping(L, vn, path);
-        } else if (!(vn->type == YAML_SCALAR_NODE && vn->data.scalar.length == 0)) {
-            /* "cluster:" with nothing under it is an empty section, not an error. */
+        } else if (vn->type != YAML_SCALAR_NODE || (null_to_empty(vn), vn->data.scalar.length != 0)) {
+            /* "cluster:" (or "cluster: ~") is an empty section, not an error. */
             diag_error(L->diag, "%s:%d:%d: %s: expected a mapping of keys, got %s", L->name, LINE(vn), COL(vn),
                        path, node_kind(vn));
         }

@@ -129,7 +129,7 @@ END_TEST
 START_TEST(test_scalar_for_list_and_empty_sections)
 {
     struct conf_diag d;
-    struct conf *c = parse("listen: 0.0.0.0:7000\ncluster:\n  seeds: 10.0.0.9:6379\nclient:\nlog:\n", &d);
+    struct conf *c = parse("listen: 0.0.0.0:7000\ncluster:\n  seeds: 10.0.0.9:6379\nclient:\nlog: ~\n", &d);
     ck_assert_ptr_nonnull(c);
     ck_assert_uint_eq(c->listen.n, 1);
     ck_assert_int_eq(c->listen.v[0].port, 7000);

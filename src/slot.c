@@ -1,0 +1,117 @@
+/*
+ * slot: key hashing, see slot.h.
+ *
+ * Hash tag rule (cluster spec): if the key has a '{' and, after it, a '}'
+ * with at least one byte between them, only the bytes between the first '{'
+ * and the first '}' after it are hashed; otherwise the whole key is.
+ */
+#include "slot.h"
+
+#include "resp.h"
+
+#include <event2/buffer.h>
+#include <pthread.h>
+#include <string.h>
+
+static uint16_t crc_table[256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+static void crc_table_init(void)
+{
+    for (unsigned i = 0; i < 256; i++) {
+        uint16_t c = (uint16_t)(i << 8);
+        for (int b = 0; b < 8; b++)
+            c = (uint16_t)((c & 0x8000) ? (c << 1) ^ 0x1021 : c << 1);
+        crc_table[i] = c;
+    }
+}
+
+uint16_t slot_crc16(uint16_t crc, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    pthread_once(&crc_once, crc_table_init);
+    for (size_t i = 0; i < len; i++)
+        crc = (uint16_t)((crc << 8) ^ crc_table[((crc >> 8) ^ p[i]) & 0xff]);
+    return crc;
+}
+
+unsigned slot_of(const char *key, size_t len)
+{
+    const char *open = memchr(key, '{', len);
+    if (open) {
+        const char *close = memchr(open + 1, '}', len - (size_t)(open + 1 - key));
+        if (close && close > open + 1)
+            return slot_crc16(0, open + 1, (size_t)(close - open - 1)) & (SLOT_COUNT - 1);
+    }
+    return slot_crc16(0, key, len) & (SLOT_COUNT - 1);
+}
+
+#define PEEK_VECS 8
+
+/* Calls FN on each contiguous piece of bytes [from, from+len) of argument A. */
+static void each_piece(struct evbuffer *frame, const struct resp_arg *a, size_t from, size_t len,
+                       void (*fn)(const char *p, size_t n, void *ctx), void *ctx)
+{
+    struct evbuffer_ptr ptr;
+    struct evbuffer_iovec v[PEEK_VECS];
+    if (evbuffer_ptr_set(frame, &ptr, a->off + from, EVBUFFER_PTR_SET) < 0)
+        return;
+    while (len > 0) {
+        int n = evbuffer_peek(frame, (ev_ssize_t)len, &ptr, v, PEEK_VECS);
+        if (n <= 0)
+            return;
+        for (int i = 0; i < n && i < PEEK_VECS && len > 0; i++) {
+            size_t take = v[i].iov_len < len ? v[i].iov_len : len;
+            fn(v[i].iov_base, take, ctx);
+            len -= take;
+            evbuffer_ptr_set(frame, &ptr, take, EVBUFFER_PTR_ADD);
+        }
+    }
+}
+
+struct tag_search {
+    size_t pos;   /* bytes seen so far */
+    size_t open;  /* offset of the first '{', or SIZE_MAX */
+    size_t close; /* offset of the first '}' after it, or SIZE_MAX */
+};
+
+static void find_tag(const char *p, size_t n, void *ctx)
+{
+    struct tag_search *t = ctx;
+    if (t->close != SIZE_MAX)
+        return;
+    const char *q;
+    if (t->open == SIZE_MAX) {
+        if ((q = memchr(p, '{', n)) == NULL) {
+            t->pos += n;
+            return;
+        }
+        t->open = t->pos + (size_t)(q - p);
+        n -= (size_t)(q + 1 - p);
+        t->pos = t->open + 1;
+        p = q + 1;
+    }
+    if ((q = memchr(p, '}', n)) != NULL)
+        t->close = t->pos + (size_t)(q - p);
+    t->pos += n;
+}
+
+static void crc_piece(const char *p, size_t n, void *ctx)
+{
+    uint16_t *crc = ctx;
+    *crc = slot_crc16(*crc, p, n);
+}
+
+unsigned slot_of_arg(struct evbuffer *frame, const struct resp_arg *a)
+{
+    struct tag_search t = {0, SIZE_MAX, SIZE_MAX};
+    size_t from = 0, len = a->len;
+    uint16_t crc = 0;
+    each_piece(frame, a, 0, a->len, find_tag, &t);
+    if (t.close != SIZE_MAX && t.close > t.open + 1) {
+        from = t.open + 1;
+        len = t.close - from;
+    }
+    each_piece(frame, a, from, len, crc_piece, &crc);
+    return crc & (SLOT_COUNT - 1);
+}
