@@ -165,6 +165,113 @@ enum resp_status resp_req_scan(struct resp_req *r, struct evbuffer *buf, const s
     return RESP_FRAME;
 }
 
+enum resp_status resp_reply_scan(struct resp_reply *r, struct evbuffer *buf)
+{
+    size_t avail = evbuffer_get_length(buf);
+    long long n, v;
+
+    if (r->pending == 0 && r->pos == 0)
+        r->pending = 1;
+    for (;;) {
+        if (r->in_bulk) {
+            size_t end = r->pos + (size_t)r->bulk;
+            if (avail < end + 2)
+                return RESP_PARTIAL;
+            if (byte_at(buf, end) != '\r' || byte_at(buf, end + 1) != '\n') {
+                r->error = "bulk data not followed by CRLF";
+                return RESP_ERROR;
+            }
+            r->pos = end + 2;
+            r->in_bulk = 0;
+            r->pending--;
+        }
+        if (r->pending == 0) {
+            r->len = r->pos;
+            return RESP_FRAME;
+        }
+        int c = byte_at(buf, r->pos);
+        if (c < 0)
+            return RESP_PARTIAL;
+        if (r->pos == 0)
+            r->type = (char)c;
+        if ((n = line_len(buf, r->pos, EVBUFFER_EOL_CRLF_STRICT)) < 0) {
+            if (avail - r->pos > RESP_REPLY_LINE_MAX) {
+                r->error = "reply line too long";
+                return RESP_ERROR;
+            }
+            return RESP_PARTIAL;
+        }
+        switch (c) {
+        case '+': case '-': case ':': case ',': case '#': case '(': case '_':
+            r->pending--;
+            break;
+        case '$': case '=': case '!':
+            if (length_at(buf, r->pos, n, &v) < 0 || v < -1 || (v == -1 && c != '$')) {
+                r->error = "invalid bulk length";
+                return RESP_ERROR;
+            }
+            if (v == -1) {
+                r->pending--;
+            } else {
+                r->in_bulk = 1;
+                r->bulk = v;
+            }
+            break;
+        case '*': case '~': case '>': case '%': case '|':
+            if (length_at(buf, r->pos, n, &v) < 0 || v < -1 || v > INT32_MAX || (v == -1 && c != '*')) {
+                r->error = "invalid aggregate length";
+                return RESP_ERROR;
+            }
+            if (v == -1)
+                r->pending--;
+            else if (c == '%')
+                r->pending += 2 * v - 1;
+            else if (c == '|')
+                r->pending += 2 * v; /* attributes precede the element they describe */
+            else
+                r->pending += v - 1;
+            break;
+        default:
+            r->error = "unknown reply type";
+            return RESP_ERROR;
+        }
+        r->pos += (size_t)n + 2;
+    }
+}
+
+int resp_parse_redirect(const char *line, size_t len, struct resp_redirect *out)
+{
+    char buf[320];
+    if (len >= sizeof(buf))
+        return -1;
+    memcpy(buf, line, len);
+    buf[len] = '\0';
+    char host[256];
+    unsigned slot;
+    int port, used = 0;
+    const char *rest;
+    if (strncmp(buf, "MOVED ", 6) == 0)
+        out->ask = 0, rest = buf + 6;
+    else if (strncmp(buf, "ASK ", 4) == 0)
+        out->ask = 1, rest = buf + 4;
+    else
+        return -1;
+    /* "<slot> <host>:<port>", where host may itself hold colons (IPv6) */
+    const char *colon = strrchr(rest, ':');
+    if (colon == NULL || sscanf(rest, "%u %255[^ ]%n", &slot, host, &used) != 2 || rest[used] != '\0' ||
+        slot >= 16384)
+        return -1;
+    char *hcolon = strrchr(host, ':');
+    if (hcolon == NULL || sscanf(hcolon + 1, "%d%n", &port, &used) != 1 || hcolon[1 + used] != '\0' || port <= 0 ||
+        port > 65535)
+        return -1;
+    *hcolon = '\0';
+    out->slot = slot;
+    out->port = port;
+    snprintf(out->host, sizeof(out->host), "%s", host);
+    return 0;
+}
+
 void resp_req_reset(struct resp_req *r)
 {
     struct resp_arg *argv = r->argv;

@@ -66,6 +66,40 @@ enum resp_status resp_req_scan(struct resp_req *r, struct evbuffer *buf, const s
 void resp_req_reset(struct resp_req *r);
 void resp_req_deinit(struct resp_req *r);
 
+/*
+ * Replies: resp_reply_scan() finds the end of the next complete reply at the
+ * front of a buffer, at any nesting depth (RESP2 and RESP3 types), without a
+ * stack: it counts the elements still owed. Resumable like the request
+ * scanner.
+ */
+#define RESP_REPLY_LINE_MAX (1 << 20) /* longest header or simple line */
+
+struct resp_reply {
+    size_t len;          /* after RESP_FRAME: the whole reply's length */
+    char type;           /* the reply's first byte ('+', '-', '$', '*', ...) */
+    const char *error;   /* after RESP_ERROR: why the bytes are not RESP */
+
+    /* Resumable state; all zero is the start of a reply. */
+    size_t pos;
+    long long pending;   /* elements still to scan, the current one included */
+    long long bulk;      /* payload length of the bulk being read */
+    int in_bulk;
+};
+
+enum resp_status resp_reply_scan(struct resp_reply *r, struct evbuffer *buf);
+
+/* A redirection: "-MOVED <slot> <host>:<port>" or "-ASK ...". */
+struct resp_redirect {
+    int ask;             /* 1 for ASK, 0 for MOVED */
+    unsigned slot;
+    char host[256];
+    int port;
+};
+
+/* Parses the error LINE (without "-" and CRLF) as a redirection. Returns 0,
+ * or -1 if it is some other error. */
+int resp_parse_redirect(const char *line, size_t len, struct resp_redirect *out);
+
 /* Copies up to CAP bytes of argument A of FRAME into DST. Returns the
  * argument's full length (more than CAP means it was cut). */
 size_t resp_arg_copy(struct evbuffer *frame, const struct resp_arg *a, char *dst, size_t cap);

@@ -5,6 +5,9 @@
 #include "unit.h"
 
 #include <event2/buffer.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const struct resp_limits lim = {512u << 20, 64 << 10, 1048576};
@@ -302,6 +305,153 @@ START_TEST(test_reply_encoders)
 }
 END_TEST
 
+/* ---- replies ---- */
+
+/* Appends a random RESP2 reply of at most DEPTH levels to B; returns how
+ * many replies hiredis will see for it (always 1). */
+static void random_reply(struct evbuffer *b, int depth, unsigned *seed)
+{
+    int kind = rand_r(seed) % (depth > 0 ? 7 : 5);
+    switch (kind) {
+    case 0: evbuffer_add_printf(b, "+OK %u\r\n", rand_r(seed)); break;
+    case 1: evbuffer_add_printf(b, "-ERR thing %u\r\n", rand_r(seed)); break;
+    case 2: evbuffer_add_printf(b, ":%d\r\n", (int)rand_r(seed) - RAND_MAX / 2); break;
+    case 3: {
+        size_t n = (size_t)rand_r(seed) % 40;
+        evbuffer_add_printf(b, "$%zu\r\n", n);
+        for (size_t i = 0; i < n; i++) {
+            char c = "ab\r\n\0*$:"[rand_r(seed) % 9];
+            evbuffer_add(b, &c, 1);
+        }
+        evbuffer_add(b, "\r\n", 2);
+        break;
+    }
+    case 4: evbuffer_add_printf(b, "$-1\r\n"); break;
+    case 5: evbuffer_add_printf(b, "*-1\r\n"); break;
+    default: {
+        int n = rand_r(seed) % 5;
+        evbuffer_add_printf(b, "*%d\r\n", n);
+        for (int i = 0; i < n; i++)
+            random_reply(b, depth - 1, seed);
+    }
+    }
+}
+
+/* hiredis's reader is the oracle: each frame our scanner cuts must be
+ * exactly one whole reply to it. */
+START_TEST(test_reply_scan_against_hiredis)
+{
+    unsigned seed = 12345;
+    for (int round = 0; round < 200; round++) {
+        struct evbuffer *stream = evbuffer_new();
+        int nreplies = 1 + rand_r(&seed) % 20;
+        for (int i = 0; i < nreplies; i++)
+            random_reply(stream, 4, &seed);
+        size_t total = evbuffer_get_length(stream);
+        const char *all = (const char *)evbuffer_pullup(stream, -1);
+
+        /* Arrive in random pieces, each its own chain. */
+        struct evbuffer *in = evbuffer_new();
+        size_t fed = 0;
+        int got = 0;
+        struct resp_reply r = {0};
+        while (got < nreplies) {
+            enum resp_status st = resp_reply_scan(&r, in);
+            ck_assert_int_ne(st, RESP_ERROR);
+            if (st == RESP_PARTIAL) {
+                ck_assert_uint_lt(fed, total);
+                size_t n = 1 + (size_t)rand_r(&seed) % 16;
+                if (n > total - fed)
+                    n = total - fed;
+                struct evbuffer *piece = evbuffer_new();
+                evbuffer_add(piece, all + fed, n);
+                evbuffer_add_buffer(in, piece);
+                evbuffer_free(piece);
+                fed += n;
+                continue;
+            }
+            const char *frame = (const char *)evbuffer_pullup(in, (ev_ssize_t)r.len);
+            redisReader *rd = redisReaderCreate();
+            void *reply = NULL;
+            ck_assert_int_eq(redisReaderFeed(rd, frame, r.len), REDIS_OK);
+            ck_assert_int_eq(redisReaderGetReply(rd, &reply), REDIS_OK);
+            ck_assert_ptr_nonnull(reply); /* the frame holds a whole reply ... */
+            freeReplyObject(reply);
+            reply = NULL;
+            ck_assert_int_eq(redisReaderGetReply(rd, &reply), REDIS_OK);
+            ck_assert_ptr_null(reply); /* ... and nothing more */
+            ck_assert_uint_eq(rd->pos, rd->len);
+            redisReaderFree(rd);
+            ck_assert_int_eq(r.type, frame[0]);
+            evbuffer_drain(in, r.len);
+            memset(&r, 0, sizeof(r));
+            got++;
+        }
+        ck_assert_uint_eq(fed, total);
+        ck_assert_uint_eq(evbuffer_get_length(in), 0);
+        evbuffer_free(in);
+        evbuffer_free(stream);
+    }
+}
+END_TEST
+
+static size_t reply_len(const char *text, size_t len, enum resp_status want)
+{
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, text, len);
+    struct resp_reply r = {0};
+    enum resp_status st = resp_reply_scan(&r, b);
+    evbuffer_free(b);
+    ck_assert_int_eq(st, want);
+    return st == RESP_FRAME ? r.len : 0;
+}
+
+#define REPLY(text) reply_len(text, sizeof(text) - 1, RESP_FRAME)
+
+START_TEST(test_reply_scan_resp3_and_errors)
+{
+    ck_assert_uint_eq(REPLY("%2\r\n+a\r\n:1\r\n$1\r\nb\r\n*1\r\n_\r\nXX"), 26);
+    ck_assert_uint_eq(REPLY("~2\r\n,1.5\r\n#t\r\n"), 14);
+    ck_assert_uint_eq(REPLY("|1\r\n+key\r\n+val\r\n:7\r\n"), 20);
+    ck_assert_uint_eq(REPLY(">2\r\n+message\r\n(12345678901234567890\r\n"), 37);
+    ck_assert_uint_eq(REPLY("=8\r\ntxt:abcd\r\n!3\r\nerr\r\n"), 14);
+    ck_assert_uint_eq(REPLY("*0\r\n"), 4);
+    ck_assert_uint_eq(REPLY("*3\r\n*0\r\n*-1\r\n$0\r\n\r\n"), 19);
+#define REPLY_STATUS(text, st) reply_len(text, sizeof(text) - 1, st)
+    REPLY_STATUS("*2\r\n:1\r\n", RESP_PARTIAL);
+    REPLY_STATUS("$5\r\nabc", RESP_PARTIAL);
+    REPLY_STATUS("?1\r\n", RESP_ERROR);
+    REPLY_STATUS("$-2\r\n", RESP_ERROR);
+    REPLY_STATUS("%-1\r\n", RESP_ERROR);
+    REPLY_STATUS("$3\r\nabcd\r\n", RESP_ERROR);
+    REPLY_STATUS("*x\r\n", RESP_ERROR);
+}
+END_TEST
+
+START_TEST(test_parse_redirect)
+{
+    struct resp_redirect rd;
+    static const char moved[] = "MOVED 3999 127.0.0.1:6381";
+    ck_assert_int_eq(resp_parse_redirect(moved, sizeof(moved) - 1, &rd), 0);
+    ck_assert_int_eq(rd.ask, 0);
+    ck_assert_uint_eq(rd.slot, 3999);
+    ck_assert_str_eq(rd.host, "127.0.0.1");
+    ck_assert_int_eq(rd.port, 6381);
+    static const char ask[] = "ASK 16383 ::1:7000";
+    ck_assert_int_eq(resp_parse_redirect(ask, sizeof(ask) - 1, &rd), 0);
+    ck_assert_int_eq(rd.ask, 1);
+    ck_assert_str_eq(rd.host, "::1");
+    ck_assert_int_eq(rd.port, 7000);
+    static const char nohost[] = "MOVED 1 :7000";
+    ck_assert_int_eq(resp_parse_redirect(nohost, sizeof(nohost) - 1, &rd), 0);
+    ck_assert_str_eq(rd.host, "");
+    const char *bad[] = {"MOVED", "MOVED 16384 a:1", "MOVED 1 a", "MOVED 1 a:0", "MOVED 1 a:1 x", "ERR x",
+                         "ASK 1 a:99999", "MOVED x a:1"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        ck_assert_msg(resp_parse_redirect(bad[i], strlen(bad[i]), &rd) == -1, "%s", bad[i]);
+}
+END_TEST
+
 static Suite *resp_suite(void)
 {
     Suite *s = suite_create("resp");
@@ -318,6 +468,11 @@ static Suite *resp_suite(void)
     tcase_add_test(tc, test_no_allocation_for_claims);
     tcase_add_test(tc, test_reply_encoders);
     suite_add_tcase(s, tc);
+    TCase *tr = tcase_create("replies");
+    tcase_add_test(tr, test_reply_scan_against_hiredis);
+    tcase_add_test(tr, test_reply_scan_resp3_and_errors);
+    tcase_add_test(tr, test_parse_redirect);
+    suite_add_tcase(s, tr);
     return s;
 }
 
