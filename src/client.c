@@ -11,8 +11,8 @@
 #include "client.h"
 
 #include "conf.h"
-#include "local.h"
 #include "log.h"
+#include "router.h"
 #include "server.h"
 #include "worker.h"
 
@@ -30,6 +30,7 @@
 
 #define CLIENT_BATCH 128
 #define CLIENT_PAUSE_OUTPUT (256 * 1024)
+#define CLIENT_MAX_OWED 1024 /* requests in flight per client before it is read no more */
 #define CLIENT_CLOSE_TIMEOUT_SEC 10 /* how long a closing client may take to read its last replies */
 #define CLIENT_LINGER_SEC 1         /* how long to wait for the peer's EOF after ours */
 
@@ -72,8 +73,8 @@ void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *
     }
     c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->resume = event_new(w->base, -1, 0, on_resume, c);
-    c->frame = evbuffer_new();
-    if (c->bev == NULL || c->resume == NULL || c->frame == NULL) {
+    TAILQ_INIT(&c->owed);
+    if (c->bev == NULL || c->resume == NULL) {
         if (c->bev == NULL)
             evutil_closesocket(fd);
         goto fail;
@@ -104,8 +105,6 @@ fail:
             bufferevent_free(c->bev);
         if (c->resume)
             event_free(c->resume);
-        if (c->frame)
-            evbuffer_free(c->frame);
         free(c);
     } else {
         evutil_closesocket(fd);
@@ -125,9 +124,17 @@ void client_free(struct client *c)
     TAILQ_REMOVE(&w->clients, c, link);
     w->nclients--;
     atomic_fetch_sub(&w->srv->nclients, 1);
+    /* Requests still in flight are orphaned: their replies will be dropped. */
+    struct req *r;
+    while ((r = TAILQ_FIRST(&c->owed))) {
+        TAILQ_REMOVE(&c->owed, r, owed);
+        if (r->backend)
+            r->client = NULL;
+        else
+            req_free(w, r);
+    }
     bufferevent_free(c->bev);
     event_free(c->resume);
-    evbuffer_free(c->frame);
     resp_req_deinit(&c->scan);
     free(c);
     worker_client_gone(w);
@@ -147,7 +154,7 @@ static void on_linger_read(struct bufferevent *bev, void *arg)
  * freed. */
 static int finish_if_done(struct client *c)
 {
-    if (!c->closing || c->lingering || evbuffer_get_length(bufferevent_get_output(c->bev)) != 0)
+    if (!c->closing || c->lingering || c->nowed || evbuffer_get_length(bufferevent_get_output(c->bev)) != 0)
         return 0;
     struct evbuffer *in = bufferevent_get_input(c->bev);
     if (shutdown(bufferevent_getfd(c->bev), SHUT_WR) < 0) {
@@ -180,76 +187,110 @@ void client_shutdown(struct client *c)
     finish_if_done(c);
 }
 
-/* Turns the inline request at the front of c->frame into a multibulk frame
- * and rescans it, so everything after this sees one format. Returns 0, or -1
- * after answering a protocol error. */
-static int normalize_inline(struct client *c, const struct resp_limits *lim)
+/* Turns the inline request in R->buf into a multibulk frame and rescans it,
+ * so everything after this sees one format. Returns 0, or -1 for unbalanced
+ * quotes. */
+static int normalize_inline(struct client *c, struct req *r, const struct resp_limits *lim)
 {
     size_t len = c->scan.inline_len;
     struct evbuffer *mb = evbuffer_new();
-    const char *line = (const char *)evbuffer_pullup(c->frame, (ev_ssize_t)len);
+    const char *line = (const char *)evbuffer_pullup(r->buf, (ev_ssize_t)len);
     int argc = mb && (line || len == 0) ? resp_inline_to_multibulk(line ? line : "", len, mb) : -1;
-    if (argc < 0) {
-        if (mb)
-            evbuffer_free(mb);
-        resp_add_error(bufferevent_get_output(c->bev), "ERR Protocol error: unbalanced quotes in request");
-        return -1;
+    evbuffer_drain(r->buf, evbuffer_get_length(r->buf));
+    if (mb) {
+        evbuffer_add_buffer(r->buf, mb);
+        evbuffer_free(mb);
     }
-    evbuffer_free(c->frame);
-    c->frame = mb;
     resp_req_reset(&c->scan);
     if (argc > 0)
-        resp_req_scan(&c->scan, mb, lim, 0); /* well formed by construction */
-    return 0;
+        resp_req_scan(&c->scan, r->buf, lim, 0); /* well formed by construction */
+    return argc < 0 ? -1 : 0;
 }
 
-/* Handles the frames waiting in the input, CLIENT_BATCH at most. Returns -1
- * if C was freed. */
-static int process_input(struct client *c)
+/* Owes C one last reply, the error WHY, and starts closing. */
+static void fail_and_close(struct client *c, const char *why)
+{
+    struct req *r = req_new(c->w, REQ_CLIENT);
+    if (r) {
+        r->client = c;
+        TAILQ_INSERT_TAIL(&c->owed, r, owed);
+        c->nowed++;
+        router_fail(c->w, r, "ERR %s", why);
+    }
+    client_close_soon(c);
+}
+
+/* Handles the frames waiting in the input, CLIENT_BATCH at most. Never frees
+ * C; what must follow runs from its resume event. */
+static void process_input(struct client *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
     struct evbuffer *out = bufferevent_get_output(c->bev);
     const struct conf *cf = c->w->conf;
     const struct resp_limits lim = {cf->max_bulk_len, cf->max_inline_len, cf->max_multibulk_len};
 
-    for (int n = 0; n < CLIENT_BATCH && !c->closing; n++) {
+    for (int n = 0; n < CLIENT_BATCH && !c->closing && !c->dead; n++) {
         if (evbuffer_get_length(out) >= CLIENT_PAUSE_OUTPUT) {
             c->paused = 1;
             bufferevent_disable(c->bev, EV_READ);
             bufferevent_setwatermark(c->bev, EV_WRITE, CLIENT_PAUSE_OUTPUT / 2, 0);
-            return 0;
+            return;
         }
+        if (c->nowed >= CLIENT_MAX_OWED)
+            return; /* client_deliver resumes */
         enum resp_status st = resp_req_scan(&c->scan, in, &lim, !client_authed(c));
         if (st == RESP_PARTIAL)
-            return 0;
+            return;
         if (st == RESP_ERROR) {
             log_info("client id=%llu addr=%s: %s; closing", (unsigned long long)c->id, c->addr, c->scan.error);
-            resp_add_error(out, "ERR %s", c->scan.error);
-            client_close_soon(c);
+            fail_and_close(c, c->scan.error);
             break;
         }
-        evbuffer_remove_buffer(in, c->frame, c->scan.frame_len);
-        if (c->scan.is_inline && normalize_inline(c, &lim) < 0) {
-            client_close_soon(c);
+        struct req *r = req_new(c->w, REQ_CLIENT);
+        if (r == NULL) {
+            fail_and_close(c, "respgate: out of memory");
             break;
         }
-        if (c->scan.argc > 0)
-            local_dispatch(c, c->frame, &c->scan, out);
-        evbuffer_drain(c->frame, evbuffer_get_length(c->frame));
+        evbuffer_remove_buffer(in, r->buf, c->scan.frame_len);
+        if (c->scan.is_inline && normalize_inline(c, r, &lim) < 0) {
+            req_free(c->w, r);
+            fail_and_close(c, "Protocol error: unbalanced quotes in request");
+            break;
+        }
+        if (c->scan.argc == 0) {
+            req_free(c->w, r); /* an empty request gets no reply, as in Redis */
+        } else {
+            r->client = c;
+            TAILQ_INSERT_TAIL(&c->owed, r, owed);
+            c->nowed++;
+            router_dispatch(c, r, &c->scan);
+        }
         resp_req_reset(&c->scan);
-
-        if (evbuffer_get_length(out) > cf->output_buffer_limit) {
-            log_notice("client id=%llu addr=%s closed: output buffer over client.output_buffer_limit (%llu bytes)",
-                       (unsigned long long)c->id, c->addr, (unsigned long long)cf->output_buffer_limit);
-            client_free(c);
-            return -1;
-        }
     }
-    if (c->closing)
-        return finish_if_done(c) ? -1 : 0;
-    if (evbuffer_get_length(in) > 0)
+    if (c->dead || c->closing ||
+        (evbuffer_get_length(in) > 0 && c->nowed < CLIENT_MAX_OWED && !c->paused))
         event_active(c->resume, EV_READ, 0);
-    return 0;
+}
+
+void client_deliver(struct client *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct req *r;
+    int was_full = c->nowed >= CLIENT_MAX_OWED;
+    while ((r = TAILQ_FIRST(&c->owed)) && r->done) {
+        TAILQ_REMOVE(&c->owed, r, owed);
+        c->nowed--;
+        evbuffer_add_buffer(out, r->reply);
+        req_free(c->w, r);
+    }
+    if (!c->dead && evbuffer_get_length(out) > c->w->conf->output_buffer_limit) {
+        log_notice("client id=%llu addr=%s closed: output buffer over client.output_buffer_limit (%llu bytes)",
+                   (unsigned long long)c->id, c->addr, (unsigned long long)c->w->conf->output_buffer_limit);
+        c->dead = 1;
+    }
+    if (c->dead || (c->closing && c->nowed == 0) ||
+        (was_full && c->nowed < CLIENT_MAX_OWED && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0))
+        event_active(c->resume, EV_READ, 0);
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -260,7 +301,11 @@ static void on_read(struct bufferevent *bev, void *arg)
 static void on_resume(evutil_socket_t fd, short what, void *arg)
 {
     struct client *c = arg;
-    if (!c->paused && !c->closing)
+    if (c->dead)
+        client_free(c);
+    else if (c->closing)
+        finish_if_done(c);
+    else if (!c->paused)
         process_input(c);
 }
 

@@ -6,6 +6,7 @@
 #ifndef RG_CLIENT_H
 #define RG_CLIENT_H
 
+#include "req.h"
 #include "resp.h"
 
 #include <event2/util.h>
@@ -21,8 +22,9 @@ struct client {
     TAILQ_ENTRY(client) link;
     struct worker *w;
     struct bufferevent *bev;
-    struct event *resume;    /* continues the read loop when input is left over */
-    struct evbuffer *frame;  /* the request being handled, moved out of the input */
+    struct event *resume;    /* runs deferred work: more input, closing, freeing */
+    struct req_list owed;    /* requests whose replies are owed, in order */
+    size_t nowed;
     struct resp_req scan;
     uint64_t id;
     char addr[64];
@@ -30,6 +32,7 @@ struct client {
     unsigned closing : 1;    /* reads nothing more; closes once the output is written */
     unsigned paused : 1;     /* reading stopped until the output drains */
     unsigned lingering : 1;  /* closing, all written: waiting for the peer's EOF */
+    unsigned dead : 1;       /* to be freed at the next resume */
 };
 
 /* Whether C may run commands: it authenticated, or no client password is
@@ -46,5 +49,9 @@ void client_close_soon(struct client *c);
 void client_shutdown(struct client *c);
 
 void client_free(struct client *c);
+
+/* Moves the replies now at the head of C's FIFO to its output. Never frees
+ * C: what follows (closing, more input) runs from its resume event. */
+void client_deliver(struct client *c);
 
 #endif

@@ -144,11 +144,11 @@ void local_dispatch(struct client *c, struct evbuffer *frame, const struct resp_
         return;
     }
     if (cmd == NULL) {
+        /* A command of the client's own session that this build does not answer yet. */
         char shown[NAME_MAX_LEN + 1], raw[NAME_MAX_LEN];
         size_t rlen = resp_arg_copy(frame, &req->argv[0], raw, sizeof(raw));
         printable_name(raw, rlen < sizeof(raw) ? rlen : sizeof(raw), shown, sizeof(shown));
-        resp_add_error(out, "ERR '%s' is not available: this respgate does not route commands to the cluster yet",
-                       shown);
+        resp_add_error(out, "ERR respgate does not support '%s' yet", shown);
         return;
     }
     if ((cmd->arity > 0 && req->argc != (size_t)cmd->arity) || (cmd->arity < 0 && req->argc < (size_t)-cmd->arity)) {

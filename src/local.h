@@ -12,7 +12,8 @@ struct client;
 struct evbuffer;
 struct resp_req;
 
-/* Answers the request REQ (arguments in FRAME) of client C into OUT. */
+/* Answers the request REQ (arguments in FRAME) of client C into OUT; the
+ * router sends here every command the table marks local. */
 void local_dispatch(struct client *c, struct evbuffer *frame, const struct resp_req *req, struct evbuffer *out);
 
 /* Compares two secrets in time that depends only on their lengths, not on

@@ -10,6 +10,7 @@
 #include "server.h"
 
 #include "conf.h"
+#include "topo.h"
 #include "listen.h"
 #include "log.h"
 #include "proc.h"
@@ -32,6 +33,26 @@ struct conf *server_conf(struct server *s)
     struct conf *c = conf_ref(s->conf);
     pthread_mutex_unlock(&s->conf_lock);
     return c;
+}
+
+struct slotmap *server_map(struct server *s)
+{
+    pthread_mutex_lock(&s->conf_lock);
+    struct slotmap *m = s->map ? slotmap_ref(s->map) : NULL;
+    pthread_mutex_unlock(&s->conf_lock);
+    return m;
+}
+
+static void post_all(struct server *s, int msg);
+
+void server_publish_map(struct server *s, struct slotmap *m)
+{
+    pthread_mutex_lock(&s->conf_lock);
+    struct slotmap *old = s->map;
+    s->map = m;
+    pthread_mutex_unlock(&s->conf_lock);
+    slotmap_unref(old);
+    post_all(s, WORKER_TOPO);
 }
 
 static void post_all(struct server *s, int msg)
@@ -229,9 +250,16 @@ int server_run(struct server *s)
                s->nworkers == 1 ? "" : "s");
     proc_notify("READY=1");
 
+    s->topo = topo_new(s);
+    if (s->topo == NULL) {
+        log_error("cannot start topology discovery: out of memory");
+        post_all(s, WORKER_STOP);
+    }
     event_base_dispatch(s->base);
     for (int i = 0; i < s->nworkers; i++)
         worker_join(&s->workers[i]);
+    topo_free(s->topo);
+    s->topo = NULL;
     for (size_t i = 0; i < s->conf->listen.n; i++)
         listen_unlink(&s->conf->listen.v[i]);
     log_notice("stopped");
@@ -256,6 +284,7 @@ void server_deinit(struct server *s)
     if (s->base)
         event_base_free(s->base);
     conf_unref(s->conf);
+    slotmap_unref(s->map);
     pthread_mutex_destroy(&s->conf_lock);
     memset(s, 0, sizeof(*s));
 }

@@ -11,6 +11,8 @@
 #include <stdint.h>
 
 struct conf;
+struct slotmap;
+struct topo;
 struct worker;
 struct event_base;
 struct event;
@@ -18,8 +20,10 @@ struct event;
 struct server {
     const char *conf_path;
 
-    pthread_mutex_t conf_lock;   /* guards .conf against a reload */
+    pthread_mutex_t conf_lock;   /* guards .conf and .map against their replacement */
     struct conf *conf;
+    struct slotmap *map;         /* the last published, NULL before the first */
+    struct topo *topo;
 
     struct event_base *base;
     struct event *sig_events[4];
@@ -47,6 +51,12 @@ void server_deinit(struct server *s);
 
 /* The configuration in force, with a reference the caller drops. Any thread. */
 struct conf *server_conf(struct server *s);
+
+/* The slot map in force (with a reference the caller drops), or NULL. Any thread. */
+struct slotmap *server_map(struct server *s);
+
+/* Makes M (whose reference it takes) the map in force and tells the workers. */
+void server_publish_map(struct server *s, struct slotmap *m);
 
 /* Called by a worker's thread as its loop ends. */
 void server_worker_done(struct server *s);

@@ -7,6 +7,8 @@
 #include "conf.h"
 #include "log.h"
 #include "server.h"
+#include "slot.h"
+#include "topo.h"
 
 #include <event2/event.h>
 #include <event2/listener.h>
@@ -72,6 +74,34 @@ static void start_drain(struct worker *w)
     maybe_done(w);
 }
 
+/* Takes the server's current map: each slot's owner becomes this worker's
+ * backend for that node. Existing connections are kept and reused. */
+static void apply_map(struct worker *w)
+{
+    struct slotmap *m = server_map(w->srv);
+    if (m == NULL)
+        return;
+    struct backend **by_node = calloc(m->nnodes + 1, sizeof(*by_node));
+    if (by_node == NULL) {
+        log_error("worker %d: out of memory applying a new slot map", w->id);
+        slotmap_unref(m);
+        return;
+    }
+    for (size_t i = 0; i < m->nnodes; i++)
+        if (m->nodes[i].is_master)
+            by_node[i] = backend_get(w, m->nodes[i].host, m->nodes[i].port);
+    for (int s = 0; s < SLOT_COUNT; s++)
+        w->owner[s] = m->owner[s] >= 0 ? by_node[m->owner[s]] : NULL;
+    free(by_node);
+    slotmap_unref(w->map);
+    w->map = m;
+}
+
+void worker_request_refresh(struct worker *w)
+{
+    topo_request_refresh(w->srv->topo);
+}
+
 static void on_wake(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
@@ -85,6 +115,8 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         conf_unref(w->conf);
         w->conf = c;
     }
+    if (msgs & WORKER_TOPO)
+        apply_map(w);
     if (msgs & WORKER_DRAIN)
         start_drain(w);
 }
@@ -95,12 +127,15 @@ int worker_init(struct worker *w, struct server *srv, int id, const int *fds, si
     w->srv = srv;
     w->id = id;
     TAILQ_INIT(&w->clients);
+    TAILQ_INIT(&w->backends);
+    TAILQ_INIT(&w->req_pool);
     w->conf = server_conf(srv);
+    w->owner = calloc(SLOT_COUNT, sizeof(*w->owner));
     w->base = event_base_new();
     w->wake = w->base ? event_new(w->base, -1, 0, on_wake, w) : NULL;
     w->accept_pause = w->base ? evtimer_new(w->base, on_accept_resume, w) : NULL;
     w->listeners = calloc(nfds ? nfds : 1, sizeof(*w->listeners));
-    if (w->wake == NULL || w->accept_pause == NULL || w->listeners == NULL) {
+    if (w->wake == NULL || w->accept_pause == NULL || w->listeners == NULL || w->owner == NULL) {
         log_error("worker %d: out of memory", id);
         return -1;
     }
@@ -125,6 +160,8 @@ static void *worker_main(void *arg)
     while (!TAILQ_EMPTY(&w->clients))
         client_free(TAILQ_FIRST(&w->clients));
     close_listeners(w);
+    backend_free_all(w);
+    req_pool_drain(w);
     server_worker_done(w->srv);
     return NULL;
 }
@@ -162,6 +199,8 @@ void worker_deinit(struct worker *w)
     if (w->base)
         event_base_free(w->base);
     conf_unref(w->conf);
+    slotmap_unref(w->map);
+    free(w->owner);
     memset(w, 0, sizeof(*w));
 }
 

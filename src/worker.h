@@ -11,6 +11,9 @@
 #include <stddef.h>
 #include <sys/queue.h>
 
+#include "backend.h"
+#include "req.h"
+
 struct server;
 struct conf;
 struct client;
@@ -23,6 +26,7 @@ enum {
     WORKER_RELOAD = 1 << 0, /* take the server's current configuration */
     WORKER_DRAIN = 1 << 1,  /* stop accepting; leave once every client is done */
     WORKER_STOP = 1 << 2,   /* leave the loop now */
+    WORKER_TOPO = 1 << 3,   /* take the server's current slot map */
 };
 
 TAILQ_HEAD(client_list, client);
@@ -45,6 +49,13 @@ struct worker {
 
     struct client_list clients;
     size_t nclients;
+
+    struct slotmap *map;            /* the map in force here, NULL before the first */
+    struct backend **owner;         /* [SLOT_COUNT]: where each slot's requests go */
+    struct backend_list backends;   /* one connection per node */
+    int next_keyless;               /* spreads keyless requests over the masters */
+    struct req_list req_pool;       /* recycled request objects */
+    size_t req_pooled;
 };
 
 /* Prepares W with its own event_base and listeners on FDS (taken over).
@@ -57,5 +68,8 @@ void worker_deinit(struct worker *w);
 
 /* Called when a client is gone, to let a draining worker finish. */
 void worker_client_gone(struct worker *w);
+
+/* Asks the control thread for a fresh slot map (after MOVED, a lost node). */
+void worker_request_refresh(struct worker *w);
 
 #endif

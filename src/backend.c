@@ -1,0 +1,245 @@
+/*
+ * backend: connections to cluster nodes, see backend.h.
+ */
+#include "backend.h"
+
+#include "conf.h"
+#include "log.h"
+#include "router.h"
+#include "worker.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define BACKOFF_MIN_MS 50
+#define BACKOFF_MAX_MS 2000
+
+static void on_read(struct bufferevent *bev, void *arg);
+static void on_event(struct bufferevent *bev, short what, void *arg);
+
+struct backend *backend_get(struct worker *w, const char *host, int port)
+{
+    struct backend *b;
+    TAILQ_FOREACH(b, &w->backends, link)
+        if (b->port == port && strcmp(b->host, host) == 0)
+            return b;
+    b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return NULL;
+    b->w = w;
+    snprintf(b->host, sizeof(b->host), "%s", host);
+    b->port = port;
+    TAILQ_INIT(&b->inflight);
+    TAILQ_INSERT_TAIL(&w->backends, b, link);
+    return b;
+}
+
+static void set_timeouts(struct backend *b)
+{
+    const struct conf *cf = b->w->conf;
+    struct timeval tv = {(time_t)(cf->backend_timeout_ms / 1000), (suseconds_t)(cf->backend_timeout_ms % 1000) * 1000};
+    /* A reply is awaited only while something is in flight; an idle
+     * connection may stay quiet forever. */
+    bufferevent_set_timeouts(b->bev, b->ninflight ? &tv : NULL, &tv);
+}
+
+static void push(struct backend *b, struct req *r)
+{
+    TAILQ_INSERT_TAIL(&b->inflight, r, inflight);
+    r->backend = b;
+    if (b->ninflight++ == 0 && b->bev && bufferevent_get_enabled(b->bev) & EV_READ)
+        set_timeouts(b);
+}
+
+static struct req *pop(struct backend *b)
+{
+    struct req *r = TAILQ_FIRST(&b->inflight);
+    if (r) {
+        TAILQ_REMOVE(&b->inflight, r, inflight);
+        r->backend = NULL;
+        if (--b->ninflight == 0 && b->bev && bufferevent_get_enabled(b->bev) & EV_READ)
+            set_timeouts(b);
+    }
+    return r;
+}
+
+/* Closes B's connection and fails everything in flight with WHY. */
+static void backend_reset(struct backend *b, const char *why)
+{
+    struct req *r;
+    if (b->bev) {
+        bufferevent_free(b->bev);
+        b->bev = NULL;
+    }
+    memset(&b->scan, 0, sizeof(b->scan));
+    if (b->ninflight)
+        log_warning("backend %s:%d: %s; failing %zu request%s in flight", b->host, b->port, why, b->ninflight,
+                    b->ninflight == 1 ? "" : "s");
+    else
+        log_notice("backend %s:%d: %s", b->host, b->port, why);
+    while ((r = pop(b))) {
+        if (r->kind == REQ_CLIENT)
+            router_fail(b->w, r, "ERR respgate: connection to cluster node %s:%d lost (%s); the command may or may "
+                           "not have run",
+                        b->host, b->port, why);
+        else
+            req_free(b->w, r);
+    }
+    /* Back off before the next connection attempt, and look for a new map. */
+    b->backoff_ms = b->backoff_ms ? (b->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : b->backoff_ms * 2)
+                                  : BACKOFF_MIN_MS;
+    struct timeval now, d = {(time_t)(b->backoff_ms / 1000), (suseconds_t)(b->backoff_ms % 1000) * 1000};
+    event_base_gettimeofday_cached(b->w->base, &now);
+    evutil_timeradd(&now, &d, &b->retry_after);
+    worker_request_refresh(b->w);
+}
+
+static int add_auth(struct backend *b)
+{
+    const struct conf *cf = b->w->conf;
+    if (cf->cluster_password == NULL)
+        return 0;
+    struct req *r = req_new(b->w, REQ_AUTH);
+    if (r == NULL)
+        return -1;
+    const char *user = cf->cluster_username;
+    if (user)
+        evbuffer_add_printf(r->buf, "*3\r\n$4\r\nAUTH\r\n$%zu\r\n%s\r\n", strlen(user), user);
+    else
+        evbuffer_add_printf(r->buf, "*2\r\n$4\r\nAUTH\r\n");
+    evbuffer_add_printf(r->buf, "$%zu\r\n%s\r\n", strlen(cf->cluster_password), cf->cluster_password);
+    bufferevent_write_buffer(b->bev, r->buf);
+    push(b, r);
+    return 0;
+}
+
+static int backend_connect(struct backend *b)
+{
+    struct timeval now;
+    event_base_gettimeofday_cached(b->w->base, &now);
+    if (evutil_timercmp(&now, &b->retry_after, <))
+        return -1;
+
+    struct sockaddr_storage ss;
+    int sslen = sizeof(ss);
+    char spec[96];
+    snprintf(spec, sizeof(spec), strchr(b->host, ':') ? "[%s]:%d" : "%s:%d", b->host, b->port);
+    if (evutil_parse_sockaddr_port(spec, (struct sockaddr *)&ss, &sslen) < 0) {
+        log_error("backend %s: not an IP address and port", spec);
+        return -1;
+    }
+    const struct conf *cf = b->w->conf;
+    struct timeval tv = {(time_t)(cf->connect_timeout_ms / 1000), (suseconds_t)(cf->connect_timeout_ms % 1000) * 1000};
+    b->bev = bufferevent_socket_new(b->w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (b->bev == NULL)
+        return -1;
+    bufferevent_setcb(b->bev, on_read, NULL, on_event, b);
+    bufferevent_set_timeouts(b->bev, NULL, &tv); /* the write timeout bounds the connect */
+    if (bufferevent_socket_connect(b->bev, (struct sockaddr *)&ss, sslen) < 0) {
+        bufferevent_free(b->bev);
+        b->bev = NULL;
+        backend_reset(b, "cannot connect");
+        return -1;
+    }
+    if (add_auth(b) < 0) {
+        backend_reset(b, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+int backend_send(struct backend *b, struct req *r)
+{
+    if (b->bev == NULL && backend_connect(b) < 0)
+        return -1;
+    if (evbuffer_add_buffer_reference(bufferevent_get_output(b->bev), r->buf) < 0)
+        return -1;
+    push(b, r);
+    return 0;
+}
+
+/* The first line of the reply at the front of IN, for a log or an error. */
+static void first_line(struct evbuffer *in, size_t len, char *buf, size_t cap)
+{
+    size_t n = len < cap - 1 ? len : cap - 1;
+    evbuffer_copyout(in, buf, n);
+    buf[n] = '\0';
+    buf[strcspn(buf, "\r\n")] = '\0';
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct backend *b = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    enum resp_status st;
+    while ((st = resp_reply_scan(&b->scan, in)) == RESP_FRAME) {
+        size_t len = b->scan.len;
+        char type = b->scan.type;
+        memset(&b->scan, 0, sizeof(b->scan));
+        struct req *r = pop(b);
+        if (r == NULL) {
+            backend_reset(b, "a reply arrived with no request in flight");
+            return;
+        }
+        if (r->kind == REQ_AUTH && type != '+') {
+            char line[256];
+            first_line(in, len, line, sizeof(line));
+            log_error("backend %s:%d: AUTH failed: %s (check cluster.username and cluster.password)", b->host,
+                      b->port, line + 1);
+            req_free(b->w, r);
+            backend_reset(b, "authentication failed");
+            return;
+        }
+        if (r->kind != REQ_CLIENT) {
+            evbuffer_drain(in, len);
+            req_free(b->w, r);
+            continue;
+        }
+        router_reply(b, r, in, len, type);
+    }
+    if (st == RESP_ERROR)
+        backend_reset(b, b->scan.error);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct backend *b = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        int one = 1;
+        setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        b->backoff_ms = 0;
+        bufferevent_enable(bev, EV_READ);
+        set_timeouts(b);
+        log_debug("backend %s:%d: connected", b->host, b->port);
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT)
+        backend_reset(b, (what & BEV_EVENT_READING) ? "no reply within timeouts.backend"
+                         : bufferevent_get_enabled(bev) & EV_READ ? "write timed out"
+                                                                  : "connect timed out");
+    else if (what & BEV_EVENT_EOF)
+        backend_reset(b, "connection closed by the node");
+    else
+        backend_reset(b, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+void backend_free_all(struct worker *w)
+{
+    struct backend *b;
+    while ((b = TAILQ_FIRST(&w->backends))) {
+        TAILQ_REMOVE(&w->backends, b, link);
+        if (b->bev)
+            bufferevent_free(b->bev);
+        struct req *r;
+        while ((r = pop(b)))
+            req_free(w, r); /* clients are gone by now */
+        free(b);
+    }
+}

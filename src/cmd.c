@@ -1,0 +1,254 @@
+/*
+ * cmd: command lookup and key finding, see cmd.h. The table itself is in
+ * the generated cmdtab.c.
+ *
+ * Key finding follows Redis 7's key-spec semantics, with two deliberate
+ * differences: a numkeys of 0 gives no keys rather than an invalid spec (Redis
+ * falls back to its command-specific code, which says the same), and the
+ * quirks the generator attaches where the specs alone would mislead a router.
+ * Arguments are read with resp_arg_copy into small stack buffers, and only
+ * when their length already fits what they are compared with.
+ */
+#include "cmd.h"
+
+#include "resp.h"
+
+#include <limits.h>
+#include <stddef.h>
+#include <string.h>
+#include <strings.h>
+
+#define NAME_MAX_LEN 32    /* longer than any command or subcommand name */
+#define KEYWORD_MAX_LEN 16 /* longer than any key spec keyword or SORT option */
+#define NUMBER_MAX_LEN 20  /* "-9223372036854775808" */
+
+/* Compares NAME (LEN bytes, any case) with the lower-case table name T the
+ * way the generator sorted the table: bytewise, a prefix first. */
+static int name_cmp(const char *name, size_t len, const char *t)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char a = (unsigned char)name[i], b = (unsigned char)t[i];
+        if (a >= 'A' && a <= 'Z')
+            a = (unsigned char)(a - 'A' + 'a');
+        if (b == '\0' || a != b)
+            return b == '\0' ? 1 : (int)a - (int)b;
+    }
+    return t[len] == '\0' ? 0 : -1;
+}
+
+/* Binary search of the N rows of TABLE, comparing NAME with each row's name
+ * past its first SKIP bytes (a subcommand's "parent|"). */
+static const struct cmd_spec *search(const struct cmd_spec *table, size_t n, size_t skip, const char *name,
+                                     size_t len)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int d = name_cmp(name, len, table[mid].name + skip);
+        if (d == 0)
+            return &table[mid];
+        if (d < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
+const struct cmd_spec *cmd_lookup(const char *name, size_t len)
+{
+    return search(cmd_table, cmd_table_len, 0, name, len);
+}
+
+const struct cmd_spec *cmd_lookup_sub(const struct cmd_spec *parent, const char *name, size_t len)
+{
+    if (parent == NULL || parent->nsubs == 0)
+        return NULL;
+    return search(parent->subs, parent->nsubs, strlen(parent->name) + 1, name, len);
+}
+
+/* Copies argument I of REQ into BUF (CAP bytes) if it fits; returns its
+ * length, or -1 if it is longer than CAP. */
+static long arg_small(struct evbuffer *frame, const struct resp_req *req, size_t i, char *buf, size_t cap)
+{
+    if (req->argv[i].len > cap)
+        return -1;
+    return (long)resp_arg_copy(frame, &req->argv[i], buf, cap);
+}
+
+const struct cmd_spec *cmd_find(struct evbuffer *frame, const struct resp_req *req)
+{
+    char name[NAME_MAX_LEN];
+    if (req->argc == 0)
+        return NULL;
+    long len = arg_small(frame, req, 0, name, sizeof(name));
+    const struct cmd_spec *c = len < 0 ? NULL : cmd_lookup(name, (size_t)len);
+    if (c == NULL || c->nsubs == 0 || req->argc < 2)
+        return c;
+    len = arg_small(frame, req, 1, name, sizeof(name));
+    const struct cmd_spec *sub = len < 0 ? NULL : cmd_lookup_sub(c, name, (size_t)len);
+    return sub ? sub : c;
+}
+
+/* Whether argument I of REQ is WORD (upper case), in any case. */
+static int arg_is(struct evbuffer *frame, const struct resp_req *req, size_t i, const char *word)
+{
+    char buf[KEYWORD_MAX_LEN];
+    size_t wlen = strlen(word);
+    if (req->argv[i].len != wlen || wlen > sizeof(buf))
+        return 0;
+    resp_arg_copy(frame, &req->argv[i], buf, sizeof(buf));
+    return strncasecmp(buf, word, wlen) == 0;
+}
+
+/* Parses argument I of REQ as Redis parses an integer (string2ll: an
+ * optional '-', no '+', no leading zeros, no spaces). Returns 0 or -1. */
+static int arg_number(struct evbuffer *frame, const struct resp_req *req, size_t i, long long *out)
+{
+    char buf[NUMBER_MAX_LEN];
+    long len = arg_small(frame, req, i, buf, sizeof(buf));
+    if (len <= 0)
+        return -1;
+    size_t p = 0, n = (size_t)len;
+    int neg = buf[0] == '-';
+    if (neg && ++p == n)
+        return -1;
+    if (n - p > 1 && buf[p] == '0')
+        return -1;
+    if (neg && buf[p] == '0')
+        return -1;
+    unsigned long long v = 0;
+    for (; p < n; p++) {
+        if (buf[p] < '0' || buf[p] > '9')
+            return -1;
+        unsigned d = (unsigned)(buf[p] - '0');
+        if (v > (ULLONG_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    if (v > (unsigned long long)LLONG_MAX + (neg ? 1u : 0u))
+        return -1;
+    *out = neg ? (long long)(0 - v) : (long long)v;
+    return 0;
+}
+
+/* The keys one spec finds: FIRST, FIRST + STEP, ... up to LAST. */
+struct span {
+    size_t first, last, step;
+};
+
+/* SORT's STORE destination: SORT's own option syntax read left to right, the
+ * last STORE winning. Returns 1 and the span, or 0 (no STORE, or options SORT
+ * itself would refuse: the server then replies with its own error). */
+static int sort_store(struct evbuffer *frame, const struct resp_req *req, struct span *s)
+{
+    static const struct {
+        const char *word;
+        size_t nargs;
+    } opts[] = {{"ASC", 0}, {"DESC", 0}, {"ALPHA", 0}, {"LIMIT", 2}, {"BY", 1}, {"GET", 1}, {"STORE", 1}};
+    size_t store = 0;
+    for (size_t j = 2; j < req->argc; j++) {
+        size_t o = 0, nopts = sizeof(opts) / sizeof(opts[0]);
+        while (o < nopts && !arg_is(frame, req, j, opts[o].word))
+            o++;
+        if (o == nopts || req->argc - j - 1 < opts[o].nargs)
+            return 0;
+        if (strcmp(opts[o].word, "STORE") == 0)
+            store = j + 1;
+        j += opts[o].nargs;
+    }
+    if (store == 0)
+        return 0;
+    s->first = s->last = store;
+    s->step = 1;
+    return 1;
+}
+
+/* Where spec KS begins its search in REQ: 1 and *FIRST, 0 if its keyword is
+ * absent. A keyword is searched as Redis does: forward from .startfrom up to
+ * the second last argument, or backward from argc + .startfrom down to
+ * argument 2, so a keyword always has an argument after it. */
+static int begin_search(const struct cmd_keyspec *ks, struct evbuffer *frame, const struct resp_req *req,
+                        long long *first)
+{
+    long long argc = (long long)req->argc;
+    if (ks->bs == CMD_BS_INDEX) {
+        *first = ks->pos;
+        return 1;
+    }
+    if (ks->startfrom > 0) {
+        for (long long i = ks->startfrom; i < argc - 1; i++)
+            if (arg_is(frame, req, (size_t)i, ks->keyword))
+                return *first = i + 1, 1;
+    } else {
+        for (long long i = argc + ks->startfrom; i > 1; i--)
+            if (i < argc && arg_is(frame, req, (size_t)i, ks->keyword))
+                return *first = i + 1, 1;
+    }
+    return 0;
+}
+
+/* The keys spec KS finds in REQ: 1 and the span, 0 if none, -1 if the
+ * request is malformed for the spec. */
+static int spec_span(const struct cmd_keyspec *ks, struct evbuffer *frame, const struct resp_req *req,
+                     struct span *s)
+{
+    long long argc = (long long)req->argc, first, last, step = ks->keystep > 0 ? ks->keystep : 1;
+
+    if (ks->quirk == CMD_KQ_PATTERNS)
+        return 0;
+    if (ks->quirk == CMD_KQ_SORT_STORE)
+        return sort_store(frame, req, s);
+    if (ks->bs == CMD_BS_UNKNOWN || ks->fk == CMD_FK_UNKNOWN)
+        return 0; /* the generator refuses these without a quirk */
+    if (begin_search(ks, frame, req, &first) == 0)
+        return 0;
+
+    if (ks->fk == CMD_FK_RANGE) {
+        if (ks->lastkey >= 0) {
+            last = first + ks->lastkey;
+        } else {
+            long long limit = ks->limit > 1 ? ks->limit : 1;
+            last = first + (argc - first) / limit + ks->lastkey;
+        }
+    } else {
+        long long numkeys, at = first + ks->keynumidx;
+        if (at < 1 || at >= argc || arg_number(frame, req, (size_t)at, &numkeys) < 0 || numkeys < 0 ||
+            numkeys > argc)
+            return -1;
+        if (numkeys == 0)
+            return 0;
+        first += ks->firstkey;
+        last = first + (numkeys - 1) * step;
+    }
+    if (first < 1 || first >= argc || last >= argc || last < first)
+        return -1;
+    s->first = (size_t)first;
+    s->last = (size_t)last;
+    s->step = (size_t)step;
+    return 1;
+}
+
+int cmd_keys(const struct cmd_spec *c, struct evbuffer *frame, const struct resp_req *req, size_t *keys,
+             size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < c->nkeyspecs; i++) {
+        const struct cmd_keyspec *ks = &c->keyspecs[i];
+        struct span s, next;
+        int rc = spec_span(ks, frame, req, &s);
+        if (rc < 0)
+            return -1;
+        if (rc == 0)
+            continue;
+        if (ks->quirk == CMD_KQ_PLACEHOLDER && req->argv[s.first].len == 0 && i + 1 < c->nkeyspecs &&
+            spec_span(&c->keyspecs[i + 1], frame, req, &next) > 0)
+            continue;
+        for (size_t k = s.first; k <= s.last; k += s.step) {
+            if (n < max)
+                keys[n] = k;
+            n++;
+        }
+    }
+    return n > INT_MAX ? INT_MAX : (int)n;
+}

@@ -1,0 +1,68 @@
+/*
+ * req: request objects and their per-worker pool, see req.h.
+ */
+#include "req.h"
+
+#include "worker.h"
+
+#include <event2/buffer.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REQ_POOL_MAX 1024 /* kept for reuse per worker; more are freed */
+
+struct req *req_new(struct worker *w, enum req_kind kind)
+{
+    struct req *r = TAILQ_FIRST(&w->req_pool);
+    if (r) {
+        TAILQ_REMOVE(&w->req_pool, r, owed);
+        w->req_pooled--;
+    } else {
+        r = calloc(1, sizeof(*r));
+        if (r == NULL)
+            return NULL;
+        r->buf = evbuffer_new();
+        r->reply = evbuffer_new();
+        if (r->buf == NULL || r->reply == NULL) {
+            if (r->buf)
+                evbuffer_free(r->buf);
+            if (r->reply)
+                evbuffer_free(r->reply);
+            free(r);
+            return NULL;
+        }
+    }
+    r->kind = (uint8_t)kind;
+    return r;
+}
+
+void req_free(struct worker *w, struct req *r)
+{
+    if (w->req_pooled >= REQ_POOL_MAX) {
+        evbuffer_free(r->buf);
+        evbuffer_free(r->reply);
+        free(r);
+        return;
+    }
+    /* Draining frees the chains: a pooled request holds no payload memory. */
+    evbuffer_drain(r->buf, evbuffer_get_length(r->buf));
+    evbuffer_drain(r->reply, evbuffer_get_length(r->reply));
+    struct evbuffer *buf = r->buf, *reply = r->reply;
+    memset(r, 0, sizeof(*r));
+    r->buf = buf;
+    r->reply = reply;
+    TAILQ_INSERT_HEAD(&w->req_pool, r, owed);
+    w->req_pooled++;
+}
+
+void req_pool_drain(struct worker *w)
+{
+    struct req *r;
+    while ((r = TAILQ_FIRST(&w->req_pool))) {
+        TAILQ_REMOVE(&w->req_pool, r, owed);
+        evbuffer_free(r->buf);
+        evbuffer_free(r->reply);
+        free(r);
+    }
+    w->req_pooled = 0;
+}

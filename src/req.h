@@ -1,0 +1,50 @@
+/*
+ * req: one request's life, from the client's frame to the reply owed to it.
+ *
+ * A request sits on two lists at once: its client's FIFO of owed replies
+ * (replies go out strictly in that order), and, while a backend has it in
+ * flight, that backend's FIFO. A client that leaves orphans its requests
+ * (client = NULL); their replies are read and dropped. Internal requests
+ * (AUTH at connect, ASKING before a resend) have no client and no owed slot.
+ * Objects are recycled through a small per-worker pool, evbuffers included.
+ */
+#ifndef RG_REQ_H
+#define RG_REQ_H
+
+#include <stdint.h>
+#include <sys/queue.h>
+
+struct client;
+struct backend;
+struct evbuffer;
+struct worker;
+
+enum req_kind {
+    REQ_CLIENT = 0,  /* a client's request */
+    REQ_AUTH,        /* AUTH sent when a backend connection opens */
+    REQ_ASKING,      /* ASKING sent before a request redirected by -ASK */
+};
+
+struct req {
+    TAILQ_ENTRY(req) owed;      /* in the client's FIFO */
+    TAILQ_ENTRY(req) inflight;  /* in a backend's FIFO */
+    struct client *client;      /* NULL once orphaned, or for internal requests */
+    struct backend *backend;    /* where it is in flight, or NULL */
+    struct evbuffer *buf;       /* the request frame, kept for a resend */
+    struct evbuffer *reply;     /* the reply, once done */
+    uint16_t slot;
+    uint8_t kind;
+    uint8_t redirects;
+    unsigned done : 1;
+};
+
+TAILQ_HEAD(req_list, req);
+
+/* A request of KIND from W's pool, with empty buffers; NULL if out of memory. */
+struct req *req_new(struct worker *w, enum req_kind kind);
+/* Back to W's pool (or freed past the pool's size). */
+void req_free(struct worker *w, struct req *r);
+/* Frees W's pool, at worker exit. */
+void req_pool_drain(struct worker *w);
+
+#endif

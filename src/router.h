@@ -1,0 +1,36 @@
+/*
+ * router: the policy that turns a client's request into a reply: answer it
+ * here, refuse it, or send it to the node that owns its keys' slot; and, for
+ * each reply, follow MOVED and ASK (bounded), or hand it to the client.
+ */
+#ifndef RG_ROUTER_H
+#define RG_ROUTER_H
+
+#include <stddef.h>
+
+struct backend;
+struct client;
+struct evbuffer;
+struct req;
+struct resp_req;
+struct worker;
+
+/* Redirections one request may follow before it fails. */
+#define ROUTER_MAX_REDIRECTS 5
+
+/* Handles request R of client C, whose frame is in R->buf with arguments
+ * SCAN. R is in C's FIFO; it is answered now or when its reply arrives. */
+void router_dispatch(struct client *c, struct req *r, const struct resp_req *scan);
+
+/* The reply of LEN bytes (first byte TYPE) at the front of IN, from backend
+ * FROM, belongs to R: consume it, and resend R or complete it. */
+void router_reply(struct backend *from, struct req *r, struct evbuffer *in, size_t len, char type);
+
+/* Completes R with an error reply ("CODE text"). */
+void router_fail(struct worker *w, struct req *r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Marks R answered (its reply is in R->reply) and delivers what its client
+ * can now be sent; frees R if it was orphaned. */
+void router_complete(struct worker *w, struct req *r);
+
+#endif

@@ -1,0 +1,423 @@
+/*
+ * topo: topology discovery, see topo.h.
+ *
+ * One hiredis connection at a time, kept open between refreshes (a refresh
+ * is then one round trip). Sources are tried in turn: the nodes of the last
+ * map, masters first, then the configured seeds; a source that fails sends
+ * the next attempt to the next one, and once every source has failed in a
+ * row the attempts back off up to refresh_interval.
+ */
+#include "topo.h"
+
+#include "conf.h"
+#include "log.h"
+#include "server.h"
+
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOPO_MIN_GAP_MS 100   /* refreshes asked for by workers: at most one per this */
+#define TOPO_BACKOFF_MIN_MS 100
+
+struct topo {
+    struct server *srv;
+    struct event_base *base;
+    struct event *timer;     /* the next attempt: periodic, retry or debounced */
+    struct event *kick;      /* activated by topo_request_refresh() */
+    struct event *deadline;  /* the attempt under way must finish by then */
+    redisAsyncContext *ac;
+    char src_host[TOPO_ADDR_MAX];
+    int src_port;
+    int inflight;
+    atomic_int wanted;
+    size_t next_source;
+    int failures;            /* in a row */
+    struct slotmap *cur;
+    uint64_t version;
+    struct timeval last_start;
+};
+
+/* ---- the map ---- */
+
+struct slotmap *slotmap_ref(struct slotmap *m)
+{
+    atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+    return m;
+}
+
+void slotmap_unref(struct slotmap *m)
+{
+    if (m == NULL || atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    free(m->nodes);
+    free(m);
+}
+
+/* Splits LINE in place at spaces into at most MAX fields; returns the count. */
+static int split_fields(char *line, char **f, int max)
+{
+    int n = 0;
+    char *save = NULL;
+    for (char *p = strtok_r(line, " ", &save); p && n < max; p = strtok_r(NULL, " ", &save))
+        f[n++] = p;
+    return n;
+}
+
+static int parse_node_addr(const char *field, const char *source_host, struct topo_node *n)
+{
+    char buf[TOPO_ADDR_MAX + 16];
+    snprintf(buf, sizeof(buf), "%s", field);
+    char *at = strchr(buf, '@');
+    if (at)
+        *at = '\0';
+    char *colon = strrchr(buf, ':');
+    if (colon == NULL)
+        return -1;
+    *colon = '\0';
+    n->port = atoi(colon + 1);
+    const char *host = buf[0] ? buf : source_host;
+    if (strlen(host) >= sizeof(n->host))
+        return -1;
+    memcpy(n->host, host, strlen(host) + 1);
+    return n->port > 0 && n->port <= 65535 && n->host[0] ? 0 : -1;
+}
+
+struct slotmap *slotmap_parse(const char *text, size_t len, const char *source_host, char *err, size_t errlen)
+{
+    struct slotmap *m = calloc(1, sizeof(*m));
+    char *copy = malloc(len + 1);
+    size_t cap = 0;
+    char (*master_ids)[TOPO_ID_LEN + 1] = NULL;
+    if (m == NULL || copy == NULL)
+        goto nomem;
+    atomic_init(&m->refs, 1);
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    for (int i = 0; i < SLOT_COUNT; i++)
+        m->owner[i] = -1;
+
+    char *save = NULL;
+    for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *f[8 + SLOT_COUNT]; /* a node may own every slot singly */
+        size_t ll = strlen(line);
+        if (ll && line[ll - 1] == '\r')
+            line[ll - 1] = '\0';
+        int nf = split_fields(line, f, (int)(sizeof(f) / sizeof(f[0])));
+        if (nf == 0)
+            continue;
+        if (nf < 8 || strlen(f[0]) != TOPO_ID_LEN) {
+            snprintf(err, errlen, "unexpected line in CLUSTER NODES: %.80s", f[0]);
+            goto fail;
+        }
+        if (strstr(f[2], "handshake") || strstr(f[2], "noaddr"))
+            continue;
+        if (m->nnodes == cap) {
+            cap = cap ? cap * 2 : 8;
+            struct topo_node *nodes = realloc(m->nodes, cap * sizeof(*nodes));
+            char(*ids)[TOPO_ID_LEN + 1] = realloc(master_ids, cap * sizeof(*ids));
+            if (nodes)
+                m->nodes = nodes;
+            if (ids)
+                master_ids = ids;
+            if (nodes == NULL || ids == NULL)
+                goto nomem;
+        }
+        struct topo_node *n = &m->nodes[m->nnodes];
+        memset(n, 0, sizeof(*n));
+        memcpy(n->id, f[0], TOPO_ID_LEN);
+        if (parse_node_addr(f[1], source_host, n) < 0) {
+            snprintf(err, errlen, "unexpected address in CLUSTER NODES: %.80s", f[1]);
+            goto fail;
+        }
+        n->is_master = strstr(f[2], "master") != NULL;
+        n->failing = strstr(f[2], "fail") != NULL;
+        n->master = -1;
+        snprintf(master_ids[m->nnodes], TOPO_ID_LEN + 1, "%s", f[3]);
+        for (int i = 8; i < nf && n->is_master; i++) {
+            if (f[i][0] == '[')
+                continue; /* a migrating or importing mark, not ownership */
+            char *dash = strchr(f[i], '-');
+            int lo = atoi(f[i]), hi = dash ? atoi(dash + 1) : lo;
+            if (lo < 0 || hi >= SLOT_COUNT || lo > hi) {
+                snprintf(err, errlen, "unexpected slot range in CLUSTER NODES: %.40s", f[i]);
+                goto fail;
+            }
+            for (int s = lo; s <= hi; s++)
+                m->owner[s] = (int16_t)m->nnodes;
+        }
+        m->nnodes++;
+    }
+    for (size_t i = 0; i < m->nnodes; i++)
+        for (size_t j = 0; !m->nodes[i].is_master && j < m->nnodes; j++)
+            if (strcmp(master_ids[i], m->nodes[j].id) == 0)
+                m->nodes[i].master = (int)j;
+    for (int s = 0; s < SLOT_COUNT; s++)
+        m->nassigned += m->owner[s] >= 0;
+    free(master_ids);
+    free(copy);
+    return m;
+nomem:
+    snprintf(err, errlen, "out of memory");
+fail:
+    free(master_ids);
+    free(copy);
+    slotmap_unref(m);
+    return NULL;
+}
+
+static int same_map(const struct slotmap *a, const struct slotmap *b)
+{
+    if (a == NULL || b == NULL || a->nnodes != b->nnodes || memcmp(a->owner, b->owner, sizeof(a->owner)) != 0)
+        return 0;
+    for (size_t i = 0; i < a->nnodes; i++) {
+        const struct topo_node *x = &a->nodes[i], *y = &b->nodes[i];
+        if (strcmp(x->id, y->id) || strcmp(x->host, y->host) || x->port != y->port || x->master != y->master ||
+            x->is_master != y->is_master || x->failing != y->failing)
+            return 0;
+    }
+    return 1;
+}
+
+/* ---- refreshing ---- */
+
+static void schedule(struct topo *t, uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(t->timer, &tv);
+}
+
+static void drop_connection(struct topo *t)
+{
+    redisAsyncContext *ac = t->ac;
+    t->ac = NULL;
+    if (ac)
+        redisAsyncFree(ac); /* its callbacks see ac != t->ac and do nothing */
+}
+
+static void publish(struct topo *t, struct slotmap *m)
+{
+    if (same_map(t->cur, m)) {
+        slotmap_unref(m);
+        return;
+    }
+    size_t masters = 0, moved = 0;
+    for (size_t i = 0; i < m->nnodes; i++)
+        masters += m->nodes[i].is_master;
+    for (int s = 0; t->cur && s < SLOT_COUNT; s++) {
+        int a = t->cur->owner[s], b = m->owner[s];
+        moved += (a < 0) != (b < 0) ||
+                 (a >= 0 && b >= 0 && strcmp(t->cur->nodes[a].id, m->nodes[b].id) != 0);
+    }
+    m->version = ++t->version;
+    if (t->cur)
+        log_notice("topology changed (version %llu): %zu masters, %zu nodes, %zu/%d slots assigned, %zu slots "
+                   "changed owner",
+                   (unsigned long long)m->version, masters, m->nnodes, m->nassigned, SLOT_COUNT, moved);
+    else
+        log_notice("topology learned from %s:%d: %zu masters, %zu nodes, %zu/%d slots assigned", t->src_host,
+                   t->src_port, masters, m->nnodes, m->nassigned, SLOT_COUNT);
+    slotmap_unref(t->cur);
+    t->cur = slotmap_ref(m);
+    server_publish_map(t->srv, m); /* takes our reference */
+}
+
+static void attempt_done(struct topo *t, int ok)
+{
+    const struct conf *cf = t->srv->conf;
+    t->inflight = 0;
+    event_del(t->deadline);
+    if (ok) {
+        t->failures = 0;
+        schedule(t, atomic_exchange(&t->wanted, 0) ? TOPO_MIN_GAP_MS : cf->refresh_interval_ms);
+        return;
+    }
+    t->failures++;
+    t->next_source++;
+    uint64_t ms = TOPO_BACKOFF_MIN_MS << (t->failures < 10 ? t->failures : 10);
+    schedule(t, ms < cf->refresh_interval_ms ? ms : cf->refresh_interval_ms);
+}
+
+static void on_nodes(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct topo *t = ac->data;
+    redisReply *reply = r;
+    if (ac != t->ac || reply == NULL)
+        return; /* dropped, or disconnecting: on_disconnect decides */
+    if (reply->type != REDIS_REPLY_STRING) {
+        log_warning("topology: CLUSTER NODES from %s:%d failed: %.200s", t->src_host, t->src_port,
+                    reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply type");
+        redisAsyncDisconnect(ac);
+        return;
+    }
+    char err[160];
+    struct slotmap *m = slotmap_parse(reply->str, reply->len, t->src_host, err, sizeof(err));
+    if (m == NULL) {
+        log_warning("topology: %s:%d: %s", t->src_host, t->src_port, err);
+        redisAsyncDisconnect(ac);
+        return;
+    }
+    publish(t, m);
+    attempt_done(t, 1);
+}
+
+static void on_auth(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct topo *t = ac->data;
+    redisReply *reply = r;
+    if (ac != t->ac || reply == NULL || reply->type != REDIS_REPLY_ERROR)
+        return;
+    log_error("topology: AUTH to %s:%d failed: %.200s (check cluster.username and cluster.password)", t->src_host,
+              t->src_port, reply->str);
+    redisAsyncDisconnect(ac); /* CLUSTER NODES then fails too */
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct topo *t = ac->data;
+    if (ac != t->ac || status == REDIS_OK)
+        return;
+    /* hiredis frees the context after this and calls no disconnect callback. */
+    log_warning("topology: cannot connect to %s:%d: %s", t->src_host, t->src_port, ac->errstr);
+    t->ac = NULL;
+    attempt_done(t, 0);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct topo *t = ac->data;
+    if (ac != t->ac)
+        return;
+    t->ac = NULL;
+    if (t->inflight) {
+        if (status != REDIS_OK)
+            log_warning("topology: connection to %s:%d lost: %s", t->src_host, t->src_port, ac->errstr);
+        attempt_done(t, 0);
+    }
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct topo *t = arg;
+    log_warning("topology: no answer from %s:%d in time", t->src_host, t->src_port);
+    drop_connection(t);
+    attempt_done(t, 0);
+}
+
+/* Picks the next source: the last map's masters, its other nodes, then the seeds. */
+static void pick_source(struct topo *t)
+{
+    const struct conf *cf = t->srv->conf;
+    size_t nmap = t->cur ? t->cur->nnodes : 0, total = nmap + cf->seeds.n;
+    size_t i = t->next_source % total;
+    if (i < nmap) {
+        /* masters first: order the map's nodes by role on the fly */
+        size_t seen = 0;
+        for (int pass = 0; pass < 2; pass++)
+            for (size_t j = 0; j < nmap; j++)
+                if (t->cur->nodes[j].is_master == (pass == 0) && seen++ == i) {
+                    snprintf(t->src_host, sizeof(t->src_host), "%s", t->cur->nodes[j].host);
+                    t->src_port = t->cur->nodes[j].port;
+                    return;
+                }
+    }
+    const struct conf_addr *a = &cf->seeds.v[i - nmap];
+    snprintf(t->src_host, sizeof(t->src_host), "%s", a->host);
+    t->src_port = a->port;
+}
+
+static void attempt(struct topo *t)
+{
+    const struct conf *cf = t->srv->conf;
+    if (t->inflight)
+        return;
+    evtimer_del(t->timer);
+    atomic_store(&t->wanted, 0);
+    event_base_gettimeofday_cached(t->base, &t->last_start);
+    if (t->ac == NULL) {
+        pick_source(t);
+        t->ac = redisAsyncConnect(t->src_host, t->src_port);
+        if (t->ac == NULL || t->ac->err) {
+            log_warning("topology: cannot connect to %s:%d: %s", t->src_host, t->src_port,
+                        t->ac ? t->ac->errstr : "out of memory");
+            if (t->ac)
+                redisAsyncFree(t->ac);
+            t->ac = NULL;
+            t->inflight = 1;
+            attempt_done(t, 0);
+            return;
+        }
+        t->ac->data = t;
+        redisLibeventAttach(t->ac, t->base);
+        redisAsyncSetConnectCallback(t->ac, on_connect);
+        redisAsyncSetDisconnectCallback(t->ac, on_disconnect);
+        if (cf->cluster_password && cf->cluster_username)
+            redisAsyncCommand(t->ac, on_auth, NULL, "AUTH %s %s", cf->cluster_username, cf->cluster_password);
+        else if (cf->cluster_password)
+            redisAsyncCommand(t->ac, on_auth, NULL, "AUTH %s", cf->cluster_password);
+    }
+    t->inflight = 1;
+    redisAsyncCommand(t->ac, on_nodes, NULL, "CLUSTER NODES");
+    uint64_t ms = cf->connect_timeout_ms + cf->backend_timeout_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(t->deadline, &tv);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    attempt(arg);
+}
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    struct topo *t = arg;
+    if (t->inflight)
+        return; /* `wanted` stays set: attempt_done schedules the next one soon */
+    struct timeval now, since;
+    event_base_gettimeofday_cached(t->base, &now);
+    evutil_timersub(&now, &t->last_start, &since);
+    uint64_t ms = (uint64_t)since.tv_sec * 1000 + (uint64_t)since.tv_usec / 1000;
+    schedule(t, ms >= TOPO_MIN_GAP_MS ? 0 : TOPO_MIN_GAP_MS - ms);
+}
+
+void topo_request_refresh(struct topo *t)
+{
+    if (atomic_exchange(&t->wanted, 1) == 0)
+        event_active(t->kick, EV_READ, 0);
+}
+
+struct topo *topo_new(struct server *s)
+{
+    struct topo *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    t->srv = s;
+    t->base = s->base;
+    t->timer = evtimer_new(t->base, on_timer, t);
+    t->deadline = evtimer_new(t->base, on_deadline, t);
+    t->kick = event_new(t->base, -1, 0, on_kick, t);
+    if (t->timer == NULL || t->deadline == NULL || t->kick == NULL) {
+        topo_free(t);
+        return NULL;
+    }
+    schedule(t, 0);
+    return t;
+}
+
+void topo_free(struct topo *t)
+{
+    if (t == NULL)
+        return;
+    drop_connection(t);
+    if (t->timer)
+        event_free(t->timer);
+    if (t->deadline)
+        event_free(t->deadline);
+    if (t->kick)
+        event_free(t->kick);
+    slotmap_unref(t->cur);
+    free(t);
+}
