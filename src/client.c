@@ -277,16 +277,20 @@ void client_deliver(struct client *c)
     struct evbuffer *out = bufferevent_get_output(c->bev);
     struct req *r;
     int was_full = c->nowed >= CLIENT_MAX_OWED;
-    while ((r = TAILQ_FIRST(&c->owed)) && r->done) {
+    while (!c->dead && (r = TAILQ_FIRST(&c->owed)) && r->done) {
+        /* The limit is on replies the client has not read yet: one reply,
+         * however large, always goes out to a client that reads. */
+        if (evbuffer_get_length(out) > c->w->conf->output_buffer_limit) {
+            log_notice("client id=%llu addr=%s closed: it reads too slowly, %zu bytes of replies unread "
+                       "(client.output_buffer_limit)",
+                       (unsigned long long)c->id, c->addr, evbuffer_get_length(out));
+            c->dead = 1;
+            break;
+        }
         TAILQ_REMOVE(&c->owed, r, owed);
         c->nowed--;
         evbuffer_add_buffer(out, r->reply);
         req_free(c->w, r);
-    }
-    if (!c->dead && evbuffer_get_length(out) > c->w->conf->output_buffer_limit) {
-        log_notice("client id=%llu addr=%s closed: output buffer over client.output_buffer_limit (%llu bytes)",
-                   (unsigned long long)c->id, c->addr, (unsigned long long)c->w->conf->output_buffer_limit);
-        c->dead = 1;
     }
     if (c->dead || (c->closing && c->nowed == 0) ||
         (was_full && c->nowed < CLIENT_MAX_OWED && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0))

@@ -1,0 +1,258 @@
+# The data path against the real 3+3 cluster: every slot reaches the master
+# that owns it, values come back byte for byte, pipelines from many clients
+# keep their order, and MOVED and ASK never reach the client.
+
+import random
+import socket
+import threading
+
+import pytest
+import redis
+
+from conftest import CLUSTER_PASSWORD
+
+
+def crc16(data):
+    crc = 0
+    for b in data:
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def keyslot(key):
+    s = key.find(b"{")
+    if s >= 0:
+        e = key.find(b"}", s + 1)
+        if e > s + 1:
+            key = key[s + 1:e]
+    return crc16(key) % 16384
+
+
+def key_for_slot_table():
+    """One key per slot, found by counting: {slot: b"k:N"}."""
+    table, n = {}, 0
+    while len(table) < 16384:
+        k = b"k:%d" % n
+        table.setdefault(keyslot(k), k)
+        n += 1
+    return table
+
+
+def direct(cluster, slot):
+    """A connection straight to the master that CLUSTER NODES says owns SLOT."""
+    return cluster.client(cluster.node_for_slot(slot), decode_responses=False)
+
+
+def read_replies(sock, n):
+    """Reads N simple replies (+..., $N..., -...) from SOCK; returns them as bytes."""
+    f = sock.makefile("rb")
+    out = []
+    for _ in range(n):
+        line = f.readline()
+        if line[:1] == b"$":
+            size = int(line[1:])
+            out.append(f.read(size + 2)[:-2] if size >= 0 else None)
+        else:
+            out.append(line.rstrip(b"\r\n"))
+    return out
+
+
+def test_keyslot_agrees_with_the_server(cluster):
+    node = cluster.client(cluster.masters()[0], decode_responses=False)
+    for key in (b"foo", b"{user1000}.following", b"a{b}c", b"\x00\xff{}", b"k:12345"):
+        assert keyslot(key) == node.execute_command("CLUSTER", "KEYSLOT", key)
+
+
+def test_every_slot_lands_on_its_master(cluster, respgate):
+    table = key_for_slot_table()
+    r = respgate.client()
+    pipe = r.pipeline(transaction=False)
+    for slot, key in table.items():
+        pipe.set(key, b"v:" + key)
+    assert all(pipe.execute())
+    # Check on each master directly: the key is there, and only there.
+    masters = {m.port: cluster.client(m, decode_responses=False) for m in cluster.masters()}
+    by_owner = {}
+    for slot, key in table.items():
+        by_owner.setdefault(cluster.node_for_slot(slot).port, []).append(key)
+    for port, keys in by_owner.items():
+        pipe = masters[port].pipeline(transaction=False)
+        for k in keys:
+            pipe.get(k)
+        assert pipe.execute() == [b"v:" + k for k in keys]
+    pipe = r.pipeline(transaction=False)
+    for key in table.values():
+        pipe.get(key)
+    assert pipe.execute() == [b"v:" + k for k in table.values()]
+    pipe = r.pipeline(transaction=False)
+    for key in table.values():
+        pipe.delete(key)
+    assert pipe.execute() == [1] * 16384
+
+
+def test_binary_safe_keys_and_a_64mb_value(respgate):
+    r = respgate.client()
+    key = bytes(range(256)) + b"\r\n{tag}\x00"
+    assert r.set(key, b"\x00\r\n$1\r\n*2\r\n") is True
+    assert r.get(key) == b"\x00\r\n$1\r\n*2\r\n"
+    big = random.Random(7).randbytes(64 << 20)
+    assert r.set(b"big{x}", big) is True
+    assert r.get(b"big{x}") == big
+    assert r.strlen(b"big{x}") == 64 << 20
+    assert r.delete(b"big{x}") == 1
+    assert r.delete(key) == 1
+
+
+def test_crossslot_and_same_slot_multi_key(respgate):
+    r = respgate.client()
+    with pytest.raises(redis.ResponseError, match="^CROSSSLOT Keys in request don't hash to the same slot$"):
+        r.mset({"a": 1, "b": 2})
+    assert r.mset({"{u}a": 1, "{u}b": 2}) is True
+    assert r.mget(["{u}a", "{u}b", "{u}c"]) == [b"1", b"2", None]
+    assert r.execute_command("EVAL", "return redis.call('get', KEYS[1])", 1, "{u}a") == b"1"
+    assert r.delete("{u}a", "{u}b") == 2
+
+
+def test_keyless_commands_reach_a_master(respgate):
+    r = respgate.client()
+    assert r.command_count() >= 200
+    assert r.execute_command("EVAL", "return 7", 0) == 7
+    assert r.execute_command("ECHO", "x") == b"x"
+
+
+def test_pipelines_from_fifty_clients_stay_in_order(respgate):
+    """10,000 mixed commands over many slots from 50 concurrent clients:
+    every reply matches its request (values encode their key), in order."""
+    errors = []
+
+    def run(cid):
+        rnd = random.Random(cid)
+        try:
+            with socket.create_connection(("127.0.0.1", respgate.port), timeout=30) as s:
+                cmds, want = [], []
+                for i in range(200):
+                    key = b"p:%d:%d" % (cid, rnd.randrange(1000))
+                    op = rnd.randrange(4)
+                    if op == 0:
+                        val = b"val-of-" + key
+                        cmds.append([b"SET", key, val])
+                        want.append(b"OK")
+                    elif op == 1:
+                        cmds.append([b"ECHO", key])
+                        want.append(key)
+                    elif op == 2:
+                        cmds.append([b"SET", key, b"val-of-" + key])
+                        cmds.append([b"GET", key])
+                        want += [b"OK", b"val-of-" + key]
+                    else:
+                        cmds.append([b"PING"])
+                        want.append(b"+PONG")
+                payload = b"".join(b"*%d\r\n" % len(c) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in c)
+                                   for c in cmds)
+                s.sendall(payload)
+                got = read_replies(s, len(want))
+                got = [g[1:] if g and g[:1] == b"+" and w != b"+PONG" else g for g, w in zip(got, want)]
+                if got != want:
+                    errors.append((cid, next(i for i, (g, w) in enumerate(zip(got, want)) if g != w)))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append((cid, repr(e)))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+
+
+def pick_slot_and_key(cluster, owner_port=None):
+    table = key_for_slot_table()
+    for slot in range(100, 16384, 97):
+        if owner_port is None or cluster.node_for_slot(slot).port == owner_port:
+            return slot, table[slot]
+    raise AssertionError("no slot found")
+
+
+def setslot_everywhere(cluster, slot, node_id):
+    for m in cluster.masters():
+        cluster.client(m).execute_command("CLUSTER", "SETSLOT", slot, "NODE", node_id)
+
+
+def test_moved_after_a_live_slot_move(cluster, respgate):
+    r = respgate.client()
+    slot, key = pick_slot_and_key(cluster)
+    src = cluster.node_for_slot(slot)
+    dst = next(m for m in cluster.masters() if m.port != src.port)
+    r.delete(key)
+    assert r.get(key) is None  # respgate has learned the map and used the source
+    setslot_everywhere(cluster, slot, dst.node_id)
+    try:
+        # The source now answers MOVED; respgate follows it, the client never sees it.
+        for i in range(20):
+            assert r.set(key, b"moved-%d" % i) is True
+        assert cluster.client(dst, decode_responses=False).get(key) == b"moved-19"
+        assert r.get(key) == b"moved-19"
+        assert r.delete(key) == 1
+    finally:
+        setslot_everywhere(cluster, slot, src.node_id)
+        cluster.wait_state_ok()
+    assert r.set(key, b"back") is True
+    assert cluster.client(src, decode_responses=False).get(key) == b"back"
+    r.delete(key)
+
+
+def test_ask_during_a_migration(cluster, respgate):
+    r = respgate.client()
+    slot, key = pick_slot_and_key(cluster)
+    src = cluster.node_for_slot(slot)
+    dst = next(m for m in cluster.masters() if m.port != src.port)
+    src_c, dst_c = cluster.client(src, decode_responses=False), cluster.client(dst, decode_responses=False)
+    r.delete(key)
+    dst_c.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src.node_id)
+    src_c.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst.node_id)
+    try:
+        # A key the source does not have: it answers ASK, and respgate sends
+        # ASKING + the command to the importing node.
+        assert r.set(key, b"asked") is True
+        assert src_c.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0  # not on the source
+        assert dst_c.execute_command("ASKING") is True  # on the connection the next command uses
+        assert dst_c.get(key) == b"asked"
+        assert r.get(key) == b"asked"
+        # The slot still belongs to the source for everything else.
+        assert cluster.node_for_slot(slot).port == src.port
+    finally:
+        setslot_everywhere(cluster, slot, dst.node_id)
+    # Finish like redis-cli --cluster would, then move it back.
+    assert r.get(key) == b"asked"
+    assert r.delete(key) == 1
+    setslot_everywhere(cluster, slot, src.node_id)
+    cluster.wait_state_ok()
+
+
+def test_clusterdown_until_a_seed_answers(make_respgate, cluster, tmp_path):
+    from harness.respgate import Respgate, free_port
+    dead = free_port()
+    port = free_port()
+    conf = (f"listen: [127.0.0.1:{port}]\ncluster:\n  seeds: [127.0.0.1:{dead}]\n"
+            f"  password: {CLUSTER_PASSWORD}\n")
+    with Respgate(tmp_path / "down", conf, port) as rg:
+        r = rg.client()
+        with pytest.raises(redis.ResponseError, match="^CLUSTERDOWN The cluster is down$"):
+            r.get("x")
+        assert r.ping()
+    assert "topology: cannot connect to 127.0.0.1:%d" % dead in rg.log()
+
+
+def test_wrong_cluster_password_is_logged(make_respgate, cluster, tmp_path):
+    from harness.respgate import Respgate, free_port
+    port = free_port()
+    conf = (f"listen: [127.0.0.1:{port}]\ncluster:\n  seeds: [{cluster.seeds[0]}]\n  password: wrong-pw\n")
+    with Respgate(tmp_path / "badpw", conf, port) as rg:
+        with pytest.raises(redis.ResponseError, match="^CLUSTERDOWN"):
+            rg.client().get("x")
+    assert "topology: AUTH to %s failed: WRONGPASS" % cluster.seeds[0] in rg.log()
+    assert "wrong-pw" not in rg.log()
