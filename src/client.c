@@ -66,6 +66,7 @@ void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *
         goto fail;
     c->w = w;
     c->id = atomic_fetch_add(&srv->next_client_id, 1) + 1;
+    c->created = time(NULL);
     describe_peer(sa, c->addr, sizeof(c->addr));
     if (sa->sa_family != AF_UNIX) {
         int one = 1;
@@ -136,6 +137,7 @@ void client_free(struct client *c)
     bufferevent_free(c->bev);
     event_free(c->resume);
     resp_req_deinit(&c->scan);
+    free(c->name);
     free(c);
     worker_client_gone(w);
 }
@@ -261,6 +263,9 @@ static void process_input(struct client *c)
             req_free(c->w, r); /* an empty request gets no reply, as in Redis */
         } else {
             r->client = c;
+            r->silent = c->reply_mode != CLIENT_REPLY_ON;
+            if (c->reply_mode == CLIENT_REPLY_SKIP)
+                c->reply_mode = CLIENT_REPLY_ON;
             TAILQ_INSERT_TAIL(&c->owed, r, owed);
             c->nowed++;
             router_dispatch(c, r, &c->scan);
@@ -289,7 +294,8 @@ void client_deliver(struct client *c)
         }
         TAILQ_REMOVE(&c->owed, r, owed);
         c->nowed--;
-        evbuffer_add_buffer(out, r->reply);
+        if (!r->silent)
+            evbuffer_add_buffer(out, r->reply);
         req_free(c->w, r);
     }
     if (c->dead || (c->closing && c->nowed == 0) ||

@@ -11,12 +11,15 @@
 
 #include <event2/util.h>
 #include <stdint.h>
+#include <time.h>
 #include <sys/queue.h>
 
 struct worker;
 struct bufferevent;
 struct evbuffer;
 struct event;
+
+enum client_reply_mode { CLIENT_REPLY_ON = 0, CLIENT_REPLY_OFF, CLIENT_REPLY_SKIP };
 
 struct client {
     TAILQ_ENTRY(client) link;
@@ -28,6 +31,9 @@ struct client {
     struct resp_req scan;
     uint64_t id;
     char addr[64];
+    char *name;              /* CLIENT SETNAME, or NULL */
+    time_t created;
+    int reply_mode;          /* enum client_reply_mode */
     unsigned authed : 1;     /* AUTH succeeded (see client_authed) */
     unsigned closing : 1;    /* reads nothing more; closes once the output is written */
     unsigned paused : 1;     /* reading stopped until the output drains */

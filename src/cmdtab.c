@@ -1268,7 +1268,7 @@ const struct cmd_spec cmd_table[] = {
     {"incr", 2, CMDF_WRITE | CMDF_DENYOOM | CMDF_FAST, CMD_FORWARD, 1, 0, ks_incr, NULL},
     {"incrby", 3, CMDF_WRITE | CMDF_DENYOOM | CMDF_FAST, CMD_FORWARD, 1, 0, ks_incrby, NULL},
     {"incrbyfloat", 3, CMDF_WRITE | CMDF_DENYOOM | CMDF_FAST, CMD_FORWARD, 1, 0, ks_incrbyfloat, NULL},
-    {"info", -1, CMDF_LOADING | CMDF_STALE, CMD_BROADCAST, 0, 0, NULL, NULL},
+    {"info", -1, CMDF_LOADING | CMDF_STALE, CMD_LOCAL, 0, 0, NULL, NULL},
     {"keys", 2, CMDF_READONLY, CMD_BROADCAST, 0, 0, NULL, NULL},
     {"lastsave", 1, CMDF_LOADING | CMDF_STALE | CMDF_FAST, CMD_REFUSED, 0, 0, NULL, NULL},
     {"latency", -2, 0, CMD_BROADCAST, 0, 7, NULL, subs_latency},

@@ -1,57 +1,133 @@
 /*
  * local: commands answered by respgate itself, see local.h.
  *
- * Replies use Redis's exact words, so client libraries that match on error
- * text (Jedis, Lettuce, redis-py) react to respgate as they would to Redis.
+ * These are the commands of the client's own session (its connection is to
+ * respgate, not to a node) and what a legacy client sends on connect: AUTH,
+ * HELLO, CLIENT SETNAME/SETINFO, SELECT 0, PING, INFO. Replies use Redis's
+ * exact words, so client libraries that match on error text (Jedis, Lettuce,
+ * redis-py) react to respgate as they would to Redis.
  */
+#include "config.h"
+
 #include "local.h"
 
 #include "client.h"
 #include "conf.h"
 #include "log.h"
+#include "req.h"
 #include "resp.h"
+#include "server.h"
 #include "worker.h"
 
 #include <ctype.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
 
-#define NAME_MAX_LEN 32    /* longer than any command name */
-#define SECRET_MAX_LEN 512 /* AUTH arguments longer than this cannot match */
+#define NAME_MAX_LEN 32      /* longer than any command or option name */
+#define SECRET_MAX_LEN 512   /* AUTH arguments longer than this cannot match */
+#define CLIENT_NAME_MAX 512  /* longest CLIENT SETNAME respgate keeps */
+
+/* What a handler works on: the client, its request, and where the reply goes. */
+struct call {
+    struct client *c;
+    struct req *r;
+    const struct resp_req *q;
+    struct evbuffer *out;
+};
 
 struct local_cmd {
     const char *name;
-    int arity;     /* Redis's convention: N exactly, -N at least N */
-    int pre_auth;  /* allowed before AUTH */
-    void (*run)(struct client *c, struct evbuffer *frame, const struct resp_req *req, struct evbuffer *out);
+    int arity;    /* Redis's convention: N exactly, -N at least N */
+    int pre_auth; /* allowed before AUTH */
+    void (*run)(struct call *k);
 };
 
-static void cmd_echo(struct client *c, struct evbuffer *frame, const struct resp_req *req, struct evbuffer *out)
+/* Copies argument I, lower-cased, into BUF (NAME_MAX_LEN); returns its
+ * length, or 0 if it is too long to be any name we know. */
+static size_t lower_arg(const struct call *k, size_t i, char *buf)
 {
-    evbuffer_add_printf(out, "$%zu\r\n", req->argv[1].len);
-    resp_arg_append(out, frame, &req->argv[1]);
-    evbuffer_add(out, "\r\n", 2);
+    size_t len = resp_arg_copy(k->r->buf, &k->q->argv[i], buf, NAME_MAX_LEN - 1);
+    if (len >= NAME_MAX_LEN)
+        return 0;
+    for (size_t j = 0; j < len; j++)
+        buf[j] = (char)tolower((unsigned char)buf[j]);
+    buf[len] = '\0';
+    return len;
 }
 
-static void cmd_ping(struct client *c, struct evbuffer *frame, const struct resp_req *req, struct evbuffer *out)
+static int arg_is(const struct call *k, size_t i, const char *word)
 {
-    if (req->argc == 1) {
-        resp_add_status(out, "PONG");
-        return;
-    }
-    if (req->argc > 2) {
-        resp_add_error(out, "ERR wrong number of arguments for 'ping' command");
-        return;
-    }
-    cmd_echo(c, frame, req, out);
+    char buf[NAME_MAX_LEN];
+    return i < k->q->argc && lower_arg(k, i, buf) && strcmp(buf, word) == 0;
 }
 
-static void cmd_quit(struct client *c, struct evbuffer *frame, const struct resp_req *req, struct evbuffer *out)
+/* Reads argument I as a decimal integer. Returns 0 or -1. */
+static int arg_ll(const struct call *k, size_t i, long long *out)
 {
-    resp_add_status(out, "OK");
-    client_close_soon(c);
+    char buf[24], *end;
+    size_t n = resp_arg_copy(k->r->buf, &k->q->argv[i], buf, sizeof(buf) - 1);
+    if (n == 0 || n >= sizeof(buf))
+        return -1;
+    buf[n] = '\0';
+    *out = strtoll(buf, &end, 10);
+    return *end == '\0' ? 0 : -1;
 }
+
+static void bulk_arg(const struct call *k, size_t i)
+{
+    evbuffer_add_printf(k->out, "$%zu\r\n", k->q->argv[i].len);
+    resp_arg_append(k->out, k->r->buf, &k->q->argv[i]);
+    evbuffer_add(k->out, "\r\n", 2);
+}
+
+static void bulk_str(struct evbuffer *out, const char *s)
+{
+    resp_add_bulk(out, s, strlen(s));
+}
+
+/* ---- PING ECHO QUIT SELECT ---- */
+
+static void cmd_echo(struct call *k)
+{
+    bulk_arg(k, 1);
+}
+
+static void cmd_ping(struct call *k)
+{
+    if (k->q->argc > 2)
+        resp_add_error(k->out, "ERR wrong number of arguments for 'ping' command");
+    else if (k->q->argc == 2)
+        bulk_arg(k, 1);
+    else
+        resp_add_status(k->out, "PONG");
+}
+
+static void cmd_quit(struct call *k)
+{
+    resp_add_status(k->out, "OK");
+    client_close_soon(k->c);
+}
+
+static void cmd_select(struct call *k)
+{
+    long long db;
+    if (arg_ll(k, 1, &db) < 0)
+        resp_add_error(k->out, "ERR value is not an integer or out of range");
+    else if (db != 0)
+        resp_add_error(k->out, "ERR SELECT is not allowed in cluster mode");
+    else
+        resp_add_status(k->out, "OK");
+}
+
+/* ---- authentication ---- */
 
 int local_secret_equal(const char *a, size_t alen, const char *b, size_t blen)
 {
@@ -63,76 +139,331 @@ int local_secret_equal(const char *a, size_t alen, const char *b, size_t blen)
     return diff == 0;
 }
 
-static void cmd_auth(struct client *c, struct evbuffer *frame, const struct resp_req *req, struct evbuffer *out)
+/* Checks USER (argument index, or 0 for "default") and PASS (argument index)
+ * against the client password. Returns 0 and marks C authenticated, or -1. */
+static int authenticate(struct call *k, size_t user_i, size_t pass_i)
 {
-    const char *want = c->w->conf->client_password;
+    const char *want = k->c->w->conf->client_password;
     char user[SECRET_MAX_LEN], pass[SECRET_MAX_LEN];
     size_t ulen = 7, plen;
-
-    if (req->argc > 3) {
-        resp_add_error(out, "ERR syntax error");
-        return;
-    }
     memcpy(user, "default", 7);
-    if (req->argc == 3)
-        ulen = resp_arg_copy(frame, &req->argv[1], user, sizeof(user));
-    plen = resp_arg_copy(frame, &req->argv[req->argc - 1], pass, sizeof(pass));
-
+    if (user_i)
+        ulen = resp_arg_copy(k->r->buf, &k->q->argv[user_i], user, sizeof(user));
+    plen = resp_arg_copy(k->r->buf, &k->q->argv[pass_i], pass, sizeof(pass));
     int default_user = ulen == 7 && memcmp(user, "default", 7) == 0;
-    if (want == NULL) {
-        /* No client password: the default user has nopass, as in Redis. */
-        if (req->argc == 2)
-            resp_add_error(out, "ERR AUTH <password> called without any password configured for the default "
-                                "user. Are you sure your configuration is correct?");
-        else if (default_user)
-            c->authed = 1, resp_add_status(out, "OK");
-        else
-            resp_add_error(out, "WRONGPASS invalid username-password pair or user is disabled.");
+    /* With no client password, the default user has nopass, as in Redis. */
+    int ok = default_user && (want == NULL || (plen <= sizeof(pass) && local_secret_equal(pass, plen, want, strlen(want))));
+    memset(pass, 0, sizeof(pass));
+    if (!ok) {
+        log_info("client id=%llu addr=%s: AUTH failed", (unsigned long long)k->c->id, k->c->addr);
+        return -1;
+    }
+    k->c->authed = 1;
+    return 0;
+}
+
+static void cmd_auth(struct call *k)
+{
+    if (k->q->argc > 3) {
+        resp_add_error(k->out, "ERR syntax error");
+    } else if (k->q->argc == 2 && k->c->w->conf->client_password == NULL) {
+        resp_add_error(k->out, "ERR AUTH <password> called without any password configured for the default user. "
+                               "Are you sure your configuration is correct?");
+    } else if (authenticate(k, k->q->argc == 3 ? 1 : 0, k->q->argc - 1) < 0) {
+        resp_add_error(k->out, "WRONGPASS invalid username-password pair or user is disabled.");
+    } else {
+        resp_add_status(k->out, "OK");
+    }
+}
+
+/* ---- HELLO ---- */
+
+/* Redis's rule for names: no spaces, newlines or other special characters. */
+static int valid_name(const struct call *k, size_t i)
+{
+    char buf[CLIENT_NAME_MAX];
+    size_t n = resp_arg_copy(k->r->buf, &k->q->argv[i], buf, sizeof(buf));
+    if (n > sizeof(buf))
+        return 0;
+    for (size_t j = 0; j < n; j++)
+        if (buf[j] < '!' || buf[j] > '~')
+            return 0;
+    return 1;
+}
+
+static void set_name(struct call *k, size_t i)
+{
+    free(k->c->name);
+    k->c->name = NULL;
+    if (k->q->argv[i].len == 0)
+        return;
+    k->c->name = malloc(k->q->argv[i].len + 1);
+    if (k->c->name) {
+        resp_arg_copy(k->r->buf, &k->q->argv[i], k->c->name, k->q->argv[i].len);
+        k->c->name[k->q->argv[i].len] = '\0';
+    }
+}
+
+static void hello_reply(struct call *k)
+{
+    char version[32];
+    server_redis_version(k->c->w->srv, version, sizeof(version));
+    /* RESP2 has no map type: the fields come as a flat array, as from Redis. */
+    evbuffer_add_printf(k->out, "*14\r\n");
+    bulk_str(k->out, "server");
+    bulk_str(k->out, "redis");
+    bulk_str(k->out, "version");
+    bulk_str(k->out, version[0] ? version : "7.0.0");
+    bulk_str(k->out, "proto");
+    evbuffer_add_printf(k->out, ":2\r\n");
+    bulk_str(k->out, "id");
+    evbuffer_add_printf(k->out, ":%llu\r\n", (unsigned long long)k->c->id);
+    bulk_str(k->out, "mode");
+    bulk_str(k->out, "standalone");
+    bulk_str(k->out, "role");
+    bulk_str(k->out, "master");
+    bulk_str(k->out, "modules");
+    evbuffer_add_printf(k->out, "*0\r\n");
+}
+
+static void cmd_hello(struct call *k)
+{
+    size_t argc = k->q->argc, i = 1;
+    if (argc >= 2) {
+        long long ver;
+        if (arg_ll(k, 1, &ver) < 0) {
+            resp_add_error(k->out, "ERR Protocol version is not an integer or out of range");
+            return;
+        }
+        /* respgate speaks RESP2 end to end: NOPROTO makes Lettuce and
+         * node-redis fall back to RESP2 with AUTH and CLIENT SETNAME. */
+        if (ver != 2) {
+            resp_add_error(k->out, "NOPROTO sorry, this protocol version is not supported.");
+            return;
+        }
+        i = 2;
+    }
+    size_t auth_at = 0, name_at = 0;
+    for (; i < argc; i++) {
+        if (arg_is(k, i, "auth") && i + 2 < argc) {
+            auth_at = i;
+            i += 2;
+        } else if (arg_is(k, i, "setname") && i + 1 < argc) {
+            name_at = ++i;
+        } else {
+            char opt[129];
+            size_t n = resp_arg_copy(k->r->buf, &k->q->argv[i], opt, sizeof(opt) - 1);
+            opt[n < sizeof(opt) - 1 ? n : sizeof(opt) - 1] = '\0';
+            for (char *p = opt; *p; p++)
+                if (!isprint((unsigned char)*p))
+                    *p = '?';
+            resp_add_error(k->out, "ERR Syntax error in HELLO option '%s'", opt);
+            return;
+        }
+    }
+    if (auth_at && authenticate(k, auth_at + 1, auth_at + 2) < 0) {
+        resp_add_error(k->out, "WRONGPASS invalid username-password pair or user is disabled.");
         return;
     }
-    if (default_user && plen <= sizeof(pass) && local_secret_equal(pass, plen, want, strlen(want))) {
-        c->authed = 1;
-        resp_add_status(out, "OK");
-    } else {
-        log_info("client id=%llu addr=%s: AUTH failed", (unsigned long long)c->id, c->addr);
-        resp_add_error(out, "WRONGPASS invalid username-password pair or user is disabled.");
+    if (!client_authed(k->c)) {
+        resp_add_error(k->out, "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+                               "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and "
+                               "select the RESP protocol version at the same time");
+        return;
     }
-    memset(pass, 0, sizeof(pass));
+    if (name_at && !valid_name(k, name_at)) {
+        resp_add_error(k->out, "ERR Client names cannot contain spaces, newlines or special characters.");
+        return;
+    }
+    if (name_at)
+        set_name(k, name_at);
+    hello_reply(k);
+}
+
+/* ---- CLIENT ---- */
+
+static void client_info_line(struct call *k, struct evbuffer *out)
+{
+    struct client *c = k->c;
+    char laddr[64] = "?";
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family != AF_UNIX) {
+        char host[48];
+        int port = 0;
+        if (ss.ss_family == AF_INET) {
+            const struct sockaddr_in *in = (const void *)&ss;
+            evutil_inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+            port = ntohs(in->sin_port);
+        } else {
+            const struct sockaddr_in6 *in6 = (const void *)&ss;
+            evutil_inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+            port = ntohs(in6->sin6_port);
+        }
+        snprintf(laddr, sizeof(laddr), "%s:%d", host, port);
+    }
+    evbuffer_add_printf(out,
+                        "id=%llu addr=%s laddr=%s fd=%d name=%s age=%lld idle=0 flags=N db=0 sub=0 psub=0 ssub=0 "
+                        "multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=%zu tot-mem=0 "
+                        "events=r cmd=client|info user=default redir=-1 resp=2\n",
+                        (unsigned long long)c->id, c->addr, laddr, (int)fd, c->name ? c->name : "",
+                        (long long)(time(NULL) - c->created), evbuffer_get_length(bufferevent_get_output(c->bev)));
+}
+
+static void cmd_client(struct call *k)
+{
+    char sub[NAME_MAX_LEN];
+    size_t argc = k->q->argc;
+    if (lower_arg(k, 1, sub) == 0)
+        sub[0] = '\0';
+    if (strcmp(sub, "setname") == 0 && argc == 3) {
+        if (!valid_name(k, 2)) {
+            resp_add_error(k->out, "ERR Client names cannot contain spaces, newlines or special characters.");
+            return;
+        }
+        set_name(k, 2);
+        resp_add_status(k->out, "OK");
+    } else if (strcmp(sub, "getname") == 0 && argc == 2) {
+        if (k->c->name)
+            bulk_str(k->out, k->c->name);
+        else
+            evbuffer_add(k->out, "$-1\r\n", 5);
+    } else if (strcmp(sub, "id") == 0 && argc == 2) {
+        evbuffer_add_printf(k->out, ":%llu\r\n", (unsigned long long)k->c->id);
+    } else if ((strcmp(sub, "info") == 0 && argc == 2) || (strcmp(sub, "list") == 0 && argc == 2)) {
+        /* Only the client's own session: the rest of respgate's clients are
+         * other applications' business, and the nodes' are respgate's. */
+        struct evbuffer *line = evbuffer_new();
+        if (line == NULL)
+            return;
+        client_info_line(k, line);
+        evbuffer_add_printf(k->out, "$%zu\r\n", evbuffer_get_length(line));
+        evbuffer_add_buffer(k->out, line);
+        evbuffer_add(k->out, "\r\n", 2);
+        evbuffer_free(line);
+    } else if (strcmp(sub, "setinfo") == 0 && argc == 4 && (arg_is(k, 2, "lib-name") || arg_is(k, 2, "lib-ver"))) {
+        if (!valid_name(k, 3))
+            resp_add_error(k->out, "ERR %s cannot contain spaces, newlines or special characters.",
+                           arg_is(k, 2, "lib-name") ? "lib-name" : "lib-ver");
+        else
+            resp_add_status(k->out, "OK");
+    } else if (strcmp(sub, "no-evict") == 0 && argc == 3 && (arg_is(k, 2, "on") || arg_is(k, 2, "off"))) {
+        resp_add_status(k->out, "OK");
+    } else if (strcmp(sub, "reply") == 0 && argc == 3 && arg_is(k, 2, "on")) {
+        k->c->reply_mode = CLIENT_REPLY_ON;
+        k->r->silent = 0;
+        resp_add_status(k->out, "OK");
+    } else if (strcmp(sub, "reply") == 0 && argc == 3 && arg_is(k, 2, "off")) {
+        k->c->reply_mode = CLIENT_REPLY_OFF;
+        k->r->silent = 1;
+    } else if (strcmp(sub, "reply") == 0 && argc == 3 && arg_is(k, 2, "skip")) {
+        k->c->reply_mode = CLIENT_REPLY_SKIP;
+        k->r->silent = 1;
+    } else if (strcmp(sub, "reply") == 0 || strcmp(sub, "setinfo") == 0 || strcmp(sub, "no-evict") == 0) {
+        resp_add_error(k->out, "ERR syntax error");
+    } else if (argc == 2 && (strcmp(sub, "getname") == 0 || strcmp(sub, "id") == 0 || strcmp(sub, "info") == 0)) {
+        resp_add_error(k->out, "ERR wrong number of arguments for 'client|%s' command", sub);
+    } else {
+        char shown[NAME_MAX_LEN + 1];
+        size_t n = resp_arg_copy(k->r->buf, &k->q->argv[1], shown, NAME_MAX_LEN);
+        shown[n < NAME_MAX_LEN ? n : NAME_MAX_LEN] = '\0';
+        for (char *p = shown; *p; p++)
+            if (!isprint((unsigned char)*p))
+                *p = '?';
+        if (strcmp(sub, "setname") == 0 || strcmp(sub, "getname") == 0 || strcmp(sub, "list") == 0)
+            resp_add_error(k->out, "ERR wrong number of arguments for 'client|%s' command", sub);
+        else
+            resp_add_error(k->out, "ERR respgate answers CLIENT only for the client's own session; 'CLIENT %s' "
+                                   "is not supported",
+                           shown);
+    }
+}
+
+/* ---- RESET ---- */
+
+static void cmd_reset(struct call *k)
+{
+    struct client *c = k->c;
+    free(c->name);
+    c->name = NULL;
+    c->reply_mode = CLIENT_REPLY_ON;
+    k->r->silent = 0;
+    c->authed = 0; /* as Redis: back to the default user, authenticated only without a password */
+    resp_add_status(k->out, "RESET");
+}
+
+/* ---- INFO ---- */
+
+static int section_wanted(const struct call *k, const char *section)
+{
+    if (k->q->argc == 1)
+        return 1;
+    for (size_t i = 1; i < k->q->argc; i++)
+        if (arg_is(k, i, section) || arg_is(k, i, "all") || arg_is(k, i, "everything") || arg_is(k, i, "default"))
+            return 1;
+    return 0;
+}
+
+static void cmd_info(struct call *k)
+{
+    struct server *srv = k->c->w->srv;
+    struct evbuffer *b = evbuffer_new();
+    if (b == NULL)
+        return;
+    char version[32];
+    server_redis_version(srv, version, sizeof(version));
+    if (section_wanted(k, "server")) {
+        struct utsname u;
+        uname(&u);
+        long long up = (long long)(time(NULL) - srv->started);
+        char port[16] = "0";
+        if (k->c->w->conf->listen.n && !k->c->w->conf->listen.v[0].is_unix)
+            snprintf(port, sizeof(port), "%d", k->c->w->conf->listen.v[0].port);
+        evbuffer_add_printf(b,
+                            "# Server\r\nredis_version:%s\r\nredis_mode:standalone\r\nos:%s %s %s\r\n"
+                            "arch_bits:%d\r\nmultiplexing_api:epoll\r\nprocess_id:%d\r\ntcp_port:%s\r\n"
+                            "uptime_in_seconds:%lld\r\nuptime_in_days:%lld\r\nexecutable:respgate\r\n"
+                            "respgate_version:%s\r\nrespgate_workers:%d\r\n\r\n",
+                            version[0] ? version : "unknown", u.sysname, u.release, u.machine,
+                            (int)(sizeof(void *) * 8), (int)getpid(), port, up, up / 86400, PACKAGE_VERSION,
+                            srv->nworkers);
+    }
+    if (section_wanted(k, "clients"))
+        evbuffer_add_printf(b, "# Clients\r\nconnected_clients:%llu\r\nmaxclients:%llu\r\n\r\n",
+                            (unsigned long long)atomic_load(&srv->nclients),
+                            (unsigned long long)k->c->w->conf->max_clients);
+    if (section_wanted(k, "persistence"))
+        evbuffer_add_printf(b, "# Persistence\r\nloading:0\r\n\r\n");
+    if (section_wanted(k, "replication"))
+        evbuffer_add_printf(b, "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
+    if (section_wanted(k, "cluster"))
+        evbuffer_add_printf(b, "# Cluster\r\ncluster_enabled:0\r\n\r\n");
+    /* Sections end with a blank line; Redis's text ends with the last line's CRLF. */
+    size_t n = evbuffer_get_length(b), body = n >= 2 ? n - 2 : 0;
+    evbuffer_add_printf(k->out, "$%zu\r\n", body);
+    evbuffer_remove_buffer(b, k->out, body);
+    evbuffer_add(k->out, "\r\n", 2);
+    evbuffer_free(b);
 }
 
 static const struct local_cmd local_cmds[] = {
-    {"ping", -1, 0, cmd_ping},
-    {"echo", 2, 0, cmd_echo},
-    {"quit", -1, 1, cmd_quit},
     {"auth", -2, 1, cmd_auth},
+    {"client", -2, 0, cmd_client},
+    {"echo", 2, 0, cmd_echo},
+    {"hello", -1, 1, cmd_hello},
+    {"info", -1, 0, cmd_info},
+    {"ping", -1, 0, cmd_ping},
+    {"quit", -1, 1, cmd_quit},
+    {"reset", 1, 1, cmd_reset},
+    {"select", 2, 0, cmd_select},
 };
 
-/* Copies the command name, lower-cased, into NAME; returns its length, or 0
- * if it is too long to be any command. */
-static size_t command_name(struct evbuffer *frame, const struct resp_req *req, char *name)
+void local_dispatch(struct client *c, struct req *r, const struct resp_req *q)
 {
-    size_t len = resp_arg_copy(frame, &req->argv[0], name, NAME_MAX_LEN - 1);
-    if (len >= NAME_MAX_LEN)
-        return 0;
-    for (size_t i = 0; i < len; i++)
-        name[i] = (char)tolower((unsigned char)name[i]);
-    name[len] = '\0';
-    return len;
-}
-
-/* Writes NAME fit for an error text: printable, and cut short. */
-static void printable_name(const char *name, size_t len, char *dst, size_t cap)
-{
-    size_t n = len < cap - 1 ? len : cap - 1;
-    for (size_t i = 0; i < n; i++)
-        dst[i] = isprint((unsigned char)name[i]) ? name[i] : '?';
-    dst[n] = '\0';
-}
-
-void local_dispatch(struct client *c, struct evbuffer *frame, const struct resp_req *req, struct evbuffer *out)
-{
+    struct call k = {c, r, q, r->reply};
     char name[NAME_MAX_LEN];
-    size_t len = command_name(frame, req, name);
+    size_t len = lower_arg(&k, 0, name);
     const struct local_cmd *cmd = NULL;
 
     for (size_t i = 0; len && i < sizeof(local_cmds) / sizeof(local_cmds[0]); i++)
@@ -140,20 +471,17 @@ void local_dispatch(struct client *c, struct evbuffer *frame, const struct resp_
             cmd = &local_cmds[i];
 
     if (!client_authed(c) && (cmd == NULL || !cmd->pre_auth)) {
-        resp_add_error(out, "NOAUTH Authentication required.");
+        resp_add_error(k.out, "NOAUTH Authentication required.");
         return;
     }
     if (cmd == NULL) {
-        /* A command of the client's own session that this build does not answer yet. */
-        char shown[NAME_MAX_LEN + 1], raw[NAME_MAX_LEN];
-        size_t rlen = resp_arg_copy(frame, &req->argv[0], raw, sizeof(raw));
-        printable_name(raw, rlen < sizeof(raw) ? rlen : sizeof(raw), shown, sizeof(shown));
-        resp_add_error(out, "ERR respgate does not support '%s' yet", shown);
+        /* A command of the client's own session that this build does not answer. */
+        resp_add_error(k.out, "ERR respgate does not support '%s'", len ? name : "?");
         return;
     }
-    if ((cmd->arity > 0 && req->argc != (size_t)cmd->arity) || (cmd->arity < 0 && req->argc < (size_t)-cmd->arity)) {
-        resp_add_error(out, "ERR wrong number of arguments for '%s' command", cmd->name);
+    if ((cmd->arity > 0 && q->argc != (size_t)cmd->arity) || (cmd->arity < 0 && q->argc < (size_t)-cmd->arity)) {
+        resp_add_error(k.out, "ERR wrong number of arguments for '%s' command", cmd->name);
         return;
     }
-    cmd->run(c, frame, req, out);
+    cmd->run(&k);
 }

@@ -9,12 +9,12 @@
 #include <stddef.h>
 
 struct client;
-struct evbuffer;
+struct req;
 struct resp_req;
 
-/* Answers the request REQ (arguments in FRAME) of client C into OUT; the
- * router sends here every command the table marks local. */
-void local_dispatch(struct client *c, struct evbuffer *frame, const struct resp_req *req, struct evbuffer *out);
+/* Answers request R (frame in R->buf, arguments Q) of client C into
+ * R->reply; the router sends here every command the table marks local. */
+void local_dispatch(struct client *c, struct req *r, const struct resp_req *q);
 
 /* Compares two secrets in time that depends only on their lengths, not on
  * where they differ. Returns 1 if equal. */

@@ -36,6 +36,7 @@ struct req {
     uint8_t kind;
     uint8_t redirects;
     unsigned done : 1;
+    unsigned silent : 1;        /* CLIENT REPLY OFF/SKIP: the reply is dropped */
 };
 
 TAILQ_HEAD(req_list, req);

@@ -151,7 +151,7 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
     const struct cmd_spec *cmd = cmd_find(r->buf, q);
 
     if (cmd && cmd->kind == CMD_LOCAL) {
-        local_dispatch(c, r->buf, q, r->reply);
+        local_dispatch(c, r, q);
         router_complete(w, r);
         return;
     }

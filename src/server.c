@@ -21,6 +21,7 @@
 #include <event2/thread.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -44,6 +45,20 @@ struct slotmap *server_map(struct server *s)
 }
 
 static void post_all(struct server *s, int msg);
+
+void server_redis_version(struct server *s, char *buf, size_t len)
+{
+    pthread_mutex_lock(&s->conf_lock);
+    snprintf(buf, len, "%s", s->redis_version);
+    pthread_mutex_unlock(&s->conf_lock);
+}
+
+void server_set_redis_version(struct server *s, const char *version)
+{
+    pthread_mutex_lock(&s->conf_lock);
+    snprintf(s->redis_version, sizeof(s->redis_version), "%s", version);
+    pthread_mutex_unlock(&s->conf_lock);
+}
 
 void server_publish_map(struct server *s, struct slotmap *m)
 {
@@ -172,6 +187,7 @@ int server_init(struct server *s, struct conf *conf, const char *conf_path)
     pthread_mutex_init(&s->conf_lock, NULL);
     s->conf = conf;
     s->conf_path = conf_path;
+    s->started = time(NULL);
     signal(SIGPIPE, SIG_IGN);
 
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);

@@ -8,7 +8,9 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 struct conf;
 struct slotmap;
@@ -23,6 +25,8 @@ struct server {
     pthread_mutex_t conf_lock;   /* guards .conf and .map against their replacement */
     struct conf *conf;
     struct slotmap *map;         /* the last published, NULL before the first */
+    char redis_version[32];      /* the nodes' redis_version, "" until known */
+    time_t started;
     struct topo *topo;
 
     struct event_base *base;
@@ -57,6 +61,10 @@ struct slotmap *server_map(struct server *s);
 
 /* Makes M (whose reference it takes) the map in force and tells the workers. */
 void server_publish_map(struct server *s, struct slotmap *m);
+
+/* The nodes' Redis version into BUF ("" until known). Any thread. */
+void server_redis_version(struct server *s, char *buf, size_t len);
+void server_set_redis_version(struct server *s, const char *version);
 
 /* Called by a worker's thread as its loop ends. */
 void server_worker_done(struct server *s);

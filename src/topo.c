@@ -264,6 +264,23 @@ static void on_nodes(redisAsyncContext *ac, void *r, void *priv)
     attempt_done(t, 1);
 }
 
+/* The nodes' version, for HELLO and INFO, asked once per connection. */
+static void on_info(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct topo *t = ac->data;
+    redisReply *reply = r;
+    if (ac != t->ac || reply == NULL || reply->type != REDIS_REPLY_STRING)
+        return;
+    const char *v = strstr(reply->str, "redis_version:");
+    if (v) {
+        char version[32];
+        v += strlen("redis_version:");
+        size_t n = strcspn(v, "\r\n");
+        snprintf(version, sizeof(version), "%.*s", (int)(n < sizeof(version) ? n : sizeof(version) - 1), v);
+        server_set_redis_version(t->srv, version);
+    }
+}
+
 static void on_auth(redisAsyncContext *ac, void *r, void *priv)
 {
     struct topo *t = ac->data;
@@ -358,6 +375,7 @@ static void attempt(struct topo *t)
             redisAsyncCommand(t->ac, on_auth, NULL, "AUTH %s %s", cf->cluster_username, cf->cluster_password);
         else if (cf->cluster_password)
             redisAsyncCommand(t->ac, on_auth, NULL, "AUTH %s", cf->cluster_password);
+        redisAsyncCommand(t->ac, on_info, NULL, "INFO server");
     }
     t->inflight = 1;
     redisAsyncCommand(t->ac, on_nodes, NULL, "CLUSTER NODES");

@@ -75,7 +75,7 @@ POLICY = {
     "latency": "CMD_BROADCAST",   # every node's state (placeholder: later issues decide)
     "slowlog": "CMD_BROADCAST",   # every node's state (placeholder)
     "config": "CMD_BROADCAST",    # every node's state (placeholder)
-    "info": "CMD_BROADCAST",      # every node's state (placeholder)
+    "info": "CMD_LOCAL",          # respgate answers as the one server the client sees
     "dbsize": "CMD_BROADCAST",    # a sum over masters (placeholder)
     "flushall": "CMD_BROADCAST",  # every master (placeholder)
     "flushdb": "CMD_BROADCAST",   # every master (placeholder)

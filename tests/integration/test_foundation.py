@@ -267,6 +267,8 @@ def test_port_in_use_is_a_startup_error(respgate, tmp_path):
 def test_sigterm_drains_and_exits_zero(make_respgate):
     rg = make_respgate()
     idle = socket.create_connection(("127.0.0.1", rg.port), timeout=5)
+    idle.sendall(b"*1\r\n$4\r\nPING\r\n")
+    assert read_exactly(idle, 7) == b"+PONG\r\n"  # accepted, not just in the backlog
     rg.signal(signal.SIGTERM)
     assert rg.wait(10) == 0
     assert idle.recv(1) == b""
