@@ -13,6 +13,7 @@
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,7 +126,7 @@ static int backend_connect(struct backend *b)
     struct timeval now;
     event_base_gettimeofday_cached(b->w->base, &now);
     if (evutil_timercmp(&now, &b->retry_after, <))
-        return -1;
+        return -EAGAIN;
 
     struct sockaddr_storage ss;
     int sslen = sizeof(ss);
@@ -157,8 +158,9 @@ static int backend_connect(struct backend *b)
 
 int backend_send(struct backend *b, struct req *r)
 {
-    if (b->bev == NULL && backend_connect(b) < 0)
-        return -1;
+    int rc;
+    if (b->bev == NULL && (rc = backend_connect(b)) < 0)
+        return rc;
     if (evbuffer_add_buffer_reference(bufferevent_get_output(b->bev), r->buf) < 0)
         return -1;
     push(b, r);

@@ -39,8 +39,9 @@ TAILQ_HEAD(backend_list, backend);
 struct backend *backend_get(struct worker *w, const char *host, int port);
 
 /* Sends R (its buf, by reference: it stays for a resend) and puts it in
- * flight; connects first if needed. Returns 0, or -1 if the node cannot be
- * reached now (the caller answers R). */
+ * flight; connects first if needed. Returns 0; -EAGAIN while the connection
+ * backs off after a failure (try again shortly); -1 if the node cannot be
+ * reached. R is untouched on failure. */
 int backend_send(struct backend *b, struct req *r);
 
 /* Closes every backend of W, failing what was in flight; at worker exit. */

@@ -69,6 +69,14 @@ int main(int argc, char **argv)
             log_warning("%s", d.warnings[i]);
     conf_diag_free(&d);
 
+    /* Every client is a descriptor; so is every backend connection (per
+     * worker per node) and a few more of our own. */
+    unsigned long want = (unsigned long)conf->max_clients + 256, got = proc_raise_nofile(want);
+    if (got < want)
+        log_warning("client.max_clients is %llu but only %lu file descriptors are allowed (raise LimitNOFILE or "
+                    "ulimit -n to %lu)",
+                    (unsigned long long)conf->max_clients, got, want);
+
     /* Fork before any thread or event base exists; the parent waits for the
      * child's verdict and exits with it. */
     if (o.daemonize && (rc = proc_daemonize()) < 0) {

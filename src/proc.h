@@ -18,6 +18,10 @@ void proc_daemon_ready(void);
 int proc_pidfile_write(const char *path);
 void proc_pidfile_remove(const char *path);
 
+/* Raises the soft limit on open files towards WANT (up to the hard limit).
+ * Returns the limit now in force. */
+unsigned long proc_raise_nofile(unsigned long want);
+
 /* Sends STATE (e.g. "READY=1") to systemd when NOTIFY_SOCKET is set. Returns
  * 0 (also when not under systemd) or -errno. */
 int proc_notify(const char *state);

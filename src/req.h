@@ -27,7 +27,7 @@ enum req_kind {
 
 struct req {
     TAILQ_ENTRY(req) owed;      /* in the client's FIFO */
-    TAILQ_ENTRY(req) inflight;  /* in a backend's FIFO */
+    TAILQ_ENTRY(req) inflight;  /* in a backend's FIFO, or the worker's parked list */
     struct client *client;      /* NULL once orphaned, or for internal requests */
     struct backend *backend;    /* where it is in flight, or NULL */
     struct evbuffer *buf;       /* the request frame, kept for a resend */
@@ -35,8 +35,10 @@ struct req {
     uint16_t slot;
     uint8_t kind;
     uint8_t redirects;
+    uint8_t retries;            /* after TRYAGAIN, LOADING, CLUSTERDOWN */
     unsigned done : 1;
     unsigned silent : 1;        /* CLIENT REPLY OFF/SKIP: the reply is dropped */
+    unsigned parked : 1;        /* waiting on the worker's retry timer */
 };
 
 TAILQ_HEAD(req_list, req);

@@ -23,7 +23,9 @@
 #include "worker.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,6 +135,9 @@ static int keys_slot(struct worker *w, struct req *r, const struct cmd_spec *cmd
     return slot;
 }
 
+/* Parks R to be sent again on the worker's next retry tick. */
+static void park(struct worker *w, struct req *r);
+
 static void send_to_slot(struct worker *w, struct req *r, int slot)
 {
     struct backend *b = w->owner[slot];
@@ -141,8 +146,13 @@ static void send_to_slot(struct worker *w, struct req *r, int slot)
         return;
     }
     r->slot = (uint16_t)slot;
-    if (backend_send(b, r) < 0)
+    int rc = backend_send(b, r);
+    if (rc == -EAGAIN && r->retries < ROUTER_MAX_RETRIES) {
+        r->retries++;
+        park(w, r); /* the node's connection is backing off: wait, bounded */
+    } else if (rc < 0) {
         router_fail(w, r, "CLUSTERDOWN respgate cannot reach %s:%d, the node serving slot %d", b->host, b->port, slot);
+    }
 }
 
 void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
@@ -237,6 +247,39 @@ static void redirect(struct backend *from, struct req *r, const struct resp_redi
         router_fail(w, r, "CLUSTERDOWN respgate cannot reach %s:%d", to->host, to->port);
 }
 
+static void park(struct worker *w, struct req *r)
+{
+    static const struct timeval tick = {0, ROUTER_RETRY_MS * 1000};
+    r->parked = 1;
+    TAILQ_INSERT_TAIL(&w->parked, r, inflight);
+    if (!evtimer_pending(w->retry_timer, NULL))
+        evtimer_add(w->retry_timer, &tick);
+}
+
+void router_on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    struct req_list due = TAILQ_HEAD_INITIALIZER(due);
+    TAILQ_CONCAT(&due, &w->parked, inflight);
+    struct req *r;
+    while ((r = TAILQ_FIRST(&due))) {
+        TAILQ_REMOVE(&due, r, inflight);
+        r->parked = 0;
+        if (r->client == NULL)
+            req_free(w, r);
+        else
+            send_to_slot(w, r, r->slot);
+    }
+}
+
+/* Errors that say the command did not run and may run later: a resend is
+ * safe, writes included. */
+static int retryable(const char *line)
+{
+    return strncmp(line, "-TRYAGAIN", 9) == 0 || strncmp(line, "-LOADING", 8) == 0 ||
+           strncmp(line, "-CLUSTERDOWN", 12) == 0;
+}
+
 void router_reply(struct backend *from, struct req *r, struct evbuffer *in, size_t len, char type)
 {
     struct worker *w = from->w;
@@ -255,6 +298,14 @@ void router_reply(struct backend *from, struct req *r, struct evbuffer *in, size
         if (resp_parse_redirect(line + 1, strlen(line + 1), &rd) == 0) {
             evbuffer_drain(in, len);
             redirect(from, r, &rd);
+            return;
+        }
+        if (retryable(line) && r->retries < ROUTER_MAX_RETRIES) {
+            r->retries++;
+            evbuffer_drain(in, len);
+            if (line[1] == 'C')
+                worker_request_refresh(w);
+            park(w, r);
             return;
         }
     }

@@ -6,6 +6,7 @@
 #ifndef RG_ROUTER_H
 #define RG_ROUTER_H
 
+#include <event2/util.h>
 #include <stddef.h>
 
 struct backend;
@@ -17,6 +18,9 @@ struct worker;
 
 /* Redirections one request may follow before it fails. */
 #define ROUTER_MAX_REDIRECTS 5
+/* Retries after TRYAGAIN, LOADING or CLUSTERDOWN, ROUTER_RETRY_MS apart. */
+#define ROUTER_MAX_RETRIES 20
+#define ROUTER_RETRY_MS 100
 
 /* Handles request R of client C, whose frame is in R->buf with arguments
  * SCAN. R is in C's FIFO; it is answered now or when its reply arrives. */
@@ -25,6 +29,9 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *sca
 /* The reply of LEN bytes (first byte TYPE) at the front of IN, from backend
  * FROM, belongs to R: consume it, and resend R or complete it. */
 void router_reply(struct backend *from, struct req *r, struct evbuffer *in, size_t len, char type);
+
+/* The worker's retry timer: sends the parked requests again. */
+void router_on_retry(evutil_socket_t fd, short what, void *arg);
 
 /* Completes R with an error reply ("CODE text"). */
 void router_fail(struct worker *w, struct req *r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

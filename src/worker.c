@@ -6,6 +6,7 @@
 #include "client.h"
 #include "conf.h"
 #include "log.h"
+#include "router.h"
 #include "server.h"
 #include "slot.h"
 #include "topo.h"
@@ -129,13 +130,16 @@ int worker_init(struct worker *w, struct server *srv, int id, const int *fds, si
     TAILQ_INIT(&w->clients);
     TAILQ_INIT(&w->backends);
     TAILQ_INIT(&w->req_pool);
+    TAILQ_INIT(&w->parked);
     w->conf = server_conf(srv);
     w->owner = calloc(SLOT_COUNT, sizeof(*w->owner));
     w->base = event_base_new();
     w->wake = w->base ? event_new(w->base, -1, 0, on_wake, w) : NULL;
     w->accept_pause = w->base ? evtimer_new(w->base, on_accept_resume, w) : NULL;
+    w->retry_timer = w->base ? evtimer_new(w->base, router_on_retry, w) : NULL;
     w->listeners = calloc(nfds ? nfds : 1, sizeof(*w->listeners));
-    if (w->wake == NULL || w->accept_pause == NULL || w->listeners == NULL || w->owner == NULL) {
+    if (w->wake == NULL || w->accept_pause == NULL || w->retry_timer == NULL || w->listeners == NULL ||
+        w->owner == NULL) {
         log_error("worker %d: out of memory", id);
         return -1;
     }
@@ -160,6 +164,11 @@ static void *worker_main(void *arg)
     while (!TAILQ_EMPTY(&w->clients))
         client_free(TAILQ_FIRST(&w->clients));
     close_listeners(w);
+    struct req *r;
+    while ((r = TAILQ_FIRST(&w->parked))) {
+        TAILQ_REMOVE(&w->parked, r, inflight);
+        req_free(w, r); /* orphans: their clients are gone */
+    }
     backend_free_all(w);
     req_pool_drain(w);
     server_worker_done(w->srv);
@@ -196,6 +205,8 @@ void worker_deinit(struct worker *w)
         event_free(w->wake);
     if (w->accept_pause)
         event_free(w->accept_pause);
+    if (w->retry_timer)
+        event_free(w->retry_timer);
     if (w->base)
         event_base_free(w->base);
     conf_unref(w->conf);

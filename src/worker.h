@@ -54,6 +54,8 @@ struct worker {
     struct backend **owner;         /* [SLOT_COUNT]: where each slot's requests go */
     struct backend_list backends;   /* one connection per node */
     int next_keyless;               /* spreads keyless requests over the masters */
+    struct req_list parked;         /* requests waiting to be sent again */
+    struct event *retry_timer;
     struct req_list req_pool;       /* recycled request objects */
     size_t req_pooled;
 };

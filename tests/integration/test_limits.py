@@ -1,0 +1,153 @@
+# Resource bounds under hostile or careless clients, against the real cluster:
+# a client that pipelines a million GETs and never reads, 10,000 idle
+# connections and the max_clients refusal, a connect/close flood, and a
+# backend that stops answering (every request has a timeout; a late reply
+# never reaches a later request).
+
+import os
+import resource
+import socket
+import time
+
+import pytest
+
+from harness.cluster import Cluster
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def fd_count(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def ping(port, timeout=5):
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(b"*1\r\n$4\r\nPING\r\n")
+        return s.recv(64)
+
+
+def test_a_client_that_never_reads(respgate):
+    """A million pipelined GETs, never read: respgate stops reading from that
+    client (or closes it), its memory stays bounded, others are served."""
+    base = rss_kb(respgate.pid)
+    req = b"*2\r\n$3\r\nGET\r\n$9\r\nkey:12345\r\n" * 10000  # one chunk: 10,000 GETs
+    s = socket.create_connection(("127.0.0.1", respgate.port), timeout=5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.setblocking(False)
+    sent, deadline, peak = 0, time.monotonic() + 20, base
+    view = memoryview(req)
+    offset = 0
+    while sent < 1_000_000 and time.monotonic() < deadline:
+        try:
+            n = s.send(view[offset:])
+        except BlockingIOError:
+            time.sleep(0.01)  # respgate is not reading: that is the point
+            peak = max(peak, rss_kb(respgate.pid))
+            assert ping(respgate.port) == b"+PONG\r\n"  # others are still served
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            break  # closed by respgate: also acceptable
+        offset += n
+        if offset == len(req):
+            offset = 0
+            sent += 10000
+    peak = max(peak, rss_kb(respgate.pid))
+    s.close()
+    print(f"sent {sent} GETs without reading; respgate RSS {base} kB -> peak {peak} kB")
+    assert peak - base < 128 * 1024
+    assert ping(respgate.port) == b"+PONG\r\n"
+
+
+def test_ten_thousand_idle_clients_and_max_clients(make_respgate):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 10200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 20000), hard))
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 10200, "the test needs 10,200 descriptors"
+    rg = make_respgate(extra="client: {max_clients: 10000}\n")
+    base = rss_kb(rg.pid)
+    socks = []
+    try:
+        for _ in range(10000):
+            s = socket.create_connection(("127.0.0.1", rg.port), timeout=10)
+            socks.append(s)
+        for s in socks[::100]:  # they are live sessions, not just backlog entries
+            s.sendall(b"*1\r\n$4\r\nPING\r\n")
+            assert s.recv(16) == b"+PONG\r\n"
+        # Settle: every connection accepted and counted.
+        deadline = time.monotonic() + 10
+        while fd_count(rg.pid) < 10000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        one_more = socket.create_connection(("127.0.0.1", rg.port), timeout=10)
+        one_more.sendall(b"*1\r\n$4\r\nPING\r\n")
+        assert one_more.recv(64) == b"-ERR max number of clients reached\r\n"
+        assert one_more.recv(64) == b""
+        one_more.close()
+        grown = rss_kb(rg.pid) - base
+        print(f"10,000 idle clients: respgate RSS grew by {grown} kB ({grown * 1024 // 10000} bytes each)")
+        assert grown < 200 * 1024
+    finally:
+        for s in socks:
+            s.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and ping(rg.port) != b"+PONG\r\n":
+        time.sleep(0.05)
+    assert ping(rg.port) == b"+PONG\r\n"
+
+
+def test_connect_close_flood_with_half_sent_commands(respgate):
+    r = respgate.client()
+    r.set("flood:k", "0")
+    before = fd_count(respgate.pid)
+    for i in range(5000):
+        with socket.create_connection(("127.0.0.1", respgate.port), timeout=5) as s:
+            # A SET cut off mid-argument must never run.
+            s.sendall(b"*3\r\n$3\r\nSET\r\n$7\r\nflood:k\r\n$5\r\nbad" if i % 2 else b"*1\r\n$4\r\nPI")
+    deadline = time.monotonic() + 10
+    while fd_count(respgate.pid) > before + 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fd_count(respgate.pid) <= before + 1
+    assert r.get("flood:k") == b"0"
+    r.delete("flood:k")
+
+
+@pytest.fixture(scope="module")
+def own_cluster(tmp_path_factory):
+    """A cluster of this module's own, since its masters get paused."""
+    with Cluster(tmp_path_factory.mktemp("pausable"), password="pause-pw") as c:
+        yield c
+
+
+def test_backend_timeout_and_no_late_reply(own_cluster, tmp_path):
+    from harness.respgate import Respgate, free_port
+    port = free_port()
+    conf = (f"listen: [127.0.0.1:{port}]\ncluster: {{seeds: [{own_cluster.seeds[0]}], password: pause-pw}}\n"
+            "timeouts: {backend: 500ms}\n")
+    with Respgate(tmp_path / "rg", conf, port) as rg:
+        r = rg.client()
+        assert r.set("late:{a}", "first") is True
+        assert r.set("late:{a}2", "second") is True
+        slot = own_cluster.client(own_cluster.masters()[0]).execute_command("CLUSTER", "KEYSLOT", "late:{a}")
+        master = own_cluster.node_for_slot(slot)
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        own_cluster.pause(master)
+        try:
+            t0 = time.monotonic()
+            s.sendall(b"*2\r\n$3\r\nGET\r\n$8\r\nlate:{a}\r\n")
+            reply = s.recv(4096)
+            waited = time.monotonic() - t0
+        finally:
+            own_cluster.resume(master)
+        assert reply.startswith(b"-ERR respgate: connection to cluster node ")
+        assert b"no reply within timeouts.backend" in reply
+        assert 0.4 < waited < 3
+        # The node answers the timed-out GET now; that reply must not reach the next request.
+        s.sendall(b"*2\r\n$3\r\nGET\r\n$9\r\nlate:{a}2\r\n")
+        assert s.recv(4096) == b"$6\r\nsecond\r\n"
+        s.close()
+        assert "no reply within timeouts.backend" in rg.log()
