@@ -86,7 +86,7 @@ static void backend_reset(struct backend *b, const char *why)
     else
         log_notice("backend %s:%d: %s", b->host, b->port, why);
     while ((r = pop(b))) {
-        if (r->kind == REQ_CLIENT)
+        if (r->kind == REQ_CLIENT || r->kind == REQ_PART)
             router_fail(b->w, r, "ERR respgate: connection to cluster node %s:%d lost (%s); the command may or may "
                            "not have run",
                         b->host, b->port, why);
@@ -199,7 +199,7 @@ static void on_read(struct bufferevent *bev, void *arg)
             backend_reset(b, "authentication failed");
             return;
         }
-        if (r->kind != REQ_CLIENT) {
+        if (r->kind == REQ_AUTH || r->kind == REQ_ASKING) {
             evbuffer_drain(in, len);
             req_free(b->w, r);
             continue;

@@ -129,7 +129,7 @@ void client_free(struct client *c)
     struct req *r;
     while ((r = TAILQ_FIRST(&c->owed))) {
         TAILQ_REMOVE(&c->owed, r, owed);
-        if (r->backend || r->parked)
+        if (r->backend || r->parked || r->pending)
             r->client = NULL; /* whoever holds it frees it */
         else
             req_free(w, r);

@@ -23,6 +23,7 @@ enum req_kind {
     REQ_CLIENT = 0,  /* a client's request */
     REQ_AUTH,        /* AUTH sent when a backend connection opens */
     REQ_ASKING,      /* ASKING sent before a request redirected by -ASK */
+    REQ_PART,        /* one node's share of a client request sent to every master */
 };
 
 struct req {
@@ -32,6 +33,9 @@ struct req {
     struct backend *backend;    /* where it is in flight, or NULL */
     struct evbuffer *buf;       /* the request frame, kept for a resend */
     struct evbuffer *reply;     /* the reply, once done */
+    struct req *parent;         /* REQ_PART: the client request it is part of */
+    long long sum;              /* a fan-out's merged integer so far */
+    uint16_t pending;           /* a fan-out's parts still awaited */
     uint16_t slot;
     uint8_t kind;
     uint8_t redirects;

@@ -33,8 +33,14 @@
 
 #define KEYS_ON_STACK 64
 
+static void part_done(struct worker *w, struct req *part);
+
 void router_complete(struct worker *w, struct req *r)
 {
+    if (r->kind == REQ_PART) {
+        part_done(w, r);
+        return;
+    }
     r->done = 1;
     if (r->client)
         client_deliver(r->client);
@@ -155,6 +161,65 @@ static void send_to_slot(struct worker *w, struct req *r, int slot)
     }
 }
 
+/* ---- fan-out: one request to every master, integer replies summed ---- */
+
+/* Drops one of P's pending counts; the last completes P. */
+static void fanout_release(struct worker *w, struct req *p)
+{
+    if (--p->pending > 0)
+        return;
+    if (evbuffer_get_length(p->reply) == 0)
+        evbuffer_add_printf(p->reply, ":%lld\r\n", p->sum);
+    router_complete(w, p);
+}
+
+/* A part's reply is in PART->reply: fold it into its parent, and complete the
+ * parent when it was the last. The first error wins over the sum. */
+static void part_done(struct worker *w, struct req *part)
+{
+    struct req *p = part->parent;
+    char head[64] = "";
+    size_t n = evbuffer_copyout(part->reply, head, sizeof(head) - 1);
+    head[n > 0 ? n : 0] = '\0';
+    if (head[0] == ':') {
+        p->sum += strtoll(head + 1, NULL, 10);
+    } else if (evbuffer_get_length(p->reply) == 0) {
+        evbuffer_add_buffer(p->reply, part->reply);
+    }
+    req_free(w, part);
+    fanout_release(w, p);
+}
+
+static void send_to_all_masters(struct worker *w, struct req *r)
+{
+    const struct slotmap *m = w->map;
+    size_t sent = 0;
+    r->pending = 1; /* held while sending, so a part failing at once cannot complete R early */
+    for (size_t i = 0; i < m->nnodes; i++) {
+        if (!m->nodes[i].is_master)
+            continue;
+        struct backend *b = backend_get(w, m->nodes[i].host, m->nodes[i].port);
+        struct req *part = req_new(w, REQ_PART);
+        if (b == NULL || part == NULL) {
+            if (part)
+                req_free(w, part);
+            continue;
+        }
+        part->parent = r;
+        r->pending++;
+        sent++;
+        /* A copy: a buffer made of references cannot be referenced again
+         * (backend_send does), and these requests are a few bytes. */
+        size_t n = evbuffer_get_length(r->buf);
+        evbuffer_add(part->buf, evbuffer_pullup(r->buf, (ev_ssize_t)n), n);
+        if (backend_send(b, part) < 0)
+            router_fail(w, part, "CLUSTERDOWN respgate cannot reach %s:%d", b->host, b->port);
+    }
+    if (sent == 0)
+        resp_add_error(r->reply, "CLUSTERDOWN The cluster is down");
+    fanout_release(w, r);
+}
+
 void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
 {
     struct worker *w = c->w;
@@ -188,6 +253,10 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
         /* COMMAND's answer is the same on every node. */
         if (strncmp(cmd->name, "command", 7) == 0 && (cmd->name[7] == '\0' || cmd->name[7] == '|'))
             break;
+        if (strcmp(cmd->name, "dbsize") == 0 && w->map) {
+            send_to_all_masters(w, r);
+            return;
+        }
         /* fallthrough */
     case CMD_PINNED:
         router_fail(w, r, "ERR respgate does not support '%s' yet", cmd_name(cmd));
@@ -283,6 +352,11 @@ static int retryable(const char *line)
 void router_reply(struct backend *from, struct req *r, struct evbuffer *in, size_t len, char type)
 {
     struct worker *w = from->w;
+    if (r->kind == REQ_PART) {
+        evbuffer_remove_buffer(in, r->reply, len);
+        part_done(w, r);
+        return;
+    }
     if (r->client == NULL) {
         evbuffer_drain(in, len); /* its client left */
         req_free(w, r);

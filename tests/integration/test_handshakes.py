@@ -168,3 +168,14 @@ def test_time_and_command_come_from_a_node(respgate):
     seconds, micros = r.time()
     assert seconds > 1_700_000_000 and 0 <= micros < 1_000_000
     assert r.command_count() >= 200
+
+
+def test_dbsize_is_the_sum_over_masters(cluster, respgate):
+    r = respgate.client()
+    for i in range(30):
+        r.set(f"dbsize:{i}", i)
+    direct = sum(cluster.client(m).dbsize() for m in cluster.masters())
+    assert r.dbsize() == direct >= 30
+    for i in range(30):
+        r.delete(f"dbsize:{i}")
+    assert r.dbsize() == direct - 30

@@ -151,3 +151,37 @@ def test_backend_timeout_and_no_late_reply(own_cluster, tmp_path):
         assert s.recv(4096) == b"$6\r\nsecond\r\n"
         s.close()
         assert "no reply within timeouts.backend" in rg.log()
+
+
+def test_all_seeds_down_at_start_then_up(own_cluster, tmp_path):
+    from harness.respgate import Respgate, free_port
+    port = free_port()
+    seeds = ", ".join(own_cluster.seeds)
+    conf = (f"listen: [127.0.0.1:{port}]\ncluster: {{seeds: [{seeds}], password: pause-pw}}\n"
+            "timeouts: {connect: 200ms, backend: 300ms}\n")
+    nodes = [n for n in own_cluster.nodes if n.running]
+    for n in nodes:
+        own_cluster.pause(n)
+    try:
+        rg = Respgate(tmp_path / "rg", conf, port).start()
+        r = rg.client()
+        with pytest.raises(Exception, match="CLUSTERDOWN The cluster is down"):
+            r.get("x")
+        time.sleep(1.0)  # past the discovery deadline, short of cluster-node-timeout
+    finally:
+        for n in nodes:
+            own_cluster.resume(n)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if r.set("seeds:up", "1"):
+                    break
+            except Exception:  # noqa: BLE001 - CLUSTERDOWN until a seed answers
+                time.sleep(0.1)
+        assert r.get("seeds:up") == b"1"
+        assert "topology: no answer from" in rg.log()
+        assert "topology learned from" in rg.log()
+    finally:
+        rg.stop()
+    own_cluster.wait_state_ok()
