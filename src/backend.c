@@ -75,20 +75,29 @@ static struct req *pop(struct backend *b)
 static void backend_reset(struct backend *b, const char *why)
 {
     struct req *r;
+    /* Nothing reached a node that was never connected to: those requests
+     * can safely be sent again. Otherwise any of them may have run. */
+    int sent = b->connected;
+    size_t n = 0;
+    TAILQ_FOREACH(r, &b->inflight, inflight)
+        n += r->kind == REQ_CLIENT || r->kind == REQ_PART;
     if (b->bev) {
         bufferevent_free(b->bev);
         b->bev = NULL;
     }
+    b->connected = 0;
     memset(&b->scan, 0, sizeof(b->scan));
-    if (b->ninflight)
-        log_warning("backend %s:%d: %s; failing %zu request%s in flight", b->host, b->port, why, b->ninflight,
-                    b->ninflight == 1 ? "" : "s");
+    if (n)
+        log_warning("backend %s:%d: %s; %s %zu request%s", b->host, b->port, why, sent ? "failing" : "will retry",
+                    n, n == 1 ? "" : "s");
     else
         log_notice("backend %s:%d: %s", b->host, b->port, why);
     while ((r = pop(b))) {
-        if (r->kind == REQ_CLIENT || r->kind == REQ_PART)
+        if (r->kind == REQ_CLIENT && !sent)
+            router_retry(b->w, r, b, why);
+        else if (r->kind == REQ_CLIENT || r->kind == REQ_PART)
             router_fail(b->w, r, "ERR respgate: connection to cluster node %s:%d lost (%s); the command may or may "
-                           "not have run",
+                                 "not have run",
                         b->host, b->port, why);
         else
             req_free(b->w, r);
@@ -217,6 +226,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         int one = 1;
         setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         b->backoff_ms = 0;
+        b->connected = 1;
         bufferevent_enable(bev, EV_READ);
         set_timeouts(b);
         log_debug("backend %s:%d: connected", b->host, b->port);

@@ -31,6 +31,7 @@ struct backend {
     struct resp_reply scan;     /* the reply being read */
     struct timeval retry_after; /* no new connection before this */
     unsigned backoff_ms;
+    unsigned connected : 1;     /* the connection was established: requests may have run */
 };
 
 TAILQ_HEAD(backend_list, backend);

@@ -238,8 +238,11 @@ static void process_input(struct client *c)
             bufferevent_setwatermark(c->bev, EV_WRITE, CLIENT_PAUSE_OUTPUT / 2, 0);
             return;
         }
-        if (c->nowed >= CLIENT_MAX_OWED)
-            return; /* client_deliver resumes */
+        if (c->nowed >= CLIENT_MAX_OWED) {
+            c->throttled = 1; /* client_deliver resumes */
+            bufferevent_disable(c->bev, EV_READ);
+            return;
+        }
         enum resp_status st = resp_req_scan(&c->scan, in, &lim, !client_authed(c));
         if (st == RESP_PARTIAL)
             return;
@@ -272,8 +275,7 @@ static void process_input(struct client *c)
         }
         resp_req_reset(&c->scan);
     }
-    if (c->dead || c->closing ||
-        (evbuffer_get_length(in) > 0 && c->nowed < CLIENT_MAX_OWED && !c->paused))
+    if (c->dead || c->closing || evbuffer_get_length(in) > 0)
         event_active(c->resume, EV_READ, 0);
 }
 
@@ -281,7 +283,6 @@ void client_deliver(struct client *c)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     struct req *r;
-    int was_full = c->nowed >= CLIENT_MAX_OWED;
     while (!c->dead && (r = TAILQ_FIRST(&c->owed)) && r->done) {
         /* The limit is on replies the client has not read yet: one reply,
          * however large, always goes out to a client that reads. */
@@ -298,8 +299,13 @@ void client_deliver(struct client *c)
             evbuffer_add_buffer(out, r->reply);
         req_free(c->w, r);
     }
-    if (c->dead || (c->closing && c->nowed == 0) ||
-        (was_full && c->nowed < CLIENT_MAX_OWED && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0))
+    if (c->throttled && c->nowed <= CLIENT_MAX_OWED / 2 && !c->closing) {
+        c->throttled = 0;
+        if (!c->paused)
+            bufferevent_enable(c->bev, EV_READ);
+        event_active(c->resume, EV_READ, 0);
+    }
+    if (c->dead || (c->closing && c->nowed == 0))
         event_active(c->resume, EV_READ, 0);
 }
 
@@ -315,7 +321,7 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
         client_free(c);
     else if (c->closing)
         finish_if_done(c);
-    else if (!c->paused)
+    else if (!c->paused && !c->throttled)
         process_input(c);
 }
 
@@ -329,7 +335,8 @@ static void on_write(struct bufferevent *bev, void *arg)
     if (c->paused) {
         c->paused = 0;
         bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-        bufferevent_enable(c->bev, EV_READ);
+        if (!c->throttled)
+            bufferevent_enable(c->bev, EV_READ);
         process_input(c);
     }
 }

@@ -37,6 +37,7 @@ struct client {
     unsigned authed : 1;     /* AUTH succeeded (see client_authed) */
     unsigned closing : 1;    /* reads nothing more; closes once the output is written */
     unsigned paused : 1;     /* reading stopped until the output drains */
+    unsigned throttled : 1;  /* reading stopped until fewer requests are in flight */
     unsigned lingering : 1;  /* closing, all written: waiting for the peer's EOF */
     unsigned dead : 1;       /* to be freed at the next resume */
 };

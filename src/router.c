@@ -194,9 +194,18 @@ static void send_to_all_masters(struct worker *w, struct req *r)
 {
     const struct slotmap *m = w->map;
     size_t sent = 0;
+    /* The masters that serve slots: a failed old master still says "master". */
+    unsigned char *serving = calloc(m->nnodes + 1, 1);
+    if (serving == NULL) {
+        router_fail(w, r, "ERR respgate: out of memory");
+        return;
+    }
+    for (int s = 0; s < SLOT_COUNT; s++)
+        if (m->owner[s] >= 0)
+            serving[m->owner[s]] = 1;
     r->pending = 1; /* held while sending, so a part failing at once cannot complete R early */
     for (size_t i = 0; i < m->nnodes; i++) {
-        if (!m->nodes[i].is_master)
+        if (!serving[i])
             continue;
         struct backend *b = backend_get(w, m->nodes[i].host, m->nodes[i].port);
         struct req *part = req_new(w, REQ_PART);
@@ -215,6 +224,7 @@ static void send_to_all_masters(struct worker *w, struct req *r)
         if (backend_send(b, part) < 0)
             router_fail(w, part, "CLUSTERDOWN respgate cannot reach %s:%d", b->host, b->port);
     }
+    free(serving);
     if (sent == 0)
         resp_add_error(r->reply, "CLUSTERDOWN The cluster is down");
     fanout_release(w, r);
@@ -253,8 +263,11 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
         /* COMMAND's answer is the same on every node. */
         if (strncmp(cmd->name, "command", 7) == 0 && (cmd->name[7] == '\0' || cmd->name[7] == '|'))
             break;
-        if (strcmp(cmd->name, "dbsize") == 0 && w->map) {
-            send_to_all_masters(w, r);
+        if (strcmp(cmd->name, "dbsize") == 0) {
+            if (w->map)
+                send_to_all_masters(w, r);
+            else
+                router_fail(w, r, "CLUSTERDOWN The cluster is down");
             return;
         }
         /* fallthrough */
@@ -338,6 +351,18 @@ void router_on_retry(evutil_socket_t fd, short what, void *arg)
             req_free(w, r);
         else
             send_to_slot(w, r, r->slot);
+    }
+}
+
+void router_retry(struct worker *w, struct req *r, struct backend *b, const char *why)
+{
+    if (r->client == NULL) {
+        req_free(w, r);
+    } else if (r->retries < ROUTER_MAX_RETRIES) {
+        r->retries++;
+        park(w, r);
+    } else {
+        router_fail(w, r, "CLUSTERDOWN respgate cannot reach %s:%d (%s)", b->host, b->port, why);
     }
 }
 

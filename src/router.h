@@ -33,6 +33,10 @@ void router_reply(struct backend *from, struct req *r, struct evbuffer *in, size
 /* The worker's retry timer: sends the parked requests again. */
 void router_on_retry(evutil_socket_t fd, short what, void *arg);
 
+/* R never reached backend B (WHY): sends it again shortly, or fails it
+ * once it has been retried enough. */
+void router_retry(struct worker *w, struct req *r, struct backend *b, const char *why);
+
 /* Completes R with an error reply ("CODE text"). */
 void router_fail(struct worker *w, struct req *r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -237,7 +237,13 @@ static void attempt_done(struct topo *t, int ok)
     }
     t->failures++;
     t->next_source++;
-    uint64_t ms = TOPO_BACKOFF_MIN_MS << (t->failures < 10 ? t->failures : 10);
+    size_t sources = (t->cur ? t->cur->nnodes : 0) + cf->seeds.n;
+    if ((size_t)t->failures < sources) {
+        schedule(t, 0); /* the next source may answer */
+        return;
+    }
+    int rounds = t->failures - (int)sources; /* every source has failed: back off */
+    uint64_t ms = (uint64_t)TOPO_BACKOFF_MIN_MS << (rounds < 10 ? rounds : 10);
     schedule(t, ms < cf->refresh_interval_ms ? ms : cf->refresh_interval_ms);
 }
 
