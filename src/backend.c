@@ -5,6 +5,7 @@
 
 #include "conf.h"
 #include "log.h"
+#include "netio.h"
 #include "router.h"
 #include "worker.h"
 
@@ -24,6 +25,9 @@
 
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
+static void on_flush(evutil_socket_t fd, short what, void *arg);
+static void on_written(struct bufferevent *bev, void *arg);
+static void backend_reset(struct backend *b, const char *why);
 
 struct backend *backend_get(struct worker *w, const char *host, int port)
 {
@@ -35,6 +39,11 @@ struct backend *backend_get(struct worker *w, const char *host, int port)
     if (b == NULL)
         return NULL;
     b->w = w;
+    b->flush = event_new(w->base, -1, 0, on_flush, b);
+    if (b->flush == NULL) {
+        free(b);
+        return NULL;
+    }
     snprintf(b->host, sizeof(b->host), "%s", host);
     b->port = port;
     TAILQ_INIT(&b->inflight);
@@ -150,7 +159,7 @@ static int backend_connect(struct backend *b)
     b->bev = bufferevent_socket_new(b->w->base, -1, BEV_OPT_CLOSE_ON_FREE);
     if (b->bev == NULL)
         return -1;
-    bufferevent_setcb(b->bev, on_read, NULL, on_event, b);
+    bufferevent_setcb(b->bev, on_read, on_written, on_event, b);
     bufferevent_set_timeouts(b->bev, NULL, &tv); /* the write timeout bounds the connect */
     if (bufferevent_socket_connect(b->bev, (struct sockaddr *)&ss, sslen) < 0) {
         bufferevent_free(b->bev);
@@ -173,7 +182,23 @@ int backend_send(struct backend *b, struct req *r)
     if (evbuffer_add_buffer_reference(bufferevent_get_output(b->bev), r->buf) < 0)
         return -1;
     push(b, r);
+    /* Written at the end of this loop turn, with whatever else is queued. */
+    if (b->connected && !event_pending(b->flush, EV_READ, NULL))
+        event_active(b->flush, EV_READ, 0);
     return 0;
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct backend *b = arg;
+    if (b->bev && b->connected && netio_flush(b->bev) < 0)
+        backend_reset(b, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+static void on_written(struct bufferevent *bev, void *arg)
+{
+    /* Drained after the kernel pushed back: direct writes again. */
+    bufferevent_disable(bev, EV_WRITE);
 }
 
 /* The first line of the reply at the front of IN, for a log or an error. */
@@ -229,6 +254,11 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         b->connected = 1;
         bufferevent_enable(bev, EV_READ);
         set_timeouts(b);
+        bufferevent_disable(bev, EV_WRITE); /* from now on, direct writes (netio.h) */
+        if (netio_flush(bev) < 0) {
+            backend_reset(b, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+            return;
+        }
         log_debug("backend %s:%d: connected", b->host, b->port);
         return;
     }
@@ -249,6 +279,7 @@ void backend_free_all(struct worker *w)
         TAILQ_REMOVE(&w->backends, b, link);
         if (b->bev)
             bufferevent_free(b->bev);
+        event_free(b->flush);
         struct req *r;
         while ((r = pop(b)))
             req_free(w, r); /* clients are gone by now */

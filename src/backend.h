@@ -31,6 +31,7 @@ struct backend {
     struct resp_reply scan;     /* the reply being read */
     struct timeval retry_after; /* no new connection before this */
     unsigned backoff_ms;
+    struct event *flush;        /* writes what this loop turn queued, in one go */
     unsigned connected : 1;     /* the connection was established: requests may have run */
 };
 

@@ -12,6 +12,7 @@
 
 #include "conf.h"
 #include "log.h"
+#include "netio.h"
 #include "router.h"
 #include "server.h"
 #include "worker.h"
@@ -38,6 +39,7 @@ static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
 static void on_resume(evutil_socket_t fd, short what, void *arg);
+static void on_flush(evutil_socket_t fd, short what, void *arg);
 
 static void describe_peer(const struct sockaddr *sa, char *buf, size_t len)
 {
@@ -74,8 +76,9 @@ void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *
     }
     c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->resume = event_new(w->base, -1, 0, on_resume, c);
+    c->flush = event_new(w->base, -1, 0, on_flush, c);
     TAILQ_INIT(&c->owed);
-    if (c->bev == NULL || c->resume == NULL) {
+    if (c->bev == NULL || c->resume == NULL || c->flush == NULL) {
         if (c->bev == NULL)
             evutil_closesocket(fd);
         goto fail;
@@ -85,7 +88,7 @@ void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *
         struct timeval tv = {(time_t)(cf->idle_timeout_ms / 1000), (suseconds_t)(cf->idle_timeout_ms % 1000) * 1000};
         bufferevent_set_timeouts(c->bev, &tv, NULL);
     }
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_enable(c->bev, EV_READ); /* EV_WRITE only while the kernel pushes back */
     TAILQ_INSERT_TAIL(&w->clients, c, link);
     w->nclients++;
     if (refused) {
@@ -95,6 +98,7 @@ void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *
                  c->addr, (unsigned long long)cf->max_clients);
         resp_add_error(bufferevent_get_output(c->bev), "ERR max number of clients reached");
         client_close_soon(c);
+        event_active(c->flush, EV_READ, 0);
         return;
     }
     log_debug("client id=%llu addr=%s connected", (unsigned long long)c->id, c->addr);
@@ -106,6 +110,8 @@ fail:
             bufferevent_free(c->bev);
         if (c->resume)
             event_free(c->resume);
+        if (c->flush)
+            event_free(c->flush);
         free(c);
     } else {
         evutil_closesocket(fd);
@@ -136,6 +142,7 @@ void client_free(struct client *c)
     }
     bufferevent_free(c->bev);
     event_free(c->resume);
+    event_free(c->flush);
     resp_req_deinit(&c->scan);
     free(c->name);
     free(c);
@@ -307,6 +314,8 @@ void client_deliver(struct client *c)
     }
     if (c->dead || (c->closing && c->nowed == 0))
         event_active(c->resume, EV_READ, 0);
+    if (evbuffer_get_length(out) > 0 && !event_pending(c->flush, EV_READ, NULL))
+        event_active(c->flush, EV_READ, 0);
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -325,9 +334,10 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
         process_input(c);
 }
 
-static void on_write(struct bufferevent *bev, void *arg)
+/* All output so far is written (or below the pause watermark): what waited
+ * for that may go on. */
+static void output_drained(struct client *c)
 {
-    struct client *c = arg;
     if (c->closing) {
         finish_if_done(c);
         return;
@@ -339,6 +349,27 @@ static void on_write(struct bufferevent *bev, void *arg)
             bufferevent_enable(c->bev, EV_READ);
         process_input(c);
     }
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct client *c = arg;
+    int rc = netio_flush(c->bev);
+    if (rc < 0) {
+        log_debug("client id=%llu addr=%s: write failed: %s", (unsigned long long)c->id, c->addr,
+                  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        client_free(c);
+    }
+    else if (rc == 0)
+        output_drained(c);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct client *c = arg;
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        bufferevent_disable(bev, EV_WRITE); /* direct writes again */
+    output_drained(c);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)

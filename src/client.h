@@ -26,6 +26,7 @@ struct client {
     struct worker *w;
     struct bufferevent *bev;
     struct event *resume;    /* runs deferred work: more input, closing, freeing */
+    struct event *flush;     /* writes what this loop turn queued, in one go (netio.h) */
     struct req_list owed;    /* requests whose replies are owed, in order */
     size_t nowed;
     struct resp_req scan;

@@ -1,0 +1,18 @@
+/*
+ * netio: writing a bufferevent's output at once. A bufferevent left to
+ * itself writes only after the loop reports the socket writable, which costs
+ * two epoll_ctl calls and a loop turn per reply on a request-response
+ * connection. respgate keeps EV_WRITE disabled, writes directly at the end
+ * of a burst, and enables EV_WRITE only while the kernel will not take more.
+ */
+#ifndef RG_NETIO_H
+#define RG_NETIO_H
+
+struct bufferevent;
+
+/* Writes as much of BEV's output as the socket takes now. Returns 0 if all
+ * of it went out, 1 if some is left (EV_WRITE is then enabled, and the
+ * bufferevent's write callback runs once it drains), or -1 on a socket error. */
+int netio_flush(struct bufferevent *bev);
+
+#endif
