@@ -111,6 +111,13 @@ static void backend_reset(struct backend *b, const char *why)
         else
             req_free(b->w, r);
     }
+    /* An idle connection the node closed (its timeout, a restart, CLIENT
+     * KILL) says nothing about the node: reconnect at once when needed. */
+    if (sent && n == 0) {
+        b->backoff_ms = 0;
+        evutil_timerclear(&b->retry_after);
+        return;
+    }
     /* Back off before the next connection attempt, and look for a new map. */
     b->backoff_ms = b->backoff_ms ? (b->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : b->backoff_ms * 2)
                                   : BACKOFF_MIN_MS;

@@ -34,6 +34,7 @@
 #define CLIENT_MAX_OWED 1024 /* requests in flight per client before it is read no more */
 #define CLIENT_CLOSE_TIMEOUT_SEC 10 /* how long a closing client may take to read its last replies */
 #define CLIENT_LINGER_SEC 1         /* how long to wait for the peer's EOF after ours */
+#define CLIENT_QUERY_MAX (1ull << 30) /* unprocessed input per client, as Redis's client-query-buffer-limit */
 
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
@@ -151,8 +152,11 @@ void client_free(struct client *c)
 
 static void on_linger_read(struct bufferevent *bev, void *arg)
 {
+    struct client *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
     evbuffer_drain(in, evbuffer_get_length(in));
+    if (time(NULL) > c->linger_until)
+        client_free(c); /* a peer that keeps sending does not keep its session */
 }
 
 /* Once a closing client has been sent everything it was owed, half-closes
@@ -172,6 +176,7 @@ static int finish_if_done(struct client *c)
     }
     struct timeval tv = {CLIENT_LINGER_SEC, 0};
     c->lingering = 1;
+    c->linger_until = time(NULL) + CLIENT_LINGER_SEC;
     evbuffer_drain(in, evbuffer_get_length(in));
     bufferevent_setcb(c->bev, on_linger_read, NULL, on_event, c);
     bufferevent_set_timeouts(c->bev, &tv, NULL);
@@ -187,7 +192,6 @@ void client_close_soon(struct client *c)
     c->closing = 1;
     bufferevent_disable(c->bev, EV_READ);
     bufferevent_set_timeouts(c->bev, NULL, &tv);
-    event_del(c->resume);
 }
 
 void client_shutdown(struct client *c)
@@ -197,9 +201,9 @@ void client_shutdown(struct client *c)
 }
 
 /* Turns the inline request in R->buf into a multibulk frame and rescans it,
- * so everything after this sees one format. Returns 0, or -1 for unbalanced
- * quotes. */
-static int normalize_inline(struct client *c, struct req *r, const struct resp_limits *lim)
+ * so everything after this sees one format. Returns NULL, or the protocol
+ * error to answer. */
+static const char *normalize_inline(struct client *c, struct req *r, const struct resp_limits *lim)
 {
     size_t len = c->scan.inline_len;
     struct evbuffer *mb = evbuffer_new();
@@ -211,9 +215,12 @@ static int normalize_inline(struct client *c, struct req *r, const struct resp_l
         evbuffer_free(mb);
     }
     resp_req_reset(&c->scan);
-    if (argc > 0)
-        resp_req_scan(&c->scan, r->buf, lim, 0); /* well formed by construction */
-    return argc < 0 ? -1 : 0;
+    if (argc < 0)
+        return "Protocol error: unbalanced quotes in request";
+    /* Well formed by construction, but the limits still apply. */
+    if (argc > 0 && resp_req_scan(&c->scan, r->buf, lim, 0) != RESP_FRAME)
+        return c->scan.error ? c->scan.error : "Protocol error: invalid inline request";
+    return NULL;
 }
 
 /* Owes C one last reply, the error WHY, and starts closing. */
@@ -251,6 +258,16 @@ static void process_input(struct client *c)
             return;
         }
         enum resp_status st = resp_req_scan(&c->scan, in, &lim, !client_authed(c));
+        if (st == RESP_PARTIAL && c->eof) {
+            client_close_soon(c); /* what is left was cut off by EOF: never run it */
+            break;
+        }
+        if (st == RESP_PARTIAL && evbuffer_get_length(in) > CLIENT_QUERY_MAX) {
+            log_notice("client id=%llu addr=%s closed: over 1 GiB of input not yet a whole request",
+                       (unsigned long long)c->id, c->addr);
+            c->dead = 1;
+            break;
+        }
         if (st == RESP_PARTIAL)
             return;
         if (st == RESP_ERROR) {
@@ -264,9 +281,10 @@ static void process_input(struct client *c)
             break;
         }
         evbuffer_remove_buffer(in, r->buf, c->scan.frame_len);
-        if (c->scan.is_inline && normalize_inline(c, r, &lim) < 0) {
+        const char *bad = c->scan.is_inline ? normalize_inline(c, r, &lim) : NULL;
+        if (bad) {
             req_free(c->w, r);
-            fail_and_close(c, "Protocol error: unbalanced quotes in request");
+            fail_and_close(c, bad);
             break;
         }
         if (c->scan.argc == 0) {
@@ -308,7 +326,7 @@ void client_deliver(struct client *c)
     }
     if (c->throttled && c->nowed <= CLIENT_MAX_OWED / 2 && !c->closing) {
         c->throttled = 0;
-        if (!c->paused)
+        if (!c->paused && !c->eof)
             bufferevent_enable(c->bev, EV_READ);
         event_active(c->resume, EV_READ, 0);
     }
@@ -345,7 +363,7 @@ static void output_drained(struct client *c)
     if (c->paused) {
         c->paused = 0;
         bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-        if (!c->throttled)
+        if (!c->throttled && !c->eof)
             bufferevent_enable(c->bev, EV_READ);
         process_input(c);
     }
@@ -376,10 +394,12 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct client *c = arg;
     if ((what & BEV_EVENT_EOF) && !c->lingering) {
-        /* A half-closed client is done: answer what it sent whole, never
-         * what EOF cut off, then close. */
+        /* A half-closed client is done: answer every whole request it sent
+         * (process_input goes on without reading), never what EOF cut off. */
         log_debug("client id=%llu addr=%s sent EOF", (unsigned long long)c->id, c->addr);
-        client_shutdown(c);
+        c->eof = 1;
+        bufferevent_disable(c->bev, EV_READ);
+        event_active(c->resume, EV_READ, 0);
         return;
     }
     if (what & BEV_EVENT_TIMEOUT)

@@ -34,6 +34,7 @@ struct client {
     char addr[64];
     char *name;              /* CLIENT SETNAME, or NULL */
     time_t created;
+    time_t linger_until;     /* while lingering: free the client after this */
     int reply_mode;          /* enum client_reply_mode */
     unsigned authed : 1;     /* AUTH succeeded (see client_authed) */
     unsigned closing : 1;    /* reads nothing more; closes once the output is written */
@@ -41,6 +42,7 @@ struct client {
     unsigned throttled : 1;  /* reading stopped until fewer requests are in flight */
     unsigned lingering : 1;  /* closing, all written: waiting for the peer's EOF */
     unsigned dead : 1;       /* to be freed at the next resume */
+    unsigned eof : 1;        /* the client half-closed: finish its whole frames, then close */
 };
 
 /* Whether C may run commands: it authenticated, or no client password is

@@ -1187,7 +1187,7 @@ static const struct cmd_keyspec ks_zunionstore[] = {
 const struct cmd_spec cmd_table[] = {
     {"acl", -2, 0, CMD_REFUSED, 0, 13, NULL, subs_acl},
     {"append", 3, CMDF_WRITE | CMDF_DENYOOM | CMDF_FAST, CMD_FORWARD, 1, 0, ks_append, NULL},
-    {"asking", 1, CMDF_FAST, CMD_KEYLESS, 0, 0, NULL, NULL},
+    {"asking", 1, CMDF_FAST, CMD_REFUSED, 0, 0, NULL, NULL},
     {"auth", -2, CMDF_NOSCRIPT | CMDF_LOADING | CMDF_STALE | CMDF_FAST | CMDF_NO_AUTH | CMDF_ALLOW_BUSY, CMD_LOCAL, 0, 0, NULL, NULL},
     {"bgrewriteaof", 1, CMDF_ADMIN | CMDF_NOSCRIPT | CMDF_NO_ASYNC_LOADING, CMD_REFUSED, 0, 0, NULL, NULL},
     {"bgsave", -1, CMDF_ADMIN | CMDF_NOSCRIPT | CMDF_NO_ASYNC_LOADING, CMD_REFUSED, 0, 0, NULL, NULL},

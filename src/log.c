@@ -20,7 +20,7 @@
 const char *const log_level_names[] = {"error", "warning", "notice", "info", "debug", NULL};
 
 static atomic_int cur_level = LOGL_NOTICE;
-static int log_fd = STDERR_FILENO; /* the descriptor lines go to; only dup2'd over */
+static atomic_int log_fd = STDERR_FILENO; /* where lines go; set once, then only dup2'd over */
 static char *log_path;             /* NULL while logging to stderr */
 
 int log_level_parse(const char *name)
@@ -67,7 +67,7 @@ int log_open(const char *path)
         return -ENOMEM;
     }
     if (log_fd == STDERR_FILENO) {
-        log_fd = fd;
+        log_fd = fd; /* the first file: this descriptor number stays from now on */
     } else {
         dup2(fd, log_fd);
         close(fd);
@@ -93,10 +93,10 @@ int log_reopen(void)
 
 void log_close(void)
 {
-    if (log_fd != STDERR_FILENO) {
-        close(log_fd);
-        log_fd = STDERR_FILENO;
-    }
+    /* Other threads may be writing to log_fd: it is never closed or
+     * changed once it is a file's, only pointed back at stderr. */
+    if (log_fd != STDERR_FILENO)
+        dup2(STDERR_FILENO, log_fd);
     free(log_path);
     log_path = NULL;
 }

@@ -25,36 +25,61 @@ static enum resp_status fail(struct resp_req *r, const char *msg)
     return RESP_ERROR;
 }
 
-static int byte_at(struct evbuffer *buf, size_t pos)
-{
+/* A read position in a buffer that only moves forward within one scan call,
+ * so each call walks the buffer's chains once, not once per element: an
+ * evbuffer_ptr set from the start costs a walk over every chain before it. */
+struct cursor {
+    struct evbuffer *buf;
     struct evbuffer_ptr p;
-    unsigned char c;
-    if (evbuffer_ptr_set(buf, &p, pos, EVBUFFER_PTR_SET) < 0 || evbuffer_copyout_from(buf, &p, &c, 1) != 1)
+    size_t pos;
+    int ok; /* p is at pos */
+};
+
+static void cursor_init(struct cursor *c, struct evbuffer *buf)
+{
+    c->buf = buf;
+    c->pos = 0;
+    c->ok = evbuffer_ptr_set(buf, &c->p, 0, EVBUFFER_PTR_SET) == 0;
+}
+
+static int cursor_seek(struct cursor *c, size_t pos)
+{
+    if (c->ok && pos >= c->pos)
+        c->ok = evbuffer_ptr_set(c->buf, &c->p, pos - c->pos, EVBUFFER_PTR_ADD) == 0;
+    else
+        c->ok = evbuffer_ptr_set(c->buf, &c->p, pos, EVBUFFER_PTR_SET) == 0;
+    c->pos = pos;
+    return c->ok ? 0 : -1;
+}
+
+static int byte_at(struct cursor *c, size_t pos)
+{
+    unsigned char b;
+    if (cursor_seek(c, pos) < 0 || evbuffer_copyout_from(c->buf, &c->p, &b, 1) != 1)
         return -1;
-    return c;
+    return b;
 }
 
 /* Length of the line starting at POS up to its line end, or -1 if no line end
  * is in the buffer yet. */
-static long long line_len(struct evbuffer *buf, size_t pos, enum evbuffer_eol_style style)
+static long long line_len(struct cursor *c, size_t pos, enum evbuffer_eol_style style)
 {
-    struct evbuffer_ptr p, e;
+    struct evbuffer_ptr e;
     size_t eol_len;
-    if (evbuffer_ptr_set(buf, &p, pos, EVBUFFER_PTR_SET) < 0)
+    if (cursor_seek(c, pos) < 0)
         return -1;
-    e = evbuffer_search_eol(buf, &p, &eol_len, style);
+    e = evbuffer_search_eol(c->buf, &c->p, &eol_len, style);
     return e.pos < 0 ? -1 : (long long)(e.pos - (ev_ssize_t)pos);
 }
 
 /* Parses the decimal number of a length line "*N" or "$N" of LEN bytes at POS
  * (prefix included) the way Redis's string2ll does: an optional minus sign,
  * no leading zeros, no other characters. Returns 0 or -1. */
-static int length_at(struct evbuffer *buf, size_t pos, long long len, long long *out)
+static int length_at(struct cursor *c, size_t pos, long long len, long long *out)
 {
     char s[LEN_LINE_MAX];
-    struct evbuffer_ptr p;
-    if (len < 2 || len >= LEN_LINE_MAX || evbuffer_ptr_set(buf, &p, pos + 1, EVBUFFER_PTR_SET) < 0 ||
-        evbuffer_copyout_from(buf, &p, s, (size_t)len - 1) != len - 1)
+    if (len < 2 || len >= LEN_LINE_MAX || cursor_seek(c, pos + 1) < 0 ||
+        evbuffer_copyout_from(c->buf, &c->p, s, (size_t)len - 1) != len - 1)
         return -1;
     size_t n = (size_t)len - 1, i = 0;
     int neg = s[0] == '-';
@@ -87,10 +112,10 @@ static int push_arg(struct resp_req *r, size_t off, size_t len)
     return 0;
 }
 
-static enum resp_status scan_inline(struct resp_req *r, struct evbuffer *buf, const struct resp_limits *lim)
+static enum resp_status scan_inline(struct resp_req *r, struct cursor *cur, const struct resp_limits *lim)
 {
-    size_t avail = evbuffer_get_length(buf);
-    long long n = line_len(buf, 0, EVBUFFER_EOL_LF);
+    size_t avail = evbuffer_get_length(cur->buf);
+    long long n = line_len(cur, 0, EVBUFFER_EOL_LF);
     if (n < 0)
         return avail > lim->max_inline_len ? fail(r, "Protocol error: too big inline request") : RESP_PARTIAL;
     if ((unsigned long long)n > lim->max_inline_len)
@@ -98,7 +123,7 @@ static enum resp_status scan_inline(struct resp_req *r, struct evbuffer *buf, co
     r->is_inline = 1;
     r->frame_len = (size_t)n + 1;
     r->inline_len = (size_t)n;
-    if (n > 0 && byte_at(buf, (size_t)n - 1) == '\r')
+    if (n > 0 && byte_at(cur, (size_t)n - 1) == '\r')
         r->inline_len--;
     return RESP_FRAME;
 }
@@ -107,17 +132,19 @@ enum resp_status resp_req_scan(struct resp_req *r, struct evbuffer *buf, const s
 {
     size_t avail = evbuffer_get_length(buf);
     long long n, v;
+    struct cursor cur;
+    cursor_init(&cur, buf);
 
     if (r->state == ST_START) {
-        int c = byte_at(buf, 0);
+        int c = byte_at(&cur, 0);
         if (c < 0)
             return RESP_PARTIAL;
         if (c != '*')
-            return scan_inline(r, buf, lim);
-        if ((n = line_len(buf, 0, EVBUFFER_EOL_CRLF_STRICT)) < 0)
+            return scan_inline(r, &cur, lim);
+        if ((n = line_len(&cur, 0, EVBUFFER_EOL_CRLF_STRICT)) < 0)
             return avail > lim->max_inline_len ? fail(r, "Protocol error: too big mbulk count string")
                                                : RESP_PARTIAL;
-        if (length_at(buf, 0, n, &v) < 0 || v > (long long)lim->max_multibulk_len)
+        if (length_at(&cur, 0, n, &v) < 0 || v > (long long)lim->max_multibulk_len)
             return fail(r, "Protocol error: invalid multibulk length");
         if (unauth && v > RESP_UNAUTH_MAX_MULTIBULK)
             return fail(r, "Protocol error: unauthenticated multibulk length");
@@ -133,17 +160,17 @@ enum resp_status resp_req_scan(struct resp_req *r, struct evbuffer *buf, const s
 
     while (r->argc < (size_t)r->nargs) {
         if (r->state == ST_BULK_HEADER) {
-            int c = byte_at(buf, r->pos);
+            int c = byte_at(&cur, r->pos);
             if (c < 0)
                 return RESP_PARTIAL;
             if (c != '$') {
                 snprintf(r->errbuf, sizeof(r->errbuf), "Protocol error: expected '$', got '%c'", c);
                 return fail(r, r->errbuf);
             }
-            if ((n = line_len(buf, r->pos, EVBUFFER_EOL_CRLF_STRICT)) < 0)
+            if ((n = line_len(&cur, r->pos, EVBUFFER_EOL_CRLF_STRICT)) < 0)
                 return avail - r->pos > lim->max_inline_len ? fail(r, "Protocol error: too big bulk count string")
                                                             : RESP_PARTIAL;
-            if (length_at(buf, r->pos, n, &v) < 0 || v < 0 || (unsigned long long)v > lim->max_bulk_len)
+            if (length_at(&cur, r->pos, n, &v) < 0 || v < 0 || (unsigned long long)v > lim->max_bulk_len)
                 return fail(r, "Protocol error: invalid bulk length");
             if (unauth && v > RESP_UNAUTH_MAX_BULK)
                 return fail(r, "Protocol error: unauthenticated bulk length");
@@ -154,7 +181,7 @@ enum resp_status resp_req_scan(struct resp_req *r, struct evbuffer *buf, const s
         size_t end = r->pos + (size_t)r->bulk;
         if (avail < end + 2)
             return RESP_PARTIAL;
-        if (byte_at(buf, end) != '\r' || byte_at(buf, end + 1) != '\n')
+        if (byte_at(&cur, end) != '\r' || byte_at(&cur, end + 1) != '\n')
             return fail(r, "Protocol error: expected CRLF after bulk data");
         if (push_arg(r, r->pos, (size_t)r->bulk) < 0)
             return fail(r, "Protocol error: out of memory for the request's arguments");
@@ -169,6 +196,8 @@ enum resp_status resp_reply_scan(struct resp_reply *r, struct evbuffer *buf)
 {
     size_t avail = evbuffer_get_length(buf);
     long long n, v;
+    struct cursor cur;
+    cursor_init(&cur, buf);
 
     if (r->pending == 0 && r->pos == 0)
         r->pending = 1;
@@ -177,7 +206,7 @@ enum resp_status resp_reply_scan(struct resp_reply *r, struct evbuffer *buf)
             size_t end = r->pos + (size_t)r->bulk;
             if (avail < end + 2)
                 return RESP_PARTIAL;
-            if (byte_at(buf, end) != '\r' || byte_at(buf, end + 1) != '\n') {
+            if (byte_at(&cur, end) != '\r' || byte_at(&cur, end + 1) != '\n') {
                 r->error = "bulk data not followed by CRLF";
                 return RESP_ERROR;
             }
@@ -189,12 +218,12 @@ enum resp_status resp_reply_scan(struct resp_reply *r, struct evbuffer *buf)
             r->len = r->pos;
             return RESP_FRAME;
         }
-        int c = byte_at(buf, r->pos);
+        int c = byte_at(&cur, r->pos);
         if (c < 0)
             return RESP_PARTIAL;
         if (r->pos == 0)
             r->type = (char)c;
-        if ((n = line_len(buf, r->pos, EVBUFFER_EOL_CRLF_STRICT)) < 0) {
+        if ((n = line_len(&cur, r->pos, EVBUFFER_EOL_CRLF_STRICT)) < 0) {
             if (avail - r->pos > RESP_REPLY_LINE_MAX) {
                 r->error = "reply line too long";
                 return RESP_ERROR;
@@ -206,7 +235,7 @@ enum resp_status resp_reply_scan(struct resp_reply *r, struct evbuffer *buf)
             r->pending--;
             break;
         case '$': case '=': case '!':
-            if (length_at(buf, r->pos, n, &v) < 0 || v < -1 || (v == -1 && c != '$')) {
+            if (length_at(&cur, r->pos, n, &v) < 0 || v < -1 || (v == -1 && c != '$')) {
                 r->error = "invalid bulk length";
                 return RESP_ERROR;
             }
@@ -218,7 +247,7 @@ enum resp_status resp_reply_scan(struct resp_reply *r, struct evbuffer *buf)
             }
             break;
         case '*': case '~': case '>': case '%': case '|':
-            if (length_at(buf, r->pos, n, &v) < 0 || v < -1 || v > INT32_MAX || (v == -1 && c != '*')) {
+            if (length_at(&cur, r->pos, n, &v) < 0 || v < -1 || v > INT32_MAX || (v == -1 && c != '*')) {
                 r->error = "invalid aggregate length";
                 return RESP_ERROR;
             }

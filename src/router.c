@@ -281,6 +281,10 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
         router_fail(w, r, "CLUSTERDOWN The cluster is down");
         return;
     }
+    /* Finding an argument in a frame of many chains walks the chains before
+     * it; a request with many arguments is made contiguous once instead. */
+    if (q->argc > KEYS_ON_STACK)
+        evbuffer_pullup(r->buf, -1);
     int slot = keys_slot(w, r, cmd, q);
     if (slot == -2)
         return;

@@ -66,6 +66,7 @@ POLICY = {
     "cluster": "CMD_REFUSED",     # the whole family for now: topology belongs to respgate
     "readwrite": "CMD_REFUSED",   # replica reads are respgate's policy, not the client's
     "readonly": "CMD_REFUSED",    # replica reads are respgate's policy, not the client's
+    "asking": "CMD_REFUSED",      # respgate follows ASK itself; on a shared connection it would leak
     "save": "CMD_REFUSED",        # admin operation on one node
     "bgsave": "CMD_REFUSED",      # admin operation on one node
     "bgrewriteaof": "CMD_REFUSED",  # admin operation on one node

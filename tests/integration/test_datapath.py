@@ -256,3 +256,45 @@ def test_wrong_cluster_password_is_logged(make_respgate, cluster, tmp_path):
             rg.client().get("x")
     assert "topology: AUTH to %s failed: WRONGPASS" % cluster.seeds[0] in rg.log()
     assert "wrong-pw" not in rg.log()
+
+
+def test_half_closed_client_gets_every_whole_request_answered(respgate):
+    """2,000 forwarded GETs, then shutdown(SHUT_WR): all 2,000 are answered, then EOF."""
+    with socket.create_connection(("127.0.0.1", respgate.port), timeout=30) as s:
+        s.sendall(b"*3\r\n$3\r\nSET\r\n$8\r\nhalf:{h}\r\n$1\r\nv\r\n" +
+                  b"*2\r\n$3\r\nGET\r\n$8\r\nhalf:{h}\r\n" * 2000 + b"*2\r\n$3\r\nGET\r\n$7\r\nhalf:")
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert data == b"+OK\r\n" + b"$1\r\nv\r\n" * 2000
+    respgate.client().delete("half:{h}")
+
+
+def test_idle_backend_connections_closed_by_the_nodes(cluster, respgate):
+    r = respgate.client()
+    assert r.set("idle:{i}", "1") is True
+    for m in cluster.masters():
+        cluster.client(m).execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    # The next request finds its connection closed: a new one, no error.
+    assert r.get("idle:{i}") == b"1"
+    assert r.delete("idle:{i}") == 1
+
+
+def test_asking_from_a_client_is_refused(respgate):
+    with pytest.raises(redis.ResponseError, match="does not forward 'asking'"):
+        respgate.client().execute_command("ASKING")
+
+
+def test_large_requests_and_replies(respgate):
+    r = respgate.client()
+    n = 50000
+    assert r.execute_command("MSET", *[x for i in range(n) for x in (f"big:{{t}}{i}", str(i))]) is True
+    assert r.execute_command("MGET", *[f"big:{{t}}{i}" for i in range(0, n, 7)]) == \
+        [str(i).encode() for i in range(0, n, 7)]
+    assert r.rpush("big:{t}list", *range(n)) == n
+    assert r.lrange("big:{t}list", 0, -1) == [str(i).encode() for i in range(n)]
+    assert r.delete(*[f"big:{{t}}{i}" for i in range(n)], "big:{t}list") == n + 1
