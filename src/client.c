@@ -320,9 +320,18 @@ void client_deliver(struct client *c)
         }
         TAILQ_REMOVE(&c->owed, r, owed);
         c->nowed--;
+        c->held -= evbuffer_get_length(r->reply);
         if (!r->silent)
             evbuffer_add_buffer(out, r->reply);
         req_free(c->w, r);
+    }
+    /* Replies held behind a slow request count too: they are memory the
+     * client's pipeline pins, whether or not it reads. */
+    if (!c->dead && c->held > c->w->conf->output_buffer_limit) {
+        log_notice("client id=%llu addr=%s closed: %zu bytes of replies wait behind a slow request "
+                   "(client.output_buffer_limit)",
+                   (unsigned long long)c->id, c->addr, c->held);
+        c->dead = 1;
     }
     if (c->throttled && c->nowed <= CLIENT_MAX_OWED / 2 && !c->closing) {
         c->throttled = 0;

@@ -29,6 +29,7 @@ struct client {
     struct event *flush;     /* writes what this loop turn queued, in one go (netio.h) */
     struct req_list owed;    /* requests whose replies are owed, in order */
     size_t nowed;
+    size_t held;             /* bytes of replies done but waiting behind an earlier request */
     struct resp_req scan;
     uint64_t id;
     char addr[64];

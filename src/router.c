@@ -42,8 +42,10 @@ void router_complete(struct worker *w, struct req *r)
         return;
     }
     r->done = 1;
-    if (r->client)
+    if (r->client) {
+        r->client->held += evbuffer_get_length(r->reply);
         client_deliver(r->client);
+    }
     else
         req_free(w, r);
 }

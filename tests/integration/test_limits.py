@@ -185,3 +185,33 @@ def test_all_seeds_down_at_start_then_up(own_cluster, tmp_path):
     finally:
         rg.stop()
     own_cluster.wait_state_ok()
+
+
+def test_replies_held_behind_a_slow_request_are_bounded(own_cluster, tmp_path):
+    """Replies that wait behind an earlier, slow request count toward
+    client.output_buffer_limit: the pipeline cannot pin unbounded memory."""
+    from harness.respgate import Respgate, free_port
+    port = free_port()
+    conf = (f"listen: [127.0.0.1:{port}]\ncluster: {{seeds: [{own_cluster.seeds[0]}], password: pause-pw}}\n"
+            "client: {output_buffer_limit: 1mb}\ntimeouts: {backend: 10s}\n")
+    with Respgate(tmp_path / "rg", conf, port) as rg:
+        r = rg.client()
+        probe = own_cluster.client(own_cluster.masters()[0])
+        slow_key, big_key = "held:{a}", "held:{b}"
+        slow_node = own_cluster.node_for_slot(probe.execute_command("CLUSTER", "KEYSLOT", slow_key))
+        assert own_cluster.node_for_slot(probe.execute_command("CLUSTER", "KEYSLOT", big_key)).port != slow_node.port
+        assert r.set(big_key, b"x" * 100_000) is True
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        own_cluster.pause(slow_node)
+        try:
+            s.sendall(b"*2\r\n$3\r\nGET\r\n$8\r\nheld:{a}\r\n" + b"*2\r\n$3\r\nGET\r\n$8\r\nheld:{b}\r\n" * 50)
+            deadline = time.monotonic() + 10
+            while "wait behind a slow request" not in rg.log() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            own_cluster.resume(slow_node)
+        assert "bytes of replies wait behind a slow request (client.output_buffer_limit)" in rg.log()
+        assert s.recv(65536) == b""  # closed, nothing delivered out of order
+        s.close()
+        assert r.delete(big_key) == 1
+    own_cluster.wait_state_ok()
