@@ -179,3 +179,20 @@ def test_dbsize_is_the_sum_over_masters(cluster, respgate):
     for i in range(30):
         r.delete(f"dbsize:{i}")
     assert r.dbsize() == direct - 30
+
+
+def test_real_node_redis_client(authed):
+    """Debian's node-redis 4: connects with a password and a name, pipelines
+    500 SETs and GETs, reads INFO, quits."""
+    import json
+    import os
+    import subprocess
+    script = os.path.join(os.path.dirname(__file__), "node_redis_client.js")
+    env = dict(os.environ, NODE_PATH="/usr/share/nodejs")
+    out = subprocess.run(["node", script, str(authed.port), CLIENT_PASSWORD], capture_output=True, text=True,
+                         timeout=60, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"name": "node-app", "ping": "PONG", "values_ok": True, "del": 500,
+                      "info_version": result["info_version"], "errors": []}
+    assert result["info_version"].startswith("7.")
