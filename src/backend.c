@@ -22,8 +22,9 @@
 
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
+#define BACKEND_READ_MAX 16384
 
-static void on_read(struct bufferevent *bev, void *arg);
+static void on_sock_read(evutil_socket_t fd, short what, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
 static void on_flush(evutil_socket_t fd, short what, void *arg);
 static void on_written(struct bufferevent *bev, void *arg);
@@ -57,14 +58,15 @@ static void set_timeouts(struct backend *b)
     struct timeval tv = {(time_t)(cf->backend_timeout_ms / 1000), (suseconds_t)(cf->backend_timeout_ms % 1000) * 1000};
     /* A reply is awaited only while something is in flight; an idle
      * connection may stay quiet forever. */
-    bufferevent_set_timeouts(b->bev, b->ninflight ? &tv : NULL, &tv);
+    event_add(b->rev, b->ninflight ? &tv : NULL);
+    bufferevent_set_timeouts(b->bev, NULL, &tv);
 }
 
 static void push(struct backend *b, struct req *r)
 {
     TAILQ_INSERT_TAIL(&b->inflight, r, inflight);
     r->backend = b;
-    if (b->ninflight++ == 0 && b->bev && bufferevent_get_enabled(b->bev) & EV_READ)
+    if (b->ninflight++ == 0 && b->rev)
         set_timeouts(b);
 }
 
@@ -74,7 +76,7 @@ static struct req *pop(struct backend *b)
     if (r) {
         TAILQ_REMOVE(&b->inflight, r, inflight);
         r->backend = NULL;
-        if (--b->ninflight == 0 && b->bev && bufferevent_get_enabled(b->bev) & EV_READ)
+        if (--b->ninflight == 0 && b->rev)
             set_timeouts(b);
     }
     return r;
@@ -90,6 +92,10 @@ static void backend_reset(struct backend *b, const char *why)
     size_t n = 0;
     TAILQ_FOREACH(r, &b->inflight, inflight)
         n += r->kind == REQ_CLIENT || r->kind == REQ_PART;
+    if (b->rev) {
+        event_free(b->rev);
+        b->rev = NULL;
+    }
     if (b->bev) {
         bufferevent_free(b->bev);
         b->bev = NULL;
@@ -166,7 +172,7 @@ static int backend_connect(struct backend *b)
     b->bev = bufferevent_socket_new(b->w->base, -1, BEV_OPT_CLOSE_ON_FREE);
     if (b->bev == NULL)
         return -1;
-    bufferevent_setcb(b->bev, on_read, on_written, on_event, b);
+    bufferevent_setcb(b->bev, NULL, on_written, on_event, b);
     bufferevent_set_timeouts(b->bev, NULL, &tv); /* the write timeout bounds the connect */
     if (bufferevent_socket_connect(b->bev, (struct sockaddr *)&ss, sslen) < 0) {
         bufferevent_free(b->bev);
@@ -217,10 +223,22 @@ static void first_line(struct evbuffer *in, size_t len, char *buf, size_t cap)
     buf[strcspn(buf, "\r\n")] = '\0';
 }
 
-static void on_read(struct bufferevent *bev, void *arg)
+static void on_sock_read(evutil_socket_t fd, short what, void *arg)
 {
     struct backend *b = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    if (what & EV_TIMEOUT) {
+        backend_reset(b, "no reply within timeouts.backend");
+        return;
+    }
+    int n = netio_read(b->bev, BACKEND_READ_MAX);
+    if (n == NETIO_AGAIN)
+        return;
+    if (n <= 0) {
+        backend_reset(b, n == 0 ? "connection closed by the node"
+                                : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        return;
+    }
+    struct evbuffer *in = bufferevent_get_input(b->bev);
     enum resp_status st;
     while ((st = resp_reply_scan(&b->scan, in)) == RESP_FRAME) {
         size_t len = b->scan.len;
@@ -259,7 +277,11 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         b->backoff_ms = 0;
         b->connected = 1;
-        bufferevent_enable(bev, EV_READ);
+        b->rev = event_new(b->w->base, bufferevent_getfd(bev), EV_READ | EV_PERSIST, on_sock_read, b);
+        if (b->rev == NULL) {
+            backend_reset(b, "out of memory");
+            return;
+        }
         set_timeouts(b);
         bufferevent_disable(bev, EV_WRITE); /* from now on, direct writes (netio.h) */
         if (netio_flush(bev) < 0) {
@@ -269,10 +291,9 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         log_debug("backend %s:%d: connected", b->host, b->port);
         return;
     }
+    /* The bufferevent connects and writes; reading is on_sock_read's. */
     if (what & BEV_EVENT_TIMEOUT)
-        backend_reset(b, (what & BEV_EVENT_READING) ? "no reply within timeouts.backend"
-                         : bufferevent_get_enabled(bev) & EV_READ ? "write timed out"
-                                                                  : "connect timed out");
+        backend_reset(b, b->connected ? "write timed out" : "connect timed out");
     else if (what & BEV_EVENT_EOF)
         backend_reset(b, "connection closed by the node");
     else
@@ -284,6 +305,8 @@ void backend_free_all(struct worker *w)
     struct backend *b;
     while ((b = TAILQ_FIRST(&w->backends))) {
         TAILQ_REMOVE(&w->backends, b, link);
+        if (b->rev)
+            event_free(b->rev);
         if (b->bev)
             bufferevent_free(b->bev);
         event_free(b->flush);

@@ -32,6 +32,7 @@ struct backend {
     struct timeval retry_after; /* no new connection before this */
     unsigned backoff_ms;
     struct event *flush;        /* writes what this loop turn queued, in one go */
+    struct event *rev;          /* the socket's read event once connected (netio_read) */
     unsigned connected : 1;     /* the connection was established: requests may have run */
 };
 

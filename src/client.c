@@ -34,13 +34,27 @@
 #define CLIENT_MAX_OWED 1024 /* requests in flight per client before it is read no more */
 #define CLIENT_CLOSE_TIMEOUT_SEC 10 /* how long a closing client may take to read its last replies */
 #define CLIENT_LINGER_SEC 1         /* how long to wait for the peer's EOF after ours */
+#define CLIENT_READ_MAX 16384          /* bytes per read(2), as libevent's */
 #define CLIENT_QUERY_MAX (1ull << 30) /* unprocessed input per client, as Redis's client-query-buffer-limit */
 
-static void on_read(struct bufferevent *bev, void *arg);
+static void on_sock_read(evutil_socket_t fd, short what, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
 static void on_resume(evutil_socket_t fd, short what, void *arg);
 static void on_flush(evutil_socket_t fd, short what, void *arg);
+
+/* Starts or stops reading C's socket; reading runs under the idle timeout,
+ * or, while lingering, the linger timeout. */
+static void reading(struct client *c, int on)
+{
+    if (!on) {
+        event_del(c->rev);
+        return;
+    }
+    uint64_t ms = c->lingering ? CLIENT_LINGER_SEC * 1000 : c->w->conf->idle_timeout_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    event_add(c->rev, ms ? &tv : NULL);
+}
 
 static void describe_peer(const struct sockaddr *sa, char *buf, size_t len)
 {
@@ -78,18 +92,15 @@ void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *
     c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->resume = event_new(w->base, -1, 0, on_resume, c);
     c->flush = event_new(w->base, -1, 0, on_flush, c);
+    c->rev = event_new(w->base, fd, EV_READ | EV_PERSIST, on_sock_read, c);
     TAILQ_INIT(&c->owed);
-    if (c->bev == NULL || c->resume == NULL || c->flush == NULL) {
+    if (c->bev == NULL || c->resume == NULL || c->flush == NULL || c->rev == NULL) {
         if (c->bev == NULL)
             evutil_closesocket(fd);
         goto fail;
     }
-    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
-    if (cf->idle_timeout_ms) {
-        struct timeval tv = {(time_t)(cf->idle_timeout_ms / 1000), (suseconds_t)(cf->idle_timeout_ms % 1000) * 1000};
-        bufferevent_set_timeouts(c->bev, &tv, NULL);
-    }
-    bufferevent_enable(c->bev, EV_READ); /* EV_WRITE only while the kernel pushes back */
+    bufferevent_setcb(c->bev, NULL, on_write, on_event, c);
+    reading(c, 1); /* the bufferevent writes only, and EV_WRITE only while the kernel pushes back */
     TAILQ_INSERT_TAIL(&w->clients, c, link);
     w->nclients++;
     if (refused) {
@@ -113,6 +124,8 @@ fail:
             event_free(c->resume);
         if (c->flush)
             event_free(c->flush);
+        if (c->rev)
+            event_free(c->rev);
         free(c);
     } else {
         evutil_closesocket(fd);
@@ -144,20 +157,13 @@ void client_free(struct client *c)
     bufferevent_free(c->bev);
     event_free(c->resume);
     event_free(c->flush);
+    event_free(c->rev);
     resp_req_deinit(&c->scan);
     free(c->name);
     free(c);
     worker_client_gone(w);
 }
 
-static void on_linger_read(struct bufferevent *bev, void *arg)
-{
-    struct client *c = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
-    evbuffer_drain(in, evbuffer_get_length(in));
-    if (time(NULL) > c->linger_until)
-        client_free(c); /* a peer that keeps sending does not keep its session */
-}
 
 /* Once a closing client has been sent everything it was owed, half-closes
  * our side and discards whatever it still sends until its EOF (or
@@ -174,13 +180,13 @@ static int finish_if_done(struct client *c)
         client_free(c);
         return 1;
     }
-    struct timeval tv = {CLIENT_LINGER_SEC, 0};
     c->lingering = 1;
     c->linger_until = time(NULL) + CLIENT_LINGER_SEC;
     evbuffer_drain(in, evbuffer_get_length(in));
-    bufferevent_setcb(c->bev, on_linger_read, NULL, on_event, c);
-    bufferevent_set_timeouts(c->bev, &tv, NULL);
-    bufferevent_enable(c->bev, EV_READ);
+    if (!c->eof)
+        reading(c, 1);
+    else
+        c->dead = 1, event_active(c->resume, EV_READ, 0); /* its EOF came already */
     return 0;
 }
 
@@ -190,7 +196,7 @@ void client_close_soon(struct client *c)
         return;
     struct timeval tv = {CLIENT_CLOSE_TIMEOUT_SEC, 0};
     c->closing = 1;
-    bufferevent_disable(c->bev, EV_READ);
+    reading(c, 0);
     bufferevent_set_timeouts(c->bev, NULL, &tv);
 }
 
@@ -248,13 +254,13 @@ static void process_input(struct client *c)
     for (int n = 0; n < CLIENT_BATCH && !c->closing && !c->dead; n++) {
         if (evbuffer_get_length(out) >= CLIENT_PAUSE_OUTPUT) {
             c->paused = 1;
-            bufferevent_disable(c->bev, EV_READ);
+            reading(c, 0);
             bufferevent_setwatermark(c->bev, EV_WRITE, CLIENT_PAUSE_OUTPUT / 2, 0);
             return;
         }
         if (c->nowed >= CLIENT_MAX_OWED) {
             c->throttled = 1; /* client_deliver resumes */
-            bufferevent_disable(c->bev, EV_READ);
+            reading(c, 0);
             return;
         }
         enum resp_status st = resp_req_scan(&c->scan, in, &lim, !client_authed(c));
@@ -336,7 +342,7 @@ void client_deliver(struct client *c)
     if (c->throttled && c->nowed <= CLIENT_MAX_OWED / 2 && !c->closing) {
         c->throttled = 0;
         if (!c->paused && !c->eof)
-            bufferevent_enable(c->bev, EV_READ);
+            reading(c, 1);
         event_active(c->resume, EV_READ, 0);
     }
     if (c->dead || (c->closing && c->nowed == 0))
@@ -345,9 +351,41 @@ void client_deliver(struct client *c)
         event_active(c->flush, EV_READ, 0);
 }
 
-static void on_read(struct bufferevent *bev, void *arg)
+static void on_sock_read(evutil_socket_t fd, short what, void *arg)
 {
-    process_input(arg);
+    struct client *c = arg;
+    if (what & EV_TIMEOUT) {
+        log_debug("client id=%llu addr=%s: %s", (unsigned long long)c->id, c->addr,
+                  c->lingering ? "no EOF after ours" : "idle timeout");
+        client_free(c);
+        return;
+    }
+    int n = netio_read(c->bev, CLIENT_READ_MAX);
+    if (n == NETIO_AGAIN)
+        return;
+    if (n < 0) {
+        log_debug("client id=%llu addr=%s: read failed: %s", (unsigned long long)c->id, c->addr,
+                  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        client_free(c);
+        return;
+    }
+    if (c->lingering) {
+        struct evbuffer *in = bufferevent_get_input(c->bev);
+        evbuffer_drain(in, evbuffer_get_length(in));
+        if (n == 0 || time(NULL) > c->linger_until)
+            client_free(c); /* its EOF; or a peer that keeps sending does not keep its session */
+        return;
+    }
+    if (n == 0) {
+        /* A half-closed client is done: answer every whole request it sent
+         * (process_input goes on without reading), never what EOF cut off. */
+        log_debug("client id=%llu addr=%s sent EOF", (unsigned long long)c->id, c->addr);
+        c->eof = 1;
+        reading(c, 0);
+        event_active(c->resume, EV_READ, 0);
+        return;
+    }
+    process_input(c);
 }
 
 static void on_resume(evutil_socket_t fd, short what, void *arg)
@@ -373,7 +411,7 @@ static void output_drained(struct client *c)
         c->paused = 0;
         bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
         if (!c->throttled && !c->eof)
-            bufferevent_enable(c->bev, EV_READ);
+            reading(c, 1);
         process_input(c);
     }
 }
@@ -402,17 +440,8 @@ static void on_write(struct bufferevent *bev, void *arg)
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct client *c = arg;
-    if ((what & BEV_EVENT_EOF) && !c->lingering) {
-        /* A half-closed client is done: answer every whole request it sent
-         * (process_input goes on without reading), never what EOF cut off. */
-        log_debug("client id=%llu addr=%s sent EOF", (unsigned long long)c->id, c->addr);
-        c->eof = 1;
-        bufferevent_disable(c->bev, EV_READ);
-        event_active(c->resume, EV_READ, 0);
-        return;
-    }
-    if (what & BEV_EVENT_TIMEOUT)
-        log_debug("client id=%llu addr=%s timed out %s", (unsigned long long)c->id, c->addr,
-                  (what & BEV_EVENT_READING) ? "idle" : "writing");
+    /* The bufferevent only writes: a write error, or a write timeout. */
+    log_debug("client id=%llu addr=%s: %s", (unsigned long long)c->id, c->addr,
+              (what & BEV_EVENT_TIMEOUT) ? "write timed out" : "write failed");
     client_free(c);
 }

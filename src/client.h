@@ -27,6 +27,7 @@ struct client {
     struct bufferevent *bev;
     struct event *resume;    /* runs deferred work: more input, closing, freeing */
     struct event *flush;     /* writes what this loop turn queued, in one go (netio.h) */
+    struct event *rev;       /* the socket's read event (netio_read; the bufferevent only writes) */
     struct req_list owed;    /* requests whose replies are owed, in order */
     size_t nowed;
     size_t held;             /* bytes of replies done but waiting behind an earlier request */

@@ -7,6 +7,41 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <sys/uio.h>
+
+int netio_read(struct bufferevent *bev, size_t max)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer_iovec v[2];
+    struct iovec iov[2];
+    /* A socket bufferevent keeps its input's end frozen so that only it
+     * fills it; thaw it around this read as it does around its own. */
+    evbuffer_unfreeze(in, 0);
+    int nv = evbuffer_reserve_space(in, (ev_ssize_t)max, v, 2);
+    if (nv <= 0) {
+        evbuffer_freeze(in, 0);
+        return -1;
+    }
+    for (int i = 0; i < nv; i++) {
+        iov[i].iov_base = v[i].iov_base;
+        iov[i].iov_len = v[i].iov_len;
+    }
+    ssize_t n;
+    do
+        n = readv(bufferevent_getfd(bev), iov, nv);
+    while (n < 0 && errno == EINTR);
+    int rc = n > 0 ? (int)n : n == 0 ? 0 : (errno == EAGAIN || errno == EWOULDBLOCK) ? NETIO_AGAIN : -1;
+    int e = errno;
+    size_t left = n > 0 ? (size_t)n : 0;
+    for (int i = 0; i < nv; i++) {
+        v[i].iov_len = left < v[i].iov_len ? left : v[i].iov_len;
+        left -= v[i].iov_len;
+    }
+    evbuffer_commit_space(in, v, nv);
+    evbuffer_freeze(in, 0);
+    errno = e;
+    return rc;
+}
 
 int netio_flush(struct bufferevent *bev)
 {

@@ -8,7 +8,17 @@
 #ifndef RG_NETIO_H
 #define RG_NETIO_H
 
+#include <stddef.h>
+
 struct bufferevent;
+
+/* Reads at most MAX bytes from BEV's socket into its input, with one
+ * readv(2): libevent's own read asks ioctl(FIONREAD) first, a syscall per
+ * read that the caller's fixed size makes unnecessary. Returns the bytes
+ * read, 0 at EOF, NETIO_AGAIN when nothing is there, or -1 on an error
+ * (errno says which). */
+#define NETIO_AGAIN (-2)
+int netio_read(struct bufferevent *bev, size_t max);
 
 /* Writes as much of BEV's output as the socket takes now. Returns 0 if all
  * of it went out, 1 if some is left (EV_WRITE is then enabled, and the
