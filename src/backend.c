@@ -226,6 +226,14 @@ static void first_line(struct evbuffer *in, size_t len, char *buf, size_t cap)
 static void on_sock_read(evutil_socket_t fd, short what, void *arg)
 {
     struct backend *b = arg;
+    if ((what & EV_TIMEOUT) && b->ninflight == 0) {
+        /* Armed while requests were in flight; event_add(NULL) leaves an
+         * old timeout in place, so set_timeouts does not clear it on every
+         * request. Clear it now that it fired on an idle connection. */
+        event_del(b->rev);
+        event_add(b->rev, NULL);
+        return;
+    }
     if (what & EV_TIMEOUT) {
         backend_reset(b, "no reply within timeouts.backend");
         return;

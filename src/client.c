@@ -53,6 +53,8 @@ static void reading(struct client *c, int on)
     }
     uint64_t ms = c->lingering ? CLIENT_LINGER_SEC * 1000 : c->w->conf->idle_timeout_ms;
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    if (ms == 0)
+        event_del(c->rev); /* event_add(NULL) would keep an earlier timeout */
     event_add(c->rev, ms ? &tv : NULL);
 }
 
