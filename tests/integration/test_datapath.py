@@ -5,6 +5,7 @@
 import random
 import socket
 import threading
+import time
 
 import pytest
 import redis
@@ -298,3 +299,17 @@ def test_large_requests_and_replies(respgate):
     assert r.rpush("big:{t}list", *range(n)) == n
     assert r.lrange("big:{t}list", 0, -1) == [str(i).encode() for i in range(n)]
     assert r.delete(*[f"big:{{t}}{i}" for i in range(n)], "big:{t}list") == n + 1
+
+
+def test_idle_backend_connections_are_not_timed_out(make_respgate):
+    """timeouts.backend bounds replies awaited, not idleness: a connection
+    that served requests and then idles past it stays up."""
+    rg = make_respgate(extra="timeouts: {backend: 300ms}\n")
+    r = rg.client()
+    for i in range(100):
+        r.set(f"quiet:{i}", i)
+    time.sleep(1.0)
+    assert r.get("quiet:7") == b"7"
+    assert "timeouts.backend" not in rg.log()
+    for i in range(100):
+        r.delete(f"quiet:{i}")
