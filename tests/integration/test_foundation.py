@@ -390,3 +390,18 @@ def test_daemon_startup_failure_is_reported_by_the_parent(tmp_path):
         out = subprocess.run([BINARY, "-c", str(conf), "--daemonize"], capture_output=True, text=True, timeout=15)
     assert out.returncode == 1
     assert "Address already in use" in out.stderr
+
+
+def test_unix_socket_listener(tmp_path):
+    port = free_port()
+    path = str(tmp_path / "respgate.sock")
+    rg = Respgate(tmp_path / "ux", f"listen: [127.0.0.1:{port}, unix:{path}]\ncluster: {{seeds: [127.0.0.1:1]}}\n",
+                  port)
+    with rg:
+        c = redis.Redis(unix_socket_path=path, socket_timeout=5)
+        assert c.ping() is True
+        assert c.echo(b"over unix") == b"over unix"
+        assert cli(port, "ping").stdout == "PONG\n"
+        c.connection_pool.disconnect()
+    assert rg.proc.returncode == 0
+    assert not os.path.exists(path)  # removed at shutdown
