@@ -486,6 +486,7 @@ struct loader {
     struct conf *conf;
     struct conf_diag *diag;
     int seen_line[NKEYS];    /* line of the key's first appearance, 0 = unseen */
+    int seen_col[NKEYS];
     int section_line[NKEYS]; /* same, for a section, indexed by its first row */
 };
 
@@ -598,6 +599,8 @@ static void load_mapping(struct loader *L, yaml_node_t *map, const char *prefix)
             continue;
         }
         *seen = LINE(kn);
+        if (k)
+            L->seen_col[k - keys] = COL(kn);
         if (k) {
             load_value(L, k, vn);
         } else if (vn->type == YAML_MAPPING_NODE) {
@@ -609,6 +612,16 @@ static void load_mapping(struct loader *L, yaml_node_t *map, const char *prefix)
                        path, node_kind(vn));
         }
     }
+}
+
+/* Rules that involve more than one key. */
+static void check_together(struct loader *L)
+{
+    const struct key *user = find_key("cluster.username");
+    size_t i = (size_t)(user - keys);
+    if (L->conf->cluster_username && L->conf->cluster_password == NULL)
+        diag_error(L->diag, "%s:%d:%d: cluster.username: needs cluster.password (without it no AUTH is sent)",
+                   L->name, L->seen_line[i], L->seen_col[i]);
 }
 
 static void apply_defaults(struct loader *L)
@@ -665,6 +678,7 @@ struct conf *conf_parse(const char *name, const char *text, size_t len, struct c
     yaml_parser_delete(&parser);
 
     apply_defaults(&L);
+    check_together(&L);
     if (diag->nerrors) {
         conf_unref(L.conf);
         return NULL;

@@ -231,6 +231,13 @@ START_TEST(test_yaml_corners)
 }
 END_TEST
 
+START_TEST(test_keys_together)
+{
+    expect_error("cluster:\n  seeds: [10.0.0.1:6379]\n  username: app\n",
+                 "t.yml:3:3: cluster.username: needs cluster.password (without it no AUTH is sent)");
+}
+END_TEST
+
 START_TEST(test_duplicates)
 {
     expect_error(SEEDS "workers: 2\nworkers: 3\n", "t.yml:3:1: workers: duplicate key (first set on line 2)");
@@ -405,6 +412,7 @@ static Suite *conf_suite(void)
     tcase_add_test(tc, test_bad_addresses);
     tcase_add_test(tc, test_out_of_range);
     tcase_add_test(tc, test_yaml_corners);
+    tcase_add_test(tc, test_keys_together);
     tcase_add_test(tc, test_duplicates);
     tcase_add_test(tc, test_missing_and_syntax);
     tcase_add_test(tc, test_all_errors_reported);
