@@ -55,7 +55,7 @@ struct backend *backend_get(struct worker *w, const char *host, int port)
 static void set_timeouts(struct backend *b)
 {
     const struct conf *cf = b->w->conf;
-    struct timeval tv = {(time_t)(cf->backend_timeout_ms / 1000), (suseconds_t)(cf->backend_timeout_ms % 1000) * 1000};
+    struct timeval tv = conf_timeval(cf->backend_timeout_ms);
     /* A reply is awaited only while something is in flight; an idle
      * connection may stay quiet forever. */
     event_add(b->rev, b->ninflight ? &tv : NULL);
@@ -127,7 +127,7 @@ static void backend_reset(struct backend *b, const char *why)
     /* Back off before the next connection attempt, and look for a new map. */
     b->backoff_ms = b->backoff_ms ? (b->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : b->backoff_ms * 2)
                                   : BACKOFF_MIN_MS;
-    struct timeval now, d = {(time_t)(b->backoff_ms / 1000), (suseconds_t)(b->backoff_ms % 1000) * 1000};
+    struct timeval now, d = conf_timeval(b->backoff_ms);
     event_base_gettimeofday_cached(b->w->base, &now);
     evutil_timeradd(&now, &d, &b->retry_after);
     worker_request_refresh(b->w);
@@ -168,7 +168,7 @@ static int backend_connect(struct backend *b)
         return -1;
     }
     const struct conf *cf = b->w->conf;
-    struct timeval tv = {(time_t)(cf->connect_timeout_ms / 1000), (suseconds_t)(cf->connect_timeout_ms % 1000) * 1000};
+    struct timeval tv = conf_timeval(cf->connect_timeout_ms);
     b->bev = bufferevent_socket_new(b->w->base, -1, BEV_OPT_CLOSE_ON_FREE);
     if (b->bev == NULL)
         return -1;
@@ -196,8 +196,8 @@ int backend_send(struct backend *b, struct req *r)
         return -1;
     push(b, r);
     /* Written at the end of this loop turn, with whatever else is queued. */
-    if (b->connected && !event_pending(b->flush, EV_READ, NULL))
-        event_active(b->flush, EV_READ, 0);
+    if (b->connected)
+        event_active(b->flush, EV_READ, 0); /* a second call before it runs is a no-op */
     return 0;
 }
 

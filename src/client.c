@@ -52,13 +52,13 @@ static void reading(struct client *c, int on)
         return;
     }
     uint64_t ms = c->lingering ? CLIENT_LINGER_SEC * 1000 : c->w->conf->idle_timeout_ms;
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    struct timeval tv = conf_timeval(ms);
     if (ms == 0)
         event_del(c->rev); /* event_add(NULL) would keep an earlier timeout */
     event_add(c->rev, ms ? &tv : NULL);
 }
 
-static void describe_peer(const struct sockaddr *sa, char *buf, size_t len)
+void client_format_addr(const struct sockaddr *sa, char *buf, size_t len)
 {
     char host[INET6_ADDRSTRLEN] = "?";
     if (sa->sa_family == AF_INET) {
@@ -86,7 +86,7 @@ void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *
     c->w = w;
     c->id = atomic_fetch_add(&srv->next_client_id, 1) + 1;
     c->created = time(NULL);
-    describe_peer(sa, c->addr, sizeof(c->addr));
+    client_format_addr(sa, c->addr, sizeof(c->addr));
     if (sa->sa_family != AF_UNIX) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -171,16 +171,15 @@ void client_free(struct client *c)
  * our side and discards whatever it still sends until its EOF (or
  * CLIENT_LINGER_SEC): closing a socket with unread input makes the kernel
  * answer with a reset, and a reset can destroy the last replies (an error
- * saying why, +OK to QUIT) before the client reads them. Returns 1 if C was
- * freed. */
-static int finish_if_done(struct client *c)
+ * saying why, +OK to QUIT) before the client reads them. May free C. */
+static void finish_if_done(struct client *c)
 {
     if (!c->closing || c->lingering || c->nowed || evbuffer_get_length(bufferevent_get_output(c->bev)) != 0)
-        return 0;
+        return;
     struct evbuffer *in = bufferevent_get_input(c->bev);
     if (shutdown(bufferevent_getfd(c->bev), SHUT_WR) < 0) {
         client_free(c);
-        return 1;
+        return;
     }
     c->lingering = 1;
     c->linger_until = time(NULL) + CLIENT_LINGER_SEC;
@@ -189,7 +188,6 @@ static int finish_if_done(struct client *c)
         reading(c, 1);
     else
         c->dead = 1, event_active(c->resume, EV_READ, 0); /* its EOF came already */
-    return 0;
 }
 
 void client_close_soon(struct client *c)
@@ -349,8 +347,8 @@ void client_deliver(struct client *c)
     }
     if (c->dead || (c->closing && c->nowed == 0))
         event_active(c->resume, EV_READ, 0);
-    if (evbuffer_get_length(out) > 0 && !event_pending(c->flush, EV_READ, NULL))
-        event_active(c->flush, EV_READ, 0);
+    if (evbuffer_get_length(out) > 0)
+        event_active(c->flush, EV_READ, 0); /* once per loop turn however often asked */
 }
 
 static void on_sock_read(evutil_socket_t fd, short what, void *arg)

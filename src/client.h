@@ -51,6 +51,10 @@ struct client {
  * set (now: a reload may have removed it). */
 int client_authed(const struct client *c);
 
+/* Writes SA as "ip:port", "[ip6]:port", or "unix" into BUF. */
+struct sockaddr;
+void client_format_addr(const struct sockaddr *sa, char *buf, size_t len);
+
 /* Wraps an accepted FD in a client of W, or refuses it past max_clients. */
 void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen);
 

@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/time.h>
 
 #define CONF_DEFAULT_PATH SYSCONFDIR "/respgate/respgate.yml"
 #define CONF_HOST_MAX 256
@@ -95,6 +96,13 @@ int conf_parse_size(const char *s, uint64_t *out);
 #define CONF_ADDR_UNIX 1    /* unix:/path is allowed */
 #define CONF_ADDR_NUMERIC 2 /* the host must be an IP address (for listening) */
 int conf_parse_addr(const char *s, int flags, struct conf_addr *out);
+/* A duration key's milliseconds as the struct timeval libevent takes. */
+static inline struct timeval conf_timeval(uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    return tv;
+}
+
 /* Writes "host:port", "[v6]:port" or "unix:/path" into BUF. */
 const char *conf_addr_str(const struct conf_addr *a, char *buf, size_t len);
 

@@ -129,10 +129,10 @@ static void cmd_select(struct call *k)
 
 /* ---- authentication ---- */
 
-int local_secret_equal(const char *a, size_t alen, const char *b, size_t blen)
+/* Compares guess A with secret B in time that depends only on B's length,
+ * not on where they differ. Returns 1 if equal. */
+static int secret_equal(const char *a, size_t alen, const char *b, size_t blen)
 {
-    /* The loop runs over the configured secret B only, so its time says
-     * nothing about the guess A. */
     volatile unsigned char diff = alen != blen;
     for (size_t i = 0; i < blen; i++)
         diff |= (unsigned char)((i < alen ? a[i] : 0) ^ b[i]);
@@ -152,7 +152,7 @@ static int authenticate(struct call *k, size_t user_i, size_t pass_i)
     plen = resp_arg_copy(k->r->buf, &k->q->argv[pass_i], pass, sizeof(pass));
     int default_user = ulen == 7 && memcmp(user, "default", 7) == 0;
     /* With no client password, the default user has nopass, as in Redis. */
-    int ok = default_user && (want == NULL || (plen <= sizeof(pass) && local_secret_equal(pass, plen, want, strlen(want))));
+    int ok = default_user && (want == NULL || (plen <= sizeof(pass) && secret_equal(pass, plen, want, strlen(want))));
     memset(pass, 0, sizeof(pass));
     if (!ok) {
         log_info("client id=%llu addr=%s: AUTH failed", (unsigned long long)k->c->id, k->c->addr);
@@ -252,12 +252,8 @@ static void cmd_hello(struct call *k)
             name_at = ++i;
         } else {
             char opt[129];
-            size_t n = resp_arg_copy(k->r->buf, &k->q->argv[i], opt, sizeof(opt) - 1);
-            opt[n < sizeof(opt) - 1 ? n : sizeof(opt) - 1] = '\0';
-            for (char *p = opt; *p; p++)
-                if (!isprint((unsigned char)*p))
-                    *p = '?';
-            resp_add_error(k->out, "ERR Syntax error in HELLO option '%s'", opt);
+            resp_add_error(k->out, "ERR Syntax error in HELLO option '%s'",
+                           resp_arg_printable(k->r->buf, &k->q->argv[i], opt, sizeof(opt)));
             return;
         }
     }
@@ -289,20 +285,8 @@ static void client_info_line(struct call *k, struct evbuffer *out)
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     evutil_socket_t fd = bufferevent_getfd(c->bev);
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family != AF_UNIX) {
-        char host[48];
-        int port = 0;
-        if (ss.ss_family == AF_INET) {
-            const struct sockaddr_in *in = (const void *)&ss;
-            evutil_inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-            port = ntohs(in->sin_port);
-        } else {
-            const struct sockaddr_in6 *in6 = (const void *)&ss;
-            evutil_inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-            port = ntohs(in6->sin6_port);
-        }
-        snprintf(laddr, sizeof(laddr), "%s:%d", host, port);
-    }
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family != AF_UNIX)
+        client_format_addr((struct sockaddr *)&ss, laddr, sizeof(laddr));
     evbuffer_add_printf(out,
                         "id=%llu addr=%s laddr=%s fd=%d name=%s age=%lld idle=0 flags=N db=0 sub=0 psub=0 ssub=0 "
                         "multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=%zu tot-mem=0 "
@@ -366,11 +350,7 @@ static void cmd_client(struct call *k)
         resp_add_error(k->out, "ERR wrong number of arguments for 'client|%s' command", sub);
     } else {
         char shown[NAME_MAX_LEN + 1];
-        size_t n = resp_arg_copy(k->r->buf, &k->q->argv[1], shown, NAME_MAX_LEN);
-        shown[n < NAME_MAX_LEN ? n : NAME_MAX_LEN] = '\0';
-        for (char *p = shown; *p; p++)
-            if (!isprint((unsigned char)*p))
-                *p = '?';
+        resp_arg_printable(k->r->buf, &k->q->argv[1], shown, sizeof(shown));
         if (strcmp(sub, "setname") == 0 || strcmp(sub, "getname") == 0 || strcmp(sub, "list") == 0)
             resp_add_error(k->out, "ERR wrong number of arguments for 'client|%s' command", sub);
         else

@@ -16,8 +16,4 @@ struct resp_req;
  * R->reply; the router sends here every command the table marks local. */
 void local_dispatch(struct client *c, struct req *r, const struct resp_req *q);
 
-/* Compares two secrets in time that depends only on their lengths, not on
- * where they differ. Returns 1 if equal. */
-int local_secret_equal(const char *a, size_t alen, const char *b, size_t blen);
-
 #endif

@@ -331,6 +331,18 @@ size_t resp_arg_copy(struct evbuffer *frame, const struct resp_arg *a, char *dst
     return a->len;
 }
 
+const char *resp_arg_printable(struct evbuffer *frame, const struct resp_arg *a, char *buf, size_t cap)
+{
+    size_t n = resp_arg_copy(frame, a, buf, cap - 1);
+    if (n > cap - 1)
+        n = cap - 1;
+    for (size_t i = 0; i < n; i++)
+        if (buf[i] < 0x20 || buf[i] > 0x7e)
+            buf[i] = '?';
+    buf[n] = '\0';
+    return buf;
+}
+
 int resp_arg_append(struct evbuffer *dst, struct evbuffer *frame, const struct resp_arg *a)
 {
     struct evbuffer_ptr p;

@@ -104,6 +104,10 @@ int resp_parse_redirect(const char *line, size_t len, struct resp_redirect *out)
  * argument's full length (more than CAP means it was cut). */
 size_t resp_arg_copy(struct evbuffer *frame, const struct resp_arg *a, char *dst, size_t cap);
 
+/* Copies argument A of FRAME into BUF as a C string fit for an error text:
+ * at most CAP - 1 bytes, non-printable bytes as '?'. Returns BUF. */
+const char *resp_arg_printable(struct evbuffer *frame, const struct resp_arg *a, char *buf, size_t cap);
+
 /* Appends argument A of FRAME to DST, with one copy and no temporary. */
 int resp_arg_append(struct evbuffer *dst, struct evbuffer *frame, const struct resp_arg *a);
 

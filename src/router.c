@@ -62,47 +62,27 @@ void router_fail(struct worker *w, struct req *r, const char *fmt, ...)
     router_complete(w, r);
 }
 
-/* Writes argument A of FRAME into BUF for an error text: at most CAP - 1
- * bytes, non-printable bytes as '?'. */
-static const char *shown_arg(struct evbuffer *frame, const struct resp_arg *a, char *buf, size_t cap)
-{
-    size_t n = resp_arg_copy(frame, a, buf, cap - 1);
-    if (n > cap - 1)
-        n = cap - 1;
-    for (size_t i = 0; i < n; i++)
-        if (!isprint((unsigned char)buf[i]))
-            buf[i] = '?';
-    buf[n] = '\0';
-    return buf;
-}
-
 /* Redis's replies to an unknown command, and to an unknown subcommand of PARENT. */
 static void fail_unknown(struct worker *w, struct req *r, const struct resp_req *q, const struct cmd_spec *parent)
 {
     char name[129], arg[129], args[300] = "";
-    shown_arg(r->buf, &q->argv[0], name, sizeof(name));
+    resp_arg_printable(r->buf, &q->argv[0], name, sizeof(name));
     if (parent) {
         for (char *p = name; *p; p++)
             *p = (char)toupper((unsigned char)*p);
         router_fail(w, r, "ERR unknown subcommand '%s'. Try %s HELP.",
-                    shown_arg(r->buf, &q->argv[1], arg, sizeof(arg)), name);
+                    resp_arg_printable(r->buf, &q->argv[1], arg, sizeof(arg)), name);
         return;
     }
     size_t o = 0;
     for (size_t i = 1; i < q->argc && o < 128; i++)
-        o += (size_t)snprintf(args + o, sizeof(args) - o, "'%s' ", shown_arg(r->buf, &q->argv[i], arg, sizeof(arg)));
+        o += (size_t)snprintf(args + o, sizeof(args) - o, "'%s' ", resp_arg_printable(r->buf, &q->argv[i], arg, sizeof(arg)));
     router_fail(w, r, "ERR unknown command '%s', with args beginning with: %s", name, args);
 }
 
 static int arity_ok(const struct cmd_spec *cmd, size_t argc)
 {
     return cmd->arity >= 0 ? argc == (size_t)cmd->arity : argc >= (size_t)-cmd->arity;
-}
-
-/* The display name of CMD for error texts: "get", or "config|get". */
-static const char *cmd_name(const struct cmd_spec *cmd)
-{
-    return cmd->name;
 }
 
 /* A slot for a request with no keys: any master will do, so spread them. */
@@ -252,14 +232,14 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
         return;
     }
     if (!arity_ok(cmd, q->argc)) {
-        router_fail(w, r, "ERR wrong number of arguments for '%s' command", cmd_name(cmd));
+        router_fail(w, r, "ERR wrong number of arguments for '%s' command", cmd->name);
         return;
     }
     switch (cmd->kind) {
     case CMD_REFUSED:
         router_fail(w, r, "ERR respgate does not forward '%s': it would act on one node of the cluster, not on the "
                        "whole of it",
-                    cmd_name(cmd));
+                    cmd->name);
         return;
     case CMD_BROADCAST:
         /* COMMAND's answer is the same on every node. */
@@ -274,7 +254,7 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
         }
         /* fallthrough */
     case CMD_PINNED:
-        router_fail(w, r, "ERR respgate does not support '%s' yet", cmd_name(cmd));
+        router_fail(w, r, "ERR respgate does not support '%s' yet", cmd->name);
         return;
     default:
         break;

@@ -101,8 +101,7 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
     proc_notify("STOPPING=1");
     log_notice("received %s: no new connections; finishing what is in flight (at most %llums)", signal_name((int)sig),
                (unsigned long long)s->conf->shutdown_timeout_ms);
-    struct timeval tv = {(time_t)(s->conf->shutdown_timeout_ms / 1000),
-                         (suseconds_t)(s->conf->shutdown_timeout_ms % 1000) * 1000};
+    struct timeval tv = conf_timeval(s->conf->shutdown_timeout_ms);
     evtimer_add(s->deadline, &tv);
     post_all(s, WORKER_DRAIN);
 }

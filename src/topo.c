@@ -186,7 +186,7 @@ static int same_map(const struct slotmap *a, const struct slotmap *b)
 
 static void schedule(struct topo *t, uint64_t ms)
 {
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    struct timeval tv = conf_timeval(ms);
     evtimer_add(t->timer, &tv);
 }
 
@@ -385,8 +385,7 @@ static void attempt(struct topo *t)
     }
     t->inflight = 1;
     redisAsyncCommand(t->ac, on_nodes, NULL, "CLUSTER NODES");
-    uint64_t ms = cf->connect_timeout_ms + cf->backend_timeout_ms;
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    struct timeval tv = conf_timeval(cf->connect_timeout_ms + cf->backend_timeout_ms);
     evtimer_add(t->deadline, &tv);
 }
 
