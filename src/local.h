@@ -1,12 +1,10 @@
 /*
  * local: the commands respgate answers itself, for the client's own session
- * (PING, ECHO, QUIT, AUTH), and the gate that keeps an unauthenticated client
- * from anything else.
+ * (AUTH, HELLO, CLIENT, SELECT, RESET, PING, ECHO, QUIT, INFO), and the gate
+ * that keeps an unauthenticated client from the rest.
  */
 #ifndef RG_LOCAL_H
 #define RG_LOCAL_H
-
-#include <stddef.h>
 
 struct client;
 struct req;
