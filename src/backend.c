@@ -108,7 +108,7 @@ static void backend_reset(struct backend *b, const char *why)
     else
         log_notice("backend %s:%d: %s", b->host, b->port, why);
     while ((r = pop(b))) {
-        if (r->kind == REQ_CLIENT && !sent)
+        if ((r->kind == REQ_CLIENT || r->kind == REQ_PART) && !sent)
             router_retry(b->w, r, b, why);
         else if (r->kind == REQ_CLIENT || r->kind == REQ_PART)
             router_fail(b->w, r, "ERR respgate: connection to cluster node %s:%d lost (%s); the command may or may "

@@ -151,7 +151,7 @@ void client_free(struct client *c)
     struct req *r;
     while ((r = TAILQ_FIRST(&c->owed))) {
         TAILQ_REMOVE(&c->owed, r, owed);
-        if (r->backend || r->parked || r->pending)
+        if (r->backend || r->parked || r->fan)
             r->client = NULL; /* whoever holds it frees it */
         else
             req_free(w, r);
@@ -308,6 +308,17 @@ static void process_input(struct client *c)
     }
     if (c->dead || c->closing || evbuffer_get_length(in) > 0)
         event_active(c->resume, EV_READ, 0);
+}
+
+void client_note_write(struct client *c, struct backend *b)
+{
+    for (size_t i = 0; i < c->nwrote; i++)
+        if (c->wrote[i] == b)
+            return;
+    if (c->nwrote < CLIENT_WROTE_MAX)
+        c->wrote[c->nwrote++] = b;
+    else
+        c->wrote_many = 1;
 }
 
 void client_deliver(struct client *c)

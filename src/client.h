@@ -15,9 +15,14 @@
 #include <sys/queue.h>
 
 struct worker;
+struct backend;
 struct bufferevent;
 struct evbuffer;
 struct event;
+
+/* Masters a session's writes went to, remembered for WAIT; past this many,
+ * WAIT asks every master. */
+#define CLIENT_WROTE_MAX 8
 
 enum client_reply_mode { CLIENT_REPLY_ON = 0, CLIENT_REPLY_OFF, CLIENT_REPLY_SKIP };
 
@@ -38,6 +43,8 @@ struct client {
     time_t created;
     time_t linger_until;     /* while lingering: free the client after this */
     int reply_mode;          /* enum client_reply_mode */
+    struct backend *wrote[CLIENT_WROTE_MAX]; /* masters written to since the last WAIT */
+    uint8_t nwrote;
     unsigned authed : 1;     /* AUTH succeeded (see client_authed) */
     unsigned closing : 1;    /* reads nothing more; closes once the output is written */
     unsigned paused : 1;     /* reading stopped until the output drains */
@@ -45,6 +52,7 @@ struct client {
     unsigned lingering : 1;  /* closing, all written: waiting for the peer's EOF */
     unsigned dead : 1;       /* to be freed at the next resume */
     unsigned eof : 1;        /* the client half-closed: finish its whole frames, then close */
+    unsigned wrote_many : 1; /* wrote to more than CLIENT_WROTE_MAX masters since the last WAIT */
 };
 
 /* Whether C may run commands: it authenticated, or no client password is
@@ -65,6 +73,9 @@ void client_close_soon(struct client *c);
 void client_shutdown(struct client *c);
 
 void client_free(struct client *c);
+
+/* Remembers that C sent a write to master B (for WAIT). */
+void client_note_write(struct client *c, struct backend *b);
 
 /* Moves the replies now at the head of C's FIFO to its output. Never frees
  * C: what follows (closing, more input) runs from its resume event. */

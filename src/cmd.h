@@ -43,9 +43,25 @@ enum cmd_kind {
     CMD_LOCAL,       /* answered by respgate for the client's own session */
     CMD_REFUSED,     /* never forwarded: replication, admin or one node's state */
     CMD_SPLIT,       /* multi-key: split by slot, replies merged */
-    CMD_BROADCAST,   /* concerns every node (placeholder: later issues decide) */
+    CMD_BROADCAST,   /* concerns every master: sent to each, replies merged */
     CMD_PINNED,      /* holds a backend connection: transactions, pub/sub, blocking */
     CMD_KEYLESS,     /* no keys: any node will do */
+};
+
+/* How the replies of the nodes a CMD_SPLIT or CMD_BROADCAST command went to
+ * become the one reply its client gets. An error reply from any node is the
+ * reply, except where said otherwise. */
+enum cmd_merge {
+    MERGE_NONE = 0,  /* one node answers */
+    MERGE_SUM,       /* integers summed */
+    MERGE_ALL,       /* every node must succeed; the first node's reply */
+    MERGE_ANY_OK,    /* one success is enough; otherwise the first error */
+    MERGE_CONCAT,    /* arrays joined */
+    MERGE_KEYORDER,  /* arrays of one element per key, put back in the request's key order */
+    MERGE_AND,       /* arrays of 0/1 integers, 1 only where every node said 1 */
+    MERGE_MIN,       /* the smallest integer */
+    MERGE_NONNIL,    /* the first reply that is not nil, else nil */
+    MERGE_SCAN,      /* SCAN: one cursor that walks the masters one after another */
 };
 
 /* Key spec flags, as redis-server 7.0 reports them. */
@@ -115,10 +131,12 @@ struct cmd_spec {
     int arity;         /* N: exactly N arguments with the name; -N: at least N */
     uint32_t flags;    /* CMDF_* */
     uint8_t kind;      /* enum cmd_kind */
+    uint8_t merge;     /* enum cmd_merge */
     uint8_t nkeyspecs;
     uint16_t nsubs;
     const struct cmd_keyspec *keyspecs; /* in the server's order */
     const struct cmd_spec *subs;        /* sorted by name */
+    const char *why;                    /* CMD_REFUSED: the reason given to the client */
 };
 
 /* The generated table (cmdtab.c), sorted by name, and the server it came from. */

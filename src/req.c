@@ -3,6 +3,7 @@
  */
 #include "req.h"
 
+#include "fanout.h"
 #include "worker.h"
 
 #include <event2/buffer.h>
@@ -38,6 +39,8 @@ struct req *req_new(struct worker *w, enum req_kind kind)
 
 void req_free(struct worker *w, struct req *r)
 {
+    if (r->fan)
+        fanout_release(w, r);
     if (w->req_pooled >= REQ_POOL_MAX) {
         evbuffer_free(r->buf);
         evbuffer_free(r->reply);

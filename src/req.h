@@ -16,6 +16,7 @@
 
 struct client;
 struct backend;
+struct fanout;
 struct evbuffer;
 struct worker;
 
@@ -23,7 +24,7 @@ enum req_kind {
     REQ_CLIENT = 0,  /* a client's request */
     REQ_AUTH,        /* AUTH sent when a backend connection opens */
     REQ_ASKING,      /* ASKING sent before a request redirected by -ASK */
-    REQ_PART,        /* one node's share of a client request sent to every master */
+    REQ_PART,        /* one node's share of a client request several nodes answer */
 };
 
 struct req {
@@ -34,8 +35,8 @@ struct req {
     struct evbuffer *buf;       /* the request frame, kept for a resend */
     struct evbuffer *reply;     /* the reply, once done */
     struct req *parent;         /* REQ_PART: the client request it is part of */
-    long long sum;              /* a fan-out's merged integer so far */
-    uint16_t pending;           /* a fan-out's parts still awaited */
+    struct fanout *fan;         /* a client request several nodes answer (fanout.h) */
+    uint16_t part;              /* REQ_PART: its index among its parent's parts */
     uint16_t slot;
     uint8_t kind;
     uint8_t redirects;
@@ -43,6 +44,7 @@ struct req {
     unsigned done : 1;
     unsigned silent : 1;        /* CLIENT REPLY OFF/SKIP: the reply is dropped */
     unsigned parked : 1;        /* waiting on the worker's retry timer */
+    unsigned write : 1;         /* the command writes (WAIT asks where writes went) */
 };
 
 TAILQ_HEAD(req_list, req);

@@ -14,6 +14,7 @@
 #include "client.h"
 #include "cmd.h"
 #include "conf.h"
+#include "fanout.h"
 #include "local.h"
 #include "log.h"
 #include "req.h"
@@ -33,12 +34,10 @@
 
 #define KEYS_ON_STACK 64
 
-static void part_done(struct worker *w, struct req *part);
-
 void router_complete(struct worker *w, struct req *r)
 {
     if (r->kind == REQ_PART) {
-        part_done(w, r);
+        fanout_part_done(w, r);
         return;
     }
     r->done = 1;
@@ -96,8 +95,9 @@ static int any_slot(struct worker *w)
     return -1;
 }
 
-/* The slot of R's keys, -1 for no keys, or -2 after answering CROSSSLOT. */
-static int keys_slot(struct worker *w, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
+/* Routes keyed request R: to the slot of its keys, or, when they are in
+ * several slots, split (CMD_SPLIT) or refused with Redis's CROSSSLOT. */
+static void route_by_keys(struct worker *w, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
 {
     size_t stack[KEYS_ON_STACK], *keys = stack;
     int n = cmd_keys(cmd, r->buf, q, keys, KEYS_ON_STACK);
@@ -106,27 +106,30 @@ static int keys_slot(struct worker *w, struct req *r, const struct cmd_spec *cmd
         keys = malloc((size_t)n * sizeof(*keys));
         if (keys == NULL) {
             router_fail(w, r, "ERR respgate: out of memory");
-            return -2;
+            return;
         }
         n = cmd_keys(cmd, r->buf, q, keys, (size_t)n);
     }
-    int slot = n > 0 ? (int)slot_of_arg(r->buf, &q->argv[keys[0]]) : -1;
-    for (int i = 1; i < n; i++) {
-        if ((int)slot_of_arg(r->buf, &q->argv[keys[i]]) != slot) {
-            router_fail(w, r, "CROSSSLOT Keys in request don't hash to the same slot");
-            slot = -2;
-            break;
-        }
-    }
+    int slot = n > 0 ? (int)slot_of_arg(r->buf, &q->argv[keys[0]]) : any_slot(w);
+    int i = 1;
+    while (i < n && (int)slot_of_arg(r->buf, &q->argv[keys[i]]) == slot)
+        i++;
+    if (i < n && cmd->kind == CMD_SPLIT)
+        fanout_split(w, r, cmd, q, keys, (size_t)n);
+    else if (i < n)
+        router_fail(w, r, "CROSSSLOT Keys in request don't hash to the same slot");
+    else if (slot < 0)
+        router_fail(w, r, "CLUSTERDOWN Hash slot not served");
+    else
+        router_send(w, r, slot);
     if (keys != stack)
         free(keys);
-    return slot;
 }
 
 /* Parks R to be sent again on the worker's next retry tick. */
 static void park(struct worker *w, struct req *r);
 
-static void send_to_slot(struct worker *w, struct req *r, int slot)
+void router_send(struct worker *w, struct req *r, int slot)
 {
     struct backend *b = w->owner[slot];
     if (b == NULL) {
@@ -134,6 +137,11 @@ static void send_to_slot(struct worker *w, struct req *r, int slot)
         return;
     }
     r->slot = (uint16_t)slot;
+    if (r->write) {
+        struct client *c = r->kind == REQ_PART ? r->parent->client : r->client;
+        if (c)
+            client_note_write(c, b);
+    }
     int rc = backend_send(b, r);
     if (rc == -EAGAIN && r->retries < ROUTER_MAX_RETRIES) {
         r->retries++;
@@ -141,75 +149,6 @@ static void send_to_slot(struct worker *w, struct req *r, int slot)
     } else if (rc < 0) {
         router_fail(w, r, "CLUSTERDOWN respgate cannot reach %s:%d, the node serving slot %d", b->host, b->port, slot);
     }
-}
-
-/* ---- fan-out: one request to every master, integer replies summed ---- */
-
-/* Drops one of P's pending counts; the last completes P. */
-static void fanout_release(struct worker *w, struct req *p)
-{
-    if (--p->pending > 0)
-        return;
-    if (evbuffer_get_length(p->reply) == 0)
-        evbuffer_add_printf(p->reply, ":%lld\r\n", p->sum);
-    router_complete(w, p);
-}
-
-/* A part's reply is in PART->reply: fold it into its parent, and complete the
- * parent when it was the last. The first error wins over the sum. */
-static void part_done(struct worker *w, struct req *part)
-{
-    struct req *p = part->parent;
-    char head[64] = "";
-    size_t n = evbuffer_copyout(part->reply, head, sizeof(head) - 1);
-    head[n > 0 ? n : 0] = '\0';
-    if (head[0] == ':') {
-        p->sum += strtoll(head + 1, NULL, 10);
-    } else if (evbuffer_get_length(p->reply) == 0) {
-        evbuffer_add_buffer(p->reply, part->reply);
-    }
-    req_free(w, part);
-    fanout_release(w, p);
-}
-
-static void send_to_all_masters(struct worker *w, struct req *r)
-{
-    const struct slotmap *m = w->map;
-    size_t sent = 0;
-    /* The masters that serve slots: a failed old master still says "master". */
-    unsigned char *serving = calloc(m->nnodes + 1, 1);
-    if (serving == NULL) {
-        router_fail(w, r, "ERR respgate: out of memory");
-        return;
-    }
-    for (int s = 0; s < SLOT_COUNT; s++)
-        if (m->owner[s] >= 0)
-            serving[m->owner[s]] = 1;
-    r->pending = 1; /* held while sending, so a part failing at once cannot complete R early */
-    for (size_t i = 0; i < m->nnodes; i++) {
-        if (!serving[i])
-            continue;
-        struct backend *b = backend_get(w, m->nodes[i].host, m->nodes[i].port);
-        struct req *part = req_new(w, REQ_PART);
-        if (b == NULL || part == NULL) {
-            if (part)
-                req_free(w, part);
-            continue;
-        }
-        part->parent = r;
-        r->pending++;
-        sent++;
-        /* A copy: a buffer made of references cannot be referenced again
-         * (backend_send does), and these requests are a few bytes. */
-        size_t n = evbuffer_get_length(r->buf);
-        evbuffer_add(part->buf, evbuffer_pullup(r->buf, (ev_ssize_t)n), n);
-        if (backend_send(b, part) < 0)
-            router_fail(w, part, "CLUSTERDOWN respgate cannot reach %s:%d", b->host, b->port);
-    }
-    free(serving);
-    if (sent == 0)
-        resp_add_error(r->reply, "CLUSTERDOWN The cluster is down");
-    fanout_release(w, r);
 }
 
 void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
@@ -235,46 +174,28 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
         router_fail(w, r, "ERR wrong number of arguments for '%s' command", cmd->name);
         return;
     }
-    switch (cmd->kind) {
-    case CMD_REFUSED:
-        router_fail(w, r, "ERR respgate does not forward '%s': it would act on one node of the cluster, not on the "
-                       "whole of it",
-                    cmd->name);
+    if (cmd->kind == CMD_REFUSED) {
+        router_fail(w, r, "ERR respgate does not forward '%s': %s", cmd->name, cmd->why);
         return;
-    case CMD_BROADCAST:
-        /* COMMAND's answer is the same on every node. */
-        if (strncmp(cmd->name, "command", 7) == 0 && (cmd->name[7] == '\0' || cmd->name[7] == '|'))
-            break;
-        if (strcmp(cmd->name, "dbsize") == 0) {
-            if (w->map)
-                send_to_all_masters(w, r);
-            else
-                router_fail(w, r, "CLUSTERDOWN The cluster is down");
-            return;
-        }
-        /* fallthrough */
-    case CMD_PINNED:
+    }
+    if (cmd->kind == CMD_PINNED) {
         router_fail(w, r, "ERR respgate does not support '%s' yet", cmd->name);
         return;
-    default:
-        break;
     }
     if (w->map == NULL) {
         router_fail(w, r, "CLUSTERDOWN The cluster is down");
+        return;
+    }
+    r->write = (cmd->flags & CMDF_WRITE) != 0;
+    if (cmd->kind == CMD_BROADCAST) {
+        fanout_broadcast(w, r, cmd, q);
         return;
     }
     /* Finding an argument in a frame of many chains walks the chains before
      * it; a request with many arguments is made contiguous once instead. */
     if (q->argc > KEYS_ON_STACK)
         evbuffer_pullup(r->buf, -1);
-    int slot = keys_slot(w, r, cmd, q);
-    if (slot == -2)
-        return;
-    if (slot == -1 && (slot = any_slot(w)) < 0) {
-        router_fail(w, r, "CLUSTERDOWN Hash slot not served");
-        return;
-    }
-    send_to_slot(w, r, slot);
+    route_by_keys(w, r, cmd, q);
 }
 
 /* Follows a MOVED or ASK: R is sent again, or answered. */
@@ -296,7 +217,7 @@ static void redirect(struct backend *from, struct req *r, const struct resp_redi
     if (!rd->ask) {
         w->owner[rd->slot] = to;
         worker_request_refresh(w);
-        send_to_slot(w, r, (int)rd->slot);
+        router_send(w, r, (int)rd->slot);
         return;
     }
     struct req *asking = req_new(w, REQ_ASKING);
@@ -333,16 +254,16 @@ void router_on_retry(evutil_socket_t fd, short what, void *arg)
     while ((r = TAILQ_FIRST(&due))) {
         TAILQ_REMOVE(&due, r, inflight);
         r->parked = 0;
-        if (r->client == NULL)
+        if (r->kind == REQ_CLIENT && r->client == NULL)
             req_free(w, r);
         else
-            send_to_slot(w, r, r->slot);
+            router_send(w, r, r->slot);
     }
 }
 
 void router_retry(struct worker *w, struct req *r, struct backend *b, const char *why)
 {
-    if (r->client == NULL) {
+    if (r->kind == REQ_CLIENT && r->client == NULL) {
         req_free(w, r);
     } else if (r->retries < ROUTER_MAX_RETRIES) {
         r->retries++;
@@ -363,12 +284,7 @@ static int retryable(const char *line)
 void router_reply(struct backend *from, struct req *r, struct evbuffer *in, size_t len, char type)
 {
     struct worker *w = from->w;
-    if (r->kind == REQ_PART) {
-        evbuffer_remove_buffer(in, r->reply, len);
-        part_done(w, r);
-        return;
-    }
-    if (r->client == NULL) {
+    if (r->kind == REQ_CLIENT && r->client == NULL) {
         evbuffer_drain(in, len); /* its client left */
         req_free(w, r);
         return;

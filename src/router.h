@@ -26,6 +26,10 @@ struct worker;
  * SCAN. R is in C's FIFO; it is answered now or when its reply arrives. */
 void router_dispatch(struct client *c, struct req *r, const struct resp_req *scan);
 
+/* Sends R to the master serving SLOT in W's table; parks it while that
+ * node's connection backs off, or fails it. R is answered either way. */
+void router_send(struct worker *w, struct req *r, int slot);
+
 /* The reply of LEN bytes (first byte TYPE) at the front of IN, from backend
  * FROM, belongs to R: consume it, and resend R or complete it. */
 void router_reply(struct backend *from, struct req *r, struct evbuffer *in, size_t len, char type);

@@ -133,13 +133,14 @@ int worker_init(struct worker *w, struct server *srv, int id, const int *fds, si
     TAILQ_INIT(&w->parked);
     w->conf = server_conf(srv);
     w->owner = calloc(SLOT_COUNT, sizeof(*w->owner));
+    w->slot_part = calloc(SLOT_COUNT, sizeof(*w->slot_part));
     w->base = event_base_new();
     w->wake = w->base ? event_new(w->base, -1, 0, on_wake, w) : NULL;
     w->accept_pause = w->base ? evtimer_new(w->base, on_accept_resume, w) : NULL;
     w->retry_timer = w->base ? evtimer_new(w->base, router_on_retry, w) : NULL;
     w->listeners = calloc(nfds ? nfds : 1, sizeof(*w->listeners));
     if (w->wake == NULL || w->accept_pause == NULL || w->retry_timer == NULL || w->listeners == NULL ||
-        w->owner == NULL) {
+        w->owner == NULL || w->slot_part == NULL) {
         log_error("worker %d: out of memory", id);
         return -1;
     }
@@ -212,6 +213,7 @@ void worker_deinit(struct worker *w)
     conf_unref(w->conf);
     slotmap_unref(w->map);
     free(w->owner);
+    free(w->slot_part);
     memset(w, 0, sizeof(*w));
 }
 

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/queue.h>
 
 #include "backend.h"
@@ -54,6 +55,7 @@ struct worker {
     struct backend **owner;         /* [SLOT_COUNT]: where each slot's requests go */
     struct backend_list backends;   /* one connection per node */
     int next_keyless;               /* spreads keyless requests over the masters */
+    uint16_t *slot_part;            /* [SLOT_COUNT], all zero between uses: fanout_split's scratch */
     struct req_list parked;         /* requests waiting to be sent again */
     struct event *retry_timer;
     struct req_list req_pool;       /* recycled request objects */

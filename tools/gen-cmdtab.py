@@ -3,9 +3,12 @@
 redis-server's COMMAND reply (arity, flags, key specifications, subcommands)
 and the handling policy below.
 
-    gen-cmdtab.py [--output FILE]      start a throwaway redis-server, write the table
+    gen-cmdtab.py [--output FILE] [--doc FILE]
+                                       start a throwaway redis-server, write the table
+                                       (and the command list for the docs)
     gen-cmdtab.py --port P [--host H]  ask the redis-server already running there
-    gen-cmdtab.py --check FILE         regenerate; exit 1 with a diff if FILE differs
+    gen-cmdtab.py --check FILE [--check-doc FILE]
+                                       regenerate; exit 1 with a diff if a FILE differs
 
 A server it starts listens on a free loopback port, saves nothing, and is
 stopped by its PID however this script ends. The output is sorted, so the
@@ -39,71 +42,172 @@ COMMAND_FLAGS = [
 KEYSPEC_FLAGS = ["RO", "RW", "OW", "RM", "access", "update", "insert", "delete", "not_key",
                  "incomplete", "variable_flags"]
 
-# Handling kind by command name ("parent|sub" for one subcommand). Unlisted:
-# a subcommand takes its parent's row if the parent has one; otherwise
-# blocking commands are CMD_PINNED, commands with keys CMD_FORWARD, the rest
-# CMD_KEYLESS.
+# Handling kind by command name ("parent|sub" for one subcommand), with how
+# the nodes' replies are merged where several nodes answer (enum cmd_merge).
+# Unlisted: a subcommand takes its parent's row if the parent has one;
+# otherwise blocking commands are CMD_PINNED, commands with keys CMD_FORWARD,
+# the rest CMD_KEYLESS.
 POLICY = {
-    "ping": "CMD_LOCAL",          # answered for the client's own connection
-    "echo": "CMD_LOCAL",          # answered for the client's own connection
-    "quit": "CMD_LOCAL",          # closes the client's own connection
-    "auth": "CMD_LOCAL",          # respgate's client password, not a node's
-    "hello": "CMD_LOCAL",         # protocol and auth of the client's own session
-    "select": "CMD_LOCAL",        # a cluster has database 0 only; answered locally
-    "reset": "CMD_LOCAL",         # resets the client's own session
-    "client": "CMD_LOCAL",        # the client's own connection is to respgate
-    "monitor": "CMD_REFUSED",     # one node's stream of every command; not a proxy session
-    "sync": "CMD_REFUSED",        # replication protocol
-    "psync": "CMD_REFUSED",       # replication protocol
-    "replconf": "CMD_REFUSED",    # replication protocol
-    "debug": "CMD_REFUSED",       # can crash or stall a node
-    "shutdown": "CMD_REFUSED",    # stops a node behind the proxy's back
-    "replicaof": "CMD_REFUSED",   # changes the cluster's topology
-    "slaveof": "CMD_REFUSED",     # changes the cluster's topology
-    "move": "CMD_REFUSED",        # a cluster has database 0 only
-    "swapdb": "CMD_REFUSED",      # a cluster has database 0 only
-    "failover": "CMD_REFUSED",    # changes the cluster's topology
-    "cluster": "CMD_REFUSED",     # the whole family for now: topology belongs to respgate
-    "readwrite": "CMD_REFUSED",   # replica reads are respgate's policy, not the client's
-    "readonly": "CMD_REFUSED",    # replica reads are respgate's policy, not the client's
-    "asking": "CMD_REFUSED",      # respgate follows ASK itself; on a shared connection it would leak
-    "save": "CMD_REFUSED",        # admin operation on one node
-    "bgsave": "CMD_REFUSED",      # admin operation on one node
-    "bgrewriteaof": "CMD_REFUSED",  # admin operation on one node
-    "lastsave": "CMD_REFUSED",    # one node's state, meaningless through a proxy
-    "acl": "CMD_REFUSED",         # refused for now: users differ per node
-    "module": "CMD_REFUSED",      # loads code into one node
-    "latency": "CMD_BROADCAST",   # every node's state (placeholder: later issues decide)
-    "slowlog": "CMD_BROADCAST",   # every node's state (placeholder)
-    "config": "CMD_BROADCAST",    # every node's state (placeholder)
-    "info": "CMD_LOCAL",          # respgate answers as the one server the client sees
-    "dbsize": "CMD_BROADCAST",    # a sum over masters (placeholder)
-    "flushall": "CMD_BROADCAST",  # every master (placeholder)
-    "flushdb": "CMD_BROADCAST",   # every master (placeholder)
-    "keys": "CMD_BROADCAST",      # a union over masters (placeholder)
-    "scan": "CMD_BROADCAST",      # a cursor over masters (placeholder)
-    "randomkey": "CMD_BROADCAST",  # any master's (placeholder)
-    "script": "CMD_BROADCAST",    # scripts must be on every master (placeholder)
-    "function": "CMD_BROADCAST",  # libraries must be on every master (placeholder)
-    "wait": "CMD_BROADCAST",      # replication of the session's writes (placeholder)
-    "command": "CMD_BROADCAST",   # the nodes' command table (placeholder)
-    "mget": "CMD_SPLIT",          # keys in many slots: one fragment per slot, replies merged
-    "mset": "CMD_SPLIT",          # keys in many slots: one fragment per slot
-    "del": "CMD_SPLIT",           # keys in many slots: counts summed
-    "unlink": "CMD_SPLIT",        # keys in many slots: counts summed
-    "exists": "CMD_SPLIT",        # keys in many slots: counts summed
-    "touch": "CMD_SPLIT",         # keys in many slots: counts summed
-    "multi": "CMD_PINNED",        # a transaction holds one backend connection
-    "exec": "CMD_PINNED",         # a transaction holds one backend connection
-    "discard": "CMD_PINNED",      # a transaction holds one backend connection
-    "watch": "CMD_PINNED",        # watched keys live on one backend connection
-    "unwatch": "CMD_PINNED",      # watched keys live on one backend connection
-    "subscribe": "CMD_PINNED",    # a subscriber holds a backend connection
-    "psubscribe": "CMD_PINNED",   # a subscriber holds a backend connection
-    "unsubscribe": "CMD_PINNED",  # a subscriber holds a backend connection
-    "punsubscribe": "CMD_PINNED",  # a subscriber holds a backend connection
-    "ssubscribe": "CMD_PINNED",   # a shard subscriber holds a backend connection
-    "sunsubscribe": "CMD_PINNED",  # a shard subscriber holds a backend connection
+    "ping": ("CMD_LOCAL", None,
+        "answered for the client's own connection"),
+    "echo": ("CMD_LOCAL", None,
+        "answered for the client's own connection"),
+    "quit": ("CMD_LOCAL", None,
+        "closes the client's own connection"),
+    "auth": ("CMD_LOCAL", None,
+        "respgate's client password, not a node's"),
+    "hello": ("CMD_LOCAL", None,
+        "protocol and auth of the client's own session"),
+    "select": ("CMD_LOCAL", None,
+        "a cluster has database 0 only; answered locally"),
+    "reset": ("CMD_LOCAL", None,
+        "resets the client's own session"),
+    "client": ("CMD_LOCAL", None,
+        "the client's own connection is to respgate"),
+    "monitor": ("CMD_REFUSED", None,
+        "it streams one node's commands, and the client's server is the whole cluster"),
+    "sync": ("CMD_REFUSED", None,
+        "it is the replication protocol between nodes"),
+    "psync": ("CMD_REFUSED", None,
+        "it is the replication protocol between nodes"),
+    "replconf": ("CMD_REFUSED", None,
+        "it is the replication protocol between nodes"),
+    "debug": ("CMD_REFUSED", None,
+        "it can crash or stall a node of the cluster"),
+    "shutdown": ("CMD_REFUSED", None,
+        "it would stop one node of the cluster behind respgate's back"),
+    "replicaof": ("CMD_REFUSED", None,
+        "it would change the cluster's topology behind respgate's back"),
+    "slaveof": ("CMD_REFUSED", None,
+        "it would change the cluster's topology behind respgate's back"),
+    "move": ("CMD_REFUSED", None,
+        "a Redis Cluster has database 0 only"),
+    "swapdb": ("CMD_REFUSED", None,
+        "a Redis Cluster has database 0 only"),
+    "failover": ("CMD_REFUSED", None,
+        "it would change the cluster's topology behind respgate's back"),
+    "cluster": ("CMD_REFUSED", None,
+        "the cluster's topology is respgate's business; the client sees one server"),
+    "cluster|keyslot": ("CMD_KEYLESS", None,
+        "a pure function of its argument"),
+    "readwrite": ("CMD_REFUSED", None,
+        "replica reads are respgate's read_policy, not a client's choice"),
+    "readonly": ("CMD_REFUSED", None,
+        "replica reads are respgate's read_policy, not a client's choice"),
+    "asking": ("CMD_REFUSED", None,
+        "respgate follows ASK redirections itself"),
+    "save": ("CMD_REFUSED", None,
+        "it would act on one node of the cluster, not on the whole of it"),
+    "bgsave": ("CMD_REFUSED", None,
+        "it would act on one node of the cluster, not on the whole of it"),
+    "bgrewriteaof": ("CMD_REFUSED", None,
+        "it would act on one node of the cluster, not on the whole of it"),
+    "lastsave": ("CMD_REFUSED", None,
+        "it reports one node's state, not the cluster's"),
+    "acl": ("CMD_REFUSED", None,
+        "users are configured on each node; manage them there"),
+    "module": ("CMD_REFUSED", None,
+        "it would load code into one node of the cluster"),
+    "latency|reset": ("CMD_BROADCAST", "MERGE_SUM",
+        "every node's events: counts summed"),
+    "latency|latest": ("CMD_BROADCAST", "MERGE_CONCAT",
+        "every node's events: arrays joined"),
+    "latency|history": ("CMD_BROADCAST", "MERGE_CONCAT",
+        "every node's events: arrays joined"),
+    "latency": ("CMD_KEYLESS", None,
+        "DOCTOR, GRAPH, HISTOGRAM, HELP: one node's view"),
+    "slowlog|get": ("CMD_BROADCAST", "MERGE_CONCAT",
+        "every node's entries, joined"),
+    "slowlog|len": ("CMD_BROADCAST", "MERGE_SUM",
+        "every node's entries, counted"),
+    "slowlog|reset": ("CMD_BROADCAST", "MERGE_ALL",
+        "every node's log emptied"),
+    "slowlog": ("CMD_KEYLESS", None,
+        "HELP"),
+    "config|set": ("CMD_BROADCAST", "MERGE_ALL",
+        "applied on every node, all or the first error"),
+    "config|resetstat": ("CMD_BROADCAST", "MERGE_ALL",
+        "every node's statistics"),
+    "config|rewrite": ("CMD_BROADCAST", "MERGE_ALL",
+        "every node's file"),
+    "config": ("CMD_KEYLESS", None,
+        "GET, HELP: the nodes share one configuration"),
+    "info": ("CMD_LOCAL", None,
+        "respgate answers as the one server the client sees"),
+    "dbsize": ("CMD_BROADCAST", "MERGE_SUM",
+        "a sum over masters"),
+    "flushall": ("CMD_BROADCAST", "MERGE_ALL",
+        "every master"),
+    "flushdb": ("CMD_BROADCAST", "MERGE_ALL",
+        "every master"),
+    "keys": ("CMD_BROADCAST", "MERGE_CONCAT",
+        "a union over masters"),
+    "scan": ("CMD_BROADCAST", "MERGE_SCAN",
+        "one cursor that walks the masters in turn"),
+    "randomkey": ("CMD_BROADCAST", "MERGE_NONNIL",
+        "any master's key, nil only if all are empty"),
+    "script|load": ("CMD_BROADCAST", "MERGE_ALL",
+        "on every master, so EVALSHA works for any key"),
+    "script|exists": ("CMD_BROADCAST", "MERGE_AND",
+        "loaded only if loaded on every master"),
+    "script|flush": ("CMD_BROADCAST", "MERGE_ALL",
+        "every master"),
+    "script|kill": ("CMD_BROADCAST", "MERGE_ANY_OK",
+        "wherever the script runs"),
+    "script|debug": ("CMD_REFUSED", None,
+        "a debugging session needs a connection of its own"),
+    "script": ("CMD_KEYLESS", None,
+        "HELP"),
+    "function|load": ("CMD_BROADCAST", "MERGE_ALL",
+        "libraries must be on every master"),
+    "function|delete": ("CMD_BROADCAST", "MERGE_ALL",
+        "every master"),
+    "function|flush": ("CMD_BROADCAST", "MERGE_ALL",
+        "every master"),
+    "function|restore": ("CMD_BROADCAST", "MERGE_ALL",
+        "every master"),
+    "function|kill": ("CMD_BROADCAST", "MERGE_ANY_OK",
+        "wherever the function runs"),
+    "function": ("CMD_KEYLESS", None,
+        "LIST, DUMP, STATS, HELP: the masters hold the same libraries"),
+    "wait": ("CMD_BROADCAST", "MERGE_MIN",
+        "the masters this session wrote to; the fewest acks"),
+    "command": ("CMD_KEYLESS", None,
+        "the nodes' command table is the same everywhere"),
+    "mget": ("CMD_SPLIT", "MERGE_KEYORDER",
+        "one fragment per slot, values put back in key order"),
+    "mset": ("CMD_SPLIT", "MERGE_ALL",
+        "one fragment per slot; OK or the first error"),
+    "del": ("CMD_SPLIT", "MERGE_SUM",
+        "one fragment per slot, counts summed"),
+    "unlink": ("CMD_SPLIT", "MERGE_SUM",
+        "one fragment per slot, counts summed"),
+    "exists": ("CMD_SPLIT", "MERGE_SUM",
+        "one fragment per slot, counts summed"),
+    "touch": ("CMD_SPLIT", "MERGE_SUM",
+        "one fragment per slot, counts summed"),
+    "multi": ("CMD_PINNED", None,
+        "a transaction holds one backend connection"),
+    "exec": ("CMD_PINNED", None,
+        "a transaction holds one backend connection"),
+    "discard": ("CMD_PINNED", None,
+        "a transaction holds one backend connection"),
+    "watch": ("CMD_PINNED", None,
+        "watched keys live on one backend connection"),
+    "unwatch": ("CMD_PINNED", None,
+        "watched keys live on one backend connection"),
+    "subscribe": ("CMD_PINNED", None,
+        "a subscriber holds a backend connection"),
+    "psubscribe": ("CMD_PINNED", None,
+        "a subscriber holds a backend connection"),
+    "unsubscribe": ("CMD_PINNED", None,
+        "a subscriber holds a backend connection"),
+    "punsubscribe": ("CMD_PINNED", None,
+        "a subscriber holds a backend connection"),
+    "ssubscribe": ("CMD_PINNED", None,
+        "a shard subscriber holds a backend connection"),
+    "sunsubscribe": ("CMD_PINNED", None,
+        "a shard subscriber holds a backend connection"),
 }
 
 # Key specs that Redis cannot describe (begin_search "unknown"), or whose
@@ -239,15 +343,22 @@ def c_keyspec(cmd, i, ks, used_quirks):
     return "    {" + fields[0] + ",\n     " + ", ".join(fields[1:]) + "},"
 
 
-def kind_of(entry, parent_kind=None):
+def kind_of(entry, parent_row=None):
+    """(kind, merge, note) for ENTRY: its POLICY row, its parent's, or the default."""
     name, flags, keyspecs = entry[0], entry[2], entry[8]
-    if name in POLICY:
-        return POLICY[name]
-    if parent_kind is not None:
-        return parent_kind
-    if "blocking" in flags:
-        return "CMD_PINNED"
-    return "CMD_FORWARD" if keyspecs else "CMD_KEYLESS"
+    row = POLICY.get(name, parent_row)
+    if row is None:
+        if "blocking" in flags:
+            row = ("CMD_PINNED", None, "blocks: needs a connection of its own")
+        elif keyspecs:
+            row = ("CMD_FORWARD", None, "to the master of its keys' slot")
+        else:
+            row = ("CMD_KEYLESS", None, "no keys: any master")
+    kind, merge, note = row
+    merge = merge or "MERGE_NONE"
+    if (kind in ("CMD_SPLIT", "CMD_BROADCAST")) != (merge != "MERGE_NONE"):
+        raise GenError(f"{name}: {kind} with {merge}")
+    return kind, merge, note
 
 
 def generate(version, reply):
@@ -261,7 +372,7 @@ def generate(version, reply):
            "",
            "#include <stddef.h>",
            ""]
-    used_quirks, idents = set(), set()
+    used_quirks, idents, docs = set(), set(), []
     counts = {"commands": 0, "subcommands": 0}
 
     def emit_keyspecs(entry):
@@ -277,17 +388,22 @@ def generate(version, reply):
         out.append("};")
         return ident
 
-    def row(entry, kind, ks_ident, subs_ident, nsubs):
+    def row(entry, policy, ks_ident, subs_ident, nsubs):
         name, arity, flags = entry[0], entry[1], entry[2]
+        kind, merge, note = policy
         if name != name.lower() or '"' in name or "\\" in name:
             raise GenError(f"unexpected command name {name!r}")
-        return (f'    {{"{name}", {arity}, {c_flags(flags, COMMAND_FLAGS, "CMDF_", "command")}, {kind}, '
-                f"{len(entry[8])}, {nsubs}, {ks_ident}, {subs_ident}}},")
+        if '"' in note or "\\" in note:
+            raise GenError(f"{name}: a note with quotes or backslashes")
+        why = f'"{note}"' if kind == "CMD_REFUSED" else "NULL"
+        docs.append((name.replace("|", " "), kind, merge, note))
+        return (f'    {{"{name}", {arity}, {c_flags(flags, COMMAND_FLAGS, "CMDF_", "command")}, {kind}, {merge}, '
+                f"{len(entry[8])}, {nsubs}, {ks_ident}, {subs_ident}, {why}}},")
 
     table = []
     for entry in sorted(reply, key=lambda e: e[0]):
         counts["commands"] += 1
-        kind = kind_of(entry)
+        policy = kind_of(entry)
         ks_ident = emit_keyspecs(entry)
         subs_ident, subs = "NULL", sorted(entry[9], key=lambda e: e[0])
         if subs:
@@ -298,13 +414,13 @@ def generate(version, reply):
                 if sub[9]:
                     raise GenError(f"{sub[0]}: subcommands of subcommands")
                 counts["subcommands"] += 1
-                sub_kind = kind_of(sub, POLICY.get(entry[0]))
+                sub_kind = kind_of(sub, POLICY.get(entry[0]) if entry[0] in POLICY else None)
                 sub_rows.append(row(sub, sub_kind, emit_keyspecs(sub), "NULL", 0))
             subs_ident = "subs_" + c_ident(entry[0])
             out.append(f"static const struct cmd_spec {subs_ident}[] = {{")
             out.extend(sub_rows)
             out.append("};")
-        table.append(row(entry, kind, ks_ident, subs_ident, len(subs)))
+        table.append(row(entry, policy, ks_ident, subs_ident, len(subs)))
         if out[-1] != "":
             out.append("")
 
@@ -322,43 +438,94 @@ def generate(version, reply):
     out.append("};")
     out.append("const size_t cmd_table_len = sizeof(cmd_table) / sizeof(cmd_table[0]);")
     out.append(f'const char cmd_table_source[] = "redis-server {version}";')
-    return "\n".join(out) + "\n", counts
+    return "\n".join(out) + "\n", render_docs(version, docs), counts
+
+
+KIND_DOC = {
+    "CMD_FORWARD": ("forwarded", "to the master that serves its keys' slot; keys in several slots get `-CROSSSLOT`"),
+    "CMD_KEYLESS": ("any master", "no keys: sent to one master, spread over them"),
+    "CMD_SPLIT": ("split", "keys in several slots: one part per slot, sent in parallel, replies merged"),
+    "CMD_BROADCAST": ("broadcast", "sent to every master serving slots, replies merged"),
+    "CMD_PINNED": ("pinned", "needs a backend connection of its own (transactions, blocking, Pub/Sub); "
+                   "not supported yet: answered with `-ERR respgate does not support '<command>' yet`"),
+    "CMD_LOCAL": ("local", "answered by respgate for the client's own session"),
+    "CMD_REFUSED": ("refused", "never forwarded: `-ERR respgate does not forward '<command>': <why>`"),
+}
+MERGE_DOC = {
+    "MERGE_NONE": "",
+    "MERGE_SUM": "integers summed",
+    "MERGE_ALL": "all must succeed; else the first error",
+    "MERGE_ANY_OK": "one success is enough",
+    "MERGE_CONCAT": "arrays joined",
+    "MERGE_KEYORDER": "values back in key order",
+    "MERGE_AND": "1 only where every master says 1",
+    "MERGE_MIN": "the smallest count",
+    "MERGE_NONNIL": "the first that is not nil",
+    "MERGE_SCAN": "one cursor walks the masters in turn",
+}
+
+
+def render_docs(version, docs):
+    """The command list for doc/commands.md."""
+    lines = ["# Commands and how respgate handles them", "",
+             f"Generated by `tools/gen-cmdtab.py --doc doc/commands.md` from redis-server {version}, with the",
+             "same table respgate is built with (`src/cmdtab.c`); do not edit. A test fails when it is not current.",
+             "", "| Handling | Meaning |", "|---|---|"]
+    lines += [f"| {label} | {text} |" for label, text in KIND_DOC.values()]
+    lines += ["", "Where several nodes answer, an error from any of them is the reply, never a shortened answer.",
+              "", "| Command | Handling | Replies | Why |", "|---|---|---|---|"]
+    for name, kind, merge, note in sorted(docs):
+        lines.append(f"| `{name.upper()}` | {KIND_DOC[kind][0]} | {MERGE_DOC[merge]} | {note} |")
+    return "\n".join(lines) + "\n"
+
+
+def check(path, text, how):
+    """0 if PATH holds TEXT; else 1, with a diff and how to regenerate it."""
+    try:
+        with open(path) as f:
+            old = f.read()
+    except OSError as e:
+        print(f"gen-cmdtab: {e}", file=sys.stderr)
+        return 2
+    if old == text:
+        return 0
+    sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), text.splitlines(True), path, "regenerated"))
+    print(f"gen-cmdtab: {path} is not current: regenerate it with /usr/bin/python3 tools/gen-cmdtab.py {how} {path}",
+          file=sys.stderr)
+    return 1
+
+
+def write(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def main(argv):
     ap = argparse.ArgumentParser(description="Generate respgate's command table from redis-server's COMMAND.")
     ap.add_argument("--host", default="127.0.0.1", help="with --port: the server's address")
     ap.add_argument("--port", type=int, help="ask a running redis-server instead of starting one")
-    ap.add_argument("--output", metavar="FILE", help="write here instead of stdout")
-    ap.add_argument("--check", metavar="FILE", help="exit 1, showing a diff, if FILE is not current")
+    ap.add_argument("--output", metavar="FILE", help="write the table here instead of stdout")
+    ap.add_argument("--doc", metavar="FILE", help="also write the command list (doc/commands.md) here")
+    ap.add_argument("--check", metavar="FILE", help="exit 1, showing a diff, if the table FILE is not current")
+    ap.add_argument("--check-doc", metavar="FILE", help="exit 1, showing a diff, if the list FILE is not current")
     args = ap.parse_args(argv)
     try:
         version, reply = fetch(args.host, args.port) if args.port else fetch_from_throwaway()
-        text, counts = generate(version, reply)
+        text, doc, counts = generate(version, reply)
     except (GenError, redis.RedisError, OSError) as e:
         print(f"gen-cmdtab: {e}", file=sys.stderr)
         return 2
-    if args.check:
-        try:
-            with open(args.check) as f:
-                old = f.read()
-        except OSError as e:
-            print(f"gen-cmdtab: {e}", file=sys.stderr)
-            return 2
-        if old == text:
-            return 0
-        sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), text.splitlines(True),
-                                                   args.check, "regenerated"))
-        print(f"gen-cmdtab: {args.check} is not current: regenerate it with "
-              f"/usr/bin/python3 tools/gen-cmdtab.py --output {args.check}", file=sys.stderr)
-        return 1
+    if args.check or args.check_doc:
+        rc = check(args.check, text, "--output") if args.check else 0
+        return max(rc, check(args.check_doc, doc, "--doc") if args.check_doc else 0)
     if args.output:
-        tmp = args.output + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, args.output)
+        write(args.output, text)
     else:
         sys.stdout.write(text)
+    if args.doc:
+        write(args.doc, doc)
     print(f"gen-cmdtab: {counts['commands']} commands, {counts['subcommands']} subcommands "
           f"from redis-server {version}", file=sys.stderr)
     return 0

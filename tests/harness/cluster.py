@@ -80,6 +80,29 @@ def pick_ports(count):
             s.close()
 
 
+def crc16(data):
+    """CRC16/XMODEM, the cluster spec's key hash."""
+    crc = 0
+    for b in data:
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def keyslot(key):
+    """The slot of KEY (bytes or str), {hash tags} included."""
+    if isinstance(key, str):
+        key = key.encode()
+    s = key.find(b"{")
+    if s >= 0:
+        e = key.find(b"}", s + 1)
+        if e > s + 1:
+            key = key[s + 1:e]
+    return crc16(key) % SLOT_COUNT
+
+
 def slot_ranges(masters):
     """Split the slots into `masters` contiguous ranges, as redis-cli does."""
     bounds = [round(i * SLOT_COUNT / masters) for i in range(masters + 1)]

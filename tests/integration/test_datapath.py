@@ -11,25 +11,7 @@ import pytest
 import redis
 
 from conftest import CLUSTER_PASSWORD
-
-
-def crc16(data):
-    crc = 0
-    for b in data:
-        crc ^= b << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
-    return crc
-
-
-def keyslot(key):
-    s = key.find(b"{")
-    if s >= 0:
-        e = key.find(b"}", s + 1)
-        if e > s + 1:
-            key = key[s + 1:e]
-    return crc16(key) % 16384
+from harness.cluster import keyslot
 
 
 def key_for_slot_table():
@@ -110,7 +92,7 @@ def test_binary_safe_keys_and_a_64mb_value(respgate):
 def test_crossslot_and_same_slot_multi_key(respgate):
     r = respgate.client()
     with pytest.raises(redis.ResponseError, match="^CROSSSLOT Keys in request don't hash to the same slot$"):
-        r.mset({"a": 1, "b": 2})
+        r.msetnx({"a": 1, "b": 2})
     assert r.mset({"{u}a": 1, "{u}b": 2}) is True
     assert r.mget(["{u}a", "{u}b", "{u}c"]) == [b"1", b"2", None]
     assert r.execute_command("EVAL", "return redis.call('get', KEYS[1])", 1, "{u}a") == b"1"

@@ -85,8 +85,8 @@ def test_refused_and_unknown_commands_get_clear_errors(respgate):
     out, closed = raw(respgate.port, b"*1\r\n$7\r\nMONITOR\r\n*3\r\n$6\r\nNOSUCH\r\n$1\r\na\r\n$1\r\nb\r\n"
                                      b"*2\r\n$6\r\nCONFIG\r\n$3\r\nFOO\r\n*1\r\n$3\r\nGET\r\n*1\r\n$4\r\nPING\r\n",
                       timeout=1)
-    assert out == (b"-ERR respgate does not forward 'monitor': it would act on one node of the cluster, not on the "
-                   b"whole of it\r\n"
+    assert out == (b"-ERR respgate does not forward 'monitor': it streams one node's commands, and the client's "
+                   b"server is the whole cluster\r\n"
                    b"-ERR unknown command 'NOSUCH', with args beginning with: 'a' 'b' \r\n"
                    b"-ERR unknown subcommand 'FOO'. Try CONFIG HELP.\r\n"
                    b"-ERR wrong number of arguments for 'get' command\r\n"

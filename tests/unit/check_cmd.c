@@ -236,21 +236,48 @@ START_TEST(test_kinds)
     static const struct {
         const char *name, *sub;
         enum cmd_kind kind;
+        enum cmd_merge merge;
     } kinds[] = {
-        {"ping", NULL, CMD_LOCAL},        {"client", "list", CMD_LOCAL},     {"hello", NULL, CMD_LOCAL},
-        {"monitor", NULL, CMD_REFUSED},   {"cluster", "nodes", CMD_REFUSED}, {"move", NULL, CMD_REFUSED},
-        {"acl", "whoami", CMD_REFUSED},   {"config", "get", CMD_BROADCAST},  {"scan", NULL, CMD_BROADCAST},
-        {"command", "docs", CMD_BROADCAST}, {"mget", NULL, CMD_SPLIT},       {"del", NULL, CMD_SPLIT},
-        {"multi", NULL, CMD_PINNED},      {"ssubscribe", NULL, CMD_PINNED},  {"blpop", NULL, CMD_PINNED},
-        {"xread", NULL, CMD_PINNED},      {"bzmpop", NULL, CMD_PINNED},      {"get", NULL, CMD_FORWARD},
-        {"migrate", NULL, CMD_FORWARD},   {"eval", NULL, CMD_FORWARD},       {"object", "encoding", CMD_FORWARD},
-        {"object", "help", CMD_KEYLESS},  {"publish", NULL, CMD_KEYLESS},    {"time", NULL, CMD_KEYLESS},
+        {"ping", NULL, CMD_LOCAL, MERGE_NONE},
+        {"client", "list", CMD_LOCAL, MERGE_NONE},
+        {"hello", NULL, CMD_LOCAL, MERGE_NONE},
+        {"monitor", NULL, CMD_REFUSED, MERGE_NONE},
+        {"cluster", "nodes", CMD_REFUSED, MERGE_NONE},
+        {"cluster", "keyslot", CMD_KEYLESS, MERGE_NONE},
+        {"move", NULL, CMD_REFUSED, MERGE_NONE},
+        {"acl", "whoami", CMD_REFUSED, MERGE_NONE},
+        {"config", "get", CMD_KEYLESS, MERGE_NONE},
+        {"config", "set", CMD_BROADCAST, MERGE_ALL},
+        {"scan", NULL, CMD_BROADCAST, MERGE_SCAN},
+        {"keys", NULL, CMD_BROADCAST, MERGE_CONCAT},
+        {"dbsize", NULL, CMD_BROADCAST, MERGE_SUM},
+        {"script", "exists", CMD_BROADCAST, MERGE_AND},
+        {"script", "help", CMD_KEYLESS, MERGE_NONE},
+        {"wait", NULL, CMD_BROADCAST, MERGE_MIN},
+        {"command", "docs", CMD_KEYLESS, MERGE_NONE},
+        {"mget", NULL, CMD_SPLIT, MERGE_KEYORDER},
+        {"mset", NULL, CMD_SPLIT, MERGE_ALL},
+        {"del", NULL, CMD_SPLIT, MERGE_SUM},
+        {"msetnx", NULL, CMD_FORWARD, MERGE_NONE},
+        {"multi", NULL, CMD_PINNED, MERGE_NONE},
+        {"ssubscribe", NULL, CMD_PINNED, MERGE_NONE},
+        {"blpop", NULL, CMD_PINNED, MERGE_NONE},
+        {"xread", NULL, CMD_PINNED, MERGE_NONE},
+        {"bzmpop", NULL, CMD_PINNED, MERGE_NONE},
+        {"get", NULL, CMD_FORWARD, MERGE_NONE},
+        {"migrate", NULL, CMD_FORWARD, MERGE_NONE},
+        {"eval", NULL, CMD_FORWARD, MERGE_NONE},
+        {"object", "encoding", CMD_FORWARD, MERGE_NONE},
+        {"object", "help", CMD_KEYLESS, MERGE_NONE},
+        {"publish", NULL, CMD_KEYLESS, MERGE_NONE},
+        {"time", NULL, CMD_KEYLESS, MERGE_NONE},
     };
     for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
         const struct cmd_spec *c = cmd_lookup(kinds[i].name, strlen(kinds[i].name));
         if (c && kinds[i].sub)
             c = cmd_lookup_sub(c, kinds[i].sub, strlen(kinds[i].sub));
-        ck_assert_msg(c && c->kind == kinds[i].kind, "%s %s", kinds[i].name, kinds[i].sub ? kinds[i].sub : "");
+        ck_assert_msg(c && c->kind == kinds[i].kind && c->merge == kinds[i].merge, "%s %s", kinds[i].name,
+                      kinds[i].sub ? kinds[i].sub : "");
     }
 }
 END_TEST

@@ -1,0 +1,566 @@
+/*
+ * fanout: requests several nodes answer, see fanout.h.
+ *
+ * The client request (the parent) holds a struct fanout while its parts are
+ * out; each part completes through fanout_part_done, which folds its reply
+ * into the parent's as the command's merge says, and the last one finishes
+ * the parent. Parts are addressed by slot, never by node: a broadcast part
+ * goes to "the master of the first slot this master serves", so a part
+ * retried after a failover reaches the master that took those slots over.
+ *
+ * A split moves each argument from the client's frame into its part
+ * (evbuffer_remove_buffer: whole chains change hands without a copy), so an
+ * MSET of large values is not copied to be split.
+ */
+#include "fanout.h"
+
+#include "client.h"
+#include "cmd.h"
+#include "req.h"
+#include "resp.h"
+#include "router.h"
+#include "slot.h"
+#include "worker.h"
+
+#include <event2/buffer.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HEAD_MAX 64 /* enough for any reply header fanout parses */
+
+struct fanout {
+    uint8_t merge;          /* enum cmd_merge */
+    unsigned failed : 1;    /* the parent's reply is an error: later parts are dropped */
+    unsigned ok : 1;        /* MERGE_ANY_OK: a success is in */
+    uint32_t pending;       /* parts still out, plus one while sending */
+    long long acc;          /* MERGE_SUM, MERGE_MIN: the integer so far */
+    size_t count;           /* MERGE_CONCAT: elements so far; MERGE_AND: elements */
+    uint64_t scan_next;     /* MERGE_SCAN: the cursor once this master is done */
+    uint16_t scan_first;    /* MERGE_SCAN: this master's first slot */
+    size_t nkeys;           /* MERGE_KEYORDER */
+    uint16_t *part_of_key;  /* MERGE_KEYORDER: [nkeys] */
+    struct req **parts;     /* MERGE_KEYORDER: replies kept until the merge */
+    size_t nparts;
+    unsigned char *and;     /* MERGE_AND: [count] */
+};
+
+/* One master as seen from this worker's slot table. */
+struct master {
+    struct backend *b;
+    uint16_t first; /* the lowest slot it serves */
+};
+
+/* The masters serving slots in W's table, in the order of their first slot,
+ * into *OUT (malloc'ed). Returns how many, or -1 if out of memory. */
+static long masters(struct worker *w, struct master **out)
+{
+    struct master *m = NULL;
+    size_t n = 0, cap = 0;
+    for (int s = 0; s < SLOT_COUNT; s++) {
+        struct backend *b = w->owner[s];
+        if (b == NULL || (s > 0 && w->owner[s - 1] == b))
+            continue;
+        size_t i = 0;
+        while (i < n && m[i].b != b)
+            i++;
+        if (i < n)
+            continue;
+        if (n == cap) {
+            struct master *bigger = realloc(m, (cap = cap ? cap * 2 : 8) * sizeof(*m));
+            if (bigger == NULL) {
+                free(m);
+                return -1;
+            }
+            m = bigger;
+        }
+        m[n].b = b;
+        m[n++].first = (uint16_t)s;
+    }
+    *out = m;
+    return (long)n;
+}
+
+/* Parses the integer after a one-byte type at the start of HEAD. Returns
+ * 0, or -1 if HEAD does not hold a whole line with a number. */
+static int head_number(const char *head, long long *out, size_t *line_len)
+{
+    char *end;
+    long long v = strtoll(head + 1, &end, 10);
+    if (end == head + 1 || end[0] != '\r' || end[1] != '\n')
+        return -1;
+    *out = v;
+    if (line_len)
+        *line_len = (size_t)(end + 2 - head);
+    return 0;
+}
+
+/* The first bytes of BUF as a C string, for parsing a header. */
+static void peek_head(struct evbuffer *buf, char *head)
+{
+    size_t n = evbuffer_copyout(buf, head, HEAD_MAX - 1);
+    head[n] = '\0';
+}
+
+/* Makes PART's reply (an error, or ERR text) the parent's one reply. */
+static void fail_with(struct fanout *f, struct req *p, struct req *part, const char *text)
+{
+    if (f->failed)
+        return;
+    f->failed = 1;
+    evbuffer_drain(p->reply, evbuffer_get_length(p->reply));
+    if (text)
+        resp_add_error(p->reply, "%s", text);
+    else
+        evbuffer_add_buffer(p->reply, part->reply);
+}
+
+static int is_nil(const char *head)
+{
+    return strncmp(head, "$-1\r\n", 5) == 0 || strncmp(head, "*-1\r\n", 5) == 0 || strncmp(head, "_\r\n", 3) == 0;
+}
+
+/* MERGE_SCAN: the node's "*2 cursor keys" with the node's cursor turned
+ * into respgate's (see fanout_broadcast), into the parent's reply. */
+static const char *merge_scan(struct fanout *f, struct req *p, struct req *part, const char *head)
+{
+    long long n, len;
+    size_t l1, l2;
+    if (head_number(head, &n, &l1) < 0 || n != 2 || head[l1] != '$' || head_number(head + l1, &len, &l2) < 0)
+        return "ERR respgate: unexpected SCAN reply from a node";
+    const char *digits = head + l1 + l2;
+    char *end;
+    unsigned long long c = strtoull(digits, &end, 10);
+    if (len <= 0 || end != digits + len || end[0] != '\r' || c > (UINT64_MAX - SLOT_COUNT) / SLOT_COUNT)
+        return "ERR respgate: unexpected SCAN cursor from a node";
+    uint64_t ours = c ? c * SLOT_COUNT + f->scan_first : f->scan_next;
+    char num[24];
+    int k = snprintf(num, sizeof(num), "%" PRIu64, ours);
+    evbuffer_drain(part->reply, (size_t)(end + 2 - head));
+    evbuffer_add_printf(p->reply, "*2\r\n$%d\r\n%s\r\n", k, num);
+    evbuffer_add_buffer(p->reply, part->reply);
+    return NULL;
+}
+
+/* MERGE_AND: folds an array of 0/1 integers into F->and. */
+static const char *merge_and(struct fanout *f, struct req *part)
+{
+    size_t len = evbuffer_get_length(part->reply);
+    const char *s = (const char *)evbuffer_pullup(part->reply, -1), *e = s + len;
+    long long n;
+    size_t l;
+    char head[HEAD_MAX];
+    size_t hn = len < HEAD_MAX - 1 ? len : HEAD_MAX - 1;
+    memcpy(head, s, hn);
+    head[hn] = '\0';
+    if (head[0] != '*' || head_number(head, &n, &l) < 0 || n < 0 || (f->and && (size_t)n != f->count))
+        return "ERR respgate: unexpected reply from a node";
+    if (f->and == NULL) {
+        f->count = (size_t)n;
+        f->and = malloc(f->count ? f->count : 1);
+        if (f->and == NULL)
+            return "ERR respgate: out of memory";
+        memset(f->and, 1, f->count);
+    }
+    s += l;
+    for (size_t i = 0; i < f->count; i++) {
+        if (e - s < 4 || s[0] != ':' || (s[1] != '0' && s[1] != '1') || s[2] != '\r' || s[3] != '\n')
+            return "ERR respgate: unexpected reply from a node";
+        f->and[i] &= (unsigned char)(s[1] == '1');
+        s += 4;
+    }
+    return NULL;
+}
+
+/* Folds PART's reply into its parent's. Returns NULL, or an error text that
+ * becomes the parent's reply. Keeps PART (MERGE_KEYORDER) by clearing *FREE. */
+static const char *merge_one(struct fanout *f, struct req *p, struct req *part, int *free_part)
+{
+    char head[HEAD_MAX];
+    long long v;
+    size_t l;
+    peek_head(part->reply, head);
+    if (head[0] == '-') {
+        if (f->merge == MERGE_ANY_OK) {
+            if (!f->ok && evbuffer_get_length(p->reply) == 0)
+                evbuffer_add_buffer(p->reply, part->reply);
+            return NULL;
+        }
+        fail_with(f, p, part, NULL);
+        return NULL;
+    }
+    switch (f->merge) {
+    case MERGE_SUM:
+    case MERGE_MIN:
+        if (head[0] != ':' || head_number(head, &v, NULL) < 0)
+            return "ERR respgate: unexpected reply from a node";
+        if (f->merge == MERGE_SUM)
+            f->acc += v;
+        else if (f->count++ == 0 || v < f->acc)
+            f->acc = v;
+        return NULL;
+    case MERGE_ALL:
+        if (evbuffer_get_length(p->reply) == 0)
+            evbuffer_add_buffer(p->reply, part->reply);
+        return NULL;
+    case MERGE_ANY_OK:
+        if (!f->ok) {
+            f->ok = 1;
+            evbuffer_drain(p->reply, evbuffer_get_length(p->reply));
+            evbuffer_add_buffer(p->reply, part->reply);
+        }
+        return NULL;
+    case MERGE_NONNIL:
+        if (!is_nil(head) && evbuffer_get_length(p->reply) == 0)
+            evbuffer_add_buffer(p->reply, part->reply);
+        return NULL;
+    case MERGE_CONCAT:
+        if (head[0] != '*' || head_number(head, &v, &l) < 0)
+            return "ERR respgate: unexpected reply from a node";
+        if (v > 0) {
+            f->count += (size_t)v;
+            evbuffer_drain(part->reply, l);
+            evbuffer_add_buffer(p->reply, part->reply);
+        }
+        return NULL;
+    case MERGE_AND:
+        return merge_and(f, part);
+    case MERGE_SCAN:
+        return merge_scan(f, p, part, head);
+    case MERGE_KEYORDER:
+        *free_part = 0;
+        return NULL;
+    default:
+        return "ERR respgate: no merge for this command";
+    }
+}
+
+/* MERGE_KEYORDER: every part's array, one element per key, back in the
+ * order of the request's keys. Returns NULL or an error text. */
+static const char *merge_keyorder(struct fanout *f, struct req *p)
+{
+    for (size_t i = 0; i < f->nparts; i++) {
+        char head[HEAD_MAX];
+        long long n;
+        size_t l;
+        peek_head(f->parts[i]->reply, head);
+        if (head[0] != '*' || head_number(head, &n, &l) < 0)
+            return "ERR respgate: unexpected reply from a node";
+        evbuffer_drain(f->parts[i]->reply, l);
+    }
+    evbuffer_add_printf(p->reply, "*%zu\r\n", f->nkeys);
+    for (size_t k = 0; k < f->nkeys; k++) {
+        struct evbuffer *from = f->parts[f->part_of_key[k]]->reply;
+        struct resp_reply el = {0};
+        if (resp_reply_scan(&el, from) != RESP_FRAME)
+            return "ERR respgate: a node's reply has fewer elements than keys";
+        evbuffer_remove_buffer(from, p->reply, el.len);
+    }
+    return NULL;
+}
+
+/* Drops one of P's pending counts; the last one writes the merged reply
+ * and completes P. */
+static void finish(struct worker *w, struct req *p)
+{
+    struct fanout *f = p->fan;
+    if (--f->pending > 0)
+        return;
+    if (!f->failed) {
+        const char *err = NULL;
+        char num[32];
+        switch (f->merge) {
+        case MERGE_SUM:
+        case MERGE_MIN:
+            evbuffer_add_printf(p->reply, ":%lld\r\n", f->acc);
+            break;
+        case MERGE_CONCAT:
+            snprintf(num, sizeof(num), "*%zu\r\n", f->count);
+            evbuffer_prepend(p->reply, num, strlen(num));
+            break;
+        case MERGE_KEYORDER:
+            err = merge_keyorder(f, p);
+            break;
+        case MERGE_AND:
+            evbuffer_add_printf(p->reply, "*%zu\r\n", f->count);
+            for (size_t i = 0; i < f->count; i++)
+                evbuffer_add(p->reply, f->and[i] ? ":1\r\n" : ":0\r\n", 4);
+            break;
+        case MERGE_NONNIL:
+            if (evbuffer_get_length(p->reply) == 0)
+                evbuffer_add(p->reply, "$-1\r\n", 5);
+            break;
+        default:
+            break;
+        }
+        if (err) {
+            evbuffer_drain(p->reply, evbuffer_get_length(p->reply));
+            resp_add_error(p->reply, "%s", err);
+        }
+    }
+    fanout_release(w, p);
+    router_complete(w, p);
+}
+
+void fanout_part_done(struct worker *w, struct req *part)
+{
+    struct req *p = part->parent;
+    struct fanout *f = p->fan;
+    int free_part = 1;
+    if (!f->failed) {
+        const char *err = merge_one(f, p, part, &free_part);
+        if (err) {
+            fail_with(f, p, part, err);
+            free_part = 1;
+        }
+    }
+    if (free_part) {
+        if (f->parts)
+            f->parts[part->part] = NULL;
+        req_free(w, part);
+    }
+    finish(w, p);
+}
+
+void fanout_release(struct worker *w, struct req *r)
+{
+    struct fanout *f = r->fan;
+    r->fan = NULL;
+    if (f == NULL)
+        return;
+    /* Parts still out belong to their backends (this is the worker's exit). */
+    for (size_t i = 0; f->pending == 0 && f->parts && i < f->nparts; i++)
+        if (f->parts[i])
+            req_free(w, f->parts[i]);
+    free(f->and);
+    free(f);
+}
+
+/* A new part of P for SLOT, counted as pending. NULL if out of memory. */
+static struct req *new_part(struct worker *w, struct req *p, int slot)
+{
+    struct req *part = req_new(w, REQ_PART);
+    if (part == NULL)
+        return NULL;
+    part->parent = p;
+    part->slot = (uint16_t)slot;
+    part->write = p->write;
+    p->fan->pending++;
+    return part;
+}
+
+/* A fan-out for P merging by MERGE, with EXTRA bytes after it for arrays. */
+static struct fanout *new_fanout(struct req *p, int merge, size_t extra)
+{
+    struct fanout *f = calloc(1, sizeof(*f) + extra);
+    if (f == NULL)
+        return NULL;
+    f->merge = (uint8_t)merge;
+    f->pending = 1; /* held while sending, so a part failing at once cannot finish P early */
+    p->fan = f;
+    return f;
+}
+
+/* Sends PART, whose frame is ready: through the router like any request.
+ * It completes through fanout_part_done, also when it fails at once. */
+static void send_part(struct worker *w, struct req *part)
+{
+    router_send(w, part, part->slot);
+}
+
+void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q,
+                  const size_t *keys, size_t nkeys)
+{
+    size_t step = cmd->keyspecs[0].keystep > 0 ? (size_t)cmd->keyspecs[0].keystep : 1;
+    size_t maxparts = nkeys < SLOT_COUNT ? nkeys : SLOT_COUNT;
+    size_t extra = maxparts * sizeof(struct req *) + maxparts * sizeof(size_t) + nkeys * sizeof(uint16_t);
+    struct fanout *f = new_fanout(r, cmd->merge, extra);
+    if (f == NULL) {
+        router_fail(w, r, "ERR respgate: out of memory");
+        return;
+    }
+    f->parts = (struct req **)(f + 1);
+    size_t *units = (size_t *)(f->parts + maxparts);
+    f->part_of_key = (uint16_t *)(units + maxparts);
+    f->nkeys = nkeys;
+
+    /* One part per slot, in the order the slots first appear. */
+    uint16_t *slot_part = w->slot_part; /* all zero between calls: index + 1 */
+    const char *oom = NULL;
+    for (size_t k = 0; k < nkeys; k++) {
+        unsigned s = slot_of_arg(r->buf, &q->argv[keys[k]]);
+        if (slot_part[s] == 0) {
+            struct req *part = oom ? NULL : new_part(w, r, (int)s);
+            if (part == NULL) {
+                oom = "ERR respgate: out of memory";
+                continue;
+            }
+            part->part = (uint16_t)f->nparts;
+            f->parts[f->nparts++] = part;
+            slot_part[s] = (uint16_t)f->nparts;
+        }
+        f->part_of_key[k] = (uint16_t)(slot_part[s] - 1);
+        units[f->part_of_key[k]]++;
+    }
+    for (size_t i = 0; i < f->nparts; i++)
+        slot_part[f->parts[i]->slot] = 0;
+    if (oom) {
+        for (size_t i = 0; i < f->nparts; i++)
+            req_free(w, f->parts[i]);
+        f->nparts = 0;
+        router_fail(w, r, "%s", oom);
+        return;
+    }
+
+    /* Move every argument after the name into its part; the keys' units
+     * (a key and its values) cover them all, in order. */
+    char name[32];
+    size_t namelen = resp_arg_copy(r->buf, &q->argv[0], name, sizeof(name));
+    size_t consumed = 0;
+    for (size_t k = 0; k < nkeys; k++) {
+        struct evbuffer *to = f->parts[f->part_of_key[k]]->buf;
+        for (size_t a = keys[k]; a < keys[k] + step && a < q->argc; a++) {
+            evbuffer_drain(r->buf, q->argv[a].off - consumed);
+            evbuffer_add_printf(to, "$%zu\r\n", q->argv[a].len);
+            evbuffer_remove_buffer(r->buf, to, q->argv[a].len);
+            evbuffer_add(to, "\r\n", 2);
+            consumed = q->argv[a].off + q->argv[a].len;
+        }
+    }
+    evbuffer_drain(r->buf, evbuffer_get_length(r->buf));
+    for (size_t i = 0; i < f->nparts; i++) {
+        char head[96];
+        int n = snprintf(head, sizeof(head), "*%zu\r\n$%zu\r\n%.*s\r\n", 1 + units[i] * step, namelen,
+                         (int)namelen, name);
+        evbuffer_prepend(f->parts[i]->buf, head, (size_t)n);
+    }
+    for (size_t i = 0; i < f->nparts; i++)
+        send_part(w, f->parts[i]);
+    finish(w, r);
+}
+
+/* Parses argument I of Q as an unsigned 64-bit decimal. Returns 0 or -1. */
+static int arg_u64(struct evbuffer *frame, const struct resp_req *q, size_t i, uint64_t *out)
+{
+    char buf[24];
+    size_t len = resp_arg_copy(frame, &q->argv[i], buf, sizeof(buf) - 1);
+    if (len == 0 || len >= sizeof(buf))
+        return -1;
+    buf[len] = '\0';
+    char *end;
+    for (size_t j = 0; j < len; j++)
+        if (buf[j] < '0' || buf[j] > '9')
+            return -1;
+    unsigned long long v = strtoull(buf, &end, 10);
+    if (*end || v > UINT64_MAX)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* SCAN: respgate's cursor is node cursor * 16384 + the first slot of the
+ * master being walked; 0 starts at the master of slot 0. When that master's
+ * own cursor comes back 0, the next master's first slot is the cursor, and
+ * after the last master, 0. A master that took over another's slots in a
+ * failover serves the same first slot, so the walk goes on with it. */
+static void scan(struct worker *w, struct req *r, const struct resp_req *q)
+{
+    uint64_t cursor;
+    if (arg_u64(r->buf, q, 1, &cursor) < 0) {
+        router_fail(w, r, "ERR invalid cursor");
+        return;
+    }
+    struct master *m = NULL;
+    long n = masters(w, &m);
+    if (n < 0) {
+        router_fail(w, r, "ERR respgate: out of memory");
+        return;
+    }
+    unsigned slot = (unsigned)(cursor % SLOT_COUNT);
+    long i = 0;
+    while (i < n && m[i].first != slot)
+        i++;
+    /* Slots moved since the cursor was made: go on with whoever serves it. */
+    for (long j = 0; i == n && j < n; j++)
+        if (m[j].b == w->owner[slot])
+            i = j;
+    if (i == n) {
+        free(m);
+        router_fail(w, r, "CLUSTERDOWN Hash slot not served");
+        return;
+    }
+    struct fanout *f = new_fanout(r, MERGE_SCAN, 0);
+    struct req *part = f ? new_part(w, r, m[i].first) : NULL;
+    if (part == NULL) {
+        free(m);
+        router_fail(w, r, "ERR respgate: out of memory");
+        return;
+    }
+    f->scan_first = m[i].first;
+    f->scan_next = i + 1 < n ? m[i + 1].first : 0;
+    free(m);
+    char num[24];
+    int k = snprintf(num, sizeof(num), "%" PRIu64, cursor / SLOT_COUNT);
+    evbuffer_add_printf(part->buf, "*%zu\r\n$4\r\nSCAN\r\n$%d\r\n%s\r\n", q->argc, k, num);
+    for (size_t a = 2; a < q->argc; a++) {
+        evbuffer_add_printf(part->buf, "$%zu\r\n", q->argv[a].len);
+        resp_arg_append(part->buf, r->buf, &q->argv[a]);
+        evbuffer_add(part->buf, "\r\n", 2);
+    }
+    send_part(w, part);
+    finish(w, r);
+}
+
+/* WAIT: the masters this session wrote to since its last WAIT. */
+static long wait_targets(struct worker *w, struct client *c, struct master *m, long n)
+{
+    if (c->wrote_many || c->nwrote == 0)
+        return c->wrote_many ? n : (n > 0 ? 1 : 0);
+    long k = 0;
+    for (long i = 0; i < n; i++)
+        for (size_t j = 0; j < c->nwrote; j++)
+            if (m[i].b == c->wrote[j]) {
+                m[k++] = m[i];
+                break;
+            }
+    return k;
+}
+
+void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
+{
+    if (cmd->merge == MERGE_SCAN) {
+        scan(w, r, q);
+        return;
+    }
+    struct master *m = NULL;
+    long n = masters(w, &m);
+    struct fanout *f = n < 0 ? NULL : new_fanout(r, cmd->merge, 0);
+    if (f == NULL) {
+        free(m);
+        router_fail(w, r, "ERR respgate: out of memory");
+        return;
+    }
+    if (cmd->merge == MERGE_MIN && r->client) {
+        n = wait_targets(w, r->client, m, n);
+        r->client->nwrote = 0;
+        r->client->wrote_many = 0;
+    }
+    size_t len = evbuffer_get_length(r->buf);
+    const unsigned char *frame = evbuffer_pullup(r->buf, -1);
+    for (long i = 0; i < n; i++) {
+        struct req *part = new_part(w, r, m[i].first);
+        if (part == NULL) {
+            fail_with(f, r, NULL, "ERR respgate: out of memory");
+            break;
+        }
+        /* A copy: these frames are small, and each part must own one. */
+        evbuffer_add(part->buf, frame, len);
+        send_part(w, part);
+    }
+    free(m);
+    if (n == 0)
+        fail_with(f, r, NULL, "CLUSTERDOWN The cluster is down");
+    finish(w, r);
+}

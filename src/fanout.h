@@ -1,0 +1,39 @@
+/*
+ * fanout: one client request that several nodes answer. A multi-key command
+ * whose keys live in several slots is split into one part per slot (MGET,
+ * MSET, DEL, ...); a command every master must see goes to each of them
+ * (DBSIZE, FLUSHALL, SCRIPT LOAD, KEYS, WAIT, ...); SCAN walks the masters
+ * one after another behind one cursor. Owns the parts (REQ_PART requests,
+ * routed like any request, MOVED and ASK included) and the merge of their
+ * replies into the one reply the client gets (enum cmd_merge). A failed
+ * part makes the whole reply an error: never a silently short answer.
+ */
+#ifndef RG_FANOUT_H
+#define RG_FANOUT_H
+
+#include <stddef.h>
+
+struct cmd_spec;
+struct req;
+struct resp_req;
+struct worker;
+
+/* Splits client request R (frame in R->buf, arguments Q, command CMD) whose
+ * NKEYS keys, at argument indexes KEYS, are in more than one slot: one part
+ * per slot, each with its keys in request order. R's frame is used up. */
+void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q,
+                  const size_t *keys, size_t nkeys);
+
+/* Sends client request R (a CMD_BROADCAST command CMD, arguments Q) to the
+ * masters it concerns: every master serving slots; for WAIT, those the
+ * session wrote to since its last WAIT; for SCAN, the one its cursor names. */
+void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q);
+
+/* Part PART has its reply in PART->reply: merges it, and completes the
+ * client request once every part is in. */
+void fanout_part_done(struct worker *w, struct req *part);
+
+/* Frees what R's fan-out holds (the parts kept for a merge); from req_free. */
+void fanout_release(struct worker *w, struct req *r);
+
+#endif

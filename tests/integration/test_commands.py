@@ -1,0 +1,246 @@
+# The command surface against the real 3+3 cluster: multi-key commands split
+# by slot, cluster-wide commands merged over the masters, SCAN's one cursor,
+# scripts and functions on every master, and the refusals. Where a single
+# Redis gives an answer, the same commands are run against a plain
+# redis-server and the replies must be equal.
+
+import pytest
+import redis
+
+from harness.cluster import keyslot
+from harness.single import Single
+
+# Keys that hash to many slots, on every master (test_keys_cover_every_master).
+KEYS = [f"key:{i}" for i in range(60)]
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    with Single(str(tmp_path_factory.mktemp("single"))) as s:
+        yield s
+
+
+@pytest.fixture
+def r(respgate):
+    c = respgate.client()
+    c.flushall()
+    return c
+
+
+def run(client, script):
+    """Each command's reply, or ("error", text): what a client sees."""
+    out = []
+    for cmd in script:
+        try:
+            out.append(client.execute_command(*cmd))
+        except redis.ResponseError as e:
+            out.append(("error", str(e)))
+    return out
+
+
+def master_ports(cluster, keys):
+    return {cluster.node_for_slot(keyslot(k)).port for k in keys}
+
+
+def test_keys_cover_every_master(cluster):
+    assert len({keyslot(k) for k in KEYS}) == len(KEYS)
+    assert master_ports(cluster, KEYS) == {m.port for m in cluster.masters()}
+
+
+def test_multi_key_commands_answer_as_a_single_redis(cluster, r, single):
+    s = single.client()
+    s.flushall()
+    pairs = [a for i, k in enumerate(KEYS) for a in (k, f"v{i}")]
+    script = [
+        ("MSET", *pairs),
+        ("MGET", *KEYS, "missing", KEYS[0], KEYS[-1]),
+        ("EXISTS", *KEYS[:10], "missing", KEYS[0]),
+        ("TOUCH", *KEYS[5:25], "missing"),
+        ("DEL", *KEYS[:20], "missing", KEYS[0]),
+        ("UNLINK", *KEYS[20:40], KEYS[21]),
+        ("MGET", *KEYS),
+        ("DBSIZE",),
+        ("MSET", "a", "1", "b", "2", "a", "3", "{a}c", "4"),
+        ("MGET", "a", "b", "{a}c", "a"),
+        ("RPUSH", "list", "x"),
+        ("MGET", "list", "a", KEYS[59]),
+        ("EXISTS", "list", "list", "a", "zz"),
+        ("DEL", "list", "a", "b", "{a}c"),
+        ("MSETNX", "{t}x", "1", "{t}y", "2"),
+        ("MGET", "{t}x", "{t}y"),
+        ("DBSIZE",),
+        ("MGET", "one-key"),
+        ("DEL", *KEYS),
+        ("DBSIZE",),
+    ]
+    via_respgate, on_single = run(r, script), run(s, script)
+    assert via_respgate == on_single
+    assert via_respgate[1][:3] == [b"v0", b"v1", b"v2"]  # the comparison saw real values
+
+
+def test_a_failing_part_fails_the_whole_reply(cluster, r):
+    """One master refuses writes (maxmemory 1): MSET over all masters is one
+    error, never an OK; MGET still gives one element per key."""
+    victim = cluster.masters()[0]
+    admin = cluster.client(victim)
+    admin.config_set("maxmemory", 1)
+    try:
+        with pytest.raises(redis.ResponseError) as e:
+            r.mset({k: "v" for k in KEYS})
+        assert "maxmemory" in str(e.value)
+        values = r.mget(KEYS)
+        assert len(values) == len(KEYS)
+        on_victim = [k for k in KEYS if cluster.node_for_slot(keyslot(k)).port == victim.port]
+        assert on_victim and all(values[KEYS.index(k)] is None for k in on_victim)
+    finally:
+        admin.config_set("maxmemory", 0)
+    assert r.mset({k: "v" for k in KEYS}) is True
+
+
+@pytest.mark.parametrize("cmd", [
+    ("MSETNX", "a", "1", "b", "2"),
+    ("RENAME", "a", "b"),
+    ("SMOVE", "a", "b", "m"),
+    ("LMOVE", "a", "b", "LEFT", "RIGHT"),
+    ("ZUNIONSTORE", "a", "2", "b", "c"),
+    ("PFMERGE", "a", "b"),
+    ("SUNIONSTORE", "a", "b", "c"),
+    ("EVAL", "return 1", "2", "a", "b"),
+])
+def test_other_multi_key_commands_need_one_slot(r, cmd):
+    assert keyslot("a") != keyslot("b")
+    with pytest.raises(redis.ResponseError, match="^CROSSSLOT Keys in request don't hash to the same slot$"):
+        r.execute_command(*cmd)
+
+
+def test_same_slot_multi_key_commands_run(r):
+    r.sadd("{s}a", "m")
+    assert r.smove("{s}a", "{s}b", "m") is True
+    assert r.rename("{s}b", "{s}c") is True
+    assert r.smembers("{s}c") == {b"m"}
+    assert r.sunionstore("{s}d", ["{s}c", "{s}a"]) == 1
+
+
+def test_dbsize_keys_randomkey_and_flushes(cluster, r):
+    assert r.dbsize() == 0
+    assert r.randomkey() is None
+    assert r.keys("*") == []
+    r.mset({k: k for k in KEYS})
+    assert r.dbsize() == len(KEYS)
+    assert sorted(r.keys("*")) == sorted(k.encode() for k in KEYS)
+    assert sorted(r.keys("key:1*")) == sorted(k.encode() for k in KEYS if k.startswith("key:1"))
+    assert r.randomkey().decode() in KEYS
+    assert r.flushdb() is True
+    assert r.dbsize() == 0
+    r.mset({k: k for k in KEYS})
+    assert r.execute_command("FLUSHALL", "ASYNC") is True
+    for m in cluster.masters():
+        assert cluster.client(m).dbsize() == 0
+
+
+def test_scan_finds_every_one_of_100000_keys_exactly_once(r):
+    expected = [f"scan:{i}".encode() for i in range(100_000)]
+    pipe = r.pipeline(transaction=False)
+    for i in range(0, len(expected), 1000):
+        pipe.mset({k: "1" for k in expected[i:i + 1000]})
+    assert all(x is True for x in pipe.execute())
+    assert r.dbsize() == len(expected)
+
+    seen, cursor, calls = [], 0, 0
+    while True:
+        cursor, keys = r.scan(cursor, count=1000)
+        seen.extend(keys)
+        calls += 1
+        assert calls < 5000
+        if cursor == 0:
+            break
+    assert len(seen) == len(expected)
+    assert set(seen) == set(expected)
+
+    r.rpush("scan:list", "x")
+    assert set(r.scan_iter(match="scan:9999*", count=500)) == {k for k in expected if k.startswith(b"scan:9999")}
+    assert list(r.scan_iter(_type="list", count=5000)) == [b"scan:list"]
+    with pytest.raises(redis.ResponseError, match="^invalid cursor$"):
+        r.execute_command("SCAN", "nope")
+
+
+def test_scripts_are_loaded_on_every_master(cluster, r):
+    r.script_flush()
+    sha = r.script_load("return redis.call('set', KEYS[1], ARGV[1])")
+    for m in cluster.masters():
+        assert cluster.client(m).script_exists(sha) == [True]
+    for k in KEYS:
+        assert r.evalsha(sha, 1, k, "by-script") == b"OK"
+    assert r.mget(KEYS) == [b"by-script"] * len(KEYS)
+    assert r.script_exists(sha, "0" * 40) == [True, False]
+    # Loaded only where every master has it.
+    cluster.client(cluster.masters()[1]).script_flush()
+    assert r.script_exists(sha) == [False]
+    assert r.script_flush() is True
+    for m in cluster.masters():
+        assert cluster.client(m).script_exists(sha) == [False]
+
+
+def test_functions_are_loaded_on_every_master(cluster, r):
+    code = ("#!lua name=rglib\n"
+            "redis.register_function('rgset', function(keys, args) return redis.call('set', keys[1], args[1]) end)")
+    assert r.execute_command("FUNCTION", "LOAD", "REPLACE", code) == b"rglib"
+    for k in KEYS:
+        assert r.execute_command("FCALL", "rgset", 1, k, "by-function") == b"OK"
+    assert r.mget(KEYS) == [b"by-function"] * len(KEYS)
+    assert r.execute_command("FUNCTION", "DELETE", "rglib") == b"OK"
+    for m in cluster.masters():
+        assert cluster.client(m).execute_command("FUNCTION", "LIST") == []
+    with pytest.raises(redis.ResponseError, match="Library not found"):
+        r.execute_command("FUNCTION", "DELETE", "rglib")
+
+
+def test_config_set_reaches_every_master(cluster, r):
+    old = r.config_get("slowlog-max-len")["slowlog-max-len"]
+    try:
+        assert r.config_set("slowlog-max-len", 333) is True
+        for m in cluster.masters():
+            assert cluster.client(m).config_get("slowlog-max-len")["slowlog-max-len"] == "333"
+        assert r.config_get("slowlog-max-len")["slowlog-max-len"] == "333"
+        with pytest.raises(redis.ResponseError, match="Unknown option or number of arguments"):
+            r.config_set("no-such-option", 1)
+    finally:
+        r.config_set("slowlog-max-len", old)
+
+
+def test_slowlog_is_merged_over_the_masters(cluster, r):
+    old = r.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"]
+    try:
+        assert r.config_set("slowlog-log-slower-than", 0) is True
+        assert r.slowlog_reset() is True
+        for k in KEYS:
+            r.get(k)
+        entries = r.slowlog_get(1000)
+        logged = {e["command"] for e in entries}
+        assert {f"GET {k}".encode() for k in KEYS} <= logged
+        assert r.slowlog_len() >= len(KEYS)
+    finally:
+        r.config_set("slowlog-log-slower-than", old)
+    assert isinstance(r.execute_command("LATENCY", "RESET"), int)
+
+
+def test_wait_asks_the_masters_this_session_wrote_to(cluster, r):
+    # Each master has one replica: one acknowledgement is what WAIT can get.
+    r.set(KEYS[0], "1")
+    assert r.wait(1, 5000) == 1
+    r.mset({k: "1" for k in KEYS})
+    assert r.wait(1, 5000) == 1
+    assert r.wait(2, 100) == 1  # times out: nobody has two replicas
+
+
+@pytest.mark.parametrize("cmd", [
+    ("MONITOR",), ("SYNC",), ("PSYNC", "?", "-1"), ("CLUSTER", "NODES"), ("MOVE", "k", "1"),
+    ("SWAPDB", "0", "1"), ("DEBUG", "SLEEP", "0"), ("SHUTDOWN",), ("REPLICAOF", "NO", "ONE"),
+])
+def test_refused_commands_say_which_and_why(respgate, cmd):
+    r = respgate.client()
+    with pytest.raises(redis.ResponseError) as e:
+        r.execute_command(*cmd)
+    text = str(e.value)
+    assert text.startswith(f"respgate does not forward '{cmd[0].lower()}")
+    assert r.ping() is True
