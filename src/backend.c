@@ -7,6 +7,8 @@
 #include "log.h"
 #include "netio.h"
 #include "router.h"
+#include "session.h"
+#include "client.h"
 #include "worker.h"
 
 #include <event2/buffer.h>
@@ -30,13 +32,9 @@ static void on_flush(evutil_socket_t fd, short what, void *arg);
 static void on_written(struct bufferevent *bev, void *arg);
 static void backend_reset(struct backend *b, const char *why);
 
-struct backend *backend_get(struct worker *w, const char *host, int port)
+static struct backend *backend_new(struct worker *w, const char *host, int port)
 {
-    struct backend *b;
-    TAILQ_FOREACH(b, &w->backends, link)
-        if (b->port == port && strcmp(b->host, host) == 0)
-            return b;
-    b = calloc(1, sizeof(*b));
+    struct backend *b = calloc(1, sizeof(*b));
     if (b == NULL)
         return NULL;
     b->w = w;
@@ -48,8 +46,25 @@ struct backend *backend_get(struct worker *w, const char *host, int port)
     snprintf(b->host, sizeof(b->host), "%s", host);
     b->port = port;
     TAILQ_INIT(&b->inflight);
-    TAILQ_INSERT_TAIL(&w->backends, b, link);
     return b;
+}
+
+struct backend *backend_get(struct worker *w, const char *host, int port)
+{
+    struct backend *b;
+    TAILQ_FOREACH(b, &w->backends, link)
+        if (b->port == port && strcmp(b->host, host) == 0)
+            return b;
+    if ((b = backend_new(w, host, port)))
+        TAILQ_INSERT_TAIL(&w->backends, b, link);
+    return b;
+}
+
+/* A private backend's end comes at the next loop turn, never under the
+ * feet of whoever is using it now. */
+static int retiring(const struct backend *b)
+{
+    return b->priv && (b->broken || (b->released && b->ninflight == 0));
 }
 
 static void set_timeouts(struct backend *b)
@@ -57,8 +72,8 @@ static void set_timeouts(struct backend *b)
     const struct conf *cf = b->w->conf;
     struct timeval tv = conf_timeval(cf->backend_timeout_ms);
     /* A reply is awaited only while something is in flight; an idle
-     * connection may stay quiet forever. */
-    event_add(b->rev, b->ninflight ? &tv : NULL);
+     * connection may stay quiet forever, and so may a blocking command. */
+    event_add(b->rev, b->ninflight && !b->no_timeout ? &tv : NULL);
     bufferevent_set_timeouts(b->bev, NULL, &tv);
 }
 
@@ -78,8 +93,21 @@ static struct req *pop(struct backend *b)
         r->backend = NULL;
         if (--b->ninflight == 0 && b->rev)
             set_timeouts(b);
+        if (retiring(b))
+            event_active(b->flush, EV_READ, 0);
     }
     return r;
+}
+
+/* Closes B's socket, leaving its requests where they are. */
+static void close_connection(struct backend *b)
+{
+    if (b->rev)
+        event_free(b->rev);
+    if (b->bev)
+        bufferevent_free(b->bev);
+    b->rev = NULL;
+    b->bev = NULL;
 }
 
 /* Closes B's connection and fails everything in flight with WHY. */
@@ -92,23 +120,20 @@ static void backend_reset(struct backend *b, const char *why)
     size_t n = 0;
     TAILQ_FOREACH(r, &b->inflight, inflight)
         n += r->kind == REQ_CLIENT || r->kind == REQ_PART;
-    if (b->rev) {
-        event_free(b->rev);
-        b->rev = NULL;
-    }
-    if (b->bev) {
-        bufferevent_free(b->bev);
-        b->bev = NULL;
-    }
+    close_connection(b);
     b->connected = 0;
     memset(&b->scan, 0, sizeof(b->scan));
     if (n)
-        log_warning("backend %s:%d: %s; %s %zu request%s", b->host, b->port, why, sent ? "failing" : "will retry",
+        log_warning("backend %s:%d: %s; %s %zu request%s", b->host, b->port, why,
+                    sent || b->priv ? "failing" : "will retry",
                     n, n == 1 ? "" : "s");
     else
         log_notice("backend %s:%d: %s", b->host, b->port, why);
+    b->broken = b->priv;
     while ((r = pop(b))) {
-        if ((r->kind == REQ_CLIENT || r->kind == REQ_PART) && !sent)
+        if (r->kind == REQ_CLIENT && r->client == NULL)
+            req_free(b->w, r);
+        else if ((r->kind == REQ_CLIENT || r->kind == REQ_PART) && !sent && !b->priv)
             router_retry(b->w, r, b, why);
         else if (r->kind == REQ_CLIENT || r->kind == REQ_PART)
             router_fail(b->w, r, "ERR respgate: connection to cluster node %s:%d lost (%s); the command may or may "
@@ -116,6 +141,10 @@ static void backend_reset(struct backend *b, const char *why)
                         b->host, b->port, why);
         else
             req_free(b->w, r);
+    }
+    if (b->priv) {
+        event_active(b->flush, EV_READ, 0); /* retiring */
+        return;
     }
     /* An idle connection the node closed (its timeout, a restart, CLIENT
      * KILL) says nothing about the node: reconnect at once when needed. */
@@ -190,6 +219,8 @@ static int backend_connect(struct backend *b)
 int backend_send(struct backend *b, struct req *r)
 {
     int rc;
+    if (b->broken)
+        return -1;
     if (b->bev == NULL && (rc = backend_connect(b)) < 0)
         return rc;
     if (evbuffer_add_buffer_reference(bufferevent_get_output(b->bev), r->buf) < 0)
@@ -204,6 +235,10 @@ int backend_send(struct backend *b, struct req *r)
 static void on_flush(evutil_socket_t fd, short what, void *arg)
 {
     struct backend *b = arg;
+    if (retiring(b)) {
+        backend_free_private(b);
+        return;
+    }
     if (b->bev && b->connected && netio_flush(b->bev) < 0)
         backend_reset(b, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }
@@ -266,7 +301,7 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
             backend_reset(b, "authentication failed");
             return;
         }
-        if (r->kind == REQ_AUTH || r->kind == REQ_ASKING) {
+        if (r->kind == REQ_AUTH || r->kind == REQ_ASKING || r->kind == REQ_DROP) {
             evbuffer_drain(in, len);
             req_free(b->w, r);
             continue;
@@ -308,19 +343,61 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         backend_reset(b, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }
 
+struct backend *backend_open_private(struct worker *w, struct client *c, const char *host, int port, int no_timeout)
+{
+    struct backend *b = backend_new(w, host, port);
+    if (b == NULL)
+        return NULL;
+    b->priv = 1;
+    b->no_timeout = (unsigned)no_timeout;
+    b->owner = c;
+    TAILQ_INSERT_TAIL(&c->privates, b, link);
+    c->nprivate++;
+    if (backend_connect(b) < 0)
+        b->broken = 1; /* logged; sends fail, and it retires */
+    return b;
+}
+
+void backend_release(struct backend *b)
+{
+    if (b->owner->pin == b)
+        b->owner->pin = NULL;
+    b->released = 1;
+    if (retiring(b))
+        event_active(b->flush, EV_READ, 0);
+}
+
+void backend_free_private(struct backend *b)
+{
+    struct client *c = b->owner;
+    TAILQ_REMOVE(&c->privates, b, link);
+    c->nprivate--;
+    if (c->pin == b) {
+        c->pin = NULL;
+        session_pin_lost(c);
+    }
+    close_connection(b);
+    struct req *r;
+    while ((r = pop(b))) {
+        if (r->kind == REQ_CLIENT && r->client)
+            router_fail(b->w, r, "ERR respgate: the connection to %s:%d closed", b->host, b->port);
+        else
+            req_free(b->w, r);
+    }
+    event_free(b->flush);
+    free(b);
+}
+
 void backend_free_all(struct worker *w)
 {
     struct backend *b;
     while ((b = TAILQ_FIRST(&w->backends))) {
         TAILQ_REMOVE(&w->backends, b, link);
-        if (b->rev)
-            event_free(b->rev);
-        if (b->bev)
-            bufferevent_free(b->bev);
-        event_free(b->flush);
+        close_connection(b);
         struct req *r;
         while ((r = pop(b)))
-            req_free(w, r); /* clients are gone by now */
+            router_abandon(w, r);
+        event_free(b->flush);
         free(b);
     }
 }

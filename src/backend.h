@@ -6,6 +6,12 @@
  * that could break that order (a timeout, a protocol error, a lost
  * connection) closes the connection and fails what was in flight, so a late
  * reply can never reach a later request.
+ *
+ * A private backend belongs to one client session instead (a transaction, a
+ * blocking command; see session.h): it is never shared, never reconnects
+ * (what a node remembers about a connection, a WATCH or a MULTI, would be
+ * lost), never retries, and frees itself once released and drained, or once
+ * broken.
  */
 #ifndef RG_BACKEND_H
 #define RG_BACKEND_H
@@ -18,10 +24,11 @@
 #include <sys/time.h>
 
 struct worker;
+struct client;
 struct bufferevent;
 
 struct backend {
-    TAILQ_ENTRY(backend) link;  /* in the worker's list */
+    TAILQ_ENTRY(backend) link;  /* in the worker's list; private: in its client's */
     struct worker *w;
     char host[256];
     int port;
@@ -33,7 +40,12 @@ struct backend {
     unsigned backoff_ms;
     struct event *flush;        /* writes what this loop turn queued, in one go */
     struct event *rev;          /* the socket's read event once connected (netio_read) */
+    struct client *owner;       /* private: the client it belongs to */
     unsigned connected : 1;     /* the connection was established: requests may have run */
+    unsigned priv : 1;          /* private to one session (see above) */
+    unsigned released : 1;      /* private: frees itself once nothing is in flight */
+    unsigned broken : 1;        /* private: the connection is gone; sends fail */
+    unsigned no_timeout : 1;    /* private: replies may take forever (a blocking command) */
 };
 
 TAILQ_HEAD(backend_list, backend);
@@ -46,6 +58,18 @@ struct backend *backend_get(struct worker *w, const char *host, int port);
  * backs off after a failure (try again shortly); -1 if the node cannot be
  * reached. R is untouched on failure. */
 int backend_send(struct backend *b, struct req *r);
+
+/* A new private backend to HOST:PORT for session C, connecting at once;
+ * NO_TIMEOUT for blocking commands. NULL if out of memory. */
+struct backend *backend_open_private(struct worker *w, struct client *c, const char *host, int port, int no_timeout);
+
+/* Gives private backend B up: it frees itself once nothing is in flight,
+ * or with its client. */
+void backend_release(struct backend *b);
+
+/* Closes private backend B now; what is in flight is failed or, orphaned,
+ * dropped (its client left). Never call it from B's own callbacks. */
+void backend_free_private(struct backend *b);
 
 /* Closes every backend of W, failing what was in flight; at worker exit. */
 void backend_free_all(struct worker *w);

@@ -15,6 +15,7 @@
 #include "netio.h"
 #include "router.h"
 #include "server.h"
+#include "session.h"
 #include "worker.h"
 
 #include <arpa/inet.h>
@@ -96,6 +97,9 @@ void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *
     c->flush = event_new(w->base, -1, 0, on_flush, c);
     c->rev = event_new(w->base, fd, EV_READ | EV_PERSIST, on_sock_read, c);
     TAILQ_INIT(&c->owed);
+    TAILQ_INIT(&c->privates);
+    TAILQ_INIT(&c->queued);
+    c->pin_slot = -1;
     if (c->bev == NULL || c->resume == NULL || c->flush == NULL || c->rev == NULL) {
         if (c->bev == NULL)
             evutil_closesocket(fd);
@@ -156,6 +160,7 @@ void client_free(struct client *c)
         else
             req_free(w, r);
     }
+    session_end(c); /* closes private connections: a node unblocks their commands */
     bufferevent_free(c->bev);
     event_free(c->resume);
     event_free(c->flush);
@@ -392,6 +397,7 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
          * (process_input goes on without reading), never what EOF cut off. */
         log_debug("client id=%llu addr=%s sent EOF", (unsigned long long)c->id, c->addr);
         c->eof = 1;
+        session_client_eof(c);
         reading(c, 0);
         event_active(c->resume, EV_READ, 0);
         return;

@@ -6,6 +6,7 @@
 #ifndef RG_CLIENT_H
 #define RG_CLIENT_H
 
+#include "backend.h"
 #include "req.h"
 #include "resp.h"
 
@@ -45,6 +46,12 @@ struct client {
     int reply_mode;          /* enum client_reply_mode */
     struct backend *wrote[CLIENT_WROTE_MAX]; /* masters written to since the last WAIT */
     uint8_t nwrote;
+    struct backend_list privates; /* private backend connections (session.h) */
+    uint8_t nprivate;
+    struct backend *pin;     /* the private backend of a transaction or WATCH, or NULL */
+    int pin_slot;            /* the slot that session is for, -1 before its first key */
+    struct req_list queued;  /* MULTI: commands answered QUEUED before the first key chose a node */
+    size_t nqueued;
     unsigned authed : 1;     /* AUTH succeeded (see client_authed) */
     unsigned closing : 1;    /* reads nothing more; closes once the output is written */
     unsigned paused : 1;     /* reading stopped until the output drains */
@@ -53,6 +60,10 @@ struct client {
     unsigned dead : 1;       /* to be freed at the next resume */
     unsigned eof : 1;        /* the client half-closed: finish its whole frames, then close */
     unsigned wrote_many : 1; /* wrote to more than CLIENT_WROTE_MAX masters since the last WAIT */
+    unsigned multi : 1;      /* inside MULTI */
+    unsigned multi_failed : 1; /* a command was refused inside MULTI: EXEC aborts */
+    unsigned watching : 1;   /* WATCH is in force on the pin */
+    unsigned watch_lost : 1; /* the pin went away while watching: EXEC answers nil */
 };
 
 /* Whether C may run commands: it authenticated, or no client password is

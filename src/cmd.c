@@ -252,3 +252,15 @@ int cmd_keys(const struct cmd_spec *c, struct evbuffer *frame, const struct resp
     }
     return n > INT_MAX ? INT_MAX : (int)n;
 }
+
+int cmd_blocks(const struct cmd_spec *c, struct evbuffer *frame, const struct resp_req *req)
+{
+    if (!(c->flags & CMDF_BLOCKING))
+        return 0;
+    if (strcmp(c->name, "xread") != 0 && strcmp(c->name, "xreadgroup") != 0)
+        return 1;
+    for (size_t i = 1; i < req->argc && !arg_is(frame, req, i, "STREAMS"); i++)
+        if (arg_is(frame, req, i, "BLOCK"))
+            return 1;
+    return 0;
+}

@@ -165,4 +165,8 @@ const struct cmd_spec *cmd_find(struct evbuffer *frame, const struct resp_req *r
 int cmd_keys(const struct cmd_spec *c, struct evbuffer *frame, const struct resp_req *req, size_t *keys,
              size_t max);
 
+/* Whether request REQ (arguments in FRAME) under spec C blocks: a command
+ * flagged blocking, except XREAD and XREADGROUP without BLOCK. */
+int cmd_blocks(const struct cmd_spec *c, struct evbuffer *frame, const struct resp_req *req);
+
 #endif

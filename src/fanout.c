@@ -16,6 +16,7 @@
 
 #include "client.h"
 #include "cmd.h"
+#include "conf.h"
 #include "req.h"
 #include "resp.h"
 #include "router.h"
@@ -23,6 +24,7 @@
 #include "worker.h"
 
 #include <event2/buffer.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -155,7 +157,8 @@ static const char *merge_and(struct fanout *f, struct req *part)
     size_t hn = len < HEAD_MAX - 1 ? len : HEAD_MAX - 1;
     memcpy(head, s, hn);
     head[hn] = '\0';
-    if (head[0] != '*' || head_number(head, &n, &l) < 0 || n < 0 || (f->and && (size_t)n != f->count))
+    if (head[0] != '*' || head_number(head, &n, &l) < 0 || n < 0 || (size_t)n > len / 4 ||
+        (f->and && (size_t)n != f->count))
         return "ERR respgate: unexpected reply from a node";
     if (f->and == NULL) {
         f->count = (size_t)n;
@@ -196,10 +199,10 @@ static const char *merge_one(struct fanout *f, struct req *p, struct req *part, 
     case MERGE_MIN:
         if (head[0] != ':' || head_number(head, &v, NULL) < 0)
             return "ERR respgate: unexpected reply from a node";
-        if (f->merge == MERGE_SUM)
-            f->acc += v;
-        else if (f->count++ == 0 || v < f->acc)
+        if (f->merge == MERGE_MIN && (f->count++ == 0 || v < f->acc))
             f->acc = v;
+        else if (f->merge == MERGE_SUM && __builtin_add_overflow(f->acc, v, &f->acc))
+            return "ERR respgate: the nodes' counts overflow a 64-bit integer";
         return NULL;
     case MERGE_ALL:
         if (evbuffer_get_length(p->reply) == 0)
@@ -363,17 +366,16 @@ static struct fanout *new_fanout(struct req *p, int merge, size_t extra)
     return f;
 }
 
-/* Sends PART, whose frame is ready: through the router like any request.
- * It completes through fanout_part_done, also when it fails at once. */
-static void send_part(struct worker *w, struct req *part)
-{
-    router_send(w, part, part->slot);
-}
-
 void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q,
                   const size_t *keys, size_t nkeys)
 {
     size_t step = cmd->keyspecs[0].keystep > 0 ? (size_t)cmd->keyspecs[0].keystep : 1;
+    if (keys[nkeys - 1] + step != q->argc) {
+        /* MSET a 1 b: the last key has no value (the node would say so, but
+         * only after the other parts ran). */
+        router_fail(w, r, "ERR wrong number of arguments for '%s' command", cmd->name);
+        return;
+    }
     size_t maxparts = nkeys < SLOT_COUNT ? nkeys : SLOT_COUNT;
     size_t extra = maxparts * sizeof(struct req *) + maxparts * sizeof(size_t) + nkeys * sizeof(uint16_t);
     struct fanout *f = new_fanout(r, cmd->merge, extra);
@@ -410,6 +412,7 @@ void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, c
         for (size_t i = 0; i < f->nparts; i++)
             req_free(w, f->parts[i]);
         f->nparts = 0;
+        fanout_release(w, r);
         router_fail(w, r, "%s", oom);
         return;
     }
@@ -418,6 +421,7 @@ void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, c
      * (a key and its values) cover them all, in order. */
     char name[32];
     size_t namelen = resp_arg_copy(r->buf, &q->argv[0], name, sizeof(name));
+    namelen = namelen < sizeof(name) ? namelen : sizeof(name); /* a split command's name is short */
     size_t consumed = 0;
     for (size_t k = 0; k < nkeys; k++) {
         struct evbuffer *to = f->parts[f->part_of_key[k]]->buf;
@@ -437,7 +441,7 @@ void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, c
         evbuffer_prepend(f->parts[i]->buf, head, (size_t)n);
     }
     for (size_t i = 0; i < f->nparts; i++)
-        send_part(w, f->parts[i]);
+        router_send(w, f->parts[i], f->parts[i]->slot); /* completes through fanout_part_done */
     finish(w, r);
 }
 
@@ -453,8 +457,9 @@ static int arg_u64(struct evbuffer *frame, const struct resp_req *q, size_t i, u
     for (size_t j = 0; j < len; j++)
         if (buf[j] < '0' || buf[j] > '9')
             return -1;
+    errno = 0;
     unsigned long long v = strtoull(buf, &end, 10);
-    if (*end || v > UINT64_MAX)
+    if (*end || errno == ERANGE)
         return -1;
     *out = v;
     return 0;
@@ -480,7 +485,7 @@ static void scan(struct worker *w, struct req *r, const struct resp_req *q)
     }
     unsigned slot = (unsigned)(cursor % SLOT_COUNT);
     long i = 0;
-    while (i < n && m[i].first != slot)
+    while (i < n && m[i].first != slot && cursor != 0)
         i++;
     /* Slots moved since the cursor was made: go on with whoever serves it. */
     for (long j = 0; i == n && j < n; j++)
@@ -495,6 +500,7 @@ static void scan(struct worker *w, struct req *r, const struct resp_req *q)
     struct req *part = f ? new_part(w, r, m[i].first) : NULL;
     if (part == NULL) {
         free(m);
+        fanout_release(w, r);
         router_fail(w, r, "ERR respgate: out of memory");
         return;
     }
@@ -509,7 +515,7 @@ static void scan(struct worker *w, struct req *r, const struct resp_req *q)
         resp_arg_append(part->buf, r->buf, &q->argv[a]);
         evbuffer_add(part->buf, "\r\n", 2);
     }
-    send_part(w, part);
+    router_send(w, part, part->slot);
     finish(w, r);
 }
 
@@ -528,6 +534,29 @@ static long wait_targets(struct worker *w, struct client *c, struct master *m, l
     return k;
 }
 
+/* WAIT blocks the connection it runs on, and that connection is shared by
+ * every client of this worker: its timeout is capped at half of
+ * timeouts.backend (0, forever, included), so the others wait that long at
+ * most and the connection is never timed out. WAIT may return before
+ * enough replicas acknowledged; its reply says how many did. */
+static void cap_wait_timeout(struct worker *w, struct req *r, const struct resp_req *q)
+{
+    uint64_t t, cap = w->conf->backend_timeout_ms / 2;
+    if (arg_u64(r->buf, q, 2, &t) < 0 || (t != 0 && t <= cap))
+        return; /* not a number: the node answers with its own error */
+    struct evbuffer *frame = evbuffer_new();
+    if (frame == NULL)
+        return;
+    char num[24];
+    int k = snprintf(num, sizeof(num), "%" PRIu64, cap ? cap : 1);
+    evbuffer_add_printf(frame, "*3\r\n$4\r\nWAIT\r\n$%zu\r\n", q->argv[1].len);
+    resp_arg_append(frame, r->buf, &q->argv[1]);
+    evbuffer_add_printf(frame, "\r\n$%d\r\n%s\r\n", k, num);
+    evbuffer_drain(r->buf, evbuffer_get_length(r->buf));
+    evbuffer_add_buffer(r->buf, frame);
+    evbuffer_free(frame);
+}
+
 void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
 {
     if (cmd->merge == MERGE_SCAN) {
@@ -543,9 +572,20 @@ void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cm
         return;
     }
     if (cmd->merge == MERGE_MIN && r->client) {
+        int wrote = r->client->nwrote || r->client->wrote_many;
         n = wait_targets(w, r->client, m, n);
         r->client->nwrote = 0;
         r->client->wrote_many = 0;
+        if (n == 0 && wrote) {
+            /* The masters written to serve no slots any more (a failover):
+             * nobody can acknowledge those writes now. */
+            free(m);
+            fanout_release(w, r);
+            evbuffer_add(r->reply, ":0\r\n", 4);
+            router_complete(w, r);
+            return;
+        }
+        cap_wait_timeout(w, r, q);
     }
     size_t len = evbuffer_get_length(r->buf);
     const unsigned char *frame = evbuffer_pullup(r->buf, -1);
@@ -557,7 +597,7 @@ void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cm
         }
         /* A copy: these frames are small, and each part must own one. */
         evbuffer_add(part->buf, frame, len);
-        send_part(w, part);
+        router_send(w, part, part->slot);
     }
     free(m);
     if (n == 0)

@@ -25,6 +25,7 @@ enum req_kind {
     REQ_AUTH,        /* AUTH sent when a backend connection opens */
     REQ_ASKING,      /* ASKING sent before a request redirected by -ASK */
     REQ_PART,        /* one node's share of a client request several nodes answer */
+    REQ_DROP,        /* sent for a session whose client was already answered (MULTI, QUEUED) */
 };
 
 struct req {
@@ -45,6 +46,7 @@ struct req {
     unsigned silent : 1;        /* CLIENT REPLY OFF/SKIP: the reply is dropped */
     unsigned parked : 1;        /* waiting on the worker's retry timer */
     unsigned write : 1;         /* the command writes (WAIT asks where writes went) */
+    unsigned pinned : 1;        /* sent on its session's private backend: never redirected or retried */
 };
 
 TAILQ_HEAD(req_list, req);

@@ -9,6 +9,7 @@
  * FIFO, so their order is the requests' order whatever the nodes do.
  */
 #include "router.h"
+#include "session.h"
 
 #include "backend.h"
 #include "client.h"
@@ -49,6 +50,14 @@ void router_complete(struct worker *w, struct req *r)
         req_free(w, r);
 }
 
+void router_abandon(struct worker *w, struct req *r)
+{
+    if (r->kind == REQ_PART)
+        router_fail(w, r, "ERR respgate: shutting down");
+    else
+        req_free(w, r);
+}
+
 void router_fail(struct worker *w, struct req *r, const char *fmt, ...)
 {
     char msg[512];
@@ -84,8 +93,7 @@ static int arity_ok(const struct cmd_spec *cmd, size_t argc)
     return cmd->arity >= 0 ? argc == (size_t)cmd->arity : argc >= (size_t)-cmd->arity;
 }
 
-/* A slot for a request with no keys: any master will do, so spread them. */
-static int any_slot(struct worker *w)
+int router_any_slot(struct worker *w)
 {
     for (int i = 0; i < SLOT_COUNT; i++) {
         w->next_keyless = (w->next_keyless + 997) % SLOT_COUNT; /* 997 is coprime with 16384 */
@@ -95,29 +103,59 @@ static int any_slot(struct worker *w)
     return -1;
 }
 
+/* The argument indexes of R's keys: in STACK (KEYS_ON_STACK long) or in
+ * a malloc'ed array, at *KEYS. Returns how many, -1 for a request malformed
+ * for its key specs (its node will say so), or -2 if out of memory. */
+static int find_keys(struct req *r, const struct cmd_spec *cmd, const struct resp_req *q, size_t *stack,
+                     size_t **keys)
+{
+    *keys = stack;
+    int n = cmd_keys(cmd, r->buf, q, stack, KEYS_ON_STACK);
+    if (n > KEYS_ON_STACK) {
+        /* Only a command with many keys pays for the array. */
+        if ((*keys = malloc((size_t)n * sizeof(**keys))) == NULL)
+            return -2;
+        n = cmd_keys(cmd, r->buf, q, *keys, (size_t)n);
+    }
+    return n;
+}
+
+/* The slot of the first of R's N keys, if all N share it; -2 if not. */
+static int common_slot(struct req *r, const struct resp_req *q, const size_t *keys, int n)
+{
+    int slot = (int)slot_of_arg(r->buf, &q->argv[keys[0]]);
+    for (int i = 1; i < n; i++)
+        if ((int)slot_of_arg(r->buf, &q->argv[keys[i]]) != slot)
+            return -2;
+    return slot;
+}
+
+int router_keys_slot(struct worker *w, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
+{
+    size_t stack[KEYS_ON_STACK], *keys;
+    if (q->argc > KEYS_ON_STACK)
+        evbuffer_pullup(r->buf, -1);
+    int n = find_keys(r, cmd, q, stack, &keys);
+    int slot = n == -2 ? -3 : n <= 0 ? -1 : common_slot(r, q, keys, n);
+    if (keys != stack)
+        free(keys);
+    (void)w;
+    return slot;
+}
+
 /* Routes keyed request R: to the slot of its keys, or, when they are in
  * several slots, split (CMD_SPLIT) or refused with Redis's CROSSSLOT. */
 static void route_by_keys(struct worker *w, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
 {
-    size_t stack[KEYS_ON_STACK], *keys = stack;
-    int n = cmd_keys(cmd, r->buf, q, keys, KEYS_ON_STACK);
-    if (n > KEYS_ON_STACK) {
-        /* Only a command with many keys pays for the array. */
-        keys = malloc((size_t)n * sizeof(*keys));
-        if (keys == NULL) {
-            router_fail(w, r, "ERR respgate: out of memory");
-            return;
-        }
-        n = cmd_keys(cmd, r->buf, q, keys, (size_t)n);
-    }
-    int slot = n > 0 ? (int)slot_of_arg(r->buf, &q->argv[keys[0]]) : any_slot(w);
-    int i = 1;
-    while (i < n && (int)slot_of_arg(r->buf, &q->argv[keys[i]]) == slot)
-        i++;
-    if (i < n && cmd->kind == CMD_SPLIT)
+    size_t stack[KEYS_ON_STACK], *keys;
+    int n = find_keys(r, cmd, q, stack, &keys);
+    int slot = n == -2 ? -3 : n <= 0 ? router_any_slot(w) : common_slot(r, q, keys, n);
+    if (slot == -2 && cmd->kind == CMD_SPLIT)
         fanout_split(w, r, cmd, q, keys, (size_t)n);
-    else if (i < n)
+    else if (slot == -2)
         router_fail(w, r, "CROSSSLOT Keys in request don't hash to the same slot");
+    else if (slot == -3)
+        router_fail(w, r, "ERR respgate: out of memory");
     else if (slot < 0)
         router_fail(w, r, "CLUSTERDOWN Hash slot not served");
     else
@@ -156,7 +194,10 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
     struct worker *w = c->w;
     const struct cmd_spec *cmd = cmd_find(r->buf, q);
 
-    if (cmd && cmd->kind == CMD_LOCAL) {
+    /* Inside MULTI, the session's own commands are queued too, except
+     * those Redis runs at once. */
+    if (cmd && cmd->kind == CMD_LOCAL &&
+        (!c->multi || strcmp(cmd->name, "quit") == 0 || strcmp(cmd->name, "reset") == 0)) {
         local_dispatch(c, r, q);
         router_complete(w, r);
         return;
@@ -167,18 +208,25 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
     }
     if (cmd == NULL || (cmd->nsubs && q->argc > 1)) {
         /* cmd_find gives the parent when argv[1] names none of its subcommands */
+        c->multi_failed |= c->multi; /* as Redis: EXEC will abort */
         fail_unknown(w, r, q, cmd);
         return;
     }
     if (!arity_ok(cmd, q->argc)) {
+        c->multi_failed |= c->multi;
         router_fail(w, r, "ERR wrong number of arguments for '%s' command", cmd->name);
+        return;
+    }
+    if (w->map && session_owns(c, cmd, r->buf, q)) {
+        session_dispatch(c, r, cmd, q);
         return;
     }
     if (cmd->kind == CMD_REFUSED) {
         router_fail(w, r, "ERR respgate does not forward '%s': %s", cmd->name, cmd->why);
         return;
     }
-    if (cmd->kind == CMD_PINNED) {
+    /* XREAD without BLOCK carries the blocking flag, yet does not block. */
+    if (cmd->kind == CMD_PINNED && !(cmd->flags & CMDF_BLOCKING)) {
         router_fail(w, r, "ERR respgate does not support '%s' yet", cmd->name);
         return;
     }
@@ -281,6 +329,15 @@ static int retryable(const char *line)
            strncmp(line, "-CLUSTERDOWN", 12) == 0;
 }
 
+/* The first line of the LEN-byte error reply at the front of IN. */
+static void first_error_line(struct evbuffer *in, size_t len, char *line, size_t cap)
+{
+    size_t n = len < cap - 1 ? len : cap - 1;
+    evbuffer_copyout(in, line, n);
+    line[n] = '\0';
+    line[strcspn(line, "\r\n")] = '\0';
+}
+
 void router_reply(struct backend *from, struct req *r, struct evbuffer *in, size_t len, char type)
 {
     struct worker *w = from->w;
@@ -289,12 +346,21 @@ void router_reply(struct backend *from, struct req *r, struct evbuffer *in, size
         req_free(w, r);
         return;
     }
-    if (type == '-') {
+    if (type == '-' && r->pinned) {
+        /* A pinned session's command runs where its session is, or fails. */
         char line[320];
-        size_t n = len < sizeof(line) - 1 ? len : sizeof(line) - 1;
-        evbuffer_copyout(in, line, n);
-        line[n] = '\0';
-        line[strcspn(line, "\r\n")] = '\0';
+        first_error_line(in, len, line, sizeof(line));
+        struct resp_redirect rd;
+        if (resp_parse_redirect(line + 1, strlen(line + 1), &rd) == 0) {
+            evbuffer_drain(in, len);
+            worker_request_refresh(w);
+            router_fail(w, r, "TRYAGAIN respgate: slot %u moved away from %s:%d during this session", rd.slot,
+                        from->host, from->port);
+            return;
+        }
+    } else if (type == '-') {
+        char line[320];
+        first_error_line(in, len, line, sizeof(line));
         struct resp_redirect rd;
         if (resp_parse_redirect(line + 1, strlen(line + 1), &rd) == 0) {
             evbuffer_drain(in, len);

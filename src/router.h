@@ -26,6 +26,15 @@ struct worker;
  * SCAN. R is in C's FIFO; it is answered now or when its reply arrives. */
 void router_dispatch(struct client *c, struct req *r, const struct resp_req *scan);
 
+/* The slot of R's keys under CMD (arguments Q): >= 0; -1 for no keys; -2
+ * for keys in several slots; -3 if out of memory. */
+struct cmd_spec;
+int router_keys_slot(struct worker *w, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q);
+
+/* A slot whose master serves a request without keys (they are spread over
+ * the masters), or -1 if no slot is served. */
+int router_any_slot(struct worker *w);
+
 /* Sends R to the master serving SLOT in W's table; parks it while that
  * node's connection backs off, or fails it. R is answered either way. */
 void router_send(struct worker *w, struct req *r, int slot);
@@ -43,6 +52,10 @@ void router_retry(struct worker *w, struct req *r, struct backend *b, const char
 
 /* Completes R with an error reply ("CODE text"). */
 void router_fail(struct worker *w, struct req *r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* At worker exit, when clients are gone: frees R; a part is failed so that
+ * its (orphaned) parent completes and goes too. */
+void router_abandon(struct worker *w, struct req *r);
 
 /* Marks R answered (its reply is in R->reply) and delivers what its client
  * can now be sent; frees R if it was orphaned. */

@@ -168,7 +168,8 @@ static void *worker_main(void *arg)
     struct req *r;
     while ((r = TAILQ_FIRST(&w->parked))) {
         TAILQ_REMOVE(&w->parked, r, inflight);
-        req_free(w, r); /* orphans: their clients are gone */
+        r->parked = 0;
+        router_abandon(w, r);
     }
     backend_free_all(w);
     req_pool_drain(w);

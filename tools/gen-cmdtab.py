@@ -446,8 +446,10 @@ KIND_DOC = {
     "CMD_KEYLESS": ("any master", "no keys: sent to one master, spread over them"),
     "CMD_SPLIT": ("split", "keys in several slots: one part per slot, sent in parallel, replies merged"),
     "CMD_BROADCAST": ("broadcast", "sent to every master serving slots, replies merged"),
-    "CMD_PINNED": ("pinned", "needs a backend connection of its own (transactions, blocking, Pub/Sub); "
-                   "not supported yet: answered with `-ERR respgate does not support '<command>' yet`"),
+    "CMD_PINNED": ("pinned", "holds a backend connection of its own: a transaction on the master of its first "
+                   "key's slot (every command in it must hash to that slot), a blocking command on a connection "
+                   "of its own while it blocks; Pub/Sub is not supported yet "
+                   "(`-ERR respgate does not support '<command>' yet`)"),
     "CMD_LOCAL": ("local", "answered by respgate for the client's own session"),
     "CMD_REFUSED": ("refused", "never forwarded: `-ERR respgate does not forward '<command>': <why>`"),
 }

@@ -160,8 +160,9 @@ def test_scan_finds_every_one_of_100000_keys_exactly_once(r):
     r.rpush("scan:list", "x")
     assert set(r.scan_iter(match="scan:9999*", count=500)) == {k for k in expected if k.startswith(b"scan:9999")}
     assert list(r.scan_iter(_type="list", count=5000)) == [b"scan:list"]
-    with pytest.raises(redis.ResponseError, match="^invalid cursor$"):
-        r.execute_command("SCAN", "nope")
+    for bad in ("nope", "-1", "18446744073709551616"):
+        with pytest.raises(redis.ResponseError, match="^invalid cursor$"):
+            r.execute_command("SCAN", bad)
 
 
 def test_scripts_are_loaded_on_every_master(cluster, r):
@@ -231,6 +232,17 @@ def test_wait_asks_the_masters_this_session_wrote_to(cluster, r):
     r.mset({k: "1" for k in KEYS})
     assert r.wait(1, 5000) == 1
     assert r.wait(2, 100) == 1  # times out: nobody has two replicas
+    # WAIT holds a connection other clients share: even "forever" is bounded
+    # (half of timeouts.backend), and the count says what was reached.
+    r.set(KEYS[1], "2")
+    assert r.wait(2, 0) == 1
+
+
+def test_a_split_mset_missing_its_last_value_writes_nothing(r):
+    assert keyslot("a") != keyslot("b")
+    with pytest.raises(redis.ResponseError, match="^wrong number of arguments for 'mset' command$"):
+        r.execute_command("MSET", "a", "1", "b")
+    assert r.exists("a", "b") == 0
 
 
 @pytest.mark.parametrize("cmd", [

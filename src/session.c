@@ -1,0 +1,336 @@
+/*
+ * session: transactions and blocking commands on private backends, see
+ * session.h.
+ *
+ * Everything a pinned session sends goes to its private backend directly
+ * (backend_send), never through router_send: a resend to another node would
+ * run a command outside its transaction. What the node answers is the
+ * client's answer, except for the requests sent on the client's behalf
+ * after it was answered here (REQ_DROP: the MULTI and QUEUED of commands
+ * queued before the first key).
+ */
+#include "session.h"
+
+#include "backend.h"
+#include "client.h"
+#include "cmd.h"
+#include "log.h"
+#include "req.h"
+#include "resp.h"
+#include "router.h"
+#include "worker.h"
+
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char EXECABORT[] = "EXECABORT Transaction discarded because of previous errors.";
+
+enum family { F_NONE = 0, F_MULTI, F_EXEC, F_DISCARD, F_WATCH, F_UNWATCH };
+
+static enum family family_of(const struct cmd_spec *cmd)
+{
+    static const char *const names[] = {NULL, "multi", "exec", "discard", "watch", "unwatch"};
+    for (int i = 1; i < (int)(sizeof(names) / sizeof(names[0])); i++)
+        if (strcmp(cmd->name, names[i]) == 0)
+            return (enum family)i;
+    return F_NONE;
+}
+
+int session_owns(const struct client *c, const struct cmd_spec *cmd, struct evbuffer *frame,
+                 const struct resp_req *q)
+{
+    return c->multi || family_of(cmd) != F_NONE || cmd_blocks(cmd, frame, q);
+}
+
+/* Answers R with the status or error TEXT ("-..." or "+..."). */
+static void answer(struct worker *w, struct req *r, const char *text)
+{
+    if (text[0] == '-')
+        router_fail(w, r, "%s", text + 1);
+    else {
+        resp_add_status(r->reply, text + 1);
+        router_complete(w, r);
+    }
+}
+
+/* Sends R on C's private backend B as the session's. Returns 0, or -1
+ * after answering R with an error. */
+static int send_pinned(struct client *c, struct backend *b, struct req *r)
+{
+    r->pinned = 1;
+    if (backend_send(b, r) == 0)
+        return 0;
+    router_fail(c->w, r, "ERR respgate: the connection to %s:%d for this session is lost", b->host, b->port);
+    return -1;
+}
+
+/* R goes to C's pin when there is one (the node's answer is the one that
+ * counts), or is answered TEXT here. */
+static void pass_or_answer(struct client *c, struct req *r, const char *text)
+{
+    if (c->pin)
+        send_pinned(c, c->pin, r);
+    else
+        answer(c->w, r, text);
+}
+
+/* Sends a request of FRAME (LEN bytes) on B whose reply nobody awaits. */
+static int send_dropped(struct client *c, struct backend *b, const char *frame, size_t len)
+{
+    struct req *d = req_new(c->w, REQ_DROP);
+    if (d == NULL)
+        return -1;
+    evbuffer_add(d->buf, frame, len);
+    d->pinned = 1;
+    if (backend_send(b, d) < 0) {
+        req_free(c->w, d);
+        return -1;
+    }
+    return 0;
+}
+
+/* Opens C's pin to the master of SLOT and replays what the transaction
+ * queued so far behind MULTI. Returns 0, or -1 (C's transaction failed). */
+static int open_pin(struct client *c, int slot, int in_multi)
+{
+    struct worker *w = c->w;
+    struct backend *owner = slot >= 0 ? w->owner[slot] : NULL;
+    if (owner == NULL || c->nprivate >= SESSION_PRIVATE_MAX)
+        return -1;
+    c->pin = backend_open_private(w, c, owner->host, owner->port, 0);
+    if (c->pin == NULL)
+        return -1;
+    c->pin_slot = slot;
+    if (!in_multi)
+        return 0;
+    if (send_dropped(c, c->pin, "*1\r\n$5\r\nMULTI\r\n", 15) < 0)
+        return -1;
+    struct req *d;
+    while ((d = TAILQ_FIRST(&c->queued))) {
+        TAILQ_REMOVE(&c->queued, d, inflight);
+        c->nqueued--;
+        d->pinned = 1;
+        if (backend_send(c->pin, d) < 0) {
+            req_free(w, d);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void session_reset(struct client *c)
+{
+    struct req *d;
+    while ((d = TAILQ_FIRST(&c->queued))) {
+        TAILQ_REMOVE(&c->queued, d, inflight);
+        req_free(c->w, d);
+    }
+    c->nqueued = 0;
+    c->multi = c->multi_failed = c->watching = c->watch_lost = 0;
+    c->pin_slot = -1;
+    if (c->pin)
+        backend_release(c->pin);
+}
+
+/* Refuses R inside MULTI with TEXT (Redis queues nothing then, and EXEC aborts). */
+static void refuse_queued(struct client *c, struct req *r, const char *text)
+{
+    c->multi_failed = 1;
+    router_fail(c->w, r, "%s", text);
+}
+
+/* A command inside MULTI: checked here, queued on the node. */
+static void queue(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
+{
+    struct worker *w = c->w;
+    if (cmd->kind == CMD_LOCAL && strcmp(cmd->name, "ping") != 0 && strcmp(cmd->name, "echo") != 0) {
+        refuse_queued(c, r, "ERR respgate: this command cannot be part of a transaction");
+        return;
+    }
+    if (cmd->kind == CMD_REFUSED || cmd->kind == CMD_BROADCAST) {
+        char text[160];
+        snprintf(text, sizeof(text), "ERR respgate: '%s' concerns the whole cluster; it cannot be part of a "
+                                     "transaction, which runs on one node",
+                 cmd->name);
+        refuse_queued(c, r, text);
+        return;
+    }
+    if (c->pin_slot >= 0 && c->pin == NULL) {
+        refuse_queued(c, r, "ERR respgate: the connection to the node of this transaction is lost");
+        return;
+    }
+    int slot = router_keys_slot(w, r, cmd, q);
+    if (slot == -2 || (slot >= 0 && c->pin_slot >= 0 && slot != c->pin_slot)) {
+        refuse_queued(c, r, "CROSSSLOT Keys in request don't hash to the same slot");
+        return;
+    }
+    if (slot < -1) {
+        refuse_queued(c, r, "ERR respgate: out of memory");
+        return;
+    }
+    if (c->pin == NULL && slot >= 0 && open_pin(c, slot, 1) < 0) {
+        refuse_queued(c, r, "CLUSTERDOWN respgate cannot reach the node serving this slot");
+        return;
+    }
+    if (c->pin) {
+        if (send_pinned(c, c->pin, r) < 0)
+            c->multi_failed = 1;
+        return;
+    }
+    /* No key yet, so no node: keep the frame for later, answer as Redis would. */
+    struct req *d = c->nqueued < SESSION_QUEUED_MAX ? req_new(w, REQ_DROP) : NULL;
+    if (d == NULL) {
+        refuse_queued(c, r, "ERR respgate: too many commands queued before the transaction's first key");
+        return;
+    }
+    evbuffer_add_buffer(d->buf, r->buf);
+    TAILQ_INSERT_TAIL(&c->queued, d, inflight);
+    c->nqueued++;
+    answer(w, r, "+QUEUED");
+}
+
+static void exec(struct client *c, struct req *r)
+{
+    struct worker *w = c->w;
+    if (c->watch_lost) {
+        /* The node forgot the WATCH with its connection: abort, as when a
+         * watched key changed, so the client retries. */
+        session_reset(c);
+        evbuffer_add(r->reply, "*-1\r\n", 5);
+        router_complete(w, r);
+        return;
+    }
+    if (c->multi_failed) {
+        if (c->pin)
+            send_dropped(c, c->pin, "*1\r\n$7\r\nDISCARD\r\n", 17);
+        session_reset(c);
+        router_fail(w, r, "%s", EXECABORT);
+        return;
+    }
+    if (c->pin == NULL && TAILQ_EMPTY(&c->queued)) {
+        session_reset(c);
+        evbuffer_add(r->reply, "*0\r\n", 4);
+        router_complete(w, r);
+        return;
+    }
+    if (c->pin == NULL && open_pin(c, router_any_slot(w), 1) < 0) {
+        session_reset(c);
+        router_fail(w, r, "%s", EXECABORT);
+        return;
+    }
+    send_pinned(c, c->pin, r);
+    session_reset(c);
+}
+
+void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
+{
+    struct worker *w = c->w;
+    enum family f = family_of(cmd);
+    if (c->multi) {
+        switch (f) {
+        case F_EXEC:
+            exec(c, r);
+            return;
+        case F_DISCARD:
+            pass_or_answer(c, r, "+OK");
+            session_reset(c);
+            return;
+        case F_MULTI:
+            router_fail(w, r, "ERR MULTI calls can not be nested");
+            return;
+        case F_WATCH:
+            router_fail(w, r, "ERR WATCH inside MULTI is not allowed");
+            return;
+        default:
+            queue(c, r, cmd, q);
+            return;
+        }
+    }
+    switch (f) {
+    case F_MULTI:
+        c->multi = 1;
+        pass_or_answer(c, r, "+OK");
+        return;
+    case F_EXEC:
+        router_fail(w, r, "ERR EXEC without MULTI");
+        return;
+    case F_DISCARD:
+        router_fail(w, r, "ERR DISCARD without MULTI");
+        return;
+    case F_UNWATCH:
+        pass_or_answer(c, r, "+OK");
+        session_reset(c);
+        return;
+    default:
+        break;
+    }
+    int slot = router_keys_slot(w, r, cmd, q);
+    if (slot == -2) {
+        router_fail(w, r, "CROSSSLOT Keys in request don't hash to the same slot");
+        return;
+    }
+    if (slot < 0 || w->owner[slot] == NULL) {
+        router_fail(w, r, slot < -1 ? "ERR respgate: out of memory" : "CLUSTERDOWN Hash slot not served");
+        return;
+    }
+    if (f == F_WATCH) {
+        if (c->pin && slot != c->pin_slot) {
+            router_fail(w, r, "CROSSSLOT Keys in request don't hash to the same slot");
+            return;
+        }
+        if (c->pin == NULL && open_pin(c, slot, 0) < 0) {
+            router_fail(w, r, "CLUSTERDOWN respgate cannot reach the node serving this slot");
+            return;
+        }
+        c->watching = 1;
+        send_pinned(c, c->pin, r);
+        return;
+    }
+    /* A blocking command: a connection of its own, as long as it blocks. */
+    if (c->eof) {
+        router_fail(w, r, "ERR respgate: the client closed its connection; a blocking command would wait for nobody");
+        return;
+    }
+    if (c->nprivate >= SESSION_PRIVATE_MAX) {
+        router_fail(w, r, "ERR respgate: %d commands already block on this connection", SESSION_PRIVATE_MAX);
+        return;
+    }
+    struct backend *owner = w->owner[slot];
+    struct backend *b = backend_open_private(w, c, owner->host, owner->port, 1);
+    if (b == NULL) {
+        router_fail(w, r, "ERR respgate: out of memory");
+        return;
+    }
+    send_pinned(c, b, r);
+    backend_release(b); /* closes once answered, or when its client leaves */
+}
+
+void session_pin_lost(struct client *c)
+{
+    log_info("client id=%llu addr=%s: the connection of its transaction was lost", (unsigned long long)c->id,
+             c->addr);
+    if (c->watching)
+        c->watch_lost = 1;
+    if (c->multi)
+        c->multi_failed = 1;
+}
+
+void session_client_eof(struct client *c)
+{
+    struct backend *b, *next;
+    for (b = TAILQ_FIRST(&c->privates); b; b = next) {
+        next = TAILQ_NEXT(b, link);
+        if (b->no_timeout)
+            backend_free_private(b);
+    }
+}
+
+void session_end(struct client *c)
+{
+    session_reset(c);
+    struct backend *b;
+    while ((b = TAILQ_FIRST(&c->privates)))
+        backend_free_private(b);
+}

@@ -1,0 +1,54 @@
+/*
+ * session: the commands that hold a backend connection of their own, a
+ * private backend (backend.h) owned by the client: transactions (MULTI, EXEC,
+ * DISCARD, WATCH, UNWATCH) and blocking commands (BLPOP, BLMOVE, BZPOPMIN,
+ * XREAD BLOCK, ...). Owns the client's transaction state.
+ *
+ * A transaction is pinned to the master of the slot of its first key (WATCH's
+ * or the first queued command's); every later command must hash to that same
+ * slot, or it gets -CROSSSLOT and EXEC aborts with Redis's EXECABORT.
+ * Commands queued before the first key are answered QUEUED here and sent
+ * behind MULTI once the node is known. The pin is released after EXEC,
+ * DISCARD, or UNWATCH outside MULTI. A blocking command gets a private
+ * connection of its own with no reply timeout, closed when its reply came or
+ * its client left (which unblocks it on the node at once).
+ */
+#ifndef RG_SESSION_H
+#define RG_SESSION_H
+
+struct client;
+struct evbuffer;
+struct cmd_spec;
+struct req;
+struct resp_req;
+
+/* Private connections one client may hold at once (a pin, blocking commands). */
+#define SESSION_PRIVATE_MAX 8
+/* Commands queued inside MULTI before its first key. */
+#define SESSION_QUEUED_MAX 1024
+
+/* Whether client C's request for CMD (arguments Q in FRAME) is the
+ * session's business: a transaction command, anything inside MULTI, or a
+ * command that blocks. */
+int session_owns(const struct client *c, const struct cmd_spec *cmd, struct evbuffer *frame,
+                 const struct resp_req *q);
+
+/* Handles request R of client C (command CMD, arguments Q). R is in C's
+ * FIFO; it is answered now or when its reply arrives. */
+void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q);
+
+/* C's pin broke: what the node held for the session (MULTI, WATCH) is
+ * lost, and the transaction can only abort. */
+void session_pin_lost(struct client *c);
+
+/* Forgets C's transaction and WATCH; the pin closes once drained (RESET). */
+void session_reset(struct client *c);
+
+/* C sent EOF: its blocking commands would wait for nobody; they end now,
+ * which unblocks them on their nodes (Redis drops a client at EOF). */
+void session_client_eof(struct client *c);
+
+/* Frees C's session: queued commands and private connections; at client_free. */
+void session_end(struct client *c);
+
+#endif
