@@ -236,7 +236,7 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 {
     struct backend *b = arg;
     if (retiring(b)) {
-        backend_free_private(b);
+        backend_free_private(b, NULL);
         return;
     }
     if (b->bev && b->connected && netio_flush(b->bev) < 0)
@@ -316,8 +316,17 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct backend *b = arg;
     if (what & BEV_EVENT_CONNECTED) {
-        int one = 1;
-        setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        int one = 1, fd = bufferevent_getfd(bev);
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (b->no_timeout) {
+            /* No reply timeout: a node whose host vanished is found by TCP
+             * keepalive instead, in about a minute. */
+            int idle = 30, intvl = 10, cnt = 3;
+            setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+            setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+            setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+            setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+        }
         b->backoff_ms = 0;
         b->connected = 1;
         b->rev = event_new(b->w->base, bufferevent_getfd(bev), EV_READ | EV_PERSIST, on_sock_read, b);
@@ -353,8 +362,10 @@ struct backend *backend_open_private(struct worker *w, struct client *c, const c
     b->owner = c;
     TAILQ_INSERT_TAIL(&c->privates, b, link);
     c->nprivate++;
-    if (backend_connect(b) < 0)
+    if (backend_connect(b) < 0) {
         b->broken = 1; /* logged; sends fail, and it retires */
+        event_active(b->flush, EV_READ, 0);
+    }
     return b;
 }
 
@@ -367,7 +378,7 @@ void backend_release(struct backend *b)
         event_active(b->flush, EV_READ, 0);
 }
 
-void backend_free_private(struct backend *b)
+void backend_free_private(struct backend *b, const char *why)
 {
     struct client *c = b->owner;
     TAILQ_REMOVE(&c->privates, b, link);
@@ -379,7 +390,9 @@ void backend_free_private(struct backend *b)
     close_connection(b);
     struct req *r;
     while ((r = pop(b))) {
-        if (r->kind == REQ_CLIENT && r->client)
+        if (r->kind == REQ_CLIENT && r->client && why)
+            router_fail(b->w, r, "ERR respgate: %s", why);
+        else if (r->kind == REQ_CLIENT && r->client)
             router_fail(b->w, r, "ERR respgate: the connection to %s:%d closed", b->host, b->port);
         else
             req_free(b->w, r);

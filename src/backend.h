@@ -67,9 +67,9 @@ struct backend *backend_open_private(struct worker *w, struct client *c, const c
  * or with its client. */
 void backend_release(struct backend *b);
 
-/* Closes private backend B now; what is in flight is failed or, orphaned,
- * dropped (its client left). Never call it from B's own callbacks. */
-void backend_free_private(struct backend *b);
+/* Closes private backend B now; what is in flight is failed (with WHY, if
+ * not NULL) or, orphaned, dropped. Never call it from B's own callbacks. */
+void backend_free_private(struct backend *b, const char *why);
 
 /* Closes every backend of W, failing what was in flight; at worker exit. */
 void backend_free_all(struct worker *w);

@@ -256,7 +256,7 @@ static void process_input(struct client *c)
     const struct conf *cf = c->w->conf;
     const struct resp_limits lim = {cf->max_bulk_len, cf->max_inline_len, cf->max_multibulk_len};
 
-    for (int n = 0; n < CLIENT_BATCH && !c->closing && !c->dead; n++) {
+    for (int n = 0; n < CLIENT_BATCH && !c->closing && !c->dead && !c->hold; n++) {
         if (evbuffer_get_length(out) >= CLIENT_PAUSE_OUTPUT) {
             c->paused = 1;
             reading(c, 0);
@@ -311,8 +311,26 @@ static void process_input(struct client *c)
         }
         resp_req_reset(&c->scan);
     }
+    if (c->hold)
+        return; /* resumed once the requests it waits for are answered */
     if (c->dead || c->closing || evbuffer_get_length(in) > 0)
         event_active(c->resume, EV_READ, 0);
+}
+
+/* Dispatches C's held request again (it waited for the requests before
+ * it); it may be held once more. */
+static void release_hold(struct client *c)
+{
+    struct req *r = c->hold;
+    struct resp_req q = {0};
+    const struct conf *cf = c->w->conf;
+    const struct resp_limits lim = {cf->max_bulk_len, cf->max_inline_len, cf->max_multibulk_len};
+    c->hold = NULL;
+    if (resp_req_scan(&q, r->buf, &lim, 0) == RESP_FRAME)
+        router_dispatch(c, r, &q); /* the frame was scanned whole once: it scans again */
+    else
+        router_fail(c->w, r, "ERR respgate: cannot rescan a held request");
+    resp_req_deinit(&q);
 }
 
 void client_note_write(struct client *c, struct backend *b)
@@ -370,6 +388,10 @@ void client_deliver(struct client *c)
 static void on_sock_read(evutil_socket_t fd, short what, void *arg)
 {
     struct client *c = arg;
+    if ((what & EV_TIMEOUT) && !c->lingering && c->npinned > 0) {
+        reading(c, 1); /* waiting on a blocking command is not being idle (as in Redis) */
+        return;
+    }
     if (what & EV_TIMEOUT) {
         log_debug("client id=%llu addr=%s: %s", (unsigned long long)c->id, c->addr,
                   c->lingering ? "no EOF after ours" : "idle timeout");
@@ -397,7 +419,7 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
          * (process_input goes on without reading), never what EOF cut off. */
         log_debug("client id=%llu addr=%s sent EOF", (unsigned long long)c->id, c->addr);
         c->eof = 1;
-        session_client_eof(c);
+        session_cancel_blocking(c, "the client closed its connection");
         reading(c, 0);
         event_active(c->resume, EV_READ, 0);
         return;
@@ -408,8 +430,12 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
 static void on_resume(evutil_socket_t fd, short what, void *arg)
 {
     struct client *c = arg;
+    if (c->hold && !c->dead)
+        release_hold(c);
     if (c->dead)
         client_free(c);
+    else if (c->hold)
+        return;
     else if (c->closing)
         finish_if_done(c);
     else if (!c->paused && !c->throttled)

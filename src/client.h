@@ -51,6 +51,9 @@ struct client {
     struct backend *pin;     /* the private backend of a transaction or WATCH, or NULL */
     int pin_slot;            /* the slot that session is for, -1 before its first key */
     struct req_list queued;  /* MULTI: commands answered QUEUED before the first key chose a node */
+    struct req *hold;        /* a request waiting for those before it (router_dispatch), or NULL */
+    uint32_t nshared;        /* requests awaiting a reply on shared connections */
+    uint32_t npinned;        /* requests awaiting a reply on private connections */
     size_t nqueued;
     unsigned authed : 1;     /* AUTH succeeded (see client_authed) */
     unsigned closing : 1;    /* reads nothing more; closes once the output is written */

@@ -363,6 +363,7 @@ static struct fanout *new_fanout(struct req *p, int merge, size_t extra)
     f->merge = (uint8_t)merge;
     f->pending = 1; /* held while sending, so a part failing at once cannot finish P early */
     p->fan = f;
+    router_count(p);
     return f;
 }
 

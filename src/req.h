@@ -47,6 +47,7 @@ struct req {
     unsigned parked : 1;        /* waiting on the worker's retry timer */
     unsigned write : 1;         /* the command writes (WAIT asks where writes went) */
     unsigned pinned : 1;        /* sent on its session's private backend: never redirected or retried */
+    unsigned counted : 1;       /* in its client's nshared or npinned */
 };
 
 TAILQ_HEAD(req_list, req);

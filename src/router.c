@@ -42,6 +42,13 @@ void router_complete(struct worker *w, struct req *r)
         return;
     }
     r->done = 1;
+    if (r->counted && r->client) {
+        struct client *c = r->client;
+        r->counted = 0;
+        if (r->pinned ? --c->npinned == 0 : --c->nshared == 0)
+            if (c->hold)
+                event_active(c->resume, EV_READ, 0);
+    }
     if (r->client) {
         r->client->held += evbuffer_get_length(r->reply);
         client_deliver(r->client);
@@ -167,6 +174,17 @@ static void route_by_keys(struct worker *w, struct req *r, const struct cmd_spec
 /* Parks R to be sent again on the worker's next retry tick. */
 static void park(struct worker *w, struct req *r);
 
+void router_count(struct req *r)
+{
+    if (r->kind != REQ_CLIENT || r->client == NULL || r->counted)
+        return;
+    r->counted = 1;
+    if (r->pinned)
+        r->client->npinned++;
+    else
+        r->client->nshared++;
+}
+
 void router_send(struct worker *w, struct req *r, int slot)
 {
     struct backend *b = w->owner[slot];
@@ -175,6 +193,7 @@ void router_send(struct worker *w, struct req *r, int slot)
         return;
     }
     r->slot = (uint16_t)slot;
+    router_count(r);
     if (r->write) {
         struct client *c = r->kind == REQ_PART ? r->parent->client : r->client;
         if (c)
@@ -217,21 +236,33 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
         router_fail(w, r, "ERR wrong number of arguments for '%s' command", cmd->name);
         return;
     }
-    if (w->map && session_owns(c, cmd, r->buf, q)) {
-        session_dispatch(c, r, cmd, q);
+    if (cmd->kind == CMD_REFUSED && !c->multi) {
+        router_fail(w, r, "ERR respgate does not forward '%s': %s", cmd->name, cmd->why);
         return;
     }
-    if (cmd->kind == CMD_REFUSED) {
-        router_fail(w, r, "ERR respgate does not forward '%s': %s", cmd->name, cmd->why);
+    if (w->map == NULL) {
+        c->multi_failed |= c->multi;
+        router_fail(w, r, "CLUSTERDOWN The cluster is down");
+        return;
+    }
+    /* Redis runs one connection's commands one after another. Here they
+     * run on a shared connection or on a private one (session.h), and the
+     * two do not wait for each other: so a command for a private one waits
+     * until those before it are answered, a command after one waits for
+     * it, and a blocking command waits for everything before it. */
+    int pinned = session_owns(c, cmd, r->buf, q);
+    int blocks = pinned && !c->multi && cmd_blocks(cmd, r->buf, q);
+    if (pinned ? c->nshared > 0 || (blocks && c->npinned > 0) : c->npinned > 0) {
+        c->hold = r;
+        return;
+    }
+    if (pinned) {
+        session_dispatch(c, r, cmd, q);
         return;
     }
     /* XREAD without BLOCK carries the blocking flag, yet does not block. */
     if (cmd->kind == CMD_PINNED && !(cmd->flags & CMDF_BLOCKING)) {
         router_fail(w, r, "ERR respgate does not support '%s' yet", cmd->name);
-        return;
-    }
-    if (w->map == NULL) {
-        router_fail(w, r, "CLUSTERDOWN The cluster is down");
         return;
     }
     r->write = (cmd->flags & CMDF_WRITE) != 0;

@@ -23,7 +23,9 @@ struct worker;
 #define ROUTER_RETRY_MS 100
 
 /* Handles request R of client C, whose frame is in R->buf with arguments
- * SCAN. R is in C's FIFO; it is answered now or when its reply arrives. */
+ * SCAN. R is in C's FIFO; it is answered now or when its reply arrives; or
+ * it must wait for the requests before it: then it is C->hold, and C reads
+ * nothing more until it is dispatched again. */
 void router_dispatch(struct client *c, struct req *r, const struct resp_req *scan);
 
 /* The slot of R's keys under CMD (arguments Q): >= 0; -1 for no keys; -2
@@ -34,6 +36,10 @@ int router_keys_slot(struct worker *w, struct req *r, const struct cmd_spec *cmd
 /* A slot whose master serves a request without keys (they are spread over
  * the masters), or -1 if no slot is served. */
 int router_any_slot(struct worker *w);
+
+/* Counts client request R as awaiting a reply (in its client's nshared, or
+ * npinned when R->pinned), once; router_complete uncounts it. */
+void router_count(struct req *r);
 
 /* Sends R to the master serving SLOT in W's table; parks it while that
  * node's connection backs off, or fails it. R is answered either way. */

@@ -60,18 +60,21 @@ static void answer(struct worker *w, struct req *r, const char *text)
 static int send_pinned(struct client *c, struct backend *b, struct req *r)
 {
     r->pinned = 1;
-    if (backend_send(b, r) == 0)
+    if (backend_send(b, r) == 0) {
+        router_count(r);
         return 0;
+    }
     router_fail(c->w, r, "ERR respgate: the connection to %s:%d for this session is lost", b->host, b->port);
     return -1;
 }
 
-/* R goes to C's pin when there is one (the node's answer is the one that
+/* R goes to C's pin when it takes it (the node's answer is the one that
  * counts), or is answered TEXT here. */
 static void pass_or_answer(struct client *c, struct req *r, const char *text)
 {
-    if (c->pin)
-        send_pinned(c, c->pin, r);
+    r->pinned = 1;
+    if (c->pin && backend_send(c->pin, r) == 0)
+        router_count(r);
     else
         answer(c->w, r, text);
 }
@@ -103,6 +106,8 @@ static int open_pin(struct client *c, int slot, int in_multi)
     if (c->pin == NULL)
         return -1;
     c->pin_slot = slot;
+    if (c->pin->broken)
+        return -1; /* it retires by itself */
     if (!in_multi)
         return 0;
     if (send_dropped(c, c->pin, "*1\r\n$5\r\nMULTI\r\n", 15) < 0)
@@ -149,7 +154,13 @@ static void queue(struct client *c, struct req *r, const struct cmd_spec *cmd, c
         refuse_queued(c, r, "ERR respgate: this command cannot be part of a transaction");
         return;
     }
-    if (cmd->kind == CMD_REFUSED || cmd->kind == CMD_BROADCAST) {
+    if (cmd->kind == CMD_REFUSED) {
+        char text[200];
+        snprintf(text, sizeof(text), "ERR respgate does not forward '%s': %s", cmd->name, cmd->why);
+        refuse_queued(c, r, text);
+        return;
+    }
+    if (cmd->kind == CMD_BROADCAST) {
         char text[160];
         snprintf(text, sizeof(text), "ERR respgate: '%s' concerns the whole cluster; it cannot be part of a "
                                      "transaction, which runs on one node",
@@ -250,8 +261,12 @@ void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cm
     }
     switch (f) {
     case F_MULTI:
+        /* Answered here, so the session is in MULTI whatever the node
+         * says; a MULTI the pin did not take makes EXEC abort. */
         c->multi = 1;
-        pass_or_answer(c, r, "+OK");
+        if (c->pin && send_dropped(c, c->pin, "*1\r\n$5\r\nMULTI\r\n", 15) < 0)
+            c->multi_failed = 1;
+        answer(w, r, "+OK");
         return;
     case F_EXEC:
         router_fail(w, r, "ERR EXEC without MULTI");
@@ -284,13 +299,14 @@ void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cm
             router_fail(w, r, "CLUSTERDOWN respgate cannot reach the node serving this slot");
             return;
         }
-        c->watching = 1;
-        send_pinned(c, c->pin, r);
+        if (send_pinned(c, c->pin, r) == 0)
+            c->watching = 1;
         return;
     }
     /* A blocking command: a connection of its own, as long as it blocks. */
-    if (c->eof) {
-        router_fail(w, r, "ERR respgate: the client closed its connection; a blocking command would wait for nobody");
+    if (c->eof || w->draining) {
+        router_fail(w, r, "ERR respgate: %s; a blocking command would wait for nobody",
+                    c->eof ? "the client closed its connection" : "respgate is shutting down");
         return;
     }
     if (c->nprivate >= SESSION_PRIVATE_MAX) {
@@ -317,13 +333,13 @@ void session_pin_lost(struct client *c)
         c->multi_failed = 1;
 }
 
-void session_client_eof(struct client *c)
+void session_cancel_blocking(struct client *c, const char *why)
 {
     struct backend *b, *next;
     for (b = TAILQ_FIRST(&c->privates); b; b = next) {
         next = TAILQ_NEXT(b, link);
         if (b->no_timeout)
-            backend_free_private(b);
+            backend_free_private(b, why);
     }
 }
 
@@ -332,5 +348,5 @@ void session_end(struct client *c)
     session_reset(c);
     struct backend *b;
     while ((b = TAILQ_FIRST(&c->privates)))
-        backend_free_private(b);
+        backend_free_private(b, NULL);
 }

@@ -44,9 +44,10 @@ void session_pin_lost(struct client *c);
 /* Forgets C's transaction and WATCH; the pin closes once drained (RESET). */
 void session_reset(struct client *c);
 
-/* C sent EOF: its blocking commands would wait for nobody; they end now,
- * which unblocks them on their nodes (Redis drops a client at EOF). */
-void session_client_eof(struct client *c);
+/* Ends C's blocking commands now (closing their connections unblocks them
+ * on their nodes), answering them with an error saying WHY: C sent EOF
+ * (Redis drops a client at EOF), or respgate drains. */
+void session_cancel_blocking(struct client *c, const char *why);
 
 /* Frees C's session: queued commands and private connections; at client_free. */
 void session_end(struct client *c);

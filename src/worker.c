@@ -8,6 +8,7 @@
 #include "log.h"
 #include "router.h"
 #include "server.h"
+#include "session.h"
 #include "slot.h"
 #include "topo.h"
 
@@ -70,6 +71,7 @@ static void start_drain(struct worker *w)
     struct client *c, *next;
     for (c = TAILQ_FIRST(&w->clients); c; c = next) {
         next = TAILQ_NEXT(c, link);
+        session_cancel_blocking(c, "respgate is shutting down");
         client_shutdown(c);
     }
     maybe_done(w);

@@ -224,8 +224,9 @@ def test_clusterdown_until_a_seed_answers(make_respgate, cluster, tmp_path):
             f"  password: {CLUSTER_PASSWORD}\n")
     with Respgate(tmp_path / "down", conf, port) as rg:
         r = rg.client()
-        with pytest.raises(redis.ResponseError, match="^CLUSTERDOWN The cluster is down$"):
-            r.get("x")
+        for cmd in (("GET", "x"), ("MULTI",), ("BLPOP", "x", "0"), ("MGET", "a", "b"), ("DBSIZE",)):
+            with pytest.raises(redis.ResponseError, match="^CLUSTERDOWN The cluster is down$"):
+                r.execute_command(*cmd)
         assert r.ping()
     assert "topology: cannot connect to 127.0.0.1:%d" % dead in rg.log()
 

@@ -201,14 +201,47 @@ def test_a_client_leaving_mid_blpop_frees_its_connection_at_once(cluster, respga
     r.delete("bl:gone")
 
 
-def test_blocking_connections_per_client_are_bounded(cluster, respgate):
+def test_a_blocked_connection_runs_nothing_else_until_unblocked(cluster, respgate):
+    """As on Redis: what a client pipelines after BLPOP runs after it."""
+    r = respgate.client()
+    r.delete("bl:q")
     s = socket.create_connection(("127.0.0.1", respgate.port))
     try:
-        s.sendall(b"".join(b"*3\r\n$5\r\nBLPOP\r\n$6\r\nbl:cap\r\n$3\r\n0.5\r\n" for _ in range(9)))
+        s.sendall(b"*3\r\n$5\r\nBLPOP\r\n$4\r\nbl:q\r\n$1\r\n0\r\n"
+                  b"*3\r\n$5\r\nRPUSH\r\n$4\r\nbl:q\r\n$4\r\nmine\r\n")
+        assert wait_for(lambda: blocked_clients(cluster, "bl:q") == 1)
+        assert r.llen("bl:q") == 0  # the RPUSH behind the BLPOP has not run
+        r.rpush("bl:q", "other")
         f = s.makefile("rb")
-        lines = [f.readline() for _ in range(9)]
+        assert [f.readline() for _ in range(6)] == [b"*2\r\n", b"$4\r\n", b"bl:q\r\n", b"$5\r\n",
+                                                   b"other\r\n", b":1\r\n"]
     finally:
         s.close()
-    # Replies come in order: the ninth was refused at once, yet waits its turn.
-    assert lines[:8] == [b"*-1\r\n"] * 8
-    assert lines[8] == b"-ERR respgate: 8 commands already block on this connection\r\n"
+    assert r.lrange("bl:q", 0, -1) == [b"mine"]
+    r.delete("bl:q")
+
+
+def pipelined(port, commands):
+    """Sends COMMANDS in one write; returns the raw replies (one line each)."""
+    frame = b"".join(b"*%d\r\n" % len(c) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in c)
+                     for c in commands)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(frame)
+        f = s.makefile("rb")
+        out = []
+        for _ in commands:
+            line = f.readline()
+            out.append(line + (f.readline() if line[:1] == b"$" and line != b"$-1\r\n" else b""))
+        return out
+
+
+def test_commands_around_a_watch_run_in_order(respgate, single):
+    """WATCH k; GET k; SET k b; MULTI; SET k c; EXEC in one write: the SET
+    after WATCH touches the key, so EXEC aborts; the same as on Redis."""
+    commands = [(b"SET", b"{o}k", b"a"), (b"WATCH", b"{o}k"), (b"GET", b"{o}k"), (b"SET", b"{o}k", b"b"),
+                (b"MULTI",), (b"SET", b"{o}k", b"c"), (b"EXEC",), (b"GET", b"{o}k")]
+    expected = [b"+OK\r\n", b"+OK\r\n", b"$1\r\na\r\n", b"+OK\r\n", b"+OK\r\n", b"+QUEUED\r\n", b"*-1\r\n",
+                b"$1\r\nb\r\n"]
+    assert pipelined(single.port, commands) == expected
+    for _ in range(20):
+        assert pipelined(respgate.port, commands) == expected
