@@ -7,6 +7,7 @@
 #include "log.h"
 #include "netio.h"
 #include "router.h"
+#include "pubsub.h"
 #include "session.h"
 #include "client.h"
 #include "worker.h"
@@ -287,6 +288,14 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
         size_t len = b->scan.len;
         char type = b->scan.type;
         memset(&b->scan, 0, sizeof(b->scan));
+        struct req *head = TAILQ_FIRST(&b->inflight);
+        if (b->push && !(head && head->kind == REQ_AUTH)) {
+            if (pubsub_frame(b, in, len) < 0) {
+                backend_reset(b, "a Pub/Sub frame nobody asked for");
+                return;
+            }
+            continue;
+        }
         struct req *r = pop(b);
         if (r == NULL) {
             backend_reset(b, "a reply arrived with no request in flight");
@@ -318,9 +327,9 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_CONNECTED) {
         int one = 1, fd = bufferevent_getfd(bev);
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        if (b->no_timeout) {
-            /* No reply timeout: a node whose host vanished is found by TCP
-             * keepalive instead, in about a minute. */
+        if (b->no_timeout || b->push) {
+            /* Quiet for long, by design: a node whose host vanished is found
+             * by TCP keepalive instead, in about a minute. */
             int idle = 30, intvl = 10, cnt = 3;
             setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
             setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
@@ -352,13 +361,24 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         backend_reset(b, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }
 
-struct backend *backend_open_private(struct worker *w, struct client *c, const char *host, int port, int no_timeout)
+struct req *backend_head(struct backend *b)
+{
+    return TAILQ_FIRST(&b->inflight);
+}
+
+struct req *backend_pop(struct backend *b)
+{
+    return pop(b);
+}
+
+struct backend *backend_open_private(struct worker *w, struct client *c, const char *host, int port, int flags)
 {
     struct backend *b = backend_new(w, host, port);
     if (b == NULL)
         return NULL;
     b->priv = 1;
-    b->no_timeout = (unsigned)no_timeout;
+    b->no_timeout = (flags & BACKEND_BLOCKING) != 0;
+    b->push = (flags & BACKEND_PUSH) != 0;
     b->owner = c;
     TAILQ_INSERT_TAIL(&c->privates, b, link);
     c->nprivate++;
@@ -387,6 +407,8 @@ void backend_free_private(struct backend *b, const char *why)
         c->pin = NULL;
         session_pin_lost(c);
     }
+    if (b->push)
+        pubsub_lost(c, b);
     close_connection(b);
     struct req *r;
     while ((r = pop(b))) {

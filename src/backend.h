@@ -20,6 +20,7 @@
 #include "resp.h"
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/queue.h>
 #include <sys/time.h>
 
@@ -46,6 +47,9 @@ struct backend {
     unsigned released : 1;      /* private: frees itself once nothing is in flight */
     unsigned broken : 1;        /* private: the connection is gone; sends fail */
     unsigned no_timeout : 1;    /* private: replies may take forever (a blocking command) */
+    unsigned push : 1;          /* private: a subscriber's; frames go to pubsub_frame */
+    unsigned extra : 1;         /* push: keyspace notifications from a master besides the main one */
+    uint32_t nchan, npat, nshard; /* push: the node's subscription counts on this connection */
 };
 
 TAILQ_HEAD(backend_list, backend);
@@ -59,9 +63,18 @@ struct backend *backend_get(struct worker *w, const char *host, int port);
  * reached. R is untouched on failure. */
 int backend_send(struct backend *b, struct req *r);
 
-/* A new private backend to HOST:PORT for session C, connecting at once;
- * NO_TIMEOUT for blocking commands. NULL if out of memory. */
-struct backend *backend_open_private(struct worker *w, struct client *c, const char *host, int port, int no_timeout);
+/* How a private backend is used. */
+#define BACKEND_BLOCKING 1 /* for blocking commands: no reply timeout, TCP keepalive */
+#define BACKEND_PUSH 2     /* for a subscriber: frames to pubsub_frame, TCP keepalive */
+
+/* A new private backend to HOST:PORT for client C, connecting at once, used
+ * as FLAGS (BACKEND_*) say. NULL if out of memory; a backend that could not
+ * connect is returned broken (it retires by itself). */
+struct backend *backend_open_private(struct worker *w, struct client *c, const char *host, int port, int flags);
+
+/* The request at the head of B's FIFO, or NULL; and taking it off. */
+struct req *backend_head(struct backend *b);
+struct req *backend_pop(struct backend *b);
 
 /* Gives private backend B up: it frees itself once nothing is in flight,
  * or with its client. */

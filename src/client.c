@@ -15,6 +15,7 @@
 #include "netio.h"
 #include "router.h"
 #include "server.h"
+#include "pubsub.h"
 #include "session.h"
 #include "worker.h"
 
@@ -160,6 +161,7 @@ void client_free(struct client *c)
         else
             req_free(w, r);
     }
+    pubsub_reset(c);
     session_end(c); /* closes private connections: a node unblocks their commands */
     bufferevent_free(c->bev);
     event_free(c->resume);
@@ -344,6 +346,29 @@ void client_note_write(struct client *c, struct backend *b)
         c->wrote_many = 1;
 }
 
+/* Whether C, a subscriber, is past Redis's pubsub output limits: the hard
+ * one, or the soft one for too long. Logs why. */
+static int subscriber_too_slow(struct client *c, size_t unread)
+{
+    const struct conf *cf = c->w->conf;
+    time_t now = time(NULL);
+    if (unread <= cf->pubsub_output_soft_limit) {
+        c->soft_since = 0;
+        return 0;
+    }
+    if (c->soft_since == 0)
+        c->soft_since = now;
+    const char *which = unread > cf->pubsub_output_limit ? "client.pubsub_output_limit"
+                        : (uint64_t)(now - c->soft_since) * 1000 >= cf->pubsub_output_soft_ms
+                            ? "client.pubsub_output_soft_limit for client.pubsub_output_soft_time"
+                            : NULL;
+    if (which)
+        log_notice("client id=%llu addr=%s closed: a subscriber that reads too slowly, %zu bytes of messages "
+                   "unread (%s)",
+                   (unsigned long long)c->id, c->addr, unread, which);
+    return which != NULL;
+}
+
 void client_deliver(struct client *c)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
@@ -351,10 +376,12 @@ void client_deliver(struct client *c)
     while (!c->dead && (r = TAILQ_FIRST(&c->owed)) && r->done) {
         /* The limit is on replies the client has not read yet: one reply,
          * however large, always goes out to a client that reads. */
-        if (evbuffer_get_length(out) > c->w->conf->output_buffer_limit) {
-            log_notice("client id=%llu addr=%s closed: it reads too slowly, %zu bytes of replies unread "
-                       "(client.output_buffer_limit)",
-                       (unsigned long long)c->id, c->addr, evbuffer_get_length(out));
+        size_t unread = evbuffer_get_length(out);
+        if (c->sub ? subscriber_too_slow(c, unread) : unread > c->w->conf->output_buffer_limit) {
+            if (!c->sub)
+                log_notice("client id=%llu addr=%s closed: it reads too slowly, %zu bytes of replies unread "
+                           "(client.output_buffer_limit)",
+                           (unsigned long long)c->id, c->addr, unread);
             c->dead = 1;
             break;
         }

@@ -17,6 +17,7 @@
 
 struct worker;
 struct backend;
+struct subscriber;
 struct bufferevent;
 struct evbuffer;
 struct event;
@@ -43,6 +44,7 @@ struct client {
     char *name;              /* CLIENT SETNAME, or NULL */
     time_t created;
     time_t linger_until;     /* while lingering: free the client after this */
+    time_t soft_since;       /* a subscriber over the soft output limit since then, or 0 */
     int reply_mode;          /* enum client_reply_mode */
     struct backend *wrote[CLIENT_WROTE_MAX]; /* masters written to since the last WAIT */
     uint8_t nwrote;
@@ -51,6 +53,7 @@ struct client {
     struct backend *pin;     /* the private backend of a transaction or WATCH, or NULL */
     int pin_slot;            /* the slot that session is for, -1 before its first key */
     struct req_list queued;  /* MULTI: commands answered QUEUED before the first key chose a node */
+    struct subscriber *sub;  /* Pub/Sub state (pubsub.h), or NULL */
     struct req *hold;        /* a request waiting for those before it (router_dispatch), or NULL */
     uint32_t nshared;        /* requests awaiting a reply on shared connections */
     uint32_t npinned;        /* requests awaiting a reply on private connections */

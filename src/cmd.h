@@ -46,6 +46,7 @@ enum cmd_kind {
     CMD_BROADCAST,   /* concerns every master: sent to each, replies merged */
     CMD_PINNED,      /* holds a backend connection: transactions, pub/sub, blocking */
     CMD_KEYLESS,     /* no keys: any node will do */
+    CMD_PUBSUB,      /* subscriptions and their introspection (pubsub.h) */
 };
 
 /* How the replies of the nodes a CMD_SPLIT or CMD_BROADCAST command went to

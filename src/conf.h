@@ -50,6 +50,9 @@ struct conf {
     uint64_t max_clients;
     uint64_t idle_timeout_ms;    /* 0 = never */
     uint64_t output_buffer_limit;
+    uint64_t pubsub_output_limit;      /* a subscriber's, at once */
+    uint64_t pubsub_output_soft_limit; /* ... or for longer than pubsub_output_soft_ms */
+    uint64_t pubsub_output_soft_ms;
 
     uint64_t connect_timeout_ms;
     uint64_t backend_timeout_ms;

@@ -49,42 +49,6 @@ struct fanout {
     unsigned char *and;     /* MERGE_AND: [count] */
 };
 
-/* One master as seen from this worker's slot table. */
-struct master {
-    struct backend *b;
-    uint16_t first; /* the lowest slot it serves */
-};
-
-/* The masters serving slots in W's table, in the order of their first slot,
- * into *OUT (malloc'ed). Returns how many, or -1 if out of memory. */
-static long masters(struct worker *w, struct master **out)
-{
-    struct master *m = NULL;
-    size_t n = 0, cap = 0;
-    for (int s = 0; s < SLOT_COUNT; s++) {
-        struct backend *b = w->owner[s];
-        if (b == NULL || (s > 0 && w->owner[s - 1] == b))
-            continue;
-        size_t i = 0;
-        while (i < n && m[i].b != b)
-            i++;
-        if (i < n)
-            continue;
-        if (n == cap) {
-            struct master *bigger = realloc(m, (cap = cap ? cap * 2 : 8) * sizeof(*m));
-            if (bigger == NULL) {
-                free(m);
-                return -1;
-            }
-            m = bigger;
-        }
-        m[n].b = b;
-        m[n++].first = (uint16_t)s;
-    }
-    *out = m;
-    return (long)n;
-}
-
 /* Parses the integer after a one-byte type at the start of HEAD. Returns
  * 0, or -1 if HEAD does not hold a whole line with a number. */
 static int head_number(const char *head, long long *out, size_t *line_len)
@@ -478,8 +442,8 @@ static void scan(struct worker *w, struct req *r, const struct resp_req *q)
         router_fail(w, r, "ERR invalid cursor");
         return;
     }
-    struct master *m = NULL;
-    long n = masters(w, &m);
+    struct router_master *m = NULL;
+    long n = router_masters(w, &m);
     if (n < 0) {
         router_fail(w, r, "ERR respgate: out of memory");
         return;
@@ -521,7 +485,7 @@ static void scan(struct worker *w, struct req *r, const struct resp_req *q)
 }
 
 /* WAIT: the masters this session wrote to since its last WAIT. */
-static long wait_targets(struct worker *w, struct client *c, struct master *m, long n)
+static long wait_targets(struct worker *w, struct client *c, struct router_master *m, long n)
 {
     if (c->wrote_many || c->nwrote == 0)
         return c->wrote_many ? n : (n > 0 ? 1 : 0);
@@ -564,8 +528,8 @@ void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cm
         scan(w, r, q);
         return;
     }
-    struct master *m = NULL;
-    long n = masters(w, &m);
+    struct router_master *m = NULL;
+    long n = router_masters(w, &m);
     struct fanout *f = n < 0 ? NULL : new_fanout(r, cmd->merge, 0);
     if (f == NULL) {
         free(m);

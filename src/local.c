@@ -17,6 +17,7 @@
 #include "req.h"
 #include "resp.h"
 #include "server.h"
+#include "pubsub.h"
 #include "session.h"
 #include "worker.h"
 
@@ -371,7 +372,8 @@ static void cmd_reset(struct call *k)
     c->reply_mode = CLIENT_REPLY_ON;
     k->r->silent = 0;
     c->authed = 0; /* as Redis: back to the default user, authenticated only without a password */
-    session_reset(c); /* as Redis: DISCARD and UNWATCH */
+    session_reset(c); /* as Redis: DISCARD, UNWATCH, and no more subscriptions */
+    pubsub_reset(c);
     resp_add_status(k->out, "RESET");
 }
 

@@ -38,6 +38,8 @@ struct req {
     struct req *parent;         /* REQ_PART: the client request it is part of */
     struct fanout *fan;         /* a client request several nodes answer (fanout.h) */
     uint16_t part;              /* REQ_PART: its index among its parent's parts */
+    uint32_t expect;            /* on a push-mode backend: confirmations still due */
+    uint8_t until;              /* ... or: until that count is zero (enum in pubsub.c) */
     uint16_t slot;
     uint8_t kind;
     uint8_t redirects;

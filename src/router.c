@@ -9,6 +9,7 @@
  * FIFO, so their order is the requests' order whatever the nodes do.
  */
 #include "router.h"
+#include "pubsub.h"
 #include "session.h"
 
 #include "backend.h"
@@ -174,6 +175,34 @@ static void route_by_keys(struct worker *w, struct req *r, const struct cmd_spec
 /* Parks R to be sent again on the worker's next retry tick. */
 static void park(struct worker *w, struct req *r);
 
+long router_masters(struct worker *w, struct router_master **out)
+{
+    struct router_master *m = NULL;
+    size_t n = 0, cap = 0;
+    for (int s = 0; s < SLOT_COUNT; s++) {
+        struct backend *b = w->owner[s];
+        if (b == NULL || (s > 0 && w->owner[s - 1] == b))
+            continue;
+        size_t i = 0;
+        while (i < n && m[i].b != b)
+            i++;
+        if (i < n)
+            continue;
+        if (n == cap) {
+            struct router_master *bigger = realloc(m, (cap = cap ? cap * 2 : 8) * sizeof(*m));
+            if (bigger == NULL) {
+                free(m);
+                return -1;
+            }
+            m = bigger;
+        }
+        m[n].b = b;
+        m[n++].first = (uint16_t)s;
+    }
+    *out = m;
+    return (long)n;
+}
+
 void router_count(struct req *r)
 {
     if (r->kind != REQ_CLIENT || r->client == NULL || r->counted)
@@ -213,9 +242,23 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
     struct worker *w = c->w;
     const struct cmd_spec *cmd = cmd_find(r->buf, q);
 
+    if (cmd && c->sub) {
+        /* Whether C is subscribed, which decides what it may run, is known
+         * once its subscription commands are confirmed. */
+        char buf[200];
+        const char *no;
+        if (!pubsub_owns(c, cmd) && pubsub_pending(c)) {
+            c->hold = r;
+            return;
+        }
+        if ((no = pubsub_refusal(c, cmd, buf, sizeof(buf)))) {
+            router_fail(w, r, "%s", no);
+            return;
+        }
+    }
     /* Inside MULTI, the session's own commands are queued too, except
      * those Redis runs at once. */
-    if (cmd && cmd->kind == CMD_LOCAL &&
+    if (cmd && cmd->kind == CMD_LOCAL && !(c->sub && pubsub_owns(c, cmd)) &&
         (!c->multi || strcmp(cmd->name, "quit") == 0 || strcmp(cmd->name, "reset") == 0)) {
         local_dispatch(c, r, q);
         router_complete(w, r);
@@ -250,14 +293,19 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
      * two do not wait for each other: so a command for a private one waits
      * until those before it are answered, a command after one waits for
      * it, and a blocking command waits for everything before it. */
-    int pinned = session_owns(c, cmd, r->buf, q);
-    int blocks = pinned && !c->multi && cmd_blocks(cmd, r->buf, q);
+    int session = session_owns(c, cmd, r->buf, q);
+    int pinned = session || pubsub_owns(c, cmd);
+    int blocks = session && !c->multi && cmd_blocks(cmd, r->buf, q);
     if (pinned ? c->nshared > 0 || (blocks && c->npinned > 0) : c->npinned > 0) {
         c->hold = r;
         return;
     }
-    if (pinned) {
+    if (session) {
         session_dispatch(c, r, cmd, q);
+        return;
+    }
+    if (pinned) {
+        pubsub_dispatch(c, r, cmd, q);
         return;
     }
     /* XREAD without BLOCK carries the blocking flag, yet does not block. */
@@ -268,6 +316,14 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
     r->write = (cmd->flags & CMDF_WRITE) != 0;
     if (cmd->kind == CMD_BROADCAST) {
         fanout_broadcast(w, r, cmd, q);
+        return;
+    }
+    if (cmd->kind == CMD_PUBSUB) { /* PUBLISH, PUBSUB CHANNELS/NUMSUB/NUMPAT */
+        int slot = pubsub_slot(w);
+        if (slot < 0)
+            router_fail(w, r, "CLUSTERDOWN Hash slot not served");
+        else
+            router_send(w, r, slot);
         return;
     }
     /* Finding an argument in a frame of many chains walks the chains before

@@ -8,6 +8,7 @@
 
 #include <event2/util.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct backend;
 struct client;
@@ -36,6 +37,17 @@ int router_keys_slot(struct worker *w, struct req *r, const struct cmd_spec *cmd
 /* A slot whose master serves a request without keys (they are spread over
  * the masters), or -1 if no slot is served. */
 int router_any_slot(struct worker *w);
+
+/* One master as seen from a worker's slot table. */
+struct router_master {
+    struct backend *b;
+    uint16_t first; /* the lowest slot it serves */
+};
+
+/* The masters serving slots in W's table, in the order of their first slot,
+ * into *OUT (malloc'ed, the caller frees). Returns how many, or -1 if out
+ * of memory. */
+long router_masters(struct worker *w, struct router_master **out);
 
 /* Counts client request R as awaiting a reply (in its client's nshared, or
  * npinned when R->pinned), once; router_complete uncounts it. */

@@ -314,7 +314,7 @@ void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cm
         return;
     }
     struct backend *owner = w->owner[slot];
-    struct backend *b = backend_open_private(w, c, owner->host, owner->port, 1);
+    struct backend *b = backend_open_private(w, c, owner->host, owner->port, BACKEND_BLOCKING);
     if (b == NULL) {
         router_fail(w, r, "ERR respgate: out of memory");
         return;

@@ -196,18 +196,28 @@ POLICY = {
         "watched keys live on one backend connection"),
     "unwatch": ("CMD_PINNED", None,
         "watched keys live on one backend connection"),
-    "subscribe": ("CMD_PINNED", None,
-        "a subscriber holds a backend connection"),
-    "psubscribe": ("CMD_PINNED", None,
-        "a subscriber holds a backend connection"),
-    "unsubscribe": ("CMD_PINNED", None,
-        "a subscriber holds a backend connection"),
-    "punsubscribe": ("CMD_PINNED", None,
-        "a subscriber holds a backend connection"),
-    "ssubscribe": ("CMD_PINNED", None,
-        "a shard subscriber holds a backend connection"),
-    "sunsubscribe": ("CMD_PINNED", None,
-        "a shard subscriber holds a backend connection"),
+    "subscribe": ("CMD_PUBSUB", None,
+        "on the subscriber's own connection to the Pub/Sub node; PUBLISH reaches every node"),
+    "psubscribe": ("CMD_PUBSUB", None,
+        "on the subscriber's own connection; keyspace-notification patterns on every master"),
+    "unsubscribe": ("CMD_PUBSUB", None,
+        "on the subscriber's own connection"),
+    "punsubscribe": ("CMD_PUBSUB", None,
+        "on the subscriber's own connection"),
+    "ssubscribe": ("CMD_PUBSUB", None,
+        "on the subscriber's own connection to the master of the channels' slot"),
+    "sunsubscribe": ("CMD_PUBSUB", None,
+        "on the subscriber's own connection to the master of the channels' slot"),
+    "publish": ("CMD_PUBSUB", None,
+        "to the Pub/Sub node, whose count is respgate's subscribers; the cluster bus takes it to every node"),
+    "pubsub|channels": ("CMD_PUBSUB", None,
+        "from the Pub/Sub node, which holds every subscription respgate makes"),
+    "pubsub|numsub": ("CMD_PUBSUB", None,
+        "from the Pub/Sub node, which holds every subscription respgate makes"),
+    "pubsub|numpat": ("CMD_PUBSUB", None,
+        "from the Pub/Sub node, which holds every subscription respgate makes"),
+    "pubsub|shardchannels": ("CMD_BROADCAST", "MERGE_CONCAT",
+        "each master holds the shard channels of its slots"),
 }
 
 # Key specs that Redis cannot describe (begin_search "unknown"), or whose
@@ -448,8 +458,10 @@ KIND_DOC = {
     "CMD_BROADCAST": ("broadcast", "sent to every master serving slots, replies merged"),
     "CMD_PINNED": ("pinned", "holds a backend connection of its own: a transaction on the master of its first "
                    "key's slot (every command in it must hash to that slot), a blocking command on a connection "
-                   "of its own while it blocks; Pub/Sub is not supported yet "
-                   "(`-ERR respgate does not support '<command>' yet`)"),
+                   "of its own while it blocks"),
+    "CMD_PUBSUB": ("pub/sub", "subscriptions on a connection of the subscriber's own: ordinary channels and "
+                   "patterns on the Pub/Sub node (the master of slot 0), keyspace notifications "
+                   "(`__keyspace@`/`__keyevent@`) on every master, shard channels on their slot's master"),
     "CMD_LOCAL": ("local", "answered by respgate for the client's own session"),
     "CMD_REFUSED": ("refused", "never forwarded: `-ERR respgate does not forward '<command>': <why>`"),
 }

@@ -1,0 +1,497 @@
+/*
+ * pubsub: subscriptions on push-mode private backends, see pubsub.h.
+ *
+ * A subscription command is sent on its connection as a pinned request that
+ * expects as many confirmation frames as it names channels, or, named none
+ * (UNSUBSCRIBE), frames until the node's count of that kind is zero; the
+ * frames become its reply. Every other frame is a message, queued for the
+ * client as a reply of its own. The node's counts, read from the
+ * confirmations, say whether the client is in subscribed mode; while
+ * confirmations are due, the client's other commands wait (router), so the
+ * mode is known when they are looked at, as in Redis.
+ */
+#include "pubsub.h"
+
+#include "backend.h"
+#include "client.h"
+#include "cmd.h"
+#include "log.h"
+#include "req.h"
+#include "resp.h"
+#include "router.h"
+#include "worker.h"
+
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum until { UNTIL_COUNTED = 0, UNTIL_NO_CHANNELS, UNTIL_NO_PATTERNS, UNTIL_NO_SHARD };
+
+enum op { OP_SUBSCRIBE, OP_PSUBSCRIBE, OP_UNSUBSCRIBE, OP_PUNSUBSCRIBE, OP_SSUBSCRIBE, OP_SUNSUBSCRIBE, OP_OTHER };
+
+struct subscriber {
+    struct backend *main;  /* channels and patterns, on the Pub/Sub node */
+    struct backend *shard; /* shard channels, on their slots' master */
+    size_t nkeyspace;
+    char *keyspace[PUBSUB_KEYSPACE_MAX]; /* 'c' or 'p', then the name: what the extras hold */
+};
+
+static enum op op_of(const struct cmd_spec *cmd)
+{
+    static const char *const names[] = {"subscribe", "psubscribe", "unsubscribe", "punsubscribe", "ssubscribe",
+                                        "sunsubscribe"};
+    for (int i = 0; i < OP_OTHER; i++)
+        if (strcmp(cmd->name, names[i]) == 0)
+            return (enum op)i;
+    return OP_OTHER;
+}
+
+static int awaiting(const struct backend *b)
+{
+    return b && b->ninflight > 0;
+}
+
+static int counts(const struct backend *b)
+{
+    return b && (b->nchan || b->npat || b->nshard);
+}
+
+int pubsub_pending(const struct client *c)
+{
+    return c->sub && (awaiting(c->sub->main) || awaiting(c->sub->shard));
+}
+
+static int subscribed(const struct client *c)
+{
+    return c->sub && (counts(c->sub->main) || counts(c->sub->shard));
+}
+
+int pubsub_owns(const struct client *c, const struct cmd_spec *cmd)
+{
+    if (op_of(cmd) != OP_OTHER)
+        return 1;
+    return strcmp(cmd->name, "ping") == 0 && (pubsub_pending(c) || subscribed(c));
+}
+
+const char *pubsub_refusal(const struct client *c, const struct cmd_spec *cmd, char *buf, size_t cap)
+{
+    if (!subscribed(c) || op_of(cmd) != OP_OTHER || strcmp(cmd->name, "ping") == 0 ||
+        strcmp(cmd->name, "quit") == 0 || strcmp(cmd->name, "reset") == 0)
+        return NULL;
+    snprintf(buf, cap,
+             "ERR Can't execute '%s': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in "
+             "this context",
+             cmd->name);
+    return buf;
+}
+
+/* ---- frames from the nodes ---- */
+
+/* Queues the frame at the front of IN (LEN bytes) as a reply of its own
+ * for C, behind whatever C is owed already. */
+static void deliver(struct client *c, struct evbuffer *in, size_t len)
+{
+    struct req *r = c->dead || c->closing ? NULL : req_new(c->w, REQ_CLIENT);
+    if (r == NULL) {
+        evbuffer_drain(in, len);
+        return;
+    }
+    r->client = c;
+    evbuffer_remove_buffer(in, r->reply, len);
+    TAILQ_INSERT_TAIL(&c->owed, r, owed);
+    c->nowed++;
+    router_complete(c->w, r);
+}
+
+/* The count that ends a confirmation frame FRAME (LEN bytes): its last
+ * line is ":<count>". Returns it, or -1. */
+static long long last_count(const char *frame, size_t len)
+{
+    if (len < 4 || frame[len - 2] != '\r')
+        return -1;
+    size_t i = len - 2;
+    while (i > 0 && frame[i - 1] != '\n')
+        i--;
+    if (frame[i] != ':')
+        return -1;
+    return strtoll(frame + i + 1, NULL, 10);
+}
+
+static int confirmation(struct backend *b, struct evbuffer *in, size_t len);
+
+int pubsub_frame(struct backend *b, struct evbuffer *in, size_t len)
+{
+    static const char msg[] = "*3\r\n$7\r\nmessage\r\n", pmsg[] = "*4\r\n$8\r\npmessage\r\n",
+                      smsg[] = "*3\r\n$8\r\nsmessage\r\n";
+    char head[32];
+    size_t n = evbuffer_copyout(in, head, sizeof(head) - 1);
+    head[n] = '\0';
+    if (strncmp(head, msg, sizeof(msg) - 1) == 0 || strncmp(head, pmsg, sizeof(pmsg) - 1) == 0 ||
+        strncmp(head, smsg, sizeof(smsg) - 1) == 0) {
+        deliver(b->owner, in, len);
+        return 0;
+    }
+    struct req *r = backend_head(b);
+    if (r == NULL)
+        return -1;
+    /* Not an array: +PONG for a PING that came after the last unsubscribe,
+     * or an error, which ends its request. */
+    if (head[0] == '*' && confirmation(b, in, len) < 0)
+        return -1;
+    int moved = strncmp(head, "-MOVED ", 7) == 0 || strncmp(head, "-ASK ", 5) == 0;
+    if (moved) {
+        evbuffer_drain(in, len); /* a client never sees MOVED */
+        worker_request_refresh(b->w);
+        if (r->kind == REQ_CLIENT)
+            resp_add_error(r->reply, "TRYAGAIN respgate: the channels' slot moved away from %s:%d", b->host, b->port);
+    } else if (r->kind == REQ_CLIENT && r->client) {
+        evbuffer_remove_buffer(in, r->reply, len);
+    } else {
+        evbuffer_drain(in, len);
+    }
+    int done = head[0] == '-' ? 1
+               : r->until == UNTIL_COUNTED ? --r->expect == 0
+               : r->until == UNTIL_NO_CHANNELS ? b->nchan == 0
+               : r->until == UNTIL_NO_PATTERNS ? b->npat == 0
+                                               : b->nshard == 0;
+    if (!done)
+        return 0;
+    backend_pop(b);
+    if (r->kind == REQ_CLIENT && r->client)
+        router_complete(b->w, r);
+    else
+        req_free(b->w, r);
+    return 0;
+}
+
+/* Reads the counts off the confirmation (or "pong") frame of LEN bytes at
+ * the front of IN, into B. Returns 0, or -1 if it is neither. */
+static int confirmation(struct backend *b, struct evbuffer *in, size_t len)
+{
+    /* A confirmation ("*3 kind channel count") or PING's "*2 pong arg":
+     * small frames, made contiguous to read their kind and count. */
+    const char *f = (const char *)evbuffer_pullup(in, (ev_ssize_t)len);
+    const char *kind = memchr(f, '\n', len);
+    kind = kind ? memchr(kind + 1, '\n', len - (size_t)(kind + 1 - f)) : NULL;
+    if (kind == NULL)
+        return -1;
+    kind++;
+    if (strncmp(kind, "pong\r\n", 6) != 0) {
+        long long count = last_count(f, len);
+        if (count < 0)
+            return -1;
+        uint32_t c = (uint32_t)count;
+        if (strncmp(kind, "subscribe\r\n", 11) == 0 || strncmp(kind, "unsubscribe\r\n", 13) == 0)
+            b->nchan = c >= b->npat ? c - b->npat : 0;
+        else if (strncmp(kind, "psubscribe\r\n", 12) == 0 || strncmp(kind, "punsubscribe\r\n", 14) == 0)
+            b->npat = c >= b->nchan ? c - b->nchan : 0;
+        else if (strncmp(kind, "ssubscribe\r\n", 12) == 0 || strncmp(kind, "sunsubscribe\r\n", 14) == 0)
+            b->nshard = c;
+        else
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- commands ---- */
+
+static int is_keyspace(const char *name, size_t len)
+{
+    return (len >= 11 && memcmp(name, "__keyspace@", 11) == 0) || (len >= 11 && memcmp(name, "__keyevent@", 11) == 0);
+}
+
+static struct subscriber *subscriber_of(struct client *c)
+{
+    if (c->sub == NULL)
+        c->sub = calloc(1, sizeof(*c->sub));
+    return c->sub;
+}
+
+int pubsub_slot(struct worker *w)
+{
+    return w->owner[0] ? 0 : router_any_slot(w);
+}
+
+/* Sends R on push-mode backend B, expecting EXPECT confirmations, or until
+ * UNTIL. Returns 0, or -1 after answering R with an error. */
+static int send_on(struct client *c, struct backend *b, struct req *r, uint32_t expect, enum until until)
+{
+    r->expect = expect;
+    r->until = (uint8_t)until;
+    r->pinned = 1;
+    if (b && backend_send(b, r) == 0) {
+        router_count(r);
+        return 0;
+    }
+    router_fail(c->w, r, "ERR respgate: the Pub/Sub connection of this client is lost");
+    return -1;
+}
+
+/* A push-mode connection for C to the master serving SLOT. */
+static struct backend *open_push(struct client *c, int slot, int extra)
+{
+    struct backend *owner = slot >= 0 ? c->w->owner[slot] : NULL;
+    if (owner == NULL)
+        return NULL;
+    struct backend *b = backend_open_private(c->w, c, owner->host, owner->port, BACKEND_PUSH);
+    if (b)
+        b->extra = (unsigned)extra;
+    return b;
+}
+
+/* Whether push-mode backend B goes to the node of master M. */
+static int same_node(const struct backend *b, const struct backend *m)
+{
+    return b->port == m->port && strcmp(b->host, m->host) == 0;
+}
+
+/* Sends FRAME (a copy) to C's extras, expecting EXPECT confirmations or
+ * until UNTIL; their confirmations are dropped. */
+static void send_to_extras(struct client *c, struct evbuffer *frame, uint32_t expect, enum until until)
+{
+    struct backend *b;
+    TAILQ_FOREACH(b, &c->privates, link) {
+        if (!b->extra || b->broken)
+            continue;
+        struct req *d = req_new(c->w, REQ_DROP);
+        if (d == NULL)
+            return;
+        size_t len = evbuffer_get_length(frame);
+        evbuffer_add(d->buf, evbuffer_pullup(frame, (ev_ssize_t)len), len);
+        d->expect = expect;
+        d->until = (uint8_t)until;
+        d->pinned = 1;
+        if (backend_send(b, d) < 0)
+            req_free(c->w, d);
+    }
+}
+
+/* Opens an extra on every master but the Pub/Sub node that has none, and
+ * subscribes it to C's keyspace names. */
+static void ensure_extras(struct client *c)
+{
+    struct subscriber *s = c->sub;
+    struct router_master *m = NULL;
+    long n = router_masters(c->w, &m);
+    for (long i = 0; i < n; i++) {
+        struct backend *b;
+        int have = s->main && same_node(s->main, m[i].b);
+        TAILQ_FOREACH(b, &c->privates, link)
+            have |= b->extra && !b->broken && same_node(b, m[i].b);
+        if (have || s->nkeyspace == 0)
+            continue;
+        struct backend *x = open_push(c, m[i].first, 1);
+        if (x == NULL)
+            continue;
+        for (int pattern = 0; pattern < 2; pattern++) {
+            struct req *d = req_new(c->w, REQ_DROP);
+            if (d == NULL)
+                break;
+            size_t k = 0;
+            for (size_t j = 0; j < s->nkeyspace; j++)
+                k += s->keyspace[j][0] == (pattern ? 'p' : 'c');
+            if (k == 0) {
+                req_free(c->w, d);
+                continue;
+            }
+            evbuffer_add_printf(d->buf, "*%zu\r\n$%d\r\n%s\r\n", k + 1, pattern ? 10 : 9,
+                                pattern ? "PSUBSCRIBE" : "SUBSCRIBE");
+            for (size_t j = 0; j < s->nkeyspace; j++)
+                if (s->keyspace[j][0] == (pattern ? 'p' : 'c'))
+                    evbuffer_add_printf(d->buf, "$%zu\r\n%s\r\n", strlen(s->keyspace[j] + 1), s->keyspace[j] + 1);
+            d->expect = (uint32_t)k;
+            d->pinned = 1;
+            if (backend_send(x, d) < 0)
+                req_free(c->w, d);
+        }
+    }
+    free(m);
+}
+
+/* Remembers (SUBSCRIBE) or forgets (UNSUBSCRIBE) C's keyspace names among
+ * Q's arguments, all of that KIND when Q names none; appends the ones
+ * concerned to FRAME's arguments. Returns how many. */
+static size_t keyspace_names(struct client *c, struct req *r, const struct resp_req *q, char kind, int add,
+                             struct evbuffer *frame)
+{
+    struct subscriber *s = c->sub;
+    size_t k = 0;
+    if (!add && q->argc == 1) {
+        for (size_t j = 0; j < s->nkeyspace;)
+            if (s->keyspace[j][0] == kind) {
+                free(s->keyspace[j]);
+                s->keyspace[j] = s->keyspace[--s->nkeyspace];
+                k++;
+            } else {
+                j++;
+            }
+        return k;
+    }
+    for (size_t i = 1; i < q->argc; i++) {
+        char name[512];
+        size_t len = resp_arg_copy(r->buf, &q->argv[i], name, sizeof(name) - 1);
+        if (len >= sizeof(name) - 1 || !is_keyspace(name, len))
+            continue;
+        name[len] = '\0';
+        size_t j = 0;
+        while (j < s->nkeyspace && !(s->keyspace[j][0] == kind && strcmp(s->keyspace[j] + 1, name) == 0))
+            j++;
+        if (add && j == s->nkeyspace && s->nkeyspace < PUBSUB_KEYSPACE_MAX) {
+            char *e = malloc(len + 2);
+            if (e == NULL)
+                continue;
+            e[0] = kind;
+            memcpy(e + 1, name, len + 1);
+            s->keyspace[s->nkeyspace++] = e;
+        } else if (!add && j < s->nkeyspace) {
+            free(s->keyspace[j]);
+            s->keyspace[j] = s->keyspace[--s->nkeyspace];
+        } else if (add && j == s->nkeyspace) {
+            log_warning("client id=%llu addr=%s: more than %d keyspace-notification subscriptions; '%s' is "
+                        "subscribed on the Pub/Sub node only",
+                        (unsigned long long)c->id, c->addr, PUBSUB_KEYSPACE_MAX, name);
+            continue;
+        }
+        evbuffer_add_printf(frame, "$%zu\r\n%s\r\n", len, name);
+        k++;
+    }
+    return k;
+}
+
+/* SUBSCRIBE, PSUBSCRIBE, UNSUBSCRIBE, PUNSUBSCRIBE. */
+static void channels(struct client *c, struct req *r, const struct resp_req *q, enum op op)
+{
+    struct subscriber *s = c->sub;
+    int add = op == OP_SUBSCRIBE || op == OP_PSUBSCRIBE;
+    int pattern = op == OP_PSUBSCRIBE || op == OP_PUNSUBSCRIBE;
+    if (s->main == NULL && add && (s->main = open_push(c, pubsub_slot(c->w), 0)) == NULL) {
+        router_fail(c->w, r, "CLUSTERDOWN respgate cannot reach the Pub/Sub node");
+        return;
+    }
+    if (s->main == NULL) {
+        /* Nothing subscribed: Redis's answer, without a node. */
+        const char *kind = pattern ? "punsubscribe" : "unsubscribe";
+        for (size_t i = 1; i < q->argc; i++) {
+            evbuffer_add_printf(r->reply, "*3\r\n$%zu\r\n%s\r\n$%zu\r\n", strlen(kind), kind, q->argv[i].len);
+            resp_arg_append(r->reply, r->buf, &q->argv[i]);
+            evbuffer_add(r->reply, "\r\n:0\r\n", 6);
+        }
+        if (q->argc == 1)
+            evbuffer_add_printf(r->reply, "*3\r\n$%zu\r\n%s\r\n$-1\r\n:0\r\n", strlen(kind), kind);
+        router_complete(c->w, r);
+        return;
+    }
+    struct evbuffer *names = evbuffer_new();
+    size_t k = names ? keyspace_names(c, r, q, pattern ? 'p' : 'c', add, names) : 0;
+    enum until all = pattern ? UNTIL_NO_PATTERNS : UNTIL_NO_CHANNELS;
+    if (send_on(c, s->main, r, (uint32_t)(q->argc - 1), q->argc == 1 ? all : UNTIL_COUNTED) == 0 && k > 0) {
+        if (add)
+            ensure_extras(c); /* new extras get every name; then the others get these */
+        const char *verb = op == OP_SUBSCRIBE ? "SUBSCRIBE" : op == OP_PSUBSCRIBE ? "PSUBSCRIBE"
+                           : op == OP_UNSUBSCRIBE ? "UNSUBSCRIBE" : "PUNSUBSCRIBE";
+        char head[64];
+        int hn = q->argc == 1 ? snprintf(head, sizeof(head), "*1\r\n$%zu\r\n%s\r\n", strlen(verb), verb)
+                              : snprintf(head, sizeof(head), "*%zu\r\n$%zu\r\n%s\r\n", k + 1, strlen(verb), verb);
+        if (q->argc == 1)
+            evbuffer_drain(names, evbuffer_get_length(names));
+        evbuffer_prepend(names, head, (size_t)hn);
+        send_to_extras(c, names, (uint32_t)k, q->argc == 1 ? all : UNTIL_COUNTED);
+    }
+    if (names)
+        evbuffer_free(names);
+}
+
+/* SSUBSCRIBE, SUNSUBSCRIBE: one connection, to one node. */
+static void shard_channels(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q,
+                           enum op op)
+{
+    struct subscriber *s = c->sub;
+    struct worker *w = c->w;
+    int slot = router_keys_slot(w, r, cmd, q);
+    if (slot == -2) {
+        router_fail(w, r, "CROSSSLOT Keys in request don't hash to the same slot");
+        return;
+    }
+    if (slot >= 0 && w->owner[slot] == NULL) {
+        router_fail(w, r, "CLUSTERDOWN Hash slot not served");
+        return;
+    }
+    if (slot >= 0 && s->shard && !s->shard->broken && !same_node(s->shard, w->owner[slot])) {
+        router_fail(w, r, "ERR respgate: the shard channels of one connection must live on one node; these live on "
+                          "%s:%d, earlier ones on %s:%d",
+                    w->owner[slot]->host, w->owner[slot]->port, s->shard->host, s->shard->port);
+        return;
+    }
+    if (s->shard == NULL && op == OP_SSUBSCRIBE && (s->shard = open_push(c, slot, 0)) == NULL) {
+        router_fail(w, r, "CLUSTERDOWN respgate cannot reach the node serving this slot");
+        return;
+    }
+    if (s->shard == NULL) {
+        for (size_t i = 1; i < q->argc; i++) {
+            evbuffer_add_printf(r->reply, "*3\r\n$12\r\nsunsubscribe\r\n$%zu\r\n", q->argv[i].len);
+            resp_arg_append(r->reply, r->buf, &q->argv[i]);
+            evbuffer_add(r->reply, "\r\n:0\r\n", 6);
+        }
+        if (q->argc == 1)
+            evbuffer_add(r->reply, "*3\r\n$12\r\nsunsubscribe\r\n$-1\r\n:0\r\n", 32);
+        router_complete(w, r);
+        return;
+    }
+    send_on(c, s->shard, r, (uint32_t)(q->argc - 1), q->argc == 1 ? UNTIL_NO_SHARD : UNTIL_COUNTED);
+}
+
+void pubsub_dispatch(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
+{
+    struct worker *w = c->w;
+    enum op op = op_of(cmd);
+    if (subscriber_of(c) == NULL) {
+        router_fail(w, r, "ERR respgate: out of memory");
+        return;
+    }
+    struct subscriber *s = c->sub;
+    if (op == OP_OTHER) { /* PING while subscribed, in the order of the confirmations */
+        send_on(c, s->main ? s->main : s->shard, r, 1, UNTIL_COUNTED);
+        return;
+    }
+    if (op == OP_SSUBSCRIBE || op == OP_SUNSUBSCRIBE)
+        shard_channels(c, r, cmd, q, op);
+    else
+        channels(c, r, q, op);
+}
+
+void pubsub_lost(struct client *c, struct backend *b)
+{
+    struct subscriber *s = c->sub;
+    if (s == NULL || (b != s->main && b != s->shard))
+        return; /* an extra: ensure_extras opens another when the map changes */
+    if (b == s->main)
+        s->main = NULL;
+    else
+        s->shard = NULL;
+    if (b->nchan || b->npat || b->nshard) {
+        /* Its subscriptions are gone with it: close, so the client library
+         * reconnects and subscribes again, as after a server restart. */
+        log_notice("client id=%llu addr=%s: its Pub/Sub connection to %s:%d was lost; closing the client so that "
+                   "it subscribes again",
+                   (unsigned long long)c->id, c->addr, b->host, b->port);
+        client_close_soon(c);
+    }
+}
+
+void pubsub_reset(struct client *c)
+{
+    struct subscriber *s = c->sub;
+    if (s == NULL)
+        return;
+    c->sub = NULL;
+    struct backend *b, *next;
+    for (b = TAILQ_FIRST(&c->privates); b; b = next) {
+        next = TAILQ_NEXT(b, link);
+        if (b->push)
+            backend_free_private(b, "RESET ended the subscriptions");
+    }
+    for (size_t j = 0; j < s->nkeyspace; j++)
+        free(s->keyspace[j]);
+    free(s);
+}
