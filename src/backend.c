@@ -134,7 +134,7 @@ static void backend_reset(struct backend *b, const char *why)
     while ((r = pop(b))) {
         if (r->kind == REQ_CLIENT && r->client == NULL)
             req_free(b->w, r);
-        else if ((r->kind == REQ_CLIENT || r->kind == REQ_PART) && !sent && !b->priv)
+        else if ((r->kind == REQ_CLIENT || r->kind == REQ_PART) && !sent && !b->priv && !r->pinned)
             router_retry(b->w, r, b, why);
         else if (r->kind == REQ_CLIENT || r->kind == REQ_PART)
             router_fail(b->w, r, "ERR respgate: connection to cluster node %s:%d lost (%s); the command may or may "

@@ -63,6 +63,7 @@ enum cmd_merge {
     MERGE_MIN,       /* the smallest integer */
     MERGE_NONNIL,    /* the first reply that is not nil, else nil */
     MERGE_SCAN,      /* SCAN: one cursor that walks the masters one after another */
+    MERGE_INFO,      /* INFO's memory, stats and keyspace sections, summed (not in the table) */
 };
 
 /* Key spec flags, as redis-server 7.0 reports them. */

@@ -19,6 +19,7 @@
 #include "server.h"
 #include "pubsub.h"
 #include "session.h"
+#include "fanout.h"
 #include "worker.h"
 
 #include <ctype.h>
@@ -43,6 +44,7 @@ struct call {
     struct req *r;
     const struct resp_req *q;
     struct evbuffer *out;
+    int later; /* the reply comes later (INFO's node sections) */
 };
 
 struct local_cmd {
@@ -389,6 +391,9 @@ static int section_wanted(const struct call *k, const char *section)
     return 0;
 }
 
+/* The sections the masters answer, summed over them (fanout_info). */
+static const char *const node_sections[] = {"memory", "stats", "keyspace", "nodes"};
+
 static void cmd_info(struct call *k)
 {
     struct server *srv = k->c->w->srv;
@@ -423,12 +428,25 @@ static void cmd_info(struct call *k)
         evbuffer_add_printf(b, "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
     if (section_wanted(k, "cluster"))
         evbuffer_add_printf(b, "# Cluster\r\ncluster_enabled:0\r\n\r\n");
+    unsigned from_nodes = 0;
+    for (unsigned i = 0; i < sizeof(node_sections) / sizeof(node_sections[0]); i++)
+        if (section_wanted(k, node_sections[i]) && (i < 3 || k->q->argc > 1)) /* "nodes" only when asked */
+            from_nodes |= 1u << i;
+    if (from_nodes && k->c->w->map && fanout_info(k->c->w, k->r, b, from_nodes) == 0) {
+        k->later = 1;
+        return; /* fanout_info owns B now */
+    }
+    info_reply(k->out, b);
+}
+
+void info_reply(struct evbuffer *out, struct evbuffer *sections)
+{
     /* Sections end with a blank line; Redis's text ends with the last line's CRLF. */
-    size_t n = evbuffer_get_length(b), body = n >= 2 ? n - 2 : 0;
-    evbuffer_add_printf(k->out, "$%zu\r\n", body);
-    evbuffer_remove_buffer(b, k->out, body);
-    evbuffer_add(k->out, "\r\n", 2);
-    evbuffer_free(b);
+    size_t n = evbuffer_get_length(sections), body = n >= 2 ? n - 2 : 0;
+    evbuffer_add_printf(out, "$%zu\r\n", body);
+    evbuffer_remove_buffer(sections, out, body);
+    evbuffer_add(out, "\r\n", 2);
+    evbuffer_free(sections);
 }
 
 static const struct local_cmd local_cmds[] = {
@@ -443,9 +461,9 @@ static const struct local_cmd local_cmds[] = {
     {"select", 2, 0, cmd_select},
 };
 
-void local_dispatch(struct client *c, struct req *r, const struct resp_req *q)
+int local_dispatch(struct client *c, struct req *r, const struct resp_req *q)
 {
-    struct call k = {c, r, q, r->reply};
+    struct call k = {c, r, q, r->reply, 0};
     char name[NAME_MAX_LEN];
     size_t len = lower_arg(&k, 0, name);
     const struct local_cmd *cmd = NULL;
@@ -456,16 +474,17 @@ void local_dispatch(struct client *c, struct req *r, const struct resp_req *q)
 
     if (!client_authed(c) && (cmd == NULL || !cmd->pre_auth)) {
         resp_add_error(k.out, "NOAUTH Authentication required.");
-        return;
+        return 0;
     }
     if (cmd == NULL) {
         /* A command of the client's own session that this build does not answer. */
         resp_add_error(k.out, "ERR respgate does not support '%s'", len ? name : "?");
-        return;
+        return 0;
     }
     if ((cmd->arity > 0 && q->argc != (size_t)cmd->arity) || (cmd->arity < 0 && q->argc < (size_t)-cmd->arity)) {
         resp_add_error(k.out, "ERR wrong number of arguments for '%s' command", cmd->name);
-        return;
+        return 0;
     }
     cmd->run(&k);
+    return k.later;
 }

@@ -11,7 +11,13 @@ struct req;
 struct resp_req;
 
 /* Answers request R (frame in R->buf, arguments Q) of client C into
- * R->reply; the router sends here every command the table marks local. */
-void local_dispatch(struct client *c, struct req *r, const struct resp_req *q);
+ * R->reply; the router sends here every command the table marks local.
+ * Returns 0 when R is answered, 1 when its answer comes later (INFO asks
+ * the masters for some sections). */
+int local_dispatch(struct client *c, struct req *r, const struct resp_req *q);
+
+/* Writes the INFO text SECTIONS (freed) into OUT as Redis's bulk reply. */
+struct evbuffer;
+void info_reply(struct evbuffer *out, struct evbuffer *sections);
 
 #endif

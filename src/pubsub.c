@@ -460,6 +460,28 @@ void pubsub_dispatch(struct client *c, struct req *r, const struct cmd_spec *cmd
         channels(c, r, q, op);
 }
 
+void pubsub_map_changed(struct worker *w)
+{
+    struct client *c;
+    TAILQ_FOREACH(c, &w->clients, link) {
+        if (c->sub == NULL || c->sub->nkeyspace == 0)
+            continue;
+        struct router_master *m = NULL;
+        long n = router_masters(w, &m);
+        struct backend *b, *next;
+        for (b = TAILQ_FIRST(&c->privates); b; b = next) {
+            next = TAILQ_NEXT(b, link);
+            long i = 0;
+            while (b->extra && i < n && !same_node(b, m[i].b))
+                i++;
+            if (b->extra && i == n) /* no longer a master: the new one sends its keys' events */
+                backend_free_private(b, NULL);
+        }
+        free(m);
+        ensure_extras(c);
+    }
+}
+
 void pubsub_lost(struct client *c, struct backend *b)
 {
     struct subscriber *s = c->sub;

@@ -50,6 +50,10 @@ void pubsub_dispatch(struct client *c, struct req *r, const struct cmd_spec *cmd
  * B's client. Returns 0, or -1 if B must be reset (a frame nobody asked for). */
 int pubsub_frame(struct backend *b, struct evbuffer *in, size_t len);
 
+/* W took a new slot map: keyspace subscriptions follow the masters (a new
+ * master gets them, a demoted one's are closed). */
+void pubsub_map_changed(struct worker *w);
+
 /* B, a push-mode backend of client C, is going away. */
 void pubsub_lost(struct client *c, struct backend *b);
 

@@ -260,8 +260,8 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
      * those Redis runs at once. */
     if (cmd && cmd->kind == CMD_LOCAL && !(c->sub && pubsub_owns(c, cmd)) &&
         (!c->multi || strcmp(cmd->name, "quit") == 0 || strcmp(cmd->name, "reset") == 0)) {
-        local_dispatch(c, r, q);
-        router_complete(w, r);
+        if (local_dispatch(c, r, q) == 0)
+            router_complete(w, r);
         return;
     }
     if (!client_authed(c)) {

@@ -8,6 +8,7 @@
 #include "log.h"
 #include "router.h"
 #include "server.h"
+#include "pubsub.h"
 #include "session.h"
 #include "slot.h"
 #include "topo.h"
@@ -98,6 +99,7 @@ static void apply_map(struct worker *w)
     free(by_node);
     slotmap_unref(w->map);
     w->map = m;
+    pubsub_map_changed(w);
 }
 
 void worker_request_refresh(struct worker *w)

@@ -138,6 +138,24 @@ def test_dbsize_keys_randomkey_and_flushes(cluster, r):
         assert cluster.client(m).dbsize() == 0
 
 
+def test_info_sums_the_masters(cluster, r):
+    r.mset({k: k for k in KEYS})
+    r.set(KEYS[0], "x", ex=1000)
+    per_master = [cluster.client(m).dbsize() for m in cluster.masters()]
+    assert sum(per_master) == len(KEYS) and all(per_master)
+    keyspace = r.info("keyspace")
+    assert keyspace["db0"]["keys"] == len(KEYS) and keyspace["db0"]["expires"] == 1
+    nodes = r.info("nodes")
+    assert sorted(v["addr"] for v in nodes.values()) == sorted(m.addr for m in cluster.masters())
+    assert sorted(v["keys"] for v in nodes.values()) == sorted(per_master)
+    stats = r.info("stats")
+    direct = sum(cluster.client(m).info("stats")["keyspace_hits"] for m in cluster.masters())
+    assert stats["keyspace_hits"] <= direct  # summed over the masters, read just before them
+    everything = r.info()
+    assert everything["redis_mode"] == "standalone" and everything["db0"]["keys"] == len(KEYS)
+    assert "used_memory" in everything and "master0" not in everything  # the nodes section only on request
+
+
 def test_scan_finds_every_one_of_100000_keys_exactly_once(r):
     expected = [f"scan:{i}".encode() for i in range(100_000)]
     pipe = r.pipeline(transaction=False)
@@ -196,11 +214,11 @@ def test_functions_are_loaded_on_every_master(cluster, r):
         r.execute_command("FUNCTION", "DELETE", "rglib")
 
 
-def test_config_set_reaches_every_master(cluster, r):
+def test_config_set_reaches_every_node(cluster, r):
     old = r.config_get("slowlog-max-len")["slowlog-max-len"]
     try:
         assert r.config_set("slowlog-max-len", 333) is True
-        for m in cluster.masters():
+        for m in cluster.masters() + cluster.replicas():
             assert cluster.client(m).config_get("slowlog-max-len")["slowlog-max-len"] == "333"
         assert r.config_get("slowlog-max-len")["slowlog-max-len"] == "333"
         with pytest.raises(redis.ResponseError, match="Unknown option or number of arguments"):
