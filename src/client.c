@@ -377,8 +377,9 @@ void client_deliver(struct client *c)
         /* The limit is on replies the client has not read yet: one reply,
          * however large, always goes out to a client that reads. */
         size_t unread = evbuffer_get_length(out);
-        if (c->sub ? subscriber_too_slow(c, unread) : unread > c->w->conf->output_buffer_limit) {
-            if (!c->sub)
+        int sub = pubsub_subscribed(c);
+        if (sub ? subscriber_too_slow(c, unread) : unread > c->w->conf->output_buffer_limit) {
+            if (!sub)
                 log_notice("client id=%llu addr=%s closed: it reads too slowly, %zu bytes of replies unread "
                            "(client.output_buffer_limit)",
                            (unsigned long long)c->id, c->addr, unread);
@@ -415,8 +416,8 @@ void client_deliver(struct client *c)
 static void on_sock_read(evutil_socket_t fd, short what, void *arg)
 {
     struct client *c = arg;
-    if ((what & EV_TIMEOUT) && !c->lingering && c->npinned > 0) {
-        reading(c, 1); /* waiting on a blocking command is not being idle (as in Redis) */
+    if ((what & EV_TIMEOUT) && !c->lingering && (c->npinned > 0 || pubsub_subscribed(c))) {
+        reading(c, 1); /* waiting on a blocking command or for messages is not being idle (as in Redis) */
         return;
     }
     if (what & EV_TIMEOUT) {

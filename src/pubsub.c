@@ -62,7 +62,7 @@ int pubsub_pending(const struct client *c)
     return c->sub && (awaiting(c->sub->main) || awaiting(c->sub->shard));
 }
 
-static int subscribed(const struct client *c)
+int pubsub_subscribed(const struct client *c)
 {
     return c->sub && (counts(c->sub->main) || counts(c->sub->shard));
 }
@@ -71,12 +71,12 @@ int pubsub_owns(const struct client *c, const struct cmd_spec *cmd)
 {
     if (op_of(cmd) != OP_OTHER)
         return 1;
-    return strcmp(cmd->name, "ping") == 0 && (pubsub_pending(c) || subscribed(c));
+    return strcmp(cmd->name, "ping") == 0 && (pubsub_pending(c) || pubsub_subscribed(c));
 }
 
 const char *pubsub_refusal(const struct client *c, const struct cmd_spec *cmd, char *buf, size_t cap)
 {
-    if (!subscribed(c) || op_of(cmd) != OP_OTHER || strcmp(cmd->name, "ping") == 0 ||
+    if (!pubsub_subscribed(c) || op_of(cmd) != OP_OTHER || strcmp(cmd->name, "ping") == 0 ||
         strcmp(cmd->name, "quit") == 0 || strcmp(cmd->name, "reset") == 0)
         return NULL;
     snprintf(buf, cap,
@@ -88,18 +88,51 @@ const char *pubsub_refusal(const struct client *c, const struct cmd_spec *cmd, c
 
 /* ---- frames from the nodes ---- */
 
-/* Queues the frame at the front of IN (LEN bytes) as a reply of its own
- * for C, behind whatever C is owed already. */
-static void deliver(struct client *c, struct evbuffer *in, size_t len)
+/* Whether a message on extra B (keyspace notifications only) is still
+ * wanted: an UNSUBSCRIBE confirmed by the Pub/Sub node may not have reached
+ * the extra yet. */
+static int extra_wanted(struct client *c, struct evbuffer *in, size_t len, int pattern)
 {
-    struct req *r = c->dead || c->closing ? NULL : req_new(c->w, REQ_CLIENT);
+    struct subscriber *s = c->sub;
+    char buf[600];
+    size_t n = evbuffer_copyout(in, buf, len < sizeof(buf) - 1 ? len : sizeof(buf) - 1);
+    buf[n] = '\0';
+    /* "*3\r\n$7\r\nmessage\r\n$<n>\r\n<name>" or "*4\r\n$8\r\npmessage\r\n$<n>\r\n<pattern>" */
+    char *p = strstr(buf, "message\r\n$");
+    long long nlen = p ? strtoll(p + 10, &p, 10) : -1;
+    if (nlen < 0 || p == NULL || p[0] != '\r' || (size_t)(p + 2 - buf) + (size_t)nlen > n)
+        return 0;
+    for (size_t j = 0; s && j < s->nkeyspace; j++)
+        if (s->keyspace[j][0] == (pattern ? 'p' : 'c') && strlen(s->keyspace[j] + 1) == (size_t)nlen &&
+            memcmp(s->keyspace[j] + 1, p + 2, (size_t)nlen) == 0)
+            return 1;
+    return 0;
+}
+
+/* Queues the message at the front of IN (LEN bytes), from B, as a reply of
+ * its own for B's client: behind what the client is owed, but before the
+ * confirmations of a subscription command B has not answered yet and
+ * before a request held back, as the node sent it before those. */
+static void deliver(struct backend *b, struct evbuffer *in, size_t len, int pattern)
+{
+    struct client *c = b->owner;
+    struct req *r = c->dead || c->closing || (b->extra && !extra_wanted(c, in, len, pattern))
+                        ? NULL : req_new(c->w, REQ_CLIENT);
     if (r == NULL) {
         evbuffer_drain(in, len);
         return;
     }
     r->client = c;
     evbuffer_remove_buffer(in, r->reply, len);
-    TAILQ_INSERT_TAIL(&c->owed, r, owed);
+    struct req *head = backend_head(b), *before = NULL;
+    if (head && head->kind == REQ_CLIENT && head->client == c && evbuffer_get_length(head->reply) == 0)
+        before = head;
+    else if (c->hold)
+        before = c->hold;
+    if (before)
+        TAILQ_INSERT_BEFORE(before, r, owed);
+    else
+        TAILQ_INSERT_TAIL(&c->owed, r, owed);
     c->nowed++;
     router_complete(c->w, r);
 }
@@ -127,9 +160,12 @@ int pubsub_frame(struct backend *b, struct evbuffer *in, size_t len)
     char head[32];
     size_t n = evbuffer_copyout(in, head, sizeof(head) - 1);
     head[n] = '\0';
-    if (strncmp(head, msg, sizeof(msg) - 1) == 0 || strncmp(head, pmsg, sizeof(pmsg) - 1) == 0 ||
-        strncmp(head, smsg, sizeof(smsg) - 1) == 0) {
-        deliver(b->owner, in, len);
+    if (strncmp(head, msg, sizeof(msg) - 1) == 0 || strncmp(head, smsg, sizeof(smsg) - 1) == 0) {
+        deliver(b, in, len, 0);
+        return 0;
+    }
+    if (strncmp(head, pmsg, sizeof(pmsg) - 1) == 0) {
+        deliver(b, in, len, 1);
         return 0;
     }
     struct req *r = backend_head(b);
@@ -417,7 +453,10 @@ static void shard_channels(struct client *c, struct req *r, const struct cmd_spe
         router_fail(w, r, "CLUSTERDOWN Hash slot not served");
         return;
     }
-    if (slot >= 0 && s->shard && !s->shard->broken && !same_node(s->shard, w->owner[slot])) {
+    if (slot >= 0 && s->shard && !same_node(s->shard, w->owner[slot]) &&
+        (s->shard->broken || (s->shard->nshard == 0 && s->shard->ninflight == 0)))
+        backend_free_private(s->shard, NULL); /* nothing on it: go where the channels are now */
+    if (slot >= 0 && s->shard && !same_node(s->shard, w->owner[slot])) {
         router_fail(w, r, "ERR respgate: the shard channels of one connection must live on one node; these live on "
                           "%s:%d, earlier ones on %s:%d",
                     w->owner[slot]->host, w->owner[slot]->port, s->shard->host, s->shard->port);
@@ -451,7 +490,8 @@ void pubsub_dispatch(struct client *c, struct req *r, const struct cmd_spec *cmd
     }
     struct subscriber *s = c->sub;
     if (op == OP_OTHER) { /* PING while subscribed, in the order of the confirmations */
-        send_on(c, s->main ? s->main : s->shard, r, 1, UNTIL_COUNTED);
+        int main = s->main && (counts(s->main) || awaiting(s->main) || !s->shard);
+        send_on(c, main ? s->main : s->shard, r, 1, UNTIL_COUNTED);
         return;
     }
     if (op == OP_SSUBSCRIBE || op == OP_SUNSUBSCRIBE)

@@ -39,6 +39,9 @@ int pubsub_slot(struct worker *w);
  * next command must wait for them to know whether C is subscribed. */
 int pubsub_pending(const struct client *c);
 
+/* Whether C is subscribed to anything, as its nodes confirmed. */
+int pubsub_subscribed(const struct client *c);
+
 /* NULL, or the error for CMD while C is subscribed (Redis's words). */
 const char *pubsub_refusal(const struct client *c, const struct cmd_spec *cmd, char *buf, size_t cap);
 

@@ -160,6 +160,10 @@ static void queue(struct client *c, struct req *r, const struct cmd_spec *cmd, c
         refuse_queued(c, r, text);
         return;
     }
+    if (cmd->kind == CMD_PUBSUB && strcmp(cmd->name, "publish") != 0 && strncmp(cmd->name, "pubsub|", 7) != 0) {
+        refuse_queued(c, r, "ERR respgate: subscriptions cannot be part of a transaction");
+        return;
+    }
     if (cmd->kind == CMD_BROADCAST) {
         char text[160];
         snprintf(text, sizeof(text), "ERR respgate: '%s' concerns the whole cluster; it cannot be part of a "

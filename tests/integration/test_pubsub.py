@@ -151,13 +151,37 @@ def test_shard_channels_follow_their_slot(cluster, respgate):
     assert kind == "error" and b"must live on one node" in text
     sub.send(("SSUBSCRIBE", "{sh}a", other))
     assert sub.read() == [("error", b"CROSSSLOT Keys in request don't hash to the same slot")]
+    sub.send(("PING",))
+    assert sub.read() == [[b"pong", b""]]  # subscribed mode, on the shard connection
     sub.send(("SUNSUBSCRIBE",))
     frames = sub.read(2)
     assert [f[0] for f in frames] == [b"sunsubscribe"] * 2
     assert {f[1] for f in frames} == {b"{sh}a", b"{sh}b"} and [f[2] for f in frames] == [1, 0]
     sub.send(("GET", "x"))
     assert sub.read() == [None]
+    # Nothing subscribed any more: shard channels on another node are fine now.
+    sub.send(("SSUBSCRIBE", other))
+    assert sub.read() == [[b"ssubscribe", other.encode(), 1]]
+    assert pub.execute_command("SPUBLISH", other, "there") == 1
+    assert sub.read() == [[b"smessage", other.encode(), b"there"]]
     sub.close()
+
+
+def test_a_quiet_subscriber_is_not_idle(make_respgate):
+    rg = make_respgate(extra="client:\n  idle_timeout: 300ms\n")
+    sub = Raw(rg.port)
+    sub.send(("SUBSCRIBE", "ps:quiet"))
+    assert sub.read() == [[b"subscribe", b"ps:quiet", 1]]
+    time.sleep(1.0)  # over three idle timeouts
+    assert rg.client().publish("ps:quiet", "still here") == 1
+    assert sub.read() == [[b"message", b"ps:quiet", b"still here"]]
+    sub.close()
+    idle = Raw(rg.port)
+    time.sleep(1.0)
+    idle.send(("PING",))
+    with pytest.raises((EOFError, ConnectionError)):
+        idle.read()  # an idle client that is not subscribed is closed, as before
+    idle.close()
 
 
 def test_reset_ends_the_subscriptions(respgate):
