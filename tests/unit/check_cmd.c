@@ -272,7 +272,7 @@ START_TEST(test_kinds)
         {"eval", NULL, CMD_FORWARD, MERGE_NONE},
         {"object", "encoding", CMD_FORWARD, MERGE_NONE},
         {"object", "help", CMD_KEYLESS, MERGE_NONE},
-        {"publish", NULL, CMD_KEYLESS, MERGE_NONE},
+        {"publish", NULL, CMD_PUBSUB, MERGE_NONE},
         {"time", NULL, CMD_KEYLESS, MERGE_NONE},
     };
     for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
