@@ -47,6 +47,7 @@ static struct backend *backend_new(struct worker *w, const char *host, int port)
     snprintf(b->host, sizeof(b->host), "%s", host);
     b->port = port;
     TAILQ_INIT(&b->inflight);
+    TAILQ_INIT(&b->waiting);
     return b;
 }
 
@@ -100,6 +101,18 @@ static struct req *pop(struct backend *b)
     return r;
 }
 
+/* The next request B holds, in flight or waiting, taken off; at teardown. */
+static struct req *pop_any(struct backend *b)
+{
+    struct req *r = pop(b);
+    if (r == NULL && (r = TAILQ_FIRST(&b->waiting))) {
+        TAILQ_REMOVE(&b->waiting, r, inflight);
+        b->nwaiting--;
+        r->backend = NULL;
+    }
+    return r;
+}
+
 /* Closes B's socket, leaving its requests where they are. */
 static void close_connection(struct backend *b)
 {
@@ -117,24 +130,48 @@ static void backend_reset(struct backend *b, const char *why)
     struct req *r;
     /* Nothing reached a node that was never connected to: those requests
      * can safely be sent again. Otherwise any of them may have run. */
-    int sent = b->connected;
-    size_t n = 0;
-    TAILQ_FOREACH(r, &b->inflight, inflight)
-        n += r->kind == REQ_CLIENT || r->kind == REQ_PART;
+    int sent = b->connected, was_ready = b->ready;
+    size_t inflight = 0, reads = 0, waiting = 0;
+    TAILQ_FOREACH(r, &b->inflight, inflight) {
+        inflight += (r->kind == REQ_CLIENT || r->kind == REQ_PART) && !r->readonly;
+        reads += (r->kind == REQ_CLIENT || r->kind == REQ_PART) && r->readonly; /* they go again */
+    }
+    TAILQ_FOREACH(r, &b->waiting, inflight)
+        waiting += r->kind == REQ_CLIENT || r->kind == REQ_PART;
+    size_t n = inflight + reads + waiting;
     close_connection(b);
     b->connected = 0;
+    b->ready = 0;
+    while ((r = TAILQ_FIRST(&b->waiting))) {
+        /* Never written: safe to send again, wherever the slot goes. */
+        TAILQ_REMOVE(&b->waiting, r, inflight);
+        b->nwaiting--;
+        r->backend = NULL;
+        if (r->kind == REQ_CLIENT && r->client == NULL)
+            req_free(b->w, r);
+        else if ((r->kind == REQ_CLIENT || r->kind == REQ_PART) && !b->priv && !r->pinned)
+            router_retry(b->w, r, b, why);
+        else if (r->kind == REQ_CLIENT || r->kind == REQ_PART)
+            router_fail(b->w, r, "ERR respgate: cannot reach %s:%d (%s)", b->host, b->port, why);
+        else
+            req_free(b->w, r);
+    }
     memset(&b->scan, 0, sizeof(b->scan));
-    if (n)
-        log_warning("backend %s:%d: %s; %s %zu request%s", b->host, b->port, why,
-                    sent || b->priv ? "failing" : "will retry",
-                    n, n == 1 ? "" : "s");
+    if (inflight)
+        log_warning("backend %s:%d: %s; %s %zu request%s in flight%s", b->host, b->port, why,
+                    sent || b->priv ? "failing" : "will send again", inflight, inflight == 1 ? "" : "s",
+                    waiting ? ", others wait" : "");
+    else if (waiting + reads)
+        log_warning("backend %s:%d: %s; %zu request%s wait for it or for a new master", b->host, b->port, why,
+                    waiting + reads, waiting + reads == 1 ? "" : "s");
     else
         log_notice("backend %s:%d: %s", b->host, b->port, why);
     b->broken = b->priv;
     while ((r = pop(b))) {
         if (r->kind == REQ_CLIENT && r->client == NULL)
             req_free(b->w, r);
-        else if ((r->kind == REQ_CLIENT || r->kind == REQ_PART) && !sent && !b->priv && !r->pinned)
+        else if ((r->kind == REQ_CLIENT || r->kind == REQ_PART) && (!sent || r->readonly) && !b->priv &&
+                 !r->pinned)
             router_retry(b->w, r, b, why);
         else if (r->kind == REQ_CLIENT || r->kind == REQ_PART)
             router_fail(b->w, r, "ERR respgate: connection to cluster node %s:%d lost (%s); the command may or may "
@@ -149,7 +186,7 @@ static void backend_reset(struct backend *b, const char *why)
     }
     /* An idle connection the node closed (its timeout, a restart, CLIENT
      * KILL) says nothing about the node: reconnect at once when needed. */
-    if (sent && n == 0) {
+    if (sent && was_ready && n == 0) {
         b->backoff_ms = 0;
         evutil_timerclear(&b->retry_after);
         return;
@@ -163,15 +200,66 @@ static void backend_reset(struct backend *b, const char *why)
     worker_request_refresh(b->w);
 }
 
+/* Sends FRAME (LEN bytes) first thing on B's new connection; its answer,
+ * like AUTH's, must be OK. */
+static int add_handshake(struct backend *b, const char *frame, size_t len)
+{
+    struct req *r = req_new(b->w, REQ_AUTH);
+    if (r == NULL)
+        return -1;
+    evbuffer_add(r->buf, frame, len);
+    bufferevent_write_buffer(b->bev, r->buf);
+    push(b, r);
+    return 0;
+}
+
+/* After AUTH: a name an operator finds in CLIENT LIST, and READONLY on a
+ * replica that serves reads. */
+static int add_after_auth(struct backend *b)
+{
+    static const char name[] = "*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$8\r\nrespgate\r\n";
+    if (add_handshake(b, name, sizeof(name) - 1) < 0)
+        return -1;
+    return b->readonly ? add_handshake(b, "*1\r\n$8\r\nREADONLY\r\n", 18) : 0;
+}
+
+void backend_set_readonly(struct backend *b)
+{
+    if (b->readonly)
+        return;
+    b->readonly = 1;
+    if (b->bev == NULL)
+        return; /* the next connection sends it */
+    struct req *r = req_new(b->w, REQ_DROP);
+    if (r == NULL)
+        return;
+    evbuffer_add(r->buf, "*1\r\n$8\r\nREADONLY\r\n", 18);
+    if (backend_send(b, r) < 0)
+        req_free(b->w, r);
+}
+
+int backend_usable(struct backend *b)
+{
+    struct timeval now;
+    event_base_gettimeofday_cached(b->w->base, &now);
+    return !evutil_timercmp(&now, &b->retry_after, <);
+}
+
+/* The first request on a new connection: AUTH, or PING without a
+ * password; its answer makes the connection ready. */
 static int add_auth(struct backend *b)
 {
     const struct conf *cf = b->w->conf;
-    if (cf->cluster_password == NULL)
-        return 0;
     struct req *r = req_new(b->w, REQ_AUTH);
     if (r == NULL)
         return -1;
     const char *user = cf->cluster_username;
+    if (cf->cluster_password == NULL) {
+        req_free(b->w, r);
+        if (add_handshake(b, "*1\r\n$4\r\nPING\r\n", 14) < 0)
+            return -1;
+        return add_after_auth(b);
+    }
     if (user)
         evbuffer_add_printf(r->buf, "*3\r\n$4\r\nAUTH\r\n$%zu\r\n%s\r\n", strlen(user), user);
     else
@@ -179,7 +267,7 @@ static int add_auth(struct backend *b)
     evbuffer_add_printf(r->buf, "$%zu\r\n%s\r\n", strlen(cf->cluster_password), cf->cluster_password);
     bufferevent_write_buffer(b->bev, r->buf);
     push(b, r);
-    return 0;
+    return add_after_auth(b);
 }
 
 static int backend_connect(struct backend *b)
@@ -224,6 +312,12 @@ int backend_send(struct backend *b, struct req *r)
         return -1;
     if (b->bev == NULL && (rc = backend_connect(b)) < 0)
         return rc;
+    if (!b->ready) {
+        TAILQ_INSERT_TAIL(&b->waiting, r, inflight);
+        b->nwaiting++;
+        r->backend = b;
+        return 0;
+    }
     if (evbuffer_add_buffer_reference(bufferevent_get_output(b->bev), r->buf) < 0)
         return -1;
     push(b, r);
@@ -231,6 +325,22 @@ int backend_send(struct backend *b, struct req *r)
     if (b->connected)
         event_active(b->flush, EV_READ, 0); /* a second call before it runs is a no-op */
     return 0;
+}
+
+/* The node answered AUTH: what waited goes out, in order. */
+static void send_waiting(struct backend *b)
+{
+    b->ready = 1;
+    struct req *r;
+    while ((r = TAILQ_FIRST(&b->waiting))) {
+        TAILQ_REMOVE(&b->waiting, r, inflight);
+        b->nwaiting--;
+        r->backend = NULL;
+        if (r->kind == REQ_CLIENT && r->client == NULL)
+            req_free(b->w, r); /* its client left meanwhile */
+        else if (backend_send(b, r) < 0)
+            router_fail(b->w, r, "ERR respgate: out of memory");
+    }
 }
 
 static void on_flush(evutil_socket_t fd, short what, void *arg)
@@ -310,7 +420,13 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
             backend_reset(b, "authentication failed");
             return;
         }
-        if (r->kind == REQ_AUTH || r->kind == REQ_ASKING || r->kind == REQ_DROP) {
+        if (r->kind == REQ_AUTH) {
+            evbuffer_drain(in, len);
+            req_free(b->w, r);
+            send_waiting(b);
+            continue;
+        }
+        if (r->kind == REQ_ASKING || r->kind == REQ_DROP) {
             evbuffer_drain(in, len);
             req_free(b->w, r);
             continue;
@@ -411,7 +527,7 @@ void backend_free_private(struct backend *b, const char *why)
         pubsub_lost(c, b);
     close_connection(b);
     struct req *r;
-    while ((r = pop(b))) {
+    while ((r = pop_any(b))) {
         if (r->kind == REQ_CLIENT && r->client && why)
             router_fail(b->w, r, "ERR respgate: %s", why);
         else if (r->kind == REQ_CLIENT && r->client)
@@ -430,7 +546,7 @@ void backend_free_all(struct worker *w)
         TAILQ_REMOVE(&w->backends, b, link);
         close_connection(b);
         struct req *r;
-        while ((r = pop(b)))
+        while ((r = pop_any(b)))
             router_abandon(w, r);
         event_free(b->flush);
         free(b);

@@ -36,6 +36,8 @@ struct backend {
     struct bufferevent *bev;    /* NULL while there is no connection */
     struct req_list inflight;
     size_t ninflight;
+    struct req_list waiting;    /* sent once the node answered AUTH (or PING): never written yet */
+    size_t nwaiting;
     struct resp_reply scan;     /* the reply being read */
     struct timeval retry_after; /* no new connection before this */
     unsigned backoff_ms;
@@ -43,6 +45,8 @@ struct backend {
     struct event *rev;          /* the socket's read event once connected (netio_read) */
     struct client *owner;       /* private: the client it belongs to */
     unsigned connected : 1;     /* the connection was established: requests may have run */
+    unsigned ready : 1;         /* the node answered the connection's AUTH or PING */
+    unsigned readonly : 1;      /* reads go to this replica: READONLY on every connection */
     unsigned priv : 1;          /* private to one session (see above) */
     unsigned released : 1;      /* private: frees itself once nothing is in flight */
     unsigned broken : 1;        /* private: the connection is gone; sends fail */
@@ -83,6 +87,13 @@ void backend_release(struct backend *b);
 /* Closes private backend B now; what is in flight is failed (with WHY, if
  * not NULL) or, orphaned, dropped. Never call it from B's own callbacks. */
 void backend_free_private(struct backend *b, const char *why);
+
+/* Makes B a replica that serves reads: READONLY now, if connected, and at
+ * every new connection. */
+void backend_set_readonly(struct backend *b);
+
+/* Whether B can take a request now: not backing off after a failure. */
+int backend_usable(struct backend *b);
 
 /* Closes every backend of W, failing what was in flight; at worker exit. */
 void backend_free_all(struct worker *w);

@@ -490,6 +490,7 @@ static struct req *new_part(struct worker *w, struct req *p, int slot)
     part->parent = p;
     part->slot = (uint16_t)slot;
     part->write = p->write;
+    part->readonly = p->readonly;
     p->fan->pending++;
     return part;
 }

@@ -428,6 +428,23 @@ static void cmd_info(struct call *k)
         evbuffer_add_printf(b, "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
     if (section_wanted(k, "cluster"))
         evbuffer_add_printf(b, "# Cluster\r\ncluster_enabled:0\r\n\r\n");
+    if (section_wanted(k, "respgate")) {
+        /* What the cluster's changes cost, over all workers. */
+        uint64_t redirects = 0, retries = 0, parked = 0, expired = 0;
+        for (int i = 0; i < srv->nworkers; i++) {
+            const struct worker_stats *st = &srv->workers[i].stats;
+            redirects += atomic_load_explicit(&st->redirects, memory_order_relaxed);
+            retries += atomic_load_explicit(&st->retries, memory_order_relaxed);
+            parked += atomic_load_explicit(&st->parked, memory_order_relaxed);
+            expired += atomic_load_explicit(&st->expired, memory_order_relaxed);
+        }
+        evbuffer_add_printf(b,
+                            "# Respgate\r\nredirections:%llu\r\nrequests_waited:%llu\r\nrequests_resent:%llu\r\n"
+                            "requests_expired:%llu\r\nfailover_wait_ms:%llu\r\n\r\n",
+                            (unsigned long long)redirects, (unsigned long long)parked, (unsigned long long)retries,
+                            (unsigned long long)expired,
+                            (unsigned long long)server_failover_wait_ms(srv, k->c->w->conf));
+    }
     unsigned from_nodes = 0;
     for (unsigned i = 0; i < sizeof(node_sections) / sizeof(node_sections[0]); i++)
         if (section_wanted(k, node_sections[i]) && (i < 3 || k->q->argc > 1)) /* "nodes" only when asked */

@@ -43,13 +43,16 @@ struct req {
     uint16_t slot;
     uint8_t kind;
     uint8_t redirects;
-    uint8_t retries;            /* after TRYAGAIN, LOADING, CLUSTERDOWN */
+    uint8_t retries;            /* times it waited (saturating) */
+    uint64_t deadline_ms;       /* once it waited: when it stops waiting (worker clock) */
     unsigned done : 1;
     unsigned silent : 1;        /* CLIENT REPLY OFF/SKIP: the reply is dropped */
     unsigned parked : 1;        /* waiting on the worker's retry timer */
     unsigned write : 1;         /* the command writes (WAIT asks where writes went) */
     unsigned pinned : 1;        /* sent on its session's private backend: never redirected or retried */
     unsigned counted : 1;       /* in its client's nshared or npinned */
+    unsigned readonly : 1;      /* the command only reads: safe to send again, may go to a replica */
+    unsigned master_only : 1;   /* a replica refused it (MASTERDOWN, LOADING): the master's then */
 };
 
 TAILQ_HEAD(req_list, req);

@@ -24,6 +24,7 @@
 #include "slot.h"
 #include "topo.h"
 #include "worker.h"
+#include "server.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -156,6 +157,8 @@ int router_keys_slot(struct worker *w, struct req *r, const struct cmd_spec *cmd
 static void route_by_keys(struct worker *w, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
 {
     size_t stack[KEYS_ON_STACK], *keys;
+    /* Safe to send again after a lost connection, and to a replica. */
+    r->readonly = (cmd->flags & (CMDF_READONLY | CMDF_WRITE)) == CMDF_READONLY;
     int n = find_keys(r, cmd, q, stack, &keys);
     int slot = n == -2 ? -3 : n <= 0 ? router_any_slot(w) : common_slot(r, q, keys, n);
     if (slot == -2 && cmd->kind == CMD_SPLIT)
@@ -214,9 +217,23 @@ void router_count(struct req *r)
         r->client->nshared++;
 }
 
+/* Where a read of SLOT goes under cluster.read_policy: a replica of its
+ * master when one is known and not backing off (replica: always;
+ * prefer-replica: every other read, so the master serves too), else the
+ * master itself. */
+static struct backend *read_target(struct worker *w, int slot)
+{
+    struct backend *rb = w->replica[slot];
+    if (rb == NULL || !backend_usable(rb))
+        return w->owner[slot];
+    if (w->conf->read_policy == READ_PREFER_REPLICA && (w->next_read++ & 1))
+        return w->owner[slot];
+    return rb;
+}
+
 void router_send(struct worker *w, struct req *r, int slot)
 {
-    struct backend *b = w->owner[slot];
+    struct backend *b = r->readonly && !r->master_only && w->owner[slot] ? read_target(w, slot) : w->owner[slot];
     if (b == NULL) {
         router_fail(w, r, "CLUSTERDOWN Hash slot not served");
         return;
@@ -229,9 +246,8 @@ void router_send(struct worker *w, struct req *r, int slot)
             client_note_write(c, b);
     }
     int rc = backend_send(b, r);
-    if (rc == -EAGAIN && r->retries < ROUTER_MAX_RETRIES) {
-        r->retries++;
-        park(w, r); /* the node's connection is backing off: wait, bounded */
+    if (rc == -EAGAIN) {
+        park(w, r); /* the node's connection is backing off: wait for it or a new map, bounded */
     } else if (rc < 0) {
         router_fail(w, r, "CLUSTERDOWN respgate cannot reach %s:%d, the node serving slot %d", b->host, b->port, slot);
     }
@@ -337,10 +353,15 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
 static void redirect(struct backend *from, struct req *r, const struct resp_redirect *rd)
 {
     struct worker *w = from->w;
+    atomic_fetch_add_explicit(&w->stats.redirects, 1, memory_order_relaxed);
     if (++r->redirects > ROUTER_MAX_REDIRECTS) {
-        log_warning("slot %u: more than %d redirections; the cluster's view keeps changing", rd->slot,
-                    ROUTER_MAX_REDIRECTS);
-        router_fail(w, r, "TRYAGAIN respgate: too many redirections for slot %u", rd->slot);
+        /* The nodes disagree for now (a slot being handed over, one node
+         * told before the other): wait for them, as for a failover. */
+        log_info("slot %u: more than %d redirections in a row; the request waits for the nodes to agree", rd->slot,
+                 ROUTER_MAX_REDIRECTS);
+        r->redirects = 0;
+        worker_request_refresh(w);
+        park(w, r);
         return;
     }
     /* A node that does not know its own address answers with an empty host. */
@@ -351,6 +372,7 @@ static void redirect(struct backend *from, struct req *r, const struct resp_redi
     }
     if (!rd->ask) {
         w->owner[rd->slot] = to;
+        w->replica[rd->slot] = NULL; /* the slot's replicas are known again with the next map */
         worker_request_refresh(w);
         router_send(w, r, (int)rd->slot);
         return;
@@ -371,10 +393,29 @@ static void redirect(struct backend *from, struct req *r, const struct resp_redi
         router_fail(w, r, "CLUSTERDOWN respgate cannot reach %s:%d", to->host, to->port);
 }
 
+/* Now on W's clock, in milliseconds. */
+static uint64_t now_ms(struct worker *w)
+{
+    struct timeval now;
+    event_base_gettimeofday_cached(w->base, &now);
+    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_usec / 1000;
+}
+
 static void park(struct worker *w, struct req *r)
 {
     static const struct timeval tick = {0, ROUTER_RETRY_MS * 1000};
+    if (w->nparked >= ROUTER_MAX_PARKED) {
+        router_fail(w, r, "CLUSTERDOWN respgate: %d requests already wait for the cluster", ROUTER_MAX_PARKED);
+        return;
+    }
+    /* A request waits, from the first time it has to, for as long as a
+     * failover may take (cluster.failover_wait): a new map sends it on. */
+    if (r->deadline_ms == 0)
+        r->deadline_ms = now_ms(w) + server_failover_wait_ms(w->srv, w->conf);
     r->parked = 1;
+    r->retries += r->retries < UINT8_MAX;
+    w->nparked++;
+    atomic_fetch_add_explicit(&w->stats.parked, 1, memory_order_relaxed);
     TAILQ_INSERT_TAIL(&w->parked, r, inflight);
     if (!evtimer_pending(w->retry_timer, NULL))
         evtimer_add(w->retry_timer, &tick);
@@ -385,35 +426,51 @@ void router_on_retry(evutil_socket_t fd, short what, void *arg)
     struct worker *w = arg;
     struct req_list due = TAILQ_HEAD_INITIALIZER(due);
     TAILQ_CONCAT(&due, &w->parked, inflight);
+    w->nparked = 0;
+    uint64_t now = now_ms(w);
     struct req *r;
     while ((r = TAILQ_FIRST(&due))) {
         TAILQ_REMOVE(&due, r, inflight);
         r->parked = 0;
-        if (r->kind == REQ_CLIENT && r->client == NULL)
+        if (r->kind == REQ_CLIENT && r->client == NULL) {
             req_free(w, r);
-        else
+        } else if (now >= r->deadline_ms) {
+            atomic_fetch_add_explicit(&w->stats.expired, 1, memory_order_relaxed);
+            struct backend *b = w->owner[r->slot];
+            router_fail(w, r, "CLUSTERDOWN respgate: no master answered for slot %u within %llums "
+                              "(cluster.failover_wait); last tried %s:%d",
+                        r->slot, (unsigned long long)server_failover_wait_ms(w->srv, w->conf), b ? b->host : "none",
+                        b ? b->port : 0);
+        } else {
+            atomic_fetch_add_explicit(&w->stats.retries, 1, memory_order_relaxed);
             router_send(w, r, r->slot);
+        }
     }
 }
 
 void router_retry(struct worker *w, struct req *r, struct backend *b, const char *why)
 {
-    if (r->kind == REQ_CLIENT && r->client == NULL) {
+    if (r->kind == REQ_CLIENT && r->client == NULL)
         req_free(w, r);
-    } else if (r->retries < ROUTER_MAX_RETRIES) {
-        r->retries++;
-        park(w, r);
-    } else {
-        router_fail(w, r, "CLUSTERDOWN respgate cannot reach %s:%d (%s)", b->host, b->port, why);
-    }
+    else
+        park(w, r); /* until a connection or a new map, at most failover_wait */
+    (void)b;
+    (void)why;
 }
 
 /* Errors that say the command did not run and may run later: a resend is
- * safe, writes included. */
-static int retryable(const char *line)
+ * safe, writes included. All but TRYAGAIN and LOADING say the map is
+ * wrong or changing: a demoted master (READONLY), a replica whose master is
+ * down (MASTERDOWN), a cluster that lost a master (CLUSTERDOWN). */
+static int retryable(const char *line, int *refresh)
 {
-    return strncmp(line, "-TRYAGAIN", 9) == 0 || strncmp(line, "-LOADING", 8) == 0 ||
-           strncmp(line, "-CLUSTERDOWN", 12) == 0;
+    static const char *const codes[] = {"-TRYAGAIN ", "-LOADING ", "-CLUSTERDOWN ", "-READONLY ", "-MASTERDOWN "};
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        if (strncmp(line, codes[i], strlen(codes[i])) == 0) {
+            *refresh = i >= 2;
+            return 1;
+        }
+    return 0;
 }
 
 /* The first line of the LEN-byte error reply at the front of IN. */
@@ -454,10 +511,11 @@ void router_reply(struct backend *from, struct req *r, struct evbuffer *in, size
             redirect(from, r, &rd);
             return;
         }
-        if (retryable(line) && r->retries < ROUTER_MAX_RETRIES) {
-            r->retries++;
+        int refresh = 0;
+        if (retryable(line, &refresh)) {
             evbuffer_drain(in, len);
-            if (line[1] == 'C')
+            r->master_only |= from->readonly; /* a replica that cannot serve: its master will */
+            if (refresh)
                 worker_request_refresh(w);
             park(w, r);
             return;

@@ -19,9 +19,11 @@ struct worker;
 
 /* Redirections one request may follow before it fails. */
 #define ROUTER_MAX_REDIRECTS 5
-/* Retries after TRYAGAIN, LOADING or CLUSTERDOWN, ROUTER_RETRY_MS apart. */
-#define ROUTER_MAX_RETRIES 20
+/* Requests that wait (TRYAGAIN, LOADING, CLUSTERDOWN, a master that does
+ * not answer) are tried again ROUTER_RETRY_MS apart until the failover wait
+ * ends; at most ROUTER_MAX_PARKED wait per worker. */
 #define ROUTER_RETRY_MS 100
+#define ROUTER_MAX_PARKED 65536
 
 /* Handles request R of client C, whose frame is in R->buf with arguments
  * SCAN. R is in C's FIFO; it is answered now or when its reply arrives; or

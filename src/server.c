@@ -60,6 +60,14 @@ void server_set_redis_version(struct server *s, const char *version)
     pthread_mutex_unlock(&s->conf_lock);
 }
 
+uint64_t server_failover_wait_ms(struct server *s, const struct conf *cf)
+{
+    if (cf->failover_wait_ms)
+        return cf->failover_wait_ms;
+    uint64_t node_timeout = atomic_load(&s->node_timeout_ms);
+    return (node_timeout ? node_timeout : 15000) + 5000;
+}
+
 void server_publish_map(struct server *s, struct slotmap *m)
 {
     pthread_mutex_lock(&s->conf_lock);

@@ -39,6 +39,7 @@ struct server {
     int nworkers;
     int *listen_fds;             /* [worker][listen address] */
 
+    atomic_uint_fast64_t node_timeout_ms; /* the nodes' cluster-node-timeout, 0 until known */
     atomic_uint_fast64_t nclients;       /* over all workers, for max_clients */
     atomic_uint_fast64_t next_client_id;
 };
@@ -65,6 +66,11 @@ void server_publish_map(struct server *s, struct slotmap *m);
 /* The nodes' Redis version into BUF ("" until known). Any thread. */
 void server_redis_version(struct server *s, char *buf, size_t len);
 void server_set_redis_version(struct server *s, const char *version);
+
+/* How long requests for a master that stopped answering wait for the
+ * cluster to promote another: cluster.failover_wait, or by default the
+ * nodes' cluster-node-timeout (15 s until known) plus 5 s. Any thread. */
+uint64_t server_failover_wait_ms(struct server *s, const struct conf *cf);
 
 /* Called by a worker's thread as its loop ends. */
 void server_worker_done(struct server *s);

@@ -198,6 +198,62 @@ static void drop_connection(struct topo *t)
         redisAsyncFree(ac); /* its callbacks see ac != t->ac and do nothing */
 }
 
+static const struct topo_node *find_node(const struct slotmap *m, const char *id)
+{
+    for (size_t i = 0; i < m->nnodes; i++)
+        if (strcmp(m->nodes[i].id, id) == 0)
+            return &m->nodes[i];
+    return NULL;
+}
+
+/* A line for what an operator wants to know of a change: nodes that
+ * became masters or replicas, failed or recovered, moved; slot ranges that
+ * changed owner (the first few). */
+static void log_changes(const struct slotmap *old, const struct slotmap *m)
+{
+    for (size_t i = 0; i < m->nnodes; i++) {
+        const struct topo_node *n = &m->nodes[i], *o = find_node(old, n->id);
+        if (o == NULL) {
+            log_notice("topology: node %.8s %s:%d joined as a %s", n->id, n->host, n->port,
+                       n->is_master ? "master" : "replica");
+            continue;
+        }
+        if (o->is_master != n->is_master)
+            log_notice("topology: node %.8s %s:%d is now a %s (failover)", n->id, n->host, n->port,
+                       n->is_master ? "master" : "replica");
+        if (o->failing != n->failing)
+            log_notice("topology: node %.8s %s:%d %s", n->id, n->host, n->port,
+                       n->failing ? "is flagged failing" : "is no longer flagged failing");
+        if (strcmp(o->host, n->host) != 0 || o->port != n->port)
+            log_notice("topology: node %.8s moved from %s:%d to %s:%d", n->id, o->host, o->port, n->host, n->port);
+    }
+    for (size_t i = 0; i < old->nnodes; i++)
+        if (find_node(m, old->nodes[i].id) == NULL)
+            log_notice("topology: node %.8s %s:%d left", old->nodes[i].id, old->nodes[i].host, old->nodes[i].port);
+    int ranges = 0;
+    for (int s = 0; s < SLOT_COUNT && ranges < 8; s++) {
+        const char *a = old->owner[s] >= 0 ? old->nodes[old->owner[s]].id : "", *b = m->owner[s] >= 0 ? m->nodes[m->owner[s]].id : "";
+        if (strcmp(a, b) == 0)
+            continue;
+        int e = s;
+        while (e + 1 < SLOT_COUNT) {
+            const char *a2 = old->owner[e + 1] >= 0 ? old->nodes[old->owner[e + 1]].id : "";
+            const char *b2 = m->owner[e + 1] >= 0 ? m->nodes[m->owner[e + 1]].id : "";
+            if (strcmp(a2, a) != 0 || strcmp(b2, b) != 0)
+                break;
+            e++;
+        }
+        const struct topo_node *to = m->owner[s] >= 0 ? &m->nodes[m->owner[s]] : NULL;
+        if (to)
+            log_notice("topology: slots %d-%d moved from %.8s to %.8s at %s:%d", s, e, a[0] ? a : "nobody", b, to->host,
+                       to->port);
+        else
+            log_notice("topology: slots %d-%d lost their master %.8s", s, e, a);
+        ranges++;
+        s = e;
+    }
+}
+
 static void publish(struct topo *t, struct slotmap *m)
 {
     if (same_map(t->cur, m)) {
@@ -213,10 +269,12 @@ static void publish(struct topo *t, struct slotmap *m)
                  (a >= 0 && b >= 0 && strcmp(t->cur->nodes[a].id, m->nodes[b].id) != 0);
     }
     m->version = ++t->version;
-    if (t->cur)
+    if (t->cur) {
         log_notice("topology changed (version %llu): %zu masters, %zu nodes, %zu/%d slots assigned, %zu slots "
                    "changed owner",
                    (unsigned long long)m->version, masters, m->nnodes, m->nassigned, SLOT_COUNT, moved);
+        log_changes(t->cur, m);
+    }
     else
         log_notice("topology learned from %s:%d: %zu masters, %zu nodes, %zu/%d slots assigned", t->src_host,
                    t->src_port, masters, m->nnodes, m->nassigned, SLOT_COUNT);
@@ -285,6 +343,19 @@ static void on_info(redisAsyncContext *ac, void *r, void *priv)
         snprintf(version, sizeof(version), "%.*s", (int)(n < sizeof(version) ? n : sizeof(version) - 1), v);
         server_set_redis_version(t->srv, version);
     }
+}
+
+/* The nodes' cluster-node-timeout, which the default failover_wait follows. */
+static void on_node_timeout(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct topo *t = ac->data;
+    redisReply *reply = r;
+    if (ac != t->ac || reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[1]->type != REDIS_REPLY_STRING)
+        return;
+    uint64_t ms = strtoull(reply->element[1]->str, NULL, 10);
+    if (ms > 0 && ms != atomic_exchange(&t->srv->node_timeout_ms, ms))
+        log_info("topology: the nodes' cluster-node-timeout is %llums", (unsigned long long)ms);
 }
 
 static void on_auth(redisAsyncContext *ac, void *r, void *priv)
@@ -382,6 +453,7 @@ static void attempt(struct topo *t)
         else if (cf->cluster_password)
             redisAsyncCommand(t->ac, on_auth, NULL, "AUTH %s", cf->cluster_password);
         redisAsyncCommand(t->ac, on_info, NULL, "INFO server");
+        redisAsyncCommand(t->ac, on_node_timeout, NULL, "CONFIG GET cluster-node-timeout");
     }
     t->inflight = 1;
     redisAsyncCommand(t->ac, on_nodes, NULL, "CLUSTER NODES");

@@ -78,6 +78,33 @@ static void start_drain(struct worker *w)
     maybe_done(w);
 }
 
+/* Reads may go to replicas (cluster.read_policy): each slot gets one of its
+ * master's replicas that is not flagged failing, spread over them by slot. */
+static void apply_replicas(struct worker *w, const struct slotmap *m)
+{
+    int policy = w->conf->read_policy;
+    for (int s = 0; s < SLOT_COUNT; s++) {
+        w->replica[s] = NULL;
+        if (policy == READ_MASTER || m->owner[s] < 0)
+            continue;
+        size_t n = 0, pick;
+        for (size_t i = 0; i < m->nnodes; i++)
+            n += m->nodes[i].master == m->owner[s] && !m->nodes[i].is_master && !m->nodes[i].failing;
+        if (n == 0)
+            continue;
+        pick = (size_t)s % n;
+        for (size_t i = 0; i < m->nnodes; i++) {
+            const struct topo_node *r = &m->nodes[i];
+            if (r->master != m->owner[s] || r->is_master || r->failing || pick-- > 0)
+                continue;
+            w->replica[s] = backend_get(w, r->host, r->port);
+            if (w->replica[s])
+                backend_set_readonly(w->replica[s]);
+            break;
+        }
+    }
+}
+
 /* Takes the server's current map: each slot's owner becomes this worker's
  * backend for that node. Existing connections are kept and reused. */
 static void apply_map(struct worker *w)
@@ -97,9 +124,12 @@ static void apply_map(struct worker *w)
     for (int s = 0; s < SLOT_COUNT; s++)
         w->owner[s] = m->owner[s] >= 0 ? by_node[m->owner[s]] : NULL;
     free(by_node);
+    apply_replicas(w, m);
     slotmap_unref(w->map);
     w->map = m;
     pubsub_map_changed(w);
+    if (!TAILQ_EMPTY(&w->parked))
+        event_active(w->retry_timer, EV_TIMEOUT, 0); /* what waited for this map goes now */
 }
 
 void worker_request_refresh(struct worker *w)
@@ -138,13 +168,14 @@ int worker_init(struct worker *w, struct server *srv, int id, const int *fds, si
     w->conf = server_conf(srv);
     w->owner = calloc(SLOT_COUNT, sizeof(*w->owner));
     w->slot_part = calloc(SLOT_COUNT, sizeof(*w->slot_part));
+    w->replica = calloc(SLOT_COUNT, sizeof(*w->replica));
     w->base = event_base_new();
     w->wake = w->base ? event_new(w->base, -1, 0, on_wake, w) : NULL;
     w->accept_pause = w->base ? evtimer_new(w->base, on_accept_resume, w) : NULL;
     w->retry_timer = w->base ? evtimer_new(w->base, router_on_retry, w) : NULL;
     w->listeners = calloc(nfds ? nfds : 1, sizeof(*w->listeners));
     if (w->wake == NULL || w->accept_pause == NULL || w->retry_timer == NULL || w->listeners == NULL ||
-        w->owner == NULL || w->slot_part == NULL) {
+        w->owner == NULL || w->slot_part == NULL || w->replica == NULL) {
         log_error("worker %d: out of memory", id);
         return -1;
     }
@@ -219,6 +250,7 @@ void worker_deinit(struct worker *w)
     slotmap_unref(w->map);
     free(w->owner);
     free(w->slot_part);
+    free(w->replica);
     memset(w, 0, sizeof(*w));
 }
 

@@ -53,10 +53,19 @@ struct worker {
 
     struct slotmap *map;            /* the map in force here, NULL before the first */
     struct backend **owner;         /* [SLOT_COUNT]: where each slot's requests go */
+    struct backend **replica;       /* [SLOT_COUNT]: a replica of that master for reads (read_policy), or NULL */
+    unsigned next_read;             /* prefer-replica: alternates reads between master and replica */
     struct backend_list backends;   /* one connection per node */
     int next_keyless;               /* spreads keyless requests over the masters */
     uint16_t *slot_part;            /* [SLOT_COUNT], all zero between uses: fanout_split's scratch */
     struct req_list parked;         /* requests waiting to be sent again */
+    size_t nparked;
+    struct worker_stats {           /* read by any worker's INFO */
+        atomic_uint_fast64_t redirects; /* MOVED and ASK followed */
+        atomic_uint_fast64_t parked;    /* times a request had to wait (TRYAGAIN, a node down, ...) */
+        atomic_uint_fast64_t retries;   /* times a waiting request was sent again */
+        atomic_uint_fast64_t expired;   /* requests failed at cluster.failover_wait */
+    } stats;
     struct event *retry_timer;
     struct req_list req_pool;       /* recycled request objects */
     size_t req_pooled;

@@ -135,10 +135,15 @@ def test_backend_timeout_and_no_late_reply(own_cluster, tmp_path):
         slot = own_cluster.client(own_cluster.masters()[0]).execute_command("CLUSTER", "KEYSLOT", "late:{a}")
         master = own_cluster.node_for_slot(slot)
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        # This client's worker has a connection to the master, ready (else the
+        # SET below would wait for the node to answer AUTH, never sent).
+        s.sendall(b"*2\r\n$3\r\nGET\r\n$8\r\nlate:{a}\r\n")
+        assert s.recv(4096) == b"$5\r\nfirst\r\n"
         own_cluster.pause(master)
         try:
             t0 = time.monotonic()
-            s.sendall(b"*2\r\n$3\r\nGET\r\n$8\r\nlate:{a}\r\n")
+            # A write: a read that timed out would be sent again, as reads are.
+            s.sendall(b"*3\r\n$3\r\nSET\r\n$8\r\nlate:{a}\r\n$5\r\nthird\r\n")
             reply = s.recv(4096)
             waited = time.monotonic() - t0
         finally:
@@ -146,7 +151,7 @@ def test_backend_timeout_and_no_late_reply(own_cluster, tmp_path):
         assert reply.startswith(b"-ERR respgate: connection to cluster node ")
         assert b"no reply within timeouts.backend" in reply
         assert 0.4 < waited < 3
-        # The node answers the timed-out GET now; that reply must not reach the next request.
+        # The node answers the timed-out SET now; that reply must not reach the next request.
         s.sendall(b"*2\r\n$3\r\nGET\r\n$9\r\nlate:{a}2\r\n")
         assert s.recv(4096) == b"$6\r\nsecond\r\n"
         s.close()

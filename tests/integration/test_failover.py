@@ -1,0 +1,323 @@
+# Failover, topology changes and reads from replicas, against a real 3+3 cluster of
+# its own (cluster-node-timeout 2000 ms): many clients write and read keys
+# whose values encode the key and a sequence number while a master is
+# killed, restarted, failed over by hand, paused past the timeouts, and
+# while slots with keys in them migrate. For each fault: respgate stays up,
+# no reply ever belongs to another request, every acknowledged write is
+# readable afterwards (except what the cluster itself may lose when a master
+# dies before replicating), and the client-visible errors are counted and
+# printed with their time window (pytest -s shows them).
+
+import threading
+import time
+
+import pytest
+import redis
+
+from conftest import CLUSTER_PASSWORD
+from harness.cluster import Cluster, keyslot
+from harness.respgate import Respgate, free_port, yaml_config
+
+NODE_TIMEOUT_MS = 2000
+CLIENTS = 8
+KEYS_PER_CLIENT = 40
+LOAD_LIMIT_S = 60  # every load loop stops by then, whatever happens
+
+
+@pytest.fixture(scope="module")
+def fcluster(tmp_path_factory):
+    with Cluster(tmp_path_factory.mktemp("fcluster"), password=CLUSTER_PASSWORD,
+                 node_timeout_ms=NODE_TIMEOUT_MS) as c:
+        yield c
+
+
+@pytest.fixture
+def frg(fcluster, tmp_path):
+    fcluster.wait_state_ok()
+    port = free_port()
+    text = yaml_config(port, fcluster.seeds, CLUSTER_PASSWORD, None, "log: {level: info}\n")
+    with Respgate(tmp_path / "rg", text, port) as rg:
+        yield rg
+
+
+class Load:
+    """CLIENTS threads, each writing KEYS_PER_CLIENT keys round robin with
+    values "<key>:<seq>" and reading each back."""
+
+    def __init__(self, port, tag):
+        self.port, self.tag = port, tag
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.acked = {}      # key -> (seq, monotonic time of the ack)
+        self.doubtful = {}   # key -> seqs whose SET failed: may or may not have run
+        self.errors = []     # (start time, text)
+        self.mixups = []
+        self.latencies = []
+        self.ack_times = []
+        self.ops = 0
+        self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(CLIENTS)]
+
+    def __enter__(self):
+        self.began = time.monotonic()
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+    def key(self, cid, i):
+        return f"fo:{self.tag}:{cid}:{i}"
+
+    def run(self, cid):
+        r = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=30)
+        seq = 0
+        while not self.stop.is_set() and time.monotonic() - self.began < LOAD_LIMIT_S:
+            key = self.key(cid, seq % KEYS_PER_CLIENT)
+            value = f"{key}:{seq}"
+            t0 = time.monotonic()
+            try:
+                r.set(key, value)
+                got = r.get(key)
+                t1 = time.monotonic()
+                with self.lock:
+                    self.acked[key] = (seq, t1)
+                    self.latencies.append(t1 - t0)
+                    self.ack_times.append(t1)
+                    self.ops += 1
+                    if got is None or not got.decode().startswith(key + ":"):
+                        self.mixups.append((key, got))
+            except redis.RedisError as e:
+                with self.lock:
+                    self.errors.append((t0, str(e)))
+                    self.doubtful.setdefault(key, set()).add(seq)
+                time.sleep(0.01)
+            seq += 1
+
+    def wait_ops(self, n, timeout=20):
+        deadline = time.monotonic() + timeout
+        start = self.ops
+        while self.ops - start < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.ops - start >= n
+
+    def report(self, name, fault_at):
+        window = (f"{min(t for t, _ in self.errors) - fault_at:+.2f}s .. "
+                  f"{max(t for t, _ in self.errors) - fault_at:+.2f}s") if self.errors else "none"
+        worst = max(self.latencies) if self.latencies else 0
+        print(f"\n{name}: {self.ops} ops, {len(self.errors)} client-visible errors (window {window} from the "
+              f"fault), slowest request {worst:.2f}s, {len(self.mixups)} mixed-up replies")
+        for t, text in self.errors[:5]:
+            print(f"  {t - fault_at:+.2f}s {text}")
+
+    def verify(self, port, lossy_since=None):
+        """Every acknowledged write is readable: the key holds that value or a
+        later one. LOSSY_SINCE: writes acked after then may be lost with a
+        master that died before replicating them. Returns how many were."""
+        r = redis.Redis(host="127.0.0.1", port=port, socket_timeout=30)
+        lost = []
+        for key, (seq, at) in self.acked.items():
+            got = r.get(key)
+            assert got is not None and got.decode().startswith(key + ":"), (key, got)
+            final = int(got.decode().rsplit(":", 1)[1])
+            if final < seq and not (final in self.doubtful.get(key, ()) or lossy_since and at >= lossy_since):
+                lost.append((key, seq, final))
+            elif final < seq:
+                lost.append(None)
+        bad = [x for x in lost if x]
+        assert not bad, f"acknowledged writes lost: {bad[:5]}"
+        return len(lost)
+
+
+def promoted(fcluster, replica):
+    try:
+        return replica in fcluster.masters()
+    except Exception:
+        return False
+
+
+def wait_until(check, timeout):
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def master_with_replica(fcluster):
+    replica = fcluster.replicas()[0]
+    return fcluster.master_of(replica), replica
+
+
+def test_master_killed_then_restarted(fcluster, frg):
+    victim, heir = master_with_replica(fcluster)
+    with Load(frg.port, "kill") as load:
+        assert load.wait_ops(300)
+        killed_at = time.monotonic()
+        fcluster.kill(victim)
+        assert wait_until(lambda: promoted(fcluster, heir), 30), "the replica was not promoted"
+        promoted_at = time.monotonic()
+        assert load.wait_ops(300), "no progress after the promotion"
+    load.report("master SIGKILL", killed_at)
+    resumed = min(t for t in load.ack_times if t > killed_at + 0.5)
+    print(f"  promotion seen {promoted_at - killed_at:.2f}s after the kill; first write through respgate after "
+          f"the gap {resumed - killed_at:.2f}s after the kill")
+    assert frg.proc.poll() is None
+    assert not load.mixups
+    late = [e for e in load.errors if e[0] > killed_at + 0.5]
+    assert not late, f"errors for requests after the failure was seen: {late[:3]}"
+    assert max(load.latencies) < NODE_TIMEOUT_MS / 1000 + 3 + 5  # bounded; the figure is printed above
+    lost = load.verify(frg.port, lossy_since=killed_at - 1.0)
+    print(f"  {lost} acknowledged writes lost with the dead master (not yet replicated)")
+    log = frg.log()
+    assert f"{heir.addr} is now a master (failover)" in log
+    assert f"{victim.addr} is flagged failing" in log
+    stats = redis.Redis(host="127.0.0.1", port=frg.port).info("respgate")
+    print(f"  respgate counters: {stats}")
+    assert stats["requests_waited"] > 0 and stats["requests_expired"] == 0
+    assert stats["failover_wait_ms"] == NODE_TIMEOUT_MS + 5000  # read from the nodes' CONFIG
+
+    # The old master comes back and joins as a replica of its heir.
+    with Load(frg.port, "rejoin") as load:
+        assert load.wait_ops(200)
+        back_at = time.monotonic()
+        fcluster.restart(victim)
+        fcluster.wait_state_ok()
+        assert load.wait_ops(200)
+    load.report("old master restarted", back_at)
+    assert not load.errors and not load.mixups
+    load.verify(frg.port)
+    # However many connections failed, each worker holds one per node.
+    workers = redis.Redis(host="127.0.0.1", port=frg.port).info("server")["respgate_workers"]
+    for node in fcluster.masters() + fcluster.replicas():
+        named = [c for c in fcluster.client(node).client_list() if c.get("name") == "respgate"]
+        assert len(named) <= workers, (node, named)
+
+
+def test_manual_failover(fcluster, frg):
+    master, replica = master_with_replica(fcluster)
+    with Load(frg.port, "manual") as load:
+        assert load.wait_ops(300)
+        at = time.monotonic()
+        assert fcluster.client(replica).execute_command("CLUSTER", "FAILOVER") in ("OK", b"OK", True)
+        assert wait_until(lambda: promoted(fcluster, replica), 30)
+        fcluster.wait_state_ok()
+        assert load.wait_ops(300)
+    load.report("CLUSTER FAILOVER", at)
+    assert frg.proc.poll() is None
+    assert not load.mixups and not load.errors
+    load.verify(frg.port)
+
+
+def test_slot_migration_under_load(fcluster, frg):
+    with Load(frg.port, "migrate") as load:
+        assert load.wait_ops(300)
+        slots = sorted({keyslot(load.key(c, i)) for c in range(CLIENTS) for i in range(KEYS_PER_CLIENT)})[:20]
+        at = time.monotonic()
+        for slot in slots:
+            src = fcluster.node_for_slot(slot)
+            dst = next(m for m in fcluster.masters() if m.port != src.port)
+            s, d = fcluster.client(src), fcluster.client(dst)
+            d.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src.node_id)
+            s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst.node_id)
+            while keys := s.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                s.execute_command("MIGRATE", "127.0.0.1", dst.port, "", 0, 5000, "AUTH", CLUSTER_PASSWORD,
+                                  "KEYS", *keys)
+            for m in fcluster.masters():
+                fcluster.client(m).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst.node_id)
+        fcluster.wait_state_ok()
+        assert load.wait_ops(300)
+    load.report(f"{len(slots)} slots migrated", at)
+    assert frg.proc.poll() is None
+    assert not load.mixups and not load.errors
+    load.verify(frg.port)
+
+
+def test_master_paused_past_the_timeouts(fcluster, frg):
+    victim, heir = master_with_replica(fcluster)
+    with Load(frg.port, "pause") as load:
+        assert load.wait_ops(300)
+        paused_at = time.monotonic()
+        fcluster.pause(victim)
+        try:
+            assert wait_until(lambda: promoted(fcluster, heir), 30), "the replica was not promoted"
+            assert load.wait_ops(300), "no progress after the promotion"
+        finally:
+            fcluster.resume(victim)
+        fcluster.wait_state_ok()
+        assert load.wait_ops(300)
+    load.report("master SIGSTOP", paused_at)
+    resumed = min(t for t in load.ack_times if t > paused_at + 0.5)
+    print(f"  first write through respgate after the gap {resumed - paused_at:.2f}s after the pause")
+    assert frg.proc.poll() is None
+    assert not load.mixups
+    # Requests in flight when it stopped time out (timeouts.backend, 2 s) with
+    # "may or may not have run"; later ones wait for the new master.
+    late = [e for e in load.errors if e[0] > paused_at + 0.5]
+    assert not late, f"errors for requests after the pause began: {late[:3]}"
+    load.verify(frg.port, lossy_since=paused_at - 1.0)
+
+
+def commandstats(fcluster, node, name):
+    stats = fcluster.client(node).info("commandstats")
+    return stats.get(f"cmdstat_{name}", {}).get("calls", 0)
+
+
+@pytest.mark.parametrize("policy", ["replica", "prefer-replica"])
+def test_reads_from_replicas(fcluster, tmp_path, policy):
+    fcluster.wait_state_ok()
+    port = free_port()
+    text = yaml_config(port, fcluster.seeds, CLUSTER_PASSWORD)
+    text = text.replace("cluster:\n", f"cluster:\n  read_policy: {policy}\n", 1)
+    with Respgate(tmp_path / "rg", text, port) as rg:
+        r = rg.client()
+        keys = [f"ro:{i}" for i in range(200)]
+        r.mset({k: k for k in keys})
+        assert r.wait(1, 2000) == 1  # the replicas have them (WAIT asks the masters written to)
+        masters, replicas = fcluster.masters(), fcluster.replicas()
+        before = {n.port: commandstats(fcluster, n, "get") for n in masters + replicas}
+        for k in keys:
+            assert r.get(k) == k.encode()
+        assert r.mget(keys) == [k.encode() for k in keys]  # split parts read from replicas too
+        after = {n.port: commandstats(fcluster, n, "get") for n in masters + replicas}
+        on_replicas = sum(after[n.port] - before[n.port] for n in replicas)
+        on_masters = sum(after[n.port] - before[n.port] for n in masters)
+        print(f"\n{policy}: {on_replicas} GETs on replicas, {on_masters} on masters")
+        if policy == "replica":
+            assert on_replicas == len(keys) and on_masters == 0
+        else:
+            assert on_replicas > len(keys) // 4 and on_masters > len(keys) // 4
+        # Writes still go to the masters, and a replica's reads see them.
+        r.set("ro:0", "new")
+        assert r.wait(1, 2000) == 1
+        assert r.get("ro:0") == b"new"
+
+
+def test_a_replica_that_stops_answering_falls_back_to_its_master(fcluster, tmp_path):
+    fcluster.wait_state_ok()
+    port = free_port()
+    text = yaml_config(port, fcluster.seeds, CLUSTER_PASSWORD, None, "timeouts: {backend: 500ms}\n")
+    text = text.replace("cluster:\n", "cluster:\n  read_policy: replica\n", 1)
+    with Respgate(tmp_path / "rg", text, port) as rg:
+        r = rg.client()
+        replica = fcluster.replicas()[0]
+        master = fcluster.master_of(replica)
+        key = next(f"fb:{i}" for i in range(10000)
+                   if fcluster.node_for_slot(keyslot(f"fb:{i}")).port == master.port)
+        r.set(key, "v")
+        assert r.get(key) == b"v"
+        fcluster.pause(replica)
+        try:
+            # In flight on the stopped replica: timed out, sent again (a read is
+            # safe to repeat), to the master.
+            t0 = time.monotonic()
+            for _ in range(20):
+                assert r.get(key) == b"v"
+            print(f"\n20 reads with the replica stopped took {time.monotonic() - t0:.2f}s")
+        finally:
+            fcluster.resume(replica)
+        assert "no reply within timeouts.backend" in rg.log()
+        fcluster.wait_state_ok()
