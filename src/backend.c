@@ -149,7 +149,7 @@ static void backend_reset(struct backend *b, const char *why)
         r->backend = NULL;
         if (r->kind == REQ_CLIENT && r->client == NULL)
             req_free(b->w, r);
-        else if ((r->kind == REQ_CLIENT || r->kind == REQ_PART) && !b->priv && !r->pinned)
+        else if ((r->kind == REQ_CLIENT || r->kind == REQ_PART) && !b->priv && !r->pinned && !b->auth_failed)
             router_retry(b->w, r, b, why);
         else if (r->kind == REQ_CLIENT || r->kind == REQ_PART)
             router_fail(b->w, r, "ERR respgate: cannot reach %s:%d (%s)", b->host, b->port, why);
@@ -200,11 +200,11 @@ static void backend_reset(struct backend *b, const char *why)
     worker_request_refresh(b->w);
 }
 
-/* Sends FRAME (LEN bytes) first thing on B's new connection; its answer,
- * like AUTH's, must be OK. */
-static int add_handshake(struct backend *b, const char *frame, size_t len)
+/* Sends FRAME (LEN bytes) early on B's new connection, as KIND: REQ_AUTH
+ * (its answer makes the connection ready, or fails it) or REQ_SETUP. */
+static int add_handshake(struct backend *b, enum req_kind kind, const char *frame, size_t len)
 {
-    struct req *r = req_new(b->w, REQ_AUTH);
+    struct req *r = req_new(b->w, kind);
     if (r == NULL)
         return -1;
     evbuffer_add(r->buf, frame, len);
@@ -218,9 +218,9 @@ static int add_handshake(struct backend *b, const char *frame, size_t len)
 static int add_after_auth(struct backend *b)
 {
     static const char name[] = "*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$8\r\nrespgate\r\n";
-    if (add_handshake(b, name, sizeof(name) - 1) < 0)
+    if (add_handshake(b, REQ_SETUP, name, sizeof(name) - 1) < 0)
         return -1;
-    return b->readonly ? add_handshake(b, "*1\r\n$8\r\nREADONLY\r\n", 18) : 0;
+    return b->readonly ? add_handshake(b, REQ_SETUP, "*1\r\n$8\r\nREADONLY\r\n", 18) : 0;
 }
 
 void backend_set_readonly(struct backend *b)
@@ -230,7 +230,7 @@ void backend_set_readonly(struct backend *b)
     b->readonly = 1;
     if (b->bev == NULL)
         return; /* the next connection sends it */
-    struct req *r = req_new(b->w, REQ_DROP);
+    struct req *r = req_new(b->w, REQ_SETUP);
     if (r == NULL)
         return;
     evbuffer_add(r->buf, "*1\r\n$8\r\nREADONLY\r\n", 18);
@@ -250,16 +250,15 @@ int backend_usable(struct backend *b)
 static int add_auth(struct backend *b)
 {
     const struct conf *cf = b->w->conf;
+    if (cf->cluster_password == NULL) {
+        if (add_handshake(b, REQ_AUTH, "*1\r\n$4\r\nPING\r\n", 14) < 0)
+            return -1;
+        return add_after_auth(b);
+    }
     struct req *r = req_new(b->w, REQ_AUTH);
     if (r == NULL)
         return -1;
     const char *user = cf->cluster_username;
-    if (cf->cluster_password == NULL) {
-        req_free(b->w, r);
-        if (add_handshake(b, "*1\r\n$4\r\nPING\r\n", 14) < 0)
-            return -1;
-        return add_after_auth(b);
-    }
     if (user)
         evbuffer_add_printf(r->buf, "*3\r\n$4\r\nAUTH\r\n$%zu\r\n%s\r\n", strlen(user), user);
     else
@@ -331,6 +330,7 @@ int backend_send(struct backend *b, struct req *r)
 static void send_waiting(struct backend *b)
 {
     b->ready = 1;
+    b->backoff_ms = 0; /* the node works: a failure from now on starts the backoff afresh */
     struct req *r;
     while ((r = TAILQ_FIRST(&b->waiting))) {
         TAILQ_REMOVE(&b->waiting, r, inflight);
@@ -381,6 +381,14 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (what & EV_TIMEOUT) {
+        /* A read goes again once (elsewhere, if a replica timed out: it
+         * backs off now); a read slower than the timeout would only time
+         * out again. */
+        struct req *r;
+        TAILQ_FOREACH(r, &b->inflight, inflight) {
+            r->readonly &= !r->timed_out;
+            r->timed_out = 1;
+        }
         backend_reset(b, "no reply within timeouts.backend");
         return;
     }
@@ -399,7 +407,7 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
         char type = b->scan.type;
         memset(&b->scan, 0, sizeof(b->scan));
         struct req *head = TAILQ_FIRST(&b->inflight);
-        if (b->push && !(head && head->kind == REQ_AUTH)) {
+        if (b->push && !(head && (head->kind == REQ_AUTH || head->kind == REQ_SETUP))) {
             if (pubsub_frame(b, in, len) < 0) {
                 backend_reset(b, "a Pub/Sub frame nobody asked for");
                 return;
@@ -411,22 +419,28 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
             backend_reset(b, "a reply arrived with no request in flight");
             return;
         }
-        if (r->kind == REQ_AUTH && type != '+') {
-            char line[256];
+        char line[256] = "";
+        if ((r->kind == REQ_AUTH || r->kind == REQ_SETUP) && type == '-')
             first_line(in, len, line, sizeof(line));
+        /* A node loading its data refuses PING, yet its connection is fine:
+         * the commands get LOADING and wait. */
+        if (r->kind == REQ_AUTH && type == '-' && strncmp(line, "-LOADING", 8) != 0) {
             log_error("backend %s:%d: AUTH failed: %s (check cluster.username and cluster.password)", b->host,
                       b->port, line + 1);
             req_free(b->w, r);
+            b->auth_failed = 1;
             backend_reset(b, "authentication failed");
             return;
         }
+        if (r->kind == REQ_SETUP && type == '-')
+            log_warning("backend %s:%d: refused %s", b->host, b->port, line + 1);
         if (r->kind == REQ_AUTH) {
             evbuffer_drain(in, len);
             req_free(b->w, r);
             send_waiting(b);
             continue;
         }
-        if (r->kind == REQ_ASKING || r->kind == REQ_DROP) {
+        if (r->kind == REQ_ASKING || r->kind == REQ_DROP || r->kind == REQ_SETUP) {
             evbuffer_drain(in, len);
             req_free(b->w, r);
             continue;
@@ -443,6 +457,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_CONNECTED) {
         int one = 1, fd = bufferevent_getfd(bev);
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        b->auth_failed = 0;
         if (b->no_timeout || b->push) {
             /* Quiet for long, by design: a node whose host vanished is found
              * by TCP keepalive instead, in about a minute. */
@@ -452,7 +467,6 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
             setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
             setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
         }
-        b->backoff_ms = 0;
         b->connected = 1;
         b->rev = event_new(b->w->base, bufferevent_getfd(bev), EV_READ | EV_PERSIST, on_sock_read, b);
         if (b->rev == NULL) {

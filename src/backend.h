@@ -47,6 +47,7 @@ struct backend {
     unsigned connected : 1;     /* the connection was established: requests may have run */
     unsigned ready : 1;         /* the node answered the connection's AUTH or PING */
     unsigned readonly : 1;      /* reads go to this replica: READONLY on every connection */
+    unsigned auth_failed : 1;   /* the node refused AUTH: what waits fails at once */
     unsigned priv : 1;          /* private to one session (see above) */
     unsigned released : 1;      /* private: frees itself once nothing is in flight */
     unsigned broken : 1;        /* private: the connection is gone; sends fail */

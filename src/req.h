@@ -26,6 +26,7 @@ enum req_kind {
     REQ_ASKING,      /* ASKING sent before a request redirected by -ASK */
     REQ_PART,        /* one node's share of a client request several nodes answer */
     REQ_DROP,        /* sent for a session whose client was already answered (MULTI, QUEUED) */
+    REQ_SETUP,       /* CLIENT SETNAME, READONLY on a new connection: an error is logged, no more */
 };
 
 struct req {
@@ -53,6 +54,7 @@ struct req {
     unsigned counted : 1;       /* in its client's nshared or npinned */
     unsigned readonly : 1;      /* the command only reads: safe to send again, may go to a replica */
     unsigned master_only : 1;   /* a replica refused it (MASTERDOWN, LOADING): the master's then */
+    unsigned timed_out : 1;     /* timed out once already: a read is not sent a third time */
 };
 
 TAILQ_HEAD(req_list, req);

@@ -219,14 +219,16 @@ void router_count(struct req *r)
 
 /* Where a read of SLOT goes under cluster.read_policy: a replica of its
  * master when one is known and not backing off (replica: always;
- * prefer-replica: every other read, so the master serves too), else the
- * master itself. */
+ * prefer-replica: for every other slot, so the master serves too), else
+ * the master itself. */
 static struct backend *read_target(struct worker *w, int slot)
 {
     struct backend *rb = w->replica[slot];
     if (rb == NULL || !backend_usable(rb))
         return w->owner[slot];
-    if (w->conf->read_policy == READ_PREFER_REPLICA && (w->next_read++ & 1))
+    /* prefer-replica: half the slots read from the master, so a key's reads
+     * always go to the same node and never step back in time. */
+    if (w->conf->read_policy == READ_PREFER_REPLICA && (slot & 1))
         return w->owner[slot];
     return rb;
 }
@@ -357,8 +359,8 @@ static void redirect(struct backend *from, struct req *r, const struct resp_redi
     if (++r->redirects > ROUTER_MAX_REDIRECTS) {
         /* The nodes disagree for now (a slot being handed over, one node
          * told before the other): wait for them, as for a failover. */
-        log_info("slot %u: more than %d redirections in a row; the request waits for the nodes to agree", rd->slot,
-                 ROUTER_MAX_REDIRECTS);
+        log_debug("slot %u: more than %d redirections in a row; the request waits for the nodes to agree", rd->slot,
+                  ROUTER_MAX_REDIRECTS);
         r->redirects = 0;
         worker_request_refresh(w);
         park(w, r);
@@ -434,10 +436,12 @@ void router_on_retry(evutil_socket_t fd, short what, void *arg)
         r->parked = 0;
         if (r->kind == REQ_CLIENT && r->client == NULL) {
             req_free(w, r);
+        } else if (r->kind == REQ_PART && r->parent->client == NULL) {
+            router_fail(w, r, "ERR respgate: the client left"); /* its parent completes and goes */
         } else if (now >= r->deadline_ms) {
             atomic_fetch_add_explicit(&w->stats.expired, 1, memory_order_relaxed);
             struct backend *b = w->owner[r->slot];
-            router_fail(w, r, "CLUSTERDOWN respgate: no master answered for slot %u within %llums "
+            router_fail(w, r, "CLUSTERDOWN respgate: slot %u was not served within %llums "
                               "(cluster.failover_wait); last tried %s:%d",
                         r->slot, (unsigned long long)server_failover_wait_ms(w->srv, w->conf), b ? b->host : "none",
                         b ? b->port : 0);

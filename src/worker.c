@@ -204,6 +204,7 @@ static void *worker_main(void *arg)
     while ((r = TAILQ_FIRST(&w->parked))) {
         TAILQ_REMOVE(&w->parked, r, inflight);
         r->parked = 0;
+        w->nparked--;
         router_abandon(w, r);
     }
     backend_free_all(w);

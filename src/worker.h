@@ -54,7 +54,6 @@ struct worker {
     struct slotmap *map;            /* the map in force here, NULL before the first */
     struct backend **owner;         /* [SLOT_COUNT]: where each slot's requests go */
     struct backend **replica;       /* [SLOT_COUNT]: a replica of that master for reads (read_policy), or NULL */
-    unsigned next_read;             /* prefer-replica: alternates reads between master and replica */
     struct backend_list backends;   /* one connection per node */
     int next_keyless;               /* spreads keyless requests over the masters */
     uint16_t *slot_part;            /* [SLOT_COUNT], all zero between uses: fanout_split's scratch */

@@ -383,6 +383,14 @@ class Cluster:
                 return f"{node.addr} does not yet show the expected masters and replicas in CLUSTER SLOTS"
         return None
 
+    def _problem_view_differs(self, node):
+        mine = slot_map(parse_cluster_nodes(self._cmd(node, "CLUSTER", "NODES")))
+        return None if mine == slot_map(self._view()) else f"{node.addr} does not know every slot's owner yet"
+
+    def _problem_view_differs(self, node):
+        mine = slot_map(parse_cluster_nodes(self._cmd(node, "CLUSTER", "NODES")))
+        return None if mine == slot_map(self._view()) else f"{node.addr} does not know every slot's owner yet"
+
     def _problem_state_ok(self, node):
         state = self._cmd(node, "CLUSTER", "INFO").splitlines()[0]
         return None if state == "cluster_state:ok" else f"{node.addr} reports {state}"
@@ -514,6 +522,59 @@ class Cluster:
             self._wait_ready(node)
         except _PortConflict:
             raise ClusterError(f"cannot restart {node.addr}: its port was taken meanwhile") from None
+
+    def add_master(self):
+        """Start one more node and have it join as a master without slots."""
+        node = Node(pick_ports(1)[0], self.basedir)
+        self._write_config(node)
+        self._spawn(node)
+        self.nodes.append(node)
+        self._wait_ready(node)
+        node.node_id = self._cmd(node, "CLUSTER", "MYID")
+        for other in self.nodes[:-1]:
+            if other.running:
+                self._cmd(other, "CLUSTER", "MEET", HOST, node.port)
+        ids = {n.node_id for n in self.nodes if n.running}
+        self._poll("every node to know the new one", lambda: self._problem_unknown_nodes(ids))
+        self._poll("the new node to find the cluster ok", lambda: self._problem_state_ok(node))
+        self._poll("the new node to know every slot's owner", lambda: self._problem_view_differs(node))
+        node.role = "master"
+        return node
+
+    def move_slots(self, slots, dst):
+        """Migrate SLOTS (with their keys) to master DST, as redis-cli --cluster
+        reshard does: IMPORTING/MIGRATING, MIGRATE in batches, then NODE on
+        the destination first, the source next, the others last."""
+        for slot in slots:
+            src = self.node_for_slot(slot)
+            if src is dst:
+                continue
+            s, d = self._admin(src), self._admin(dst)
+            d.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src.node_id)
+            s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst.node_id)
+            while keys := s.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                s.execute_command("MIGRATE", HOST, dst.port, "", 0, 5000, "AUTH", self.password, "KEYS", *keys)
+            self._admin(dst).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst.node_id)
+            for node in [src] + [m for m in self.masters() if m is not dst and m is not src]:
+                try:
+                    self._admin(node).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst.node_id)
+                except redis.ResponseError as e:
+                    # A master that gave its last slot away turns into a
+                    # replica of the taker (Redis 7): it learns by gossip.
+                    if "only with masters" not in str(e):
+                        raise
+
+    def remove_node(self, node):
+        """Forget NODE (which must own no slots; by then Redis may have made
+        it a replica) everywhere, then stop it."""
+        for other in self.nodes:
+            if other is not node and other.running:
+                self._cmd(other, "CLUSTER", "FORGET", node.node_id)
+        _terminate([node.proc])
+        if node.admin:
+            node.admin.close()
+            node.admin = None
+        self.nodes.remove(node)
 
     def wait_state_ok(self, timeout=30.0):
         """Wait until every running node says cluster_state:ok, they all agree on

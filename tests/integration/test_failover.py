@@ -236,6 +236,35 @@ def test_slot_migration_under_load(fcluster, frg):
     load.verify(frg.port)
 
 
+def test_a_master_added_then_removed_under_load(fcluster, frg):
+    with Load(frg.port, "grow") as load:
+        assert load.wait_ops(300)
+        at = time.monotonic()
+        new = fcluster.add_master()
+        slots = sorted({keyslot(load.key(c, i)) for c in range(CLIENTS) for i in range(KEYS_PER_CLIENT)})[::4]
+        owners = {slot: fcluster.node_for_slot(slot) for slot in slots}
+        fcluster.move_slots(slots, new)
+        fcluster.wait_state_ok()
+        assert load.wait_ops(300)
+        assert fcluster.client(new).dbsize() > 0  # the new master serves keys of the load
+        for slot in slots:
+            fcluster.move_slots([slot], owners[slot])
+        fcluster.wait_state_ok()
+        # As an operator would: remove the node once nothing is sent to it,
+        # i.e. respgate's map (a refresh a second) has no slot on it.
+        info = redis.Redis(host="127.0.0.1", port=frg.port)
+        assert wait_until(lambda: new.addr not in str(info.info("nodes")), 10)
+        fcluster.remove_node(new)
+        fcluster.wait_state_ok()
+        assert load.wait_ops(300)
+    load.report(f"a master added, {len(slots)} slots moved to it and back, the master removed", at)
+    assert frg.proc.poll() is None
+    assert not load.mixups and not load.errors
+    load.verify(frg.port)
+    assert f"{new.addr} joined as a master" in frg.log()
+    assert wait_until(lambda: f"{new.addr} left" in frg.log(), 5)  # at the next refresh
+
+
 def test_master_paused_past_the_timeouts(fcluster, frg):
     victim, heir = master_with_replica(fcluster)
     with Load(frg.port, "pause") as load:
