@@ -169,6 +169,16 @@ int pubsub_frame(struct backend *b, struct evbuffer *in, size_t len)
         return 0;
     }
     struct req *r = backend_head(b);
+    /* A node that gives a slot away tells its shard subscribers with a
+     * sunsubscribe nobody asked for (Redis 7): the client gets it too. */
+    static const char sunsub[] = "*3\r\n$12\r\nsunsubscribe\r\n";
+    if (strncmp(head, sunsub, sizeof(sunsub) - 1) == 0 && (r == NULL || !r->shard_sub)) {
+        if (confirmation(b, in, len) < 0)
+            return -1;
+        deliver(b, in, len, 0);
+        worker_request_refresh(b->w); /* the slot has a new owner */
+        return 0;
+    }
     if (r == NULL)
         return -1;
     /* Not an array: +PONG for a PING that came after the last unsubscribe,
@@ -177,7 +187,17 @@ int pubsub_frame(struct backend *b, struct evbuffer *in, size_t len)
         return -1;
     int moved = strncmp(head, "-MOVED ", 7) == 0 || strncmp(head, "-ASK ", 5) == 0;
     if (moved) {
-        evbuffer_drain(in, len); /* a client never sees MOVED */
+        /* A client never sees MOVED; its next try goes where the node said. */
+        char line[300];
+        size_t got = evbuffer_copyout(in, line, len < sizeof(line) - 1 ? len : sizeof(line) - 1);
+        line[got] = '\0';
+        line[strcspn(line, "\r\n")] = '\0';
+        struct resp_redirect rd;
+        struct backend *to = resp_parse_redirect(line + 1, strlen(line + 1), &rd) == 0 && !rd.ask
+                                 ? backend_get(b->w, rd.host[0] ? rd.host : b->host, rd.port) : NULL;
+        if (to)
+            b->w->owner[rd.slot] = to;
+        evbuffer_drain(in, len);
         worker_request_refresh(b->w);
         if (r->kind == REQ_CLIENT)
             resp_add_error(r->reply, "TRYAGAIN respgate: the channels' slot moved away from %s:%d", b->host, b->port);
@@ -477,6 +497,7 @@ static void shard_channels(struct client *c, struct req *r, const struct cmd_spe
         router_complete(w, r);
         return;
     }
+    r->shard_sub = 1;
     send_on(c, s->shard, r, (uint32_t)(q->argc - 1), q->argc == 1 ? UNTIL_NO_SHARD : UNTIL_COUNTED);
 }
 

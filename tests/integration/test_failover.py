@@ -350,3 +350,36 @@ def test_a_replica_that_stops_answering_falls_back_to_its_master(fcluster, tmp_p
             fcluster.resume(replica)
         assert "no reply within timeouts.backend" in rg.log()
         fcluster.wait_state_ok()
+
+
+def test_shard_subscribers_hear_their_slot_move(fcluster, frg):
+    """Redis 7 sends sunsubscribe when a node gives a slot away; the client
+    gets it through respgate too, and can subscribe again at the new owner."""
+    from test_pubsub import Raw
+    fcluster.wait_state_ok()
+    channel = "{mv}news"
+    slot = keyslot(channel)
+    src = fcluster.node_for_slot(slot)
+    dst = next(m for m in fcluster.masters() if m.port != src.port)
+    sub = Raw(frg.port)
+    try:
+        sub.send(("SSUBSCRIBE", channel))
+        assert sub.read() == [[b"ssubscribe", channel.encode(), 1]]
+        fcluster.move_slots([slot], dst)
+        fcluster.wait_state_ok()
+        assert sub.read() == [[b"sunsubscribe", channel.encode(), 0]]
+        for _ in range(20):  # as a client library would after TRYAGAIN, while the map catches up
+            sub.send(("SSUBSCRIBE", channel))
+            [reply] = sub.read()
+            if reply[0] != "error":
+                break
+            assert reply[1].startswith(b"TRYAGAIN"), reply
+            time.sleep(0.1)
+        assert reply == [b"ssubscribe", channel.encode(), 1]  # at the new owner
+        pub = redis.Redis(host="127.0.0.1", port=frg.port)
+        assert wait_until(lambda: pub.execute_command("SPUBLISH", channel, "moved") == 1, 10)
+        assert sub.read() == [[b"smessage", channel.encode(), b"moved"]]
+    finally:
+        sub.close()
+        fcluster.move_slots([slot], src)
+        fcluster.wait_state_ok()
