@@ -343,11 +343,49 @@ static void send_waiting(struct backend *b)
     }
 }
 
+/* A blocking command's connection, answered and clean (it never holds a
+ * MULTI or a WATCH), waits in W's pool for the next blocking command to the
+ * same node: a BRPOP loop does not open a connection per call. Returns 0,
+ * or -1 if B cannot go there. */
+static int pool_put(struct backend *b)
+{
+    struct worker *w = b->w;
+    struct client *c = b->owner;
+    if (!b->no_timeout || b->broken || !b->ready || b->ninflight || b->nwaiting || c == NULL)
+        return -1;
+    TAILQ_REMOVE(&c->privates, b, link);
+    c->nprivate--;
+    b->owner = NULL;
+    b->released = 0;
+    TAILQ_INSERT_HEAD(&w->idle_blocking, b, link);
+    if (++w->nidle_blocking > BACKEND_POOL_MAX)
+        backend_free_private(TAILQ_LAST(&w->idle_blocking, backend_list), NULL); /* the longest idle */
+    return 0;
+}
+
+/* A pooled connection to HOST:PORT for client C, or NULL. */
+static struct backend *pool_take(struct worker *w, struct client *c, const char *host, int port)
+{
+    struct backend *b;
+    TAILQ_FOREACH(b, &w->idle_blocking, link)
+        if (b->port == port && strcmp(b->host, host) == 0 && !b->broken)
+            break;
+    if (b == NULL)
+        return NULL;
+    TAILQ_REMOVE(&w->idle_blocking, b, link);
+    w->nidle_blocking--;
+    b->owner = c;
+    TAILQ_INSERT_TAIL(&c->privates, b, link);
+    c->nprivate++;
+    return b;
+}
+
 static void on_flush(evutil_socket_t fd, short what, void *arg)
 {
     struct backend *b = arg;
     if (retiring(b)) {
-        backend_free_private(b, NULL);
+        if (pool_put(b) < 0)
+            backend_free_private(b, NULL);
         return;
     }
     if (b->bev && b->connected && netio_flush(b->bev) < 0)
@@ -503,7 +541,10 @@ struct req *backend_pop(struct backend *b)
 
 struct backend *backend_open_private(struct worker *w, struct client *c, const char *host, int port, int flags)
 {
-    struct backend *b = backend_new(w, host, port);
+    struct backend *b = flags == BACKEND_BLOCKING ? pool_take(w, c, host, port) : NULL;
+    if (b)
+        return b;
+    b = backend_new(w, host, port);
     if (b == NULL)
         return NULL;
     b->priv = 1;
@@ -531,14 +572,19 @@ void backend_release(struct backend *b)
 void backend_free_private(struct backend *b, const char *why)
 {
     struct client *c = b->owner;
-    TAILQ_REMOVE(&c->privates, b, link);
-    c->nprivate--;
-    if (c->pin == b) {
-        c->pin = NULL;
-        session_pin_lost(c);
+    if (c == NULL) { /* pooled */
+        TAILQ_REMOVE(&b->w->idle_blocking, b, link);
+        b->w->nidle_blocking--;
+    } else {
+        TAILQ_REMOVE(&c->privates, b, link);
+        c->nprivate--;
+        if (c->pin == b) {
+            c->pin = NULL;
+            session_pin_lost(c);
+        }
+        if (b->push)
+            pubsub_lost(c, b);
     }
-    if (b->push)
-        pubsub_lost(c, b);
     close_connection(b);
     struct req *r;
     while ((r = pop_any(b))) {
@@ -556,6 +602,8 @@ void backend_free_private(struct backend *b, const char *why)
 void backend_free_all(struct worker *w)
 {
     struct backend *b;
+    while ((b = TAILQ_FIRST(&w->idle_blocking)))
+        backend_free_private(b, NULL);
     while ((b = TAILQ_FIRST(&w->backends))) {
         TAILQ_REMOVE(&w->backends, b, link);
         close_connection(b);

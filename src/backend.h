@@ -11,7 +11,8 @@
  * blocking command; see session.h): it is never shared, never reconnects
  * (what a node remembers about a connection, a WATCH or a MULTI, would be
  * lost), never retries, and frees itself once released and drained, or once
- * broken.
+ * broken; a blocking command's, answered, waits in a small per-worker pool
+ * for the next blocking command to the same node.
  */
 #ifndef RG_BACKEND_H
 #define RG_BACKEND_H
@@ -43,7 +44,7 @@ struct backend {
     unsigned backoff_ms;
     struct event *flush;        /* writes what this loop turn queued, in one go */
     struct event *rev;          /* the socket's read event once connected (netio_read) */
-    struct client *owner;       /* private: the client it belongs to */
+    struct client *owner;       /* private: the client it belongs to; NULL while pooled */
     unsigned connected : 1;     /* the connection was established: requests may have run */
     unsigned ready : 1;         /* the node answered the connection's AUTH or PING */
     unsigned readonly : 1;      /* reads go to this replica: READONLY on every connection */
@@ -67,6 +68,9 @@ struct backend *backend_get(struct worker *w, const char *host, int port);
  * backs off after a failure (try again shortly); -1 if the node cannot be
  * reached. R is untouched on failure. */
 int backend_send(struct backend *b, struct req *r);
+
+/* Answered blocking commands' connections kept per worker for reuse. */
+#define BACKEND_POOL_MAX 32
 
 /* How a private backend is used. */
 #define BACKEND_BLOCKING 1 /* for blocking commands: no reply timeout, TCP keepalive */

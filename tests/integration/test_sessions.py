@@ -245,3 +245,19 @@ def test_commands_around_a_watch_run_in_order(respgate, single):
     assert pipelined(single.port, commands) == expected
     for _ in range(20):
         assert pipelined(respgate.port, commands) == expected
+
+
+def test_a_blocking_loop_reuses_its_connections(cluster, respgate):
+    """BRPOP q 0.01 in a loop: answered blocking connections wait in a pool,
+    so the node does not see a new connection per call."""
+    r = respgate.client()
+    key = "bl:loop"
+    node = cluster.client(cluster.node_for_slot(keyslot(key)))
+    r.delete(key)
+    before = node.info("stats")["total_connections_received"]
+    for _ in range(30):
+        assert r.brpop([key], timeout=0.01) is None
+    r.rpush(key, "x")
+    assert r.brpop([key], timeout=0) == (key.encode(), b"x")
+    opened = node.info("stats")["total_connections_received"] - before
+    assert opened <= 3, opened  # the node's own CLIENT LIST check opens one too
