@@ -69,9 +69,10 @@ int pubsub_subscribed(const struct client *c)
 
 int pubsub_owns(const struct client *c, const struct cmd_spec *cmd)
 {
-    if (op_of(cmd) != OP_OTHER)
-        return 1;
-    return strcmp(cmd->name, "ping") == 0 && (pubsub_pending(c) || pubsub_subscribed(c));
+    /* Subscription commands are all CMD_PUBSUB: no name compared otherwise. */
+    if (cmd->kind == CMD_PUBSUB)
+        return op_of(cmd) != OP_OTHER;
+    return c->sub && strcmp(cmd->name, "ping") == 0 && (pubsub_pending(c) || pubsub_subscribed(c));
 }
 
 const char *pubsub_refusal(const struct client *c, const struct cmd_spec *cmd, char *buf, size_t cap)

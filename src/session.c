@@ -41,7 +41,9 @@ static enum family family_of(const struct cmd_spec *cmd)
 int session_owns(const struct client *c, const struct cmd_spec *cmd, struct evbuffer *frame,
                  const struct resp_req *q)
 {
-    return c->multi || family_of(cmd) != F_NONE || cmd_blocks(cmd, frame, q);
+    /* Transaction commands and blocking ones are all CMD_PINNED: the names
+     * are compared for those only, not for every request. */
+    return c->multi || (cmd->kind == CMD_PINNED && (family_of(cmd) != F_NONE || cmd_blocks(cmd, frame, q)));
 }
 
 /* Answers R with the status or error TEXT ("-..." or "+..."). */
