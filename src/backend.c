@@ -26,6 +26,7 @@
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
 #define BACKEND_READ_MAX 16384
+#define READONLY_FRAME "*1\r\n$8\r\nREADONLY\r\n"
 
 static void on_sock_read(evutil_socket_t fd, short what, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
@@ -220,7 +221,7 @@ static int add_after_auth(struct backend *b)
     static const char name[] = "*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$8\r\nrespgate\r\n";
     if (add_handshake(b, REQ_SETUP, name, sizeof(name) - 1) < 0)
         return -1;
-    return b->readonly ? add_handshake(b, REQ_SETUP, "*1\r\n$8\r\nREADONLY\r\n", 18) : 0;
+    return b->readonly ? add_handshake(b, REQ_SETUP, READONLY_FRAME, sizeof(READONLY_FRAME) - 1) : 0;
 }
 
 void backend_set_readonly(struct backend *b)
@@ -233,7 +234,7 @@ void backend_set_readonly(struct backend *b)
     struct req *r = req_new(b->w, REQ_SETUP);
     if (r == NULL)
         return;
-    evbuffer_add(r->buf, "*1\r\n$8\r\nREADONLY\r\n", 18);
+    evbuffer_add(r->buf, READONLY_FRAME, sizeof(READONLY_FRAME) - 1);
     if (backend_send(b, r) < 0)
         req_free(b->w, r);
 }
@@ -398,15 +399,6 @@ static void on_written(struct bufferevent *bev, void *arg)
     bufferevent_disable(bev, EV_WRITE);
 }
 
-/* The first line of the reply at the front of IN, for a log or an error. */
-static void first_line(struct evbuffer *in, size_t len, char *buf, size_t cap)
-{
-    size_t n = len < cap - 1 ? len : cap - 1;
-    evbuffer_copyout(in, buf, n);
-    buf[n] = '\0';
-    buf[strcspn(buf, "\r\n")] = '\0';
-}
-
 static void on_sock_read(evutil_socket_t fd, short what, void *arg)
 {
     struct backend *b = arg;
@@ -457,21 +449,22 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
             backend_reset(b, "a reply arrived with no request in flight");
             return;
         }
-        char line[256] = "";
-        if ((r->kind == REQ_AUTH || r->kind == REQ_SETUP) && type == '-')
-            first_line(in, len, line, sizeof(line));
-        /* A node loading its data refuses PING, yet its connection is fine:
-         * the commands get LOADING and wait. */
-        if (r->kind == REQ_AUTH && type == '-' && strncmp(line, "-LOADING", 8) != 0) {
-            log_error("backend %s:%d: AUTH failed: %s (check cluster.username and cluster.password)", b->host,
-                      b->port, line + 1);
-            req_free(b->w, r);
-            b->auth_failed = 1;
-            backend_reset(b, "authentication failed");
-            return;
+        if ((r->kind == REQ_AUTH || r->kind == REQ_SETUP) && type == '-') {
+            char line[256];
+            resp_first_line(in, len, line, sizeof(line));
+            /* A node loading its data refuses PING, yet its connection is
+             * fine: the commands get LOADING and wait. */
+            if (r->kind == REQ_AUTH && strncmp(line, "-LOADING", 8) != 0) {
+                log_error("backend %s:%d: AUTH failed: %s (check cluster.username and cluster.password)", b->host,
+                          b->port, line + 1);
+                req_free(b->w, r);
+                b->auth_failed = 1;
+                backend_reset(b, "authentication failed");
+                return;
+            }
+            if (r->kind == REQ_SETUP)
+                log_warning("backend %s:%d: refused %s", b->host, b->port, line + 1);
         }
-        if (r->kind == REQ_SETUP && type == '-')
-            log_warning("backend %s:%d: refused %s", b->host, b->port, line + 1);
         if (r->kind == REQ_AUTH) {
             evbuffer_drain(in, len);
             req_free(b->w, r);

@@ -337,6 +337,8 @@ static void release_hold(struct client *c)
 
 void client_note_write(struct client *c, struct backend *b)
 {
+    if (c->nwrote && c->wrote[c->nwrote - 1] == b)
+        return; /* the common case: the same master as the last write */
     for (size_t i = 0; i < c->nwrote; i++)
         if (c->wrote[i] == b)
             return;

@@ -652,11 +652,8 @@ static void scan(struct worker *w, struct req *r, const struct resp_req *q)
     char num[24];
     int k = snprintf(num, sizeof(num), "%" PRIu64, cursor / SLOT_COUNT);
     evbuffer_add_printf(part->buf, "*%zu\r\n$4\r\nSCAN\r\n$%d\r\n%s\r\n", q->argc, k, num);
-    for (size_t a = 2; a < q->argc; a++) {
-        evbuffer_add_printf(part->buf, "$%zu\r\n", q->argv[a].len);
-        resp_arg_append(part->buf, r->buf, &q->argv[a]);
-        evbuffer_add(part->buf, "\r\n", 2);
-    }
+    for (size_t a = 2; a < q->argc; a++)
+        resp_add_arg(part->buf, r->buf, &q->argv[a]);
     router_send(w, part, part->slot);
     finish(w, r);
 }
@@ -691,9 +688,9 @@ static void cap_wait_timeout(struct worker *w, struct req *r, const struct resp_
         return;
     char num[24];
     int k = snprintf(num, sizeof(num), "%" PRIu64, cap ? cap : 1);
-    evbuffer_add_printf(frame, "*3\r\n$4\r\nWAIT\r\n$%zu\r\n", q->argv[1].len);
-    resp_arg_append(frame, r->buf, &q->argv[1]);
-    evbuffer_add_printf(frame, "\r\n$%d\r\n%s\r\n", k, num);
+    evbuffer_add(frame, "*3\r\n$4\r\nWAIT\r\n", 14);
+    resp_add_arg(frame, r->buf, &q->argv[1]);
+    evbuffer_add_printf(frame, "$%d\r\n%s\r\n", k, num);
     evbuffer_drain(r->buf, evbuffer_get_length(r->buf));
     evbuffer_add_buffer(r->buf, frame);
     evbuffer_free(frame);

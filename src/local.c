@@ -87,9 +87,7 @@ static int arg_ll(const struct call *k, size_t i, long long *out)
 
 static void bulk_arg(const struct call *k, size_t i)
 {
-    evbuffer_add_printf(k->out, "$%zu\r\n", k->q->argv[i].len);
-    resp_arg_append(k->out, k->r->buf, &k->q->argv[i]);
-    evbuffer_add(k->out, "\r\n", 2);
+    resp_add_arg(k->out, k->r->buf, &k->q->argv[i]);
 }
 
 static void bulk_str(struct evbuffer *out, const char *s)

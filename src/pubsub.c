@@ -190,16 +190,15 @@ int pubsub_frame(struct backend *b, struct evbuffer *in, size_t len)
     if (moved) {
         /* A client never sees MOVED; its next try goes where the node said. */
         char line[300];
-        size_t got = evbuffer_copyout(in, line, len < sizeof(line) - 1 ? len : sizeof(line) - 1);
-        line[got] = '\0';
-        line[strcspn(line, "\r\n")] = '\0';
+        resp_first_line(in, len, line, sizeof(line));
         struct resp_redirect rd;
         struct backend *to = resp_parse_redirect(line + 1, strlen(line + 1), &rd) == 0 && !rd.ask
                                  ? backend_get(b->w, rd.host[0] ? rd.host : b->host, rd.port) : NULL;
         if (to)
-            b->w->owner[rd.slot] = to;
+            router_note_moved(b->w, rd.slot, to);
+        else
+            worker_request_refresh(b->w);
         evbuffer_drain(in, len);
-        worker_request_refresh(b->w);
         if (r->kind == REQ_CLIENT)
             resp_add_error(r->reply, "TRYAGAIN respgate: the channels' slot moved away from %s:%d", b->host, b->port);
     } else if (r->kind == REQ_CLIENT && r->client) {
@@ -430,9 +429,9 @@ static void channels(struct client *c, struct req *r, const struct resp_req *q, 
         /* Nothing subscribed: Redis's answer, without a node. */
         const char *kind = pattern ? "punsubscribe" : "unsubscribe";
         for (size_t i = 1; i < q->argc; i++) {
-            evbuffer_add_printf(r->reply, "*3\r\n$%zu\r\n%s\r\n$%zu\r\n", strlen(kind), kind, q->argv[i].len);
-            resp_arg_append(r->reply, r->buf, &q->argv[i]);
-            evbuffer_add(r->reply, "\r\n:0\r\n", 6);
+            evbuffer_add_printf(r->reply, "*3\r\n$%zu\r\n%s\r\n", strlen(kind), kind);
+            resp_add_arg(r->reply, r->buf, &q->argv[i]);
+            evbuffer_add(r->reply, ":0\r\n", 4);
         }
         if (q->argc == 1)
             evbuffer_add_printf(r->reply, "*3\r\n$%zu\r\n%s\r\n$-1\r\n:0\r\n", strlen(kind), kind);
@@ -489,9 +488,9 @@ static void shard_channels(struct client *c, struct req *r, const struct cmd_spe
     }
     if (s->shard == NULL) {
         for (size_t i = 1; i < q->argc; i++) {
-            evbuffer_add_printf(r->reply, "*3\r\n$12\r\nsunsubscribe\r\n$%zu\r\n", q->argv[i].len);
-            resp_arg_append(r->reply, r->buf, &q->argv[i]);
-            evbuffer_add(r->reply, "\r\n:0\r\n", 6);
+            evbuffer_add(r->reply, "*3\r\n$12\r\nsunsubscribe\r\n", 23);
+            resp_add_arg(r->reply, r->buf, &q->argv[i]);
+            evbuffer_add(r->reply, ":0\r\n", 4);
         }
         if (q->argc == 1)
             evbuffer_add(r->reply, "*3\r\n$12\r\nsunsubscribe\r\n$-1\r\n:0\r\n", 32);

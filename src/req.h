@@ -44,7 +44,6 @@ struct req {
     uint16_t slot;
     uint8_t kind;
     uint8_t redirects;
-    uint8_t retries;            /* times it waited (saturating) */
     uint64_t deadline_ms;       /* once it waited: when it stops waiting (worker clock) */
     unsigned done : 1;
     unsigned silent : 1;        /* CLIENT REPLY OFF/SKIP: the reply is dropped */

@@ -365,6 +365,20 @@ int resp_arg_append(struct evbuffer *dst, struct evbuffer *frame, const struct r
     return 0;
 }
 
+int resp_add_arg(struct evbuffer *dst, struct evbuffer *frame, const struct resp_arg *a)
+{
+    if (evbuffer_add_printf(dst, "$%zu\r\n", a->len) < 0 || resp_arg_append(dst, frame, a) < 0)
+        return -1;
+    return evbuffer_add(dst, "\r\n", 2);
+}
+
+void resp_first_line(struct evbuffer *in, size_t len, char *line, size_t cap)
+{
+    size_t n = evbuffer_copyout(in, line, len < cap - 1 ? len : cap - 1);
+    line[n > 0 ? n : 0] = '\0';
+    line[strcspn(line, "\r\n")] = '\0';
+}
+
 static int is_hex(char c)
 {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');

@@ -111,6 +111,13 @@ const char *resp_arg_printable(struct evbuffer *frame, const struct resp_arg *a,
 /* Appends argument A of FRAME to DST, with one copy and no temporary. */
 int resp_arg_append(struct evbuffer *dst, struct evbuffer *frame, const struct resp_arg *a);
 
+/* Appends argument A of FRAME to DST as a bulk string ("$len", the bytes, CRLF). */
+int resp_add_arg(struct evbuffer *dst, struct evbuffer *frame, const struct resp_arg *a);
+
+/* The first line of the LEN-byte reply at the front of IN (an error's
+ * text, a status) into LINE, CAP bytes at most, without its CRLF. */
+void resp_first_line(struct evbuffer *in, size_t len, char *line, size_t cap);
+
 /* Splits an inline request LINE the way redis-server does (spaces separate,
  * "double quotes" with \n \r \t \b \a \\ \" \xHH escapes, 'single quotes'
  * with \'), appending it to OUT as a multibulk frame. Returns the number of

@@ -206,6 +206,13 @@ long router_masters(struct worker *w, struct router_master **out)
     return (long)n;
 }
 
+void router_note_moved(struct worker *w, unsigned slot, struct backend *to)
+{
+    w->owner[slot] = to;
+    w->replica[slot] = NULL; /* the slot's replicas are known again with the next map */
+    worker_request_refresh(w);
+}
+
 void router_count(struct req *r)
 {
     if (r->kind != REQ_CLIENT || r->client == NULL || r->counted)
@@ -326,11 +333,6 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
         pubsub_dispatch(c, r, cmd, q);
         return;
     }
-    /* XREAD without BLOCK carries the blocking flag, yet does not block. */
-    if (cmd->kind == CMD_PINNED && !(cmd->flags & CMDF_BLOCKING)) {
-        router_fail(w, r, "ERR respgate does not support '%s' yet", cmd->name);
-        return;
-    }
     r->write = (cmd->flags & CMDF_WRITE) != 0;
     if (cmd->kind == CMD_BROADCAST) {
         fanout_broadcast(w, r, cmd, q);
@@ -373,9 +375,7 @@ static void redirect(struct backend *from, struct req *r, const struct resp_redi
         return;
     }
     if (!rd->ask) {
-        w->owner[rd->slot] = to;
-        w->replica[rd->slot] = NULL; /* the slot's replicas are known again with the next map */
-        worker_request_refresh(w);
+        router_note_moved(w, rd->slot, to);
         router_send(w, r, (int)rd->slot);
         return;
     }
@@ -415,7 +415,6 @@ static void park(struct worker *w, struct req *r)
     if (r->deadline_ms == 0)
         r->deadline_ms = now_ms(w) + server_failover_wait_ms(w->srv, w->conf);
     r->parked = 1;
-    r->retries += r->retries < UINT8_MAX;
     w->nparked++;
     atomic_fetch_add_explicit(&w->stats.parked, 1, memory_order_relaxed);
     TAILQ_INSERT_TAIL(&w->parked, r, inflight);
@@ -477,15 +476,6 @@ static int retryable(const char *line, int *refresh)
     return 0;
 }
 
-/* The first line of the LEN-byte error reply at the front of IN. */
-static void first_error_line(struct evbuffer *in, size_t len, char *line, size_t cap)
-{
-    size_t n = len < cap - 1 ? len : cap - 1;
-    evbuffer_copyout(in, line, n);
-    line[n] = '\0';
-    line[strcspn(line, "\r\n")] = '\0';
-}
-
 void router_reply(struct backend *from, struct req *r, struct evbuffer *in, size_t len, char type)
 {
     struct worker *w = from->w;
@@ -497,18 +487,22 @@ void router_reply(struct backend *from, struct req *r, struct evbuffer *in, size
     if (type == '-' && r->pinned) {
         /* A pinned session's command runs where its session is, or fails. */
         char line[320];
-        first_error_line(in, len, line, sizeof(line));
+        resp_first_line(in, len, line, sizeof(line));
         struct resp_redirect rd;
         if (resp_parse_redirect(line + 1, strlen(line + 1), &rd) == 0) {
             evbuffer_drain(in, len);
-            worker_request_refresh(w);
+            struct backend *to = rd.ask ? NULL : backend_get(w, rd.host[0] ? rd.host : from->host, rd.port);
+            if (to)
+                router_note_moved(w, rd.slot, to);
+            else
+                worker_request_refresh(w);
             router_fail(w, r, "TRYAGAIN respgate: slot %u moved away from %s:%d during this session", rd.slot,
                         from->host, from->port);
             return;
         }
     } else if (type == '-') {
         char line[320];
-        first_error_line(in, len, line, sizeof(line));
+        resp_first_line(in, len, line, sizeof(line));
         struct resp_redirect rd;
         if (resp_parse_redirect(line + 1, strlen(line + 1), &rd) == 0) {
             evbuffer_drain(in, len);

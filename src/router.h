@@ -51,6 +51,10 @@ struct router_master {
  * of memory. */
 long router_masters(struct worker *w, struct router_master **out);
 
+/* A node said SLOT is served by TO now (MOVED): W sends there from now on
+ * and asks for a fresh map. */
+void router_note_moved(struct worker *w, unsigned slot, struct backend *to);
+
 /* Counts client request R as awaiting a reply (in its client's nshared, or
  * npinned when R->pinned), once; router_complete uncounts it. */
 void router_count(struct req *r);
