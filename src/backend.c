@@ -344,23 +344,24 @@ static void send_waiting(struct backend *b)
     }
 }
 
-/* A blocking command's connection, answered and clean (it never holds a
- * MULTI or a WATCH), waits in W's pool for the next blocking command to the
- * same node: a BRPOP loop does not open a connection per call. Returns 0,
- * or -1 if B cannot go there. */
+/* A private connection that holds no session state (poolable: a blocking
+ * command's, or a transaction's that ended cleanly), answered, waits in W's
+ * pool for the next private use of the same node: a BRPOP loop or many
+ * short transactions do not open a connection each. Returns 0, or -1 if B
+ * cannot go there. */
 static int pool_put(struct backend *b)
 {
     struct worker *w = b->w;
     struct client *c = b->owner;
-    if (!b->no_timeout || b->broken || !b->ready || b->ninflight || b->nwaiting || c == NULL)
+    if (!b->poolable || b->push || b->broken || !b->ready || b->ninflight || b->nwaiting || c == NULL)
         return -1;
     TAILQ_REMOVE(&c->privates, b, link);
     c->nprivate--;
     b->owner = NULL;
     b->released = 0;
-    TAILQ_INSERT_HEAD(&w->idle_blocking, b, link);
-    if (++w->nidle_blocking > BACKEND_POOL_MAX)
-        backend_free_private(TAILQ_LAST(&w->idle_blocking, backend_list), NULL); /* the longest idle */
+    TAILQ_INSERT_HEAD(&w->idle_private, b, link);
+    if (++w->nidle_private > BACKEND_POOL_MAX)
+        backend_free_private(TAILQ_LAST(&w->idle_private, backend_list), NULL); /* the longest idle */
     return 0;
 }
 
@@ -368,13 +369,13 @@ static int pool_put(struct backend *b)
 static struct backend *pool_take(struct worker *w, struct client *c, const char *host, int port)
 {
     struct backend *b;
-    TAILQ_FOREACH(b, &w->idle_blocking, link)
+    TAILQ_FOREACH(b, &w->idle_private, link)
         if (b->port == port && strcmp(b->host, host) == 0 && !b->broken)
             break;
     if (b == NULL)
         return NULL;
-    TAILQ_REMOVE(&w->idle_blocking, b, link);
-    w->nidle_blocking--;
+    TAILQ_REMOVE(&w->idle_private, b, link);
+    w->nidle_private--;
     b->owner = c;
     TAILQ_INSERT_TAIL(&c->privates, b, link);
     c->nprivate++;
@@ -534,14 +535,18 @@ struct req *backend_pop(struct backend *b)
 
 struct backend *backend_open_private(struct worker *w, struct client *c, const char *host, int port, int flags)
 {
-    struct backend *b = flags == BACKEND_BLOCKING ? pool_take(w, c, host, port) : NULL;
-    if (b)
+    struct backend *b = flags & BACKEND_PUSH ? NULL : pool_take(w, c, host, port);
+    if (b) {
+        b->no_timeout = (flags & BACKEND_BLOCKING) != 0;
+        b->poolable = b->no_timeout; /* a transaction's, once it ends cleanly */
         return b;
+    }
     b = backend_new(w, host, port);
     if (b == NULL)
         return NULL;
     b->priv = 1;
     b->no_timeout = (flags & BACKEND_BLOCKING) != 0;
+    b->poolable = b->no_timeout;
     b->push = (flags & BACKEND_PUSH) != 0;
     b->owner = c;
     TAILQ_INSERT_TAIL(&c->privates, b, link);
@@ -566,8 +571,8 @@ void backend_free_private(struct backend *b, const char *why)
 {
     struct client *c = b->owner;
     if (c == NULL) { /* pooled */
-        TAILQ_REMOVE(&b->w->idle_blocking, b, link);
-        b->w->nidle_blocking--;
+        TAILQ_REMOVE(&b->w->idle_private, b, link);
+        b->w->nidle_private--;
     } else {
         TAILQ_REMOVE(&c->privates, b, link);
         c->nprivate--;
@@ -595,7 +600,7 @@ void backend_free_private(struct backend *b, const char *why)
 void backend_free_all(struct worker *w)
 {
     struct backend *b;
-    while ((b = TAILQ_FIRST(&w->idle_blocking)))
+    while ((b = TAILQ_FIRST(&w->idle_private)))
         backend_free_private(b, NULL);
     while ((b = TAILQ_FIRST(&w->backends))) {
         TAILQ_REMOVE(&w->backends, b, link);

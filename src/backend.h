@@ -11,8 +11,8 @@
  * blocking command; see session.h): it is never shared, never reconnects
  * (what a node remembers about a connection, a WATCH or a MULTI, would be
  * lost), never retries, and frees itself once released and drained, or once
- * broken; a blocking command's, answered, waits in a small per-worker pool
- * for the next blocking command to the same node.
+ * broken; a clean one (a blocking command's, answered; a transaction's,
+ * ended) waits in a small per-worker pool for the next one to that node.
  */
 #ifndef RG_BACKEND_H
 #define RG_BACKEND_H
@@ -51,6 +51,7 @@ struct backend {
     unsigned auth_failed : 1;   /* the node refused AUTH: what waits fails at once */
     unsigned priv : 1;          /* private to one session (see above) */
     unsigned released : 1;      /* private: frees itself once nothing is in flight */
+    unsigned poolable : 1;      /* private: holds no session state once answered (backend pool) */
     unsigned broken : 1;        /* private: the connection is gone; sends fail */
     unsigned no_timeout : 1;    /* private: replies may take forever (a blocking command) */
     unsigned push : 1;          /* private: a subscriber's; frames go to pubsub_frame */
@@ -69,7 +70,9 @@ struct backend *backend_get(struct worker *w, const char *host, int port);
  * reached. R is untouched on failure. */
 int backend_send(struct backend *b, struct req *r);
 
-/* Answered blocking commands' connections kept per worker for reuse. */
+/* Private connections kept per worker for reuse once answered: those of
+ * blocking commands, and of transactions that ended with EXEC, DISCARD or
+ * UNWATCH (so the node holds no MULTI or WATCH for them). */
 #define BACKEND_POOL_MAX 32
 
 /* How a private backend is used. */

@@ -127,7 +127,10 @@ static int open_pin(struct client *c, int slot, int in_multi)
     return 0;
 }
 
-void session_reset(struct client *c)
+/* Forgets C's transaction and WATCH. CLEAN: the pin was told to end them
+ * (EXEC, DISCARD, UNWATCH), so once it has answered it holds no state of
+ * the session and may serve another from the worker's pool. */
+static void end_session(struct client *c, int clean)
 {
     struct req *d;
     while ((d = TAILQ_FIRST(&c->queued))) {
@@ -137,8 +140,15 @@ void session_reset(struct client *c)
     c->nqueued = 0;
     c->multi = c->multi_failed = c->watching = c->watch_lost = 0;
     c->pin_slot = -1;
-    if (c->pin)
+    if (c->pin) {
+        c->pin->poolable = (unsigned)clean;
         backend_release(c->pin);
+    }
+}
+
+void session_reset(struct client *c)
+{
+    end_session(c, 0);
 }
 
 /* Refuses R inside MULTI with TEXT (Redis queues nothing then, and EXEC aborts). */
@@ -220,9 +230,7 @@ static void exec(struct client *c, struct req *r)
         return;
     }
     if (c->multi_failed) {
-        if (c->pin)
-            send_dropped(c, c->pin, "*1\r\n$7\r\nDISCARD\r\n", 17);
-        session_reset(c);
+        end_session(c, c->pin && send_dropped(c, c->pin, "*1\r\n$7\r\nDISCARD\r\n", 17) == 0);
         router_fail(w, r, "%s", EXECABORT);
         return;
     }
@@ -238,7 +246,7 @@ static void exec(struct client *c, struct req *r)
         return;
     }
     send_pinned(c, c->pin, r);
-    session_reset(c);
+    end_session(c, 1);
 }
 
 void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
@@ -252,7 +260,7 @@ void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cm
             return;
         case F_DISCARD:
             pass_or_answer(c, r, "+OK");
-            session_reset(c);
+            end_session(c, 1);
             return;
         case F_MULTI:
             router_fail(w, r, "ERR MULTI calls can not be nested");
@@ -282,7 +290,7 @@ void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cm
         return;
     case F_UNWATCH:
         pass_or_answer(c, r, "+OK");
-        session_reset(c);
+        end_session(c, 1);
         return;
     default:
         break;

@@ -165,7 +165,7 @@ int worker_init(struct worker *w, struct server *srv, int id, const int *fds, si
     TAILQ_INIT(&w->backends);
     TAILQ_INIT(&w->req_pool);
     TAILQ_INIT(&w->parked);
-    TAILQ_INIT(&w->idle_blocking);
+    TAILQ_INIT(&w->idle_private);
     w->conf = server_conf(srv);
     w->owner = calloc(SLOT_COUNT, sizeof(*w->owner));
     w->slot_part = calloc(SLOT_COUNT, sizeof(*w->slot_part));

@@ -55,8 +55,8 @@ struct worker {
     struct backend **owner;         /* [SLOT_COUNT]: where each slot's requests go */
     struct backend **replica;       /* [SLOT_COUNT]: a replica of that master for reads (read_policy), or NULL */
     struct backend_list backends;   /* one connection per node */
-    struct backend_list idle_blocking; /* blocking commands' connections, answered, for reuse */
-    size_t nidle_blocking;
+    struct backend_list idle_private; /* clean private connections, answered, for reuse */
+    size_t nidle_private;
     int next_keyless;               /* spreads keyless requests over the masters */
     uint16_t *slot_part;            /* [SLOT_COUNT], all zero between uses: fanout_split's scratch */
     struct req_list parked;         /* requests waiting to be sent again */

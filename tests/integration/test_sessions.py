@@ -261,3 +261,33 @@ def test_a_blocking_loop_reuses_its_connections(cluster, respgate):
     assert r.brpop([key], timeout=0) == (key.encode(), b"x")
     opened = node.info("stats")["total_connections_received"] - before
     assert opened <= 3, opened  # the node's own CLIENT LIST check opens one too
+
+
+def test_short_transactions_reuse_their_connections(cluster, respgate):
+    """Transactions that end with EXEC, DISCARD or UNWATCH leave nothing on
+    their connection: the next one takes it from the pool."""
+    r = respgate.client()
+    key = "{tx}loop"
+    node = cluster.client(cluster.node_for_slot(keyslot(key)))
+    before = node.info("stats")["total_connections_received"]
+    for i in range(30):
+        with r.pipeline(transaction=True) as pipe:
+            pipe.set(key, i).incr(key)
+            assert pipe.execute() == [True, i + 1]
+    with r.pipeline() as pipe:
+        pipe.watch(key)
+        pipe.multi()
+        pipe.set(key, "w")
+        assert pipe.execute() == [True]
+    opened = node.info("stats")["total_connections_received"] - before
+    assert opened <= 3, opened
+    # A connection left in MULTI by RESET is not reused: the next transaction is clean.
+    raw = respgate.client(single_connection_client=True)
+    assert raw.execute_command("MULTI") == b"OK"
+    raw.connection.send_command("SET", key, "lost")
+    assert raw.connection.read_response() == b"QUEUED"
+    assert raw.execute_command("RESET") in ("RESET", b"RESET")
+    with r.pipeline(transaction=True) as pipe:
+        pipe.get(key)
+        assert pipe.execute() == [b"w"]
+    r.delete(key)
