@@ -127,8 +127,18 @@ class Respgate:
     def client(self, password=None, **kwargs):
         return redis.Redis(host="127.0.0.1", port=self.port, password=password, socket_timeout=10, **kwargs)
 
+    def sanitizer_report(self):
+        """What AddressSanitizer, LeakSanitizer or UBSan said in the log
+        (the test build has them), or "" for nothing."""
+        lines = [line for line in self.log().splitlines()
+                 if "Sanitizer" in line or "runtime error:" in line]
+        return "\n".join(lines[:20])
+
     def __enter__(self):
         return self.start()
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         self.stop()
+        report = self.sanitizer_report()
+        if report and exc_type is None:
+            raise AssertionError(f"respgate's sanitizers reported:\n{report}")

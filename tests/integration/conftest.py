@@ -48,6 +48,9 @@ def make_respgate(tmp_path, cluster):
     yield make
     for rg in started:
         rg.stop()
+    # Stopped cleanly, the test build's sanitizers have had their say.
+    reports = [r for r in (rg.sanitizer_report() for rg in started) if r]
+    assert not reports, "respgate's sanitizers reported:\n" + "\n".join(reports)
 
 
 @pytest.fixture
