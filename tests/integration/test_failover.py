@@ -383,3 +383,40 @@ def test_shard_subscribers_hear_their_slot_move(fcluster, frg):
         sub.close()
         fcluster.move_slots([slot], src)
         fcluster.wait_state_ok()
+
+
+def test_keyspace_notifications_follow_a_failover(fcluster, frg):
+    """A keyspace subscriber hears the promoted master's keys too: respgate
+    subscribes there when the map names it."""
+    victim, heir = master_with_replica(fcluster)
+    r = redis.Redis(host="127.0.0.1", port=frg.port)
+    assert r.config_set("notify-keyspace-events", "KA") is True
+    sub = r.pubsub()
+    try:
+        sub.psubscribe("__keyspace@0__:kn:*")
+        assert sub.get_message(timeout=5)["type"] == "psubscribe"
+        keys = [k for k in (f"kn:{i}" for i in range(2000))
+                if fcluster.node_for_slot(keyslot(k)).port == victim.port][:20]
+        fcluster.kill(victim)
+        assert wait_until(lambda: promoted(fcluster, heir), 30), "the replica was not promoted"
+        fcluster.wait_state_ok()
+        # The promoted replica has the notify-keyspace-events of CONFIG SET
+        # (respgate sets it on replicas too); its keys' events must arrive.
+        assert fcluster.client(heir).config_get("notify-keyspace-events")["notify-keyspace-events"] != ""
+        seen, deadline = set(), time.monotonic() + 15
+        while time.monotonic() < deadline and len(seen) < len(keys):
+            for k in keys:
+                if k not in seen:
+                    r.set(k, "x")  # goes to the new master once respgate has the new map
+            m = sub.get_message(timeout=0.5)
+            while m:
+                if m["type"] == "pmessage":
+                    seen.add(m["channel"].decode().split(":", 1)[1])
+                m = sub.get_message(timeout=0.1)
+        assert seen >= set(keys), f"no events for {sorted(set(keys) - seen)[:5]}"
+        assert f"{heir.addr} is now a master (failover)" in frg.log()
+    finally:
+        sub.close()
+        r.config_set("notify-keyspace-events", "")
+        fcluster.restart(victim)
+        fcluster.wait_state_ok()
