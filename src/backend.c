@@ -403,10 +403,13 @@ static void on_written(struct bufferevent *bev, void *arg)
 static void on_sock_read(evutil_socket_t fd, short what, void *arg)
 {
     struct backend *b = arg;
-    if ((what & EV_TIMEOUT) && b->ninflight == 0) {
+    if ((what & EV_TIMEOUT) && (b->ninflight == 0 || b->no_timeout)) {
         /* Armed while requests were in flight; event_add(NULL) leaves an
          * old timeout in place, so set_timeouts does not clear it on every
-         * request. Clear it now that it fired on an idle connection. */
+         * request. Clear it now that it fired on an idle connection, or on
+         * one whose replies may take forever: a pooled connection that
+         * served a transaction, now carrying a blocking command, still has
+         * the timeout of its last transaction reply armed. */
         event_del(b->rev);
         event_add(b->rev, NULL);
         return;

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "req.h"
 #include "resp.h"
+#include "server.h"
 #include "slot.h"
 #include "topo.h"
 #include "worker.h"
@@ -306,6 +307,10 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
     }
     if (cmd->kind == CMD_REFUSED && !c->multi) {
         router_fail(w, r, "ERR respgate does not forward '%s': %s", cmd->name, cmd->why);
+        return;
+    }
+    if (w->map == NULL && !atomic_load(&w->srv->seeds_failed)) {
+        c->hold = r; /* until the first map, or every seed failed (worker.c) */
         return;
     }
     if (w->map == NULL) {

@@ -84,6 +84,12 @@ static void post_all(struct server *s, int msg)
         worker_post(&s->workers[i], msg);
 }
 
+void server_seeds_failed(struct server *s)
+{
+    if (atomic_exchange(&s->seeds_failed, 1) == 0)
+        post_all(s, WORKER_TOPO);
+}
+
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     struct server *s = arg;

@@ -25,6 +25,7 @@ struct server {
     pthread_mutex_t conf_lock;   /* guards .conf and .map against their replacement */
     struct conf *conf;
     struct slotmap *map;         /* the last published, NULL before the first */
+    atomic_int seeds_failed;     /* before the first map: every seed failed once (requests stop waiting) */
     char redis_version[32];      /* the nodes' redis_version, "" until known */
     time_t started;
     struct topo *topo;
@@ -62,6 +63,10 @@ struct slotmap *server_map(struct server *s);
 
 /* Makes M (whose reference it takes) the map in force and tells the workers. */
 void server_publish_map(struct server *s, struct slotmap *m);
+
+/* Before the first map, every seed failed: requests that waited for the
+ * map get CLUSTERDOWN, and so do later ones until a map arrives. */
+void server_seeds_failed(struct server *s);
 
 /* The nodes' Redis version into BUF ("" until known). Any thread. */
 void server_redis_version(struct server *s, char *buf, size_t len);

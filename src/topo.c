@@ -301,6 +301,8 @@ static void attempt_done(struct topo *t, int ok)
         return;
     }
     int rounds = t->failures - (int)sources; /* every source has failed: back off */
+    if (t->cur == NULL)
+        server_seeds_failed(t->srv);
     uint64_t ms = (uint64_t)TOPO_BACKOFF_MIN_MS << (rounds < 10 ? rounds : 10);
     schedule(t, ms < cf->refresh_interval_ms ? ms : cf->refresh_interval_ms);
 }

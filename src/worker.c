@@ -107,11 +107,26 @@ static void apply_replicas(struct worker *w, const struct slotmap *m)
 
 /* Takes the server's current map: each slot's owner becomes this worker's
  * backend for that node. Existing connections are kept and reused. */
+/* Requests that came before the first map wait for it (router_dispatch
+ * holds their clients): the map, or the news that every seed failed, sends
+ * them on. */
+static void release_first_map_waits(struct worker *w)
+{
+    struct client *c;
+    TAILQ_FOREACH(c, &w->clients, link)
+        if (c->hold)
+            event_active(c->resume, EV_READ, 0);
+}
+
 static void apply_map(struct worker *w)
 {
     struct slotmap *m = server_map(w->srv);
-    if (m == NULL)
+    if (m == NULL) {
+        release_first_map_waits(w); /* every seed failed */
         return;
+    }
+    if (w->map == NULL)
+        release_first_map_waits(w);
     struct backend **by_node = calloc(m->nnodes + 1, sizeof(*by_node));
     if (by_node == NULL) {
         log_error("worker %d: out of memory applying a new slot map", w->id);

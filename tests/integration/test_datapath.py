@@ -231,6 +231,36 @@ def test_clusterdown_until_a_seed_answers(make_respgate, cluster, tmp_path):
     assert "topology: cannot connect to 127.0.0.1:%d" % dead in rg.log()
 
 
+def test_requests_before_the_first_map_wait_for_it(cluster, tmp_path):
+    """respgate accepts clients before it has learned the slot map: what they
+    send then waits for the map instead of failing with CLUSTERDOWN (while a
+    seed may still answer; with every seed down, CLUSTERDOWN as above). The
+    seed is paused for a moment so that the request surely comes first."""
+    from harness.respgate import Respgate, free_port
+    port = free_port()
+    seed = next(n for n in cluster.nodes if n.addr == cluster.seeds[0])
+    conf = (f"listen: [127.0.0.1:{port}]\ncluster:\n  seeds: [{seed.addr}]\n"
+            f"  password: {CLUSTER_PASSWORD}\n")
+    cluster.pause(seed)
+    try:
+        rg = Respgate(tmp_path / "early", conf, port).start()
+        r = rg.client()
+        timer = threading.Timer(0.5, cluster.resume, (seed,))
+        timer.start()
+        try:
+            t0 = time.monotonic()
+            assert r.execute_command("DBSIZE") >= 0
+            assert time.monotonic() - t0 >= 0.4  # it did wait for the map
+            assert r.set("early:key", "1")
+            assert "CLUSTERDOWN" not in rg.log()
+        finally:
+            timer.join()
+            rg.stop()
+    finally:
+        if seed.paused:
+            cluster.resume(seed)
+
+
 def test_wrong_cluster_password_is_logged(make_respgate, cluster, tmp_path):
     from harness.respgate import Respgate, free_port
     port = free_port()

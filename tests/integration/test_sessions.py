@@ -291,3 +291,25 @@ def test_short_transactions_reuse_their_connections(cluster, respgate):
         pipe.get(key)
         assert pipe.execute() == [b"w"]
     r.delete(key)
+
+
+def test_a_blocking_command_on_a_pooled_transaction_connection_never_times_out(make_respgate):
+    """A transaction's connection, pooled once EXEC answered, still had the
+    reply timeout of its last reply armed; a blocking command that took it
+    from the pool within timeouts.backend failed with "no reply within
+    timeouts.backend" before its own timeout ended (the cause of issue 9's
+    intermittent BLPOP/BRPOPLPUSH/BZPOPMIN failures). Now a connection that
+    carries a blocking command ignores reply timeouts."""
+    rg = make_respgate(extra="timeouts: {backend: 1s}\n")
+    r = rg.client()
+    key = "{pooltimer}list"
+    r.delete(key)
+    for _ in range(3):
+        with r.pipeline(transaction=True) as pipe:
+            pipe.set("{pooltimer}x", 1).incr("{pooltimer}x")
+            assert pipe.execute() == [True, 2]
+        # The stale timer fires 1 s after EXEC's reply, while BLPOP still
+        # waits (it ends 0.5 + 1.5 = 2 s after it).
+        time.sleep(0.5)
+        assert r.blpop([key], timeout=1.5) is None
+    assert "no reply within timeouts.backend" not in rg.log()
