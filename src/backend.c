@@ -3,6 +3,7 @@
  */
 #include "backend.h"
 
+#include "compat.h"
 #include "conf.h"
 #include "log.h"
 #include "netio.h"
@@ -52,12 +53,20 @@ static struct backend *backend_new(struct worker *w, const char *host, int port)
     return b;
 }
 
-struct backend *backend_get(struct worker *w, const char *host, int port)
+struct backend *backend_find(struct worker *w, const char *host, int port)
 {
     struct backend *b;
     TAILQ_FOREACH(b, &w->backends, link)
         if (b->port == port && strcmp(b->host, host) == 0)
             return b;
+    return NULL;
+}
+
+struct backend *backend_get(struct worker *w, const char *host, int port)
+{
+    struct backend *b = backend_find(w, host, port);
+    if (b)
+        return b;
     if ((b = backend_new(w, host, port)))
         TAILQ_INSERT_TAIL(&w->backends, b, link);
     return b;
@@ -214,16 +223,6 @@ static int add_handshake(struct backend *b, enum req_kind kind, const char *fram
     return 0;
 }
 
-/* After AUTH: a name an operator finds in CLIENT LIST, and READONLY on a
- * replica that serves reads. */
-static int add_after_auth(struct backend *b)
-{
-    static const char name[] = "*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$8\r\nrespgate\r\n";
-    if (add_handshake(b, REQ_SETUP, name, sizeof(name) - 1) < 0)
-        return -1;
-    return b->readonly ? add_handshake(b, REQ_SETUP, READONLY_FRAME, sizeof(READONLY_FRAME) - 1) : 0;
-}
-
 void backend_set_readonly(struct backend *b)
 {
     if (b->readonly)
@@ -246,28 +245,40 @@ int backend_usable(struct backend *b)
     return !evutil_timercmp(&now, &b->retry_after, <);
 }
 
-/* The first request on a new connection: AUTH, or PING without a
- * password; its answer makes the connection ready. */
-static int add_auth(struct backend *b)
+/* The first request on a new connection: HELLO 2, with AUTH when the
+ * cluster has a password, and SETNAME for a name an operator finds in
+ * CLIENT LIST. Its answer makes the connection ready (or fails it) and
+ * names the node's version; HELLO is also answered while the node loads
+ * its data or runs a long script (compat.h: Redis 6.0 and later). A
+ * replica that serves reads gets READONLY next. */
+static int add_hello(struct backend *b)
 {
     const struct conf *cf = b->w->conf;
-    if (cf->cluster_password == NULL) {
-        if (add_handshake(b, REQ_AUTH, "*1\r\n$4\r\nPING\r\n", 14) < 0)
-            return -1;
-        return add_after_auth(b);
-    }
     struct req *r = req_new(b->w, REQ_AUTH);
     if (r == NULL)
         return -1;
-    const char *user = cf->cluster_username;
-    if (user)
-        evbuffer_add_printf(r->buf, "*3\r\n$4\r\nAUTH\r\n$%zu\r\n%s\r\n", strlen(user), user);
+    const char *user = cf->cluster_username ? cf->cluster_username : "default";
+    if (cf->cluster_password)
+        evbuffer_add_printf(r->buf, "*7\r\n$5\r\nHELLO\r\n$1\r\n2\r\n$4\r\nAUTH\r\n$%zu\r\n%s\r\n$%zu\r\n%s\r\n",
+                            strlen(user), user, strlen(cf->cluster_password), cf->cluster_password);
     else
-        evbuffer_add_printf(r->buf, "*2\r\n$4\r\nAUTH\r\n");
-    evbuffer_add_printf(r->buf, "$%zu\r\n%s\r\n", strlen(cf->cluster_password), cf->cluster_password);
+        evbuffer_add_printf(r->buf, "*4\r\n$5\r\nHELLO\r\n$1\r\n2\r\n");
+    evbuffer_add_printf(r->buf, "$7\r\nSETNAME\r\n$8\r\nrespgate\r\n");
     bufferevent_write_buffer(b->bev, r->buf);
     push(b, r);
-    return add_after_auth(b);
+    return b->readonly ? add_handshake(b, REQ_SETUP, READONLY_FRAME, sizeof(READONLY_FRAME) - 1) : 0;
+}
+
+/* The version in HELLO's answer (LEN bytes at the front of IN: a flat
+ * array of names and values), or 0. */
+static unsigned hello_version(struct evbuffer *in, size_t len)
+{
+    char head[256];
+    size_t n = evbuffer_copyout(in, head, len < sizeof(head) - 1 ? len : sizeof(head) - 1);
+    head[n] = '\0';
+    const char *v = strstr(head, "$7\r\nversion\r\n$");
+    const char *text = v ? strstr(v + 13, "\r\n") : NULL;
+    return text ? compat_parse(text + 2, (size_t)(head + n - text - 2)) : 0;
 }
 
 static int backend_connect(struct backend *b)
@@ -298,7 +309,7 @@ static int backend_connect(struct backend *b)
         backend_reset(b, "cannot connect");
         return -1;
     }
-    if (add_auth(b) < 0) {
+    if (add_hello(b) < 0) {
         backend_reset(b, "out of memory");
         return -1;
     }
@@ -456,11 +467,10 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
         if ((r->kind == REQ_AUTH || r->kind == REQ_SETUP) && type == '-') {
             char line[256];
             resp_first_line(in, len, line, sizeof(line));
-            /* A node loading its data refuses PING, yet its connection is
-             * fine: the commands get LOADING and wait. */
-            if (r->kind == REQ_AUTH && strncmp(line, "-LOADING", 8) != 0) {
-                log_error("backend %s:%d: AUTH failed: %s (check cluster.username and cluster.password)", b->host,
-                          b->port, line + 1);
+            if (r->kind == REQ_AUTH) {
+                log_error("backend %s:%d: AUTH failed: %s (check cluster.username and cluster.password; "
+                          "respgate needs Redis 6.0 or later)",
+                          b->host, b->port, line + 1);
                 req_free(b->w, r);
                 b->auth_failed = 1;
                 backend_reset(b, "authentication failed");
@@ -470,6 +480,11 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
                 log_warning("backend %s:%d: refused %s", b->host, b->port, line + 1);
         }
         if (r->kind == REQ_AUTH) {
+            unsigned version = hello_version(in, len);
+            if (version != b->version) {
+                b->version = version;
+                worker_note_version(b->w);
+            }
             evbuffer_drain(in, len);
             req_free(b->w, r);
             send_waiting(b);
@@ -589,9 +604,10 @@ void backend_free_private(struct backend *b, const char *why)
     close_connection(b);
     struct req *r;
     while ((r = pop_any(b))) {
-        if (r->kind == REQ_CLIENT && r->client && why)
+        /* a part completes even when its client is gone: its parent waits for it */
+        if (((r->kind == REQ_CLIENT && r->client) || r->kind == REQ_PART) && why)
             router_fail(b->w, r, "ERR respgate: %s", why);
-        else if (r->kind == REQ_CLIENT && r->client)
+        else if ((r->kind == REQ_CLIENT && r->client) || r->kind == REQ_PART)
             router_fail(b->w, r, "ERR respgate: the connection to %s:%d closed", b->host, b->port);
         else
             req_free(b->w, r);

@@ -42,6 +42,7 @@ struct backend {
     struct resp_reply scan;     /* the reply being read */
     struct timeval retry_after; /* no new connection before this */
     unsigned backoff_ms;
+    unsigned version;           /* the node's Redis version from HELLO (compat.h), 0 until known */
     struct event *flush;        /* writes what this loop turn queued, in one go */
     struct event *rev;          /* the socket's read event once connected (netio_read) */
     struct client *owner;       /* private: the client it belongs to; NULL while pooled */
@@ -60,6 +61,9 @@ struct backend {
 };
 
 TAILQ_HEAD(backend_list, backend);
+
+/* W's shared backend for HOST:PORT, or NULL if it has none. */
+struct backend *backend_find(struct worker *w, const char *host, int port);
 
 /* W's backend for HOST:PORT, created (unconnected) if new; NULL if out of memory. */
 struct backend *backend_get(struct worker *w, const char *host, int port);

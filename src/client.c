@@ -152,6 +152,8 @@ void client_free(struct client *c)
     TAILQ_REMOVE(&w->clients, c, link);
     w->nclients--;
     atomic_fetch_sub(&w->srv->nclients, 1);
+    if (c->nblocking)
+        atomic_fetch_sub_explicit(&w->stats.blocked, 1, memory_order_relaxed);
     /* Requests still in flight are orphaned: their replies will be dropped. */
     struct req *r;
     while ((r = TAILQ_FIRST(&c->owed))) {

@@ -57,6 +57,7 @@ struct client {
     struct req *hold;        /* a request waiting for those before it (router_dispatch), or NULL */
     uint32_t nshared;        /* requests awaiting a reply on shared connections */
     uint32_t npinned;        /* requests awaiting a reply on private connections */
+    uint32_t nblocking;      /* blocking commands (and WAITs) sent and not yet answered */
     size_t nqueued;
     unsigned authed : 1;     /* AUTH succeeded (see client_authed) */
     unsigned closing : 1;    /* reads nothing more; closes once the output is written */

@@ -19,10 +19,11 @@
 #include "conf.h"
 #include "topo.h"
 #include "backend.h"
-#include "local.h"
+#include "info.h"
 #include "req.h"
 #include "resp.h"
 #include "router.h"
+#include "session.h"
 #include "slot.h"
 #include "worker.h"
 
@@ -51,29 +52,6 @@ struct fanout {
     size_t nparts;
     unsigned char *and;     /* MERGE_AND: [count] */
     struct info *info;      /* MERGE_INFO */
-};
-
-/* INFO's sections from the masters, summed as they come in. */
-struct info_field {
-    char section;           /* 'm'emory, 's'tats */
-    char key[64];
-    long long sum;
-};
-
-struct info_db {
-    long long db, keys, expires;
-    double ttl_weight;      /* avg_ttl * expires, for the weighted mean */
-};
-
-struct info {
-    struct evbuffer *local; /* respgate's own sections */
-    unsigned sections;      /* bits: memory, stats, keyspace, nodes */
-    struct info_field *fields;
-    size_t nfields, capfields;
-    struct info_db dbs[16];
-    size_t ndbs;
-    struct evbuffer *nodes; /* one line per master */
-    size_t nnodes;
 };
 
 /* Parses the integer after a one-byte type at the start of HEAD. Returns
@@ -168,139 +146,6 @@ static const char *merge_and(struct fanout *f, struct req *part)
     return NULL;
 }
 
-/* Adds V to the integer field KEY of SECTION. Returns 0 or -1. */
-static int info_add(struct info *in, char section, const char *key, size_t klen, long long v)
-{
-    size_t i = 0;
-    while (i < in->nfields && !(in->fields[i].section == section && strncmp(in->fields[i].key, key, klen) == 0 &&
-                                in->fields[i].key[klen] == '\0'))
-        i++;
-    if (i == in->nfields) {
-        if (klen >= sizeof(in->fields[0].key))
-            return 0; /* no such field in Redis */
-        if (in->nfields == in->capfields) {
-            size_t cap = in->capfields ? in->capfields * 2 : 64;
-            struct info_field *bigger = realloc(in->fields, cap * sizeof(*bigger));
-            if (bigger == NULL)
-                return -1;
-            in->fields = bigger;
-            in->capfields = cap;
-        }
-        in->fields[i].section = section;
-        memcpy(in->fields[i].key, key, klen);
-        in->fields[i].key[klen] = '\0';
-        in->fields[i].sum = 0;
-        in->nfields++;
-    }
-    in->fields[i].sum += v;
-    return 0;
-}
-
-/* One master's "dbN:keys=K,expires=E,avg_ttl=T" line, into IN->dbs. */
-static void info_db_line(struct info *in, const char *line, long long *keys, long long *expires)
-{
-    long long db, k = 0, e = 0, t = 0;
-    if (sscanf(line, "db%lld:keys=%lld,expires=%lld,avg_ttl=%lld", &db, &k, &e, &t) < 3)
-        return;
-    *keys += k;
-    *expires += e;
-    size_t i = 0;
-    while (i < in->ndbs && in->dbs[i].db != db)
-        i++;
-    if (i == in->ndbs) {
-        if (in->ndbs == sizeof(in->dbs) / sizeof(in->dbs[0]))
-            return;
-        in->dbs[in->ndbs++] = (struct info_db){db, 0, 0, 0};
-    }
-    in->dbs[i].keys += k;
-    in->dbs[i].expires += e;
-    in->dbs[i].ttl_weight += (double)t * (double)e;
-}
-
-/* Whether the line at P, whose name ends at COLON, is field NAME. */
-static int field_is(const char *p, const char *colon, const char *name)
-{
-    size_t n = strlen(name);
-    return (size_t)(colon - p) == n && memcmp(p, name, n) == 0;
-}
-
-/* MERGE_INFO: one master's "INFO memory stats keyspace" text, summed in;
- * with a line about that master when the nodes section is wanted. */
-static const char *merge_info(struct info *in, struct req *part)
-{
-    size_t len = evbuffer_get_length(part->reply);
-    char *text = (char *)evbuffer_pullup(part->reply, -1);
-    if (text == NULL || text[0] != '$')
-        return "ERR respgate: unexpected INFO reply from a node";
-    char *p = memchr(text, '\n', len), *end = text + len;
-    char section = 0;
-    long long keys = 0, expires = 0, used_memory = 0, commands = 0, ops = 0;
-    while (p && ++p < end) {
-        char *eol = memchr(p, '\r', (size_t)(end - p));
-        if (eol == NULL)
-            break;
-        *eol = '\0'; /* the part is ours, and freed after this */
-        if (p[0] == '#')
-            section = strncmp(p, "# Memory", 8) == 0 ? 'm' : strncmp(p, "# Stats", 7) == 0 ? 's'
-                      : strncmp(p, "# Keyspace", 10) == 0 ? 'k' : 0;
-        else if (section == 'k')
-            info_db_line(in, p, &keys, &expires);
-        else if (section) {
-            char *colon = strchr(p, ':'), *num_end;
-            long long v = colon ? strtoll(colon + 1, &num_end, 10) : 0;
-            /* Integers only: a sum of ratios, rates in KB/s or *_human texts
-             * would mislead; so would the host's memory, counted once per node. */
-            if (colon && num_end != colon + 1 && *num_end == '\0' && !field_is(p, colon, "total_system_memory")) {
-                if (info_add(in, section, p, (size_t)(colon - p), v) < 0)
-                    return "ERR respgate: out of memory";
-                used_memory += field_is(p, colon, "used_memory") ? v : 0;
-                commands += field_is(p, colon, "total_commands_processed") ? v : 0;
-                ops += field_is(p, colon, "instantaneous_ops_per_sec") ? v : 0;
-            }
-        }
-        p = memchr(eol + 1, '\n', (size_t)(end - eol - 1));
-    }
-    struct backend *b = part->parent->client ? part->parent->client->w->owner[part->slot] : NULL;
-    if (in->sections & 8 && in->nodes && b)
-        evbuffer_add_printf(in->nodes,
-                            "master%zu:addr=%s:%d,keys=%lld,expires=%lld,used_memory=%lld,"
-                            "total_commands_processed=%lld,instantaneous_ops_per_sec=%lld\r\n",
-                            in->nnodes++, b->host, b->port, keys, expires, used_memory, commands, ops);
-    return NULL;
-}
-
-/* Appends the summed sections to IN->local. */
-static void info_text(struct info *in)
-{
-    static const struct {
-        char section;
-        unsigned bit;
-        const char *title;
-    } order[] = {{'m', 1, "# Memory"}, {'s', 2, "# Stats"}};
-    for (size_t o = 0; o < sizeof(order) / sizeof(order[0]); o++) {
-        if (!(in->sections & order[o].bit))
-            continue;
-        evbuffer_add_printf(in->local, "%s\r\n", order[o].title);
-        for (size_t i = 0; i < in->nfields; i++)
-            if (in->fields[i].section == order[o].section)
-                evbuffer_add_printf(in->local, "%s:%lld\r\n", in->fields[i].key, in->fields[i].sum);
-        evbuffer_add(in->local, "\r\n", 2);
-    }
-    if (in->sections & 4) {
-        evbuffer_add_printf(in->local, "# Keyspace\r\n");
-        for (size_t i = 0; i < in->ndbs; i++)
-            evbuffer_add_printf(in->local, "db%lld:keys=%lld,expires=%lld,avg_ttl=%lld\r\n", in->dbs[i].db,
-                                in->dbs[i].keys, in->dbs[i].expires,
-                                in->dbs[i].expires ? (long long)(in->dbs[i].ttl_weight / (double)in->dbs[i].expires)
-                                                   : 0);
-        evbuffer_add(in->local, "\r\n", 2);
-    }
-    if (in->sections & 8) {
-        evbuffer_add_printf(in->local, "# Nodes\r\n");
-        evbuffer_add_buffer(in->local, in->nodes);
-        evbuffer_add(in->local, "\r\n", 2);
-    }
-}
 
 /* Folds PART's reply into its parent's. Returns NULL, or an error text that
  * becomes the parent's reply. Keeps PART (MERGE_KEYORDER) by clearing *FREE. */
@@ -360,8 +205,10 @@ static const char *merge_one(struct fanout *f, struct req *p, struct req *part, 
     case MERGE_KEYORDER:
         *free_part = 0;
         return NULL;
-    case MERGE_INFO:
-        return merge_info(f->info, part);
+    case MERGE_INFO: {
+        struct backend *b = p->client ? p->client->w->owner[part->slot] : NULL;
+        return info_part(f->info, part->part, part->reply, b ? b->host : "?", b ? b->port : 0);
+    }
     default:
         return "ERR respgate: no merge for this command";
     }
@@ -423,9 +270,7 @@ static void finish(struct worker *w, struct req *p)
                 evbuffer_add(p->reply, "$-1\r\n", 5);
             break;
         case MERGE_INFO:
-            info_text(f->info);
-            info_reply(p->reply, f->info->local);
-            f->info->local = NULL;
+            info_finish(f->info, p->reply);
             break;
         default:
             break;
@@ -470,14 +315,7 @@ void fanout_release(struct worker *w, struct req *r)
         if (f->parts[i])
             req_free(w, f->parts[i]);
     free(f->and);
-    if (f->info) {
-        if (f->info->local)
-            evbuffer_free(f->info->local);
-        if (f->info->nodes)
-            evbuffer_free(f->info->nodes);
-        free(f->info->fields);
-        free(f->info);
-    }
+    info_free(f->info);
     free(f);
 }
 
@@ -696,6 +534,27 @@ static void cap_wait_timeout(struct worker *w, struct req *r, const struct resp_
     evbuffer_free(frame);
 }
 
+/* Sends PART to B's node on a connection of its own: a command a busy node
+ * takes (SCRIPT KILL, FUNCTION KILL) must not queue behind the script it
+ * ends on the shared connection, where the node reads nothing until the
+ * script is over. Like a blocking command's, that connection has no reply
+ * timeout: a node answers nobody until its script passed busy-reply-threshold.
+ * Falls back to the shared connection when client C has no private
+ * connection to spare (or is gone). */
+static void send_beside(struct worker *w, struct client *c, struct req *part, struct backend *b)
+{
+    struct backend *own = c && c->nprivate < SESSION_PRIVATE_MAX ? backend_open_private(w, c, b->host, b->port, BACKEND_BLOCKING)
+                                                                  : NULL;
+    if (own == NULL) {
+        router_send(w, part, part->slot);
+        return;
+    }
+    part->pinned = 1; /* for this node: never redirected or sent elsewhere */
+    if (backend_send(own, part) < 0)
+        router_fail(w, part, "ERR respgate: cannot reach %s:%d", b->host, b->port);
+    backend_release(own); /* closes once answered */
+}
+
 void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
 {
     if (cmd->merge == MERGE_SCAN) {
@@ -711,6 +570,7 @@ void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cm
         return;
     }
     if (cmd->merge == MERGE_MIN && r->client) {
+        router_note_blocking(w, r); /* WAIT */
         int wrote = r->client->nwrote || r->client->wrote_many;
         n = wait_targets(w, r->client, m, n);
         r->client->nwrote = 0;
@@ -736,7 +596,10 @@ void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cm
         }
         /* A copy: these frames are small, and each part must own one. */
         evbuffer_add(part->buf, frame, len);
-        router_send(w, part, part->slot);
+        if (cmd->flags & CMDF_ALLOW_BUSY)
+            send_beside(w, r->client, part, m[i].b);
+        else
+            router_send(w, part, part->slot);
     }
     free(m);
     /* A replica takes its master's place in a failover: it gets the same
@@ -761,23 +624,15 @@ void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cm
     finish(w, r);
 }
 
-int fanout_info(struct worker *w, struct req *r, struct evbuffer *local, unsigned sections)
+int fanout_info(struct worker *w, struct req *r, struct info *in, const char *frame, size_t len)
 {
     struct router_master *m = NULL;
     long n = router_masters(w, &m);
-    struct info *in = n > 0 ? calloc(1, sizeof(*in)) : NULL;
-    struct evbuffer *nodes = in ? evbuffer_new() : NULL;
-    struct fanout *f = nodes ? new_fanout(r, MERGE_INFO, 0) : NULL;
+    struct fanout *f = n > 0 ? new_fanout(r, MERGE_INFO, 0) : NULL;
     if (f == NULL) {
         free(m);
-        free(in);
-        if (nodes)
-            evbuffer_free(nodes);
         return -1;
     }
-    in->local = local;
-    in->sections = sections;
-    in->nodes = nodes;
     f->info = in;
     for (long i = 0; i < n; i++) {
         struct req *part = new_part(w, r, m[i].first);
@@ -785,7 +640,8 @@ int fanout_info(struct worker *w, struct req *r, struct evbuffer *local, unsigne
             fail_with(f, r, NULL, "ERR respgate: out of memory");
             break;
         }
-        evbuffer_add(part->buf, "*4\r\n$4\r\nINFO\r\n$6\r\nmemory\r\n$5\r\nstats\r\n$8\r\nkeyspace\r\n", 51);
+        part->part = (uint16_t)i; /* slot order: part 0 is the first master */
+        evbuffer_add(part->buf, frame, len);
         router_send(w, part, part->slot);
     }
     free(m);

@@ -29,12 +29,13 @@ void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, c
  * session wrote to since its last WAIT; for SCAN, the one its cursor names. */
 void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q);
 
-/* INFO: asks every master for the sections in SECTIONS (bit 0 memory, 1
- * stats, 2 keyspace, 3 nodes: one line per master) and answers R with LOCAL
- * (respgate's own sections, taken over) followed by them, summed over the
- * masters. Returns 0, or -1 if out of memory (LOCAL untouched). */
-struct evbuffer;
-int fanout_info(struct worker *w, struct req *r, struct evbuffer *local, unsigned sections);
+/* Sends FRAME (LEN bytes: INFO as every version knows it) to every master
+ * for client request R; each reply is folded into IN (info_part, the parts
+ * numbered in slot order) and the last one writes R's reply (info_finish).
+ * Returns 0, and owns IN from then on; -1 (IN untouched) if there is no
+ * master or no memory. */
+struct info;
+int fanout_info(struct worker *w, struct req *r, struct info *in, const char *frame, size_t len);
 
 /* Part PART has its reply in PART->reply: merges it, and completes the
  * client request once every part is in. */

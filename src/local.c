@@ -19,7 +19,7 @@
 #include "server.h"
 #include "pubsub.h"
 #include "session.h"
-#include "fanout.h"
+#include "info.h"
 #include "worker.h"
 
 #include <ctype.h>
@@ -377,91 +377,11 @@ static void cmd_reset(struct call *k)
     resp_add_status(k->out, "RESET");
 }
 
-/* ---- INFO ---- */
-
-static int section_wanted(const struct call *k, const char *section)
-{
-    if (k->q->argc == 1)
-        return 1;
-    for (size_t i = 1; i < k->q->argc; i++)
-        if (arg_is(k, i, section) || arg_is(k, i, "all") || arg_is(k, i, "everything") || arg_is(k, i, "default"))
-            return 1;
-    return 0;
-}
-
-/* The sections the masters answer, summed over them (fanout_info). */
-static const char *const node_sections[] = {"memory", "stats", "keyspace", "nodes"};
+/* ---- INFO (info.h) ---- */
 
 static void cmd_info(struct call *k)
 {
-    struct server *srv = k->c->w->srv;
-    struct evbuffer *b = evbuffer_new();
-    if (b == NULL)
-        return;
-    char version[32];
-    server_redis_version(srv, version, sizeof(version));
-    if (section_wanted(k, "server")) {
-        struct utsname u;
-        uname(&u);
-        long long up = (long long)(time(NULL) - srv->started);
-        char port[16] = "0";
-        if (k->c->w->conf->listen.n && !k->c->w->conf->listen.v[0].is_unix)
-            snprintf(port, sizeof(port), "%d", k->c->w->conf->listen.v[0].port);
-        evbuffer_add_printf(b,
-                            "# Server\r\nredis_version:%s\r\nredis_mode:standalone\r\nos:%s %s %s\r\n"
-                            "arch_bits:%d\r\nmultiplexing_api:epoll\r\nprocess_id:%d\r\ntcp_port:%s\r\n"
-                            "uptime_in_seconds:%lld\r\nuptime_in_days:%lld\r\nexecutable:respgate\r\n"
-                            "respgate_version:%s\r\nrespgate_workers:%d\r\n\r\n",
-                            version[0] ? version : "unknown", u.sysname, u.release, u.machine,
-                            (int)(sizeof(void *) * 8), (int)getpid(), port, up, up / 86400, PACKAGE_VERSION,
-                            srv->nworkers);
-    }
-    if (section_wanted(k, "clients"))
-        evbuffer_add_printf(b, "# Clients\r\nconnected_clients:%llu\r\nmaxclients:%llu\r\n\r\n",
-                            (unsigned long long)atomic_load(&srv->nclients),
-                            (unsigned long long)k->c->w->conf->max_clients);
-    if (section_wanted(k, "persistence"))
-        evbuffer_add_printf(b, "# Persistence\r\nloading:0\r\n\r\n");
-    if (section_wanted(k, "replication"))
-        evbuffer_add_printf(b, "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
-    if (section_wanted(k, "cluster"))
-        evbuffer_add_printf(b, "# Cluster\r\ncluster_enabled:0\r\n\r\n");
-    if (section_wanted(k, "respgate")) {
-        /* What the cluster's changes cost, over all workers. */
-        uint64_t redirects = 0, retries = 0, parked = 0, expired = 0;
-        for (int i = 0; i < srv->nworkers; i++) {
-            const struct worker_stats *st = &srv->workers[i].stats;
-            redirects += atomic_load_explicit(&st->redirects, memory_order_relaxed);
-            retries += atomic_load_explicit(&st->retries, memory_order_relaxed);
-            parked += atomic_load_explicit(&st->parked, memory_order_relaxed);
-            expired += atomic_load_explicit(&st->expired, memory_order_relaxed);
-        }
-        evbuffer_add_printf(b,
-                            "# Respgate\r\nredirections:%llu\r\nrequests_waited:%llu\r\nrequests_resent:%llu\r\n"
-                            "requests_expired:%llu\r\nfailover_wait_ms:%llu\r\n\r\n",
-                            (unsigned long long)redirects, (unsigned long long)parked, (unsigned long long)retries,
-                            (unsigned long long)expired,
-                            (unsigned long long)server_failover_wait_ms(srv, k->c->w->conf));
-    }
-    unsigned from_nodes = 0;
-    for (unsigned i = 0; i < sizeof(node_sections) / sizeof(node_sections[0]); i++)
-        if (section_wanted(k, node_sections[i]) && (i < 3 || k->q->argc > 1)) /* "nodes" only when asked */
-            from_nodes |= 1u << i;
-    if (from_nodes && k->c->w->map && fanout_info(k->c->w, k->r, b, from_nodes) == 0) {
-        k->later = 1;
-        return; /* fanout_info owns B now */
-    }
-    info_reply(k->out, b);
-}
-
-void info_reply(struct evbuffer *out, struct evbuffer *sections)
-{
-    /* Sections end with a blank line; Redis's text ends with the last line's CRLF. */
-    size_t n = evbuffer_get_length(sections), body = n >= 2 ? n - 2 : 0;
-    evbuffer_add_printf(out, "$%zu\r\n", body);
-    evbuffer_remove_buffer(sections, out, body);
-    evbuffer_add(out, "\r\n", 2);
-    evbuffer_free(sections);
+    k->later = info_run(k->c, k->r, k->q);
 }
 
 static const struct local_cmd local_cmds[] = {

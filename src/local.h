@@ -16,8 +16,5 @@ struct resp_req;
  * the masters for some sections). */
 int local_dispatch(struct client *c, struct req *r, const struct resp_req *q);
 
-/* Writes the INFO text SECTIONS (freed) into OUT as Redis's bulk reply. */
-struct evbuffer;
-void info_reply(struct evbuffer *out, struct evbuffer *sections);
 
 #endif

@@ -14,6 +14,7 @@
 
 #include "backend.h"
 #include "client.h"
+#include "compat.h"
 #include "cmd.h"
 #include "log.h"
 #include "req.h"
@@ -80,10 +81,8 @@ const char *pubsub_refusal(const struct client *c, const struct cmd_spec *cmd, c
     if (!pubsub_subscribed(c) || op_of(cmd) != OP_OTHER || strcmp(cmd->name, "ping") == 0 ||
         strcmp(cmd->name, "quit") == 0 || strcmp(cmd->name, "reset") == 0)
         return NULL;
-    snprintf(buf, cap,
-             "ERR Can't execute '%s': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in "
-             "this context",
-             cmd->name);
+    snprintf(buf, cap, "ERR Can't execute '%s': only %s / PING / QUIT / RESET are allowed in this context", cmd->name,
+             compat_texts(c->w->version)->subscribed);
     return buf;
 }
 

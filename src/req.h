@@ -54,6 +54,7 @@ struct req {
     unsigned readonly : 1;      /* the command only reads: safe to send again, may go to a replica */
     unsigned master_only : 1;   /* a replica refused it (MASTERDOWN, LOADING): the master's then */
     unsigned timed_out : 1;     /* timed out once already: a read is not sent a third time */
+    unsigned blocking : 1;      /* its client counts as blocked until it completes (INFO's blocked_clients) */
     unsigned shard_sub : 1;     /* SSUBSCRIBE/SUNSUBSCRIBE: its confirmations are sunsubscribe/ssubscribe frames */
 };
 

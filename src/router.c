@@ -15,6 +15,7 @@
 #include "backend.h"
 #include "client.h"
 #include "cmd.h"
+#include "compat.h"
 #include "conf.h"
 #include "fanout.h"
 #include "local.h"
@@ -38,6 +39,15 @@
 
 #define KEYS_ON_STACK 64
 
+void router_note_blocking(struct worker *w, struct req *r)
+{
+    if (r->blocking || r->client == NULL)
+        return;
+    r->blocking = 1;
+    if (r->client->nblocking++ == 0)
+        atomic_fetch_add_explicit(&w->stats.blocked, 1, memory_order_relaxed);
+}
+
 void router_complete(struct worker *w, struct req *r)
 {
     if (r->kind == REQ_PART) {
@@ -45,6 +55,9 @@ void router_complete(struct worker *w, struct req *r)
         return;
     }
     r->done = 1;
+    if (r->blocking && r->client && --r->client->nblocking == 0)
+        atomic_fetch_sub_explicit(&w->stats.blocked, 1, memory_order_relaxed);
+    r->blocking = 0;
     if (r->counted && r->client) {
         struct client *c = r->client;
         r->counted = 0;
@@ -83,19 +96,41 @@ void router_fail(struct worker *w, struct req *r, const char *fmt, ...)
 /* Redis's replies to an unknown command, and to an unknown subcommand of PARENT. */
 static void fail_unknown(struct worker *w, struct req *r, const struct resp_req *q, const struct cmd_spec *parent)
 {
+    const struct compat_texts *t = compat_texts(w->version);
     char name[129], arg[129], args[300] = "";
     resp_arg_printable(r->buf, &q->argv[0], name, sizeof(name));
     if (parent) {
         for (char *p = name; *p; p++)
             *p = (char)toupper((unsigned char)*p);
-        router_fail(w, r, "ERR unknown subcommand '%s'. Try %s HELP.",
-                    resp_arg_printable(r->buf, &q->argv[1], arg, sizeof(arg)), name);
+        resp_arg_printable(r->buf, &q->argv[1], arg, sizeof(arg));
+        if (t->subcommand_table)
+            router_fail(w, r, "ERR unknown subcommand '%s'. Try %s HELP.", arg, name);
+        else
+            router_fail(w, r, "ERR Unknown subcommand or wrong number of arguments for '%s'. Try %s HELP.", arg, name);
         return;
     }
     size_t o = 0;
     for (size_t i = 1; i < q->argc && o < 128; i++)
-        o += (size_t)snprintf(args + o, sizeof(args) - o, "'%s' ", resp_arg_printable(r->buf, &q->argv[i], arg, sizeof(arg)));
-    router_fail(w, r, "ERR unknown command '%s', with args beginning with: %s", name, args);
+        o += (size_t)snprintf(args + o, sizeof(args) - o, "%s%s%s", t->quote,
+                              resp_arg_printable(r->buf, &q->argv[i], arg, sizeof(arg)), t->arg_end);
+    router_fail(w, r, "ERR unknown command %s%s%s, with args beginning with: %s", t->quote, name, t->quote, args);
+}
+
+/* Redis's arity error for CMD (arguments Q), as the cluster's version words it. */
+static void fail_arity(struct worker *w, struct req *r, const struct resp_req *q, const struct cmd_spec *cmd)
+{
+    const char *bar = strchr(cmd->name, '|');
+    if (bar == NULL || compat_texts(w->version)->subcommand_table) {
+        router_fail(w, r, "ERR wrong number of arguments for '%s' command", cmd->name);
+        return;
+    }
+    char parent[64], sub[129];
+    size_t n = (size_t)(bar - cmd->name) < sizeof(parent) - 1 ? (size_t)(bar - cmd->name) : sizeof(parent) - 1;
+    for (size_t i = 0; i < n; i++)
+        parent[i] = (char)toupper((unsigned char)cmd->name[i]);
+    parent[n] = '\0';
+    router_fail(w, r, "ERR Unknown subcommand or wrong number of arguments for '%s'. Try %s HELP.",
+                resp_arg_printable(r->buf, &q->argv[1], sub, sizeof(sub)), parent);
 }
 
 static int arity_ok(const struct cmd_spec *cmd, size_t argc)
@@ -302,7 +337,7 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
     }
     if (!arity_ok(cmd, q->argc)) {
         c->multi_failed |= c->multi;
-        router_fail(w, r, "ERR wrong number of arguments for '%s' command", cmd->name);
+        fail_arity(w, r, q, cmd);
         return;
     }
     if (cmd->kind == CMD_REFUSED && !c->multi) {

@@ -81,6 +81,10 @@ void router_fail(struct worker *w, struct req *r, const char *fmt, ...) __attrib
  * its (orphaned) parent completes and goes too. */
 void router_abandon(struct worker *w, struct req *r);
 
+/* Client request R blocks on a node (a blocking command, WAIT): its client
+ * counts in INFO's blocked_clients until R completes or the client leaves. */
+void router_note_blocking(struct worker *w, struct req *r);
+
 /* Marks R answered (its reply is in R->reply) and delivers what its client
  * can now be sent; frees R if it was orphaned. */
 void router_complete(struct worker *w, struct req *r);

@@ -333,8 +333,9 @@ void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cm
         router_fail(w, r, "ERR respgate: out of memory");
         return;
     }
+    router_note_blocking(w, r);
     send_pinned(c, b, r);
-    backend_release(b); /* closes once answered, or when its client leaves */
+    backend_release(b); /* to the pool once answered; closed if its client leaves */
 }
 
 void session_pin_lost(struct client *c)

@@ -9,9 +9,11 @@
  * slot, or it gets -CROSSSLOT and EXEC aborts with Redis's EXECABORT.
  * Commands queued before the first key are answered QUEUED here and sent
  * behind MULTI once the node is known. The pin is released after EXEC,
- * DISCARD, or UNWATCH outside MULTI. A blocking command gets a private
- * connection of its own with no reply timeout, closed when its reply came or
- * its client left (which unblocks it on the node at once).
+ * DISCARD, or UNWATCH outside MULTI, and its connection, which then holds
+ * nothing of the session, goes to the worker's pool (backend.h). A blocking
+ * command gets a private connection of its own with no reply timeout, back
+ * to the pool once answered, closed when its client leaves (which unblocks
+ * it on the node at once).
  */
 #ifndef RG_SESSION_H
 #define RG_SESSION_H

@@ -4,6 +4,7 @@
 #include "worker.h"
 
 #include "client.h"
+#include "compat.h"
 #include "conf.h"
 #include "log.h"
 #include "router.h"
@@ -142,9 +143,27 @@ static void apply_map(struct worker *w)
     apply_replicas(w, m);
     slotmap_unref(w->map);
     w->map = m;
+    worker_note_version(w);
     pubsub_map_changed(w);
     if (!TAILQ_EMPTY(&w->parked))
         event_active(w->retry_timer, EV_TIMEOUT, 0); /* what waited for this map goes now */
+}
+
+void worker_note_version(struct worker *w)
+{
+    unsigned oldest = 0;
+    for (size_t i = 0; w->map && i < w->map->nnodes; i++) {
+        const struct topo_node *n = &w->map->nodes[i];
+        struct backend *b = n->is_master ? backend_find(w, n->host, n->port) : NULL;
+        if (b && b->version && (oldest == 0 || b->version < oldest))
+            oldest = b->version;
+    }
+    if (oldest == 0) { /* no backend has answered yet: the topology connection's node */
+        char text[32];
+        server_redis_version(w->srv, text, sizeof(text));
+        oldest = compat_parse(text, strlen(text));
+    }
+    w->version = oldest;
 }
 
 void worker_request_refresh(struct worker *w)

@@ -52,6 +52,7 @@ struct worker {
     size_t nclients;
 
     struct slotmap *map;            /* the map in force here, NULL before the first */
+    unsigned version;               /* the cluster's Redis version (compat.h): its oldest master's, 0 unknown */
     struct backend **owner;         /* [SLOT_COUNT]: where each slot's requests go */
     struct backend **replica;       /* [SLOT_COUNT]: a replica of that master for reads (read_policy), or NULL */
     struct backend_list backends;   /* one connection per node */
@@ -66,6 +67,7 @@ struct worker {
         atomic_uint_fast64_t parked;    /* times a request had to wait (TRYAGAIN, a node down, ...) */
         atomic_uint_fast64_t retries;   /* times a waiting request was sent again */
         atomic_uint_fast64_t expired;   /* requests failed at cluster.failover_wait */
+        atomic_int_fast64_t blocked;    /* clients with a blocking command or WAIT out (INFO's blocked_clients) */
     } stats;
     struct event *retry_timer;
     struct req_list req_pool;       /* recycled request objects */
@@ -82,6 +84,10 @@ void worker_deinit(struct worker *w);
 
 /* Called when a client is gone, to let a draining worker finish. */
 void worker_client_gone(struct worker *w);
+
+/* Works out W->version again: a backend learned its node's version, or
+ * the masters changed. */
+void worker_note_version(struct worker *w);
 
 /* Asks the control thread for a fresh slot map (after MOVED, a lost node). */
 void worker_request_refresh(struct worker *w);

@@ -18,6 +18,7 @@ import atexit
 import collections
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -28,6 +29,21 @@ import time
 import redis
 
 REDIS_SERVER = os.environ.get("REDIS_SERVER", "/usr/bin/redis-server")
+
+
+def _server_version(binary):
+    """(major, minor, patch) of BINARY, from `redis-server --version`."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except OSError:
+        return (0, 0, 0)
+    m = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
+    return tuple(int(x) for x in m.groups()) if m else (0, 0, 0)
+
+
+# The version of the redis-server the tests run (REDIS_SERVER: Debian's 7.0,
+# or 6.2.6 from dev/redis62).
+REDIS_VERSION = _server_version(REDIS_SERVER)
 HOST = "127.0.0.1"
 DEFAULT_PASSWORD = "respgate-test-pw"
 BUS_PORT_OFFSET = 10000  # Redis's default cluster bus port is port + 10000
@@ -323,7 +339,7 @@ class Cluster:
             # need no epoch-collision rounds before they settle.
             self._cmd(node, "CLUSTER", "SET-CONFIG-EPOCH", epoch)
         for node, (lo, hi) in zip(masters, slot_ranges(self.n_masters)):
-            self._cmd(node, "CLUSTER", "ADDSLOTSRANGE", lo, hi)
+            self._cmd(node, "CLUSTER", "ADDSLOTS", *range(lo, hi + 1))  # ADDSLOTSRANGE is 7.0 only
             node.role = "master"
         # Meeting only the first node would leave the rest to gossip, which
         # takes 1-2 s; a MEET per pair has the mesh complete in ~0.1 s.

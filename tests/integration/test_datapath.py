@@ -163,6 +163,11 @@ def pick_slot_and_key(cluster, owner_port=None):
 def setslot_everywhere(cluster, slot, node_id):
     for m in cluster.masters():
         cluster.client(m).execute_command("CLUSTER", "SETSLOT", slot, "NODE", node_id)
+    # The new owner's claim must win in gossip: a node that was not importing
+    # the slot got no new epoch from SETSLOT, and 6.2's nodes then keep
+    # disagreeing with the old owner's replica.
+    owner = next(m for m in cluster.masters() if m.node_id == node_id)
+    cluster.client(owner).execute_command("CLUSTER", "BUMPEPOCH")
 
 
 def test_moved_after_a_live_slot_move(cluster, respgate):

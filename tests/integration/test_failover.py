@@ -14,7 +14,7 @@ import time
 import pytest
 import redis
 
-from conftest import CLUSTER_PASSWORD
+from conftest import CLUSTER_PASSWORD, needs_redis7
 from harness.cluster import Cluster, keyslot
 from harness.respgate import Respgate, free_port, yaml_config
 
@@ -360,6 +360,7 @@ def test_a_replica_that_stops_answering_falls_back_to_its_master(fcluster, tmp_p
         fcluster.wait_state_ok()
 
 
+@needs_redis7("SSUBSCRIBE")
 def test_shard_subscribers_hear_their_slot_move(fcluster, frg):
     """Redis 7 sends sunsubscribe when a node gives a slot away; the client
     gets it through respgate too, and can subscribe again at the new owner."""

@@ -11,6 +11,7 @@ import time
 import pytest
 import redis
 
+from conftest import needs_redis7
 from harness.cluster import keyslot
 from harness.single import Single
 
@@ -137,6 +138,7 @@ def test_keyspace_notifications_come_from_every_master(cluster, respgate):
         r.config_set("notify-keyspace-events", "")
 
 
+@needs_redis7("SSUBSCRIBE")
 def test_shard_channels_follow_their_slot(cluster, respgate):
     sub = Raw(respgate.port)
     sub.send(("SSUBSCRIBE", "{sh}a", "{sh}b"))
