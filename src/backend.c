@@ -8,8 +8,10 @@
 #include "log.h"
 #include "netio.h"
 #include "router.h"
+#include "server.h"
 #include "pubsub.h"
 #include "session.h"
+#include "topo.h"
 #include "client.h"
 #include "worker.h"
 
@@ -28,12 +30,26 @@
 #define BACKOFF_MAX_MS 2000
 #define BACKEND_READ_MAX 16384
 #define READONLY_FRAME "*1\r\n$8\r\nREADONLY\r\n"
+#define STALL_MAX 4 /* stalled connections per backend; past them a reply timeout fails what is in flight */
 
 static void on_sock_read(evutil_socket_t fd, short what, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
 static void on_flush(evutil_socket_t fd, short what, void *arg);
 static void on_written(struct bufferevent *bev, void *arg);
 static void backend_reset(struct backend *b, const char *why);
+
+/* The node did not answer B's new connection: what stalled on it before
+ * will not be answered either, and fails (or, reads, goes again) as WHY. */
+static void fail_stalled(struct backend *b, const char *why)
+{
+    struct backend *s;
+    while ((s = TAILQ_FIRST(&b->stalled))) {
+        TAILQ_REMOVE(&b->stalled, s, link);
+        b->nstalled--;
+        s->origin = NULL;
+        backend_reset(s, why);
+    }
+}
 
 static struct backend *backend_new(struct worker *w, const char *host, int port)
 {
@@ -50,6 +66,7 @@ static struct backend *backend_new(struct worker *w, const char *host, int port)
     b->port = port;
     TAILQ_INIT(&b->inflight);
     TAILQ_INIT(&b->waiting);
+    TAILQ_INIT(&b->stalled);
     return b;
 }
 
@@ -76,6 +93,8 @@ struct backend *backend_get(struct worker *w, const char *host, int port)
  * feet of whoever is using it now. */
 static int retiring(const struct backend *b)
 {
+    if (b->stalled_conn)
+        return b->ninflight == 0 || b->bev == NULL;
     return b->priv && (b->broken || (b->released && b->ninflight == 0));
 }
 
@@ -83,6 +102,10 @@ static void set_timeouts(struct backend *b)
 {
     const struct conf *cf = b->w->conf;
     struct timeval tv = conf_timeval(cf->backend_timeout_ms);
+    /* A new connection that asks whether a stalled node is alive waits
+     * for longer than the node may answer nobody while a script runs. */
+    if (b->nstalled && !b->ready)
+        tv = conf_timeval(server_busy_threshold_ms(b->w->srv) + cf->backend_timeout_ms);
     /* A reply is awaited only while something is in flight; an idle
      * connection may stay quiet forever, and so may a blocking command. */
     event_add(b->rev, b->ninflight && !b->no_timeout ? &tv : NULL);
@@ -190,8 +213,10 @@ static void backend_reset(struct backend *b, const char *why)
         else
             req_free(b->w, r);
     }
-    if (b->priv) {
+    if (b->priv || b->stalled_conn) {
         event_active(b->flush, EV_READ, 0); /* retiring */
+        if (b->stalled_conn)
+            worker_request_refresh(b->w);
         return;
     }
     /* An idle connection the node closed (its timeout, a restart, CLIENT
@@ -201,6 +226,7 @@ static void backend_reset(struct backend *b, const char *why)
         evutil_timerclear(&b->retry_after);
         return;
     }
+    fail_stalled(b, why);
     /* Back off before the next connection attempt, and look for a new map. */
     b->backoff_ms = b->backoff_ms ? (b->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : b->backoff_ms * 2)
                                   : BACKOFF_MIN_MS;
@@ -393,9 +419,29 @@ static struct backend *pool_take(struct worker *w, struct client *c, const char 
     return b;
 }
 
+/* A stalled connection is done: its replies came, or it failed. */
+static void stall_free(struct backend *s)
+{
+    if (s->origin) {
+        TAILQ_REMOVE(&s->origin->stalled, s, link);
+        s->origin->nstalled--;
+    }
+    close_connection(s);
+    struct req *r;
+    while ((r = pop_any(s)))
+        router_abandon(s->w, r); /* only at worker exit: a reset emptied it otherwise */
+    event_free(s->flush);
+    free(s);
+}
+
 static void on_flush(evutil_socket_t fd, short what, void *arg)
 {
     struct backend *b = arg;
+    if (b->stalled_conn) {
+        if (retiring(b))
+            stall_free(b);
+        return;
+    }
     if (retiring(b)) {
         if (pool_put(b) < 0)
             backend_free_private(b, NULL);
@@ -409,6 +455,91 @@ static void on_written(struct bufferevent *bev, void *arg)
 {
     /* Drained after the kernel pushed back: direct writes again. */
     bufferevent_disable(bev, EV_WRITE);
+}
+
+/* How long what stalled on B may wait for its replies. */
+static uint64_t stall_wait_ms(const struct backend *b)
+{
+    uint64_t wait = server_failover_wait_ms(b->w->srv, b->w->conf);
+    uint64_t pause = compat_failover_pause_ms(b->version) + b->w->conf->backend_timeout_ms;
+    return wait > pause ? wait : pause;
+}
+
+/* B's replies are overdue: its connection moves aside (backend.h), still
+ * reading the replies it is owed, and B opens a new one whose HELLO tells
+ * whether the node is alive. Returns 0, or -1 if B is not a master's
+ * shared connection that may stall (then it is reset as before). */
+static int stall(struct backend *b)
+{
+    struct worker *w = b->w;
+    if (b->priv || b->stalled_conn || b->readonly || !b->ready || b->nstalled >= STALL_MAX)
+        return -1; /* a replica's reads go to its master instead */
+    struct backend *s = backend_new(w, b->host, b->port);
+    if (s == NULL)
+        return -1;
+    s->rev = event_new(w->base, bufferevent_getfd(b->bev), EV_READ | EV_PERSIST, on_sock_read, s);
+    if (s->rev == NULL) {
+        event_free(s->flush);
+        free(s);
+        return -1;
+    }
+    event_free(b->rev);
+    b->rev = NULL;
+    s->bev = b->bev;
+    b->bev = NULL;
+    bufferevent_setcb(s->bev, NULL, on_written, on_event, s);
+    s->stalled_conn = 1;
+    s->origin = b;
+    s->connected = s->ready = 1;
+    s->version = b->version;
+    s->scan = b->scan;
+    memset(&b->scan, 0, sizeof(b->scan));
+    TAILQ_CONCAT(&s->inflight, &b->inflight, inflight);
+    s->ninflight = b->ninflight;
+    b->ninflight = 0;
+    struct req *r;
+    TAILQ_FOREACH(r, &s->inflight, inflight)
+        r->backend = s;
+    b->connected = b->ready = 0;
+    uint64_t wait = stall_wait_ms(b);
+    struct timeval now, d = conf_timeval(wait);
+    event_base_gettimeofday_cached(w->base, &now);
+    evutil_timeradd(&now, &d, &s->stall_deadline);
+    TAILQ_INSERT_TAIL(&b->stalled, s, link);
+    b->nstalled++;
+    set_timeouts(s); /* each timeouts.backend: stall_check */
+    log_warning("backend %s:%d: no reply within timeouts.backend to %zu request%s; they wait (at most %llums) "
+                "while a new connection asks whether the node is alive",
+                b->host, b->port, s->ninflight, s->ninflight == 1 ? "" : "s", (unsigned long long)wait);
+    backend_connect(b); /* on failure it has failed what stalled too */
+    return 0;
+}
+
+/* Whether W's map flags the node at HOST:PORT as failing (or lost it). */
+static int node_failing(struct worker *w, const char *host, int port)
+{
+    for (size_t i = 0; w->map && i < w->map->nnodes; i++)
+        if (w->map->nodes[i].port == port && strcmp(w->map->nodes[i].host, host) == 0)
+            return w->map->nodes[i].failing;
+    return w->map != NULL;
+}
+
+/* Every timeouts.backend while stalled connection S waits: it gives up at
+ * its deadline, and once the cluster flagged the node failing (then so does
+ * its backend's new connection, if the node never answered it). */
+static void stall_check(struct backend *s)
+{
+    struct timeval now;
+    event_base_gettimeofday_cached(s->w->base, &now);
+    if (node_failing(s->w, s->host, s->port)) {
+        struct backend *b = s->origin;
+        if (b && !b->ready && b->bev)
+            backend_reset(b, "the cluster flagged the node failing"); /* S too */
+        else
+            backend_reset(s, "the cluster flagged the node failing");
+    } else if (!evutil_timercmp(&now, &s->stall_deadline, <)) {
+        backend_reset(s, "no reply within cluster.failover_wait");
+    }
 }
 
 static void on_sock_read(evutil_socket_t fd, short what, void *arg)
@@ -425,6 +556,12 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
         event_add(b->rev, NULL);
         return;
     }
+    if ((what & EV_TIMEOUT) && b->stalled_conn) {
+        stall_check(b);
+        return;
+    }
+    if ((what & EV_TIMEOUT) && stall(b) == 0)
+        return;
     if (what & EV_TIMEOUT) {
         /* A read goes again once (elsewhere, if a replica timed out: it
          * backs off now); a read slower than the timeout would only time
@@ -623,6 +760,9 @@ void backend_free_all(struct worker *w)
         backend_free_private(b, NULL);
     while ((b = TAILQ_FIRST(&w->backends))) {
         TAILQ_REMOVE(&w->backends, b, link);
+        struct backend *s;
+        while ((s = TAILQ_FIRST(&b->stalled)))
+            stall_free(s);
         close_connection(b);
         struct req *r;
         while ((r = pop_any(b)))

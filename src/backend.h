@@ -7,6 +7,16 @@
  * connection) closes the connection and fails what was in flight, so a late
  * reply can never reach a later request.
  *
+ * A master that is slow to answer (a script running, writes paused by a
+ * manual failover, a slow command) is not taken for down at the first
+ * reply timeout: the connection stalls. It moves aside, still reading the
+ * replies it is owed, and a new connection asks the node HELLO. A node that
+ * answers is alive, and the stalled requests wait for their replies (up to
+ * cluster.failover_wait, or as long as 6.2 pauses writes in a manual
+ * failover) while new ones go on the new connection, where the node can
+ * answer BUSY; one that does not answer within its busy-reply-threshold is
+ * down, and what stalled fails as a lost connection's requests do.
+ *
  * A private backend belongs to one client session instead (a transaction, a
  * blocking command; see session.h): it is never shared, never reconnects
  * (what a node remembers about a connection, a WATCH or a MULTI, would be
@@ -29,6 +39,9 @@ struct worker;
 struct client;
 struct bufferevent;
 
+struct backend;
+TAILQ_HEAD(backend_list, backend);
+
 struct backend {
     TAILQ_ENTRY(backend) link;  /* in the worker's list; private: in its client's */
     struct worker *w;
@@ -43,6 +56,10 @@ struct backend {
     struct timeval retry_after; /* no new connection before this */
     unsigned backoff_ms;
     unsigned version;           /* the node's Redis version from HELLO (compat.h), 0 until known */
+    struct backend_list stalled; /* shared: its stalled connections, still awaited (see above) */
+    unsigned nstalled;
+    struct backend *origin;     /* stalled: the shared backend it moved aside from, NULL once detached */
+    struct timeval stall_deadline; /* stalled: when what it holds fails after all */
     struct event *flush;        /* writes what this loop turn queued, in one go */
     struct event *rev;          /* the socket's read event once connected (netio_read) */
     struct client *owner;       /* private: the client it belongs to; NULL while pooled */
@@ -57,10 +74,10 @@ struct backend {
     unsigned no_timeout : 1;    /* private: replies may take forever (a blocking command) */
     unsigned push : 1;          /* private: a subscriber's; frames go to pubsub_frame */
     unsigned extra : 1;         /* push: keyspace notifications from a master besides the main one */
+    unsigned stalled_conn : 1;  /* a stalled connection: reads the replies it is owed, takes no request */
     uint32_t nchan, npat, nshard; /* push: the node's subscription counts on this connection */
 };
 
-TAILQ_HEAD(backend_list, backend);
 
 /* W's shared backend for HOST:PORT, or NULL if it has none. */
 struct backend *backend_find(struct worker *w, const char *host, int port);

@@ -34,6 +34,11 @@ const struct compat_texts *compat_texts(unsigned version)
     return compat_has(version, COMPAT_V7_0) ? &texts_7 : &texts_6;
 }
 
+unsigned compat_failover_pause_ms(unsigned version)
+{
+    return compat_has(version, COMPAT_V7_0) ? 0 : 10000;
+}
+
 const struct compat_node_cmd compat_node_cmds[] = {
     {"HELLO 2 [AUTH user pass] SETNAME respgate", COMPAT_V6_0,
      "backend.c: a new connection's handshake; its answer names the node's version"},
@@ -47,6 +52,8 @@ const struct compat_node_cmd compat_node_cmds[] = {
     {"INFO server", COMPAT_V(2, 6, 0), "topo.c: the nodes' version before any backend connected"},
     {"CONFIG GET cluster-node-timeout", COMPAT_V(3, 0, 0),
      "topo.c: the default cluster.failover_wait (one parameter: 6.2 takes no more)"},
+    {"CONFIG GET lua-time-limit", COMPAT_V(3, 0, 0),
+     "topo.c: how long a busy node answers nobody (7.0 calls it busy-reply-threshold, and knows both names)"},
     {"CLUSTER NODES", COMPAT_V(3, 0, 0), "topo.c: the slot map"},
 };
 const size_t compat_node_cmds_len = sizeof(compat_node_cmds) / sizeof(compat_node_cmds[0]);

@@ -40,6 +40,12 @@ struct compat_texts {
 };
 const struct compat_texts *compat_texts(unsigned version);
 
+/* How long a master of VERSION may keep writes paused after a manual
+ * failover (CLUSTER FAILOVER): 6.2 ends the pause only when it times out
+ * (CLUSTER_MF_TIMEOUT * 2, 10 s), 7.0 as soon as the failover is over. The
+ * paused writes are answered then, with MOVED. */
+unsigned compat_failover_pause_ms(unsigned version);
+
 /* Every command respgate itself sends to nodes (not those it forwards for
  * clients), with the oldest version that accepts it in that form. The unit
  * tests check that none is newer than COMPAT_OLDEST, the oldest version

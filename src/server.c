@@ -60,6 +60,12 @@ void server_set_redis_version(struct server *s, const char *version)
     pthread_mutex_unlock(&s->conf_lock);
 }
 
+uint64_t server_busy_threshold_ms(struct server *s)
+{
+    uint64_t ms = atomic_load(&s->busy_threshold_ms);
+    return ms ? ms : 5000;
+}
+
 uint64_t server_failover_wait_ms(struct server *s, const struct conf *cf)
 {
     if (cf->failover_wait_ms)

@@ -41,6 +41,7 @@ struct server {
     int *listen_fds;             /* [worker][listen address] */
 
     atomic_uint_fast64_t node_timeout_ms; /* the nodes' cluster-node-timeout, 0 until known */
+    atomic_uint_fast64_t busy_threshold_ms; /* the nodes' lua-time-limit (busy-reply-threshold), 0 until known */
     atomic_uint_fast64_t nclients;       /* over all workers, for max_clients */
     atomic_uint_fast64_t next_client_id;
 };
@@ -76,6 +77,11 @@ void server_set_redis_version(struct server *s, const char *version);
  * cluster to promote another: cluster.failover_wait, or by default the
  * nodes' cluster-node-timeout (15 s until known) plus 5 s. Any thread. */
 uint64_t server_failover_wait_ms(struct server *s, const struct conf *cf);
+
+/* How long a node running a script answers nobody: its lua-time-limit
+ * (busy-reply-threshold), 5 s until known; after it, the node answers BUSY.
+ * Any thread. */
+uint64_t server_busy_threshold_ms(struct server *s);
 
 /* Called by a worker's thread as its loop ends. */
 void server_worker_done(struct server *s);

@@ -347,17 +347,20 @@ static void on_info(redisAsyncContext *ac, void *r, void *priv)
     }
 }
 
-/* The nodes' cluster-node-timeout, which the default failover_wait follows. */
-static void on_node_timeout(redisAsyncContext *ac, void *r, void *priv)
+/* A millisecond setting of the nodes from CONFIG GET's [name, value]
+ * into *MS, logged when it changes. PRIV names it. */
+static void on_node_ms(redisAsyncContext *ac, void *r, void *priv)
 {
     struct topo *t = ac->data;
     redisReply *reply = r;
     if (ac != t->ac || reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
         reply->element[1]->type != REDIS_REPLY_STRING)
         return;
+    atomic_uint_fast64_t *into = strcmp(priv, "lua-time-limit") == 0 ? &t->srv->busy_threshold_ms
+                                                                        : &t->srv->node_timeout_ms;
     uint64_t ms = strtoull(reply->element[1]->str, NULL, 10);
-    if (ms > 0 && ms != atomic_exchange(&t->srv->node_timeout_ms, ms))
-        log_info("topology: the nodes' cluster-node-timeout is %llums", (unsigned long long)ms);
+    if (ms > 0 && ms != atomic_exchange(into, ms))
+        log_info("topology: the nodes' %s is %llums", (const char *)priv, (unsigned long long)ms);
 }
 
 static void on_auth(redisAsyncContext *ac, void *r, void *priv)
@@ -455,7 +458,9 @@ static void attempt(struct topo *t)
         else if (cf->cluster_password)
             redisAsyncCommand(t->ac, on_auth, NULL, "AUTH %s", cf->cluster_password);
         redisAsyncCommand(t->ac, on_info, NULL, "INFO server");
-        redisAsyncCommand(t->ac, on_node_timeout, NULL, "CONFIG GET cluster-node-timeout");
+        /* One parameter each: 6.2 takes no more (compat.h) */
+        redisAsyncCommand(t->ac, on_node_ms, "cluster-node-timeout", "CONFIG GET cluster-node-timeout");
+        redisAsyncCommand(t->ac, on_node_ms, "lua-time-limit", "CONFIG GET lua-time-limit");
     }
     t->inflight = 1;
     redisAsyncCommand(t->ac, on_nodes, NULL, "CLUSTER NODES");

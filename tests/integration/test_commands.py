@@ -323,3 +323,48 @@ def test_script_kill_reaches_a_busy_master(cluster, make_respgate):
     finally:
         for m in masters:
             m.config_set("lua-time-limit", 5000)
+
+
+def test_requests_behind_a_long_script_wait_for_the_node(cluster, make_respgate):
+    """A script runs past timeouts.backend and past the node's
+    busy-reply-threshold. respgate's reply timeout does not fail what is
+    queued behind it ("may or may not have run"): the connection stalls, a
+    new one finds the node alive, the script and the GET queued behind it
+    are answered when it ends, and a request sent once the node answers
+    BUSY gets that answer, the node's own, as from a single Redis."""
+    key = "{busy}k"
+    node = cluster.client(cluster.node_for_slot(keyslot(key)))
+    node.set(key, "v")
+    node.config_set("lua-time-limit", 1500)
+    try:
+        rg = make_respgate(extra="workers: 1\ntimeouts: {backend: 500ms}\n")
+        a, b, c = rg.client(), rg.client(), rg.client()
+        assert b.get(key) == b"v"  # the worker's connection to the node is up
+        script = ("local t = redis.call('TIME') local stop = t[1] * 1000000 + t[2] + 3000000 "
+                  "while true do t = redis.call('TIME') "
+                  "if t[1] * 1000000 + t[2] > stop then break end end return 'done'")
+        out = {}
+
+        def run(name, fn):
+            try:
+                out[name] = fn()
+            except redis.RedisError as e:
+                out[name] = e
+
+        threads = [threading.Thread(target=run, args=("eval", lambda: a.eval(script, 1, key)))]
+        threads[0].start()
+        time.sleep(0.1)
+        threads.append(threading.Thread(target=run, args=("queued", lambda: b.get(key))))
+        threads[1].start()
+        time.sleep(2.0)  # past the threshold: the node answers BUSY to a new connection
+        run("busy", lambda: c.get(key))
+        for t in threads:
+            t.join(10)
+        assert out["eval"] == b"done", out
+        assert out["queued"] == b"v", out
+        assert isinstance(out["busy"], redis.ResponseError) and str(out["busy"]).startswith("BUSY"), out
+        assert c.get(key) == b"v"
+        assert "may or may not have run" not in rg.log()
+        assert "they wait" in rg.log()
+    finally:
+        node.config_set("lua-time-limit", 5000)

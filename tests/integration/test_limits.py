@@ -124,7 +124,14 @@ def own_cluster(tmp_path_factory):
 
 
 def test_backend_timeout_and_no_late_reply(own_cluster, tmp_path):
+    """A master that stops answering: past timeouts.backend its connection
+    stalls and a new one asks HELLO; with no answer within the node's
+    busy-reply-threshold (lua-time-limit, lowered to 1 s here) plus
+    timeouts.backend, the node counts as down and the write in flight fails.
+    Its late reply never reaches a later request."""
     from harness.respgate import Respgate, free_port
+    for n in own_cluster.masters():
+        own_cluster.client(n).config_set("lua-time-limit", 1000)
     port = free_port()
     conf = (f"listen: [127.0.0.1:{port}]\ncluster: {{seeds: [{own_cluster.seeds[0]}], password: pause-pw}}\n"
             "timeouts: {backend: 500ms}\n")
@@ -150,12 +157,15 @@ def test_backend_timeout_and_no_late_reply(own_cluster, tmp_path):
             own_cluster.resume(master)
         assert reply.startswith(b"-ERR respgate: connection to cluster node ")
         assert b"no reply within timeouts.backend" in reply
-        assert 0.4 < waited < 3
+        assert 1.4 < waited < 4  # 0.5 s, then 1 s + 0.5 s for the new connection's HELLO
         # The node answers the timed-out SET now; that reply must not reach the next request.
         s.sendall(b"*2\r\n$3\r\nGET\r\n$9\r\nlate:{a}2\r\n")
         assert s.recv(4096) == b"$6\r\nsecond\r\n"
         s.close()
         assert "no reply within timeouts.backend" in rg.log()
+        assert "while a new connection asks whether the node is alive" in rg.log()
+    for n in own_cluster.masters():
+        own_cluster.client(n).config_set("lua-time-limit", 5000)
 
 
 def test_all_seeds_down_at_start_then_up(own_cluster, tmp_path):
