@@ -20,6 +20,7 @@
 #include "fanout.h"
 #include "local.h"
 #include "log.h"
+#include "nodecmd.h"
 #include "req.h"
 #include "resp.h"
 #include "server.h"
@@ -302,6 +303,11 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
 {
     struct worker *w = c->w;
     const struct cmd_spec *cmd = cmd_find(r->buf, q);
+    if (cmd == NULL || (cmd->nsubs && q->argc > 1)) {
+        /* not in the generated table: perhaps in the nodes' own */
+        const struct cmd_spec *learned = nodecmd_find(w->learned, r->buf, q);
+        cmd = learned ? learned : cmd;
+    }
 
     if (cmd && c->sub) {
         /* Whether C is subscribed, which decides what it may run, is known

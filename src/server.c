@@ -9,6 +9,8 @@
 
 #include "server.h"
 
+#include "nodecmd.h"
+
 #include "conf.h"
 #include "topo.h"
 #include "listen.h"
@@ -45,6 +47,24 @@ struct slotmap *server_map(struct server *s)
 }
 
 static void post_all(struct server *s, int msg);
+
+struct nodecmd_table *server_cmds(struct server *s)
+{
+    pthread_mutex_lock(&s->conf_lock);
+    struct nodecmd_table *t = nodecmd_ref(s->cmds);
+    pthread_mutex_unlock(&s->conf_lock);
+    return t;
+}
+
+void server_publish_cmds(struct server *s, struct nodecmd_table *t)
+{
+    pthread_mutex_lock(&s->conf_lock);
+    struct nodecmd_table *old = s->cmds;
+    s->cmds = t;
+    pthread_mutex_unlock(&s->conf_lock);
+    nodecmd_unref(old);
+    post_all(s, WORKER_TOPO);
+}
 
 void server_redis_version(struct server *s, char *buf, size_t len)
 {
@@ -320,6 +340,7 @@ void server_deinit(struct server *s)
         event_base_free(s->base);
     conf_unref(s->conf);
     slotmap_unref(s->map);
+    nodecmd_unref(s->cmds);
     pthread_mutex_destroy(&s->conf_lock);
     memset(s, 0, sizeof(*s));
 }

@@ -14,6 +14,7 @@
 
 struct conf;
 struct slotmap;
+struct nodecmd_table;
 struct topo;
 struct worker;
 struct event_base;
@@ -25,6 +26,7 @@ struct server {
     pthread_mutex_t conf_lock;   /* guards .conf and .map against their replacement */
     struct conf *conf;
     struct slotmap *map;         /* the last published, NULL before the first */
+    struct nodecmd_table *cmds;  /* the commands the nodes know beyond cmdtab.c, NULL until learned */
     atomic_int seeds_failed;     /* before the first map: every seed failed once (requests stop waiting) */
     char redis_version[32];      /* the nodes' redis_version, "" until known */
     time_t started;
@@ -64,6 +66,13 @@ struct slotmap *server_map(struct server *s);
 
 /* Makes M (whose reference it takes) the map in force and tells the workers. */
 void server_publish_map(struct server *s, struct slotmap *m);
+
+/* The commands learned from the nodes (with a reference the caller drops),
+ * or NULL. Any thread. */
+struct nodecmd_table *server_cmds(struct server *s);
+
+/* Makes T (whose reference it takes) the learned commands and tells the workers. */
+void server_publish_cmds(struct server *s, struct nodecmd_table *t);
 
 /* Before the first map, every seed failed: requests that waited for the
  * map get CLUSTERDOWN, and so do later ones until a map arrives. */

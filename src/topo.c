@@ -9,6 +9,9 @@
  */
 #include "topo.h"
 
+#include "cmd.h"
+#include "nodecmd.h"
+
 #include "conf.h"
 #include "log.h"
 #include "server.h"
@@ -38,6 +41,7 @@ struct topo {
     int failures;            /* in a row */
     struct slotmap *cur;
     uint64_t version;
+    int want_commands;       /* ask COMMAND after the next CLUSTER NODES: at start, after a change */
     struct timeval last_start;
 };
 
@@ -280,6 +284,7 @@ static void publish(struct topo *t, struct slotmap *m)
                    t->src_port, masters, m->nnodes, m->nassigned, SLOT_COUNT);
     slotmap_unref(t->cur);
     t->cur = slotmap_ref(m);
+    t->want_commands = 1; /* a node of a new version may have joined */
     server_publish_map(t->srv, m); /* takes our reference */
 }
 
@@ -307,6 +312,30 @@ static void attempt_done(struct topo *t, int ok)
     schedule(t, ms < cf->refresh_interval_ms ? ms : cf->refresh_interval_ms);
 }
 
+/* The nodes' own command table: what the generated one lacks is learned
+ * (nodecmd.h), so that commands of newer nodes are routed by their keys. */
+static void on_command(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct topo *t = ac->data;
+    if (ac != t->ac || r == NULL)
+        return;
+    struct nodecmd_table *learned = nodecmd_build(r);
+    if (learned == NULL) {
+        log_warning("topology: COMMAND from %s:%d: not a command table (or out of memory)", t->src_host, t->src_port);
+        return;
+    }
+    struct nodecmd_table *old = server_cmds(t->srv);
+    if (old == NULL || old->n != learned->n) {
+        char names[160] = "";
+        for (size_t i = 0, o = 0; i < learned->n && o + 1 < sizeof(names); i++)
+            o += (size_t)snprintf(names + o, sizeof(names) - o, "%s%s", i ? " " : "", learned->specs[i].name);
+        log_notice("topology: the nodes know %zu command%s respgate's table lacks%s%s", learned->n,
+                   learned->n == 1 ? "" : "s", learned->n ? ", routed by their keys: " : "", names);
+    }
+    nodecmd_unref(old);
+    server_publish_cmds(t->srv, learned);
+}
+
 static void on_nodes(redisAsyncContext *ac, void *r, void *priv)
 {
     struct topo *t = ac->data;
@@ -327,6 +356,10 @@ static void on_nodes(redisAsyncContext *ac, void *r, void *priv)
         return;
     }
     publish(t, m);
+    if (t->want_commands) {
+        t->want_commands = 0;
+        redisAsyncCommand(ac, on_command, NULL, "COMMAND");
+    }
     attempt_done(t, 1);
 }
 
@@ -501,6 +534,7 @@ struct topo *topo_new(struct server *s)
     t->timer = evtimer_new(t->base, on_timer, t);
     t->deadline = evtimer_new(t->base, on_deadline, t);
     t->kick = event_new(t->base, -1, 0, on_kick, t);
+    t->want_commands = 1;
     if (t->timer == NULL || t->deadline == NULL || t->kick == NULL) {
         topo_free(t);
         return NULL;

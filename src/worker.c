@@ -7,6 +7,7 @@
 #include "compat.h"
 #include "conf.h"
 #include "log.h"
+#include "nodecmd.h"
 #include "router.h"
 #include "server.h"
 #include "pubsub.h"
@@ -119,6 +120,13 @@ static void release_first_map_waits(struct worker *w)
             event_active(c->resume, EV_READ, 0);
 }
 
+static void apply_commands(struct worker *w)
+{
+    struct nodecmd_table *t = server_cmds(w->srv);
+    nodecmd_unref(w->learned);
+    w->learned = t;
+}
+
 static void apply_map(struct worker *w)
 {
     struct slotmap *m = server_map(w->srv);
@@ -184,8 +192,10 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         conf_unref(w->conf);
         w->conf = c;
     }
-    if (msgs & WORKER_TOPO)
+    if (msgs & WORKER_TOPO) {
+        apply_commands(w);
         apply_map(w);
+    }
     if (msgs & WORKER_DRAIN)
         start_drain(w);
 }
@@ -284,6 +294,7 @@ void worker_deinit(struct worker *w)
         event_base_free(w->base);
     conf_unref(w->conf);
     slotmap_unref(w->map);
+    nodecmd_unref(w->learned);
     free(w->owner);
     free(w->slot_part);
     free(w->replica);

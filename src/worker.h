@@ -52,6 +52,7 @@ struct worker {
     size_t nclients;
 
     struct slotmap *map;            /* the map in force here, NULL before the first */
+    struct nodecmd_table *learned;  /* commands the nodes know beyond cmdtab.c (nodecmd.h), or NULL */
     unsigned version;               /* the cluster's Redis version (compat.h): its oldest master's, 0 unknown */
     struct backend **owner;         /* [SLOT_COUNT]: where each slot's requests go */
     struct backend **replica;       /* [SLOT_COUNT]: a replica of that master for reads (read_policy), or NULL */

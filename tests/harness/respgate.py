@@ -47,7 +47,8 @@ def yaml_config(port, seeds, cluster_password=None, client_password=None, extra=
 class Respgate:
     """One respgate process. `conf_text` is the whole config; `port` the one it listens on."""
 
-    def __init__(self, basedir, conf_text, port, args=(), env=None):
+    def __init__(self, basedir, conf_text, port, args=(), env=None, binary=None):
+        self.binary = binary or BINARY
         self.basedir = str(basedir)
         os.makedirs(self.basedir, exist_ok=True)
         self.port = port
@@ -69,7 +70,7 @@ class Respgate:
 
     def start(self, wait=True):
         out = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([BINARY, "-c", self.conf_path] + self.args, stdout=out,
+        self.proc = subprocess.Popen([self.binary, "-c", self.conf_path] + self.args, stdout=out,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)
         out.close()
         _live.add(self)

@@ -48,13 +48,13 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture
 def make_respgate(tmp_path, cluster):
-    """make_respgate(client_password=None, extra="", args=(), env=None, start=True) -> Respgate"""
+    """make_respgate(client_password=None, extra="", args=(), env=None, start=True, binary=None) -> Respgate"""
     started = []
 
-    def make(client_password=None, extra="", args=(), env=None, start=True):
+    def make(client_password=None, extra="", args=(), env=None, start=True, binary=None):
         port = free_port()
         text = yaml_config(port, cluster.seeds, CLUSTER_PASSWORD, client_password, extra)
-        rg = Respgate(tmp_path / f"rg{len(started)}", text, port, args=args, env=env)
+        rg = Respgate(tmp_path / f"rg{len(started)}", text, port, args=args, env=env, binary=binary)
         started.append(rg)
         return rg.start() if start else rg
 

@@ -4,6 +4,8 @@
 # Redis gives an answer, the same commands are run against a plain
 # redis-server and the replies must be equal.
 
+import os
+import re
 import threading
 import time
 
@@ -368,3 +370,31 @@ def test_requests_behind_a_long_script_wait_for_the_node(cluster, make_respgate)
         assert "they wait" in rg.log()
     finally:
         node.config_set("lua-time-limit", 5000)
+
+
+def test_a_command_only_the_nodes_know_is_routed_by_its_keys(make_respgate):
+    """A respgate built with a table that lacks GETEX (as the table lacks the
+    commands of a newer Redis) learns it from the nodes' COMMAND and routes
+    it by its key: every GETEX reaches its slot's master at once, with no
+    MOVED to follow; what the nodes do not know either keeps Redis's error."""
+    from harness.respgate import BINARY
+    binary = os.path.join(os.path.dirname(os.path.dirname(BINARY)), "tests", "respgate-without-getex")
+    assert os.access(binary, os.X_OK), f"build it: make -C {os.path.dirname(os.path.dirname(BINARY))} check"
+    rg = make_respgate(binary=binary)
+    deadline = time.monotonic() + 10
+    learned = re.compile(r"the nodes know \d+ commands? respgate's table lacks, routed by their keys: (.*)")
+    while not learned.search(rg.log()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    names = learned.search(rg.log()).group(1).split()
+    # 6.2 has STRALGO, which 7.0 dropped; never its guards against HTTP (POST, Host:)
+    assert names == (["getex"] if REDIS_VERSION >= (7, 0) else ["getex", "stralgo"]), names
+    r = rg.client()
+    keys = {f"learned:{i}": str(i) for i in range(60)}
+    r.mset(keys)
+    before = r.info("respgate")["redirections"]
+    for k, v in keys.items():
+        assert r.execute_command("GETEX", k, "EX", "100") == v.encode()
+        assert 0 < r.ttl(k) <= 100
+    assert r.info("respgate")["redirections"] == before  # each went to its slot's master
+    with pytest.raises(redis.ResponseError, match="unknown command"):
+        r.execute_command("NOSUCHCOMMAND", "x")
