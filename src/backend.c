@@ -17,6 +17,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -146,9 +147,12 @@ static struct req *pop_any(struct backend *b)
     return r;
 }
 
-/* Closes B's socket, leaving its requests where they are. */
+static void forget_dns(struct backend *b);
+
+/* Closes B's socket (or drops its name lookup), leaving its requests where they are. */
 static void close_connection(struct backend *b)
 {
+    forget_dns(b);
     if (b->rev)
         event_free(b->rev);
     if (b->bev)
@@ -307,21 +311,10 @@ static unsigned hello_version(struct evbuffer *in, size_t len)
     return text ? compat_parse(text + 2, (size_t)(head + n - text - 2)) : 0;
 }
 
-static int backend_connect(struct backend *b)
+/* Connects B to the address SA (LEN bytes) and queues its handshake.
+ * Returns 0, or -1 after resetting B. */
+static int connect_to(struct backend *b, const struct sockaddr *sa, int len)
 {
-    struct timeval now;
-    event_base_gettimeofday_cached(b->w->base, &now);
-    if (evutil_timercmp(&now, &b->retry_after, <))
-        return -EAGAIN;
-
-    struct sockaddr_storage ss;
-    int sslen = sizeof(ss);
-    char spec[96];
-    snprintf(spec, sizeof(spec), strchr(b->host, ':') ? "[%s]:%d" : "%s:%d", b->host, b->port);
-    if (evutil_parse_sockaddr_port(spec, (struct sockaddr *)&ss, &sslen) < 0) {
-        log_error("backend %s: not an IP address and port", spec);
-        return -1;
-    }
     const struct conf *cf = b->w->conf;
     struct timeval tv = conf_timeval(cf->connect_timeout_ms);
     b->bev = bufferevent_socket_new(b->w->base, -1, BEV_OPT_CLOSE_ON_FREE);
@@ -329,7 +322,7 @@ static int backend_connect(struct backend *b)
         return -1;
     bufferevent_setcb(b->bev, NULL, on_written, on_event, b);
     bufferevent_set_timeouts(b->bev, NULL, &tv); /* the write timeout bounds the connect */
-    if (bufferevent_socket_connect(b->bev, (struct sockaddr *)&ss, sslen) < 0) {
+    if (bufferevent_socket_connect(b->bev, sa, len) < 0) {
         bufferevent_free(b->bev);
         b->bev = NULL;
         backend_reset(b, "cannot connect");
@@ -342,12 +335,104 @@ static int backend_connect(struct backend *b)
     return 0;
 }
 
+/* A host name's lookup for a backend; the backend forgets it (ticket.b =
+ * NULL) if it goes first, since a cancelled lookup still calls back later. */
+struct backend_dns {
+    struct backend *b;
+    struct evdns_getaddrinfo_request *req;
+};
+
+static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct backend_dns *d = arg;
+    struct backend *b = d->b;
+    free(d);
+    if (b == NULL) { /* its backend is gone */
+        if (res)
+            evutil_freeaddrinfo(res);
+        return;
+    }
+    b->dns = NULL;
+    if (result != 0 || res == NULL) {
+        log_warning("backend %s:%d: cannot resolve the name: %s", b->host, b->port, evutil_gai_strerror(result));
+        if (res)
+            evutil_freeaddrinfo(res);
+        backend_reset(b, "cannot resolve the host name");
+        return;
+    }
+    /* An IPv4 address first, as most clients do: a node bound to
+     * 127.0.0.1 is not listening on ::1, which localhost also names. */
+    const struct evutil_addrinfo *ai = res;
+    while (ai && ai->ai_family != AF_INET && ai->ai_next)
+        ai = ai->ai_next;
+    if (ai->ai_family != AF_INET)
+        ai = res;
+    connect_to(b, ai->ai_addr, (int)ai->ai_addrlen);
+    evutil_freeaddrinfo(res);
+}
+
+/* Looks B's host name up without blocking the loop (evdns reads
+ * /etc/hosts and resolv.conf): a node may be named in CLUSTER NODES, MOVED
+ * or ASK (cluster-announce-hostname). Returns 0 (B connects once the name
+ * is resolved), or -1 after resetting B. */
+static int resolve(struct backend *b)
+{
+    struct worker *w = b->w;
+    if (w->dns == NULL && (w->dns = evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+                                                                EVDNS_BASE_DISABLE_WHEN_INACTIVE)) == NULL) {
+        log_error("backend %s:%d: cannot start a name resolver", b->host, b->port);
+        return -1;
+    }
+    struct backend_dns *d = calloc(1, sizeof(*d));
+    if (d == NULL)
+        return -1;
+    d->b = b;
+    b->dns = d;
+    char port[8];
+    snprintf(port, sizeof(port), "%d", b->port);
+    struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_protocol = IPPROTO_TCP};
+    struct evdns_getaddrinfo_request *req = evdns_getaddrinfo(w->dns, b->host, port, &hints, on_resolved, d);
+    if (b->dns) /* still under way; otherwise on_resolved has run already */
+        d->req = req;
+    return b->bev || b->dns ? 0 : -1;
+}
+
+/* Drops B's lookup under way, if any. */
+static void forget_dns(struct backend *b)
+{
+    if (b->dns == NULL)
+        return;
+    struct backend_dns *d = b->dns;
+    b->dns = NULL;
+    d->b = NULL; /* on_resolved frees it */
+    if (d->req)
+        evdns_getaddrinfo_cancel(d->req);
+}
+
+static int backend_connect(struct backend *b)
+{
+    struct timeval now;
+    event_base_gettimeofday_cached(b->w->base, &now);
+    if (evutil_timercmp(&now, &b->retry_after, <))
+        return -EAGAIN;
+    if (b->dns)
+        return 0; /* the name is being looked up */
+
+    struct sockaddr_storage ss;
+    int sslen = sizeof(ss);
+    char spec[300];
+    snprintf(spec, sizeof(spec), strchr(b->host, ':') ? "[%s]:%d" : "%s:%d", b->host, b->port);
+    if (evutil_parse_sockaddr_port(spec, (struct sockaddr *)&ss, &sslen) < 0)
+        return resolve(b);
+    return connect_to(b, (struct sockaddr *)&ss, sslen);
+}
+
 int backend_send(struct backend *b, struct req *r)
 {
     int rc;
     if (b->broken)
         return -1;
-    if (b->bev == NULL && (rc = backend_connect(b)) < 0)
+    if (b->bev == NULL && b->dns == NULL && (rc = backend_connect(b)) < 0)
         return rc;
     if (!b->ready) {
         TAILQ_INSERT_TAIL(&b->waiting, r, inflight);

@@ -48,6 +48,7 @@ struct backend {
     char host[256];
     int port;
     struct bufferevent *bev;    /* NULL while there is no connection */
+    struct backend_dns *dns;    /* the host name's lookup under way (backend.c), or NULL */
     struct req_list inflight;
     size_t ninflight;
     struct req_list waiting;    /* sent once the node answered AUTH (or PING): never written yet */

@@ -400,6 +400,22 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
 }
 
 /* Follows a MOVED or ASK: R is sent again, or answered. */
+/* Where a MOVED or ASK from FROM sends a request: its address, or FROM's
+ * when it names none; a node's name (cluster-announce-hostname) becomes
+ * the address the map has for that node, so that the node keeps one
+ * backend; a name the map does not know yet is looked up (backend.c). */
+static const char *redirect_host(struct worker *w, const struct backend *from, const struct resp_redirect *rd)
+{
+    if (rd->host[0] == '\0')
+        return from->host;
+    for (size_t i = 0; w->map && i < w->map->nnodes; i++) {
+        const struct topo_node *n = &w->map->nodes[i];
+        if (n->port == rd->port && n->name[0] && strcmp(n->name, rd->host) == 0)
+            return n->host;
+    }
+    return rd->host;
+}
+
 static void redirect(struct backend *from, struct req *r, const struct resp_redirect *rd)
 {
     struct worker *w = from->w;
@@ -415,7 +431,7 @@ static void redirect(struct backend *from, struct req *r, const struct resp_redi
         return;
     }
     /* A node that does not know its own address answers with an empty host. */
-    struct backend *to = backend_get(w, rd->host[0] ? rd->host : from->host, rd->port);
+    struct backend *to = backend_get(w, redirect_host(w, from, rd), rd->port);
     if (to == NULL) {
         router_fail(w, r, "ERR respgate: out of memory");
         return;
@@ -537,7 +553,7 @@ void router_reply(struct backend *from, struct req *r, struct evbuffer *in, size
         struct resp_redirect rd;
         if (resp_parse_redirect(line + 1, strlen(line + 1), &rd) == 0) {
             evbuffer_drain(in, len);
-            struct backend *to = rd.ask ? NULL : backend_get(w, rd.host[0] ? rd.host : from->host, rd.port);
+            struct backend *to = rd.ask ? NULL : backend_get(w, redirect_host(w, from, &rd), rd.port);
             if (to)
                 router_note_moved(w, rd.slot, to);
             else

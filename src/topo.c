@@ -75,7 +75,13 @@ static int parse_node_addr(const char *field, const char *source_host, struct to
 {
     char buf[TOPO_ADDR_MAX + 16];
     snprintf(buf, sizeof(buf), "%s", field);
-    char *at = strchr(buf, '@');
+    char *at = strchr(buf, '@'), *comma = at ? strchr(at, ',') : NULL;
+    /* "ip:port@cport,hostname", and in 7.2 ",hostname,shard-id=..." */
+    size_t nlen = comma ? strcspn(comma + 1, ",") : 0;
+    if (nlen && nlen < sizeof(n->name) && memchr(comma + 1, '=', nlen) == NULL) {
+        memcpy(n->name, comma + 1, nlen);
+        n->name[nlen] = '\0';
+    }
     if (at)
         *at = '\0';
     char *colon = strrchr(buf, ':');
@@ -179,7 +185,8 @@ static int same_map(const struct slotmap *a, const struct slotmap *b)
         return 0;
     for (size_t i = 0; i < a->nnodes; i++) {
         const struct topo_node *x = &a->nodes[i], *y = &b->nodes[i];
-        if (strcmp(x->id, y->id) || strcmp(x->host, y->host) || x->port != y->port || x->master != y->master ||
+        if (strcmp(x->id, y->id) || strcmp(x->host, y->host) || strcmp(x->name, y->name) || x->port != y->port ||
+            x->master != y->master ||
             x->is_master != y->is_master || x->failing != y->failing)
             return 0;
     }

@@ -23,6 +23,7 @@ struct topo;
 struct topo_node {
     char id[TOPO_ID_LEN + 1];
     char host[TOPO_ADDR_MAX];
+    char name[TOPO_ADDR_MAX]; /* its cluster-announce-hostname (7.0), "" if none */
     int port;
     int master;      /* index of its master for a replica, -1 for a master */
     unsigned is_master : 1;

@@ -15,6 +15,7 @@
 #include "slot.h"
 #include "topo.h"
 
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <stdlib.h>
@@ -290,6 +291,8 @@ void worker_deinit(struct worker *w)
         event_free(w->accept_pause);
     if (w->retry_timer)
         event_free(w->retry_timer);
+    if (w->dns)
+        evdns_base_free(w->dns, 1); /* lookups still under way call back, cancelled */
     if (w->base)
         event_base_free(w->base);
     conf_unref(w->conf);

@@ -19,6 +19,7 @@ struct server;
 struct conf;
 struct client;
 struct event_base;
+struct evdns_base;
 struct event;
 struct evconnlistener;
 
@@ -38,6 +39,7 @@ struct worker {
     pthread_t thread;
     int started;
     struct event_base *base;
+    struct evdns_base *dns;         /* resolves node names (backend.c), made at the first one; NULL before */
     struct conf *conf;              /* this worker's reference to the config in force */
 
     struct evconnlistener **listeners;

@@ -207,13 +207,14 @@ class Node:
 
 class Cluster:
     def __init__(self, basedir, masters=3, replicas=1, password=DEFAULT_PASSWORD,
-                 node_timeout_ms=2000, username=None):
+                 node_timeout_ms=2000, username=None, extra_config=()):
         self.basedir = os.path.abspath(basedir)
         self.n_masters = masters
         self.n_replicas = masters * replicas
         self.password = password
         self.username = username
         self.node_timeout_ms = node_timeout_ms
+        self.extra_config = list(extra_config)  # more lines for every node's config
         self.nodes = []  # the first n_masters are the initial masters
         self.startup_seconds = None
 
@@ -290,6 +291,7 @@ class Cluster:
             # join; that would be most of the start-up time.
             "repl-diskless-sync-delay 0",
         ]
+        lines += self.extra_config
         if self.username:
             lines += [f"user {self.username} on >{self.password} ~* &* +@all",
                       f"masteruser {self.username}"]
