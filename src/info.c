@@ -116,15 +116,13 @@ static int arg_equals(const struct req *r, const struct resp_req *q, size_t i, c
 static unsigned wanted(const struct req *r, const struct resp_req *q, unsigned version)
 {
     unsigned want = 0;
-    for (size_t i = 1; i <= q->argc; i++) {
-        uint8_t group = q->argc == 1 || arg_equals(r, q, i, "default") ? IN_DEFAULT
+    for (size_t i = q->argc == 1 ? 0 : 1; i < q->argc; i++) { /* a bare INFO: as "default" */
+        uint8_t group = i == 0 || arg_equals(r, q, i, "default") ? IN_DEFAULT
                         : arg_equals(r, q, i, "all") || arg_equals(r, q, i, "everything") ? IN_ALL : 0;
         for (unsigned s = 0; s < SEC_COUNT; s++)
             if (compat_has(version, sections[s].since) &&
                 ((sections[s].in & group) || (!group && arg_equals(r, q, i, sections[s].name))))
                 want |= 1u << s;
-        if (q->argc == 1)
-            break;
     }
     return want;
 }

@@ -313,6 +313,13 @@ def commandstats(fcluster, node, name):
 
 @pytest.mark.parametrize("policy", ["replica", "prefer-replica"])
 def test_reads_from_replicas(fcluster, tmp_path, policy):
+    # The faults before leave a rejoined master syncing as a replica for a
+    # moment: counting starts once every replica is linked and loaded, so
+    # that respgate's map and the harness's agree on who is a replica.
+    fcluster.wait_state_ok()
+    assert wait_until(lambda: all(
+        fcluster.client(n).info("replication").get("master_link_status") == "up" and
+        not fcluster.client(n).info("persistence")["loading"] for n in fcluster.replicas()), 30)
     with own_respgate(fcluster, tmp_path, read_policy=policy, extra="") as rg:
         r = rg.client()
         keys = [f"ro:{i}" for i in range(200)]
