@@ -96,7 +96,7 @@ static int retiring(const struct backend *b)
 {
     if (b->stalled_conn)
         return b->ninflight == 0 || b->bev == NULL;
-    return b->priv && (b->broken || (b->released && b->ninflight == 0));
+    return b->priv && (b->broken || (b->released && b->ninflight == 0 && b->nwaiting == 0 && b->dns == NULL));
 }
 
 static void set_timeouts(struct backend *b)
@@ -318,8 +318,10 @@ static int connect_to(struct backend *b, const struct sockaddr *sa, int len)
     const struct conf *cf = b->w->conf;
     struct timeval tv = conf_timeval(cf->connect_timeout_ms);
     b->bev = bufferevent_socket_new(b->w->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    if (b->bev == NULL)
+    if (b->bev == NULL) {
+        backend_reset(b, "out of memory");
         return -1;
+    }
     bufferevent_setcb(b->bev, NULL, on_written, on_event, b);
     bufferevent_set_timeouts(b->bev, NULL, &tv); /* the write timeout bounds the connect */
     if (bufferevent_socket_connect(b->bev, sa, len) < 0) {
@@ -381,18 +383,21 @@ static int resolve(struct backend *b)
     if (w->dns == NULL && (w->dns = evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
                                                                 EVDNS_BASE_DISABLE_WHEN_INACTIVE)) == NULL) {
         log_error("backend %s:%d: cannot start a name resolver", b->host, b->port);
+        backend_reset(b, "cannot start a name resolver");
         return -1;
     }
     struct backend_dns *d = calloc(1, sizeof(*d));
-    if (d == NULL)
+    if (d == NULL) {
+        backend_reset(b, "out of memory");
         return -1;
+    }
     d->b = b;
     b->dns = d;
     char port[8];
     snprintf(port, sizeof(port), "%d", b->port);
     struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_protocol = IPPROTO_TCP};
     struct evdns_getaddrinfo_request *req = evdns_getaddrinfo(w->dns, b->host, port, &hints, on_resolved, d);
-    if (b->dns) /* still under way; otherwise on_resolved has run already */
+    if (b->dns == d) /* still under way; otherwise on_resolved has run already */
         d->req = req;
     return b->bev || b->dns ? 0 : -1;
 }
@@ -559,6 +564,8 @@ static int stall(struct backend *b)
     struct worker *w = b->w;
     if (b->priv || b->stalled_conn || b->readonly || !b->ready || b->nstalled >= STALL_MAX)
         return -1; /* a replica's reads go to its master instead */
+    if (netio_flush(b->bev) < 0) /* what this loop turn queued goes out with the rest */
+        return -1;
     struct backend *s = backend_new(w, b->host, b->port);
     if (s == NULL)
         return -1;
@@ -600,13 +607,13 @@ static int stall(struct backend *b)
     return 0;
 }
 
-/* Whether W's map flags the node at HOST:PORT as failing (or lost it). */
+/* Whether W's map flags the node at HOST:PORT as failing. */
 static int node_failing(struct worker *w, const char *host, int port)
 {
     for (size_t i = 0; w->map && i < w->map->nnodes; i++)
         if (w->map->nodes[i].port == port && strcmp(w->map->nodes[i].host, host) == 0)
             return w->map->nodes[i].failing;
-    return w->map != NULL;
+    return 0;
 }
 
 /* Every timeouts.backend while stalled connection S waits: it gives up at
