@@ -170,11 +170,11 @@ static void backend_reset(struct backend *b, const char *why)
     int sent = b->connected, was_ready = b->ready;
     size_t inflight = 0, reads = 0, waiting = 0;
     TAILQ_FOREACH(r, &b->inflight, inflight) {
-        inflight += (r->kind == REQ_CLIENT || r->kind == REQ_PART) && !r->readonly;
-        reads += (r->kind == REQ_CLIENT || r->kind == REQ_PART) && r->readonly; /* they go again */
+        inflight += req_owned(r) && !r->readonly;
+        reads += req_owned(r) && r->readonly; /* they go again */
     }
     TAILQ_FOREACH(r, &b->waiting, inflight)
-        waiting += r->kind == REQ_CLIENT || r->kind == REQ_PART;
+        waiting += req_owned(r);
     size_t n = inflight + reads + waiting;
     close_connection(b);
     b->connected = 0;
@@ -184,14 +184,10 @@ static void backend_reset(struct backend *b, const char *why)
         TAILQ_REMOVE(&b->waiting, r, inflight);
         b->nwaiting--;
         r->backend = NULL;
-        if (r->kind == REQ_CLIENT && r->client == NULL)
-            req_free(b->w, r);
-        else if ((r->kind == REQ_CLIENT || r->kind == REQ_PART) && !b->priv && !r->pinned && !b->auth_failed)
+        if (req_owned(r) && req_wanted(r) && !b->priv && !r->pinned && !b->auth_failed)
             router_retry(b->w, r, b, why);
-        else if (r->kind == REQ_CLIENT || r->kind == REQ_PART)
-            router_fail(b->w, r, "ERR respgate: cannot reach %s:%d (%s)", b->host, b->port, why);
         else
-            req_free(b->w, r);
+            req_fail(b->w, r, "ERR respgate: cannot reach %s:%d (%s)", b->host, b->port, why);
     }
     memset(&b->scan, 0, sizeof(b->scan));
     if (inflight)
@@ -205,17 +201,11 @@ static void backend_reset(struct backend *b, const char *why)
         log_notice("backend %s:%d: %s", b->host, b->port, why);
     b->broken = b->priv;
     while ((r = pop(b))) {
-        if (r->kind == REQ_CLIENT && r->client == NULL)
-            req_free(b->w, r);
-        else if ((r->kind == REQ_CLIENT || r->kind == REQ_PART) && (!sent || r->readonly) && !b->priv &&
-                 !r->pinned)
+        if (req_owned(r) && req_wanted(r) && (!sent || r->readonly) && !b->priv && !r->pinned)
             router_retry(b->w, r, b, why);
-        else if (r->kind == REQ_CLIENT || r->kind == REQ_PART)
-            router_fail(b->w, r, "ERR respgate: connection to cluster node %s:%d lost (%s); the command may or may "
-                                 "not have run",
-                        b->host, b->port, why);
         else
-            req_free(b->w, r);
+            req_fail(b->w, r, "ERR respgate: connection to cluster node %s:%d lost (%s); " REQ_MAY_HAVE_RUN,
+                     b->host, b->port, why);
     }
     if (b->priv || b->stalled_conn) {
         event_active(b->flush, EV_READ, 0); /* retiring */
@@ -244,7 +234,7 @@ static void backend_reset(struct backend *b, const char *why)
  * (its answer makes the connection ready, or fails it) or REQ_SETUP. */
 static int add_handshake(struct backend *b, enum req_kind kind, const char *frame, size_t len)
 {
-    struct req *r = req_new(b->w, kind);
+    struct req *r = req_new(b->w, kind, NULL);
     if (r == NULL)
         return -1;
     evbuffer_add(r->buf, frame, len);
@@ -260,7 +250,7 @@ void backend_set_readonly(struct backend *b)
     b->readonly = 1;
     if (b->bev == NULL)
         return; /* the next connection sends it */
-    struct req *r = req_new(b->w, REQ_SETUP);
+    struct req *r = req_new(b->w, REQ_SETUP, NULL);
     if (r == NULL)
         return;
     evbuffer_add(r->buf, READONLY_FRAME, sizeof(READONLY_FRAME) - 1);
@@ -284,7 +274,7 @@ int backend_usable(struct backend *b)
 static int add_hello(struct backend *b)
 {
     const struct conf *cf = b->w->conf;
-    struct req *r = req_new(b->w, REQ_AUTH);
+    struct req *r = req_new(b->w, REQ_AUTH, NULL);
     if (r == NULL)
         return -1;
     const char *user = cf->cluster_username ? cf->cluster_username : "default";
@@ -464,10 +454,10 @@ static void send_waiting(struct backend *b)
         TAILQ_REMOVE(&b->waiting, r, inflight);
         b->nwaiting--;
         r->backend = NULL;
-        if (r->kind == REQ_CLIENT && r->client == NULL)
-            req_free(b->w, r); /* its client left meanwhile */
+        if (!req_wanted(r))
+            req_fail(b->w, r, REQ_CLIENT_LEFT); /* its client left meanwhile */
         else if (backend_send(b, r) < 0)
-            router_fail(b->w, r, "ERR respgate: out of memory");
+            req_fail(b->w, r, REQ_OUT_OF_MEMORY);
     }
 }
 
@@ -519,7 +509,7 @@ static void stall_free(struct backend *s)
     close_connection(s);
     struct req *r;
     while ((r = pop_any(s)))
-        router_abandon(s->w, r); /* only at worker exit: a reset emptied it otherwise */
+        req_fail(s->w, r, "ERR respgate: shutting down"); /* only at worker exit: a reset emptied it otherwise */
     event_free(s->flush);
     free(s);
 }
@@ -833,13 +823,10 @@ void backend_free_private(struct backend *b, const char *why)
     close_connection(b);
     struct req *r;
     while ((r = pop_any(b))) {
-        /* a part completes even when its client is gone: its parent waits for it */
-        if (((r->kind == REQ_CLIENT && r->client) || r->kind == REQ_PART) && why)
-            router_fail(b->w, r, "ERR respgate: %s", why);
-        else if ((r->kind == REQ_CLIENT && r->client) || r->kind == REQ_PART)
-            router_fail(b->w, r, "ERR respgate: the connection to %s:%d closed", b->host, b->port);
+        if (why)
+            req_fail(b->w, r, "ERR respgate: %s", why);
         else
-            req_free(b->w, r);
+            req_fail(b->w, r, "ERR respgate: the connection to %s:%d closed", b->host, b->port);
     }
     event_free(b->flush);
     free(b);
@@ -858,7 +845,7 @@ void backend_free_all(struct worker *w)
         close_connection(b);
         struct req *r;
         while ((r = pop_any(b)))
-            router_abandon(w, r);
+            req_fail(w, r, "ERR respgate: shutting down");
         event_free(b->flush);
         free(b);
     }

@@ -154,14 +154,16 @@ void client_free(struct client *c)
     atomic_fetch_sub(&w->srv->nclients, 1);
     if (c->nblocking)
         atomic_fetch_sub_explicit(&w->stats.blocked, 1, memory_order_relaxed);
-    /* Requests still in flight are orphaned: their replies will be dropped. */
+    /* A request answered, or held back before it was routed, is the
+     * client's; any other is out somewhere and completes later, orphaned:
+     * its sink frees it then. */
     struct req *r;
     while ((r = TAILQ_FIRST(&c->owed))) {
         TAILQ_REMOVE(&c->owed, r, owed);
-        if (r->backend || r->parked || r->fan)
-            r->client = NULL; /* whoever holds it frees it */
-        else
+        if (r->done || r == c->hold)
             req_free(w, r);
+        else
+            r->client = NULL;
     }
     pubsub_reset(c);
     session_end(c); /* closes private connections: a node unblocks their commands */
@@ -241,12 +243,12 @@ static const char *normalize_inline(struct client *c, struct req *r, const struc
 /* Owes C one last reply, the error WHY, and starts closing. */
 static void fail_and_close(struct client *c, const char *why)
 {
-    struct req *r = req_new(c->w, REQ_CLIENT);
+    struct req *r = req_new(c->w, REQ_CLIENT, &client_sink);
     if (r) {
         r->client = c;
         TAILQ_INSERT_TAIL(&c->owed, r, owed);
         c->nowed++;
-        router_fail(c->w, r, "ERR %s", why);
+        req_fail(c->w, r, "ERR %s", why);
     }
     client_close_soon(c);
 }
@@ -290,7 +292,7 @@ static void process_input(struct client *c)
             fail_and_close(c, c->scan.error);
             break;
         }
-        struct req *r = req_new(c->w, REQ_CLIENT);
+        struct req *r = req_new(c->w, REQ_CLIENT, &client_sink);
         if (r == NULL) {
             fail_and_close(c, "respgate: out of memory");
             break;
@@ -333,7 +335,7 @@ static void release_hold(struct client *c)
     if (resp_req_scan(&q, r->buf, &lim, 0) == RESP_FRAME)
         router_dispatch(c, r, &q); /* the frame was scanned whole once: it scans again */
     else
-        router_fail(c->w, r, "ERR respgate: cannot rescan a held request");
+        req_fail(c->w, r, "ERR respgate: cannot rescan a held request");
     resp_req_deinit(&q);
 }
 
@@ -372,6 +374,53 @@ static int subscriber_too_slow(struct client *c, size_t unread)
                    (unsigned long long)c->id, c->addr, unread, which);
     return which != NULL;
 }
+
+void client_awaits(struct req *r)
+{
+    if (r->sink != &client_sink || r->client == NULL || r->counted)
+        return;
+    r->counted = 1;
+    if (r->pinned)
+        r->client->npinned++;
+    else
+        r->client->nshared++;
+}
+
+void client_note_blocking(struct worker *w, struct req *r)
+{
+    if (r->blocking || r->client == NULL)
+        return;
+    r->blocking = 1;
+    if (r->client->nblocking++ == 0)
+        atomic_fetch_add_explicit(&w->stats.blocked, 1, memory_order_relaxed);
+}
+
+static void owed_done(struct worker *w, struct req *r)
+{
+    struct client *c = r->client;
+    if (c == NULL) {
+        req_free(w, r);
+        return;
+    }
+    r->done = 1;
+    if (r->blocking && --c->nblocking == 0)
+        atomic_fetch_sub_explicit(&w->stats.blocked, 1, memory_order_relaxed);
+    r->blocking = 0;
+    if (r->counted) {
+        r->counted = 0;
+        if ((r->pinned ? --c->npinned : --c->nshared) == 0 && c->hold)
+            event_active(c->resume, EV_READ, 0);
+    }
+    c->held += evbuffer_get_length(r->reply);
+    client_deliver(c);
+}
+
+static int owed_wanted(const struct req *r)
+{
+    return r->client != NULL;
+}
+
+const struct req_sink client_sink = {owed_done, owed_wanted};
 
 void client_deliver(struct client *c)
 {

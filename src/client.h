@@ -99,4 +99,17 @@ void client_note_write(struct client *c, struct backend *b);
  * C: what follows (closing, more input) runs from its resume event. */
 void client_deliver(struct client *c);
 
+/* The sink of a client's own requests (REQ_CLIENT): a reply goes out in
+ * its FIFO's order; an orphaned request is freed. */
+extern const struct req_sink client_sink;
+
+/* Counts client request R as awaiting a node's reply (in its client's
+ * nshared, or npinned when R->pinned), once; its completion uncounts it.
+ * A no-op for any other request. */
+void client_awaits(struct req *r);
+
+/* Client request R blocks on a node (a blocking command, WAIT): its client
+ * counts in INFO's blocked_clients until R completes or the client leaves. */
+void client_note_blocking(struct worker *w, struct req *r);
+
 #endif

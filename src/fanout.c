@@ -2,7 +2,7 @@
  * fanout: requests several nodes answer, see fanout.h.
  *
  * The client request (the parent) holds a struct fanout while its parts are
- * out; each part completes through fanout_part_done, which folds its reply
+ * out; each part completes through the parts' sink, which folds its reply
  * into the parent's as the command's merge says, and the last one finishes
  * the parent. Parts are addressed by slot, never by node: a broadcast part
  * goes to "the master of the first slot this master serves", so a part
@@ -133,7 +133,7 @@ static const char *merge_and(struct fanout *f, struct req *part)
         f->count = (size_t)n;
         f->and = malloc(f->count ? f->count : 1);
         if (f->and == NULL)
-            return "ERR respgate: out of memory";
+            return REQ_OUT_OF_MEMORY;
         memset(f->and, 1, f->count);
     }
     s += l;
@@ -240,6 +240,8 @@ static const char *merge_keyorder(struct fanout *f, struct req *p)
 
 /* Drops one of P's pending counts; the last one writes the merged reply
  * and completes P. */
+static void release(struct worker *w, struct req *r);
+
 static void finish(struct worker *w, struct req *p)
 {
     struct fanout *f = p->fan;
@@ -280,11 +282,11 @@ static void finish(struct worker *w, struct req *p)
             resp_add_error(p->reply, "%s", err);
         }
     }
-    fanout_release(w, p);
-    router_complete(w, p);
+    release(w, p);
+    req_complete(w, p);
 }
 
-void fanout_part_done(struct worker *w, struct req *part)
+static void part_done(struct worker *w, struct req *part)
 {
     struct req *p = part->parent;
     struct fanout *f = p->fan;
@@ -304,13 +306,21 @@ void fanout_part_done(struct worker *w, struct req *part)
     finish(w, p);
 }
 
-void fanout_release(struct worker *w, struct req *r)
+static int part_wanted(const struct req *part)
+{
+    return req_wanted(part->parent);
+}
+
+/* A part's reply is merged into its parent's; the last one completes it. */
+static const struct req_sink part_sink = {part_done, part_wanted};
+
+static void release(struct worker *w, struct req *r)
 {
     struct fanout *f = r->fan;
     r->fan = NULL;
     if (f == NULL)
         return;
-    /* Parts still out belong to their backends (this is the worker's exit). */
+    /* Kept for a merge: none is out any more, or none was sent. */
     for (size_t i = 0; f->pending == 0 && f->parts && i < f->nparts; i++)
         if (f->parts[i])
             req_free(w, f->parts[i]);
@@ -322,7 +332,7 @@ void fanout_release(struct worker *w, struct req *r)
 /* A new part of P for SLOT, counted as pending. NULL if out of memory. */
 static struct req *new_part(struct worker *w, struct req *p, int slot)
 {
-    struct req *part = req_new(w, REQ_PART);
+    struct req *part = req_new(w, REQ_PART, &part_sink);
     if (part == NULL)
         return NULL;
     part->parent = p;
@@ -342,7 +352,7 @@ static struct fanout *new_fanout(struct req *p, int merge, size_t extra)
     f->merge = (uint8_t)merge;
     f->pending = 1; /* held while sending, so a part failing at once cannot finish P early */
     p->fan = f;
-    router_count(p);
+    client_awaits(p);
     return f;
 }
 
@@ -353,14 +363,14 @@ void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, c
     if (keys[nkeys - 1] + step != q->argc) {
         /* MSET a 1 b: the last key has no value (the node would say so, but
          * only after the other parts ran). */
-        router_fail(w, r, "ERR wrong number of arguments for '%s' command", cmd->name);
+        req_fail(w, r, "ERR wrong number of arguments for '%s' command", cmd->name);
         return;
     }
     size_t maxparts = nkeys < SLOT_COUNT ? nkeys : SLOT_COUNT;
     size_t extra = maxparts * sizeof(struct req *) + maxparts * sizeof(size_t) + nkeys * sizeof(uint16_t);
     struct fanout *f = new_fanout(r, cmd->merge, extra);
     if (f == NULL) {
-        router_fail(w, r, "ERR respgate: out of memory");
+        req_fail(w, r, REQ_OUT_OF_MEMORY);
         return;
     }
     f->parts = (struct req **)(f + 1);
@@ -376,7 +386,7 @@ void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, c
         if (slot_part[s] == 0) {
             struct req *part = oom ? NULL : new_part(w, r, (int)s);
             if (part == NULL) {
-                oom = "ERR respgate: out of memory";
+                oom = REQ_OUT_OF_MEMORY;
                 continue;
             }
             part->part = (uint16_t)f->nparts;
@@ -392,8 +402,8 @@ void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, c
         for (size_t i = 0; i < f->nparts; i++)
             req_free(w, f->parts[i]);
         f->nparts = 0;
-        fanout_release(w, r);
-        router_fail(w, r, "%s", oom);
+        release(w, r);
+        req_fail(w, r, "%s", oom);
         return;
     }
 
@@ -421,7 +431,7 @@ void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, c
         evbuffer_prepend(f->parts[i]->buf, head, (size_t)n);
     }
     for (size_t i = 0; i < f->nparts; i++)
-        router_send(w, f->parts[i], f->parts[i]->slot); /* completes through fanout_part_done */
+        router_send(w, f->parts[i], f->parts[i]->slot); /* completes through part_sink */
     finish(w, r);
 }
 
@@ -454,13 +464,13 @@ static void scan(struct worker *w, struct req *r, const struct resp_req *q)
 {
     uint64_t cursor;
     if (arg_u64(r->buf, q, 1, &cursor) < 0) {
-        router_fail(w, r, "ERR invalid cursor");
+        req_fail(w, r, "ERR invalid cursor");
         return;
     }
     struct router_master *m = NULL;
     long n = router_masters(w, &m);
     if (n < 0) {
-        router_fail(w, r, "ERR respgate: out of memory");
+        req_fail(w, r, REQ_OUT_OF_MEMORY);
         return;
     }
     unsigned slot = (unsigned)(cursor % SLOT_COUNT);
@@ -473,15 +483,15 @@ static void scan(struct worker *w, struct req *r, const struct resp_req *q)
             i = j;
     if (i == n) {
         free(m);
-        router_fail(w, r, "CLUSTERDOWN Hash slot not served");
+        req_fail(w, r, "CLUSTERDOWN Hash slot not served");
         return;
     }
     struct fanout *f = new_fanout(r, MERGE_SCAN, 0);
     struct req *part = f ? new_part(w, r, m[i].first) : NULL;
     if (part == NULL) {
         free(m);
-        fanout_release(w, r);
-        router_fail(w, r, "ERR respgate: out of memory");
+        release(w, r);
+        req_fail(w, r, REQ_OUT_OF_MEMORY);
         return;
     }
     f->scan_first = m[i].first;
@@ -551,7 +561,7 @@ static void send_beside(struct worker *w, struct client *c, struct req *part, st
     }
     part->pinned = 1; /* for this node: never redirected or sent elsewhere */
     if (backend_send(own, part) < 0)
-        router_fail(w, part, "ERR respgate: cannot reach %s:%d", b->host, b->port);
+        req_fail(w, part, "ERR respgate: cannot reach %s:%d", b->host, b->port);
     backend_release(own); /* closes once answered */
 }
 
@@ -566,11 +576,11 @@ void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cm
     struct fanout *f = n < 0 ? NULL : new_fanout(r, cmd->merge, 0);
     if (f == NULL) {
         free(m);
-        router_fail(w, r, "ERR respgate: out of memory");
+        req_fail(w, r, REQ_OUT_OF_MEMORY);
         return;
     }
     if (cmd->merge == MERGE_MIN && r->client) {
-        router_note_blocking(w, r); /* WAIT */
+        client_note_blocking(w, r); /* WAIT */
         int wrote = r->client->nwrote || r->client->wrote_many;
         n = wait_targets(w, r->client, m, n);
         r->client->nwrote = 0;
@@ -579,9 +589,9 @@ void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cm
             /* The masters written to serve no slots any more (a failover):
              * nobody can acknowledge those writes now. */
             free(m);
-            fanout_release(w, r);
+            release(w, r);
             evbuffer_add(r->reply, ":0\r\n", 4);
-            router_complete(w, r);
+            req_complete(w, r);
             return;
         }
         cap_wait_timeout(w, r, q);
@@ -591,7 +601,7 @@ void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cm
     for (long i = 0; i < n; i++) {
         struct req *part = new_part(w, r, m[i].first);
         if (part == NULL) {
-            fail_with(f, r, NULL, "ERR respgate: out of memory");
+            fail_with(f, r, NULL, REQ_OUT_OF_MEMORY);
             break;
         }
         /* A copy: these frames are small, and each part must own one. */
@@ -611,13 +621,13 @@ void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cm
         struct backend *b = backend_get(w, node->host, node->port);
         struct req *part = b ? new_part(w, r, 0) : NULL;
         if (part == NULL) {
-            fail_with(f, r, NULL, "ERR respgate: out of memory");
+            fail_with(f, r, NULL, REQ_OUT_OF_MEMORY);
             break;
         }
         evbuffer_add(part->buf, frame, len);
         part->pinned = 1; /* for this node, never redirected or sent elsewhere */
         if (backend_send(b, part) < 0)
-            router_fail(w, part, "ERR respgate: cannot reach replica %s:%d", b->host, b->port);
+            req_fail(w, part, "ERR respgate: cannot reach replica %s:%d", b->host, b->port);
     }
     if (n == 0)
         fail_with(f, r, NULL, "CLUSTERDOWN The cluster is down");
@@ -637,7 +647,7 @@ int fanout_info(struct worker *w, struct req *r, struct info *in, const char *fr
     for (long i = 0; i < n; i++) {
         struct req *part = new_part(w, r, m[i].first);
         if (part == NULL) {
-            fail_with(f, r, NULL, "ERR respgate: out of memory");
+            fail_with(f, r, NULL, REQ_OUT_OF_MEMORY);
             break;
         }
         part->part = (uint16_t)i; /* slot order: part 0 is the first master */

@@ -37,11 +37,4 @@ void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cm
 struct info;
 int fanout_info(struct worker *w, struct req *r, struct info *in, const char *frame, size_t len);
 
-/* Part PART has its reply in PART->reply: merges it, and completes the
- * client request once every part is in. */
-void fanout_part_done(struct worker *w, struct req *part);
-
-/* Frees what R's fan-out holds (the parts kept for a merge); from req_free. */
-void fanout_release(struct worker *w, struct req *r);
-
 #endif

@@ -482,7 +482,7 @@ const char *info_part(struct info *in, unsigned index, struct evbuffer *reply, c
     size_t len = evbuffer_get_length(reply);
     char *text = malloc(len + 1);
     if (text == NULL)
-        return "ERR respgate: out of memory";
+        return REQ_OUT_OF_MEMORY;
     evbuffer_remove(reply, text, len);
     text[len] = '\0';
     if (text[0] != '$') {
@@ -518,7 +518,7 @@ const char *info_part(struct info *in, unsigned index, struct evbuffer *reply, c
             merge_field(in, (unsigned)sec, p, (size_t)(colon - p), colon + 1, index) < 0) {
             free(text);
             free(copy);
-            return "ERR respgate: out of memory";
+            return REQ_OUT_OF_MEMORY;
         }
     }
     free(text);
@@ -575,7 +575,7 @@ void info_finish(struct info *in, struct evbuffer *out)
 {
     struct evbuffer *text = evbuffer_new();
     if (text == NULL) {
-        resp_add_error(out, "ERR respgate: out of memory");
+        resp_add_error(out, REQ_OUT_OF_MEMORY);
         return;
     }
     for (unsigned s = 0; s < SEC_COUNT; s++) {
@@ -621,7 +621,7 @@ int info_run(struct client *c, struct req *r, const struct resp_req *q)
     }
     struct info *in = calloc(1, sizeof(*in));
     if (in == NULL) {
-        resp_add_error(r->reply, "ERR respgate: out of memory");
+        resp_add_error(r->reply, REQ_OUT_OF_MEMORY);
         return 0;
     }
     in->w = w;

@@ -9,6 +9,12 @@
  * confirmations, say whether the client is in subscribed mode; while
  * confirmations are due, the client's other commands wait (router), so the
  * mode is known when they are looked at, as in Redis.
+ *
+ * Keyspace notifications come from every master, so their names are also
+ * subscribed on an extra connection to each master but the Pub/Sub node.
+ * A client's confirmation waits until every extra confirmed what it was
+ * sent: once a client has its confirmation, as with one Redis, no event
+ * of a key written after it is missed.
  */
 #include "pubsub.h"
 
@@ -36,6 +42,8 @@ struct subscriber {
     struct backend *shard; /* shard channels, on their slots' master */
     size_t nkeyspace;
     char *keyspace[PUBSUB_KEYSPACE_MAX]; /* 'c' or 'p', then the name: what the extras hold */
+    uint32_t extras_due;   /* subscription commands sent to the extras, not yet confirmed */
+    struct req_list gated; /* the client's replies that wait for them, in order */
 };
 
 static enum op op_of(const struct cmd_spec *cmd)
@@ -117,7 +125,7 @@ static void deliver(struct backend *b, struct evbuffer *in, size_t len, int patt
 {
     struct client *c = b->owner;
     struct req *r = c->dead || c->closing || (b->extra && !extra_wanted(c, in, len, pattern))
-                        ? NULL : req_new(c->w, REQ_CLIENT);
+                        ? NULL : req_new(c->w, REQ_CLIENT, &client_sink);
     if (r == NULL) {
         evbuffer_drain(in, len);
         return;
@@ -125,7 +133,7 @@ static void deliver(struct backend *b, struct evbuffer *in, size_t len, int patt
     r->client = c;
     evbuffer_remove_buffer(in, r->reply, len);
     struct req *head = backend_head(b), *before = NULL;
-    if (head && head->kind == REQ_CLIENT && head->client == c && evbuffer_get_length(head->reply) == 0)
+    if (head && head->sink == &client_sink && head->client == c && evbuffer_get_length(head->reply) == 0)
         before = head;
     else if (c->hold)
         before = c->hold;
@@ -134,7 +142,7 @@ static void deliver(struct backend *b, struct evbuffer *in, size_t len, int patt
     else
         TAILQ_INSERT_TAIL(&c->owed, r, owed);
     c->nowed++;
-    router_complete(c->w, r);
+    req_complete(c->w, r);
 }
 
 /* The count that ends a confirmation frame FRAME (LEN bytes): its last
@@ -198,9 +206,9 @@ int pubsub_frame(struct backend *b, struct evbuffer *in, size_t len)
         else
             worker_request_refresh(b->w);
         evbuffer_drain(in, len);
-        if (r->kind == REQ_CLIENT)
+        if (r->sink == &client_sink)
             resp_add_error(r->reply, "TRYAGAIN respgate: the channels' slot moved away from %s:%d", b->host, b->port);
-    } else if (r->kind == REQ_CLIENT && r->client) {
+    } else if (r->sink == &client_sink && r->client) {
         evbuffer_remove_buffer(in, r->reply, len);
     } else {
         evbuffer_drain(in, len);
@@ -213,12 +221,35 @@ int pubsub_frame(struct backend *b, struct evbuffer *in, size_t len)
     if (!done)
         return 0;
     backend_pop(b);
-    if (r->kind == REQ_CLIENT && r->client)
-        router_complete(b->w, r);
+    struct subscriber *s = b->owner->sub;
+    if (r->sink == &client_sink && r->client && s && s->extras_due > 0)
+        TAILQ_INSERT_TAIL(&s->gated, r, inflight); /* until the extras confirm */
     else
-        req_free(b->w, r);
+        req_complete(b->w, r);
     return 0;
 }
+
+/* Completes the replies that waited for the extras' confirmations. */
+static void release_gated(struct client *c, struct subscriber *s)
+{
+    struct req *r;
+    while ((r = TAILQ_FIRST(&s->gated))) {
+        TAILQ_REMOVE(&s->gated, r, inflight);
+        req_complete(c->w, r);
+    }
+}
+
+/* A subscription command on an extra is confirmed, or its connection is
+ * gone (the client's extras are freed before the client). */
+static void extra_done(struct worker *w, struct req *d)
+{
+    struct client *c = d->client;
+    req_free(w, d);
+    if (c->sub && --c->sub->extras_due == 0)
+        release_gated(c, c->sub);
+}
+
+static const struct req_sink extra_sink = {extra_done, NULL};
 
 /* Reads the counts off the confirmation (or "pong") frame of LEN bytes at
  * the front of IN, into B. Returns 0, or -1 if it is neither. */
@@ -258,8 +289,8 @@ static int is_keyspace(const char *name, size_t len)
 
 static struct subscriber *subscriber_of(struct client *c)
 {
-    if (c->sub == NULL)
-        c->sub = calloc(1, sizeof(*c->sub));
+    if (c->sub == NULL && (c->sub = calloc(1, sizeof(*c->sub))) != NULL)
+        TAILQ_INIT(&c->sub->gated);
     return c->sub;
 }
 
@@ -276,10 +307,10 @@ static int send_on(struct client *c, struct backend *b, struct req *r, uint32_t 
     r->until = (uint8_t)until;
     r->pinned = 1;
     if (b && backend_send(b, r) == 0) {
-        router_count(r);
+        client_awaits(r);
         return 0;
     }
-    router_fail(c->w, r, "ERR respgate: the Pub/Sub connection of this client is lost");
+    req_fail(c->w, r, "ERR respgate: the Pub/Sub connection of this client is lost");
     return -1;
 }
 
@@ -301,6 +332,26 @@ static int same_node(const struct backend *b, const struct backend *m)
     return b->port == m->port && strcmp(b->host, m->host) == 0;
 }
 
+/* A subscription command for one of C's extras; its confirmations are
+ * dropped, but the client's wait for them (extra_sink). */
+static struct req *new_extra_request(struct client *c)
+{
+    struct req *d = req_new(c->w, REQ_DROP, &extra_sink);
+    if (d) {
+        d->client = c;
+        d->pinned = 1;
+    }
+    return d;
+}
+
+static void send_extra_request(struct client *c, struct backend *b, struct req *d)
+{
+    if (backend_send(b, d) < 0)
+        req_free(c->w, d);
+    else
+        c->sub->extras_due++;
+}
+
 /* Sends FRAME (a copy) to C's extras, expecting EXPECT confirmations or
  * until UNTIL; their confirmations are dropped. */
 static void send_to_extras(struct client *c, struct evbuffer *frame, uint32_t expect, enum until until)
@@ -309,16 +360,14 @@ static void send_to_extras(struct client *c, struct evbuffer *frame, uint32_t ex
     TAILQ_FOREACH(b, &c->privates, link) {
         if (!b->extra || b->broken)
             continue;
-        struct req *d = req_new(c->w, REQ_DROP);
+        struct req *d = new_extra_request(c);
         if (d == NULL)
             return;
         size_t len = evbuffer_get_length(frame);
         evbuffer_add(d->buf, evbuffer_pullup(frame, (ev_ssize_t)len), len);
         d->expect = expect;
         d->until = (uint8_t)until;
-        d->pinned = 1;
-        if (backend_send(b, d) < 0)
-            req_free(c->w, d);
+        send_extra_request(c, b, d);
     }
 }
 
@@ -340,7 +389,7 @@ static void ensure_extras(struct client *c)
         if (x == NULL)
             continue;
         for (int pattern = 0; pattern < 2; pattern++) {
-            struct req *d = req_new(c->w, REQ_DROP);
+            struct req *d = new_extra_request(c);
             if (d == NULL)
                 break;
             size_t k = 0;
@@ -356,9 +405,7 @@ static void ensure_extras(struct client *c)
                 if (s->keyspace[j][0] == (pattern ? 'p' : 'c'))
                     evbuffer_add_printf(d->buf, "$%zu\r\n%s\r\n", strlen(s->keyspace[j] + 1), s->keyspace[j] + 1);
             d->expect = (uint32_t)k;
-            d->pinned = 1;
-            if (backend_send(x, d) < 0)
-                req_free(c->w, d);
+            send_extra_request(c, x, d);
         }
     }
     free(m);
@@ -421,7 +468,7 @@ static void channels(struct client *c, struct req *r, const struct resp_req *q, 
     int add = op == OP_SUBSCRIBE || op == OP_PSUBSCRIBE;
     int pattern = op == OP_PSUBSCRIBE || op == OP_PUNSUBSCRIBE;
     if (s->main == NULL && add && (s->main = open_push(c, pubsub_slot(c->w), 0)) == NULL) {
-        router_fail(c->w, r, "CLUSTERDOWN respgate cannot reach the Pub/Sub node");
+        req_fail(c->w, r, "CLUSTERDOWN respgate cannot reach the Pub/Sub node");
         return;
     }
     if (s->main == NULL) {
@@ -434,7 +481,7 @@ static void channels(struct client *c, struct req *r, const struct resp_req *q, 
         }
         if (q->argc == 1)
             evbuffer_add_printf(r->reply, "*3\r\n$%zu\r\n%s\r\n$-1\r\n:0\r\n", strlen(kind), kind);
-        router_complete(c->w, r);
+        req_complete(c->w, r);
         return;
     }
     struct evbuffer *names = evbuffer_new();
@@ -465,24 +512,24 @@ static void shard_channels(struct client *c, struct req *r, const struct cmd_spe
     struct worker *w = c->w;
     int slot = router_keys_slot(w, r, cmd, q);
     if (slot == -2) {
-        router_fail(w, r, "CROSSSLOT Keys in request don't hash to the same slot");
+        req_fail(w, r, "CROSSSLOT Keys in request don't hash to the same slot");
         return;
     }
     if (slot >= 0 && w->owner[slot] == NULL) {
-        router_fail(w, r, "CLUSTERDOWN Hash slot not served");
+        req_fail(w, r, "CLUSTERDOWN Hash slot not served");
         return;
     }
     if (slot >= 0 && s->shard && !same_node(s->shard, w->owner[slot]) &&
         (s->shard->broken || (s->shard->nshard == 0 && s->shard->ninflight == 0)))
         backend_free_private(s->shard, NULL); /* nothing on it: go where the channels are now */
     if (slot >= 0 && s->shard && !same_node(s->shard, w->owner[slot])) {
-        router_fail(w, r, "ERR respgate: the shard channels of one connection must live on one node; these live on "
+        req_fail(w, r, "ERR respgate: the shard channels of one connection must live on one node; these live on "
                           "%s:%d, earlier ones on %s:%d",
                     w->owner[slot]->host, w->owner[slot]->port, s->shard->host, s->shard->port);
         return;
     }
     if (s->shard == NULL && op == OP_SSUBSCRIBE && (s->shard = open_push(c, slot, 0)) == NULL) {
-        router_fail(w, r, "CLUSTERDOWN respgate cannot reach the node serving this slot");
+        req_fail(w, r, "CLUSTERDOWN respgate cannot reach the node serving this slot");
         return;
     }
     if (s->shard == NULL) {
@@ -493,7 +540,7 @@ static void shard_channels(struct client *c, struct req *r, const struct cmd_spe
         }
         if (q->argc == 1)
             evbuffer_add(r->reply, "*3\r\n$12\r\nsunsubscribe\r\n$-1\r\n:0\r\n", 32);
-        router_complete(w, r);
+        req_complete(w, r);
         return;
     }
     r->shard_sub = 1;
@@ -505,7 +552,7 @@ void pubsub_dispatch(struct client *c, struct req *r, const struct cmd_spec *cmd
     struct worker *w = c->w;
     enum op op = op_of(cmd);
     if (subscriber_of(c) == NULL) {
-        router_fail(w, r, "ERR respgate: out of memory");
+        req_fail(w, r, REQ_OUT_OF_MEMORY);
         return;
     }
     struct subscriber *s = c->sub;
@@ -567,6 +614,7 @@ void pubsub_reset(struct client *c)
     if (s == NULL)
         return;
     c->sub = NULL;
+    release_gated(c, s); /* orphaned by client_free, or answered before RESET's reply */
     struct backend *b, *next;
     for (b = TAILQ_FIRST(&c->privates); b; b = next) {
         next = TAILQ_NEXT(b, link);

@@ -3,16 +3,19 @@
  */
 #include "req.h"
 
-#include "fanout.h"
 #include "worker.h"
 
+#include "resp.h"
+
 #include <event2/buffer.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define REQ_POOL_MAX 1024 /* kept for reuse per worker; more are freed */
 
-struct req *req_new(struct worker *w, enum req_kind kind)
+struct req *req_new(struct worker *w, enum req_kind kind, const struct req_sink *sink)
 {
     struct req *r = TAILQ_FIRST(&w->req_pool);
     if (r) {
@@ -34,13 +37,37 @@ struct req *req_new(struct worker *w, enum req_kind kind)
         }
     }
     r->kind = (uint8_t)kind;
+    r->sink = sink;
     return r;
+}
+
+void req_complete(struct worker *w, struct req *r)
+{
+    if (r->sink)
+        r->sink->done(w, r);
+    else
+        req_free(w, r);
+}
+
+void req_fail(struct worker *w, struct req *r, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    evbuffer_drain(r->reply, evbuffer_get_length(r->reply));
+    resp_add_error(r->reply, "%s", msg);
+    req_complete(w, r);
+}
+
+int req_wanted(const struct req *r)
+{
+    return r->sink == NULL || r->sink->wanted == NULL || r->sink->wanted(r);
 }
 
 void req_free(struct worker *w, struct req *r)
 {
-    if (r->fan)
-        fanout_release(w, r);
     if (w->req_pooled >= REQ_POOL_MAX) {
         evbuffer_free(r->buf);
         evbuffer_free(r->reply);

@@ -7,6 +7,12 @@
  * (client = NULL); their replies are read and dropped. Internal requests
  * (AUTH at connect, ASKING before a resend) have no client and no owed slot.
  * Objects are recycled through a small per-worker pool, evbuffers included.
+ *
+ * A request's end belongs to its owner, whoever created it: its sink says
+ * what happens once its reply (or an error) is in. The client's sink
+ * delivers it in order; a fan-out part's merges it into its parent; an
+ * internal request (no sink) is freed. Code below the owner only calls
+ * req_complete() or req_fail(), and never frees a request it was handed.
  */
 #ifndef RG_REQ_H
 #define RG_REQ_H
@@ -15,6 +21,7 @@
 #include <sys/queue.h>
 
 struct client;
+struct req;
 struct backend;
 struct fanout;
 struct evbuffer;
@@ -29,9 +36,19 @@ enum req_kind {
     REQ_SETUP,       /* CLIENT SETNAME, READONLY on a new connection: an error is logged, no more */
 };
 
+/* What becomes of a request once it is answered, chosen by its creator. */
+struct req_sink {
+    /* R's reply (or error) is in R->reply: R belongs to the sink again. */
+    void (*done)(struct worker *w, struct req *r);
+    /* Whether anyone still waits for R's reply: one nobody waits for is
+     * neither sent again nor answered, only freed. */
+    int (*wanted)(const struct req *r);
+};
+
 struct req {
     TAILQ_ENTRY(req) owed;      /* in the client's FIFO */
     TAILQ_ENTRY(req) inflight;  /* in a backend's FIFO, or the worker's parked list */
+    const struct req_sink *sink; /* NULL: an internal request, freed when done */
     struct client *client;      /* NULL once orphaned, or for internal requests */
     struct backend *backend;    /* where it is in flight, or NULL */
     struct evbuffer *buf;       /* the request frame, kept for a resend */
@@ -60,10 +77,31 @@ struct req {
 
 TAILQ_HEAD(req_list, req);
 
-/* A request of KIND from W's pool, with empty buffers; NULL if out of memory. */
-struct req *req_new(struct worker *w, enum req_kind kind);
+/* A request of KIND from W's pool, with empty buffers, answered through
+ * SINK (NULL for an internal request); NULL if out of memory. */
+struct req *req_new(struct worker *w, enum req_kind kind, const struct req_sink *sink);
 /* Back to W's pool (or freed past the pool's size). */
 void req_free(struct worker *w, struct req *r);
+/* R's reply is in R->reply: hands R to its sink (or frees it). */
+void req_complete(struct worker *w, struct req *r);
+/* Replaces R's reply with the error "CODE text" of FMT and completes R. */
+void req_fail(struct worker *w, struct req *r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Whether R's reply is still wanted (see struct req_sink); internal
+ * requests always are. */
+int req_wanted(const struct req *r);
+/* Whether R is a request someone outside the connection owns (a client's,
+ * a part): one a lost connection may send again or must answer. */
+static inline int req_owned(const struct req *r)
+{
+    return r->sink != 0;
+}
+/* The error text for a command cut off by a lost connection. */
+#define REQ_MAY_HAVE_RUN "the command may or may not have run"
+/* The error a request nobody waits for completes with. */
+#define REQ_CLIENT_LEFT "ERR respgate: the client left"
+/* The reply when memory runs out. */
+#define REQ_OUT_OF_MEMORY "ERR respgate: out of memory"
+
 /* Frees W's pool, at worker exit. */
 void req_pool_drain(struct worker *w);
 

@@ -40,60 +40,6 @@
 
 #define KEYS_ON_STACK 64
 
-void router_note_blocking(struct worker *w, struct req *r)
-{
-    if (r->blocking || r->client == NULL)
-        return;
-    r->blocking = 1;
-    if (r->client->nblocking++ == 0)
-        atomic_fetch_add_explicit(&w->stats.blocked, 1, memory_order_relaxed);
-}
-
-void router_complete(struct worker *w, struct req *r)
-{
-    if (r->kind == REQ_PART) {
-        fanout_part_done(w, r);
-        return;
-    }
-    r->done = 1;
-    if (r->blocking && r->client && --r->client->nblocking == 0)
-        atomic_fetch_sub_explicit(&w->stats.blocked, 1, memory_order_relaxed);
-    r->blocking = 0;
-    if (r->counted && r->client) {
-        struct client *c = r->client;
-        r->counted = 0;
-        if (r->pinned ? --c->npinned == 0 : --c->nshared == 0)
-            if (c->hold)
-                event_active(c->resume, EV_READ, 0);
-    }
-    if (r->client) {
-        r->client->held += evbuffer_get_length(r->reply);
-        client_deliver(r->client);
-    }
-    else
-        req_free(w, r);
-}
-
-void router_abandon(struct worker *w, struct req *r)
-{
-    if (r->kind == REQ_PART)
-        router_fail(w, r, "ERR respgate: shutting down");
-    else
-        req_free(w, r);
-}
-
-void router_fail(struct worker *w, struct req *r, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    evbuffer_drain(r->reply, evbuffer_get_length(r->reply));
-    resp_add_error(r->reply, "%s", msg);
-    router_complete(w, r);
-}
-
 /* Redis's replies to an unknown command, and to an unknown subcommand of PARENT. */
 static void fail_unknown(struct worker *w, struct req *r, const struct resp_req *q, const struct cmd_spec *parent)
 {
@@ -105,16 +51,16 @@ static void fail_unknown(struct worker *w, struct req *r, const struct resp_req 
             *p = (char)toupper((unsigned char)*p);
         resp_arg_printable(r->buf, &q->argv[1], arg, sizeof(arg));
         if (t->subcommand_table)
-            router_fail(w, r, "ERR unknown subcommand '%s'. Try %s HELP.", arg, name);
+            req_fail(w, r, "ERR unknown subcommand '%s'. Try %s HELP.", arg, name);
         else
-            router_fail(w, r, "ERR Unknown subcommand or wrong number of arguments for '%s'. Try %s HELP.", arg, name);
+            req_fail(w, r, "ERR Unknown subcommand or wrong number of arguments for '%s'. Try %s HELP.", arg, name);
         return;
     }
     size_t o = 0;
     for (size_t i = 1; i < q->argc && o < 128; i++)
         o += (size_t)snprintf(args + o, sizeof(args) - o, "%s%s%s", t->quote,
                               resp_arg_printable(r->buf, &q->argv[i], arg, sizeof(arg)), t->arg_end);
-    router_fail(w, r, "ERR unknown command %s%s%s, with args beginning with: %s", t->quote, name, t->quote, args);
+    req_fail(w, r, "ERR unknown command %s%s%s, with args beginning with: %s", t->quote, name, t->quote, args);
 }
 
 /* Redis's arity error for CMD (arguments Q), as the cluster's version words it. */
@@ -122,7 +68,7 @@ static void fail_arity(struct worker *w, struct req *r, const struct resp_req *q
 {
     const char *bar = strchr(cmd->name, '|');
     if (bar == NULL || compat_texts(w->version)->subcommand_table) {
-        router_fail(w, r, "ERR wrong number of arguments for '%s' command", cmd->name);
+        req_fail(w, r, "ERR wrong number of arguments for '%s' command", cmd->name);
         return;
     }
     char parent[64], sub[129];
@@ -130,7 +76,7 @@ static void fail_arity(struct worker *w, struct req *r, const struct resp_req *q
     for (size_t i = 0; i < n; i++)
         parent[i] = (char)toupper((unsigned char)cmd->name[i]);
     parent[n] = '\0';
-    router_fail(w, r, "ERR Unknown subcommand or wrong number of arguments for '%s'. Try %s HELP.",
+    req_fail(w, r, "ERR Unknown subcommand or wrong number of arguments for '%s'. Try %s HELP.",
                 resp_arg_printable(r->buf, &q->argv[1], sub, sizeof(sub)), parent);
 }
 
@@ -201,11 +147,11 @@ static void route_by_keys(struct worker *w, struct req *r, const struct cmd_spec
     if (slot == -2 && cmd->kind == CMD_SPLIT)
         fanout_split(w, r, cmd, q, keys, (size_t)n);
     else if (slot == -2)
-        router_fail(w, r, "CROSSSLOT Keys in request don't hash to the same slot");
+        req_fail(w, r, "CROSSSLOT Keys in request don't hash to the same slot");
     else if (slot == -3)
-        router_fail(w, r, "ERR respgate: out of memory");
+        req_fail(w, r, REQ_OUT_OF_MEMORY);
     else if (slot < 0)
-        router_fail(w, r, "CLUSTERDOWN Hash slot not served");
+        req_fail(w, r, "CLUSTERDOWN Hash slot not served");
     else
         router_send(w, r, slot);
     if (keys != stack)
@@ -250,17 +196,6 @@ void router_note_moved(struct worker *w, unsigned slot, struct backend *to)
     worker_request_refresh(w);
 }
 
-void router_count(struct req *r)
-{
-    if (r->kind != REQ_CLIENT || r->client == NULL || r->counted)
-        return;
-    r->counted = 1;
-    if (r->pinned)
-        r->client->npinned++;
-    else
-        r->client->nshared++;
-}
-
 /* Where a read of SLOT goes under cluster.read_policy: a replica of its
  * master when one is known and not backing off (replica: always;
  * prefer-replica: for every other slot, so the master serves too), else
@@ -281,11 +216,11 @@ void router_send(struct worker *w, struct req *r, int slot)
 {
     struct backend *b = r->readonly && !r->master_only && w->owner[slot] ? read_target(w, slot) : w->owner[slot];
     if (b == NULL) {
-        router_fail(w, r, "CLUSTERDOWN Hash slot not served");
+        req_fail(w, r, "CLUSTERDOWN Hash slot not served");
         return;
     }
     r->slot = (uint16_t)slot;
-    router_count(r);
+    client_awaits(r);
     if (r->write) {
         struct client *c = r->kind == REQ_PART ? r->parent->client : r->client;
         if (c)
@@ -295,7 +230,7 @@ void router_send(struct worker *w, struct req *r, int slot)
     if (rc == -EAGAIN) {
         park(w, r); /* the node's connection is backing off: wait for it or a new map, bounded */
     } else if (rc < 0) {
-        router_fail(w, r, "CLUSTERDOWN respgate cannot reach %s:%d, the node serving slot %d", b->host, b->port, slot);
+        req_fail(w, r, "CLUSTERDOWN respgate cannot reach %s:%d, the node serving slot %d", b->host, b->port, slot);
     }
 }
 
@@ -319,7 +254,7 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
             return;
         }
         if ((no = pubsub_refusal(c, cmd, buf, sizeof(buf)))) {
-            router_fail(w, r, "%s", no);
+            req_fail(w, r, "%s", no);
             return;
         }
     }
@@ -328,11 +263,11 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
     if (cmd && cmd->kind == CMD_LOCAL && !(c->sub && pubsub_owns(c, cmd)) &&
         (!c->multi || strcmp(cmd->name, "quit") == 0 || strcmp(cmd->name, "reset") == 0)) {
         if (local_dispatch(c, r, q) == 0)
-            router_complete(w, r);
+            req_complete(w, r);
         return;
     }
     if (!client_authed(c)) {
-        router_fail(w, r, "NOAUTH Authentication required.");
+        req_fail(w, r, "NOAUTH Authentication required.");
         return;
     }
     if (cmd == NULL || (cmd->nsubs && q->argc > 1)) {
@@ -347,7 +282,7 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
         return;
     }
     if (cmd->kind == CMD_REFUSED && !c->multi) {
-        router_fail(w, r, "ERR respgate does not forward '%s': %s", cmd->name, cmd->why);
+        req_fail(w, r, "ERR respgate does not forward '%s': %s", cmd->name, cmd->why);
         return;
     }
     if (w->map == NULL && !atomic_load(&w->srv->seeds_failed)) {
@@ -356,7 +291,7 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
     }
     if (w->map == NULL) {
         c->multi_failed |= c->multi;
-        router_fail(w, r, "CLUSTERDOWN The cluster is down");
+        req_fail(w, r, "CLUSTERDOWN The cluster is down");
         return;
     }
     /* Redis runs one connection's commands one after another. Here they
@@ -387,7 +322,7 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
     if (cmd->kind == CMD_PUBSUB) { /* PUBLISH, PUBSUB CHANNELS/NUMSUB/NUMPAT */
         int slot = pubsub_slot(w);
         if (slot < 0)
-            router_fail(w, r, "CLUSTERDOWN Hash slot not served");
+            req_fail(w, r, "CLUSTERDOWN Hash slot not served");
         else
             router_send(w, r, slot);
         return;
@@ -433,7 +368,7 @@ static void redirect(struct backend *from, struct req *r, const struct resp_redi
     /* A node that does not know its own address answers with an empty host. */
     struct backend *to = backend_get(w, redirect_host(w, from, rd), rd->port);
     if (to == NULL) {
-        router_fail(w, r, "ERR respgate: out of memory");
+        req_fail(w, r, REQ_OUT_OF_MEMORY);
         return;
     }
     if (!rd->ask) {
@@ -441,20 +376,20 @@ static void redirect(struct backend *from, struct req *r, const struct resp_redi
         router_send(w, r, (int)rd->slot);
         return;
     }
-    struct req *asking = req_new(w, REQ_ASKING);
+    struct req *asking = req_new(w, REQ_ASKING, NULL);
     if (asking == NULL) {
-        router_fail(w, r, "ERR respgate: out of memory");
+        req_fail(w, r, REQ_OUT_OF_MEMORY);
         return;
     }
     evbuffer_add(asking->buf, "*1\r\n$6\r\nASKING\r\n", 16);
     if (backend_send(to, asking) < 0) {
         req_free(w, asking);
-        router_fail(w, r, "CLUSTERDOWN respgate cannot reach %s:%d, the node importing slot %u", to->host, to->port,
+        req_fail(w, r, "CLUSTERDOWN respgate cannot reach %s:%d, the node importing slot %u", to->host, to->port,
                     rd->slot);
         return;
     }
     if (backend_send(to, r) < 0)
-        router_fail(w, r, "CLUSTERDOWN respgate cannot reach %s:%d", to->host, to->port);
+        req_fail(w, r, "CLUSTERDOWN respgate cannot reach %s:%d", to->host, to->port);
 }
 
 /* Now on W's clock, in milliseconds. */
@@ -469,7 +404,7 @@ static void park(struct worker *w, struct req *r)
 {
     static const struct timeval tick = {0, ROUTER_RETRY_MS * 1000};
     if (w->nparked >= ROUTER_MAX_PARKED) {
-        router_fail(w, r, "CLUSTERDOWN respgate: %d requests already wait for the cluster", ROUTER_MAX_PARKED);
+        req_fail(w, r, "CLUSTERDOWN respgate: %d requests already wait for the cluster", ROUTER_MAX_PARKED);
         return;
     }
     /* A request waits, from the first time it has to, for as long as a
@@ -495,14 +430,12 @@ void router_on_retry(evutil_socket_t fd, short what, void *arg)
     while ((r = TAILQ_FIRST(&due))) {
         TAILQ_REMOVE(&due, r, inflight);
         r->parked = 0;
-        if (r->kind == REQ_CLIENT && r->client == NULL) {
-            req_free(w, r);
-        } else if (r->kind == REQ_PART && r->parent->client == NULL) {
-            router_fail(w, r, "ERR respgate: the client left"); /* its parent completes and goes */
+        if (!req_wanted(r)) {
+            req_fail(w, r, REQ_CLIENT_LEFT);
         } else if (now >= r->deadline_ms) {
             atomic_fetch_add_explicit(&w->stats.expired, 1, memory_order_relaxed);
             struct backend *b = w->owner[r->slot];
-            router_fail(w, r, "CLUSTERDOWN respgate: slot %u was not served within %llums "
+            req_fail(w, r, "CLUSTERDOWN respgate: slot %u was not served within %llums "
                               "(cluster.failover_wait); last tried %s:%d",
                         r->slot, (unsigned long long)server_failover_wait_ms(w->srv, w->conf), b ? b->host : "none",
                         b ? b->port : 0);
@@ -515,8 +448,8 @@ void router_on_retry(evutil_socket_t fd, short what, void *arg)
 
 void router_retry(struct worker *w, struct req *r, struct backend *b, const char *why)
 {
-    if (r->kind == REQ_CLIENT && r->client == NULL)
-        req_free(w, r);
+    if (!req_wanted(r))
+        req_fail(w, r, REQ_CLIENT_LEFT);
     else
         park(w, r); /* until a connection or a new map, at most failover_wait */
     (void)b;
@@ -541,9 +474,9 @@ static int retryable(const char *line, int *refresh)
 void router_reply(struct backend *from, struct req *r, struct evbuffer *in, size_t len, char type)
 {
     struct worker *w = from->w;
-    if (r->kind == REQ_CLIENT && r->client == NULL) {
-        evbuffer_drain(in, len); /* its client left */
-        req_free(w, r);
+    if (!req_wanted(r)) {
+        evbuffer_drain(in, len);
+        req_fail(w, r, REQ_CLIENT_LEFT);
         return;
     }
     if (type == '-' && r->pinned) {
@@ -558,7 +491,7 @@ void router_reply(struct backend *from, struct req *r, struct evbuffer *in, size
                 router_note_moved(w, rd.slot, to);
             else
                 worker_request_refresh(w);
-            router_fail(w, r, "TRYAGAIN respgate: slot %u moved away from %s:%d during this session", rd.slot,
+            req_fail(w, r, "TRYAGAIN respgate: slot %u moved away from %s:%d during this session", rd.slot,
                         from->host, from->port);
             return;
         }
@@ -582,5 +515,5 @@ void router_reply(struct backend *from, struct req *r, struct evbuffer *in, size
         }
     }
     evbuffer_remove_buffer(in, r->reply, len);
-    router_complete(w, r);
+    req_complete(w, r);
 }

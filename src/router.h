@@ -55,10 +55,6 @@ long router_masters(struct worker *w, struct router_master **out);
  * and asks for a fresh map. */
 void router_note_moved(struct worker *w, unsigned slot, struct backend *to);
 
-/* Counts client request R as awaiting a reply (in its client's nshared, or
- * npinned when R->pinned), once; router_complete uncounts it. */
-void router_count(struct req *r);
-
 /* Sends R to the master serving SLOT in W's table; parks it while that
  * node's connection backs off, or fails it. R is answered either way. */
 void router_send(struct worker *w, struct req *r, int slot);
@@ -73,20 +69,5 @@ void router_on_retry(evutil_socket_t fd, short what, void *arg);
 /* R never reached backend B (WHY): sends it again shortly, or fails it
  * once it has been retried enough. */
 void router_retry(struct worker *w, struct req *r, struct backend *b, const char *why);
-
-/* Completes R with an error reply ("CODE text"). */
-void router_fail(struct worker *w, struct req *r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-/* At worker exit, when clients are gone: frees R; a part is failed so that
- * its (orphaned) parent completes and goes too. */
-void router_abandon(struct worker *w, struct req *r);
-
-/* Client request R blocks on a node (a blocking command, WAIT): its client
- * counts in INFO's blocked_clients until R completes or the client leaves. */
-void router_note_blocking(struct worker *w, struct req *r);
-
-/* Marks R answered (its reply is in R->reply) and delivers what its client
- * can now be sent; frees R if it was orphaned. */
-void router_complete(struct worker *w, struct req *r);
 
 #endif

@@ -50,10 +50,10 @@ int session_owns(const struct client *c, const struct cmd_spec *cmd, struct evbu
 static void answer(struct worker *w, struct req *r, const char *text)
 {
     if (text[0] == '-')
-        router_fail(w, r, "%s", text + 1);
+        req_fail(w, r, "%s", text + 1);
     else {
         resp_add_status(r->reply, text + 1);
-        router_complete(w, r);
+        req_complete(w, r);
     }
 }
 
@@ -63,10 +63,10 @@ static int send_pinned(struct client *c, struct backend *b, struct req *r)
 {
     r->pinned = 1;
     if (backend_send(b, r) == 0) {
-        router_count(r);
+        client_awaits(r);
         return 0;
     }
-    router_fail(c->w, r, "ERR respgate: the connection to %s:%d for this session is lost", b->host, b->port);
+    req_fail(c->w, r, "ERR respgate: the connection to %s:%d for this session is lost", b->host, b->port);
     return -1;
 }
 
@@ -76,7 +76,7 @@ static void pass_or_answer(struct client *c, struct req *r, const char *text)
 {
     r->pinned = 1;
     if (c->pin && backend_send(c->pin, r) == 0)
-        router_count(r);
+        client_awaits(r);
     else
         answer(c->w, r, text);
 }
@@ -84,7 +84,7 @@ static void pass_or_answer(struct client *c, struct req *r, const char *text)
 /* Sends a request of FRAME (LEN bytes) on B whose reply nobody awaits. */
 static int send_dropped(struct client *c, struct backend *b, const char *frame, size_t len)
 {
-    struct req *d = req_new(c->w, REQ_DROP);
+    struct req *d = req_new(c->w, REQ_DROP, NULL);
     if (d == NULL)
         return -1;
     evbuffer_add(d->buf, frame, len);
@@ -155,7 +155,7 @@ void session_reset(struct client *c)
 static void refuse_queued(struct client *c, struct req *r, const char *text)
 {
     c->multi_failed = 1;
-    router_fail(c->w, r, "%s", text);
+    req_fail(c->w, r, "%s", text);
 }
 
 /* A command inside MULTI: checked here, queued on the node. */
@@ -194,7 +194,7 @@ static void queue(struct client *c, struct req *r, const struct cmd_spec *cmd, c
         return;
     }
     if (slot < -1) {
-        refuse_queued(c, r, "ERR respgate: out of memory");
+        refuse_queued(c, r, REQ_OUT_OF_MEMORY);
         return;
     }
     if (c->pin == NULL && slot >= 0 && open_pin(c, slot, 1) < 0) {
@@ -207,7 +207,7 @@ static void queue(struct client *c, struct req *r, const struct cmd_spec *cmd, c
         return;
     }
     /* No key yet, so no node: keep the frame for later, answer as Redis would. */
-    struct req *d = c->nqueued < SESSION_QUEUED_MAX ? req_new(w, REQ_DROP) : NULL;
+    struct req *d = c->nqueued < SESSION_QUEUED_MAX ? req_new(w, REQ_DROP, NULL) : NULL;
     if (d == NULL) {
         refuse_queued(c, r, "ERR respgate: too many commands queued before the transaction's first key");
         return;
@@ -226,23 +226,23 @@ static void exec(struct client *c, struct req *r)
          * watched key changed, so the client retries. */
         session_reset(c);
         evbuffer_add(r->reply, "*-1\r\n", 5);
-        router_complete(w, r);
+        req_complete(w, r);
         return;
     }
     if (c->multi_failed) {
         end_session(c, c->pin && send_dropped(c, c->pin, "*1\r\n$7\r\nDISCARD\r\n", 17) == 0);
-        router_fail(w, r, "%s", EXECABORT);
+        req_fail(w, r, "%s", EXECABORT);
         return;
     }
     if (c->pin == NULL && TAILQ_EMPTY(&c->queued)) {
         session_reset(c);
         evbuffer_add(r->reply, "*0\r\n", 4);
-        router_complete(w, r);
+        req_complete(w, r);
         return;
     }
     if (c->pin == NULL && open_pin(c, router_any_slot(w), 1) < 0) {
         session_reset(c);
-        router_fail(w, r, "%s", EXECABORT);
+        req_fail(w, r, "%s", EXECABORT);
         return;
     }
     send_pinned(c, c->pin, r);
@@ -263,10 +263,10 @@ void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cm
             end_session(c, 1);
             return;
         case F_MULTI:
-            router_fail(w, r, "ERR MULTI calls can not be nested");
+            req_fail(w, r, "ERR MULTI calls can not be nested");
             return;
         case F_WATCH:
-            router_fail(w, r, "ERR WATCH inside MULTI is not allowed");
+            req_fail(w, r, "ERR WATCH inside MULTI is not allowed");
             return;
         default:
             queue(c, r, cmd, q);
@@ -283,10 +283,10 @@ void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cm
         answer(w, r, "+OK");
         return;
     case F_EXEC:
-        router_fail(w, r, "ERR EXEC without MULTI");
+        req_fail(w, r, "ERR EXEC without MULTI");
         return;
     case F_DISCARD:
-        router_fail(w, r, "ERR DISCARD without MULTI");
+        req_fail(w, r, "ERR DISCARD without MULTI");
         return;
     case F_UNWATCH:
         pass_or_answer(c, r, "+OK");
@@ -297,20 +297,20 @@ void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cm
     }
     int slot = router_keys_slot(w, r, cmd, q);
     if (slot == -2) {
-        router_fail(w, r, "CROSSSLOT Keys in request don't hash to the same slot");
+        req_fail(w, r, "CROSSSLOT Keys in request don't hash to the same slot");
         return;
     }
     if (slot < 0 || w->owner[slot] == NULL) {
-        router_fail(w, r, slot < -1 ? "ERR respgate: out of memory" : "CLUSTERDOWN Hash slot not served");
+        req_fail(w, r, slot < -1 ? REQ_OUT_OF_MEMORY : "CLUSTERDOWN Hash slot not served");
         return;
     }
     if (f == F_WATCH) {
         if (c->pin && slot != c->pin_slot) {
-            router_fail(w, r, "CROSSSLOT Keys in request don't hash to the same slot");
+            req_fail(w, r, "CROSSSLOT Keys in request don't hash to the same slot");
             return;
         }
         if (c->pin == NULL && open_pin(c, slot, 0) < 0) {
-            router_fail(w, r, "CLUSTERDOWN respgate cannot reach the node serving this slot");
+            req_fail(w, r, "CLUSTERDOWN respgate cannot reach the node serving this slot");
             return;
         }
         if (send_pinned(c, c->pin, r) == 0)
@@ -319,21 +319,21 @@ void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cm
     }
     /* A blocking command: a connection of its own, as long as it blocks. */
     if (c->eof || w->draining) {
-        router_fail(w, r, "ERR respgate: %s; a blocking command would wait for nobody",
+        req_fail(w, r, "ERR respgate: %s; a blocking command would wait for nobody",
                     c->eof ? "the client closed its connection" : "respgate is shutting down");
         return;
     }
     if (c->nprivate >= SESSION_PRIVATE_MAX) {
-        router_fail(w, r, "ERR respgate: %d commands already block on this connection", SESSION_PRIVATE_MAX);
+        req_fail(w, r, "ERR respgate: %d commands already block on this connection", SESSION_PRIVATE_MAX);
         return;
     }
     struct backend *owner = w->owner[slot];
     struct backend *b = backend_open_private(w, c, owner->host, owner->port, BACKEND_BLOCKING);
     if (b == NULL) {
-        router_fail(w, r, "ERR respgate: out of memory");
+        req_fail(w, r, REQ_OUT_OF_MEMORY);
         return;
     }
-    router_note_blocking(w, r);
+    client_note_blocking(w, r);
     send_pinned(c, b, r);
     backend_release(b); /* to the pool once answered; closed if its client leaves */
 }

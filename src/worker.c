@@ -251,7 +251,7 @@ static void *worker_main(void *arg)
         TAILQ_REMOVE(&w->parked, r, inflight);
         r->parked = 0;
         w->nparked--;
-        router_abandon(w, r);
+        req_fail(w, r, "ERR respgate: shutting down");
     }
     backend_free_all(w);
     req_pool_drain(w);

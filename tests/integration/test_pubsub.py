@@ -139,6 +139,41 @@ def test_keyspace_notifications_come_from_every_master(cluster, respgate):
 
 
 @needs_redis7("SSUBSCRIBE")
+def test_a_confirmed_keyspace_subscription_misses_no_event(cluster, respgate):
+    # As with one Redis: once PSUBSCRIBE is confirmed, a key written on any
+    # master is notified, with no PING or pause in between.
+    r = respgate.client()
+    assert r.config_set("notify-keyspace-events", "KA") is True
+    try:
+        # One key per master, by slot.
+        owners, keys = set(), []
+        for i in range(1000):
+            k = f"ks:{i}"
+            owner = cluster.node_for_slot(keyslot(k)).port
+            if owner not in owners:
+                owners.add(owner)
+                keys.append(k)
+            if len(keys) == len(cluster.masters()):
+                break
+        assert len(keys) == 3
+        for round in range(10):
+            sub = respgate.client().pubsub()
+            sub.psubscribe("__keyspace@0__:ks:*")
+            assert sub.get_message(timeout=5)["type"] == "psubscribe"
+            for k in keys:
+                r.set(k, round)
+            got = set()
+            deadline = time.monotonic() + 5
+            while len(got) < len(keys) and time.monotonic() < deadline:
+                m = sub.get_message(timeout=1)
+                if m and m["type"] == "pmessage" and m["data"] == b"set":
+                    got.add(m["channel"].decode().split(":", 1)[1])
+            assert got == set(keys), f"round {round}"
+            sub.close()
+    finally:
+        r.config_set("notify-keyspace-events", "")
+
+
 def test_shard_channels_follow_their_slot(cluster, respgate):
     sub = Raw(respgate.port)
     sub.send(("SSUBSCRIBE", "{sh}a", "{sh}b"))
