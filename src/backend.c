@@ -7,12 +7,9 @@
 #include "conf.h"
 #include "log.h"
 #include "netio.h"
-#include "router.h"
+#include "req.h"
 #include "server.h"
-#include "pubsub.h"
-#include "session.h"
 #include "topo.h"
-#include "client.h"
 #include "worker.h"
 
 #include <event2/buffer.h>
@@ -80,13 +77,15 @@ struct backend *backend_find(struct worker *w, const char *host, int port)
     return NULL;
 }
 
-struct backend *backend_get(struct worker *w, const char *host, int port)
+struct backend *backend_get(struct worker *w, const struct backend_ops *ops, const char *host, int port)
 {
     struct backend *b = backend_find(w, host, port);
     if (b)
         return b;
-    if ((b = backend_new(w, host, port)))
+    if ((b = backend_new(w, host, port))) {
+        b->ops = ops;
         TAILQ_INSERT_TAIL(&w->backends, b, link);
+    }
     return b;
 }
 
@@ -184,10 +183,7 @@ static void backend_reset(struct backend *b, const char *why)
         TAILQ_REMOVE(&b->waiting, r, inflight);
         b->nwaiting--;
         r->backend = NULL;
-        if (req_owned(r) && req_wanted(r) && !b->priv && !r->pinned && !b->auth_failed)
-            router_retry(b->w, r, b, why);
-        else
-            req_fail(b->w, r, "ERR respgate: cannot reach %s:%d (%s)", b->host, b->port, why);
+        b->ops->lost(b, r, 0, why);
     }
     memset(&b->scan, 0, sizeof(b->scan));
     if (inflight)
@@ -200,17 +196,12 @@ static void backend_reset(struct backend *b, const char *why)
     else
         log_notice("backend %s:%d: %s", b->host, b->port, why);
     b->broken = b->priv;
-    while ((r = pop(b))) {
-        if (req_owned(r) && req_wanted(r) && (!sent || r->readonly) && !b->priv && !r->pinned)
-            router_retry(b->w, r, b, why);
-        else
-            req_fail(b->w, r, "ERR respgate: connection to cluster node %s:%d lost (%s); " REQ_MAY_HAVE_RUN,
-                     b->host, b->port, why);
-    }
+    while ((r = pop(b)))
+        b->ops->lost(b, r, sent, why);
     if (b->priv || b->stalled_conn) {
         event_active(b->flush, EV_READ, 0); /* retiring */
-        if (b->stalled_conn)
-            worker_request_refresh(b->w);
+        if (b->stalled_conn && b->ops->node_down)
+            b->ops->node_down(b);
         return;
     }
     /* An idle connection the node closed (its timeout, a restart, CLIENT
@@ -227,7 +218,8 @@ static void backend_reset(struct backend *b, const char *why)
     struct timeval now, d = conf_timeval(b->backoff_ms);
     event_base_gettimeofday_cached(b->w->base, &now);
     evutil_timeradd(&now, &d, &b->retry_after);
-    worker_request_refresh(b->w);
+    if (b->ops->node_down)
+        b->ops->node_down(b);
 }
 
 /* Sends FRAME (LEN bytes) early on B's new connection, as KIND: REQ_AUTH
@@ -469,12 +461,12 @@ static void send_waiting(struct backend *b)
 static int pool_put(struct backend *b)
 {
     struct worker *w = b->w;
-    struct client *c = b->owner;
-    if (!b->poolable || b->push || b->broken || !b->ready || b->ninflight || b->nwaiting || c == NULL)
+    if (!b->poolable || b->push || b->broken || !b->ready || b->ninflight || b->nwaiting || b->owner == NULL)
         return -1;
-    TAILQ_REMOVE(&c->privates, b, link);
-    c->nprivate--;
+    if (b->ops->gone)
+        b->ops->gone(b);
     b->owner = NULL;
+    b->ops = NULL;
     b->released = 0;
     TAILQ_INSERT_HEAD(&w->idle_private, b, link);
     if (++w->nidle_private > BACKEND_POOL_MAX)
@@ -482,8 +474,8 @@ static int pool_put(struct backend *b)
     return 0;
 }
 
-/* A pooled connection to HOST:PORT for client C, or NULL. */
-static struct backend *pool_take(struct worker *w, struct client *c, const char *host, int port)
+/* A pooled connection to HOST:PORT, or NULL. */
+static struct backend *pool_take(struct worker *w, const char *host, int port)
 {
     struct backend *b;
     TAILQ_FOREACH(b, &w->idle_private, link)
@@ -493,9 +485,6 @@ static struct backend *pool_take(struct worker *w, struct client *c, const char 
         return NULL;
     TAILQ_REMOVE(&w->idle_private, b, link);
     w->nidle_private--;
-    b->owner = c;
-    TAILQ_INSERT_TAIL(&c->privates, b, link);
-    c->nprivate++;
     return b;
 }
 
@@ -559,6 +548,7 @@ static int stall(struct backend *b)
     struct backend *s = backend_new(w, b->host, b->port);
     if (s == NULL)
         return -1;
+    s->ops = b->ops;
     s->rev = event_new(w->base, bufferevent_getfd(b->bev), EV_READ | EV_PERSIST, on_sock_read, s);
     if (s->rev == NULL) {
         event_free(s->flush);
@@ -671,8 +661,8 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
         char type = b->scan.type;
         memset(&b->scan, 0, sizeof(b->scan));
         struct req *head = TAILQ_FIRST(&b->inflight);
-        if (b->push && !(head && (head->kind == REQ_AUTH || head->kind == REQ_SETUP))) {
-            if (pubsub_frame(b, in, len) < 0) {
+        if (b->ops->frame && !(head && (head->kind == REQ_AUTH || head->kind == REQ_SETUP))) {
+            if (b->ops->frame(b, in, len) < 0) {
                 backend_reset(b, "a Pub/Sub frame nobody asked for");
                 return;
             }
@@ -714,7 +704,7 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
             req_free(b->w, r);
             continue;
         }
-        router_reply(b, r, in, len, type);
+        b->ops->reply(b, r, in, len, type);
     }
     if (st == RESP_ERROR)
         backend_reset(b, b->scan.error);
@@ -760,6 +750,15 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         backend_reset(b, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }
 
+void backend_fail_lost(struct backend *b, struct req *r, int sent, const char *why)
+{
+    if (!sent)
+        req_fail(b->w, r, "ERR respgate: cannot reach %s:%d (%s)", b->host, b->port, why);
+    else
+        req_fail(b->w, r, "ERR respgate: connection to cluster node %s:%d lost (%s); " REQ_MAY_HAVE_RUN, b->host,
+                 b->port, why);
+}
+
 struct req *backend_head(struct backend *b)
 {
     return TAILQ_FIRST(&b->inflight);
@@ -770,10 +769,13 @@ struct req *backend_pop(struct backend *b)
     return pop(b);
 }
 
-struct backend *backend_open_private(struct worker *w, struct client *c, const char *host, int port, int flags)
+struct backend *backend_open_private(struct worker *w, const struct backend_ops *ops, struct client *c,
+                                     const char *host, int port, int flags)
 {
-    struct backend *b = flags & BACKEND_PUSH ? NULL : pool_take(w, c, host, port);
+    struct backend *b = flags & BACKEND_PUSH ? NULL : pool_take(w, host, port);
     if (b) {
+        b->ops = ops;
+        b->owner = c;
         b->no_timeout = (flags & BACKEND_BLOCKING) != 0;
         b->poolable = b->no_timeout; /* a transaction's, once it ends cleanly */
         return b;
@@ -781,13 +783,12 @@ struct backend *backend_open_private(struct worker *w, struct client *c, const c
     b = backend_new(w, host, port);
     if (b == NULL)
         return NULL;
+    b->ops = ops;
     b->priv = 1;
     b->no_timeout = (flags & BACKEND_BLOCKING) != 0;
     b->poolable = b->no_timeout;
     b->push = (flags & BACKEND_PUSH) != 0;
     b->owner = c;
-    TAILQ_INSERT_TAIL(&c->privates, b, link);
-    c->nprivate++;
     if (backend_connect(b) < 0) {
         b->broken = 1; /* logged; sends fail, and it retires */
         event_active(b->flush, EV_READ, 0);
@@ -797,8 +798,6 @@ struct backend *backend_open_private(struct worker *w, struct client *c, const c
 
 void backend_release(struct backend *b)
 {
-    if (b->owner->pin == b)
-        b->owner->pin = NULL;
     b->released = 1;
     if (retiring(b))
         event_active(b->flush, EV_READ, 0);
@@ -806,19 +805,11 @@ void backend_release(struct backend *b)
 
 void backend_free_private(struct backend *b, const char *why)
 {
-    struct client *c = b->owner;
-    if (c == NULL) { /* pooled */
+    if (b->owner == NULL) { /* pooled */
         TAILQ_REMOVE(&b->w->idle_private, b, link);
         b->w->nidle_private--;
-    } else {
-        TAILQ_REMOVE(&c->privates, b, link);
-        c->nprivate--;
-        if (c->pin == b) {
-            c->pin = NULL;
-            session_pin_lost(c);
-        }
-        if (b->push)
-            pubsub_lost(c, b);
+    } else if (b->ops->gone) {
+        b->ops->gone(b);
     }
     close_connection(b);
     struct req *r;

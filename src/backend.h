@@ -38,13 +38,38 @@
 struct worker;
 struct client;
 struct bufferevent;
+struct evbuffer;
 
 struct backend;
 TAILQ_HEAD(backend_list, backend);
 
+/* What a connection reports, to whoever opened it: its kind (shared,
+ * a session's, a subscriber's) is the ops it was opened with. */
+struct backend_ops {
+    /* The reply of LEN bytes (first byte TYPE) at the front of IN is R's,
+     * the request just taken off B's FIFO: consume it, and complete R or
+     * send it again. */
+    void (*reply)(struct backend *b, struct req *r, struct evbuffer *in, size_t len, char type);
+    /* Set for a connection whose frames are not all replies (Pub/Sub):
+     * each frame after the handshake comes here instead of to reply.
+     * Returns 0, or -1 for a frame nobody asked for (B resets). */
+    int (*frame)(struct backend *b, struct evbuffer *in, size_t len);
+    /* B's connection is gone with R on it (taken off B): SENT says R may
+     * have reached the node. Send R again or fail it; WHY says what
+     * happened. */
+    void (*lost)(struct backend *b, struct req *r, int sent, const char *why);
+    /* A private B is no longer its opener's: it is freed, or back in the
+     * worker's pool. NULL: nothing to do. */
+    void (*gone)(struct backend *b);
+    /* B's node failed to answer or refused the connection (not a quiet
+     * close of an idle one): the map may be out of date. NULL: nothing. */
+    void (*node_down)(struct backend *b);
+};
+
 struct backend {
     TAILQ_ENTRY(backend) link;  /* in the worker's list; private: in its client's */
     struct worker *w;
+    const struct backend_ops *ops;
     char host[256];
     int port;
     struct bufferevent *bev;    /* NULL while there is no connection */
@@ -73,18 +98,19 @@ struct backend {
     unsigned poolable : 1;      /* private: holds no session state once answered (backend pool) */
     unsigned broken : 1;        /* private: the connection is gone; sends fail */
     unsigned no_timeout : 1;    /* private: replies may take forever (a blocking command) */
-    unsigned push : 1;          /* private: a subscriber's; frames go to pubsub_frame */
-    unsigned extra : 1;         /* push: keyspace notifications from a master besides the main one */
+    unsigned push : 1;          /* private: a subscriber's (keepalive, never pooled) */
+    unsigned extra : 1;         /* push (pubsub.c): keyspace notifications from a master besides the main one */
     unsigned stalled_conn : 1;  /* a stalled connection: reads the replies it is owed, takes no request */
-    uint32_t nchan, npat, nshard; /* push: the node's subscription counts on this connection */
+    uint32_t nchan, npat, nshard; /* push (pubsub.c): the node's subscription counts on this connection */
 };
 
 
 /* W's shared backend for HOST:PORT, or NULL if it has none. */
 struct backend *backend_find(struct worker *w, const char *host, int port);
 
-/* W's backend for HOST:PORT, created (unconnected) if new; NULL if out of memory. */
-struct backend *backend_get(struct worker *w, const char *host, int port);
+/* W's shared backend for HOST:PORT, created (unconnected, reporting to
+ * OPS) if new; NULL if out of memory. */
+struct backend *backend_get(struct worker *w, const struct backend_ops *ops, const char *host, int port);
 
 /* Sends R (its buf, by reference: it stays for a resend) and puts it in
  * flight; connects first if needed. Returns 0; -EAGAIN while the connection
@@ -99,12 +125,19 @@ int backend_send(struct backend *b, struct req *r);
 
 /* How a private backend is used. */
 #define BACKEND_BLOCKING 1 /* for blocking commands: no reply timeout, TCP keepalive */
-#define BACKEND_PUSH 2     /* for a subscriber: frames to pubsub_frame, TCP keepalive */
+#define BACKEND_PUSH 2     /* for a subscriber: TCP keepalive, never pooled */
 
-/* A new private backend to HOST:PORT for client C, connecting at once, used
- * as FLAGS (BACKEND_*) say. NULL if out of memory; a backend that could not
- * connect is returned broken (it retires by itself). */
-struct backend *backend_open_private(struct worker *w, struct client *c, const char *host, int port, int flags);
+/* A private backend to HOST:PORT for client C, reporting to OPS: from the
+ * pool, or new and connecting at once; used as FLAGS (BACKEND_*) say. NULL
+ * if out of memory; a backend that could not connect is returned broken
+ * (it retires by itself). The opener keeps track of it until OPS->gone. */
+struct backend *backend_open_private(struct worker *w, const struct backend_ops *ops, struct client *c,
+                                     const char *host, int port, int flags);
+
+/* Fails R, taken off B when its connection was lost (WHY): a request that
+ * never reached the node cannot reach it, one that did may have run. For
+ * ops->lost when nothing is sent again. */
+void backend_fail_lost(struct backend *b, struct req *r, int sent, const char *why);
 
 /* The request at the head of B's FIFO, or NULL; and taking it off. */
 struct req *backend_head(struct backend *b);

@@ -375,6 +375,23 @@ static int subscriber_too_slow(struct client *c, size_t unread)
     return which != NULL;
 }
 
+struct backend *client_open_private(struct client *c, const struct backend_ops *ops, const char *host, int port,
+                                    int flags)
+{
+    struct backend *b = backend_open_private(c->w, ops, c, host, port, flags);
+    if (b) {
+        TAILQ_INSERT_TAIL(&c->privates, b, link);
+        c->nprivate++;
+    }
+    return b;
+}
+
+void client_forget_private(struct client *c, struct backend *b)
+{
+    TAILQ_REMOVE(&c->privates, b, link);
+    c->nprivate--;
+}
+
 void client_awaits(struct req *r)
 {
     if (r->sink != &client_sink || r->client == NULL || r->counted)

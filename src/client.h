@@ -99,6 +99,14 @@ void client_note_write(struct client *c, struct backend *b);
  * C: what follows (closing, more input) runs from its resume event. */
 void client_deliver(struct client *c);
 
+/* A private backend to HOST:PORT for C (backend_open_private with OPS and
+ * FLAGS), listed among C's privates; NULL if out of memory. */
+struct backend *client_open_private(struct client *c, const struct backend_ops *ops, const char *host, int port,
+                                    int flags);
+
+/* B is no longer one of C's privates: from its ops' gone. */
+void client_forget_private(struct client *c, struct backend *b);
+
 /* The sink of a client's own requests (REQ_CLIENT): a reply goes out in
  * its FIFO's order; an orphaned request is freed. */
 extern const struct req_sink client_sink;

@@ -553,8 +553,9 @@ static void cap_wait_timeout(struct worker *w, struct req *r, const struct resp_
  * connection to spare (or is gone). */
 static void send_beside(struct worker *w, struct client *c, struct req *part, struct backend *b)
 {
-    struct backend *own = c && c->nprivate < SESSION_PRIVATE_MAX ? backend_open_private(w, c, b->host, b->port, BACKEND_BLOCKING)
-                                                                  : NULL;
+    struct backend *own = c && c->nprivate < SESSION_PRIVATE_MAX
+                              ? client_open_private(c, &session_private_ops, b->host, b->port, BACKEND_BLOCKING)
+                              : NULL;
     if (own == NULL) {
         router_send(w, part, part->slot);
         return;
@@ -618,7 +619,7 @@ void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cm
         const struct topo_node *node = &w->map->nodes[i];
         if (node->is_master || node->failing)
             continue;
-        struct backend *b = backend_get(w, node->host, node->port);
+        struct backend *b = router_backend(w, node->host, node->port);
         struct req *part = b ? new_part(w, r, 0) : NULL;
         if (part == NULL) {
             fail_with(f, r, NULL, REQ_OUT_OF_MEMORY);

@@ -161,7 +161,10 @@ static long long last_count(const char *frame, size_t len)
 
 static int confirmation(struct backend *b, struct evbuffer *in, size_t len);
 
-int pubsub_frame(struct backend *b, struct evbuffer *in, size_t len)
+/* The frame of LEN bytes at the front of IN arrived on push-mode backend B:
+ * a confirmation for the request at the head of B's FIFO, or a message for
+ * B's client. Returns 0, or -1 if B must be reset (a frame nobody asked for). */
+static int push_frame(struct backend *b, struct evbuffer *in, size_t len)
 {
     static const char msg[] = "*3\r\n$7\r\nmessage\r\n", pmsg[] = "*4\r\n$8\r\npmessage\r\n",
                       smsg[] = "*3\r\n$8\r\nsmessage\r\n";
@@ -193,19 +196,12 @@ int pubsub_frame(struct backend *b, struct evbuffer *in, size_t len)
      * or an error, which ends its request. */
     if (head[0] == '*' && confirmation(b, in, len) < 0)
         return -1;
-    int moved = strncmp(head, "-MOVED ", 7) == 0 || strncmp(head, "-ASK ", 5) == 0;
-    if (moved) {
+    struct resp_redirect rd;
+    struct backend *to;
+    if (head[0] == '-' && router_take_redirect(b, in, len, &rd, &to)) {
         /* A client never sees MOVED; its next try goes where the node said. */
-        char line[300];
-        resp_first_line(in, len, line, sizeof(line));
-        struct resp_redirect rd;
-        struct backend *to = resp_parse_redirect(line + 1, strlen(line + 1), &rd) == 0 && !rd.ask
-                                 ? backend_get(b->w, rd.host[0] ? rd.host : b->host, rd.port) : NULL;
-        if (to)
-            router_note_moved(b->w, rd.slot, to);
-        else
+        if (rd.ask)
             worker_request_refresh(b->w);
-        evbuffer_drain(in, len);
         if (r->sink == &client_sink)
             resp_add_error(r->reply, "TRYAGAIN respgate: the channels' slot moved away from %s:%d", b->host, b->port);
     } else if (r->sink == &client_sink && r->client) {
@@ -280,6 +276,10 @@ static int confirmation(struct backend *b, struct evbuffer *in, size_t len)
     return 0;
 }
 
+static void push_gone(struct backend *b);
+
+static const struct backend_ops push_ops = {.frame = push_frame, .lost = backend_fail_lost, .gone = push_gone};
+
 /* ---- commands ---- */
 
 static int is_keyspace(const char *name, size_t len)
@@ -320,7 +320,7 @@ static struct backend *open_push(struct client *c, int slot, int extra)
     struct backend *owner = slot >= 0 ? c->w->owner[slot] : NULL;
     if (owner == NULL)
         return NULL;
-    struct backend *b = backend_open_private(c->w, c, owner->host, owner->port, BACKEND_PUSH);
+    struct backend *b = client_open_private(c, &push_ops, owner->host, owner->port, BACKEND_PUSH);
     if (b)
         b->extra = (unsigned)extra;
     return b;
@@ -589,8 +589,11 @@ void pubsub_map_changed(struct worker *w)
     }
 }
 
-void pubsub_lost(struct client *c, struct backend *b)
+/* B, a push-mode backend of its client, is going away. */
+static void push_gone(struct backend *b)
 {
+    struct client *c = b->owner;
+    client_forget_private(c, b);
     struct subscriber *s = c->sub;
     if (s == NULL || (b != s->main && b != s->shard))
         return; /* an extra: ensure_extras opens another when the map changes */
@@ -618,7 +621,7 @@ void pubsub_reset(struct client *c)
     struct backend *b, *next;
     for (b = TAILQ_FIRST(&c->privates); b; b = next) {
         next = TAILQ_NEXT(b, link);
-        if (b->push)
+        if (b->ops == &push_ops)
             backend_free_private(b, "RESET ended the subscriptions");
     }
     for (size_t j = 0; j < s->nkeyspace; j++)

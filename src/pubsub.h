@@ -48,17 +48,9 @@ const char *pubsub_refusal(const struct client *c, const struct cmd_spec *cmd, c
 /* Handles request R of client C (command CMD, arguments Q); see router. */
 void pubsub_dispatch(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q);
 
-/* The frame of LEN bytes at the front of IN arrived on push-mode backend B:
- * a confirmation for the request at the head of B's FIFO, or a message for
- * B's client. Returns 0, or -1 if B must be reset (a frame nobody asked for). */
-int pubsub_frame(struct backend *b, struct evbuffer *in, size_t len);
-
 /* W took a new slot map: keyspace subscriptions follow the masters (a new
  * master gets them, a demoted one's are closed). */
 void pubsub_map_changed(struct worker *w);
-
-/* B, a push-mode backend of client C, is going away. */
-void pubsub_lost(struct client *c, struct backend *b);
 
 /* Forgets C's subscriptions and closes their connections (RESET, client_free). */
 void pubsub_reset(struct client *c);

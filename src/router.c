@@ -334,7 +334,6 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
     route_by_keys(w, r, cmd, q);
 }
 
-/* Follows a MOVED or ASK: R is sent again, or answered. */
 /* Where a MOVED or ASK from FROM sends a request: its address, or FROM's
  * when it names none; a node's name (cluster-announce-hostname) becomes
  * the address the map has for that node, so that the node keeps one
@@ -351,10 +350,28 @@ static const char *redirect_host(struct worker *w, const struct backend *from, c
     return rd->host;
 }
 
-static void redirect(struct backend *from, struct req *r, const struct resp_redirect *rd)
+int router_take_redirect(struct backend *from, struct evbuffer *in, size_t len, struct resp_redirect *rd,
+                         struct backend **to)
 {
     struct worker *w = from->w;
+    char line[320];
+    resp_first_line(in, len, line, sizeof(line));
+    if (line[0] != '-' || resp_parse_redirect(line + 1, strlen(line + 1), rd) < 0)
+        return 0;
+    evbuffer_drain(in, len);
     atomic_fetch_add_explicit(&w->stats.redirects, 1, memory_order_relaxed);
+    /* A node that does not know its own address answers with an empty host. */
+    *to = router_backend(w, redirect_host(w, from, rd), rd->port);
+    if (*to && !rd->ask)
+        router_note_moved(w, rd->slot, *to);
+    else if (*to == NULL)
+        worker_request_refresh(w);
+    return 1;
+}
+
+/* Follows the MOVED or ASK RD to TO: R is sent again, or answered. */
+static void redirect(struct worker *w, struct req *r, const struct resp_redirect *rd, struct backend *to)
+{
     if (++r->redirects > ROUTER_MAX_REDIRECTS) {
         /* The nodes disagree for now (a slot being handed over, one node
          * told before the other): wait for them, as for a failover. */
@@ -365,14 +382,11 @@ static void redirect(struct backend *from, struct req *r, const struct resp_redi
         park(w, r);
         return;
     }
-    /* A node that does not know its own address answers with an empty host. */
-    struct backend *to = backend_get(w, redirect_host(w, from, rd), rd->port);
     if (to == NULL) {
         req_fail(w, r, REQ_OUT_OF_MEMORY);
         return;
     }
     if (!rd->ask) {
-        router_note_moved(w, rd->slot, to);
         router_send(w, r, (int)rd->slot);
         return;
     }
@@ -385,7 +399,7 @@ static void redirect(struct backend *from, struct req *r, const struct resp_redi
     if (backend_send(to, asking) < 0) {
         req_free(w, asking);
         req_fail(w, r, "CLUSTERDOWN respgate cannot reach %s:%d, the node importing slot %u", to->host, to->port,
-                    rd->slot);
+                 rd->slot);
         return;
     }
     if (backend_send(to, r) < 0)
@@ -446,16 +460,6 @@ void router_on_retry(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-void router_retry(struct worker *w, struct req *r, struct backend *b, const char *why)
-{
-    if (!req_wanted(r))
-        req_fail(w, r, REQ_CLIENT_LEFT);
-    else
-        park(w, r); /* until a connection or a new map, at most failover_wait */
-    (void)b;
-    (void)why;
-}
-
 /* Errors that say the command did not run and may run later: a resend is
  * safe, writes included. All but TRYAGAIN and LOADING say the map is
  * wrong or changing: a demoted master (READONLY), a replica whose master is
@@ -471,7 +475,8 @@ static int retryable(const char *line, int *refresh)
     return 0;
 }
 
-void router_reply(struct backend *from, struct req *r, struct evbuffer *in, size_t len, char type)
+/* A shared connection's reply for R. */
+static void shared_reply(struct backend *from, struct req *r, struct evbuffer *in, size_t len, char type)
 {
     struct worker *w = from->w;
     if (!req_wanted(r)) {
@@ -479,31 +484,15 @@ void router_reply(struct backend *from, struct req *r, struct evbuffer *in, size
         req_fail(w, r, REQ_CLIENT_LEFT);
         return;
     }
-    if (type == '-' && r->pinned) {
-        /* A pinned session's command runs where its session is, or fails. */
+    struct resp_redirect rd;
+    struct backend *to;
+    if (type == '-' && router_take_redirect(from, in, len, &rd, &to)) {
+        redirect(w, r, &rd, to);
+        return;
+    }
+    if (type == '-') {
         char line[320];
         resp_first_line(in, len, line, sizeof(line));
-        struct resp_redirect rd;
-        if (resp_parse_redirect(line + 1, strlen(line + 1), &rd) == 0) {
-            evbuffer_drain(in, len);
-            struct backend *to = rd.ask ? NULL : backend_get(w, redirect_host(w, from, &rd), rd.port);
-            if (to)
-                router_note_moved(w, rd.slot, to);
-            else
-                worker_request_refresh(w);
-            req_fail(w, r, "TRYAGAIN respgate: slot %u moved away from %s:%d during this session", rd.slot,
-                        from->host, from->port);
-            return;
-        }
-    } else if (type == '-') {
-        char line[320];
-        resp_first_line(in, len, line, sizeof(line));
-        struct resp_redirect rd;
-        if (resp_parse_redirect(line + 1, strlen(line + 1), &rd) == 0) {
-            evbuffer_drain(in, len);
-            redirect(from, r, &rd);
-            return;
-        }
         int refresh = 0;
         if (retryable(line, &refresh)) {
             evbuffer_drain(in, len);
@@ -516,4 +505,31 @@ void router_reply(struct backend *from, struct req *r, struct evbuffer *in, size
     }
     evbuffer_remove_buffer(in, r->reply, len);
     req_complete(w, r);
+}
+
+/* R was on shared connection B when it was lost: a request that never
+ * reached the node, or a read, goes again (parked until a connection or a
+ * new map, at most failover_wait); a write that may have run fails. */
+static void shared_lost(struct backend *b, struct req *r, int sent, const char *why)
+{
+    if (req_owned(r) && req_wanted(r) && (!sent || r->readonly) && !r->pinned && !b->auth_failed)
+        park(b->w, r);
+    else
+        backend_fail_lost(b, r, sent, why);
+}
+
+static void shared_node_down(struct backend *b)
+{
+    worker_request_refresh(b->w);
+}
+
+static const struct backend_ops shared_ops = {
+    .reply = shared_reply,
+    .lost = shared_lost,
+    .node_down = shared_node_down,
+};
+
+struct backend *router_backend(struct worker *w, const char *host, int port)
+{
+    return backend_get(w, &shared_ops, host, port);
 }

@@ -59,15 +59,21 @@ void router_note_moved(struct worker *w, unsigned slot, struct backend *to);
  * node's connection backs off, or fails it. R is answered either way. */
 void router_send(struct worker *w, struct req *r, int slot);
 
-/* The reply of LEN bytes (first byte TYPE) at the front of IN, from backend
- * FROM, belongs to R: consume it, and resend R or complete it. */
-void router_reply(struct backend *from, struct req *r, struct evbuffer *in, size_t len, char type);
+/* W's shared connection to HOST:PORT (backend_get with the router's ops:
+ * replies follow MOVED and ASK, waits and retries are the router's).
+ * NULL if out of memory. */
+struct backend *router_backend(struct worker *w, const char *host, int port);
+
+/* If the reply of LEN bytes at the front of IN, from FROM, is a MOVED or
+ * an ASK: takes it off IN into *RD, applies a MOVED to W's slot table
+ * (and asks for a fresh map), and sets *TO to the node it names (NULL if
+ * out of memory). Returns 1 then, else 0 (IN untouched). Every kind of
+ * connection reads its redirections through this one place. */
+struct resp_redirect;
+int router_take_redirect(struct backend *from, struct evbuffer *in, size_t len, struct resp_redirect *rd,
+                         struct backend **to);
 
 /* The worker's retry timer: sends the parked requests again. */
 void router_on_retry(evutil_socket_t fd, short what, void *arg);
-
-/* R never reached backend B (WHY): sends it again shortly, or fails it
- * once it has been retried enough. */
-void router_retry(struct worker *w, struct req *r, struct backend *b, const char *why);
 
 #endif

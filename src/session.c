@@ -27,6 +27,52 @@
 
 static const char EXECABORT[] = "EXECABORT Transaction discarded because of previous errors.";
 
+static void session_lost_pin(struct client *c);
+
+/* A reply on one of a session's connections: what the node answers, but a
+ * command of a pinned session runs where its session is, or fails. */
+static void pinned_reply(struct backend *from, struct req *r, struct evbuffer *in, size_t len, char type)
+{
+    struct worker *w = from->w;
+    struct resp_redirect rd;
+    struct backend *to;
+    if (!req_wanted(r)) {
+        evbuffer_drain(in, len);
+        req_fail(w, r, REQ_CLIENT_LEFT);
+        return;
+    }
+    if (type == '-' && router_take_redirect(from, in, len, &rd, &to)) {
+        if (rd.ask)
+            worker_request_refresh(w);
+        req_fail(w, r, "TRYAGAIN respgate: slot %u moved away from %s:%d during this session", rd.slot, from->host,
+                 from->port);
+        return;
+    }
+    evbuffer_remove_buffer(in, r->reply, len);
+    req_complete(w, r);
+}
+
+/* A session's connection is closed or pooled: a transaction's pin, lost,
+ * ends its transaction and WATCH (session_end clears c->pin before it
+ * releases a pin it is done with). */
+static void private_gone(struct backend *b)
+{
+    struct client *c = b->owner;
+    client_forget_private(c, b);
+    if (c->pin == b) {
+        c->pin = NULL;
+        session_lost_pin(c);
+    }
+}
+
+/* A transaction's or WATCH's pin, or a connection beside a busy node's
+ * shared one (SCRIPT KILL); and a blocking command's, the same but closed
+ * when its client half-closes. */
+const struct backend_ops session_private_ops = {.reply = pinned_reply, .lost = backend_fail_lost,
+                                                .gone = private_gone};
+static const struct backend_ops blocking_ops = {.reply = pinned_reply, .lost = backend_fail_lost,
+                                                .gone = private_gone};
+
 enum family { F_NONE = 0, F_MULTI, F_EXEC, F_DISCARD, F_WATCH, F_UNWATCH };
 
 static enum family family_of(const struct cmd_spec *cmd)
@@ -104,7 +150,7 @@ static int open_pin(struct client *c, int slot, int in_multi)
     struct backend *owner = slot >= 0 ? w->owner[slot] : NULL;
     if (owner == NULL || c->nprivate >= SESSION_PRIVATE_MAX)
         return -1;
-    c->pin = backend_open_private(w, c, owner->host, owner->port, 0);
+    c->pin = client_open_private(c, &session_private_ops, owner->host, owner->port, 0);
     if (c->pin == NULL)
         return -1;
     c->pin_slot = slot;
@@ -140,9 +186,11 @@ static void end_session(struct client *c, int clean)
     c->nqueued = 0;
     c->multi = c->multi_failed = c->watching = c->watch_lost = 0;
     c->pin_slot = -1;
-    if (c->pin) {
-        c->pin->poolable = (unsigned)clean;
-        backend_release(c->pin);
+    struct backend *pin = c->pin;
+    c->pin = NULL;
+    if (pin) {
+        pin->poolable = (unsigned)clean;
+        backend_release(pin);
     }
 }
 
@@ -328,7 +376,7 @@ void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cm
         return;
     }
     struct backend *owner = w->owner[slot];
-    struct backend *b = backend_open_private(w, c, owner->host, owner->port, BACKEND_BLOCKING);
+    struct backend *b = client_open_private(c, &blocking_ops, owner->host, owner->port, BACKEND_BLOCKING);
     if (b == NULL) {
         req_fail(w, r, REQ_OUT_OF_MEMORY);
         return;
@@ -338,7 +386,7 @@ void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cm
     backend_release(b); /* to the pool once answered; closed if its client leaves */
 }
 
-void session_pin_lost(struct client *c)
+static void session_lost_pin(struct client *c)
 {
     log_info("client id=%llu addr=%s: the connection of its transaction was lost", (unsigned long long)c->id,
              c->addr);
@@ -353,7 +401,7 @@ void session_cancel_blocking(struct client *c, const char *why)
     struct backend *b, *next;
     for (b = TAILQ_FIRST(&c->privates); b; b = next) {
         next = TAILQ_NEXT(b, link);
-        if (b->no_timeout)
+        if (b->ops == &blocking_ops)
             backend_free_private(b, why);
     }
 }

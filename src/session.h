@@ -39,9 +39,12 @@ int session_owns(const struct client *c, const struct cmd_spec *cmd, struct evbu
  * FIFO; it is answered now or when its reply arrives. */
 void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q);
 
-/* C's pin broke: what the node held for the session (MULTI, WATCH) is
- * lost, and the transaction can only abort. */
-void session_pin_lost(struct client *c);
+/* The ops of a session's private connections (a transaction's pin, or
+ * one beside a busy node's shared connection): replies are the client's,
+ * a MOVED fails the command (TRYAGAIN), nothing is sent again, and a lost
+ * pin ends its transaction and WATCH. */
+struct backend_ops;
+extern const struct backend_ops session_private_ops;
 
 /* Forgets C's transaction and WATCH; the pin closes once drained (RESET). */
 void session_reset(struct client *c);

@@ -100,7 +100,7 @@ static void apply_replicas(struct worker *w, const struct slotmap *m)
             const struct topo_node *r = &m->nodes[i];
             if (r->master != m->owner[s] || r->is_master || r->failing || pick-- > 0)
                 continue;
-            w->replica[s] = backend_get(w, r->host, r->port);
+            w->replica[s] = router_backend(w, r->host, r->port);
             if (w->replica[s])
                 backend_set_readonly(w->replica[s]);
             break;
@@ -145,7 +145,7 @@ static void apply_map(struct worker *w)
     }
     for (size_t i = 0; i < m->nnodes; i++)
         if (m->nodes[i].is_master)
-            by_node[i] = backend_get(w, m->nodes[i].host, m->nodes[i].port);
+            by_node[i] = router_backend(w, m->nodes[i].host, m->nodes[i].port);
     for (int s = 0; s < SLOT_COUNT; s++)
         w->owner[s] = m->owner[s] >= 0 ? by_node[m->owner[s]] : NULL;
     free(by_node);
