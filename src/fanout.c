@@ -22,7 +22,7 @@
 #include "info.h"
 #include "req.h"
 #include "resp.h"
-#include "router.h"
+#include "route.h"
 #include "session.h"
 #include "slot.h"
 #include "worker.h"
@@ -36,6 +36,10 @@
 #include <string.h>
 
 #define HEAD_MAX 64 /* enough for any reply header fanout parses */
+
+/* fanout_split's scratch, one per worker thread: a slot's part index + 1,
+ * all zero between calls. */
+static _Thread_local uint16_t slot_part[SLOT_COUNT];
 
 struct fanout {
     uint8_t merge;          /* enum cmd_merge */
@@ -206,7 +210,7 @@ static const char *merge_one(struct fanout *f, struct req *p, struct req *part, 
         *free_part = 0;
         return NULL;
     case MERGE_INFO: {
-        struct backend *b = p->client ? p->client->w->owner[part->slot] : NULL;
+        struct backend *b = p->client ? route_owner(p->client->w, part->slot) : NULL;
         return info_part(f->info, part->part, part->reply, b ? b->host : "?", b ? b->port : 0);
     }
     default:
@@ -379,7 +383,6 @@ void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, c
     f->nkeys = nkeys;
 
     /* One part per slot, in the order the slots first appear. */
-    uint16_t *slot_part = w->slot_part; /* all zero between calls: index + 1 */
     const char *oom = NULL;
     for (size_t k = 0; k < nkeys; k++) {
         unsigned s = slot_of_arg(r->buf, &q->argv[keys[k]]);
@@ -431,7 +434,7 @@ void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, c
         evbuffer_prepend(f->parts[i]->buf, head, (size_t)n);
     }
     for (size_t i = 0; i < f->nparts; i++)
-        router_send(w, f->parts[i], f->parts[i]->slot); /* completes through part_sink */
+        route_send(w, f->parts[i], f->parts[i]->slot); /* completes through part_sink */
     finish(w, r);
 }
 
@@ -467,8 +470,8 @@ static void scan(struct worker *w, struct req *r, const struct resp_req *q)
         req_fail(w, r, "ERR invalid cursor");
         return;
     }
-    struct router_master *m = NULL;
-    long n = router_masters(w, &m);
+    struct route_master *m = NULL;
+    long n = route_masters(w, &m);
     if (n < 0) {
         req_fail(w, r, REQ_OUT_OF_MEMORY);
         return;
@@ -479,7 +482,7 @@ static void scan(struct worker *w, struct req *r, const struct resp_req *q)
         i++;
     /* Slots moved since the cursor was made: go on with whoever serves it. */
     for (long j = 0; i == n && j < n; j++)
-        if (m[j].b == w->owner[slot])
+        if (m[j].b == route_owner(w, slot))
             i = j;
     if (i == n) {
         free(m);
@@ -502,12 +505,12 @@ static void scan(struct worker *w, struct req *r, const struct resp_req *q)
     evbuffer_add_printf(part->buf, "*%zu\r\n$4\r\nSCAN\r\n$%d\r\n%s\r\n", q->argc, k, num);
     for (size_t a = 2; a < q->argc; a++)
         resp_add_arg(part->buf, r->buf, &q->argv[a]);
-    router_send(w, part, part->slot);
+    route_send(w, part, part->slot);
     finish(w, r);
 }
 
 /* WAIT: the masters this session wrote to since its last WAIT. */
-static long wait_targets(struct worker *w, struct client *c, struct router_master *m, long n)
+static long wait_targets(struct worker *w, struct client *c, struct route_master *m, long n)
 {
     if (c->wrote_many || c->nwrote == 0)
         return c->wrote_many ? n : (n > 0 ? 1 : 0);
@@ -557,7 +560,7 @@ static void send_beside(struct worker *w, struct client *c, struct req *part, st
                               ? client_open_private(c, &session_private_ops, b->host, b->port, BACKEND_BLOCKING)
                               : NULL;
     if (own == NULL) {
-        router_send(w, part, part->slot);
+        route_send(w, part, part->slot);
         return;
     }
     part->pinned = 1; /* for this node: never redirected or sent elsewhere */
@@ -572,8 +575,8 @@ void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cm
         scan(w, r, q);
         return;
     }
-    struct router_master *m = NULL;
-    long n = router_masters(w, &m);
+    struct route_master *m = NULL;
+    long n = route_masters(w, &m);
     struct fanout *f = n < 0 ? NULL : new_fanout(r, cmd->merge, 0);
     if (f == NULL) {
         free(m);
@@ -610,7 +613,7 @@ void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cm
         if (cmd->flags & CMDF_ALLOW_BUSY)
             send_beside(w, r->client, part, m[i].b);
         else
-            router_send(w, part, part->slot);
+            route_send(w, part, part->slot);
     }
     free(m);
     /* A replica takes its master's place in a failover: it gets the same
@@ -619,7 +622,7 @@ void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cm
         const struct topo_node *node = &w->map->nodes[i];
         if (node->is_master || node->failing)
             continue;
-        struct backend *b = router_backend(w, node->host, node->port);
+        struct backend *b = route_backend(w, node->host, node->port);
         struct req *part = b ? new_part(w, r, 0) : NULL;
         if (part == NULL) {
             fail_with(f, r, NULL, REQ_OUT_OF_MEMORY);
@@ -637,8 +640,8 @@ void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cm
 
 int fanout_info(struct worker *w, struct req *r, struct info *in, const char *frame, size_t len)
 {
-    struct router_master *m = NULL;
-    long n = router_masters(w, &m);
+    struct route_master *m = NULL;
+    long n = route_masters(w, &m);
     struct fanout *f = n > 0 ? new_fanout(r, MERGE_INFO, 0) : NULL;
     if (f == NULL) {
         free(m);
@@ -653,7 +656,7 @@ int fanout_info(struct worker *w, struct req *r, struct info *in, const char *fr
         }
         part->part = (uint16_t)i; /* slot order: part 0 is the first master */
         evbuffer_add(part->buf, frame, len);
-        router_send(w, part, part->slot);
+        route_send(w, part, part->slot);
     }
     free(m);
     finish(w, r);

@@ -25,7 +25,7 @@
 #include "log.h"
 #include "req.h"
 #include "resp.h"
-#include "router.h"
+#include "route.h"
 #include "worker.h"
 
 #include <event2/buffer.h>
@@ -198,7 +198,7 @@ static int push_frame(struct backend *b, struct evbuffer *in, size_t len)
         return -1;
     struct resp_redirect rd;
     struct backend *to;
-    if (head[0] == '-' && router_take_redirect(b, in, len, &rd, &to)) {
+    if (head[0] == '-' && route_take_redirect(b, in, len, &rd, &to)) {
         /* A client never sees MOVED; its next try goes where the node said. */
         if (rd.ask)
             worker_request_refresh(b->w);
@@ -296,7 +296,7 @@ static struct subscriber *subscriber_of(struct client *c)
 
 int pubsub_slot(struct worker *w)
 {
-    return w->owner[0] ? 0 : router_any_slot(w);
+    return route_owner(w, 0) ? 0 : route_any_slot(w);
 }
 
 /* Sends R on push-mode backend B, expecting EXPECT confirmations, or until
@@ -317,7 +317,7 @@ static int send_on(struct client *c, struct backend *b, struct req *r, uint32_t 
 /* A push-mode connection for C to the master serving SLOT. */
 static struct backend *open_push(struct client *c, int slot, int extra)
 {
-    struct backend *owner = slot >= 0 ? c->w->owner[slot] : NULL;
+    struct backend *owner = slot >= 0 ? route_owner(c->w, slot) : NULL;
     if (owner == NULL)
         return NULL;
     struct backend *b = client_open_private(c, &push_ops, owner->host, owner->port, BACKEND_PUSH);
@@ -376,8 +376,8 @@ static void send_to_extras(struct client *c, struct evbuffer *frame, uint32_t ex
 static void ensure_extras(struct client *c)
 {
     struct subscriber *s = c->sub;
-    struct router_master *m = NULL;
-    long n = router_masters(c->w, &m);
+    struct route_master *m = NULL;
+    long n = route_masters(c->w, &m);
     for (long i = 0; i < n; i++) {
         struct backend *b;
         int have = s->main && same_node(s->main, m[i].b);
@@ -510,22 +510,22 @@ static void shard_channels(struct client *c, struct req *r, const struct cmd_spe
 {
     struct subscriber *s = c->sub;
     struct worker *w = c->w;
-    int slot = router_keys_slot(w, r, cmd, q);
+    int slot = route_keys_slot(w, r, cmd, q);
     if (slot == -2) {
         req_fail(w, r, "CROSSSLOT Keys in request don't hash to the same slot");
         return;
     }
-    if (slot >= 0 && w->owner[slot] == NULL) {
+    if (slot >= 0 && route_owner(w, slot) == NULL) {
         req_fail(w, r, "CLUSTERDOWN Hash slot not served");
         return;
     }
-    if (slot >= 0 && s->shard && !same_node(s->shard, w->owner[slot]) &&
+    if (slot >= 0 && s->shard && !same_node(s->shard, route_owner(w, slot)) &&
         (s->shard->broken || (s->shard->nshard == 0 && s->shard->ninflight == 0)))
         backend_free_private(s->shard, NULL); /* nothing on it: go where the channels are now */
-    if (slot >= 0 && s->shard && !same_node(s->shard, w->owner[slot])) {
+    if (slot >= 0 && s->shard && !same_node(s->shard, route_owner(w, slot))) {
         req_fail(w, r, "ERR respgate: the shard channels of one connection must live on one node; these live on "
                           "%s:%d, earlier ones on %s:%d",
-                    w->owner[slot]->host, w->owner[slot]->port, s->shard->host, s->shard->port);
+                    route_owner(w, slot)->host, route_owner(w, slot)->port, s->shard->host, s->shard->port);
         return;
     }
     if (s->shard == NULL && op == OP_SSUBSCRIBE && (s->shard = open_push(c, slot, 0)) == NULL) {
@@ -573,8 +573,8 @@ void pubsub_map_changed(struct worker *w)
     TAILQ_FOREACH(c, &w->clients, link) {
         if (c->sub == NULL || c->sub->nkeyspace == 0)
             continue;
-        struct router_master *m = NULL;
-        long n = router_masters(w, &m);
+        struct route_master *m = NULL;
+        long n = route_masters(w, &m);
         struct backend *b, *next;
         for (b = TAILQ_FIRST(&c->privates); b; b = next) {
             next = TAILQ_NEXT(b, link);

@@ -3,7 +3,7 @@
  * session.h.
  *
  * Everything a pinned session sends goes to its private backend directly
- * (backend_send), never through router_send: a resend to another node would
+ * (backend_send), never through route_send: a resend to another node would
  * run a command outside its transaction. What the node answers is the
  * client's answer, except for the requests sent on the client's behalf
  * after it was answered here (REQ_DROP: the MULTI and QUEUED of commands
@@ -17,7 +17,7 @@
 #include "log.h"
 #include "req.h"
 #include "resp.h"
-#include "router.h"
+#include "route.h"
 #include "worker.h"
 
 #include <event2/buffer.h>
@@ -41,7 +41,7 @@ static void pinned_reply(struct backend *from, struct req *r, struct evbuffer *i
         req_fail(w, r, REQ_CLIENT_LEFT);
         return;
     }
-    if (type == '-' && router_take_redirect(from, in, len, &rd, &to)) {
+    if (type == '-' && route_take_redirect(from, in, len, &rd, &to)) {
         if (rd.ask)
             worker_request_refresh(w);
         req_fail(w, r, "TRYAGAIN respgate: slot %u moved away from %s:%d during this session", rd.slot, from->host,
@@ -147,7 +147,7 @@ static int send_dropped(struct client *c, struct backend *b, const char *frame, 
 static int open_pin(struct client *c, int slot, int in_multi)
 {
     struct worker *w = c->w;
-    struct backend *owner = slot >= 0 ? w->owner[slot] : NULL;
+    struct backend *owner = slot >= 0 ? route_owner(w, slot) : NULL;
     if (owner == NULL || c->nprivate >= SESSION_PRIVATE_MAX)
         return -1;
     c->pin = client_open_private(c, &session_private_ops, owner->host, owner->port, 0);
@@ -236,7 +236,7 @@ static void queue(struct client *c, struct req *r, const struct cmd_spec *cmd, c
         refuse_queued(c, r, "ERR respgate: the connection to the node of this transaction is lost");
         return;
     }
-    int slot = router_keys_slot(w, r, cmd, q);
+    int slot = route_keys_slot(w, r, cmd, q);
     if (slot == -2 || (slot >= 0 && c->pin_slot >= 0 && slot != c->pin_slot)) {
         refuse_queued(c, r, "CROSSSLOT Keys in request don't hash to the same slot");
         return;
@@ -288,7 +288,7 @@ static void exec(struct client *c, struct req *r)
         req_complete(w, r);
         return;
     }
-    if (c->pin == NULL && open_pin(c, router_any_slot(w), 1) < 0) {
+    if (c->pin == NULL && open_pin(c, route_any_slot(w), 1) < 0) {
         session_reset(c);
         req_fail(w, r, "%s", EXECABORT);
         return;
@@ -343,12 +343,12 @@ void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cm
     default:
         break;
     }
-    int slot = router_keys_slot(w, r, cmd, q);
+    int slot = route_keys_slot(w, r, cmd, q);
     if (slot == -2) {
         req_fail(w, r, "CROSSSLOT Keys in request don't hash to the same slot");
         return;
     }
-    if (slot < 0 || w->owner[slot] == NULL) {
+    if (slot < 0 || route_owner(w, slot) == NULL) {
         req_fail(w, r, slot < -1 ? REQ_OUT_OF_MEMORY : "CLUSTERDOWN Hash slot not served");
         return;
     }
@@ -375,7 +375,7 @@ void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cm
         req_fail(w, r, "ERR respgate: %d commands already block on this connection", SESSION_PRIVATE_MAX);
         return;
     }
-    struct backend *owner = w->owner[slot];
+    struct backend *owner = route_owner(w, slot);
     struct backend *b = client_open_private(c, &blocking_ops, owner->host, owner->port, BACKEND_BLOCKING);
     if (b == NULL) {
         req_fail(w, r, REQ_OUT_OF_MEMORY);

@@ -8,7 +8,7 @@
 #include "conf.h"
 #include "log.h"
 #include "nodecmd.h"
-#include "router.h"
+#include "route.h"
 #include "server.h"
 #include "pubsub.h"
 #include "session.h"
@@ -81,33 +81,6 @@ static void start_drain(struct worker *w)
     maybe_done(w);
 }
 
-/* Reads may go to replicas (cluster.read_policy): each slot gets one of its
- * master's replicas that is not flagged failing, spread over them by slot. */
-static void apply_replicas(struct worker *w, const struct slotmap *m)
-{
-    int policy = w->conf->read_policy;
-    for (int s = 0; s < SLOT_COUNT; s++) {
-        w->replica[s] = NULL;
-        if (policy == READ_MASTER || m->owner[s] < 0)
-            continue;
-        size_t n = 0, pick;
-        for (size_t i = 0; i < m->nnodes; i++)
-            n += m->nodes[i].master == m->owner[s] && !m->nodes[i].is_master && !m->nodes[i].failing;
-        if (n == 0)
-            continue;
-        pick = (size_t)s % n;
-        for (size_t i = 0; i < m->nnodes; i++) {
-            const struct topo_node *r = &m->nodes[i];
-            if (r->master != m->owner[s] || r->is_master || r->failing || pick-- > 0)
-                continue;
-            w->replica[s] = router_backend(w, r->host, r->port);
-            if (w->replica[s])
-                backend_set_readonly(w->replica[s]);
-            break;
-        }
-    }
-}
-
 /* Takes the server's current map: each slot's owner becomes this worker's
  * backend for that node. Existing connections are kept and reused. */
 /* Requests that came before the first map wait for it (router_dispatch
@@ -137,25 +110,15 @@ static void apply_map(struct worker *w)
     }
     if (w->map == NULL)
         release_first_map_waits(w);
-    struct backend **by_node = calloc(m->nnodes + 1, sizeof(*by_node));
-    if (by_node == NULL) {
+    if (route_apply_map(w, m) < 0) {
         log_error("worker %d: out of memory applying a new slot map", w->id);
         slotmap_unref(m);
         return;
     }
-    for (size_t i = 0; i < m->nnodes; i++)
-        if (m->nodes[i].is_master)
-            by_node[i] = router_backend(w, m->nodes[i].host, m->nodes[i].port);
-    for (int s = 0; s < SLOT_COUNT; s++)
-        w->owner[s] = m->owner[s] >= 0 ? by_node[m->owner[s]] : NULL;
-    free(by_node);
-    apply_replicas(w, m);
     slotmap_unref(w->map);
     w->map = m;
     worker_note_version(w);
     pubsub_map_changed(w);
-    if (!TAILQ_EMPTY(&w->parked))
-        event_active(w->retry_timer, EV_TIMEOUT, 0); /* what waited for this map goes now */
 }
 
 void worker_note_version(struct worker *w)
@@ -209,19 +172,13 @@ int worker_init(struct worker *w, struct server *srv, int id, const int *fds, si
     TAILQ_INIT(&w->clients);
     TAILQ_INIT(&w->backends);
     TAILQ_INIT(&w->req_pool);
-    TAILQ_INIT(&w->parked);
     TAILQ_INIT(&w->idle_private);
     w->conf = server_conf(srv);
-    w->owner = calloc(SLOT_COUNT, sizeof(*w->owner));
-    w->slot_part = calloc(SLOT_COUNT, sizeof(*w->slot_part));
-    w->replica = calloc(SLOT_COUNT, sizeof(*w->replica));
     w->base = event_base_new();
     w->wake = w->base ? event_new(w->base, -1, 0, on_wake, w) : NULL;
     w->accept_pause = w->base ? evtimer_new(w->base, on_accept_resume, w) : NULL;
-    w->retry_timer = w->base ? evtimer_new(w->base, router_on_retry, w) : NULL;
     w->listeners = calloc(nfds ? nfds : 1, sizeof(*w->listeners));
-    if (w->wake == NULL || w->accept_pause == NULL || w->retry_timer == NULL || w->listeners == NULL ||
-        w->owner == NULL || w->slot_part == NULL || w->replica == NULL) {
+    if (w->wake == NULL || w->accept_pause == NULL || w->listeners == NULL || route_init(w) < 0) {
         log_error("worker %d: out of memory", id);
         return -1;
     }
@@ -246,13 +203,7 @@ static void *worker_main(void *arg)
     while (!TAILQ_EMPTY(&w->clients))
         client_free(TAILQ_FIRST(&w->clients));
     close_listeners(w);
-    struct req *r;
-    while ((r = TAILQ_FIRST(&w->parked))) {
-        TAILQ_REMOVE(&w->parked, r, inflight);
-        r->parked = 0;
-        w->nparked--;
-        req_fail(w, r, "ERR respgate: shutting down");
-    }
+    route_stop(w);
     backend_free_all(w);
     req_pool_drain(w);
     server_worker_done(w->srv);
@@ -289,8 +240,7 @@ void worker_deinit(struct worker *w)
         event_free(w->wake);
     if (w->accept_pause)
         event_free(w->accept_pause);
-    if (w->retry_timer)
-        event_free(w->retry_timer);
+    route_free(w);
     if (w->dns)
         evdns_base_free(w->dns, 1); /* lookups still under way call back, cancelled */
     if (w->base)
@@ -298,9 +248,6 @@ void worker_deinit(struct worker *w)
     conf_unref(w->conf);
     slotmap_unref(w->map);
     nodecmd_unref(w->learned);
-    free(w->owner);
-    free(w->slot_part);
-    free(w->replica);
     memset(w, 0, sizeof(*w));
 }
 

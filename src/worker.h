@@ -22,6 +22,7 @@ struct event_base;
 struct evdns_base;
 struct event;
 struct evconnlistener;
+struct route;
 
 /* Messages for worker_post(); several may be pending at once. */
 enum {
@@ -56,15 +57,10 @@ struct worker {
     struct slotmap *map;            /* the map in force here, NULL before the first */
     struct nodecmd_table *learned;  /* commands the nodes know beyond cmdtab.c (nodecmd.h), or NULL */
     unsigned version;               /* the cluster's Redis version (compat.h): its oldest master's, 0 unknown */
-    struct backend **owner;         /* [SLOT_COUNT]: where each slot's requests go */
-    struct backend **replica;       /* [SLOT_COUNT]: a replica of that master for reads (read_policy), or NULL */
+    struct route *route;            /* the slot table and what waits for the cluster (route.h) */
     struct backend_list backends;   /* one connection per node */
     struct backend_list idle_private; /* clean private connections, answered, for reuse */
     size_t nidle_private;
-    int next_keyless;               /* spreads keyless requests over the masters */
-    uint16_t *slot_part;            /* [SLOT_COUNT], all zero between uses: fanout_split's scratch */
-    struct req_list parked;         /* requests waiting to be sent again */
-    size_t nparked;
     struct worker_stats {           /* read by any worker's INFO */
         atomic_uint_fast64_t redirects; /* MOVED and ASK followed */
         atomic_uint_fast64_t parked;    /* times a request had to wait (TRYAGAIN, a node down, ...) */
@@ -72,7 +68,6 @@ struct worker {
         atomic_uint_fast64_t expired;   /* requests failed at cluster.failover_wait */
         atomic_int_fast64_t blocked;    /* clients with a blocking command or WAIT out (INFO's blocked_clients) */
     } stats;
-    struct event *retry_timer;
     struct req_list req_pool;       /* recycled request objects */
     size_t req_pooled;
 };

@@ -1,0 +1,447 @@
+/*
+ * route: where a worker's requests go, see route.h.
+ *
+ * A keyed command goes to the master its slot's owner is in this worker's
+ * table; MOVED patches the table for that slot and asks the control thread
+ * for a fresh map; ASK resends once with ASKING and leaves the table
+ * alone. A request that cannot be served now (TRYAGAIN, LOADING,
+ * CLUSTERDOWN, a node backing off) is parked and sent again every
+ * ROUTE_RETRY_MS until cluster.failover_wait ends.
+ */
+#include "route.h"
+
+#include "backend.h"
+#include "client.h"
+#include "cmd.h"
+#include "conf.h"
+#include "log.h"
+#include "req.h"
+#include "resp.h"
+#include "server.h"
+#include "slot.h"
+#include "topo.h"
+#include "worker.h"
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct route {
+    struct backend *owner[SLOT_COUNT];   /* where each slot's requests go */
+    struct backend *replica[SLOT_COUNT]; /* a replica of that master for reads (read_policy), or NULL */
+    int next_keyless;                    /* spreads keyless requests over the masters */
+    struct req_list parked;              /* requests waiting to be sent again */
+    size_t nparked;
+    struct event *retry_timer;
+};
+
+static void on_retry(evutil_socket_t fd, short what, void *arg);
+
+int route_init(struct worker *w)
+{
+    struct route *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return -1;
+    TAILQ_INIT(&t->parked);
+    t->retry_timer = evtimer_new(w->base, on_retry, w);
+    if (t->retry_timer == NULL) {
+        free(t);
+        return -1;
+    }
+    w->route = t;
+    return 0;
+}
+
+void route_stop(struct worker *w)
+{
+    struct route *t = w->route;
+    struct req *r;
+    while (t && (r = TAILQ_FIRST(&t->parked))) {
+        TAILQ_REMOVE(&t->parked, r, inflight);
+        r->parked = 0;
+        t->nparked--;
+        req_fail(w, r, "ERR respgate: shutting down");
+    }
+}
+
+void route_free(struct worker *w)
+{
+    if (w->route == NULL)
+        return;
+    event_free(w->route->retry_timer);
+    free(w->route);
+    w->route = NULL;
+}
+
+struct backend *route_owner(struct worker *w, int slot)
+{
+    return slot >= 0 && slot < SLOT_COUNT ? w->route->owner[slot] : NULL;
+}
+
+/* Reads may go to replicas (cluster.read_policy): each slot gets one of its
+ * master's replicas that is not flagged failing, spread over them by slot. */
+static void apply_replicas(struct worker *w, const struct slotmap *m)
+{
+    int policy = w->conf->read_policy;
+    for (int s = 0; s < SLOT_COUNT; s++) {
+        w->route->replica[s] = NULL;
+        if (policy == READ_MASTER || m->owner[s] < 0)
+            continue;
+        size_t n = 0, pick;
+        for (size_t i = 0; i < m->nnodes; i++)
+            n += m->nodes[i].master == m->owner[s] && !m->nodes[i].is_master && !m->nodes[i].failing;
+        if (n == 0)
+            continue;
+        pick = (size_t)s % n;
+        for (size_t i = 0; i < m->nnodes; i++) {
+            const struct topo_node *r = &m->nodes[i];
+            if (r->master != m->owner[s] || r->is_master || r->failing || pick-- > 0)
+                continue;
+            w->route->replica[s] = route_backend(w, r->host, r->port);
+            if (w->route->replica[s])
+                backend_set_readonly(w->route->replica[s]);
+            break;
+        }
+    }
+}
+
+int route_apply_map(struct worker *w, const struct slotmap *m)
+{
+    struct backend **by_node = calloc(m->nnodes + 1, sizeof(*by_node));
+    if (by_node == NULL)
+        return -1;
+    for (size_t i = 0; i < m->nnodes; i++)
+        if (m->nodes[i].is_master)
+            by_node[i] = route_backend(w, m->nodes[i].host, m->nodes[i].port);
+    for (int s = 0; s < SLOT_COUNT; s++)
+        w->route->owner[s] = m->owner[s] >= 0 ? by_node[m->owner[s]] : NULL;
+    free(by_node);
+    apply_replicas(w, m);
+    if (!TAILQ_EMPTY(&w->route->parked))
+        event_active(w->route->retry_timer, EV_TIMEOUT, 0); /* what waited for this map goes now */
+    return 0;
+}
+
+int route_any_slot(struct worker *w)
+{
+    for (int i = 0; i < SLOT_COUNT; i++) {
+        w->route->next_keyless = (w->route->next_keyless + 997) % SLOT_COUNT; /* 997 is coprime with 16384 */
+        if (w->route->owner[w->route->next_keyless])
+            return w->route->next_keyless;
+    }
+    return -1;
+}
+
+int route_find_keys(struct req *r, const struct cmd_spec *cmd, const struct resp_req *q, size_t *stack,
+                     size_t **keys)
+{
+    *keys = stack;
+    int n = cmd_keys(cmd, r->buf, q, stack, ROUTE_KEYS_ON_STACK);
+    if (n > ROUTE_KEYS_ON_STACK) {
+        /* Only a command with many keys pays for the array. */
+        if ((*keys = malloc((size_t)n * sizeof(**keys))) == NULL)
+            return -2;
+        n = cmd_keys(cmd, r->buf, q, *keys, (size_t)n);
+    }
+    return n;
+}
+
+int route_common_slot(struct req *r, const struct resp_req *q, const size_t *keys, int n)
+{
+    int slot = (int)slot_of_arg(r->buf, &q->argv[keys[0]]);
+    for (int i = 1; i < n; i++)
+        if ((int)slot_of_arg(r->buf, &q->argv[keys[i]]) != slot)
+            return -2;
+    return slot;
+}
+
+int route_keys_slot(struct worker *w, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
+{
+    size_t stack[ROUTE_KEYS_ON_STACK], *keys;
+    if (q->argc > ROUTE_KEYS_ON_STACK)
+        evbuffer_pullup(r->buf, -1);
+    int n = route_find_keys(r, cmd, q, stack, &keys);
+    int slot = n == -2 ? -3 : n <= 0 ? -1 : route_common_slot(r, q, keys, n);
+    if (keys != stack)
+        free(keys);
+    (void)w;
+    return slot;
+}
+
+/* Parks R to be sent again on the worker's next retry tick. */
+static void park(struct worker *w, struct req *r);
+
+long route_masters(struct worker *w, struct route_master **out)
+{
+    struct route_master *m = NULL;
+    size_t n = 0, cap = 0;
+    for (int s = 0; s < SLOT_COUNT; s++) {
+        struct backend *b = w->route->owner[s];
+        if (b == NULL || (s > 0 && w->route->owner[s - 1] == b))
+            continue;
+        size_t i = 0;
+        while (i < n && m[i].b != b)
+            i++;
+        if (i < n)
+            continue;
+        if (n == cap) {
+            struct route_master *bigger = realloc(m, (cap = cap ? cap * 2 : 8) * sizeof(*m));
+            if (bigger == NULL) {
+                free(m);
+                return -1;
+            }
+            m = bigger;
+        }
+        m[n].b = b;
+        m[n++].first = (uint16_t)s;
+    }
+    *out = m;
+    return (long)n;
+}
+
+void route_note_moved(struct worker *w, unsigned slot, struct backend *to)
+{
+    w->route->owner[slot] = to;
+    w->route->replica[slot] = NULL; /* the slot's replicas are known again with the next map */
+    worker_request_refresh(w);
+}
+
+/* Where a read of SLOT goes under cluster.read_policy: a replica of its
+ * master when one is known and not backing off (replica: always;
+ * prefer-replica: for every other slot, so the master serves too), else
+ * the master itself. */
+static struct backend *read_target(struct worker *w, int slot)
+{
+    struct backend *rb = w->route->replica[slot];
+    if (rb == NULL || !backend_usable(rb))
+        return w->route->owner[slot];
+    /* prefer-replica: half the slots read from the master, so a key's reads
+     * always go to the same node and never step back in time. */
+    if (w->conf->read_policy == READ_PREFER_REPLICA && (slot & 1))
+        return w->route->owner[slot];
+    return rb;
+}
+
+void route_send(struct worker *w, struct req *r, int slot)
+{
+    struct backend *b = r->readonly && !r->master_only && w->route->owner[slot] ? read_target(w, slot) : w->route->owner[slot];
+    if (b == NULL) {
+        req_fail(w, r, "CLUSTERDOWN Hash slot not served");
+        return;
+    }
+    r->slot = (uint16_t)slot;
+    client_awaits(r);
+    if (r->write) {
+        struct client *c = r->kind == REQ_PART ? r->parent->client : r->client;
+        if (c)
+            client_note_write(c, b);
+    }
+    int rc = backend_send(b, r);
+    if (rc == -EAGAIN) {
+        park(w, r); /* the node's connection is backing off: wait for it or a new map, bounded */
+    } else if (rc < 0) {
+        req_fail(w, r, "CLUSTERDOWN respgate cannot reach %s:%d, the node serving slot %d", b->host, b->port, slot);
+    }
+}
+
+/* Where a MOVED or ASK from FROM sends a request: its address, or FROM's
+ * when it names none; a node's name (cluster-announce-hostname) becomes
+ * the address the map has for that node, so that the node keeps one
+ * backend; a name the map does not know yet is looked up (backend.c). */
+static const char *redirect_host(struct worker *w, const struct backend *from, const struct resp_redirect *rd)
+{
+    if (rd->host[0] == '\0')
+        return from->host;
+    for (size_t i = 0; w->map && i < w->map->nnodes; i++) {
+        const struct topo_node *n = &w->map->nodes[i];
+        if (n->port == rd->port && n->name[0] && strcmp(n->name, rd->host) == 0)
+            return n->host;
+    }
+    return rd->host;
+}
+
+int route_take_redirect(struct backend *from, struct evbuffer *in, size_t len, struct resp_redirect *rd,
+                         struct backend **to)
+{
+    struct worker *w = from->w;
+    char line[320];
+    resp_first_line(in, len, line, sizeof(line));
+    if (line[0] != '-' || resp_parse_redirect(line + 1, strlen(line + 1), rd) < 0)
+        return 0;
+    evbuffer_drain(in, len);
+    atomic_fetch_add_explicit(&w->stats.redirects, 1, memory_order_relaxed);
+    /* A node that does not know its own address answers with an empty host. */
+    *to = route_backend(w, redirect_host(w, from, rd), rd->port);
+    if (*to && !rd->ask)
+        route_note_moved(w, rd->slot, *to);
+    else if (*to == NULL)
+        worker_request_refresh(w);
+    return 1;
+}
+
+/* Follows the MOVED or ASK RD to TO: R is sent again, or answered. */
+static void redirect(struct worker *w, struct req *r, const struct resp_redirect *rd, struct backend *to)
+{
+    if (++r->redirects > ROUTE_MAX_REDIRECTS) {
+        /* The nodes disagree for now (a slot being handed over, one node
+         * told before the other): wait for them, as for a failover. */
+        log_debug("slot %u: more than %d redirections in a row; the request waits for the nodes to agree", rd->slot,
+                  ROUTE_MAX_REDIRECTS);
+        r->redirects = 0;
+        worker_request_refresh(w);
+        park(w, r);
+        return;
+    }
+    if (to == NULL) {
+        req_fail(w, r, REQ_OUT_OF_MEMORY);
+        return;
+    }
+    if (!rd->ask) {
+        route_send(w, r, (int)rd->slot);
+        return;
+    }
+    struct req *asking = req_new(w, REQ_ASKING, NULL);
+    if (asking == NULL) {
+        req_fail(w, r, REQ_OUT_OF_MEMORY);
+        return;
+    }
+    evbuffer_add(asking->buf, "*1\r\n$6\r\nASKING\r\n", 16);
+    if (backend_send(to, asking) < 0) {
+        req_free(w, asking);
+        req_fail(w, r, "CLUSTERDOWN respgate cannot reach %s:%d, the node importing slot %u", to->host, to->port,
+                 rd->slot);
+        return;
+    }
+    if (backend_send(to, r) < 0)
+        req_fail(w, r, "CLUSTERDOWN respgate cannot reach %s:%d", to->host, to->port);
+}
+
+/* Now on W's clock, in milliseconds. */
+static uint64_t now_ms(struct worker *w)
+{
+    struct timeval now;
+    event_base_gettimeofday_cached(w->base, &now);
+    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_usec / 1000;
+}
+
+static void park(struct worker *w, struct req *r)
+{
+    static const struct timeval tick = {0, ROUTE_RETRY_MS * 1000};
+    if (w->route->nparked >= ROUTE_MAX_PARKED) {
+        req_fail(w, r, "CLUSTERDOWN respgate: %d requests already wait for the cluster", ROUTE_MAX_PARKED);
+        return;
+    }
+    /* A request waits, from the first time it has to, for as long as a
+     * failover may take (cluster.failover_wait): a new map sends it on. */
+    if (r->deadline_ms == 0)
+        r->deadline_ms = now_ms(w) + server_failover_wait_ms(w->srv, w->conf);
+    r->parked = 1;
+    w->route->nparked++;
+    atomic_fetch_add_explicit(&w->stats.parked, 1, memory_order_relaxed);
+    TAILQ_INSERT_TAIL(&w->route->parked, r, inflight);
+    if (!evtimer_pending(w->route->retry_timer, NULL))
+        evtimer_add(w->route->retry_timer, &tick);
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    struct req_list due = TAILQ_HEAD_INITIALIZER(due);
+    TAILQ_CONCAT(&due, &w->route->parked, inflight);
+    w->route->nparked = 0;
+    uint64_t now = now_ms(w);
+    struct req *r;
+    while ((r = TAILQ_FIRST(&due))) {
+        TAILQ_REMOVE(&due, r, inflight);
+        r->parked = 0;
+        if (!req_wanted(r)) {
+            req_fail(w, r, REQ_CLIENT_LEFT);
+        } else if (now >= r->deadline_ms) {
+            atomic_fetch_add_explicit(&w->stats.expired, 1, memory_order_relaxed);
+            struct backend *b = w->route->owner[r->slot];
+            req_fail(w, r, "CLUSTERDOWN respgate: slot %u was not served within %llums "
+                              "(cluster.failover_wait); last tried %s:%d",
+                        r->slot, (unsigned long long)server_failover_wait_ms(w->srv, w->conf), b ? b->host : "none",
+                        b ? b->port : 0);
+        } else {
+            atomic_fetch_add_explicit(&w->stats.retries, 1, memory_order_relaxed);
+            route_send(w, r, r->slot);
+        }
+    }
+}
+
+/* Errors that say the command did not run and may run later: a resend is
+ * safe, writes included. All but TRYAGAIN and LOADING say the map is
+ * wrong or changing: a demoted master (READONLY), a replica whose master is
+ * down (MASTERDOWN), a cluster that lost a master (CLUSTERDOWN). */
+static int retryable(const char *line, int *refresh)
+{
+    static const char *const codes[] = {"-TRYAGAIN ", "-LOADING ", "-CLUSTERDOWN ", "-READONLY ", "-MASTERDOWN "};
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        if (strncmp(line, codes[i], strlen(codes[i])) == 0) {
+            *refresh = i >= 2;
+            return 1;
+        }
+    return 0;
+}
+
+/* A shared connection's reply for R. */
+static void shared_reply(struct backend *from, struct req *r, struct evbuffer *in, size_t len, char type)
+{
+    struct worker *w = from->w;
+    if (!req_wanted(r)) {
+        evbuffer_drain(in, len);
+        req_fail(w, r, REQ_CLIENT_LEFT);
+        return;
+    }
+    struct resp_redirect rd;
+    struct backend *to;
+    if (type == '-' && route_take_redirect(from, in, len, &rd, &to)) {
+        redirect(w, r, &rd, to);
+        return;
+    }
+    if (type == '-') {
+        char line[320];
+        resp_first_line(in, len, line, sizeof(line));
+        int refresh = 0;
+        if (retryable(line, &refresh)) {
+            evbuffer_drain(in, len);
+            r->master_only |= from->readonly; /* a replica that cannot serve: its master will */
+            if (refresh)
+                worker_request_refresh(w);
+            park(w, r);
+            return;
+        }
+    }
+    evbuffer_remove_buffer(in, r->reply, len);
+    req_complete(w, r);
+}
+
+/* R was on shared connection B when it was lost: a request that never
+ * reached the node, or a read, goes again (parked until a connection or a
+ * new map, at most failover_wait); a write that may have run fails. */
+static void shared_lost(struct backend *b, struct req *r, int sent, const char *why)
+{
+    if (req_owned(r) && req_wanted(r) && (!sent || r->readonly) && !r->pinned && !b->auth_failed)
+        park(b->w, r);
+    else
+        backend_fail_lost(b, r, sent, why);
+}
+
+static void shared_node_down(struct backend *b)
+{
+    worker_request_refresh(b->w);
+}
+
+static const struct backend_ops shared_ops = {
+    .reply = shared_reply,
+    .lost = shared_lost,
+    .node_down = shared_node_down,
+};
+
+struct backend *route_backend(struct worker *w, const char *host, int port)
+{
+    return backend_get(w, &shared_ops, host, port);
+}
