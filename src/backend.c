@@ -498,7 +498,7 @@ static void stall_free(struct backend *s)
     close_connection(s);
     struct req *r;
     while ((r = pop_any(s)))
-        req_fail(s->w, r, "ERR respgate: shutting down"); /* only at worker exit: a reset emptied it otherwise */
+        req_fail(s->w, r, REQ_SHUTTING_DOWN); /* only at worker exit: a reset emptied it otherwise */
     event_free(s->flush);
     free(s);
 }
@@ -614,10 +614,10 @@ static void stall_check(struct backend *s)
     }
 }
 
-static void on_sock_read(evutil_socket_t fd, short what, void *arg)
+/* B's reply timeout fired. */
+static void on_reply_timeout(struct backend *b)
 {
-    struct backend *b = arg;
-    if ((what & EV_TIMEOUT) && (b->ninflight == 0 || b->no_timeout)) {
+    if (b->ninflight == 0 || b->no_timeout) {
         /* Armed while requests were in flight; event_add(NULL) leaves an
          * old timeout in place, so set_timeouts does not clear it on every
          * request. Clear it now that it fired on an idle connection, or on
@@ -628,22 +628,66 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
         event_add(b->rev, NULL);
         return;
     }
-    if ((what & EV_TIMEOUT) && b->stalled_conn) {
+    if (b->stalled_conn) {
         stall_check(b);
         return;
     }
-    if ((what & EV_TIMEOUT) && stall(b) == 0)
+    if (stall(b) == 0)
         return;
-    if (what & EV_TIMEOUT) {
-        /* A read goes again once (elsewhere, if a replica timed out: it
-         * backs off now); a read slower than the timeout would only time
-         * out again. */
-        struct req *r;
-        TAILQ_FOREACH(r, &b->inflight, inflight) {
-            r->readonly &= !r->timed_out;
-            r->timed_out = 1;
+    /* A read goes again once (elsewhere, if a replica timed out: it backs
+     * off now); a read slower than the timeout would only time out again. */
+    struct req *r;
+    TAILQ_FOREACH(r, &b->inflight, inflight) {
+        r->readonly &= !r->timed_out;
+        r->timed_out = 1;
+    }
+    backend_reset(b, "no reply within timeouts.backend");
+}
+
+static int is_handshake(const struct req *r)
+{
+    return r && (r->kind == REQ_AUTH || r->kind == REQ_SETUP);
+}
+
+/* The reply of LEN bytes (first byte TYPE) at the front of IN answers B's
+ * own request R (HELLO, READONLY, ASKING, or one whose reply nobody
+ * wants). Returns 0, or -1 if B was reset. */
+static int own_reply(struct backend *b, struct req *r, struct evbuffer *in, size_t len, char type)
+{
+    if (is_handshake(r) && type == '-') {
+        char line[256];
+        resp_first_line(in, len, line, sizeof(line));
+        if (r->kind == REQ_AUTH) {
+            log_error("backend %s:%d: AUTH failed: %s (check cluster.username and cluster.password; "
+                      "respgate needs Redis 6.0 or later)",
+                      b->host, b->port, line + 1);
+            req_free(b->w, r);
+            b->auth_failed = 1;
+            backend_reset(b, "authentication failed");
+            return -1;
         }
-        backend_reset(b, "no reply within timeouts.backend");
+        log_warning("backend %s:%d: refused %s", b->host, b->port, line + 1);
+    }
+    if (r->kind == REQ_AUTH) {
+        unsigned version = hello_version(in, len);
+        if (version != b->version) {
+            b->version = version;
+            worker_note_version(b->w);
+        }
+    }
+    evbuffer_drain(in, len);
+    int hello = r->kind == REQ_AUTH;
+    req_complete(b->w, r);
+    if (hello)
+        send_waiting(b);
+    return 0;
+}
+
+static void on_sock_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct backend *b = arg;
+    if (what & EV_TIMEOUT) {
+        on_reply_timeout(b);
         return;
     }
     int n = netio_read(b->bev, BACKEND_READ_MAX);
@@ -660,8 +704,7 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
         size_t len = b->scan.len;
         char type = b->scan.type;
         memset(&b->scan, 0, sizeof(b->scan));
-        struct req *head = TAILQ_FIRST(&b->inflight);
-        if (b->ops->frame && !(head && (head->kind == REQ_AUTH || head->kind == REQ_SETUP))) {
+        if (b->ops->frame && !is_handshake(TAILQ_FIRST(&b->inflight))) {
             if (b->ops->frame(b, in, len) < 0) {
                 backend_reset(b, "a Pub/Sub frame nobody asked for");
                 return;
@@ -673,38 +716,10 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
             backend_reset(b, "a reply arrived with no request in flight");
             return;
         }
-        if ((r->kind == REQ_AUTH || r->kind == REQ_SETUP) && type == '-') {
-            char line[256];
-            resp_first_line(in, len, line, sizeof(line));
-            if (r->kind == REQ_AUTH) {
-                log_error("backend %s:%d: AUTH failed: %s (check cluster.username and cluster.password; "
-                          "respgate needs Redis 6.0 or later)",
-                          b->host, b->port, line + 1);
-                req_free(b->w, r);
-                b->auth_failed = 1;
-                backend_reset(b, "authentication failed");
-                return;
-            }
-            if (r->kind == REQ_SETUP)
-                log_warning("backend %s:%d: refused %s", b->host, b->port, line + 1);
-        }
-        if (r->kind == REQ_AUTH) {
-            unsigned version = hello_version(in, len);
-            if (version != b->version) {
-                b->version = version;
-                worker_note_version(b->w);
-            }
-            evbuffer_drain(in, len);
-            req_free(b->w, r);
-            send_waiting(b);
-            continue;
-        }
-        if (r->kind == REQ_ASKING || r->kind == REQ_DROP || r->kind == REQ_SETUP) {
-            evbuffer_drain(in, len);
-            req_free(b->w, r);
-            continue;
-        }
-        b->ops->reply(b, r, in, len, type);
+        if (r->kind == REQ_CLIENT || r->kind == REQ_PART)
+            b->ops->reply(b, r, in, len, type);
+        else if (own_reply(b, r, in, len, type) < 0)
+            return;
     }
     if (st == RESP_ERROR)
         backend_reset(b, b->scan.error);
@@ -836,7 +851,7 @@ void backend_free_all(struct worker *w)
         close_connection(b);
         struct req *r;
         while ((r = pop_any(b)))
-            req_fail(w, r, "ERR respgate: shutting down");
+            req_fail(w, r, REQ_SHUTTING_DOWN);
         event_free(b->flush);
         free(b);
     }

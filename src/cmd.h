@@ -66,6 +66,30 @@ enum cmd_merge {
     MERGE_INFO,      /* INFO's memory, stats and keyspace sections, summed (not in the table) */
 };
 
+/* Which operation of a client's session or subscriptions a command is
+ * (the generator's OPS table): what session.c and pubsub.c act on. */
+enum cmd_op {
+    CMD_OP_NONE = 0,
+    CMD_OP_MULTI,
+    CMD_OP_EXEC,
+    CMD_OP_DISCARD,
+    CMD_OP_WATCH,
+    CMD_OP_UNWATCH,
+    CMD_OP_SUBSCRIBE, /* the six subscription commands, in this order */
+    CMD_OP_PSUBSCRIBE,
+    CMD_OP_UNSUBSCRIBE,
+    CMD_OP_PUNSUBSCRIBE,
+    CMD_OP_SSUBSCRIBE,
+    CMD_OP_SUNSUBSCRIBE,
+    CMD_OP_PING,      /* answered in the order of subscription confirmations while subscribed */
+};
+
+/* Contexts a command may run in (the generator's OPS table). */
+#define CMD_CTX_SUBSCRIBED (1u << 0) /* allowed while a RESP2 client is subscribed */
+#define CMD_CTX_MULTI_NOW (1u << 1)  /* runs at once inside MULTI, never queued */
+#define CMD_CTX_QUEUEABLE (1u << 2)  /* a local or Pub/Sub command a transaction may queue */
+#define CMD_CTX_REPLICAS_TOO (1u << 3) /* a broadcast the replicas get too (CONFIG SET) */
+
 /* Key spec flags, as redis-server 7.0 reports them. */
 #define CMD_KSF_RO (1u << 0)
 #define CMD_KSF_RW (1u << 1)
@@ -134,6 +158,8 @@ struct cmd_spec {
     uint32_t flags;    /* CMDF_* */
     uint8_t kind;      /* enum cmd_kind */
     uint8_t merge;     /* enum cmd_merge */
+    uint8_t op;        /* enum cmd_op */
+    uint8_t ctx;       /* CMD_CTX_* */
     uint8_t nkeyspecs;
     uint16_t nsubs;
     const struct cmd_keyspec *keyspecs; /* in the server's order */

@@ -360,6 +360,69 @@ static struct fanout *new_fanout(struct req *p, int merge, size_t extra)
     return f;
 }
 
+/* One part of P per slot of its NKEYS keys (argument indexes KEYS), in the
+ * order the slots first appear; UNITS[i] counts part i's keys. Returns
+ * NULL, or the error if out of memory (no part is left then). */
+static const char *make_parts(struct worker *w, struct req *p, const struct resp_req *q, const size_t *keys,
+                              size_t nkeys, size_t *units)
+{
+    struct fanout *f = p->fan;
+    const char *oom = NULL;
+    for (size_t k = 0; k < nkeys; k++) {
+        unsigned s = slot_of_arg(p->buf, &q->argv[keys[k]]);
+        if (slot_part[s] == 0) {
+            struct req *part = oom ? NULL : new_part(w, p, (int)s);
+            if (part == NULL) {
+                oom = REQ_OUT_OF_MEMORY;
+                continue;
+            }
+            part->part = (uint16_t)f->nparts;
+            f->parts[f->nparts++] = part;
+            slot_part[s] = (uint16_t)f->nparts;
+        }
+        f->part_of_key[k] = (uint16_t)(slot_part[s] - 1);
+        units[f->part_of_key[k]]++;
+    }
+    for (size_t i = 0; i < f->nparts; i++)
+        slot_part[f->parts[i]->slot] = 0;
+    if (oom) {
+        for (size_t i = 0; i < f->nparts; i++)
+            req_free(w, f->parts[i]);
+        f->nparts = 0;
+    }
+    return oom;
+}
+
+/* Moves every argument of P's frame after the name into its part (the
+ * keys' units, a key and its STEP - 1 values, cover them all, in order),
+ * and heads each part with the command's name. */
+static void move_arguments(struct req *p, const struct resp_req *q, const size_t *keys, size_t nkeys, size_t step,
+                           const size_t *units)
+{
+    struct fanout *f = p->fan;
+    char name[32];
+    size_t namelen = resp_arg_copy(p->buf, &q->argv[0], name, sizeof(name));
+    namelen = namelen < sizeof(name) ? namelen : sizeof(name); /* a split command's name is short */
+    size_t consumed = 0;
+    for (size_t k = 0; k < nkeys; k++) {
+        struct evbuffer *to = f->parts[f->part_of_key[k]]->buf;
+        for (size_t a = keys[k]; a < keys[k] + step && a < q->argc; a++) {
+            evbuffer_drain(p->buf, q->argv[a].off - consumed);
+            evbuffer_add_printf(to, "$%zu\r\n", q->argv[a].len);
+            evbuffer_remove_buffer(p->buf, to, q->argv[a].len);
+            evbuffer_add(to, "\r\n", 2);
+            consumed = q->argv[a].off + q->argv[a].len;
+        }
+    }
+    evbuffer_drain(p->buf, evbuffer_get_length(p->buf));
+    for (size_t i = 0; i < f->nparts; i++) {
+        char head[96];
+        int n = snprintf(head, sizeof(head), "*%zu\r\n$%zu\r\n%.*s\r\n", 1 + units[i] * step, namelen,
+                         (int)namelen, name);
+        evbuffer_prepend(f->parts[i]->buf, head, (size_t)n);
+    }
+}
+
 void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q,
                   const size_t *keys, size_t nkeys)
 {
@@ -381,58 +444,13 @@ void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, c
     size_t *units = (size_t *)(f->parts + maxparts);
     f->part_of_key = (uint16_t *)(units + maxparts);
     f->nkeys = nkeys;
-
-    /* One part per slot, in the order the slots first appear. */
-    const char *oom = NULL;
-    for (size_t k = 0; k < nkeys; k++) {
-        unsigned s = slot_of_arg(r->buf, &q->argv[keys[k]]);
-        if (slot_part[s] == 0) {
-            struct req *part = oom ? NULL : new_part(w, r, (int)s);
-            if (part == NULL) {
-                oom = REQ_OUT_OF_MEMORY;
-                continue;
-            }
-            part->part = (uint16_t)f->nparts;
-            f->parts[f->nparts++] = part;
-            slot_part[s] = (uint16_t)f->nparts;
-        }
-        f->part_of_key[k] = (uint16_t)(slot_part[s] - 1);
-        units[f->part_of_key[k]]++;
-    }
-    for (size_t i = 0; i < f->nparts; i++)
-        slot_part[f->parts[i]->slot] = 0;
+    const char *oom = make_parts(w, r, q, keys, nkeys, units);
     if (oom) {
-        for (size_t i = 0; i < f->nparts; i++)
-            req_free(w, f->parts[i]);
-        f->nparts = 0;
         release(w, r);
         req_fail(w, r, "%s", oom);
         return;
     }
-
-    /* Move every argument after the name into its part; the keys' units
-     * (a key and its values) cover them all, in order. */
-    char name[32];
-    size_t namelen = resp_arg_copy(r->buf, &q->argv[0], name, sizeof(name));
-    namelen = namelen < sizeof(name) ? namelen : sizeof(name); /* a split command's name is short */
-    size_t consumed = 0;
-    for (size_t k = 0; k < nkeys; k++) {
-        struct evbuffer *to = f->parts[f->part_of_key[k]]->buf;
-        for (size_t a = keys[k]; a < keys[k] + step && a < q->argc; a++) {
-            evbuffer_drain(r->buf, q->argv[a].off - consumed);
-            evbuffer_add_printf(to, "$%zu\r\n", q->argv[a].len);
-            evbuffer_remove_buffer(r->buf, to, q->argv[a].len);
-            evbuffer_add(to, "\r\n", 2);
-            consumed = q->argv[a].off + q->argv[a].len;
-        }
-    }
-    evbuffer_drain(r->buf, evbuffer_get_length(r->buf));
-    for (size_t i = 0; i < f->nparts; i++) {
-        char head[96];
-        int n = snprintf(head, sizeof(head), "*%zu\r\n$%zu\r\n%.*s\r\n", 1 + units[i] * step, namelen,
-                         (int)namelen, name);
-        evbuffer_prepend(f->parts[i]->buf, head, (size_t)n);
-    }
+    move_arguments(r, q, keys, nkeys, step, units);
     for (size_t i = 0; i < f->nparts; i++)
         route_send(w, f->parts[i], f->parts[i]->slot); /* completes through part_sink */
     finish(w, r);
@@ -486,7 +504,7 @@ static void scan(struct worker *w, struct req *r, const struct resp_req *q)
             i = j;
     if (i == n) {
         free(m);
-        req_fail(w, r, "CLUSTERDOWN Hash slot not served");
+        req_fail(w, r, REQ_SLOT_NOT_SERVED);
         return;
     }
     struct fanout *f = new_fanout(r, MERGE_SCAN, 0);
@@ -618,7 +636,7 @@ void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cm
     free(m);
     /* A replica takes its master's place in a failover: it gets the same
      * configuration. */
-    for (size_t i = 0; strncmp(cmd->name, "config|", 7) == 0 && n > 0 && i < w->map->nnodes; i++) {
+    for (size_t i = 0; (cmd->ctx & CMD_CTX_REPLICAS_TOO) && n > 0 && i < w->map->nnodes; i++) {
         const struct topo_node *node = &w->map->nodes[i];
         if (node->is_master || node->failing)
             continue;

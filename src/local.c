@@ -297,68 +297,112 @@ static void client_info_line(struct call *k, struct evbuffer *out)
                         (long long)(time(NULL) - c->created), evbuffer_get_length(bufferevent_get_output(c->bev)));
 }
 
-static void cmd_client(struct call *k)
+static void client_setname(struct call *k)
 {
-    char sub[NAME_MAX_LEN];
-    size_t argc = k->q->argc;
-    if (lower_arg(k, 1, sub) == 0)
-        sub[0] = '\0';
-    if (strcmp(sub, "setname") == 0 && argc == 3) {
-        if (!valid_name(k, 2)) {
-            resp_add_error(k->out, "ERR Client names cannot contain spaces, newlines or special characters.");
-            return;
-        }
-        set_name(k, 2);
+    if (!valid_name(k, 2)) {
+        resp_add_error(k->out, "ERR Client names cannot contain spaces, newlines or special characters.");
+        return;
+    }
+    set_name(k, 2);
+    resp_add_status(k->out, "OK");
+}
+
+static void client_getname(struct call *k)
+{
+    if (k->c->name)
+        bulk_str(k->out, k->c->name);
+    else
+        evbuffer_add(k->out, "$-1\r\n", 5);
+}
+
+static void client_id(struct call *k)
+{
+    evbuffer_add_printf(k->out, ":%llu\r\n", (unsigned long long)k->c->id);
+}
+
+/* CLIENT INFO and CLIENT LIST: only the client's own session. The rest of
+ * respgate's clients are other applications' business, and the nodes'
+ * are respgate's. */
+static void client_info(struct call *k)
+{
+    struct evbuffer *line = evbuffer_new();
+    if (line == NULL)
+        return;
+    client_info_line(k, line);
+    evbuffer_add_printf(k->out, "$%zu\r\n", evbuffer_get_length(line));
+    evbuffer_add_buffer(k->out, line);
+    evbuffer_add(k->out, "\r\n", 2);
+    evbuffer_free(line);
+}
+
+static void client_setinfo(struct call *k)
+{
+    int name = arg_is(k, 2, "lib-name");
+    if (!name && !arg_is(k, 2, "lib-ver"))
+        resp_add_error(k->out, "ERR syntax error");
+    else if (!valid_name(k, 3))
+        resp_add_error(k->out, "ERR %s cannot contain spaces, newlines or special characters.",
+                       name ? "lib-name" : "lib-ver");
+    else
         resp_add_status(k->out, "OK");
-    } else if (strcmp(sub, "getname") == 0 && argc == 2) {
-        if (k->c->name)
-            bulk_str(k->out, k->c->name);
-        else
-            evbuffer_add(k->out, "$-1\r\n", 5);
-    } else if (strcmp(sub, "id") == 0 && argc == 2) {
-        evbuffer_add_printf(k->out, ":%llu\r\n", (unsigned long long)k->c->id);
-    } else if ((strcmp(sub, "info") == 0 && argc == 2) || (strcmp(sub, "list") == 0 && argc == 2)) {
-        /* Only the client's own session: the rest of respgate's clients are
-         * other applications' business, and the nodes' are respgate's. */
-        struct evbuffer *line = evbuffer_new();
-        if (line == NULL)
-            return;
-        client_info_line(k, line);
-        evbuffer_add_printf(k->out, "$%zu\r\n", evbuffer_get_length(line));
-        evbuffer_add_buffer(k->out, line);
-        evbuffer_add(k->out, "\r\n", 2);
-        evbuffer_free(line);
-    } else if (strcmp(sub, "setinfo") == 0 && argc == 4 && (arg_is(k, 2, "lib-name") || arg_is(k, 2, "lib-ver"))) {
-        if (!valid_name(k, 3))
-            resp_add_error(k->out, "ERR %s cannot contain spaces, newlines or special characters.",
-                           arg_is(k, 2, "lib-name") ? "lib-name" : "lib-ver");
-        else
-            resp_add_status(k->out, "OK");
-    } else if (strcmp(sub, "no-evict") == 0 && argc == 3 && (arg_is(k, 2, "on") || arg_is(k, 2, "off"))) {
+}
+
+static void client_no_evict(struct call *k)
+{
+    if (arg_is(k, 2, "on") || arg_is(k, 2, "off"))
         resp_add_status(k->out, "OK");
-    } else if (strcmp(sub, "reply") == 0 && argc == 3 && arg_is(k, 2, "on")) {
+    else
+        resp_add_error(k->out, "ERR syntax error");
+}
+
+static void client_reply(struct call *k)
+{
+    if (arg_is(k, 2, "on")) {
         k->c->reply_mode = CLIENT_REPLY_ON;
         k->r->silent = 0;
         resp_add_status(k->out, "OK");
-    } else if (strcmp(sub, "reply") == 0 && argc == 3 && arg_is(k, 2, "off")) {
-        k->c->reply_mode = CLIENT_REPLY_OFF;
+    } else if (arg_is(k, 2, "off") || arg_is(k, 2, "skip")) {
+        k->c->reply_mode = arg_is(k, 2, "off") ? CLIENT_REPLY_OFF : CLIENT_REPLY_SKIP;
         k->r->silent = 1;
-    } else if (strcmp(sub, "reply") == 0 && argc == 3 && arg_is(k, 2, "skip")) {
-        k->c->reply_mode = CLIENT_REPLY_SKIP;
-        k->r->silent = 1;
-    } else if (strcmp(sub, "reply") == 0 || strcmp(sub, "setinfo") == 0 || strcmp(sub, "no-evict") == 0) {
+    } else {
         resp_add_error(k->out, "ERR syntax error");
-    } else if (argc == 2 && (strcmp(sub, "getname") == 0 || strcmp(sub, "id") == 0 || strcmp(sub, "info") == 0)) {
+    }
+}
+
+/* The CLIENT subcommands answered here, each with its exact argument count;
+ * SYNTAX: a wrong count is Redis's syntax error rather than its arity one. */
+static const struct client_sub {
+    const char *name;
+    size_t argc;
+    int syntax;
+    void (*run)(struct call *k);
+} client_subs[] = {
+    {"getname", 2, 0, client_getname}, {"id", 2, 0, client_id},          {"info", 2, 0, client_info},
+    {"list", 2, 0, client_info},       {"no-evict", 3, 1, client_no_evict}, {"reply", 3, 1, client_reply},
+    {"setinfo", 4, 1, client_setinfo}, {"setname", 3, 0, client_setname},
+};
+
+static void cmd_client(struct call *k)
+{
+    char sub[NAME_MAX_LEN];
+    if (lower_arg(k, 1, sub) == 0)
+        sub[0] = '\0';
+    const struct client_sub *s = NULL;
+    for (size_t i = 0; i < sizeof(client_subs) / sizeof(client_subs[0]); i++)
+        if (strcmp(sub, client_subs[i].name) == 0)
+            s = &client_subs[i];
+    if (s && k->q->argc == s->argc) {
+        s->run(k);
+    } else if (s && s->syntax) {
+        resp_add_error(k->out, "ERR syntax error");
+    } else if (s) {
         resp_add_error(k->out, "ERR wrong number of arguments for 'client|%s' command", sub);
     } else {
         char shown[NAME_MAX_LEN + 1];
         resp_arg_printable(k->r->buf, &k->q->argv[1], shown, sizeof(shown));
-        if (strcmp(sub, "setname") == 0 || strcmp(sub, "getname") == 0 || strcmp(sub, "list") == 0)
-            resp_add_error(k->out, "ERR wrong number of arguments for 'client|%s' command", sub);
-        else
-            resp_add_error(k->out, "ERR respgate answers CLIENT only for the client's own session; 'CLIENT %s' "
-                                   "is not supported",
-                           shown);
+        resp_add_error(k->out, "ERR respgate answers CLIENT only for the client's own session; 'CLIENT %s' "
+                               "is not supported",
+                       shown);
     }
 }
 

@@ -35,8 +35,6 @@
 
 enum until { UNTIL_COUNTED = 0, UNTIL_NO_CHANNELS, UNTIL_NO_PATTERNS, UNTIL_NO_SHARD };
 
-enum op { OP_SUBSCRIBE, OP_PSUBSCRIBE, OP_UNSUBSCRIBE, OP_PUNSUBSCRIBE, OP_SSUBSCRIBE, OP_SUNSUBSCRIBE, OP_OTHER };
-
 struct subscriber {
     struct backend *main;  /* channels and patterns, on the Pub/Sub node */
     struct backend *shard; /* shard channels, on their slots' master */
@@ -46,14 +44,9 @@ struct subscriber {
     struct req_list gated; /* the client's replies that wait for them, in order */
 };
 
-static enum op op_of(const struct cmd_spec *cmd)
+static int is_subscription(enum cmd_op op)
 {
-    static const char *const names[] = {"subscribe", "psubscribe", "unsubscribe", "punsubscribe", "ssubscribe",
-                                        "sunsubscribe"};
-    for (int i = 0; i < OP_OTHER; i++)
-        if (strcmp(cmd->name, names[i]) == 0)
-            return (enum op)i;
-    return OP_OTHER;
+    return op >= CMD_OP_SUBSCRIBE && op <= CMD_OP_SUNSUBSCRIBE;
 }
 
 static int awaiting(const struct backend *b)
@@ -78,16 +71,14 @@ int pubsub_subscribed(const struct client *c)
 
 int pubsub_owns(const struct client *c, const struct cmd_spec *cmd)
 {
-    /* Subscription commands are all CMD_PUBSUB: no name compared otherwise. */
-    if (cmd->kind == CMD_PUBSUB)
-        return op_of(cmd) != OP_OTHER;
-    return c->sub && strcmp(cmd->name, "ping") == 0 && (pubsub_pending(c) || pubsub_subscribed(c));
+    if (is_subscription(cmd->op))
+        return 1;
+    return c->sub && cmd->op == CMD_OP_PING && (pubsub_pending(c) || pubsub_subscribed(c));
 }
 
 const char *pubsub_refusal(const struct client *c, const struct cmd_spec *cmd, char *buf, size_t cap)
 {
-    if (!pubsub_subscribed(c) || op_of(cmd) != OP_OTHER || strcmp(cmd->name, "ping") == 0 ||
-        strcmp(cmd->name, "quit") == 0 || strcmp(cmd->name, "reset") == 0)
+    if (!pubsub_subscribed(c) || (cmd->ctx & CMD_CTX_SUBSCRIBED))
         return NULL;
     snprintf(buf, cap, "ERR Can't execute '%s': only %s / PING / QUIT / RESET are allowed in this context", cmd->name,
              compat_texts(c->w->version)->subscribed);
@@ -462,11 +453,11 @@ static size_t keyspace_names(struct client *c, struct req *r, const struct resp_
 }
 
 /* SUBSCRIBE, PSUBSCRIBE, UNSUBSCRIBE, PUNSUBSCRIBE. */
-static void channels(struct client *c, struct req *r, const struct resp_req *q, enum op op)
+static void channels(struct client *c, struct req *r, const struct resp_req *q, enum cmd_op op)
 {
     struct subscriber *s = c->sub;
-    int add = op == OP_SUBSCRIBE || op == OP_PSUBSCRIBE;
-    int pattern = op == OP_PSUBSCRIBE || op == OP_PUNSUBSCRIBE;
+    int add = op == CMD_OP_SUBSCRIBE || op == CMD_OP_PSUBSCRIBE;
+    int pattern = op == CMD_OP_PSUBSCRIBE || op == CMD_OP_PUNSUBSCRIBE;
     if (s->main == NULL && add && (s->main = open_push(c, pubsub_slot(c->w), 0)) == NULL) {
         req_fail(c->w, r, "CLUSTERDOWN respgate cannot reach the Pub/Sub node");
         return;
@@ -490,8 +481,8 @@ static void channels(struct client *c, struct req *r, const struct resp_req *q, 
     if (send_on(c, s->main, r, (uint32_t)(q->argc - 1), q->argc == 1 ? all : UNTIL_COUNTED) == 0 && k > 0) {
         if (add)
             ensure_extras(c); /* new extras get every name; then the others get these */
-        const char *verb = op == OP_SUBSCRIBE ? "SUBSCRIBE" : op == OP_PSUBSCRIBE ? "PSUBSCRIBE"
-                           : op == OP_UNSUBSCRIBE ? "UNSUBSCRIBE" : "PUNSUBSCRIBE";
+        const char *verb = op == CMD_OP_SUBSCRIBE ? "SUBSCRIBE" : op == CMD_OP_PSUBSCRIBE ? "PSUBSCRIBE"
+                           : op == CMD_OP_UNSUBSCRIBE ? "UNSUBSCRIBE" : "PUNSUBSCRIBE";
         char head[64];
         int hn = q->argc == 1 ? snprintf(head, sizeof(head), "*1\r\n$%zu\r\n%s\r\n", strlen(verb), verb)
                               : snprintf(head, sizeof(head), "*%zu\r\n$%zu\r\n%s\r\n", k + 1, strlen(verb), verb);
@@ -506,17 +497,17 @@ static void channels(struct client *c, struct req *r, const struct resp_req *q, 
 
 /* SSUBSCRIBE, SUNSUBSCRIBE: one connection, to one node. */
 static void shard_channels(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q,
-                           enum op op)
+                           enum cmd_op op)
 {
     struct subscriber *s = c->sub;
     struct worker *w = c->w;
     int slot = route_keys_slot(w, r, cmd, q);
     if (slot == -2) {
-        req_fail(w, r, "CROSSSLOT Keys in request don't hash to the same slot");
+        req_fail(w, r, REQ_CROSSSLOT);
         return;
     }
     if (slot >= 0 && route_owner(w, slot) == NULL) {
-        req_fail(w, r, "CLUSTERDOWN Hash slot not served");
+        req_fail(w, r, REQ_SLOT_NOT_SERVED);
         return;
     }
     if (slot >= 0 && s->shard && !same_node(s->shard, route_owner(w, slot)) &&
@@ -528,7 +519,7 @@ static void shard_channels(struct client *c, struct req *r, const struct cmd_spe
                     route_owner(w, slot)->host, route_owner(w, slot)->port, s->shard->host, s->shard->port);
         return;
     }
-    if (s->shard == NULL && op == OP_SSUBSCRIBE && (s->shard = open_push(c, slot, 0)) == NULL) {
+    if (s->shard == NULL && op == CMD_OP_SSUBSCRIBE && (s->shard = open_push(c, slot, 0)) == NULL) {
         req_fail(w, r, "CLUSTERDOWN respgate cannot reach the node serving this slot");
         return;
     }
@@ -550,18 +541,18 @@ static void shard_channels(struct client *c, struct req *r, const struct cmd_spe
 void pubsub_dispatch(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
 {
     struct worker *w = c->w;
-    enum op op = op_of(cmd);
+    enum cmd_op op = (enum cmd_op)cmd->op;
     if (subscriber_of(c) == NULL) {
         req_fail(w, r, REQ_OUT_OF_MEMORY);
         return;
     }
     struct subscriber *s = c->sub;
-    if (op == OP_OTHER) { /* PING while subscribed, in the order of the confirmations */
+    if (!is_subscription(op)) { /* PING while subscribed, in the order of the confirmations */
         int main = s->main && (counts(s->main) || awaiting(s->main) || !s->shard);
         send_on(c, main ? s->main : s->shard, r, 1, UNTIL_COUNTED);
         return;
     }
-    if (op == OP_SSUBSCRIBE || op == OP_SUNSUBSCRIBE)
+    if (op == CMD_OP_SSUBSCRIBE || op == CMD_OP_SUNSUBSCRIBE)
         shard_channels(c, r, cmd, q, op);
     else
         channels(c, r, q, op);

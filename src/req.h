@@ -97,6 +97,11 @@ static inline int req_owned(const struct req *r)
 }
 /* The error text for a command cut off by a lost connection. */
 #define REQ_MAY_HAVE_RUN "the command may or may not have run"
+/* Redis Cluster's own answers, in its words. */
+#define REQ_CROSSSLOT "CROSSSLOT Keys in request don't hash to the same slot"
+#define REQ_SLOT_NOT_SERVED "CLUSTERDOWN Hash slot not served"
+/* What is left at worker exit completes with. */
+#define REQ_SHUTTING_DOWN "ERR respgate: shutting down"
 /* The error a request nobody waits for completes with. */
 #define REQ_CLIENT_LEFT "ERR respgate: the client left"
 /* The reply when memory runs out. */

@@ -62,7 +62,7 @@ void route_stop(struct worker *w)
         TAILQ_REMOVE(&t->parked, r, inflight);
         r->parked = 0;
         t->nparked--;
-        req_fail(w, r, "ERR respgate: shutting down");
+        req_fail(w, r, REQ_SHUTTING_DOWN);
     }
 }
 
@@ -228,7 +228,7 @@ void route_send(struct worker *w, struct req *r, int slot)
 {
     struct backend *b = r->readonly && !r->master_only && w->route->owner[slot] ? read_target(w, slot) : w->route->owner[slot];
     if (b == NULL) {
-        req_fail(w, r, "CLUSTERDOWN Hash slot not served");
+        req_fail(w, r, REQ_SLOT_NOT_SERVED);
         return;
     }
     r->slot = (uint16_t)slot;

@@ -87,89 +87,90 @@ static void dispatch_by_keys(struct worker *w, struct req *r, const struct cmd_s
     if (slot == -2 && cmd->kind == CMD_SPLIT)
         fanout_split(w, r, cmd, q, keys, (size_t)n);
     else if (slot == -2)
-        req_fail(w, r, "CROSSSLOT Keys in request don't hash to the same slot");
+        req_fail(w, r, REQ_CROSSSLOT);
     else if (slot == -3)
         req_fail(w, r, REQ_OUT_OF_MEMORY);
     else if (slot < 0)
-        req_fail(w, r, "CLUSTERDOWN Hash slot not served");
+        req_fail(w, r, REQ_SLOT_NOT_SERVED);
     else
         route_send(w, r, slot);
     if (keys != stack)
         free(keys);
 }
 
-void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
+/* The spec of R's command (arguments Q): the generated table's, or one the
+ * nodes taught (nodecmd.h); the parent when argv[1] names none of its
+ * subcommands; NULL if unknown. */
+static const struct cmd_spec *command_of(struct worker *w, struct req *r, const struct resp_req *q)
 {
-    struct worker *w = c->w;
     const struct cmd_spec *cmd = cmd_find(r->buf, q);
     if (cmd == NULL || (cmd->nsubs && q->argc > 1)) {
-        /* not in the generated table: perhaps in the nodes' own */
         const struct cmd_spec *learned = nodecmd_find(w->learned, r->buf, q);
         cmd = learned ? learned : cmd;
     }
+    return cmd;
+}
 
-    if (cmd && c->sub) {
-        /* Whether C is subscribed, which decides what it may run, is known
-         * once its subscription commands are confirmed. */
-        char buf[200];
-        const char *no;
-        if (!pubsub_owns(c, cmd) && pubsub_pending(c)) {
-            c->hold = r;
-            return;
-        }
-        if ((no = pubsub_refusal(c, cmd, buf, sizeof(buf)))) {
-            req_fail(w, r, "%s", no);
-            return;
-        }
+/* Whether subscriber C's request R waits (held) or is refused: whether C is
+ * subscribed, which decides what it may run, is known once its subscription
+ * commands are confirmed. */
+static int subscriber_stops(struct client *c, struct req *r, const struct cmd_spec *cmd)
+{
+    char buf[200];
+    const char *no;
+    if (!pubsub_owns(c, cmd) && pubsub_pending(c)) {
+        c->hold = r;
+        return 1;
     }
-    /* Inside MULTI, the session's own commands are queued too, except
-     * those Redis runs at once. */
-    if (cmd && cmd->kind == CMD_LOCAL && !(c->sub && pubsub_owns(c, cmd)) &&
-        (!c->multi || strcmp(cmd->name, "quit") == 0 || strcmp(cmd->name, "reset") == 0)) {
-        if (local_dispatch(c, r, q) == 0)
-            req_complete(w, r);
-        return;
+    if ((no = pubsub_refusal(c, cmd, buf, sizeof(buf)))) {
+        req_fail(c->w, r, "%s", no);
+        return 1;
     }
+    return 0;
+}
+
+/* Redis's checks of a command to forward, in its order, and whether there
+ * is a map to route by. Returns 0 if R may go on; 1 if it was answered, or
+ * is held until the first map. */
+static int stopped_before_routing(struct client *c, struct req *r, const struct resp_req *q,
+                                  const struct cmd_spec *cmd)
+{
+    struct worker *w = c->w;
     if (!client_authed(c)) {
         req_fail(w, r, "NOAUTH Authentication required.");
-        return;
+        return 1;
     }
     if (cmd == NULL || (cmd->nsubs && q->argc > 1)) {
-        /* cmd_find gives the parent when argv[1] names none of its subcommands */
         c->multi_failed |= c->multi; /* as Redis: EXEC will abort */
         fail_unknown(w, r, q, cmd);
-        return;
+        return 1;
     }
     if (!arity_ok(cmd, q->argc)) {
         c->multi_failed |= c->multi;
         fail_arity(w, r, q, cmd);
-        return;
+        return 1;
     }
     if (cmd->kind == CMD_REFUSED && !c->multi) {
         req_fail(w, r, "ERR respgate does not forward '%s': %s", cmd->name, cmd->why);
-        return;
+        return 1;
     }
     if (w->map == NULL && !atomic_load(&w->srv->seeds_failed)) {
         c->hold = r; /* until the first map, or every seed failed (worker.c) */
-        return;
+        return 1;
     }
     if (w->map == NULL) {
         c->multi_failed |= c->multi;
         req_fail(w, r, "CLUSTERDOWN The cluster is down");
-        return;
+        return 1;
     }
-    /* Redis runs one connection's commands one after another. Here they
-     * run on a shared connection or on a private one (session.h), and the
-     * two do not wait for each other: so a command for a private one waits
-     * until those before it are answered, a command after one waits for
-     * it, and a blocking command waits for everything before it. */
-    int session = session_owns(c, cmd, r->buf, q);
-    int pinned = session || pubsub_owns(c, cmd);
-    int blocks = session && !c->multi && cmd_blocks(cmd, r->buf, q);
-    if (pinned ? c->nshared > 0 || (blocks && c->npinned > 0) : c->npinned > 0) {
-        c->hold = r;
-        return;
-    }
+    return 0;
+}
+
+/* Sends R on to the module its kind belongs to. */
+static void hand_over(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q,
+                      int session, int pinned)
+{
+    struct worker *w = c->w;
     if (session) {
         session_dispatch(c, r, cmd, q);
         return;
@@ -186,7 +187,7 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
     if (cmd->kind == CMD_PUBSUB) { /* PUBLISH, PUBSUB CHANNELS/NUMSUB/NUMPAT */
         int slot = pubsub_slot(w);
         if (slot < 0)
-            req_fail(w, r, "CLUSTERDOWN Hash slot not served");
+            req_fail(w, r, REQ_SLOT_NOT_SERVED);
         else
             route_send(w, r, slot);
         return;
@@ -198,3 +199,32 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
     dispatch_by_keys(w, r, cmd, q);
 }
 
+void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
+{
+    const struct cmd_spec *cmd = command_of(c->w, r, q);
+    if (cmd && c->sub && subscriber_stops(c, r, cmd))
+        return;
+    /* Inside MULTI, the session's own commands are queued too, except
+     * those Redis runs at once. */
+    if (cmd && cmd->kind == CMD_LOCAL && !(c->sub && pubsub_owns(c, cmd)) &&
+        (!c->multi || (cmd->ctx & CMD_CTX_MULTI_NOW))) {
+        if (local_dispatch(c, r, q) == 0)
+            req_complete(c->w, r);
+        return;
+    }
+    if (stopped_before_routing(c, r, q, cmd))
+        return;
+    /* Redis runs one connection's commands one after another. Here they
+     * run on a shared connection or on a private one (session.h), and the
+     * two do not wait for each other: so a command for a private one waits
+     * until those before it are answered, a command after one waits for
+     * it, and a blocking command waits for everything before it. */
+    int session = session_owns(c, cmd, r->buf, q);
+    int pinned = session || pubsub_owns(c, cmd);
+    int blocks = session && !c->multi && cmd_blocks(cmd, r->buf, q);
+    if (pinned ? c->nshared > 0 || (blocks && c->npinned > 0) : c->npinned > 0) {
+        c->hold = r;
+        return;
+    }
+    hand_over(c, r, cmd, q, session, pinned);
+}

@@ -73,23 +73,15 @@ const struct backend_ops session_private_ops = {.reply = pinned_reply, .lost = b
 static const struct backend_ops blocking_ops = {.reply = pinned_reply, .lost = backend_fail_lost,
                                                 .gone = private_gone};
 
-enum family { F_NONE = 0, F_MULTI, F_EXEC, F_DISCARD, F_WATCH, F_UNWATCH };
-
-static enum family family_of(const struct cmd_spec *cmd)
+static int is_session_op(enum cmd_op op)
 {
-    static const char *const names[] = {NULL, "multi", "exec", "discard", "watch", "unwatch"};
-    for (int i = 1; i < (int)(sizeof(names) / sizeof(names[0])); i++)
-        if (strcmp(cmd->name, names[i]) == 0)
-            return (enum family)i;
-    return F_NONE;
+    return op >= CMD_OP_MULTI && op <= CMD_OP_UNWATCH;
 }
 
 int session_owns(const struct client *c, const struct cmd_spec *cmd, struct evbuffer *frame,
                  const struct resp_req *q)
 {
-    /* Transaction commands and blocking ones are all CMD_PINNED: the names
-     * are compared for those only, not for every request. */
-    return c->multi || (cmd->kind == CMD_PINNED && (family_of(cmd) != F_NONE || cmd_blocks(cmd, frame, q)));
+    return c->multi || (cmd->kind == CMD_PINNED && (is_session_op(cmd->op) || cmd_blocks(cmd, frame, q)));
 }
 
 /* Answers R with the status or error TEXT ("-..." or "+..."). */
@@ -210,7 +202,7 @@ static void refuse_queued(struct client *c, struct req *r, const char *text)
 static void queue(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
 {
     struct worker *w = c->w;
-    if (cmd->kind == CMD_LOCAL && strcmp(cmd->name, "ping") != 0 && strcmp(cmd->name, "echo") != 0) {
+    if (cmd->kind == CMD_LOCAL && !(cmd->ctx & CMD_CTX_QUEUEABLE)) {
         refuse_queued(c, r, "ERR respgate: this command cannot be part of a transaction");
         return;
     }
@@ -220,7 +212,7 @@ static void queue(struct client *c, struct req *r, const struct cmd_spec *cmd, c
         refuse_queued(c, r, text);
         return;
     }
-    if (cmd->kind == CMD_PUBSUB && strcmp(cmd->name, "publish") != 0 && strncmp(cmd->name, "pubsub|", 7) != 0) {
+    if (cmd->kind == CMD_PUBSUB && !(cmd->ctx & CMD_CTX_QUEUEABLE)) {
         refuse_queued(c, r, "ERR respgate: subscriptions cannot be part of a transaction");
         return;
     }
@@ -238,7 +230,7 @@ static void queue(struct client *c, struct req *r, const struct cmd_spec *cmd, c
     }
     int slot = route_keys_slot(w, r, cmd, q);
     if (slot == -2 || (slot >= 0 && c->pin_slot >= 0 && slot != c->pin_slot)) {
-        refuse_queued(c, r, "CROSSSLOT Keys in request don't hash to the same slot");
+        refuse_queued(c, r, REQ_CROSSSLOT);
         return;
     }
     if (slot < -1) {
@@ -297,78 +289,52 @@ static void exec(struct client *c, struct req *r)
     end_session(c, 1);
 }
 
-void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
+/* A session command inside MULTI. */
+static void in_multi(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
 {
-    struct worker *w = c->w;
-    enum family f = family_of(cmd);
-    if (c->multi) {
-        switch (f) {
-        case F_EXEC:
-            exec(c, r);
-            return;
-        case F_DISCARD:
-            pass_or_answer(c, r, "+OK");
-            end_session(c, 1);
-            return;
-        case F_MULTI:
-            req_fail(w, r, "ERR MULTI calls can not be nested");
-            return;
-        case F_WATCH:
-            req_fail(w, r, "ERR WATCH inside MULTI is not allowed");
-            return;
-        default:
-            queue(c, r, cmd, q);
-            return;
-        }
-    }
-    switch (f) {
-    case F_MULTI:
-        /* Answered here, so the session is in MULTI whatever the node
-         * says; a MULTI the pin did not take makes EXEC abort. */
-        c->multi = 1;
-        if (c->pin && send_dropped(c, c->pin, "*1\r\n$5\r\nMULTI\r\n", 15) < 0)
-            c->multi_failed = 1;
-        answer(w, r, "+OK");
+    switch ((enum cmd_op)cmd->op) {
+    case CMD_OP_EXEC:
+        exec(c, r);
         return;
-    case F_EXEC:
-        req_fail(w, r, "ERR EXEC without MULTI");
-        return;
-    case F_DISCARD:
-        req_fail(w, r, "ERR DISCARD without MULTI");
-        return;
-    case F_UNWATCH:
+    case CMD_OP_DISCARD:
         pass_or_answer(c, r, "+OK");
         end_session(c, 1);
         return;
+    case CMD_OP_MULTI:
+        req_fail(c->w, r, "ERR MULTI calls can not be nested");
+        return;
+    case CMD_OP_WATCH:
+        req_fail(c->w, r, "ERR WATCH inside MULTI is not allowed");
+        return;
     default:
-        break;
-    }
-    int slot = route_keys_slot(w, r, cmd, q);
-    if (slot == -2) {
-        req_fail(w, r, "CROSSSLOT Keys in request don't hash to the same slot");
+        queue(c, r, cmd, q);
         return;
     }
-    if (slot < 0 || route_owner(w, slot) == NULL) {
-        req_fail(w, r, slot < -1 ? REQ_OUT_OF_MEMORY : "CLUSTERDOWN Hash slot not served");
+}
+
+/* WATCH, on the pin of SLOT (opened now if the session has none). */
+static void watch(struct client *c, struct req *r, int slot)
+{
+    if (c->pin && slot != c->pin_slot) {
+        req_fail(c->w, r, REQ_CROSSSLOT);
         return;
     }
-    if (f == F_WATCH) {
-        if (c->pin && slot != c->pin_slot) {
-            req_fail(w, r, "CROSSSLOT Keys in request don't hash to the same slot");
-            return;
-        }
-        if (c->pin == NULL && open_pin(c, slot, 0) < 0) {
-            req_fail(w, r, "CLUSTERDOWN respgate cannot reach the node serving this slot");
-            return;
-        }
-        if (send_pinned(c, c->pin, r) == 0)
-            c->watching = 1;
+    if (c->pin == NULL && open_pin(c, slot, 0) < 0) {
+        req_fail(c->w, r, "CLUSTERDOWN respgate cannot reach the node serving this slot");
         return;
     }
-    /* A blocking command: a connection of its own, as long as it blocks. */
+    if (send_pinned(c, c->pin, r) == 0)
+        c->watching = 1;
+}
+
+/* A blocking command: a connection of its own to SLOT's master, as long as
+ * it blocks. */
+static void block(struct client *c, struct req *r, int slot)
+{
+    struct worker *w = c->w;
     if (c->eof || w->draining) {
         req_fail(w, r, "ERR respgate: %s; a blocking command would wait for nobody",
-                    c->eof ? "the client closed its connection" : "respgate is shutting down");
+                 c->eof ? "the client closed its connection" : "respgate is shutting down");
         return;
     }
     if (c->nprivate >= SESSION_PRIVATE_MAX) {
@@ -384,6 +350,46 @@ void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cm
     client_note_blocking(w, r);
     send_pinned(c, b, r);
     backend_release(b); /* to the pool once answered; closed if its client leaves */
+}
+
+void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
+{
+    struct worker *w = c->w;
+    if (c->multi) {
+        in_multi(c, r, cmd, q);
+        return;
+    }
+    switch ((enum cmd_op)cmd->op) {
+    case CMD_OP_MULTI:
+        /* Answered here, so the session is in MULTI whatever the node
+         * says; a MULTI the pin did not take makes EXEC abort. */
+        c->multi = 1;
+        if (c->pin && send_dropped(c, c->pin, "*1\r\n$5\r\nMULTI\r\n", 15) < 0)
+            c->multi_failed = 1;
+        answer(w, r, "+OK");
+        return;
+    case CMD_OP_EXEC:
+        req_fail(w, r, "ERR EXEC without MULTI");
+        return;
+    case CMD_OP_DISCARD:
+        req_fail(w, r, "ERR DISCARD without MULTI");
+        return;
+    case CMD_OP_UNWATCH:
+        pass_or_answer(c, r, "+OK");
+        end_session(c, 1);
+        return;
+    default:
+        break;
+    }
+    int slot = route_keys_slot(w, r, cmd, q);
+    if (slot == -2)
+        req_fail(w, r, REQ_CROSSSLOT);
+    else if (slot < 0 || route_owner(w, slot) == NULL)
+        req_fail(w, r, slot < -1 ? REQ_OUT_OF_MEMORY : REQ_SLOT_NOT_SERVED);
+    else if (cmd->op == CMD_OP_WATCH)
+        watch(c, r, slot);
+    else
+        block(c, r, slot);
 }
 
 static void session_lost_pin(struct client *c)

@@ -238,6 +238,42 @@ POLICY = {
         "each master holds the shard channels of its slots"),
 }
 
+# Which session or Pub/Sub operation a command is (enum cmd_op), and the
+# contexts it may run in (CMD_CTX_*), by command name: what session.c,
+# pubsub.c and router.c decide by, instead of comparing names.
+#   SUBSCRIBED: allowed while a RESP2 client is subscribed (Redis's list);
+#   MULTI_NOW: run at once inside MULTI, not queued (QUIT, RESET);
+#   QUEUEABLE: a local or Pub/Sub command a transaction may queue;
+#   REPLICAS_TOO: a broadcast the replicas get as well (a replica takes its
+#   master's place in a failover, with its configuration).
+OPS = {
+    "config|set": ("CMD_OP_NONE", ["REPLICAS_TOO"]),
+    "config|resetstat": ("CMD_OP_NONE", ["REPLICAS_TOO"]),
+    "config|rewrite": ("CMD_OP_NONE", ["REPLICAS_TOO"]),
+    "multi": ("CMD_OP_MULTI", []),
+    "exec": ("CMD_OP_EXEC", []),
+    "discard": ("CMD_OP_DISCARD", []),
+    "watch": ("CMD_OP_WATCH", []),
+    "unwatch": ("CMD_OP_UNWATCH", []),
+    "subscribe": ("CMD_OP_SUBSCRIBE", ["SUBSCRIBED"]),
+    "psubscribe": ("CMD_OP_PSUBSCRIBE", ["SUBSCRIBED"]),
+    "unsubscribe": ("CMD_OP_UNSUBSCRIBE", ["SUBSCRIBED"]),
+    "punsubscribe": ("CMD_OP_PUNSUBSCRIBE", ["SUBSCRIBED"]),
+    "ssubscribe": ("CMD_OP_SSUBSCRIBE", ["SUBSCRIBED"]),
+    "sunsubscribe": ("CMD_OP_SUNSUBSCRIBE", ["SUBSCRIBED"]),
+    "ping": ("CMD_OP_PING", ["SUBSCRIBED", "QUEUEABLE"]),
+    "quit": ("CMD_OP_NONE", ["SUBSCRIBED", "MULTI_NOW"]),
+    "reset": ("CMD_OP_NONE", ["SUBSCRIBED", "MULTI_NOW"]),
+    "echo": ("CMD_OP_NONE", ["QUEUEABLE"]),
+    "publish": ("CMD_OP_NONE", ["QUEUEABLE"]),
+    "pubsub|channels": ("CMD_OP_NONE", ["QUEUEABLE"]),
+    "pubsub|numsub": ("CMD_OP_NONE", ["QUEUEABLE"]),
+    "pubsub|numpat": ("CMD_OP_NONE", ["QUEUEABLE"]),
+    "pubsub|shardchannels": ("CMD_OP_NONE", ["QUEUEABLE"]),
+    "pubsub|shardnumsub": ("CMD_OP_NONE", ["QUEUEABLE"]),
+    "pubsub|help": ("CMD_OP_NONE", ["QUEUEABLE"]),
+}
+
 # Key specs that Redis cannot describe (begin_search "unknown"), or whose
 # literal reading would mislead a router, by (command, spec index): the quirk
 # cmd.c applies instead (enum cmd_quirk).
@@ -425,8 +461,10 @@ def generate(version, reply):
             raise GenError(f"{name}: a note with quotes or backslashes")
         why = f'"{note}"' if kind == "CMD_REFUSED" else "NULL"
         docs.append((name.replace("|", " "), kind, merge, note))
+        op, ctx = OPS.get(name, ("CMD_OP_NONE", []))
+        ctx = " | ".join("CMD_CTX_" + c for c in ctx) or "0"
         return (f'    {{"{name}", {arity}, {c_flags(flags, COMMAND_FLAGS, "CMDF_", "command")}, {kind}, {merge}, '
-                f"{len(entry[8])}, {nsubs}, {ks_ident}, {subs_ident}, {why}}},")
+                f"{op}, {ctx}, {len(entry[8])}, {nsubs}, {ks_ident}, {subs_ident}, {why}}},")
 
     table = []
     for entry in sorted(reply, key=lambda e: e[0]):
@@ -459,6 +497,9 @@ def generate(version, reply):
     unknown = set(POLICY) - known
     if unknown:
         raise GenError(f"POLICY rows for commands the server does not have: {sorted(unknown)}")
+    unknown = set(OPS) - known
+    if unknown:
+        raise GenError(f"OPS rows for commands the server does not have: {sorted(unknown)}")
 
     out.append(f"/* {counts['commands']} commands, {counts['subcommands']} subcommands. */")
     out.append("const struct cmd_spec cmd_table[] = {")
