@@ -437,7 +437,13 @@ static int owed_wanted(const struct req *r)
     return r->client != NULL;
 }
 
-const struct req_sink client_sink = {owed_done, owed_wanted};
+static void owed_wrote(struct req *r, struct backend *b)
+{
+    if (r->client)
+        client_note_write(r->client, b);
+}
+
+const struct req_sink client_sink = {owed_done, owed_wanted, owed_wrote};
 
 void client_deliver(struct client *c)
 {

@@ -315,8 +315,13 @@ static int part_wanted(const struct req *part)
     return req_wanted(part->parent);
 }
 
+static void part_wrote(struct req *part, struct backend *b)
+{
+    req_wrote(part->parent, b);
+}
+
 /* A part's reply is merged into its parent's; the last one completes it. */
-static const struct req_sink part_sink = {part_done, part_wanted};
+static const struct req_sink part_sink = {part_done, part_wanted, part_wrote};
 
 static void release(struct worker *w, struct req *r)
 {

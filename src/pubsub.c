@@ -236,7 +236,7 @@ static void extra_done(struct worker *w, struct req *d)
         release_gated(c, c->sub);
 }
 
-static const struct req_sink extra_sink = {extra_done, NULL};
+static const struct req_sink extra_sink = {.done = extra_done};
 
 /* Reads the counts off the confirmation (or "pong") frame of LEN bytes at
  * the front of IN, into B. Returns 0, or -1 if it is neither. */

@@ -43,6 +43,9 @@ struct req_sink {
     /* Whether anyone still waits for R's reply: one nobody waits for is
      * neither sent again nor answered, only freed. */
     int (*wanted)(const struct req *r);
+    /* R, a write, goes to node B (WAIT asks the nodes a session wrote to).
+     * NULL: nobody asks. */
+    void (*wrote)(struct req *r, struct backend *b);
 };
 
 struct req {
@@ -89,6 +92,12 @@ void req_fail(struct worker *w, struct req *r, const char *fmt, ...) __attribute
 /* Whether R's reply is still wanted (see struct req_sink); internal
  * requests always are. */
 int req_wanted(const struct req *r);
+/* R, a write, is sent to B: tells its owner (struct req_sink). */
+static inline void req_wrote(struct req *r, struct backend *b)
+{
+    if (r->sink && r->sink->wrote)
+        r->sink->wrote(r, b);
+}
 /* Whether R is a request someone outside the connection owns (a client's,
  * a part): one a lost connection may send again or must answer. */
 static inline int req_owned(const struct req *r)

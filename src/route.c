@@ -11,7 +11,6 @@
 #include "route.h"
 
 #include "backend.h"
-#include "client.h"
 #include "cmd.h"
 #include "conf.h"
 #include "log.h"
@@ -232,12 +231,8 @@ void route_send(struct worker *w, struct req *r, int slot)
         return;
     }
     r->slot = (uint16_t)slot;
-    client_awaits(r);
-    if (r->write) {
-        struct client *c = r->kind == REQ_PART ? r->parent->client : r->client;
-        if (c)
-            client_note_write(c, b);
-    }
+    if (r->write)
+        req_wrote(r, b);
     int rc = backend_send(b, r);
     if (rc == -EAGAIN) {
         park(w, r); /* the node's connection is backing off: wait for it or a new map, bounded */

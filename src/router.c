@@ -180,6 +180,7 @@ static void hand_over(struct client *c, struct req *r, const struct cmd_spec *cm
         return;
     }
     r->write = (cmd->flags & CMDF_WRITE) != 0;
+    client_awaits(r); /* on a shared connection: a pinned command waits for it */
     if (cmd->kind == CMD_BROADCAST) {
         fanout_broadcast(w, r, cmd, q);
         return;
