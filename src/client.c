@@ -12,6 +12,7 @@
 
 #include "conf.h"
 #include "log.h"
+#include "metrics.h"
 #include "netio.h"
 #include "router.h"
 #include "server.h"
@@ -113,6 +114,7 @@ void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *
     if (refused) {
         /* Redis's words. The client still gets a session, just long enough
          * to read them. */
+        atomic_fetch_add_explicit(&srv->rejected_max_clients, 1, memory_order_relaxed);
         log_info("refused client id=%llu addr=%s: client.max_clients (%llu) reached", (unsigned long long)c->id,
                  c->addr, (unsigned long long)cf->max_clients);
         resp_add_error(bufferevent_get_output(c->bev), "ERR max number of clients reached");
@@ -308,6 +310,7 @@ static void process_input(struct client *c)
             req_free(c->w, r); /* an empty request gets no reply, as in Redis */
         } else {
             r->client = c;
+            r->start_us = metrics_now_us();
             r->silent = c->reply_mode != CLIENT_REPLY_ON;
             if (c->reply_mode == CLIENT_REPLY_SKIP)
                 c->reply_mode = CLIENT_REPLY_ON;
@@ -420,6 +423,11 @@ static void owed_done(struct worker *w, struct req *r)
         return;
     }
     r->done = 1;
+    if (r->family) {
+        char first = 0;
+        evbuffer_copyout(r->reply, &first, 1);
+        metrics_observe(&w->metrics, (enum metrics_family)r->family, metrics_now_us() - r->start_us, first == '-');
+    }
     if (r->blocking && --c->nblocking == 0)
         atomic_fetch_sub_explicit(&w->stats.blocked, 1, memory_order_relaxed);
     r->blocking = 0;
@@ -465,8 +473,10 @@ void client_deliver(struct client *c)
         TAILQ_REMOVE(&c->owed, r, owed);
         c->nowed--;
         c->held -= evbuffer_get_length(r->reply);
-        if (!r->silent)
+        if (!r->silent) {
+            metrics_add(&c->w->metrics.bytes_out, evbuffer_get_length(r->reply));
             evbuffer_add_buffer(out, r->reply);
+        }
         req_free(c->w, r);
     }
     /* Replies held behind a slow request count too: they are memory the
@@ -528,6 +538,7 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
         event_active(c->resume, EV_READ, 0);
         return;
     }
+    metrics_add(&c->w->metrics.bytes_in, (uint64_t)n);
     process_input(c);
 }
 

@@ -15,6 +15,7 @@
 #include "compat.h"
 #include "fanout.h"
 #include "local.h"
+#include "metrics.h"
 #include "nodecmd.h"
 #include "pubsub.h"
 #include "req.h"
@@ -203,6 +204,7 @@ static void hand_over(struct client *c, struct req *r, const struct cmd_spec *cm
 void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
 {
     const struct cmd_spec *cmd = command_of(c->w, r, q);
+    r->family = (uint8_t)metrics_family(cmd);
     if (cmd && c->sub && subscriber_stops(c, r, cmd))
         return;
     /* Inside MULTI, the session's own commands are queued too, except

@@ -9,6 +9,8 @@
 
 #include "server.h"
 
+#include "admin.h"
+
 #include "nodecmd.h"
 
 #include "conf.h"
@@ -252,6 +254,8 @@ int server_init(struct server *s, struct conf *conf, const char *conf_path)
 
     if (bind_listeners(s) < 0)
         return -1;
+    if (conf->admin && (s->admin = admin_start(s, conf->admin)) == NULL)
+        return -1;
     s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
     if (s->workers == NULL)
         return -1;
@@ -336,6 +340,7 @@ void server_deinit(struct server *s)
             event_free(s->sig_events[i]);
     if (s->deadline)
         event_free(s->deadline);
+    admin_stop(s->admin);
     if (s->base)
         event_base_free(s->base);
     conf_unref(s->conf);

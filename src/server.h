@@ -16,6 +16,7 @@ struct conf;
 struct slotmap;
 struct nodecmd_table;
 struct topo;
+struct admin;
 struct worker;
 struct event_base;
 struct event;
@@ -31,6 +32,7 @@ struct server {
     char redis_version[32];      /* the nodes' redis_version, "" until known */
     time_t started;
     struct topo *topo;
+    struct admin *admin;         /* the admin.listen endpoint, or NULL (admin.h) */
 
     struct event_base *base;
     struct event *sig_events[4];
@@ -46,6 +48,10 @@ struct server {
     atomic_uint_fast64_t busy_threshold_ms; /* the nodes' lua-time-limit (busy-reply-threshold), 0 until known */
     atomic_uint_fast64_t nclients;       /* over all workers, for max_clients */
     atomic_uint_fast64_t next_client_id;
+    atomic_uint_fast64_t rejected_max_clients; /* clients refused at client.max_clients */
+    atomic_uint_fast64_t refreshes_ok;     /* CLUSTER NODES answered (topo.c) */
+    atomic_uint_fast64_t refreshes_failed; /* ... or not */
+    atomic_uint_fast64_t map_ok_us;        /* when it last answered (metrics_now_us), 0 never */
 };
 
 /* Binds the listeners and prepares the workers for CONF (the server takes

@@ -14,6 +14,7 @@
 
 #include "conf.h"
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 
 #include <event2/event.h>
@@ -301,10 +302,13 @@ static void attempt_done(struct topo *t, int ok)
     t->inflight = 0;
     event_del(t->deadline);
     if (ok) {
+        metrics_add(&t->srv->refreshes_ok, 1);
+        atomic_store_explicit(&t->srv->map_ok_us, metrics_now_us(), memory_order_relaxed);
         t->failures = 0;
         schedule(t, atomic_exchange(&t->wanted, 0) ? TOPO_MIN_GAP_MS : cf->refresh_interval_ms);
         return;
     }
+    metrics_add(&t->srv->refreshes_failed, 1);
     t->failures++;
     t->next_source++;
     size_t sources = (t->cur ? t->cur->nnodes : 0) + cf->seeds.n;

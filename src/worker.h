@@ -13,6 +13,7 @@
 #include <sys/queue.h>
 
 #include "backend.h"
+#include "metrics.h"
 #include "req.h"
 
 struct server;
@@ -63,11 +64,13 @@ struct worker {
     size_t nidle_private;
     struct worker_stats {           /* read by any worker's INFO */
         atomic_uint_fast64_t redirects; /* MOVED and ASK followed */
+        atomic_uint_fast64_t asks;      /* of them, ASK */
         atomic_uint_fast64_t parked;    /* times a request had to wait (TRYAGAIN, a node down, ...) */
         atomic_uint_fast64_t retries;   /* times a waiting request was sent again */
         atomic_uint_fast64_t expired;   /* requests failed at cluster.failover_wait */
         atomic_int_fast64_t blocked;    /* clients with a blocking command or WAIT out (INFO's blocked_clients) */
     } stats;
+    struct worker_metrics metrics;  /* read by /metrics (metrics.h) */
     struct req_list req_pool;       /* recycled request objects */
     size_t req_pooled;
 };

@@ -1,0 +1,68 @@
+/*
+ * metrics: what the request path counts for /metrics (admin.h), and the
+ * Prometheus text that shows it. Each worker owns its counters and is their
+ * only writer, so counting is a relaxed load and store, no lock and no
+ * read-modify-write; the admin thread reads them whenever it is asked.
+ * Request latency is the time from a request's last byte read to its reply
+ * queued for the client (CLOCK_MONOTONIC, a vDSO call, not a syscall).
+ */
+#ifndef RG_METRICS_H
+#define RG_METRICS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+struct cmd_spec;
+struct evbuffer;
+struct server;
+
+/* What a request is, for counting: from its command's table row. */
+enum metrics_family {
+    MF_NONE = 0,    /* not counted: a Pub/Sub message, an empty or refused frame */
+    MF_READ,        /* forwarded reads */
+    MF_WRITE,       /* forwarded writes */
+    MF_MULTI_NODE,  /* split by slot or sent to every master */
+    MF_BLOCKING,    /* on a connection of its own while it blocks */
+    MF_TRANSACTION, /* MULTI, EXEC, DISCARD, WATCH, UNWATCH */
+    MF_PUBSUB,      /* subscriptions, PUBLISH, PUBSUB */
+    MF_LOCAL,       /* answered by respgate (PING, AUTH, HELLO, CLIENT, INFO, ...) */
+    MF_OTHER,       /* the rest, unknown commands included */
+    MF_COUNT
+};
+
+/* Latency bucket bounds, in microseconds; one more bucket is +Inf. */
+#define METRICS_BUCKETS 14
+
+struct metrics_family_stats {
+    atomic_uint_fast64_t requests;
+    atomic_uint_fast64_t errors;  /* answered with an error reply */
+    atomic_uint_fast64_t sum_us;
+    atomic_uint_fast64_t bucket[METRICS_BUCKETS + 1]; /* not cumulative: render sums them */
+};
+
+struct worker_metrics {
+    struct metrics_family_stats family[MF_COUNT];
+    atomic_uint_fast64_t bytes_in;  /* read from clients */
+    atomic_uint_fast64_t bytes_out; /* replies queued for clients */
+};
+
+/* The family of a request for command CMD (NULL: unknown). */
+enum metrics_family metrics_family(const struct cmd_spec *cmd);
+
+/* Now, in microseconds of CLOCK_MONOTONIC. */
+uint64_t metrics_now_us(void);
+
+/* Adds N to the counter C that only the calling thread writes. */
+static inline void metrics_add(atomic_uint_fast64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n, memory_order_relaxed);
+}
+
+/* One request of FAMILY answered after US microseconds, with an error
+ * reply or not. */
+void metrics_observe(struct worker_metrics *m, enum metrics_family family, uint64_t us, int error);
+
+/* Appends every metric of S in Prometheus text format 0.0.4 to OUT. */
+void metrics_render(struct server *s, struct evbuffer *out);
+
+#endif

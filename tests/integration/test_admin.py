@@ -1,0 +1,171 @@
+# The admin endpoint (admin.listen): /healthz says whether respgate can serve
+# every slot, and flips when the whole cluster stops answering and when it
+# comes back; /metrics is Prometheus text whose counters agree with the
+# requests sent; bad requests get 400/404/405 and the endpoint has its own
+# connection limit.
+
+import http.client
+import socket
+import time
+
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import CLUSTER_PASSWORD
+from harness.cluster import Cluster
+from harness.respgate import Respgate, free_port, yaml_config
+
+
+def get(port, path, method="GET"):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request(method, path)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
+
+
+def metrics(port):
+    status, text = get(port, "/metrics")
+    assert status == 200
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def sample(m, name, **labels):
+    return m[(name, tuple(sorted(labels.items())))]
+
+
+def wait_until(check, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def admin_rg(make_respgate):
+    port = free_port()
+    rg = make_respgate(extra=f"admin: {{listen: 127.0.0.1:{port}}}\n")
+    rg.admin_port = port
+    assert wait_until(lambda: get(port, "/healthz")[0] == 200, 10)
+    return rg
+
+
+def test_healthz_says_ok_with_every_slot_served(admin_rg):
+    status, text = get(admin_rg.admin_port, "/healthz")
+    assert status == 200 and text.startswith("ok: 16384 slots on 3 masters"), text
+    assert get(admin_rg.admin_port, "/healthz", "HEAD")[0] == 200
+
+
+def test_metrics_agree_with_the_requests_sent(admin_rg):
+    r = admin_rg.client()
+    r.ping()
+    before = metrics(admin_rg.admin_port)
+    for i in range(50):
+        r.set(f"adm:{i}", i)
+    for i in range(30):
+        r.get(f"adm:{i}")
+    r.mget([f"adm:{i}" for i in range(10)])
+    with pytest.raises(redis.ResponseError):
+        r.execute_command("NOSUCHCOMMAND")
+    with pytest.raises(redis.ResponseError):
+        r.execute_command("INCR", "adm:0", "extra")  # a write's arity error, answered by respgate
+    after = metrics(admin_rg.admin_port)
+
+    def delta(name, **labels):
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    assert delta("respgate_requests_total", family="write") == 51
+    assert delta("respgate_requests_total", family="read") == 30
+    assert delta("respgate_requests_total", family="multi_node") == 1
+    assert delta("respgate_requests_total", family="other") == 1
+    assert delta("respgate_request_errors_total", family="other") == 1
+    assert delta("respgate_request_errors_total", family="write") == 1
+    assert delta("respgate_request_errors_total", family="read") == 0
+    assert delta("respgate_request_duration_seconds_count", family="write") == 51
+    assert delta("respgate_request_duration_seconds_bucket", family="read", le="+Inf") == 30
+    assert delta("respgate_request_duration_seconds_sum", family="read") > 0
+    # Buckets are cumulative.
+    les = sorted((float(dict(k[1])["le"]), v) for k, v in after.items()
+                 if k[0] == "respgate_request_duration_seconds_bucket" and dict(k[1])["family"] == "write")
+    assert [v for _, v in les] == sorted(v for _, v in les)
+    assert sample(after, "respgate_clients_connected") >= 1
+    assert sample(after, "respgate_slots_served") == 16384
+    assert sample(after, "respgate_cluster_masters") == 3
+    assert 0 <= sample(after, "respgate_slot_map_age_seconds") < 5
+    assert sample(after, "respgate_topology_refreshes_total", result="ok") >= 1
+    assert delta("respgate_client_bytes_received_total") > 0
+    assert delta("respgate_client_bytes_sent_total") > 0
+
+
+def test_bad_requests_get_http_errors(admin_rg):
+    port = admin_rg.admin_port
+    assert get(port, "/nope")[0] == 404
+    assert get(port, "/healthz", "POST")[0] == 405
+    assert get(port, "/metrics", "DELETE")[0] == 405
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"\x00\x01garbage that is no HTTP\r\n\r\n")
+        head = s.recv(64)
+        assert head == b"" or head.startswith(b"HTTP/1.1 400"), head
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n")
+        head = s.recv(64)
+        assert head == b"" or head.startswith(b"HTTP/1.1 4"), head
+    assert get(port, "/healthz")[0] == 200  # still serving
+    assert admin_rg.client().ping()
+
+
+def test_admin_connections_are_limited(admin_rg):
+    port = admin_rg.admin_port
+    held = []
+    try:
+        for _ in range(16):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            c.request("GET", "/healthz")
+            resp = c.getresponse()
+            resp.read()
+            assert resp.status == 200
+            held.append(c)  # kept alive, still counted
+        assert get(port, "/healthz")[0] == 503
+    finally:
+        for c in held:
+            c.close()
+    assert wait_until(lambda: get(port, "/healthz")[0] == 200, 10)
+
+
+@pytest.fixture(scope="module")
+def hcluster(tmp_path_factory):
+    with Cluster(tmp_path_factory.mktemp("hcluster"), password=CLUSTER_PASSWORD) as c:
+        yield c
+
+
+def test_healthz_follows_the_whole_cluster_stopping_and_returning(hcluster, tmp_path):
+    port, admin = free_port(), free_port()
+    text = yaml_config(port, hcluster.seeds, CLUSTER_PASSWORD, None, f"admin: {{listen: 127.0.0.1:{admin}}}\n")
+    with Respgate(tmp_path / "rg", text, port) as rg:
+        assert wait_until(lambda: get(admin, "/healthz")[0] == 200, 10)
+        nodes = [n for n in hcluster.nodes if n.running]
+        for n in nodes:
+            hcluster.pause(n)
+        stopped = time.monotonic()
+        try:
+            assert wait_until(lambda: get(admin, "/healthz")[0] == 503, 10)
+            down_after = time.monotonic() - stopped
+            status, why = get(admin, "/healthz")
+            assert status == 503 and "CLUSTER NODES" in why, why
+        finally:
+            for n in nodes:
+                hcluster.resume(n)
+        resumed = time.monotonic()
+        assert wait_until(lambda: get(admin, "/healthz")[0] == 200, 10)
+        up_after = time.monotonic() - resumed
+        print(f"\n/healthz: 503 {down_after:.2f} s after the cluster stopped, 200 {up_after:.2f} s after it resumed")
+        assert rg.client().set("back", 1)
