@@ -732,15 +732,12 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         int one = 1, fd = bufferevent_getfd(bev);
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         b->auth_failed = 0;
-        if (b->no_timeout || b->push) {
-            /* Quiet for long, by design: a node whose host vanished is found
-             * by TCP keepalive instead, in about a minute. */
-            int idle = 30, intvl = 10, cnt = 3;
-            setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-            setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
-            setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
-            setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
-        }
+        /* A connection quiet for long by design (a blocking command's, a
+         * subscriber's) learns that its node's host vanished from TCP
+         * keepalive instead, in about a minute; others after
+         * timeouts.tcp_keepalive, as Redis's clients do. */
+        unsigned keepalive = (unsigned)(b->w->conf->tcp_keepalive_ms / 1000);
+        netio_keepalive(fd, b->no_timeout || b->push ? (keepalive && keepalive < 30 ? keepalive : 30) : keepalive);
         b->connected = 1;
         b->rev = event_new(b->w->base, bufferevent_getfd(bev), EV_READ | EV_PERSIST, on_sock_read, b);
         if (b->rev == NULL) {

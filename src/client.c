@@ -93,6 +93,8 @@ void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *
     if (sa->sa_family != AF_UNIX) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        /* A client that vanished behind a VIP or a NAT is found and closed. */
+        netio_keepalive(fd, (unsigned)(cf->tcp_keepalive_ms / 1000));
     }
     c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->resume = event_new(w->base, -1, 0, on_resume, c);

@@ -76,6 +76,7 @@ static const struct key keys[] = {
     {"timeouts.connect", T_DURATION, OFF(connect_timeout_ms), MS(10), SEC(600), "1s", 1, 0, NULL},
     {"timeouts.backend", T_DURATION, OFF(backend_timeout_ms), MS(10), SEC(3600), "2s", 1, 0, NULL},
     {"timeouts.shutdown", T_DURATION, OFF(shutdown_timeout_ms), MS(0), SEC(3600), "10s", 1, 0, NULL},
+    {"timeouts.tcp_keepalive", T_DURATION, OFF(tcp_keepalive_ms), MS(0), SEC(7200), "300s", 1, 0, NULL},
     {"limits.max_bulk_len", T_SIZE, OFF(max_bulk_len), 1, GB(4), "512mb", 1, 0, NULL},
     {"limits.max_inline_len", T_SIZE, OFF(max_inline_len), 256, MB(512), "64kb", 1, 0, NULL},
     {"limits.max_multibulk_len", T_COUNT, OFF(max_multibulk_len), 1, INT_MAX, "1048576", 1, 0, NULL},

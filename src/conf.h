@@ -57,6 +57,7 @@ struct conf {
     uint64_t connect_timeout_ms;
     uint64_t backend_timeout_ms;
     uint64_t shutdown_timeout_ms;
+    uint64_t tcp_keepalive_ms;   /* TCP keepalive on client and node connections, 0 = off */
 
     uint64_t max_bulk_len;
     uint64_t max_inline_len;

@@ -25,4 +25,9 @@ int netio_read(struct bufferevent *bev, size_t max);
  * bufferevent's write callback runs once it drains), or -1 on a socket error. */
 int netio_flush(struct bufferevent *bev);
 
+/* Turns TCP keepalive on for socket FD: the first probe after IDLE_S
+ * seconds of silence, then every IDLE_S / 3 (at least 1), 3 unanswered
+ * ones and the kernel closes it (Redis's tcp-keepalive). IDLE_S 0: off. */
+void netio_keepalive(int fd, unsigned idle_s);
+
 #endif

@@ -15,6 +15,7 @@
 #include "conf.h"
 #include "log.h"
 #include "metrics.h"
+#include "netio.h"
 #include "server.h"
 
 #include <event2/event.h>
@@ -421,8 +422,12 @@ static void on_auth(redisAsyncContext *ac, void *r, void *priv)
 static void on_connect(const redisAsyncContext *ac, int status)
 {
     struct topo *t = ac->data;
-    if (ac != t->ac || status == REDIS_OK)
+    if (ac != t->ac)
         return;
+    if (status == REDIS_OK) {
+        netio_keepalive(ac->c.fd, (unsigned)(t->srv->conf->tcp_keepalive_ms / 1000));
+        return;
+    }
     /* hiredis frees the context after this and calls no disconnect callback. */
     log_warning("topology: cannot connect to %s:%d: %s", t->src_host, t->src_port, ac->errstr);
     t->ac = NULL;

@@ -205,6 +205,40 @@ def test_max_clients(make_respgate):
     wait_for(lambda: raw(rg.port, b"*1\r\n$4\r\nPING\r\n", timeout=1)[0] == b"+PONG\r\n", "a free slot")
 
 
+def keepalive_timers(pid, port=None):
+    """The keepalive timers (seconds left) of respgate PID's TCP sockets, from
+    ss: those whose local port is PORT, or its connections to other ports."""
+    out = subprocess.run(["ss", "-tnopH", "state", "established"], capture_output=True, text=True,
+                         timeout=10).stdout
+    timers = {}
+    for line in out.splitlines():
+        if f"pid={pid}," not in line:
+            continue
+        fields = line.split()
+        local, peer = fields[2], fields[3]
+        mine = local.rsplit(":", 1)[1] == str(port)
+        if (port is not None) == mine:
+            timer = next((f for f in fields if f.startswith("timer:(keepalive")), None)
+            timers[(local, peer)] = timer
+    return timers
+
+
+def test_tcp_keepalive_on_client_and_node_connections(make_respgate):
+    rg = make_respgate(extra="timeouts: {tcp_keepalive: 60s}\n")
+    r = rg.client()
+    assert r.set("ka", 1)
+    clients = keepalive_timers(rg.pid, rg.port)
+    nodes = keepalive_timers(rg.pid)
+    assert clients and all(clients.values()), clients
+    assert nodes and all(nodes.values()), nodes
+    assert all(int(t.split(",")[1].rstrip("sec").split("min")[0] or 0) <= 60 for t in clients.values()), clients
+    off = make_respgate(extra="timeouts: {tcp_keepalive: 0}\n")
+    c = off.client()
+    assert c.ping()
+    timers = keepalive_timers(off.pid, off.port)
+    assert timers and not any(timers.values()), timers
+
+
 def test_idle_timeout(make_respgate):
     rg = make_respgate(extra="client: {idle_timeout: 300ms}\n")
     with socket.create_connection(("127.0.0.1", rg.port), timeout=5) as s:
