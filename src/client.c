@@ -14,6 +14,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "netio.h"
+#include "proxyproto.h"
 #include "router.h"
 #include "server.h"
 #include "pubsub.h"
@@ -77,7 +78,7 @@ void client_format_addr(const struct sockaddr *sa, char *buf, size_t len)
     }
 }
 
-void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen)
+void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen, int proxy_protocol)
 {
     struct server *srv = w->srv;
     const struct conf *cf = w->conf;
@@ -104,6 +105,7 @@ void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *
     TAILQ_INIT(&c->privates);
     TAILQ_INIT(&c->queued);
     c->pin_slot = -1;
+    c->proxy_header = proxy_protocol != 0;
     if (c->bev == NULL || c->resume == NULL || c->flush == NULL || c->rev == NULL) {
         if (c->bev == NULL)
             evutil_closesocket(fd);
@@ -259,8 +261,47 @@ static void fail_and_close(struct client *c, const char *why)
 
 /* Handles the frames waiting in the input, CLIENT_BATCH at most. Never frees
  * C; what must follow runs from its resume event. */
+/* A listener with proxy-protocol: C's first bytes must be a PROXY header,
+ * which gives C the address of the client behind the proxy. Returns 1 once
+ * it is read, 0 while it is incomplete, -1 if C is refused for it. */
+static int read_proxy_header(struct client *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    unsigned char buf[PROXYPROTO_MAX];
+    size_t n = evbuffer_copyout(in, buf, sizeof(buf));
+    struct proxyproto_result pr;
+    char why[128];
+    int rc = proxyproto_parse(buf, n, &pr, why, sizeof(why));
+    if (rc == 0 && !c->eof)
+        return 0;
+    if (rc == 0 && n == 0) { /* a connection that only checked the port */
+        c->dead = 1;
+        event_active(c->resume, EV_READ, 0);
+        return -1;
+    }
+    if (rc <= 0) {
+        log_notice("client id=%llu addr=%s closed: %s, on a listener that expects one (proxy-protocol)",
+                   (unsigned long long)c->id, c->addr, rc == 0 ? "a PROXY protocol header cut off" : why);
+        c->dead = 1;
+        event_active(c->resume, EV_READ, 0);
+        return -1;
+    }
+    evbuffer_drain(in, (size_t)rc);
+    c->proxy_header = 0;
+    if (!pr.local) {
+        char proxy[sizeof(c->addr)];
+        memcpy(proxy, c->addr, sizeof(proxy));
+        client_format_addr((const struct sockaddr *)&pr.src, c->addr, sizeof(c->addr));
+        log_debug("client id=%llu addr=%s through the proxy at %s (PROXY v%d)", (unsigned long long)c->id, c->addr,
+                  proxy, pr.version);
+    }
+    return 1;
+}
+
 static void process_input(struct client *c)
 {
+    if (c->proxy_header && read_proxy_header(c) <= 0)
+        return;
     struct evbuffer *in = bufferevent_get_input(c->bev);
     struct evbuffer *out = bufferevent_get_output(c->bev);
     const struct conf *cf = c->w->conf;

@@ -66,6 +66,7 @@ struct client {
     unsigned lingering : 1;  /* closing, all written: waiting for the peer's EOF */
     unsigned dead : 1;       /* to be freed at the next resume */
     unsigned eof : 1;        /* the client half-closed: finish its whole frames, then close */
+    unsigned proxy_header : 1; /* expects a PROXY protocol header before its first request */
     unsigned wrote_many : 1; /* wrote to more than CLIENT_WROTE_MAX masters since the last WAIT */
     unsigned multi : 1;      /* inside MULTI */
     unsigned multi_failed : 1; /* a command was refused inside MULTI: EXEC aborts */
@@ -82,7 +83,7 @@ struct sockaddr;
 void client_format_addr(const struct sockaddr *sa, char *buf, size_t len);
 
 /* Wraps an accepted FD in a client of W, or refuses it past max_clients. */
-void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen);
+void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen, int proxy_protocol);
 
 /* Marks C closing: nothing more is read, and it goes once its output is
  * written. Never frees C, so it is safe on the request path (QUIT). */

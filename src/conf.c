@@ -191,7 +191,25 @@ int conf_parse_size(const char *s, uint64_t *out)
     return parse_with_units(s, units, 1, out);
 }
 
+static int parse_addr(const char *s, int flags, struct conf_addr *out);
+
 int conf_parse_addr(const char *s, int flags, struct conf_addr *out)
+{
+    const char *space = strchr(s, ' ');
+    if (space == NULL || !(flags & CONF_ADDR_OPTIONS))
+        return parse_addr(s, flags, out);
+    char addr[CONF_HOST_MAX + 16];
+    if ((size_t)(space - s) >= sizeof(addr) || strcmp(space + 1, "proxy-protocol") != 0)
+        return -1;
+    memcpy(addr, s, (size_t)(space - s));
+    addr[space - s] = '\0';
+    if (parse_addr(addr, flags, out) < 0)
+        return -1;
+    out->proxy_protocol = 1;
+    return 0;
+}
+
+static int parse_addr(const char *s, int flags, struct conf_addr *out)
 {
     memset(out, 0, sizeof(*out));
     if (strncmp(s, "unix:", 5) == 0) {
@@ -248,6 +266,8 @@ const char *conf_addr_str(const struct conf_addr *a, char *buf, size_t len)
         snprintf(buf, len, "[%s]:%d", a->host, a->port);
     else
         snprintf(buf, len, "%s:%d", a->host, a->port);
+    if (a->proxy_protocol)
+        snprintf(buf + strlen(buf), len - strlen(buf), " proxy-protocol");
     return buf;
 }
 
@@ -266,7 +286,9 @@ static const void *cfield(const struct conf *c, const struct key *k)
 static const char *expected(const struct key *k)
 {
     switch (k->type) {
-    case T_ADDRS: return "expected an IP address and port like 127.0.0.1:6380, or unix:/path, or a list of them";
+    case T_ADDRS:
+        return "expected an IP address and port like 127.0.0.1:6380, or unix:/path, each optionally followed by "
+               "\" proxy-protocol\", or a list of them";
     case T_SEEDS: return "expected an address like 10.0.0.1:6379, or a list of them";
     case T_ADDR_OPT: return "expected an IP address and port like 127.0.0.1:9121, or \"\"";
     case T_STR:
@@ -324,7 +346,8 @@ static int parse_scalar(const struct key *k, const char *s, struct conf *c, char
     case T_SEEDS: {
         struct conf_addrs *l = f;
         struct conf_addr a;
-        if (conf_parse_addr(s, k->type == T_ADDRS ? CONF_ADDR_UNIX | CONF_ADDR_NUMERIC : 0, &a) < 0)
+        if (conf_parse_addr(s, k->type == T_ADDRS ? CONF_ADDR_UNIX | CONF_ADDR_NUMERIC | CONF_ADDR_OPTIONS : 0,
+                            &a) < 0)
             goto bad;
         struct conf_addr *v = realloc(l->v, (l->n + 1) * sizeof(*v));
         if (v == NULL)

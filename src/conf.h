@@ -24,6 +24,7 @@ struct conf_addr {
     char host[CONF_HOST_MAX]; /* IP literal or name, brackets stripped; or the socket path */
     int port;                 /* 0 for a unix socket */
     int is_unix;
+    int proxy_protocol;       /* listen: its clients come through a proxy that sends a PROXY header */
 };
 
 struct conf_addrs {
@@ -99,6 +100,7 @@ int conf_parse_duration_ms(const char *s, uint64_t *out);
 int conf_parse_size(const char *s, uint64_t *out);
 #define CONF_ADDR_UNIX 1    /* unix:/path is allowed */
 #define CONF_ADDR_NUMERIC 2 /* the host must be an IP address (for listening) */
+#define CONF_ADDR_OPTIONS 4 /* "ADDRESS proxy-protocol" is allowed (listen) */
 int conf_parse_addr(const char *s, int flags, struct conf_addr *out);
 /* A duration key's milliseconds as the struct timeval libevent takes. */
 static inline struct timeval conf_timeval(uint64_t ms)

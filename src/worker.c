@@ -24,7 +24,13 @@
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
-    client_accept(arg, fd, sa, salen);
+    struct worker *w = arg;
+    size_t i = 0;
+    while (i < w->nlisteners && w->listeners[i] != l)
+        i++;
+    /* The listeners are the listen addresses, in order (not reloaded). */
+    int proxy = i < w->conf->listen.n && w->conf->listen.v[i].proxy_protocol;
+    client_accept(w, fd, sa, salen, proxy);
 }
 
 static void on_accept_resume(evutil_socket_t fd, short what, void *arg)

@@ -138,7 +138,6 @@ def test_keyspace_notifications_come_from_every_master(cluster, respgate):
         r.config_set("notify-keyspace-events", "")
 
 
-@needs_redis7("SSUBSCRIBE")
 def test_a_confirmed_keyspace_subscription_misses_no_event(cluster, respgate):
     # As with one Redis: once PSUBSCRIBE is confirmed, a key written on any
     # master is notified, with no PING or pause in between.
@@ -174,6 +173,7 @@ def test_a_confirmed_keyspace_subscription_misses_no_event(cluster, respgate):
         r.config_set("notify-keyspace-events", "")
 
 
+@needs_redis7("SSUBSCRIBE")
 def test_shard_channels_follow_their_slot(cluster, respgate):
     sub = Raw(respgate.port)
     sub.send(("SSUBSCRIBE", "{sh}a", "{sh}b"))
