@@ -172,29 +172,56 @@ START_TEST(test_wrong_types)
 }
 END_TEST
 
+#define LISTEN_EXPECTED(col)                                                                                  \
+    "t.yml:2:" #col ": listen: expected an IP address and port like 127.0.0.1:6380, or unix:/path, each optionally " \
+    "followed by \" proxy-protocol\", or a list of them, "
+
+START_TEST(test_proxy_protocol_listeners)
+{
+    struct conf_diag d;
+    struct conf *c = parse(SEEDS "listen: [127.0.0.1:6380, \"127.0.0.1:6381 proxy-protocol\", "
+                                 "\"[::1]:6382 proxy-protocol\"]\n",
+                           &d);
+    ck_assert_ptr_nonnull(c);
+    conf_diag_free(&d);
+    ck_assert_uint_eq(c->listen.n, 3);
+    ck_assert_int_eq(c->listen.v[0].proxy_protocol, 0);
+    ck_assert_int_eq(c->listen.v[1].proxy_protocol, 1);
+    ck_assert_int_eq(c->listen.v[1].port, 6381);
+    ck_assert_int_eq(c->listen.v[2].proxy_protocol, 1);
+    ck_assert_str_eq(c->listen.v[2].host, "::1");
+    char buf[300];
+    ck_assert_str_eq(conf_addr_str(&c->listen.v[1], buf, sizeof(buf)), "127.0.0.1:6381 proxy-protocol");
+    conf_unref(c);
+    expect_error(SEEDS "listen: \"127.0.0.1:6381 proxy\"\n", LISTEN_EXPECTED(9) "got \"127.0.0.1:6381 proxy\"");
+    expect_error("cluster: {seeds: [\"127.0.0.1:7000 proxy-protocol\"]}\n",
+                 "t.yml:1:19: cluster.seeds: expected an address like 10.0.0.1:6379, or a list of them, "
+                 "got \"127.0.0.1:7000 proxy-protocol\"");
+}
+END_TEST
+
 START_TEST(test_bad_addresses)
 {
     expect_error(SEEDS "listen: 127.0.0.1\n",
-                 "t.yml:2:9: listen: expected an IP address and port like 127.0.0.1:6380, or unix:/path, or a list of them, "
+                 LISTEN_EXPECTED(9)
                  "got \"127.0.0.1\"");
     expect_error(SEEDS "listen: [127.0.0.1:70000]\n",
-                 "t.yml:2:10: listen: expected an IP address and port like 127.0.0.1:6380, or unix:/path, or a list of them, "
+                 LISTEN_EXPECTED(10)
                  "got \"127.0.0.1:70000\"");
     expect_error(SEEDS "listen: [unix:relative.sock]\n",
-                 "t.yml:2:10: listen: expected an IP address and port like 127.0.0.1:6380, or unix:/path, or a list of them, "
+                 LISTEN_EXPECTED(10)
                  "got \"unix:relative.sock\"");
     expect_error("cluster: {seeds: [unix:/tmp/x.sock]}\n",
                  "t.yml:1:19: cluster.seeds: expected an address like 10.0.0.1:6379, or a list of them, "
                  "got \"unix:/tmp/x.sock\"");
     expect_error("cluster: {seeds: []}\n", "t.yml:1:18: cluster.seeds: expected at least one address");
     expect_error(SEEDS "listen: localhost:6380\n",
-                 "t.yml:2:9: listen: expected an IP address and port like 127.0.0.1:6380, or unix:/path, or a list "
-                 "of them, got \"localhost:6380\"");
+                 LISTEN_EXPECTED(9) "got \"localhost:6380\"");
     expect_error(SEEDS "admin: {listen: localhost:9121}\n",
                  "t.yml:2:17: admin.listen: expected an IP address and port like 127.0.0.1:9121, or \"\", "
                  "got \"localhost:9121\"");
     expect_error(SEEDS "listen: ::1:6379\n",
-                 "t.yml:2:9: listen: expected an IP address and port like 127.0.0.1:6380, or unix:/path, or a list of them, "
+                 LISTEN_EXPECTED(9)
                  "got \"::1:6379\"");
 }
 END_TEST
@@ -410,6 +437,7 @@ static Suite *conf_suite(void)
     tcase_add_test(tc, test_unknown_keys);
     tcase_add_test(tc, test_wrong_types);
     tcase_add_test(tc, test_bad_addresses);
+    tcase_add_test(tc, test_proxy_protocol_listeners);
     tcase_add_test(tc, test_out_of_range);
     tcase_add_test(tc, test_yaml_corners);
     tcase_add_test(tc, test_keys_together);
