@@ -60,12 +60,12 @@ static const char *const read_policies[] = {"master", "prefer-replica", "replica
 static const struct key keys[] = {
     {"listen", T_ADDRS, OFF(listen), 0, 0, "127.0.0.1:6380", 0, 0, NULL},
     {"workers", T_COUNT, OFF(workers), 1, 256, "auto", 0, 1, NULL},
-    {"cluster.seeds", T_SEEDS, OFF(seeds), 0, 0, NULL, 0, 0, NULL},
-    {"cluster.username", T_STR, OFF(cluster_username), 0, 0, "", 0, 0, NULL},
-    {"cluster.password", T_SECRET, OFF(cluster_password), 0, 0, "", 0, 0, NULL},
-    {"cluster.refresh_interval", T_DURATION, OFF(refresh_interval_ms), MS(100), SEC(3600), "1s", 0, 0, NULL},
-    {"cluster.failover_wait", T_DURATION, OFF(failover_wait_ms), MS(0), SEC(3600), "auto", 0, 1, NULL},
-    {"cluster.read_policy", T_ENUM, OFF(read_policy), 0, 0, "master", 0, 0, read_policies},
+    {"cluster.seeds", T_SEEDS, OFF(seeds), 0, 0, NULL, 1, 0, NULL},
+    {"cluster.username", T_STR, OFF(cluster_username), 0, 0, "", 1, 0, NULL},
+    {"cluster.password", T_SECRET, OFF(cluster_password), 0, 0, "", 1, 0, NULL},
+    {"cluster.refresh_interval", T_DURATION, OFF(refresh_interval_ms), MS(100), SEC(3600), "1s", 1, 0, NULL},
+    {"cluster.failover_wait", T_DURATION, OFF(failover_wait_ms), MS(0), SEC(3600), "auto", 1, 1, NULL},
+    {"cluster.read_policy", T_ENUM, OFF(read_policy), 0, 0, "master", 1, 0, read_policies},
     {"client.password", T_SECRET, OFF(client_password), 0, 0, "", 1, 0, NULL},
     {"client.max_clients", T_COUNT, OFF(max_clients), 1, 1000000, "10000", 1, 0, NULL},
     {"client.idle_timeout", T_DURATION, OFF(idle_timeout_ms), 0, SEC(31 * 86400), "0", 1, 0, NULL},
@@ -82,7 +82,7 @@ static const struct key keys[] = {
     {"limits.max_multibulk_len", T_COUNT, OFF(max_multibulk_len), 1, INT_MAX, "1048576", 1, 0, NULL},
     {"log.level", T_ENUM, OFF(log_level), 0, 0, "notice", 1, 0, log_level_names},
     {"log.file", T_STR, OFF(log_file), 0, 0, "", 1, 0, NULL},
-    {"admin.listen", T_ADDR_OPT, OFF(admin), 0, 0, "", 0, 0, NULL},
+    {"admin.listen", T_ADDR_OPT, OFF(admin), 0, 0, "", 1, 0, NULL},
     {"pidfile", T_STR, OFF(pidfile), 0, 0, "", 0, 0, NULL},
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))

@@ -148,6 +148,24 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
     post_all(s, WORKER_DRAIN);
 }
 
+/* A changed admin.listen takes effect now: the new endpoint first, so that
+ * one that cannot listen leaves the old one serving. */
+static void reload_admin(struct server *s, const struct conf *c)
+{
+    const struct conf_addr *a = c->admin, *b = s->conf->admin;
+    if ((a == NULL && b == NULL) || (a && b && memcmp(a, b, sizeof(*a)) == 0))
+        return;
+    struct admin *next = a ? admin_start(s, a) : NULL;
+    if (a && next == NULL) {
+        log_error("admin.listen: keeping the running endpoint");
+        return;
+    }
+    admin_stop(s->admin);
+    s->admin = next;
+    if (next == NULL)
+        log_notice("admin endpoint closed (admin.listen is empty)");
+}
+
 static void on_reload(evutil_socket_t sig, short what, void *arg)
 {
     struct server *s = arg;
@@ -173,6 +191,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
         conf_unref(c);
     } else {
         log_set_level((enum log_level)c->log_level);
+        reload_admin(s, c);
         pthread_mutex_lock(&s->conf_lock);
         struct conf *old = s->conf;
         s->conf = c;

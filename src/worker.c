@@ -159,8 +159,14 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     }
     if (msgs & WORKER_RELOAD) {
         struct conf *c = server_conf(w->srv);
+        int policy_changed = c->read_policy != w->conf->read_policy;
         conf_unref(w->conf);
         w->conf = c;
+        /* Connections already open keep their credentials (a node keeps a
+         * connection authenticated when its password changes); new ones use
+         * the new ones. A new read policy picks the replicas again. */
+        if (policy_changed && w->map && route_apply_map(w, w->map) < 0)
+            log_error("worker %d: out of memory applying cluster.read_policy", w->id);
     }
     if (msgs & WORKER_TOPO) {
         apply_commands(w);
