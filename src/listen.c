@@ -3,7 +3,12 @@
  */
 #include "listen.h"
 
+#include "log.h"
+
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -104,4 +109,82 @@ void listen_unlink(const struct conf_addr *a)
     struct stat st;
     if (a->is_unix && lstat(a->host, &st) == 0 && S_ISSOCK(st.st_mode))
         unlink(a->host);
+}
+
+#define INHERITED_MAX 64
+#define SD_LISTEN_FDS_START 3
+
+static int inherited[INHERITED_MAX];
+static int ninherited = -1; /* -1: the environment not read yet */
+
+static void read_environment(void)
+{
+    ninherited = 0;
+    const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+    long n = fds ? strtol(fds, NULL, 10) : 0;
+    if (pid && fds && strtol(pid, NULL, 10) == (long)getpid() && n > 0)
+        for (long i = 0; i < n && i < INHERITED_MAX; i++) {
+            int fd = SD_LISTEN_FDS_START + (int)i, fl = fcntl(fd, F_GETFL);
+            /* systemd passes blocking sockets (unless NonBlocking=yes): a
+             * worker's accept loop would then block on the next accept. */
+            fcntl(fd, F_SETFL, fl < 0 ? O_NONBLOCK : fl | O_NONBLOCK);
+            fcntl(fd, F_SETFD, FD_CLOEXEC);
+            inherited[ninherited++] = fd;
+        }
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+}
+
+/* Whether listening socket FD is bound to A. */
+static int bound_to(int fd, const struct conf_addr *a)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int type = 0, listening = 0;
+    socklen_t tl = sizeof(type), ll = sizeof(listening);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0 || getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) < 0 || type != SOCK_STREAM || !listening)
+        return 0;
+    if (a->is_unix)
+        return ss.ss_family == AF_UNIX && strcmp(((struct sockaddr_un *)&ss)->sun_path, a->host) == 0;
+    unsigned char want[16];
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
+        return ntohs(sin->sin_port) == a->port && inet_pton(AF_INET, a->host, want) == 1 &&
+               memcmp(want, &sin->sin_addr, 4) == 0;
+    }
+    if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ss;
+        return ntohs(sin6->sin6_port) == a->port && inet_pton(AF_INET6, a->host, want) == 1 &&
+               memcmp(want, &sin6->sin6_addr, 16) == 0;
+    }
+    return 0;
+}
+
+int listen_inherited(const struct conf_addr *a)
+{
+    if (ninherited < 0)
+        read_environment();
+    for (int i = 0; i < ninherited; i++)
+        if (inherited[i] >= 0 && bound_to(inherited[i], a)) {
+            int fd = inherited[i];
+            inherited[i] = -1;
+            return fd;
+        }
+    return -1;
+}
+
+int listen_inherited_unused(void)
+{
+    int n = 0;
+    for (int i = 0; i < ninherited; i++)
+        if (inherited[i] >= 0) {
+            log_warning("systemd passed socket fd %d, which listens on no address of listen; closing it",
+                        inherited[i]);
+            close(inherited[i]);
+            inherited[i] = -1;
+            n++;
+        }
+    return n;
 }

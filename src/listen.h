@@ -16,6 +16,16 @@
  * by a dead process is replaced; one that still answers is "in use". */
 int listen_bind(const struct conf_addr *a, int nth, char *err, size_t errlen);
 
+/* A listening socket for A that systemd passed (socket activation:
+ * LISTEN_PID names this process, LISTEN_FDS counts the sockets from fd 3),
+ * taken out of the passed set; -1 if none listens on A. The first call reads
+ * the environment and unsets it. Such a socket outlives this process: a
+ * restart loses no connection attempt. */
+int listen_inherited(const struct conf_addr *a);
+
+/* Closes the passed sockets no address took, logging each; returns how many. */
+int listen_inherited_unused(void);
+
 /* Removes A's socket file (unix sockets only); for shutdown. */
 void listen_unlink(const struct conf_addr *a);
 

@@ -223,6 +223,21 @@ static int bind_listeners(struct server *s)
     for (size_t i = 0; i < (size_t)s->nworkers * l->n; i++)
         s->listen_fds[i] = -1;
     for (size_t a = 0; a < l->n; a++) {
+        /* A socket systemd holds for us (respgate.socket) survives restarts:
+         * every worker accepts on a dup of it. */
+        int passed = listen_inherited(&l->v[a]);
+        if (passed >= 0) {
+            s->listen_passed |= 1ull << (a < 63 ? a : 63);
+            for (int w = 0; w < s->nworkers; w++) {
+                int fd = w == 0 ? passed : fcntl(passed, F_DUPFD_CLOEXEC, 0);
+                if (fd < 0) {
+                    log_error("%s", strerror(errno));
+                    return -1;
+                }
+                s->listen_fds[(size_t)w * l->n + a] = fd;
+            }
+            continue;
+        }
         for (int w = 0; w < s->nworkers; w++) {
             int fd;
             /* One unix socket, a dup per worker; one TCP socket per worker,
@@ -273,6 +288,7 @@ int server_init(struct server *s, struct conf *conf, const char *conf_path)
 
     if (bind_listeners(s) < 0)
         return -1;
+    listen_inherited_unused();
     if (conf->admin && (s->admin = admin_start(s, conf->admin)) == NULL)
         return -1;
     s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
@@ -321,8 +337,9 @@ int server_run(struct server *s)
 
     char addrs[512] = "", one[CONF_HOST_MAX + 16];
     for (size_t i = 0, o = 0; i < s->conf->listen.n && o < sizeof(addrs); i++)
-        o += (size_t)snprintf(addrs + o, sizeof(addrs) - o, "%s%s", i ? " " : "",
-                              conf_addr_str(&s->conf->listen.v[i], one, sizeof(one)));
+        o += (size_t)snprintf(addrs + o, sizeof(addrs) - o, "%s%s%s", i ? " " : "",
+                              conf_addr_str(&s->conf->listen.v[i], one, sizeof(one)),
+                              s->listen_passed & (1ull << (i < 63 ? i : 63)) ? " (from systemd)" : "");
     proc_daemon_ready();
     log_notice("respgate " PACKAGE_VERSION " ready: listening on %s with %d worker%s", addrs, s->nworkers,
                s->nworkers == 1 ? "" : "s");
@@ -339,7 +356,8 @@ int server_run(struct server *s)
     topo_free(s->topo);
     s->topo = NULL;
     for (size_t i = 0; i < s->conf->listen.n; i++)
-        listen_unlink(&s->conf->listen.v[i]);
+        if (!(s->listen_passed & (1ull << (i < 63 ? i : 63))))
+            listen_unlink(&s->conf->listen.v[i]); /* systemd's socket files are systemd's */
     log_notice("stopped");
     return 0;
 }

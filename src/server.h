@@ -43,6 +43,7 @@ struct server {
     struct worker *workers;
     int nworkers;
     int *listen_fds;             /* [worker][listen address] */
+    uint64_t listen_passed;      /* bit N: listen address N's socket came from systemd */
 
     atomic_uint_fast64_t node_timeout_ms; /* the nodes' cluster-node-timeout, 0 until known */
     atomic_uint_fast64_t busy_threshold_ms; /* the nodes' lua-time-limit (busy-reply-threshold), 0 until known */
