@@ -58,7 +58,7 @@ static const char *const read_policies[] = {"master", "prefer-replica", "replica
 
 /* The table every key of the file, the man page and etc/respgate.yml follow. */
 static const struct key keys[] = {
-    {"listen", T_ADDRS, OFF(listen), 0, 0, "127.0.0.1:6380", 0, 0, NULL},
+    {"listen", T_ADDRS, OFF(listen), 0, 0, "127.0.0.1:6380", 1, 0, NULL},
     {"workers", T_COUNT, OFF(workers), 1, 256, "auto", 0, 1, NULL},
     {"cluster.seeds", T_SEEDS, OFF(seeds), 0, 0, NULL, 1, 0, NULL},
     {"cluster.username", T_STR, OFF(cluster_username), 0, 0, "", 1, 0, NULL},
@@ -256,6 +256,16 @@ static int parse_addr(const char *s, int flags, struct conf_addr *out)
     }
     out->port = (int)port;
     return 0;
+}
+
+int conf_addr_same(const struct conf_addr *a, const struct conf_addr *b)
+{
+    return a->is_unix == b->is_unix && a->port == b->port && strcmp(a->host, b->host) == 0;
+}
+
+int conf_addrs_equal(const struct conf_addrs *a, const struct conf_addrs *b)
+{
+    return a->n == b->n && (a->n == 0 || memcmp(a->v, b->v, a->n * sizeof(*a->v)) == 0);
 }
 
 const char *conf_addr_str(const struct conf_addr *a, char *buf, size_t len)

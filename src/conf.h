@@ -112,4 +112,10 @@ static inline struct timeval conf_timeval(uint64_t ms)
 /* Writes "host:port", "[v6]:port" or "unix:/path" into BUF. */
 const char *conf_addr_str(const struct conf_addr *a, char *buf, size_t len);
 
+/* Whether A and B are the same socket address (their options aside). */
+int conf_addr_same(const struct conf_addr *a, const struct conf_addr *b);
+
+/* Whether lists A and B are equal, options included. */
+int conf_addrs_equal(const struct conf_addrs *a, const struct conf_addrs *b);
+
 #endif

@@ -148,6 +148,65 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
     post_all(s, WORKER_DRAIN);
 }
 
+/* Binds the addresses of C's listen that the running configuration lacks,
+ * one socket per worker (a dup per worker for a unix socket), into
+ * s->listen_fds_next for the workers to take on WORKER_RELOAD. Returns 0,
+ * or -1 after logging why (nothing changes then). */
+static int prepare_listeners(struct server *s, const struct conf *c)
+{
+    const struct conf_addrs *old = &s->conf->listen, *l = &c->listen;
+    if (atomic_load(&s->listen_pending) > 0) {
+        log_error("listen: the previous change is still being applied; try the reload again");
+        return -1;
+    }
+    free(s->listen_fds_next);
+    s->listen_fds_next = malloc((size_t)s->nworkers * (l->n ? l->n : 1) * sizeof(int));
+    if (s->listen_fds_next == NULL)
+        return -1;
+    for (size_t i = 0; i < (size_t)s->nworkers * l->n; i++)
+        s->listen_fds_next[i] = -1;
+    uint64_t passed = 0;
+    for (size_t a = 0; a < l->n; a++) {
+        size_t o = 0;
+        while (o < old->n && !conf_addr_same(&old->v[o], &l->v[a]))
+            o++;
+        if (o < old->n) {
+            passed |= (s->listen_passed >> (o < 63 ? o : 63) & 1) << (a < 63 ? a : 63);
+            continue; /* the workers keep its listeners */
+        }
+        for (int w = 0; w < s->nworkers; w++) {
+            char err[256];
+            int fd = l->v[a].is_unix && w > 0 ? fcntl(s->listen_fds_next[a], F_DUPFD_CLOEXEC, 0)
+                                              : listen_bind(&l->v[a], w, err, sizeof(err));
+            if (fd < 0) {
+                log_error("%s", l->v[a].is_unix && w > 0 ? strerror(errno) : err);
+                for (size_t i = 0; i < (size_t)s->nworkers * l->n; i++)
+                    if (s->listen_fds_next[i] >= 0)
+                        close(s->listen_fds_next[i]);
+                free(s->listen_fds_next);
+                s->listen_fds_next = NULL;
+                return -1;
+            }
+            s->listen_fds_next[(size_t)w * l->n + a] = fd;
+        }
+    }
+    for (size_t o = 0; o < old->n; o++) {
+        size_t a = 0;
+        while (a < l->n && !conf_addr_same(&old->v[o], &l->v[a]))
+            a++;
+        if (a == l->n && !(s->listen_passed & (1ull << (o < 63 ? o : 63))))
+            listen_unlink(&old->v[o]); /* a unix socket that goes */
+    }
+    s->listen_passed = passed;
+    atomic_store(&s->listen_pending, s->nworkers);
+    char addrs[512] = "", one[CONF_HOST_MAX + 16];
+    for (size_t i = 0, o = 0; i < l->n && o < sizeof(addrs); i++)
+        o += (size_t)snprintf(addrs + o, sizeof(addrs) - o, "%s%s", i ? " " : "",
+                              conf_addr_str(&l->v[i], one, sizeof(one)));
+    log_notice("listen: now %s; connections already open stay", addrs);
+    return 0;
+}
+
 /* A changed admin.listen takes effect now: the new endpoint first, so that
  * one that cannot listen leaves the old one serving. */
 static void reload_admin(struct server *s, const struct conf *c)
@@ -186,6 +245,8 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
     for (size_t i = 0; i < d.nerrors && d.errors; i++)
         log_error("%s", d.errors[i]);
 
+    if (c && d.nerrors == 0 && !conf_addrs_equal(&c->listen, &s->conf->listen) && prepare_listeners(s, c) < 0)
+        d.nerrors++;
     if (c == NULL || d.nerrors) {
         log_error("reload failed; the running configuration stays in force");
         conf_unref(c);
@@ -372,6 +433,11 @@ void server_deinit(struct server *s)
             if (s->listen_fds[i] >= 0)
                 close(s->listen_fds[i]);
     free(s->listen_fds);
+    if (s->listen_fds_next)
+        for (size_t i = 0; i < (size_t)s->nworkers * s->conf->listen.n; i++)
+            if (s->listen_fds_next[i] >= 0)
+                close(s->listen_fds_next[i]);
+    free(s->listen_fds_next);
     for (size_t i = 0; i < sizeof(s->sig_events) / sizeof(s->sig_events[0]); i++)
         if (s->sig_events[i])
             event_free(s->sig_events[i]);

@@ -44,6 +44,8 @@ struct server {
     int nworkers;
     int *listen_fds;             /* [worker][listen address] */
     uint64_t listen_passed;      /* bit N: listen address N's socket came from systemd */
+    int *listen_fds_next;        /* a reload's new listen addresses: [worker][address] fds, -1 where kept */
+    atomic_int listen_pending;   /* workers yet to take listen_fds_next */
 
     atomic_uint_fast64_t node_timeout_ms; /* the nodes' cluster-node-timeout, 0 until known */
     atomic_uint_fast64_t busy_threshold_ms; /* the nodes' lua-time-limit (busy-reply-threshold), 0 until known */

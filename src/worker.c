@@ -37,7 +37,8 @@ static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
     for (size_t i = 0; i < w->nlisteners; i++)
-        evconnlistener_enable(w->listeners[i]);
+        if (w->listeners[i])
+            evconnlistener_enable(w->listeners[i]);
 }
 
 static void on_accept_error(struct evconnlistener *l, void *arg)
@@ -50,7 +51,8 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
     log_warning("worker %d: accept failed: %s; pausing accepts for 100ms", w->id,
                 evutil_socket_error_to_string(e));
     for (size_t i = 0; i < w->nlisteners; i++)
-        evconnlistener_disable(w->listeners[i]);
+        if (w->listeners[i])
+            evconnlistener_disable(w->listeners[i]);
     event_add(w->accept_pause, &pause);
 }
 
@@ -64,6 +66,44 @@ static void close_listeners(struct worker *w)
     free(w->listeners);
     w->listeners = NULL;
     w->nlisteners = 0;
+}
+
+/* A reload changed the listen addresses from OLD to NEW: the listeners of
+ * the addresses kept move to their new places, those of the addresses gone
+ * close, and the new ones take the sockets the control thread bound. */
+static void take_listeners(struct worker *w, const struct conf_addrs *old, const struct conf_addrs *new)
+{
+    struct server *s = w->srv;
+    struct evconnlistener **next = calloc(new->n ? new->n : 1, sizeof(*next));
+    for (size_t a = 0; a < new->n; a++) {
+        int *fd = &s->listen_fds_next[(size_t)w->id * new->n + a];
+        for (size_t o = 0; next && o < old->n && o < w->nlisteners; o++)
+            if (w->listeners[o] && conf_addr_same(&old->v[o], &new->v[a])) {
+                next[a] = w->listeners[o];
+                w->listeners[o] = NULL;
+            }
+        if (next && next[a] == NULL && *fd >= 0 && !w->draining) {
+            next[a] = evconnlistener_new(w->base, on_accept, w, LEV_OPT_CLOSE_ON_FREE, 0, *fd);
+            if (next[a]) {
+                evconnlistener_set_error_cb(next[a], on_accept_error);
+                *fd = -1; /* the listener's now */
+            }
+        }
+        if (*fd >= 0) {
+            if (next && next[a] == NULL)
+                log_error("worker %d: cannot watch a new listening socket", w->id);
+            close(*fd);
+            *fd = -1;
+        }
+    }
+    if (next == NULL) {
+        log_error("worker %d: out of memory applying listen; keeping the running listeners", w->id);
+    } else {
+        close_listeners(w); /* those of the addresses gone */
+        w->listeners = next;
+        w->nlisteners = new->n;
+    }
+    atomic_fetch_sub(&s->listen_pending, 1);
 }
 
 static void maybe_done(struct worker *w)
@@ -160,6 +200,8 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     if (msgs & WORKER_RELOAD) {
         struct conf *c = server_conf(w->srv);
         int policy_changed = c->read_policy != w->conf->read_policy;
+        if (!conf_addrs_equal(&c->listen, &w->conf->listen))
+            take_listeners(w, &w->conf->listen, &c->listen);
         conf_unref(w->conf);
         w->conf = c;
         /* Connections already open keep their credentials (a node keeps a

@@ -5,6 +5,7 @@
 # connection (each keeps its CLIENT ID), and connections opened after the
 # reload authenticate with the new password.
 
+import os
 import signal
 import threading
 import time
@@ -137,3 +138,39 @@ def test_a_reload_moves_the_admin_endpoint(cluster, tmp_path):
         rg.signal(signal.SIGHUP)
         assert wait_until(lambda: status(a2) is None, 10), rg.log()
         assert c.client_id() == first
+
+
+def test_a_reload_adds_and_removes_listeners(cluster, tmp_path):
+    import socket
+
+    def refused(p):
+        try:
+            socket.create_connection(("127.0.0.1", p), timeout=2).close()
+            return False
+        except ConnectionRefusedError:
+            return True
+
+    first, second = free_port(), free_port()
+    sock = str(tmp_path / "rg.sock")
+    base = yaml_config(first, cluster.seeds, CLUSTER_PASSWORD, None)
+    with Respgate(tmp_path / "rg", base, first) as rg:
+        old = redis.Redis(port=first, socket_timeout=5, single_connection_client=True)
+        oid = old.client_id()
+        rg.write_config(base.replace(f"listen: [127.0.0.1:{first}]",
+                                     f'listen: [127.0.0.1:{first}, 127.0.0.1:{second}, "unix:{sock}"]'))
+        rg.signal(signal.SIGHUP)
+        assert wait_until(lambda: "configuration reloaded" in rg.log(), 10), rg.log()
+        assert redis.Redis(port=second, socket_timeout=5).ping()
+        assert redis.Redis(unix_socket_path=sock, socket_timeout=5).ping()
+        # Each worker listens on the new address: many connections all get in.
+        assert all(redis.Redis(port=second, socket_timeout=5).ping() for _ in range(20))
+        rg.write_config(base.replace(f"listen: [127.0.0.1:{first}]", f"listen: [127.0.0.1:{second}]"))
+        rg.signal(signal.SIGHUP)
+        assert wait_until(lambda: rg.log().count("configuration reloaded") == 2, 10), rg.log()
+        assert wait_until(lambda: refused(first), 10)
+        assert not os.path.exists(sock)
+        # A connection accepted on a listener that went stays, with its session.
+        assert old.client_id() == oid and old.set("kept", 1)
+        assert redis.Redis(port=second, socket_timeout=5).get("kept") == b"1"
+        assert "takes effect only after a restart" not in rg.log()
+    assert rg.proc.returncode == 0

@@ -345,16 +345,17 @@ START_TEST(test_keep_fixed_on_reload)
     struct conf_diag d;
     struct conf *old = parse("listen: 127.0.0.1:6380\nworkers: 2\n" SEEDS "client: {password: a}\n", &d);
     ck_assert_ptr_nonnull(old);
-    struct conf *nc = parse("listen: 127.0.0.1:7777\nworkers: 2\ncluster: {seeds: [10.0.0.1:6379]}\n"
+    struct conf *nc = parse("listen: 127.0.0.1:7777\nworkers: 3\ncluster: {seeds: [10.0.0.1:6379]}\n"
                             "client: {password: b, max_clients: 7}\npidfile: /x.pid\n",
                             &d);
     ck_assert_ptr_nonnull(nc);
     conf_keep_fixed(nc, old, &d);
     ck_assert_uint_eq(d.nerrors, 0);
     ck_assert_uint_eq(d.nwarnings, 2);
-    ck_assert_str_eq(d.warnings[0], "listen: changed, but takes effect only after a restart; keeping the running value");
+    ck_assert_str_eq(d.warnings[0], "workers: changed, but takes effect only after a restart; keeping the running value");
     ck_assert_str_eq(d.warnings[1], "pidfile: changed, but takes effect only after a restart; keeping the running value");
-    ck_assert_int_eq(nc->listen.v[0].port, 6380); /* kept */
+    ck_assert_uint_eq(nc->workers, 2);            /* kept */
+    ck_assert_int_eq(nc->listen.v[0].port, 7777); /* reloaded */
     ck_assert_ptr_null(nc->pidfile);              /* kept */
     ck_assert_str_eq(nc->client_password, "b");   /* reloaded */
     ck_assert_uint_eq(nc->max_clients, 7);
