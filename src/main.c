@@ -39,6 +39,14 @@ int main(int argc, char **argv)
         printf("respgate %s\n", PACKAGE_VERSION);
         return 0;
     }
+    if (o.reload_pid) {
+        int rc = proc_reload_wait((int)o.reload_pid, 30000);
+        if (rc == 1)
+            fprintf(stderr, "respgate: the reload was refused; the running configuration stays (see the log)\n");
+        else if (rc < 0)
+            fprintf(stderr, "respgate: reload of process %ld: %s\n", o.reload_pid, strerror(-rc));
+        return rc == 0 ? 0 : 1;
+    }
 
     struct conf_diag d = {0};
     struct conf *conf = conf_load(o.conf_path, &d);

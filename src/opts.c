@@ -6,6 +6,7 @@
 #include "conf.h"
 
 #include <getopt.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const struct option long_opts[] = {
@@ -16,6 +17,7 @@ static const struct option long_opts[] = {
     {"daemonize", no_argument, NULL, 'd'},
     {"foreground", no_argument, NULL, 'f'},
     {"pidfile", required_argument, NULL, 'p'},
+    {"reload", required_argument, NULL, 'r'},
     {NULL, 0, NULL, 0},
 };
 
@@ -35,6 +37,15 @@ int opts_parse(int argc, char **argv, struct opts *o, char *err, size_t errlen)
         case 'd': o->daemonize = 1; break;
         case 'f': o->daemonize = 0; break;
         case 'p': o->pidfile = optarg; break;
+        case 'r': {
+            char *end;
+            o->reload_pid = strtol(optarg, &end, 10);
+            if (*end || o->reload_pid <= 0) {
+                snprintf(err, errlen, "--reload needs a process id, not %s", optarg);
+                return -1;
+            }
+            break;
+        }
         case ':':
             snprintf(err, errlen, "option %s needs an argument", argv[optind - 1]);
             return -1;
@@ -57,6 +68,7 @@ void opts_usage(FILE *out)
 {
     fprintf(out,
             "Usage: respgate [-c FILE] [-t] [-d|--foreground] [--pidfile FILE]\n"
+            "       respgate --reload PID\n"
             "       respgate -V | -h\n"
             "\n"
             "A RESP proxy that lets single-instance Redis clients use a Redis Cluster.\n"
@@ -66,6 +78,8 @@ void opts_usage(FILE *out)
             "  -d, --daemonize     run in the background (systemd wants the foreground)\n"
             "  -f, --foreground    stay in the foreground (the default)\n"
             "  -p, --pidfile FILE  write the process id to FILE (overrides the config)\n"
+            "      --reload PID    make respgate PID reload its file and wait until it has\n"
+            "                      (systemd's ExecReload); exit 0, or 1 if it was refused\n"
             "  -V, --version       print the version and exit\n"
             "  -h, --help          print this help and exit\n");
 }

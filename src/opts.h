@@ -18,6 +18,7 @@ struct opts {
     int version;           /* -V */
     int help;              /* -h */
     int daemonize;         /* -d/--daemonize; the default is the foreground */
+    long reload_pid;       /* --reload PID: make respgate PID reload and wait for it; 0 = no */
 };
 
 /* Parses ARGV into O. Returns 0, or -1 with a one-line reason in ERR. */

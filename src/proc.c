@@ -8,6 +8,8 @@
 #include "proc.h"
 
 #include <errno.h>
+#include <signal.h>
+#include <time.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,4 +119,65 @@ int proc_notify(const char *state)
     int rc = sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sun, salen) < 0 ? -errno : 0;
     close(fd);
     return rc;
+}
+
+#define RELOAD_STATE "reload-state"
+
+/* $RUNTIME_DIRECTORY/NAME into BUF; -1 without RUNTIME_DIRECTORY. */
+static int runtime_path(const char *name, char *buf, size_t len)
+{
+    const char *dir = getenv("RUNTIME_DIRECTORY");
+    if (dir == NULL || dir[0] == '\0')
+        return -1;
+    /* systemd lists several directories separated by ':'; the first is ours. */
+    size_t n = strcspn(dir, ":");
+    return snprintf(buf, len, "%.*s/%s", (int)n, dir, name) < (int)len ? 0 : -1;
+}
+
+void proc_reload_state_write(unsigned gen, int ok)
+{
+    char path[4096], tmp[4200];
+    if (runtime_path(RELOAD_STATE, path, sizeof(path)) < 0)
+        return;
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL)
+        return;
+    fprintf(f, "%u %s\n", gen, ok ? "ok" : "failed");
+    if (fclose(f) == 0)
+        rename(tmp, path);
+}
+
+/* The reload state: its line into BUF, "" when there is none. */
+static void read_state(const char *path, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return;
+    if (fgets(buf, (int)len, f) == NULL)
+        buf[0] = '\0';
+    fclose(f);
+}
+
+int proc_reload_wait(int pid, unsigned timeout_ms)
+{
+    char path[4096], before[64], now[64];
+    int have = runtime_path(RELOAD_STATE, path, sizeof(path)) == 0;
+    if (have)
+        read_state(path, before, sizeof(before));
+    if (kill((pid_t)pid, SIGHUP) < 0)
+        return -errno;
+    if (!have)
+        return 0;
+    for (unsigned waited = 0; waited < timeout_ms; waited += 20) {
+        struct timespec tick = {0, 20 * 1000 * 1000};
+        nanosleep(&tick, NULL);
+        read_state(path, now, sizeof(now));
+        if (now[0] && strcmp(now, before) != 0)
+            return strstr(now, " ok") ? 0 : 1;
+        if (kill((pid_t)pid, 0) < 0)
+            return -errno;
+    }
+    return -ETIMEDOUT;
 }

@@ -26,4 +26,16 @@ unsigned long proc_raise_nofile(unsigned long want);
  * 0 (also when not under systemd) or -errno. */
 int proc_notify(const char *state);
 
+/* Records that reload number GEN ended, OK or not, in
+ * $RUNTIME_DIRECTORY/reload-state (systemd's RuntimeDirectory=), for
+ * proc_reload_wait. A no-op without RUNTIME_DIRECTORY. */
+void proc_reload_state_write(unsigned gen, int ok);
+
+/* Sends SIGHUP to PID and waits, at most TIMEOUT_MS, until its reload ended
+ * (the reload state changes): for ExecReload=, so that "systemctl reload"
+ * returns once the reload is done, and fails when the file was refused.
+ * Returns 0 when it succeeded (or, without RUNTIME_DIRECTORY, once the
+ * signal is sent), 1 when it was refused, or -errno (-ETIMEDOUT, -ESRCH). */
+int proc_reload_wait(int pid, unsigned timeout_ms);
+
 #endif

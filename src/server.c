@@ -261,6 +261,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
         post_all(s, WORKER_RELOAD);
         log_notice("configuration reloaded");
     }
+    proc_reload_state_write(++s->reloads, c != NULL && d.nerrors == 0);
     conf_diag_free(&d);
     proc_notify("READY=1");
 }

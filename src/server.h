@@ -38,6 +38,7 @@ struct server {
     struct event *sig_events[4];
     struct event *deadline;      /* shutdown: stop waiting for the workers */
     int stopping;                /* 0 running, 1 draining, 2 stopping now */
+    unsigned reloads;            /* SIGHUPs handled (proc_reload_state_write) */
     atomic_int nrunning;         /* workers still in their loop */
 
     struct worker *workers;

@@ -174,3 +174,37 @@ def test_a_reload_adds_and_removes_listeners(cluster, tmp_path):
         assert redis.Redis(port=second, socket_timeout=5).get("kept") == b"1"
         assert "takes effect only after a restart" not in rg.log()
     assert rg.proc.returncode == 0
+
+
+def test_reload_helper_returns_once_the_reload_is_done(cluster, tmp_path):
+    # ExecReload=respgate --reload $MAINPID: systemctl reload returns when the
+    # reload has ended, and fails when the file was refused.
+    import subprocess
+
+    from harness.respgate import BINARY
+
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    env = dict(os.environ, RUNTIME_DIRECTORY=str(runtime))
+    port = free_port()
+    text = yaml_config(port, cluster.seeds, CLUSTER_PASSWORD, None)
+    with Respgate(tmp_path / "rg", text, port, env=env) as rg:
+        reload = lambda: subprocess.run([BINARY, "--reload", str(rg.pid)], env=env, capture_output=True, text=True,
+                                        timeout=40)
+        p = reload()
+        assert p.returncode == 0, p.stderr
+        assert rg.log().count("configuration reloaded") == 1  # already there when it returned
+        rg.write_config(text + "nonsense: 1\n")
+        p = reload()
+        assert p.returncode == 1 and "refused" in p.stderr, (p.returncode, p.stderr)
+        assert "reload failed" in rg.log()
+        rg.write_config(text)
+        assert reload().returncode == 0
+        assert rg.log().count("configuration reloaded") == 2
+        # Without RUNTIME_DIRECTORY it can only send the signal.
+        p = subprocess.run([BINARY, "--reload", str(rg.pid)], capture_output=True, text=True, timeout=40,
+                           env={k: v for k, v in os.environ.items() if k != "RUNTIME_DIRECTORY"})
+        assert p.returncode == 0
+        assert wait_until(lambda: rg.log().count("configuration reloaded") == 3, 10)
+    p = subprocess.run([BINARY, "--reload", "999999999"], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 1 and "No such process" in p.stderr

@@ -54,6 +54,23 @@ START_TEST(test_short_and_long)
 }
 END_TEST
 
+START_TEST(test_reload)
+{
+    struct opts o;
+    char err[128];
+    char *a[] = {"respgate", "--reload", "4242", NULL};
+    ck_assert_int_eq(opts_parse(3, a, &o, err, sizeof(err)), 0);
+    ck_assert_int_eq(o.reload_pid, 4242);
+    char *b[] = {"respgate", "--reload", "12x", NULL};
+    ck_assert_int_eq(opts_parse(3, b, &o, err, sizeof(err)), -1);
+    ck_assert_str_eq(err, "--reload needs a process id, not 12x");
+    char *c[] = {"respgate", "--reload", "0", NULL};
+    ck_assert_int_eq(opts_parse(3, c, &o, err, sizeof(err)), -1);
+    char *d[] = {"respgate", "--reload", NULL};
+    ck_assert_int_eq(opts_parse(2, d, &o, err, sizeof(err)), -1);
+}
+END_TEST
+
 START_TEST(test_errors)
 {
     struct opts o;
@@ -87,6 +104,7 @@ static Suite *opts_suite(void)
     tcase_add_test(tc, test_defaults);
     tcase_add_test(tc, test_short_and_long);
     tcase_add_test(tc, test_errors);
+    tcase_add_test(tc, test_reload);
     suite_add_tcase(s, tc);
     return s;
 }
