@@ -56,6 +56,8 @@ static void reading(struct client *c, int on)
         return;
     }
     uint64_t ms = c->lingering ? CLIENT_LINGER_SEC * 1000 : c->w->conf->idle_timeout_ms;
+    if (c->proxy_header && (ms == 0 || ms > CLIENT_PROXY_HEADER_MS))
+        ms = CLIENT_PROXY_HEADER_MS; /* the header comes first, or the connection goes */
     struct timeval tv = conf_timeval(ms);
     if (ms == 0)
         event_del(c->rev); /* event_add(NULL) would keep an earlier timeout */
@@ -105,7 +107,7 @@ void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *
     TAILQ_INIT(&c->privates);
     TAILQ_INIT(&c->queued);
     c->pin_slot = -1;
-    c->proxy_header = proxy_protocol != 0;
+    c->proxy_header = proxy_protocol != 0; /* before reading(): it bounds the wait for the header */
     if (c->bev == NULL || c->resume == NULL || c->flush == NULL || c->rev == NULL) {
         if (c->bev == NULL)
             evutil_closesocket(fd);
@@ -288,6 +290,7 @@ static int read_proxy_header(struct client *c)
     }
     evbuffer_drain(in, (size_t)rc);
     c->proxy_header = 0;
+    reading(c, 1); /* the idle timeout, instead of the header's */
     if (!pr.local) {
         char proxy[sizeof(c->addr)];
         memcpy(proxy, c->addr, sizeof(proxy));

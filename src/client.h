@@ -15,6 +15,10 @@
 #include <time.h>
 #include <sys/queue.h>
 
+/* How long a connection on a proxy-protocol listener may take to send its
+ * PROXY header. */
+#define CLIENT_PROXY_HEADER_MS 5000
+
 struct worker;
 struct backend;
 struct subscriber;

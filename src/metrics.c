@@ -157,9 +157,8 @@ void metrics_render(struct server *s, struct evbuffer *out)
     int64_t blocked = 0;
     for (int i = 0; i < s->nworkers; i++) {
         const struct worker *w = &s->workers[i];
-        uint64_t redirects = load(&w->stats.redirects), asks = load(&w->stats.asks);
-        ask += asks;
-        moved += redirects - asks;
+        ask += load(&w->stats.asks);
+        moved += load(&w->stats.moved);
         parked += load(&w->stats.parked);
         retries += load(&w->stats.retries);
         expired += load(&w->stats.expired);

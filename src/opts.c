@@ -5,7 +5,9 @@
 
 #include "conf.h"
 
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,8 +41,10 @@ int opts_parse(int argc, char **argv, struct opts *o, char *err, size_t errlen)
         case 'p': o->pidfile = optarg; break;
         case 'r': {
             char *end;
+            errno = 0;
             o->reload_pid = strtol(optarg, &end, 10);
-            if (*end || o->reload_pid <= 0) {
+            /* Never 0 or negative, nor wrapped to them: kill(2) would signal groups. */
+            if (*end || end == optarg || errno == ERANGE || o->reload_pid <= 0 || o->reload_pid > INT_MAX) {
                 snprintf(err, errlen, "--reload needs a process id, not %s", optarg);
                 return -1;
             }

@@ -143,7 +143,7 @@ void proc_reload_state_write(unsigned gen, int ok)
     FILE *f = fopen(tmp, "w");
     if (f == NULL)
         return;
-    fprintf(f, "%u %s\n", gen, ok ? "ok" : "failed");
+    fprintf(f, "%ld %u %s\n", (long)getpid(), gen, ok ? "ok" : "failed");
     if (fclose(f) == 0)
         rename(tmp, path);
 }
@@ -174,7 +174,8 @@ int proc_reload_wait(int pid, unsigned timeout_ms)
         struct timespec tick = {0, 20 * 1000 * 1000};
         nanosleep(&tick, NULL);
         read_state(path, now, sizeof(now));
-        if (now[0] && strcmp(now, before) != 0)
+        /* A line of this process's (not one a previous one left). */
+        if (now[0] && strcmp(now, before) != 0 && strtol(now, NULL, 10) == (long)pid)
             return strstr(now, " ok") ? 0 : 1;
         if (kill((pid_t)pid, 0) < 0)
             return -errno;

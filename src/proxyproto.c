@@ -35,7 +35,8 @@ static int parse_port(const char *s, unsigned *port)
 /* "PROXY TCP4|TCP6 src dst sport dport\r\n", or "PROXY UNKNOWN ...\r\n". */
 static int parse_v1(const unsigned char *buf, size_t len, struct proxyproto_result *out, char *why, size_t whylen)
 {
-    const unsigned char *cr = memchr(buf, '\r', len < PROXYPROTO_V1_MAX ? len : PROXYPROTO_V1_MAX);
+    /* 107 bytes with the CRLF: the CR is within the first 106. */
+    const unsigned char *cr = memchr(buf, '\r', len < PROXYPROTO_V1_MAX - 1 ? len : PROXYPROTO_V1_MAX - 1);
     if (cr == NULL)
         return len < PROXYPROTO_V1_MAX ? 0 : fail(why, whylen, "a PROXY v1 line longer than 107 bytes");
     size_t n = (size_t)(cr - buf);

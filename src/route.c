@@ -267,8 +267,7 @@ int route_take_redirect(struct backend *from, struct evbuffer *in, size_t len, s
         return 0;
     evbuffer_drain(in, len);
     atomic_fetch_add_explicit(&w->stats.redirects, 1, memory_order_relaxed);
-    if (rd->ask)
-        metrics_add(&w->stats.asks, 1);
+    metrics_add(rd->ask ? &w->stats.asks : &w->stats.moved, 1);
     /* A node that does not know its own address answers with an empty host. */
     *to = route_backend(w, redirect_host(w, from, rd), rd->port);
     if (*to && !rd->ask)

@@ -207,22 +207,11 @@ static int prepare_listeners(struct server *s, const struct conf *c)
     return 0;
 }
 
-/* A changed admin.listen takes effect now: the new endpoint first, so that
- * one that cannot listen leaves the old one serving. */
-static void reload_admin(struct server *s, const struct conf *c)
+/* Whether C's admin.listen differs from the running one. */
+static int admin_changed(const struct server *s, const struct conf *c)
 {
     const struct conf_addr *a = c->admin, *b = s->conf->admin;
-    if ((a == NULL && b == NULL) || (a && b && memcmp(a, b, sizeof(*a)) == 0))
-        return;
-    struct admin *next = a ? admin_start(s, a) : NULL;
-    if (a && next == NULL) {
-        log_error("admin.listen: keeping the running endpoint");
-        return;
-    }
-    admin_stop(s->admin);
-    s->admin = next;
-    if (next == NULL)
-        log_notice("admin endpoint closed (admin.listen is empty)");
+    return !((a == NULL && b == NULL) || (a && b && memcmp(a, b, sizeof(*a)) == 0));
 }
 
 static void on_reload(evutil_socket_t sig, short what, void *arg)
@@ -245,14 +234,29 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
     for (size_t i = 0; i < d.nerrors && d.errors; i++)
         log_error("%s", d.errors[i]);
 
+    /* A new admin endpoint opens before the old one closes: one that cannot
+     * listen fails the reload, and the old one goes on serving. */
+    int new_admin = c && d.nerrors == 0 && admin_changed(s, c);
+    struct admin *next_admin = NULL;
+    if (new_admin && c->admin && (next_admin = admin_start(s, c->admin)) == NULL)
+        d.nerrors++;
     if (c && d.nerrors == 0 && !conf_addrs_equal(&c->listen, &s->conf->listen) && prepare_listeners(s, c) < 0)
         d.nerrors++;
+    if (d.nerrors && next_admin) {
+        admin_stop(next_admin);
+        next_admin = NULL;
+    }
     if (c == NULL || d.nerrors) {
         log_error("reload failed; the running configuration stays in force");
         conf_unref(c);
     } else {
         log_set_level((enum log_level)c->log_level);
-        reload_admin(s, c);
+        if (new_admin) {
+            admin_stop(s->admin);
+            s->admin = next_admin;
+            if (next_admin == NULL)
+                log_notice("admin endpoint closed (admin.listen is empty)");
+        }
         pthread_mutex_lock(&s->conf_lock);
         struct conf *old = s->conf;
         s->conf = c;

@@ -99,7 +99,10 @@ static void take_listeners(struct worker *w, const struct conf_addrs *old, const
     if (next == NULL) {
         log_error("worker %d: out of memory applying listen; keeping the running listeners", w->id);
     } else {
-        close_listeners(w); /* those of the addresses gone */
+        for (size_t o = 0; o < w->nlisteners; o++) /* those of the addresses gone */
+            if (w->listeners[o])
+                evconnlistener_free(w->listeners[o]);
+        free(w->listeners);
         w->listeners = next;
         w->nlisteners = new->n;
     }

@@ -64,7 +64,8 @@ struct worker {
     size_t nidle_private;
     struct worker_stats {           /* read by any worker's INFO */
         atomic_uint_fast64_t redirects; /* MOVED and ASK followed */
-        atomic_uint_fast64_t asks;      /* of them, ASK */
+        atomic_uint_fast64_t moved;     /* of them, MOVED (metrics.h) */
+        atomic_uint_fast64_t asks;      /* ... and ASK */
         atomic_uint_fast64_t parked;    /* times a request had to wait (TRYAGAIN, a node down, ...) */
         atomic_uint_fast64_t retries;   /* times a waiting request was sent again */
         atomic_uint_fast64_t expired;   /* requests failed at cluster.failover_wait */

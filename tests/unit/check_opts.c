@@ -66,6 +66,8 @@ START_TEST(test_reload)
     ck_assert_str_eq(err, "--reload needs a process id, not 12x");
     char *c[] = {"respgate", "--reload", "0", NULL};
     ck_assert_int_eq(opts_parse(3, c, &o, err, sizeof(err)), -1);
+    char *e[] = {"respgate", "--reload", "4294967295", NULL}; /* would wrap to -1: every process */
+    ck_assert_int_eq(opts_parse(3, e, &o, err, sizeof(err)), -1);
     char *d[] = {"respgate", "--reload", NULL};
     ck_assert_int_eq(opts_parse(2, d, &o, err, sizeof(err)), -1);
 }

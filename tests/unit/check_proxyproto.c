@@ -80,6 +80,10 @@ START_TEST(test_v1_forged)
     longline[sizeof(longline) - 1] = '\0';
     ck_assert_int_eq(parse(longline, PROXYPROTO_V1_MAX - 1, &r), 0);
     ck_assert_int_eq(parse(longline, PROXYPROTO_V1_MAX, &r), -1);
+    /* 108 bytes with the CRLF: one too many, though the CR is at byte 107. */
+    longline[PROXYPROTO_V1_MAX - 1] = '\r';
+    longline[PROXYPROTO_V1_MAX] = '\n';
+    ck_assert_int_eq(parse(longline, PROXYPROTO_V1_MAX + 1, &r), -1);
 }
 END_TEST
 
