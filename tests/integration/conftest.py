@@ -4,6 +4,7 @@
 
 import os
 import sys
+import time
 
 import pytest
 
@@ -69,3 +70,14 @@ def make_respgate(tmp_path, cluster):
 @pytest.fixture
 def respgate(make_respgate):
     return make_respgate()
+
+
+def wait_until(check, timeout):
+    """Polls CHECK every 50 ms until it is true (True) or TIMEOUT seconds
+    have passed (False); it is asked at least once."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

@@ -12,7 +12,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import CLUSTER_PASSWORD
+from conftest import CLUSTER_PASSWORD, wait_until
 from harness.cluster import Cluster
 from harness.respgate import Respgate, free_port, yaml_config
 
@@ -39,15 +39,6 @@ def metrics(port):
 
 def sample(m, name, **labels):
     return m[(name, tuple(sorted(labels.items())))]
-
-
-def wait_until(check, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import time
 import pytest
 import redis
 
-from conftest import CLUSTER_PASSWORD, needs_redis7
+from conftest import CLUSTER_PASSWORD, needs_redis7, wait_until
 from harness.cluster import Cluster, keyslot
 from harness.respgate import Respgate, free_port, yaml_config
 
@@ -155,15 +155,6 @@ def promoted(fcluster, replica):
         return replica in fcluster.masters()
     except Exception:
         return False
-
-
-def wait_until(check, timeout):
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def master_with_replica(fcluster):

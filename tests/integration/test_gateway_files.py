@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import CLUSTER_PASSWORD
+from conftest import CLUSTER_PASSWORD, wait_until
 from harness.respgate import Respgate, free_port, yaml_config
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -20,15 +20,6 @@ TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 def etc(name):
     return open(os.path.join(TOP, "etc", name)).read()
-
-
-def wait_until(check, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def keepalived_check(path):

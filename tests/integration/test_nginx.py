@@ -16,21 +16,12 @@ import time
 import pytest
 import redis
 
-from conftest import CLUSTER_PASSWORD
+from conftest import CLUSTER_PASSWORD, wait_until
 from harness.respgate import Respgate, free_port, yaml_config
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
-
-
-def wait_until(check, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 class Nginx:

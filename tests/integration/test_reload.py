@@ -13,20 +13,11 @@ import time
 import pytest
 import redis
 
-from conftest import CLUSTER_PASSWORD
+from conftest import CLUSTER_PASSWORD, wait_until
 from harness.cluster import Cluster
 from harness.respgate import Respgate, free_port, yaml_config
 
 NEW_PASSWORD = "rotated-" + CLUSTER_PASSWORD
-
-
-def wait_until(check, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture(scope="module")

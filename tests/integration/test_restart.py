@@ -13,17 +13,8 @@ import time
 
 import redis
 
-from conftest import CLUSTER_PASSWORD
+from conftest import CLUSTER_PASSWORD, wait_until
 from harness.respgate import BINARY, free_port, yaml_config
-
-
-def wait_until(check, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def start_activated(conf_path, listener, log_path):
