@@ -6,6 +6,7 @@
 #include "compat.h"
 #include "conf.h"
 #include "log.h"
+#include "metrics.h"
 #include "netio.h"
 #include "req.h"
 #include "server.h"
@@ -49,6 +50,35 @@ static void fail_stalled(struct backend *b, const char *why)
     }
 }
 
+/* Counts B where it stands now in /metrics: called where its connection
+ * changes (connect, ready, stall, reset), never per request. */
+static void gauge_sync(struct backend *b)
+{
+    if (b->gauge == NULL)
+        return;
+    int kind = b->push ? MC_PUBSUB : b->priv ? MC_SESSION : MC_SHARED;
+    int state = b->stalled_conn ? MS_STALLED
+              : b->ready        ? MS_READY
+              : b->bev || b->dns ? MS_CONNECTING
+                                 : MS_CLOSED;
+    int at = kind * MS_STATES + state;
+    if (at != b->gauge_at) {
+        metrics_node_move(b->gauge, b->gauge_at, at);
+        b->gauge_at = (signed char)at;
+    }
+}
+
+/* Frees B, which holds nothing any more, and uncounts it. */
+static void backend_destroy(struct backend *b)
+{
+    if (b->gauge) {
+        metrics_node_move(b->gauge, b->gauge_at, -1);
+        metrics_node_unref(&b->w->metrics, b->gauge);
+    }
+    event_free(b->flush);
+    free(b);
+}
+
 static struct backend *backend_new(struct worker *w, const char *host, int port)
 {
     struct backend *b = calloc(1, sizeof(*b));
@@ -65,6 +95,8 @@ static struct backend *backend_new(struct worker *w, const char *host, int port)
     TAILQ_INIT(&b->inflight);
     TAILQ_INIT(&b->waiting);
     TAILQ_INIT(&b->stalled);
+    b->gauge = metrics_node_ref(&w->metrics, host, port);
+    b->gauge_at = -1;
     return b;
 }
 
@@ -85,6 +117,7 @@ struct backend *backend_get(struct worker *w, const struct backend_ops *ops, con
     if ((b = backend_new(w, host, port))) {
         b->ops = ops;
         TAILQ_INSERT_TAIL(&w->backends, b, link);
+        gauge_sync(b);
     }
     return b;
 }
@@ -178,6 +211,7 @@ static void backend_reset(struct backend *b, const char *why)
     close_connection(b);
     b->connected = 0;
     b->ready = 0;
+    gauge_sync(b);
     while ((r = TAILQ_FIRST(&b->waiting))) {
         /* Never written: safe to send again, wherever the slot goes. */
         TAILQ_REMOVE(&b->waiting, r, inflight);
@@ -316,6 +350,7 @@ static int connect_to(struct backend *b, const struct sockaddr *sa, int len)
         backend_reset(b, "out of memory");
         return -1;
     }
+    gauge_sync(b);
     return 0;
 }
 
@@ -381,6 +416,7 @@ static int resolve(struct backend *b)
     struct evdns_getaddrinfo_request *req = evdns_getaddrinfo(w->dns, b->host, port, &hints, on_resolved, d);
     if (b->dns == d) /* still under way; otherwise on_resolved has run already */
         d->req = req;
+    gauge_sync(b);
     return b->bev || b->dns ? 0 : -1;
 }
 
@@ -441,6 +477,7 @@ static void send_waiting(struct backend *b)
 {
     b->ready = 1;
     b->backoff_ms = 0; /* the node works: a failure from now on starts the backoff afresh */
+    gauge_sync(b);
     struct req *r;
     while ((r = TAILQ_FIRST(&b->waiting))) {
         TAILQ_REMOVE(&b->waiting, r, inflight);
@@ -499,8 +536,7 @@ static void stall_free(struct backend *s)
     struct req *r;
     while ((r = pop_any(s)))
         req_fail(s->w, r, REQ_SHUTTING_DOWN); /* only at worker exit: a reset emptied it otherwise */
-    event_free(s->flush);
-    free(s);
+    backend_destroy(s);
 }
 
 static void on_flush(evutil_socket_t fd, short what, void *arg)
@@ -551,8 +587,7 @@ static int stall(struct backend *b)
     s->ops = b->ops;
     s->rev = event_new(w->base, bufferevent_getfd(b->bev), EV_READ | EV_PERSIST, on_sock_read, s);
     if (s->rev == NULL) {
-        event_free(s->flush);
-        free(s);
+        backend_destroy(s);
         return -1;
     }
     event_free(b->rev);
@@ -573,6 +608,8 @@ static int stall(struct backend *b)
     TAILQ_FOREACH(r, &s->inflight, inflight)
         r->backend = s;
     b->connected = b->ready = 0;
+    gauge_sync(s);
+    gauge_sync(b);
     uint64_t wait = stall_wait_ms(b);
     struct timeval now, d = conf_timeval(wait);
     event_base_gettimeofday_cached(w->base, &now);
@@ -801,6 +838,7 @@ struct backend *backend_open_private(struct worker *w, const struct backend_ops 
     b->poolable = b->no_timeout;
     b->push = (flags & BACKEND_PUSH) != 0;
     b->owner = c;
+    gauge_sync(b);
     if (backend_connect(b) < 0) {
         b->broken = 1; /* logged; sends fail, and it retires */
         event_active(b->flush, EV_READ, 0);
@@ -831,8 +869,7 @@ void backend_free_private(struct backend *b, const char *why)
         else
             req_fail(b->w, r, "ERR respgate: the connection to %s:%d closed", b->host, b->port);
     }
-    event_free(b->flush);
-    free(b);
+    backend_destroy(b);
 }
 
 void backend_free_all(struct worker *w)
@@ -849,7 +886,6 @@ void backend_free_all(struct worker *w)
         struct req *r;
         while ((r = pop_any(b)))
             req_fail(w, r, REQ_SHUTTING_DOWN);
-        event_free(b->flush);
-        free(b);
+        backend_destroy(b);
     }
 }

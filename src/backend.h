@@ -39,6 +39,7 @@ struct worker;
 struct client;
 struct bufferevent;
 struct evbuffer;
+struct metrics_node;
 
 struct backend;
 TAILQ_HEAD(backend_list, backend);
@@ -89,6 +90,8 @@ struct backend {
     struct event *flush;        /* writes what this loop turn queued, in one go */
     struct event *rev;          /* the socket's read event once connected (netio_read) */
     struct client *owner;       /* private: the client it belongs to; NULL while pooled */
+    struct metrics_node *gauge; /* where /metrics counts it (metrics.h), or NULL */
+    signed char gauge_at;       /* its count there, -1 none */
     unsigned connected : 1;     /* the connection was established: requests may have run */
     unsigned ready : 1;         /* the node answered the connection's AUTH or PING */
     unsigned readonly : 1;      /* reads go to this replica: READONLY on every connection */

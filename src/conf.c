@@ -356,6 +356,10 @@ static int parse_scalar(const struct key *k, const char *s, struct conf *c, char
     case T_SEEDS: {
         struct conf_addrs *l = f;
         struct conf_addr a;
+        if (l->n == CONF_ADDRS_MAX) {
+            snprintf(why, wlen, "at most %d addresses", CONF_ADDRS_MAX);
+            return -1;
+        }
         if (conf_parse_addr(s, k->type == T_ADDRS ? CONF_ADDR_UNIX | CONF_ADDR_NUMERIC | CONF_ADDR_OPTIONS : 0,
                             &a) < 0)
             goto bad;

@@ -27,6 +27,9 @@ struct conf_addr {
     int proxy_protocol;       /* listen: its clients come through a proxy that sends a PROXY header */
 };
 
+/* Addresses a list may hold (listen's are bits of a 64-bit mask in server.c). */
+#define CONF_ADDRS_MAX 64
+
 struct conf_addrs {
     struct conf_addr *v;
     size_t n;

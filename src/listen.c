@@ -121,16 +121,20 @@ static void read_environment(void)
 {
     ninherited = 0;
     const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
-    long n = fds ? strtol(fds, NULL, 10) : 0;
-    if (pid && fds && strtol(pid, NULL, 10) == (long)getpid() && n > 0)
-        for (long i = 0; i < n && i < INHERITED_MAX; i++) {
-            int fd = SD_LISTEN_FDS_START + (int)i, fl = fcntl(fd, F_GETFL);
-            /* systemd passes blocking sockets (unless NonBlocking=yes): a
-             * worker's accept loop would then block on the next accept. */
-            fcntl(fd, F_SETFL, fl < 0 ? O_NONBLOCK : fl | O_NONBLOCK);
-            fcntl(fd, F_SETFD, FD_CLOEXEC);
-            inherited[ninherited++] = fd;
+    long n = pid && fds && strtol(pid, NULL, 10) == (long)getpid() ? strtol(fds, NULL, 10) : 0;
+    for (long i = 0; i < n && i < 1024; i++) {
+        int fd = SD_LISTEN_FDS_START + (int)i, fl = fcntl(fd, F_GETFL);
+        if (i >= INHERITED_MAX) {
+            log_warning("systemd passed socket fd %d, past the %d respgate takes; closing it", fd, INHERITED_MAX);
+            close(fd);
+            continue;
         }
+        /* systemd passes blocking sockets (unless NonBlocking=yes): a
+         * worker's accept loop would then block on the next accept. */
+        fcntl(fd, F_SETFL, fl < 0 ? O_NONBLOCK : fl | O_NONBLOCK);
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        inherited[ninherited++] = fd;
+    }
     unsetenv("LISTEN_PID");
     unsetenv("LISTEN_FDS");
     unsetenv("LISTEN_FDNAMES");

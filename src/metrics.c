@@ -14,6 +14,8 @@
 #include <event2/buffer.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static const char *const family_names[MF_COUNT] = {
@@ -65,6 +67,49 @@ void metrics_observe(struct worker_metrics *m, enum metrics_family family, uint6
     metrics_add(&f->bucket[b], 1);
     if (error)
         metrics_add(&f->errors, 1);
+}
+
+struct metrics_node *metrics_node_ref(struct worker_metrics *m, const char *host, int port)
+{
+    struct metrics_node *n;
+    for (n = m->nodes; n; n = n->next)
+        if (n->port == port && strcmp(n->host, host) == 0)
+            break;
+    if (n == NULL) {
+        if ((n = calloc(1, sizeof(*n))) == NULL)
+            return NULL;
+        snprintf(n->host, sizeof(n->host), "%s", host);
+        n->port = port;
+        pthread_mutex_lock(&m->nodes_lock);
+        n->next = m->nodes;
+        m->nodes = n;
+        pthread_mutex_unlock(&m->nodes_lock);
+    }
+    n->refs++;
+    return n;
+}
+
+void metrics_node_unref(struct worker_metrics *m, struct metrics_node *n)
+{
+    if (--n->refs)
+        return;
+    pthread_mutex_lock(&m->nodes_lock);
+    struct metrics_node **p = &m->nodes;
+    while (*p != n)
+        p = &(*p)->next;
+    *p = n->next;
+    pthread_mutex_unlock(&m->nodes_lock);
+    free(n);
+}
+
+void metrics_node_move(struct metrics_node *n, int from, int to)
+{
+    atomic_int *c = n->conns;
+    if (from >= 0)
+        atomic_store_explicit(&c[from], atomic_load_explicit(&c[from], memory_order_relaxed) - 1,
+                              memory_order_relaxed);
+    if (to >= 0)
+        atomic_store_explicit(&c[to], atomic_load_explicit(&c[to], memory_order_relaxed) + 1, memory_order_relaxed);
 }
 
 static uint64_t load(const atomic_uint_fast64_t *c)
@@ -151,6 +196,65 @@ static void render_map(struct server *s, struct evbuffer *out)
                         load(&s->refreshes_failed));
 }
 
+static const char *const kind_names[MC_KINDS] = {"shared", "session", "pubsub"};
+static const char *const state_names[MS_STATES] = {"closed", "connecting", "ready", "stalled"};
+
+/* Backend connections per node, summed over the workers: each node once,
+ * in the order of the first worker that has it. */
+static void render_backends(struct server *s, struct evbuffer *out)
+{
+    struct sum {
+        char host[256];
+        int port;
+        int conns[MC_KINDS * MS_STATES];
+    } *sums = NULL;
+    size_t nsums = 0, cap = 0;
+    for (int i = 0; i < s->nworkers; i++) {
+        struct worker_metrics *m = &s->workers[i].metrics;
+        pthread_mutex_lock(&m->nodes_lock);
+        for (struct metrics_node *n = m->nodes; n; n = n->next) {
+            size_t j = 0;
+            while (j < nsums && !(sums[j].port == n->port && strcmp(sums[j].host, n->host) == 0))
+                j++;
+            if (j == nsums) {
+                if (nsums == cap) {
+                    struct sum *more = realloc(sums, (cap = cap ? cap * 2 : 8) * sizeof(*sums));
+                    if (more == NULL)
+                        break; /* out of memory: the nodes so far */
+                    sums = more;
+                }
+                memset(&sums[j], 0, sizeof(sums[j]));
+                memcpy(sums[j].host, n->host, sizeof(n->host));
+                sums[j].port = n->port;
+                nsums++;
+            }
+            for (int k = 0; k < MC_KINDS * MS_STATES; k++)
+                sums[j].conns[k] += atomic_load_explicit(&n->conns[k], memory_order_relaxed);
+        }
+        pthread_mutex_unlock(&m->nodes_lock);
+    }
+    head(out, "backend_connections", "gauge",
+         "Connections to cluster nodes, by node, kind (shared, a session's, a subscriber's) and state.");
+    for (size_t j = 0; j < nsums; j++) {
+        /* A label value escapes what Prometheus's text format would misread. */
+        char node[600], *p = node;
+        int v6 = strchr(sums[j].host, ':') != NULL;
+        if (v6)
+            *p++ = '[';
+        for (const char *h = sums[j].host; *h && p < node + sizeof(node) - 16; h++) {
+            if (*h == '"' || *h == '\\' || *h == '\n')
+                *p++ = '\\';
+            *p++ = *h == '\n' ? 'n' : *h;
+        }
+        snprintf(p, node + sizeof(node) - p, v6 ? "]:%d" : ":%d", sums[j].port);
+        for (int k = 0; k < MC_KINDS * MS_STATES; k++)
+            evbuffer_add_printf(out, "respgate_backend_connections{node=\"%s\",kind=\"%s\",state=\"%s\"} %d\n",
+                                node, kind_names[k / MS_STATES], state_names[k % MS_STATES],
+                                sums[j].conns[k] > 0 ? sums[j].conns[k] : 0);
+    }
+    free(sums);
+}
+
 void metrics_render(struct server *s, struct evbuffer *out)
 {
     uint64_t moved = 0, ask = 0, parked = 0, retries = 0, expired = 0, in = 0, sent = 0;
@@ -186,5 +290,6 @@ void metrics_render(struct server *s, struct evbuffer *out)
     one(out, "requests_expired_total", "counter", "Requests failed at cluster.failover_wait.", expired);
     one(out, "client_bytes_received_total", "counter", "Bytes read from clients.", in);
     one(out, "client_bytes_sent_total", "counter", "Bytes of replies queued for clients.", sent);
+    render_backends(s, out);
     render_map(s, out);
 }

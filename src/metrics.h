@@ -9,6 +9,7 @@
 #ifndef RG_METRICS_H
 #define RG_METRICS_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -40,10 +41,28 @@ struct metrics_family_stats {
     atomic_uint_fast64_t bucket[METRICS_BUCKETS + 1]; /* not cumulative: render sums them */
 };
 
+/* Backend connections, by what they serve and where they stand. */
+enum metrics_conn_kind { MC_SHARED, MC_SESSION, MC_PUBSUB, MC_KINDS };
+enum metrics_conn_state { MS_CLOSED, MS_CONNECTING, MS_READY, MS_STALLED, MS_STATES };
+
+/* A worker's backend connections to one node, counted by kind and state.
+ * The worker changes the counts (at connection events, never per request);
+ * the list itself changes under the worker's nodes_lock, which /metrics
+ * holds while it reads. */
+struct metrics_node {
+    struct metrics_node *next;
+    char host[256];
+    int port;
+    unsigned refs; /* backends counted here: the worker's only */
+    atomic_int conns[MC_KINDS * MS_STATES]; /* by kind * MS_STATES + state */
+};
+
 struct worker_metrics {
     struct metrics_family_stats family[MF_COUNT];
     atomic_uint_fast64_t bytes_in;  /* read from clients */
     atomic_uint_fast64_t bytes_out; /* replies queued for clients */
+    pthread_mutex_t nodes_lock;
+    struct metrics_node *nodes;
 };
 
 /* The family of a request for command CMD (NULL: unknown). */
@@ -61,6 +80,17 @@ static inline void metrics_add(atomic_uint_fast64_t *c, uint64_t n)
 /* One request of FAMILY answered after US microseconds, with an error
  * reply or not. */
 void metrics_observe(struct worker_metrics *m, enum metrics_family family, uint64_t us, int error);
+
+/* The entry of M for HOST:PORT, made if new, with one more reference;
+ * NULL if out of memory (the connection goes uncounted). */
+struct metrics_node *metrics_node_ref(struct worker_metrics *m, const char *host, int port);
+
+/* Drops a reference to N; the last one removes it. */
+void metrics_node_unref(struct worker_metrics *m, struct metrics_node *n);
+
+/* Moves one connection of N from count FROM to count TO (-1: none), each
+ * an index kind * MS_STATES + state. */
+void metrics_node_move(struct metrics_node *n, int from, int to);
 
 /* Appends every metric of S in Prometheus text format 0.0.4 to OUT. */
 void metrics_render(struct server *s, struct evbuffer *out);

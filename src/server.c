@@ -226,27 +226,35 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
         conf_keep_fixed(c, s->conf, &d);
     int log_changed = c && ((c->log_file == NULL) != (s->conf->log_file == NULL) ||
                             (c->log_file && strcmp(c->log_file, s->conf->log_file) != 0));
-    int rc;
-    if (c && d.nerrors == 0 && log_changed && (rc = log_open(c->log_file)) < 0)
-        log_error("log.file: cannot open %s: %s", c->log_file, strerror(-rc)), d.nerrors++;
+    /* Errors past the file's own (d.errors) fail the reload as they do. */
+    int failed = c == NULL || d.nerrors, rc, log_switched = 0;
+    if (!failed && log_changed) {
+        if ((rc = log_open(c->log_file)) < 0)
+            log_error("log.file: cannot open %s: %s", c->log_file, strerror(-rc)), failed = 1;
+        else
+            log_switched = 1;
+    }
     for (size_t i = 0; i < d.nwarnings; i++)
         log_warning("%s", d.warnings[i]);
-    for (size_t i = 0; i < d.nerrors && d.errors; i++)
+    for (size_t i = 0; i < d.nerrors; i++)
         log_error("%s", d.errors[i]);
 
     /* A new admin endpoint opens before the old one closes: one that cannot
      * listen fails the reload, and the old one goes on serving. */
-    int new_admin = c && d.nerrors == 0 && admin_changed(s, c);
+    int new_admin = !failed && admin_changed(s, c);
     struct admin *next_admin = NULL;
     if (new_admin && c->admin && (next_admin = admin_start(s, c->admin)) == NULL)
-        d.nerrors++;
-    if (c && d.nerrors == 0 && !conf_addrs_equal(&c->listen, &s->conf->listen) && prepare_listeners(s, c) < 0)
-        d.nerrors++;
-    if (d.nerrors && next_admin) {
+        failed = 1;
+    if (!failed && !conf_addrs_equal(&c->listen, &s->conf->listen) && prepare_listeners(s, c) < 0)
+        failed = 1;
+    if (failed && next_admin) {
         admin_stop(next_admin);
         next_admin = NULL;
     }
-    if (c == NULL || d.nerrors) {
+    if (failed) {
+        if (log_switched && (rc = log_open(s->conf->log_file)) < 0) /* back to the log in force */
+            log_error("log.file: cannot reopen %s: %s", s->conf->log_file ? s->conf->log_file : "stderr",
+                      strerror(-rc));
         log_error("reload failed; the running configuration stays in force");
         conf_unref(c);
     } else {
@@ -265,7 +273,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
         post_all(s, WORKER_RELOAD);
         log_notice("configuration reloaded");
     }
-    proc_reload_state_write(++s->reloads, c != NULL && d.nerrors == 0);
+    proc_reload_state_write(++s->reloads, !failed);
     conf_diag_free(&d);
     proc_notify("READY=1");
 }

@@ -96,16 +96,16 @@ static void take_listeners(struct worker *w, const struct conf_addrs *old, const
             *fd = -1;
         }
     }
-    if (next == NULL) {
-        log_error("worker %d: out of memory applying listen; keeping the running listeners", w->id);
-    } else {
-        for (size_t o = 0; o < w->nlisteners; o++) /* those of the addresses gone */
-            if (w->listeners[o])
-                evconnlistener_free(w->listeners[o]);
-        free(w->listeners);
-        w->listeners = next;
-        w->nlisteners = new->n;
-    }
+    /* Out of memory, the listeners no longer match the new listen's order:
+     * this worker stops accepting (the others go on) rather than guess. */
+    if (next == NULL)
+        log_error("worker %d: out of memory applying listen; this worker accepts no more connections", w->id);
+    for (size_t o = 0; o < w->nlisteners; o++) /* those of the addresses gone */
+        if (w->listeners[o])
+            evconnlistener_free(w->listeners[o]);
+    free(w->listeners);
+    w->listeners = next;
+    w->nlisteners = next ? new->n : 0;
     atomic_fetch_sub(&s->listen_pending, 1);
 }
 
@@ -224,6 +224,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 int worker_init(struct worker *w, struct server *srv, int id, const int *fds, size_t nfds)
 {
     memset(w, 0, sizeof(*w));
+    pthread_mutex_init(&w->metrics.nodes_lock, NULL);
     w->srv = srv;
     w->id = id;
     TAILQ_INIT(&w->clients);
@@ -305,6 +306,7 @@ void worker_deinit(struct worker *w)
     conf_unref(w->conf);
     slotmap_unref(w->map);
     nodecmd_unref(w->learned);
+    pthread_mutex_destroy(&w->metrics.nodes_lock);
     memset(w, 0, sizeof(*w));
 }
 

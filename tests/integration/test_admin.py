@@ -97,6 +97,36 @@ def test_metrics_agree_with_the_requests_sent(admin_rg):
     assert delta("respgate_client_bytes_sent_total") > 0
 
 
+def connections(m, kind, state):
+    """{node: count} of respgate_backend_connections for KIND and STATE."""
+    return {dict(k[1])["node"]: v for k, v in m.items()
+            if k[0] == "respgate_backend_connections" and dict(k[1])["kind"] == kind
+            and dict(k[1])["state"] == state}
+
+
+def test_metrics_count_backend_connections_per_node(admin_rg, cluster):
+    r = admin_rg.client()
+    for i in range(60):
+        r.set(f"conn:{i}", i)  # reaches every master, on each worker that serves this client
+    port = admin_rg.admin_port
+    masters = {n.addr for n in cluster.masters()}
+    ready = connections(metrics(port), "shared", "ready")
+    assert {n for n, v in ready.items() if v >= 1} == masters, ready
+    assert sum(connections(metrics(port), "session", "ready").values()) == 0
+    # A blocking command takes a connection of its own, kept once answered.
+    assert r.blpop(["conn:list"], timeout=0.1) is None
+    session = connections(metrics(port), "session", "ready")
+    assert sum(session.values()) == 1 and set(session) <= masters, session
+    # A subscriber's connection counts while it lasts.
+    sub = admin_rg.client().pubsub()
+    sub.subscribe("conn:channel")
+    assert wait_until(lambda: sub.get_message(timeout=0.2) is not None, 5)
+    assert wait_until(lambda: sum(connections(metrics(port), "pubsub", "ready").values()) == 1, 5)
+    sub.close()
+    assert wait_until(lambda: sum(connections(metrics(port), "pubsub", "ready").values()) == 0, 5)
+    assert all(v == 0 for v in connections(metrics(port), "shared", "stalled").values())
+
+
 def test_bad_requests_get_http_errors(admin_rg):
     port = admin_rg.admin_port
     assert get(port, "/nope")[0] == 404

@@ -131,6 +131,33 @@ def test_a_reload_moves_the_admin_endpoint(cluster, tmp_path):
         assert c.client_id() == first
 
 
+def test_a_failed_reload_keeps_the_log_where_it_was(cluster, tmp_path):
+    import socket
+
+    port = free_port()
+    base = yaml_config(port, cluster.seeds, CLUSTER_PASSWORD, None)
+    new_log = tmp_path / "new.log"
+    with socket.socket() as taken, Respgate(tmp_path / "rg", base, port) as rg:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = taken.getsockname()[1]
+        # The new log file opens, then the admin endpoint cannot listen: the
+        # reload fails as a whole, and the log goes back to where it was.
+        rg.write_config(base + f'log: {{file: "{new_log}"}}\nadmin: {{listen: 127.0.0.1:{busy}}}\n')
+        rg.signal(signal.SIGHUP)
+        assert wait_until(lambda: "reload failed" in rg.log(), 10), rg.log()
+        assert "reload failed" not in new_log.read_text()
+        # A log file that cannot open fails the reload too, and nothing else.
+        rg.write_config(base + f'log: {{file: "{tmp_path}/no/such/dir/x.log"}}\n')
+        rg.signal(signal.SIGHUP)
+        assert wait_until(lambda: rg.log().count("reload failed") == 2, 10), rg.log()
+        assert "cannot open" in rg.log() and rg.client().ping()
+        rg.write_config(base + 'log: {level: debug}\n')
+        rg.signal(signal.SIGHUP)
+        assert wait_until(lambda: "configuration reloaded" in rg.log(), 10), rg.log()
+        assert "configuration reloaded" not in new_log.read_text()
+
+
 def test_a_reload_adds_and_removes_listeners(cluster, tmp_path):
     import socket
 

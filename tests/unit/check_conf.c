@@ -223,6 +223,14 @@ START_TEST(test_bad_addresses)
     expect_error(SEEDS "listen: ::1:6379\n",
                  LISTEN_EXPECTED(9)
                  "got \"::1:6379\"");
+    /* A list is bounded: the 65th address is refused where it stands. */
+    char many[2048] = SEEDS "listen: [";
+    for (int i = 0; i < 65; i++)
+        snprintf(many + strlen(many), sizeof(many) - strlen(many), "%s127.0.0.1:%d", i ? "," : "", 10000 + i);
+    strcat(many, "]\n");
+    char want[64];
+    snprintf(want, sizeof(want), "t.yml:2:%d: listen: at most 64 addresses", 10 + 64 * 16);
+    expect_error(many, want);
 }
 END_TEST
 
