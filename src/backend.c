@@ -28,6 +28,7 @@
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
 #define BACKEND_READ_MAX 16384
+#define BACKEND_COPY_MAX 1024 /* request frames up to this size are copied, not referenced */
 #define READONLY_FRAME "*1\r\n$8\r\nREADONLY\r\n"
 #define STALL_MAX 4 /* stalled connections per backend; past them a reply timeout fails what is in flight */
 
@@ -463,7 +464,14 @@ int backend_send(struct backend *b, struct req *r)
         r->backend = b;
         return 0;
     }
-    if (evbuffer_add_buffer_reference(bufferevent_get_output(b->bev), r->buf) < 0)
+    /* A small frame is copied into the connection's buffer, where the
+     * frames of one loop turn lie end to end and go out as one piece; a
+     * large one is referenced, not copied. */
+    struct evbuffer *out = bufferevent_get_output(b->bev);
+    struct evbuffer_iovec v;
+    size_t len = evbuffer_get_length(r->buf);
+    int flat = len <= BACKEND_COPY_MAX && evbuffer_peek(r->buf, (ev_ssize_t)len, NULL, &v, 1) == 1 && v.iov_len >= len;
+    if (flat ? evbuffer_add(out, v.iov_base, len) < 0 : evbuffer_add_buffer_reference(out, r->buf) < 0)
         return -1;
     push(b, r);
     /* Written at the end of this loop turn, with whatever else is queued. */

@@ -461,19 +461,13 @@ void client_note_blocking(struct worker *w, struct req *r)
         atomic_fetch_add_explicit(&w->stats.blocked, 1, memory_order_relaxed);
 }
 
-static void owed_done(struct worker *w, struct req *r)
+/* R, of client C, is answered with a reply whose first byte is FIRST:
+ * counted, and no longer blocking or awaited. */
+static void owed_answered(struct worker *w, struct client *c, struct req *r, char first)
 {
-    struct client *c = r->client;
-    if (c == NULL) {
-        req_free(w, r);
-        return;
-    }
     r->done = 1;
-    if (r->family) {
-        char first = 0;
-        evbuffer_copyout(r->reply, &first, 1);
+    if (r->family)
         metrics_observe(&w->metrics, (enum metrics_family)r->family, metrics_now_us() - r->start_us, first == '-');
-    }
     if (r->blocking && --c->nblocking == 0)
         atomic_fetch_sub_explicit(&w->stats.blocked, 1, memory_order_relaxed);
     r->blocking = 0;
@@ -482,8 +476,59 @@ static void owed_done(struct worker *w, struct req *r)
         if ((r->pinned ? --c->npinned : --c->nshared) == 0 && c->hold)
             event_active(c->resume, EV_READ, 0);
     }
+}
+
+static void owed_done(struct worker *w, struct req *r)
+{
+    struct client *c = r->client;
+    if (c == NULL) {
+        req_free(w, r);
+        return;
+    }
+    char first = 0;
+    evbuffer_copyout(r->reply, &first, 1);
+    owed_answered(w, c, r, first);
     c->held += evbuffer_get_length(r->reply);
     client_deliver(c);
+}
+
+/* Whether C has more replies unread than its limit allows: then it is
+ * marked dead, and why is logged. */
+static int output_full(struct client *c, struct evbuffer *out)
+{
+    /* The limit is on replies the client has not read yet: one reply,
+     * however large, always goes out to a client that reads. */
+    size_t unread = evbuffer_get_length(out);
+    int sub = pubsub_subscribed(c);
+    if (sub ? !subscriber_too_slow(c, unread) : unread <= c->w->conf->output_buffer_limit)
+        return 0;
+    if (!sub)
+        log_notice("client id=%llu addr=%s closed: it reads too slowly, %zu bytes of replies unread "
+                   "(client.output_buffer_limit)",
+                   (unsigned long long)c->id, c->addr, unread);
+    c->dead = 1;
+    return 1;
+}
+
+/* A node's reply for R: one that is next in line for its client goes from
+ * the node's buffer to the client's directly, without a stop in R->reply
+ * (the path nearly every reply takes). */
+static void owed_take(struct worker *w, struct req *r, struct evbuffer *in, size_t len, char type)
+{
+    struct client *c = r->client;
+    if (c && !c->dead && !r->silent && TAILQ_FIRST(&c->owed) == r &&
+        !output_full(c, bufferevent_get_output(c->bev))) {
+        owed_answered(w, c, r, type);
+        TAILQ_REMOVE(&c->owed, r, owed);
+        c->nowed--;
+        metrics_add(&w->metrics.bytes_out, len);
+        netio_move(bufferevent_get_output(c->bev), in, len);
+        req_free(w, r);
+        client_deliver(c);
+        return;
+    }
+    netio_move(r->reply, in, len);
+    owed_done(w, r);
 }
 
 static int owed_wanted(const struct req *r)
@@ -497,25 +542,15 @@ static void owed_wrote(struct req *r, struct backend *b)
         client_note_write(r->client, b);
 }
 
-const struct req_sink client_sink = {owed_done, owed_wanted, owed_wrote};
+const struct req_sink client_sink = {.done = owed_done, .wanted = owed_wanted, .wrote = owed_wrote, .take = owed_take};
 
 void client_deliver(struct client *c)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     struct req *r;
     while (!c->dead && (r = TAILQ_FIRST(&c->owed)) && r->done) {
-        /* The limit is on replies the client has not read yet: one reply,
-         * however large, always goes out to a client that reads. */
-        size_t unread = evbuffer_get_length(out);
-        int sub = pubsub_subscribed(c);
-        if (sub ? subscriber_too_slow(c, unread) : unread > c->w->conf->output_buffer_limit) {
-            if (!sub)
-                log_notice("client id=%llu addr=%s closed: it reads too slowly, %zu bytes of replies unread "
-                           "(client.output_buffer_limit)",
-                           (unsigned long long)c->id, c->addr, unread);
-            c->dead = 1;
+        if (output_full(c, out))
             break;
-        }
         TAILQ_REMOVE(&c->owed, r, owed);
         c->nowed--;
         c->held -= evbuffer_get_length(r->reply);

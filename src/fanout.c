@@ -321,7 +321,7 @@ static void part_wrote(struct req *part, struct backend *b)
 }
 
 /* A part's reply is merged into its parent's; the last one completes it. */
-static const struct req_sink part_sink = {part_done, part_wanted, part_wrote};
+static const struct req_sink part_sink = {.done = part_done, .wanted = part_wanted, .wrote = part_wrote};
 
 static void release(struct worker *w, struct req *r)
 {

@@ -82,3 +82,13 @@ void netio_keepalive(int fd, unsigned idle_s)
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 }
+
+void netio_move(struct evbuffer *dst, struct evbuffer *src, size_t len)
+{
+    struct evbuffer_iovec v;
+    if (len <= NETIO_COPY_MAX && evbuffer_peek(src, (ev_ssize_t)len, NULL, &v, 1) == 1 && v.iov_len >= len &&
+        evbuffer_add(dst, v.iov_base, len) == 0)
+        evbuffer_drain(src, len);
+    else
+        evbuffer_remove_buffer(src, dst, len);
+}

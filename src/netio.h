@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 struct bufferevent;
+struct evbuffer;
 
 /* Reads at most MAX bytes from BEV's socket into its input, with one
  * readv(2): libevent's own read asks ioctl(FIONREAD) first, a syscall per
@@ -24,6 +25,13 @@ int netio_read(struct bufferevent *bev, size_t max);
  * of it went out, 1 if some is left (EV_WRITE is then enabled, and the
  * bufferevent's write callback runs once it drains), or -1 on a socket error. */
 int netio_flush(struct bufferevent *bev);
+
+/* Moves the first LEN bytes of SRC to the end of DST. A short run that lies
+ * in SRC's first chain is copied, so that many replies share DST's chains
+ * (one iovec for a burst) and no read-sized chain travels with a few bytes
+ * in it; a longer one moves as whole chains where it can, copying nothing. */
+#define NETIO_COPY_MAX 4096
+void netio_move(struct evbuffer *dst, struct evbuffer *src, size_t len);
 
 /* Turns TCP keepalive on for socket FD: the first probe after IDLE_S
  * seconds of silence, then every IDLE_S / 3 (at least 1), 3 unanswered

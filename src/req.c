@@ -3,6 +3,7 @@
  */
 #include "req.h"
 
+#include "netio.h"
 #include "worker.h"
 
 #include "resp.h"
@@ -47,6 +48,16 @@ void req_complete(struct worker *w, struct req *r)
         r->sink->done(w, r);
     else
         req_free(w, r);
+}
+
+void req_complete_from(struct worker *w, struct req *r, struct evbuffer *in, size_t len, char type)
+{
+    if (r->sink && r->sink->take) {
+        r->sink->take(w, r, in, len, type);
+        return;
+    }
+    netio_move(r->reply, in, len);
+    req_complete(w, r);
 }
 
 void req_fail(struct worker *w, struct req *r, const char *fmt, ...)

@@ -17,6 +17,7 @@
 #ifndef RG_REQ_H
 #define RG_REQ_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/queue.h>
 
@@ -46,6 +47,11 @@ struct req_sink {
     /* R, a write, goes to node B (WAIT asks the nodes a session wrote to).
      * NULL: nobody asks. */
     void (*wrote)(struct req *r, struct backend *b);
+    /* R's reply is the LEN bytes at the front of IN (first byte TYPE):
+     * take them and complete R, maybe with no copy into R->reply (a
+     * client's reply that is next in line goes straight to its socket's
+     * buffer). NULL: they move into R->reply, then done. */
+    void (*take)(struct worker *w, struct req *r, struct evbuffer *in, size_t len, char type);
 };
 
 struct req {
@@ -89,6 +95,9 @@ struct req *req_new(struct worker *w, enum req_kind kind, const struct req_sink 
 void req_free(struct worker *w, struct req *r);
 /* R's reply is in R->reply: hands R to its sink (or frees it). */
 void req_complete(struct worker *w, struct req *r);
+/* R's reply is the LEN bytes at the front of IN, first byte TYPE, as a
+ * node sent it: consumes them and completes R (see struct req_sink). */
+void req_complete_from(struct worker *w, struct req *r, struct evbuffer *in, size_t len, char type);
 /* Replaces R's reply with the error "CODE text" of FMT and completes R. */
 void req_fail(struct worker *w, struct req *r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Whether R's reply is still wanted (see struct req_sink); internal

@@ -27,9 +27,14 @@ static enum resp_status fail(struct resp_req *r, const char *msg)
 
 /* A read position in a buffer that only moves forward within one scan call,
  * so each call walks the buffer's chains once, not once per element: an
- * evbuffer_ptr set from the start costs a walk over every chain before it. */
+ * evbuffer_ptr set from the start costs a walk over every chain before it.
+ * The buffer's first chain is read directly: a frame that lies in it, as
+ * nearly every one does, is scanned with plain loads and memchr, and only
+ * bytes past it go through evbuffer calls. */
 struct cursor {
     struct evbuffer *buf;
+    const unsigned char *flat; /* the first chain's bytes */
+    size_t flat_len;
     struct evbuffer_ptr p;
     size_t pos;
     int ok; /* p is at pos */
@@ -37,9 +42,17 @@ struct cursor {
 
 static void cursor_init(struct cursor *c, struct evbuffer *buf)
 {
+    struct evbuffer_iovec v;
     c->buf = buf;
     c->pos = 0;
     c->ok = evbuffer_ptr_set(buf, &c->p, 0, EVBUFFER_PTR_SET) == 0;
+    if (evbuffer_peek(buf, -1, NULL, &v, 1) >= 1) {
+        c->flat = v.iov_base;
+        c->flat_len = v.iov_len;
+    } else {
+        c->flat = NULL;
+        c->flat_len = 0;
+    }
 }
 
 static int cursor_seek(struct cursor *c, size_t pos)
@@ -55,6 +68,8 @@ static int cursor_seek(struct cursor *c, size_t pos)
 static int byte_at(struct cursor *c, size_t pos)
 {
     unsigned char b;
+    if (pos < c->flat_len)
+        return c->flat[pos];
     if (cursor_seek(c, pos) < 0 || evbuffer_copyout_from(c->buf, &c->p, &b, 1) != 1)
         return -1;
     return b;
@@ -66,6 +81,17 @@ static long long line_len(struct cursor *c, size_t pos, enum evbuffer_eol_style 
 {
     struct evbuffer_ptr e;
     size_t eol_len;
+    for (size_t from = pos; from < c->flat_len;) {
+        const unsigned char *lf = memchr(c->flat + from, '\n', c->flat_len - from);
+        if (lf == NULL)
+            break; /* the line goes on past the first chain */
+        size_t at = (size_t)(lf - c->flat);
+        if (style == EVBUFFER_EOL_LF)
+            return (long long)(at - pos);
+        if (at > pos && c->flat[at - 1] == '\r')
+            return (long long)(at - 1 - pos);
+        from = at + 1; /* a bare LF: CRLF_STRICT looks further */
+    }
     if (cursor_seek(c, pos) < 0)
         return -1;
     e = evbuffer_search_eol(c->buf, &c->p, &eol_len, style);
@@ -77,9 +103,13 @@ static long long line_len(struct cursor *c, size_t pos, enum evbuffer_eol_style 
  * no leading zeros, no other characters. Returns 0 or -1. */
 static int length_at(struct cursor *c, size_t pos, long long len, long long *out)
 {
-    char s[LEN_LINE_MAX];
-    if (len < 2 || len >= LEN_LINE_MAX || cursor_seek(c, pos + 1) < 0 ||
-        evbuffer_copyout_from(c->buf, &c->p, s, (size_t)len - 1) != len - 1)
+    char buf[LEN_LINE_MAX];
+    const char *s = buf;
+    if (len < 2 || len >= LEN_LINE_MAX)
+        return -1;
+    if (pos + (size_t)len <= c->flat_len)
+        s = (const char *)c->flat + pos + 1;
+    else if (cursor_seek(c, pos + 1) < 0 || evbuffer_copyout_from(c->buf, &c->p, buf, (size_t)len - 1) != len - 1)
         return -1;
     size_t n = (size_t)len - 1, i = 0;
     int neg = s[0] == '-';

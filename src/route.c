@@ -27,9 +27,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The slot tables hold 16-bit indexes into to[], not pointers: 64 KiB
+ * for both instead of 256, so that the line a request's slot looks up is
+ * more often in cache (with random keys, every lookup is a fresh line). */
 struct route {
-    struct backend *owner[SLOT_COUNT];   /* where each slot's requests go */
-    struct backend *replica[SLOT_COUNT]; /* a replica of that master for reads (read_policy), or NULL */
+    uint16_t owner[SLOT_COUNT];   /* where each slot's requests go: to[owner[s]] */
+    uint16_t replica[SLOT_COUNT]; /* a replica of that master for reads (read_policy), or 0 */
+    struct backend **to;          /* every backend a slot went to; to[0] is NULL */
+    size_t nto, capto;
     int next_keyless;                    /* spreads keyless requests over the masters */
     struct req_list parked;              /* requests waiting to be sent again */
     size_t nparked;
@@ -45,7 +50,12 @@ int route_init(struct worker *w)
         return -1;
     TAILQ_INIT(&t->parked);
     t->retry_timer = evtimer_new(w->base, on_retry, w);
-    if (t->retry_timer == NULL) {
+    t->to = calloc(t->capto = 16, sizeof(*t->to));
+    t->nto = 1;
+    if (t->retry_timer == NULL || t->to == NULL) {
+        if (t->retry_timer)
+            event_free(t->retry_timer);
+        free(t->to);
         free(t);
         return -1;
     }
@@ -70,13 +80,37 @@ void route_free(struct worker *w)
     if (w->route == NULL)
         return;
     event_free(w->route->retry_timer);
+    free(w->route->to);
     free(w->route);
     w->route = NULL;
 }
 
+/* The index of B in T's to[], added if new; 0 for NULL, or when out of
+ * memory (the slot then counts as unserved, and says so). */
+static uint16_t index_of(struct route *t, struct backend *b)
+{
+    if (b == NULL)
+        return 0;
+    for (size_t i = 1; i < t->nto; i++)
+        if (t->to[i] == b)
+            return (uint16_t)i;
+    if (t->nto == t->capto) {
+        struct backend **more = t->capto < UINT16_MAX ? realloc(t->to, 2 * t->capto * sizeof(*more)) : NULL;
+        if (more == NULL) {
+            log_error("routing: out of memory for node %s:%d; its slots go unserved until the next map", b->host,
+                      b->port);
+            return 0;
+        }
+        t->to = more;
+        t->capto = 2 * t->capto > UINT16_MAX ? UINT16_MAX : 2 * t->capto;
+    }
+    t->to[t->nto] = b;
+    return (uint16_t)t->nto++;
+}
+
 struct backend *route_owner(struct worker *w, int slot)
 {
-    return slot >= 0 && slot < SLOT_COUNT ? w->route->owner[slot] : NULL;
+    return slot >= 0 && slot < SLOT_COUNT ? w->route->to[w->route->owner[slot]] : NULL;
 }
 
 /* Reads may go to replicas (cluster.read_policy): each slot gets one of its
@@ -85,7 +119,7 @@ static void apply_replicas(struct worker *w, const struct slotmap *m)
 {
     int policy = w->conf->read_policy;
     for (int s = 0; s < SLOT_COUNT; s++) {
-        w->route->replica[s] = NULL;
+        w->route->replica[s] = 0;
         if (policy == READ_MASTER || m->owner[s] < 0)
             continue;
         size_t n = 0, pick;
@@ -98,9 +132,9 @@ static void apply_replicas(struct worker *w, const struct slotmap *m)
             const struct topo_node *r = &m->nodes[i];
             if (r->master != m->owner[s] || r->is_master || r->failing || pick-- > 0)
                 continue;
-            w->route->replica[s] = route_backend(w, r->host, r->port);
-            if (w->route->replica[s])
-                backend_set_readonly(w->route->replica[s]);
+            struct backend *b = route_backend(w, r->host, r->port);
+            if ((w->route->replica[s] = index_of(w->route, b)))
+                backend_set_readonly(b);
             break;
         }
     }
@@ -108,14 +142,14 @@ static void apply_replicas(struct worker *w, const struct slotmap *m)
 
 int route_apply_map(struct worker *w, const struct slotmap *m)
 {
-    struct backend **by_node = calloc(m->nnodes + 1, sizeof(*by_node));
+    uint16_t *by_node = calloc(m->nnodes + 1, sizeof(*by_node));
     if (by_node == NULL)
         return -1;
     for (size_t i = 0; i < m->nnodes; i++)
         if (m->nodes[i].is_master)
-            by_node[i] = route_backend(w, m->nodes[i].host, m->nodes[i].port);
+            by_node[i] = index_of(w->route, route_backend(w, m->nodes[i].host, m->nodes[i].port));
     for (int s = 0; s < SLOT_COUNT; s++)
-        w->route->owner[s] = m->owner[s] >= 0 ? by_node[m->owner[s]] : NULL;
+        w->route->owner[s] = m->owner[s] >= 0 ? by_node[m->owner[s]] : 0;
     free(by_node);
     apply_replicas(w, m);
     if (!TAILQ_EMPTY(&w->route->parked))
@@ -177,8 +211,8 @@ long route_masters(struct worker *w, struct route_master **out)
     struct route_master *m = NULL;
     size_t n = 0, cap = 0;
     for (int s = 0; s < SLOT_COUNT; s++) {
-        struct backend *b = w->route->owner[s];
-        if (b == NULL || (s > 0 && w->route->owner[s - 1] == b))
+        struct backend *b = w->route->to[w->route->owner[s]];
+        if (b == NULL || (s > 0 && w->route->owner[s - 1] == w->route->owner[s]))
             continue;
         size_t i = 0;
         while (i < n && m[i].b != b)
@@ -202,8 +236,8 @@ long route_masters(struct worker *w, struct route_master **out)
 
 void route_note_moved(struct worker *w, unsigned slot, struct backend *to)
 {
-    w->route->owner[slot] = to;
-    w->route->replica[slot] = NULL; /* the slot's replicas are known again with the next map */
+    w->route->owner[slot] = index_of(w->route, to);
+    w->route->replica[slot] = 0; /* the slot's replicas are known again with the next map */
     worker_request_refresh(w);
 }
 
@@ -213,19 +247,20 @@ void route_note_moved(struct worker *w, unsigned slot, struct backend *to)
  * the master itself. */
 static struct backend *read_target(struct worker *w, int slot)
 {
-    struct backend *rb = w->route->replica[slot];
+    struct backend *rb = w->route->to[w->route->replica[slot]];
     if (rb == NULL || !backend_usable(rb))
-        return w->route->owner[slot];
+        return w->route->to[w->route->owner[slot]];
     /* prefer-replica: half the slots read from the master, so a key's reads
      * always go to the same node and never step back in time. */
     if (w->conf->read_policy == READ_PREFER_REPLICA && (slot & 1))
-        return w->route->owner[slot];
+        return w->route->to[w->route->owner[slot]];
     return rb;
 }
 
 void route_send(struct worker *w, struct req *r, int slot)
 {
-    struct backend *b = r->readonly && !r->master_only && w->route->owner[slot] ? read_target(w, slot) : w->route->owner[slot];
+    struct backend *b = r->readonly && !r->master_only && w->route->owner[slot] ? read_target(w, slot)
+                                                                               : w->route->to[w->route->owner[slot]];
     if (b == NULL) {
         req_fail(w, r, REQ_SLOT_NOT_SERVED);
         return;
@@ -356,7 +391,7 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
             req_fail(w, r, REQ_CLIENT_LEFT);
         } else if (now >= r->deadline_ms) {
             atomic_fetch_add_explicit(&w->stats.expired, 1, memory_order_relaxed);
-            struct backend *b = w->route->owner[r->slot];
+            struct backend *b = w->route->to[w->route->owner[r->slot]];
             req_fail(w, r, "CLUSTERDOWN respgate: slot %u was not served within %llums "
                               "(cluster.failover_wait); last tried %s:%d",
                         r->slot, (unsigned long long)server_failover_wait_ms(w->srv, w->conf), b ? b->host : "none",
@@ -411,8 +446,7 @@ static void shared_reply(struct backend *from, struct req *r, struct evbuffer *i
             return;
         }
     }
-    evbuffer_remove_buffer(in, r->reply, len);
-    req_complete(w, r);
+    req_complete_from(w, r, in, len, type);
 }
 
 /* R was on shared connection B when it was lost: a request that never

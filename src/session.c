@@ -48,8 +48,7 @@ static void pinned_reply(struct backend *from, struct req *r, struct evbuffer *i
                  from->port);
         return;
     }
-    evbuffer_remove_buffer(in, r->reply, len);
-    req_complete(w, r);
+    req_complete_from(w, r, in, len, type);
 }
 
 /* A session's connection is closed or pooled: a transaction's pin, lost,

@@ -104,6 +104,9 @@ static void crc_piece(const char *p, size_t n, void *ctx)
 
 unsigned slot_of_arg(struct evbuffer *frame, const struct resp_arg *a)
 {
+    struct evbuffer_iovec v;
+    if (evbuffer_peek(frame, -1, NULL, &v, 1) >= 1 && a->off + a->len <= v.iov_len)
+        return slot_of((const char *)v.iov_base + a->off, a->len); /* the frame's first chain holds it */
     struct tag_search t = {0, SIZE_MAX, SIZE_MAX};
     size_t from = 0, len = a->len;
     uint16_t crc = 0;
