@@ -6,6 +6,7 @@
 
 #include "conf.h"
 #include "log.h"
+#include "mem.h"
 #include "opts.h"
 #include "proc.h"
 #include "server.h"
@@ -95,6 +96,7 @@ int main(int argc, char **argv)
     /* A copy: the config it came from is replaced on reload. */
     char *pidfile = o.pidfile ? strdup(o.pidfile) : conf->pidfile ? strdup(conf->pidfile) : NULL;
 
+    mem_init(); /* before libevent allocates anything */
     struct server srv;
     if (server_init(&srv, conf, o.conf_path) < 0) {
         server_deinit(&srv);
@@ -112,6 +114,7 @@ int main(int argc, char **argv)
         proc_pidfile_remove(pidfile);
     free(pidfile);
     server_deinit(&srv);
+    mem_thread_release();
     log_close();
     return rc;
 }

@@ -7,6 +7,7 @@
 #include "compat.h"
 #include "conf.h"
 #include "log.h"
+#include "mem.h"
 #include "nodecmd.h"
 #include "route.h"
 #include "server.h"
@@ -265,6 +266,7 @@ static void *worker_main(void *arg)
     backend_free_all(w);
     req_pool_drain(w);
     server_worker_done(w->srv);
+    mem_thread_release();
     return NULL;
 }
 

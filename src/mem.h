@@ -1,0 +1,31 @@
+/*
+ * mem: libevent's allocator. Every request costs libevent a few buffer
+ * chains of 1 KiB to 32 KiB (a frame's copy, a read, a burst of replies),
+ * allocated in one loop turn and freed in the next; glibc serves those
+ * sizes from its bins under an arena lock, outside its per-thread cache,
+ * and that was a tenth of respgate's CPU at -P 16 (bench/README.md). Here
+ * each thread keeps up to 64 freed blocks of each power-of-two size from
+ * 1 KiB to 32 KiB (4 MiB at most) and hands them out again; other sizes, and blocks past a
+ * class's cap, go to malloc and free. A block freed by another thread
+ * joins that thread's cache: the caches are per thread, never shared, so
+ * nothing is locked.
+ */
+#ifndef RG_MEM_H
+#define RG_MEM_H
+
+#include <stddef.h>
+
+/* Makes libevent allocate through mem_*; before any other libevent call. */
+void mem_init(void);
+
+void *mem_malloc(size_t size);
+void *mem_realloc(void *p, size_t size);
+void mem_free(void *p);
+
+/* Frees the calling thread's cached blocks; at thread exit. */
+void mem_thread_release(void);
+
+/* Blocks in the calling thread's cache (for tests). */
+size_t mem_thread_cached(void);
+
+#endif
