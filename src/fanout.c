@@ -8,9 +8,10 @@
  * goes to "the master of the first slot this master serves", so a part
  * retried after a failover reaches the master that took those slots over.
  *
- * A split moves each argument from the client's frame into its part
- * (evbuffer_remove_buffer: whole chains change hands without a copy), so an
- * MSET of large values is not copied to be split.
+ * A split moves each key's elements from the client's frame into its part
+ * as they are, headers included (evbuffer_remove_buffer: whole chains
+ * change hands without a copy), so an MSET of large values is not copied
+ * to be split, and nothing is formatted again.
  */
 #include "fanout.h"
 
@@ -20,6 +21,7 @@
 #include "topo.h"
 #include "backend.h"
 #include "info.h"
+#include "netio.h"
 #include "req.h"
 #include "resp.h"
 #include "route.h"
@@ -237,7 +239,7 @@ static const char *merge_keyorder(struct fanout *f, struct req *p)
         struct resp_reply el = {0};
         if (resp_reply_scan(&el, from) != RESP_FRAME)
             return "ERR respgate: a node's reply has fewer elements than keys";
-        evbuffer_remove_buffer(from, p->reply, el.len);
+        netio_move(p->reply, from, el.len);
     }
     return NULL;
 }
@@ -400,7 +402,9 @@ static const char *make_parts(struct worker *w, struct req *p, const struct resp
 
 /* Moves every argument of P's frame after the name into its part (the
  * keys' units, a key and its STEP - 1 values, cover them all, in order),
- * and heads each part with the command's name. */
+ * after a head with the command's name. A unit's elements lie end
+ * to end in the frame, "$len" headers and CRLFs included: each moves as one
+ * piece, with nothing formatted again. */
 static void move_arguments(struct req *p, const struct resp_req *q, const size_t *keys, size_t nkeys, size_t step,
                            const size_t *units)
 {
@@ -408,24 +412,21 @@ static void move_arguments(struct req *p, const struct resp_req *q, const size_t
     char name[32];
     size_t namelen = resp_arg_copy(p->buf, &q->argv[0], name, sizeof(name));
     namelen = namelen < sizeof(name) ? namelen : sizeof(name); /* a split command's name is short */
+    /* Each part's header first: the elements then append to the same
+     * chain, and a small part goes to its node as one contiguous frame. */
+    for (size_t i = 0; i < f->nparts; i++)
+        evbuffer_add_printf(f->parts[i]->buf, "*%zu\r\n$%zu\r\n%.*s\r\n", 1 + units[i] * step, namelen, (int)namelen,
+                            name);
     size_t consumed = 0;
     for (size_t k = 0; k < nkeys; k++) {
-        struct evbuffer *to = f->parts[f->part_of_key[k]]->buf;
-        for (size_t a = keys[k]; a < keys[k] + step && a < q->argc; a++) {
-            evbuffer_drain(p->buf, q->argv[a].off - consumed);
-            evbuffer_add_printf(to, "$%zu\r\n", q->argv[a].len);
-            evbuffer_remove_buffer(p->buf, to, q->argv[a].len);
-            evbuffer_add(to, "\r\n", 2);
-            consumed = q->argv[a].off + q->argv[a].len;
-        }
+        const struct resp_arg *first = &q->argv[keys[k]], *before = first - 1;
+        size_t last = keys[k] + step - 1 < q->argc ? keys[k] + step - 1 : q->argc - 1;
+        size_t from = before->off + before->len + 2, to = q->argv[last].off + q->argv[last].len + 2;
+        evbuffer_drain(p->buf, from - consumed);
+        evbuffer_remove_buffer(p->buf, f->parts[f->part_of_key[k]]->buf, to - from);
+        consumed = to;
     }
     evbuffer_drain(p->buf, evbuffer_get_length(p->buf));
-    for (size_t i = 0; i < f->nparts; i++) {
-        char head[96];
-        int n = snprintf(head, sizeof(head), "*%zu\r\n$%zu\r\n%.*s\r\n", 1 + units[i] * step, namelen,
-                         (int)namelen, name);
-        evbuffer_prepend(f->parts[i]->buf, head, (size_t)n);
-    }
 }
 
 void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q,
