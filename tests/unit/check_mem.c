@@ -11,6 +11,14 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Runs FN on a thread of its own: a new thread starts with an empty cache. */
+static void in_a_thread(void *(*fn)(void *))
+{
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, fn, NULL), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+}
+
 START_TEST(test_blocks_come_back)
 {
     mem_thread_release();
@@ -57,9 +65,7 @@ static void *worker_like(void *arg)
 
 START_TEST(test_per_thread_cache)
 {
-    pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, worker_like, NULL), 0);
-    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    in_a_thread(worker_like);
 }
 END_TEST
 
@@ -88,9 +94,7 @@ static void *realloc_keeps_bytes(void *arg)
 
 START_TEST(test_realloc)
 {
-    pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, realloc_keeps_bytes, NULL), 0);
-    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    in_a_thread(realloc_keeps_bytes);
 }
 END_TEST
 
