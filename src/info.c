@@ -634,6 +634,14 @@ int info_run(struct client *c, struct req *r, const struct resp_req *q)
             from_nodes |= sections[s].from != FROM_RESPGATE || s == SEC_NODES;
             all |= !(sections[s].in & IN_DEFAULT) && s != SEC_NODES;
         }
+    if (from_nodes && w->map == NULL && !atomic_load(&w->srv->seeds_failed)) {
+        /* Before this worker's first map, the masters are unknown: INFO
+         * waits for it as routed commands do (router.c), rather than
+         * answer without the nodes' sections. */
+        info_free(in);
+        c->hold = r;
+        return 1;
+    }
     if (in->want & (1u << SEC_NODES) && (in->nodes = evbuffer_new()) == NULL)
         from_nodes = 0;
     /* "INFO" and "INFO all" mean the same to every version */

@@ -32,7 +32,8 @@ struct resp_req;
 
 /* Answers client C's INFO request R (arguments Q) into R->reply, or asks
  * the masters for it. Returns 0 if answered now, 1 if the reply comes
- * later (R completes through fanout). */
+ * later (R completes through fanout, or waits as C's held request for the
+ * worker's first slot map). */
 int info_run(struct client *c, struct req *r, const struct resp_req *q);
 
 /* Folds the INFO text in REPLY, from the master at HOST:PORT that is the

@@ -190,3 +190,31 @@ def test_healthz_follows_the_whole_cluster_stopping_and_returning(hcluster, tmp_
         up_after = time.monotonic() - resumed
         print(f"\n/healthz: 503 {down_after:.2f} s after the cluster stopped, 200 {up_after:.2f} s after it resumed")
         assert rg.client().set("back", 1)
+
+
+def test_info_waits_for_the_first_map(hcluster, tmp_path):
+    """INFO right after start, before any node has answered CLUSTER NODES,
+    waits for the map instead of answering without the nodes' sections
+    (ioredis waits for loading:0, Spring Boot reads it)."""
+    import threading
+
+    port = free_port()
+    nodes = [n for n in hcluster.nodes if n.running]
+    for n in nodes:
+        hcluster.pause(n)
+    got = {}
+    try:
+        rg = Respgate(tmp_path / "rg", yaml_config(port, hcluster.seeds, CLUSTER_PASSWORD, None), port)
+        rg.start()
+        t = threading.Thread(target=lambda: got.update(info=rg.client().info()))
+        t.start()
+        time.sleep(1)
+        assert "info" not in got  # no map yet: INFO waits
+    finally:
+        for n in nodes:
+            hcluster.resume(n)
+    try:
+        t.join(20)
+        assert got["info"]["loading"] == 0 and got["info"]["redis_mode"] == "standalone"
+    finally:
+        rg.stop()
