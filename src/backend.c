@@ -468,10 +468,9 @@ int backend_send(struct backend *b, struct req *r)
      * frames of one loop turn lie end to end and go out as one piece; a
      * large one is referenced, not copied. */
     struct evbuffer *out = bufferevent_get_output(b->bev);
-    struct evbuffer_iovec v;
     size_t len = evbuffer_get_length(r->buf);
-    int flat = len <= BACKEND_COPY_MAX && evbuffer_peek(r->buf, (ev_ssize_t)len, NULL, &v, 1) == 1 && v.iov_len >= len;
-    if (flat ? evbuffer_add(out, v.iov_base, len) < 0 : evbuffer_add_buffer_reference(out, r->buf) < 0)
+    const void *flat = len <= BACKEND_COPY_MAX ? netio_front(r->buf, len) : NULL;
+    if (flat ? evbuffer_add(out, flat, len) < 0 : evbuffer_add_buffer_reference(out, r->buf) < 0)
         return -1;
     push(b, r);
     /* Written at the end of this loop turn, with whatever else is queued. */

@@ -83,11 +83,16 @@ void netio_keepalive(int fd, unsigned idle_s)
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 }
 
-void netio_move(struct evbuffer *dst, struct evbuffer *src, size_t len)
+const void *netio_front(struct evbuffer *b, size_t len)
 {
     struct evbuffer_iovec v;
-    if (len <= NETIO_COPY_MAX && evbuffer_peek(src, (ev_ssize_t)len, NULL, &v, 1) == 1 && v.iov_len >= len &&
-        evbuffer_add(dst, v.iov_base, len) == 0)
+    return evbuffer_peek(b, (ev_ssize_t)len, NULL, &v, 1) == 1 && v.iov_len >= len ? v.iov_base : NULL;
+}
+
+void netio_move(struct evbuffer *dst, struct evbuffer *src, size_t len)
+{
+    const void *p = len <= NETIO_COPY_MAX ? netio_front(src, len) : NULL;
+    if (p && evbuffer_add(dst, p, len) == 0)
         evbuffer_drain(src, len);
     else
         evbuffer_remove_buffer(src, dst, len);

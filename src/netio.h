@@ -26,6 +26,9 @@ int netio_read(struct bufferevent *bev, size_t max);
  * bufferevent's write callback runs once it drains), or -1 on a socket error. */
 int netio_flush(struct bufferevent *bev);
 
+/* The first LEN bytes of B when its first chain holds them all, else NULL. */
+const void *netio_front(struct evbuffer *b, size_t len);
+
 /* Moves the first LEN bytes of SRC to the end of DST. A short run that lies
  * in SRC's first chain is copied, so that many replies share DST's chains
  * (one iovec for a burst) and no read-sized chain travels with a few bytes

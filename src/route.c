@@ -85,6 +85,12 @@ void route_free(struct worker *w)
     w->route = NULL;
 }
 
+/* The master SLOT's requests go to, or NULL. */
+static inline struct backend *owner_at(const struct route *t, int slot)
+{
+    return t->to[t->owner[slot]];
+}
+
 /* The index of B in T's to[], added if new; 0 for NULL, or when out of
  * memory (the slot then counts as unserved, and says so). */
 static uint16_t index_of(struct route *t, struct backend *b)
@@ -110,7 +116,7 @@ static uint16_t index_of(struct route *t, struct backend *b)
 
 struct backend *route_owner(struct worker *w, int slot)
 {
-    return slot >= 0 && slot < SLOT_COUNT ? w->route->to[w->route->owner[slot]] : NULL;
+    return slot >= 0 && slot < SLOT_COUNT ? owner_at(w->route, slot) : NULL;
 }
 
 /* Reads may go to replicas (cluster.read_policy): each slot gets one of its
@@ -211,7 +217,7 @@ long route_masters(struct worker *w, struct route_master **out)
     struct route_master *m = NULL;
     size_t n = 0, cap = 0;
     for (int s = 0; s < SLOT_COUNT; s++) {
-        struct backend *b = w->route->to[w->route->owner[s]];
+        struct backend *b = owner_at(w->route, s);
         if (b == NULL || (s > 0 && w->route->owner[s - 1] == w->route->owner[s]))
             continue;
         size_t i = 0;
@@ -249,18 +255,17 @@ static struct backend *read_target(struct worker *w, int slot)
 {
     struct backend *rb = w->route->to[w->route->replica[slot]];
     if (rb == NULL || !backend_usable(rb))
-        return w->route->to[w->route->owner[slot]];
+        return owner_at(w->route, slot);
     /* prefer-replica: half the slots read from the master, so a key's reads
      * always go to the same node and never step back in time. */
     if (w->conf->read_policy == READ_PREFER_REPLICA && (slot & 1))
-        return w->route->to[w->route->owner[slot]];
+        return owner_at(w->route, slot);
     return rb;
 }
 
 void route_send(struct worker *w, struct req *r, int slot)
 {
-    struct backend *b = r->readonly && !r->master_only && w->route->owner[slot] ? read_target(w, slot)
-                                                                               : w->route->to[w->route->owner[slot]];
+    struct backend *b = r->readonly && !r->master_only && w->route->owner[slot] ? read_target(w, slot) : owner_at(w->route, slot);
     if (b == NULL) {
         req_fail(w, r, REQ_SLOT_NOT_SERVED);
         return;
@@ -391,7 +396,7 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
             req_fail(w, r, REQ_CLIENT_LEFT);
         } else if (now >= r->deadline_ms) {
             atomic_fetch_add_explicit(&w->stats.expired, 1, memory_order_relaxed);
-            struct backend *b = w->route->to[w->route->owner[r->slot]];
+            struct backend *b = owner_at(w->route, r->slot);
             req_fail(w, r, "CLUSTERDOWN respgate: slot %u was not served within %llums "
                               "(cluster.failover_wait); last tried %s:%d",
                         r->slot, (unsigned long long)server_failover_wait_ms(w->srv, w->conf), b ? b->host : "none",
