@@ -8,10 +8,16 @@
  * goes to "the master of the first slot this master serves", so a part
  * retried after a failover reaches the master that took those slots over.
  *
- * A split moves each key's elements from the client's frame into its part
- * as they are, headers included (evbuffer_remove_buffer: whole chains
- * change hands without a copy), so an MSET of large values is not copied
- * to be split, and nothing is formatted again.
+ * A split copies each key's elements from the client's frame into its part
+ * as they are, headers included, so nothing is formatted again; a frame too
+ * large for one chain moves instead (evbuffer_remove_buffer: whole chains
+ * change hands), so an MSET of large values is not copied to be split.
+ *
+ * Parts' short replies are taken straight from the node's input buffer
+ * (req_sink.take) where the merge allows: an MSET's "+OK" is counted, a
+ * DEL's integer added, an MGET's elements copied into one staging area of
+ * the parent's, so a part is back in the pool as soon as it is answered and
+ * the merged reply is written in one piece.
  */
 #include "fanout.h"
 
@@ -38,6 +44,7 @@
 #include <string.h>
 
 #define HEAD_MAX 64 /* enough for any reply header fanout parses */
+#define STAGE_MAX 4096 /* a part's reply up to this size is staged (MERGE_KEYORDER) */
 
 /* fanout_split's scratch, one per worker thread: a slot's part index + 1,
  * all zero between calls. */
@@ -54,8 +61,14 @@ struct fanout {
     uint16_t scan_first;    /* MERGE_SCAN: this master's first slot */
     size_t nkeys;           /* MERGE_KEYORDER */
     uint16_t *part_of_key;  /* MERGE_KEYORDER: [nkeys] */
-    struct req **parts;     /* MERGE_KEYORDER: replies kept until the merge */
+    struct req **parts;     /* MERGE_KEYORDER: replies kept until the merge (NULL: staged) */
     size_t nparts;
+    uint32_t *first_elem;   /* MERGE_KEYORDER: [nparts], part i's first index in elem */
+    struct staged_elem {    /* MERGE_KEYORDER: [nkeys], part by part, each in key order */
+        uint32_t off, len;  /* in stage */
+    } *elem;
+    char *stage;            /* MERGE_KEYORDER: staged elements, end to end */
+    size_t staged, stage_cap;
     unsigned char *and;     /* MERGE_AND: [count] */
     struct info *info;      /* MERGE_INFO */
 };
@@ -72,6 +85,16 @@ static int head_number(const char *head, long long *out, size_t *line_len)
     if (line_len)
         *line_len = (size_t)(end + 2 - head);
     return 0;
+}
+
+/* head_number of the LEN bytes at S, which need not end in a NUL. */
+static int flat_number(const char *s, size_t len, long long *out, size_t *line_len)
+{
+    char head[HEAD_MAX];
+    size_t hn = len < HEAD_MAX - 1 ? len : HEAD_MAX - 1;
+    memcpy(head, s, hn);
+    head[hn] = '\0';
+    return head_number(head, out, line_len);
 }
 
 /* The first bytes of BUF as a C string, for parsing a header. */
@@ -128,11 +151,7 @@ static const char *merge_and(struct fanout *f, struct req *part)
     const char *s = (const char *)evbuffer_pullup(part->reply, -1), *e = s + len;
     long long n;
     size_t l;
-    char head[HEAD_MAX];
-    size_t hn = len < HEAD_MAX - 1 ? len : HEAD_MAX - 1;
-    memcpy(head, s, hn);
-    head[hn] = '\0';
-    if (head[0] != '*' || head_number(head, &n, &l) < 0 || n < 0 || (size_t)n > len / 4 ||
+    if (len == 0 || s[0] != '*' || flat_number(s, len, &n, &l) < 0 || n < 0 || (size_t)n > len / 4 ||
         (f->and && (size_t)n != f->count))
         return "ERR respgate: unexpected reply from a node";
     if (f->and == NULL) {
@@ -220,11 +239,52 @@ static const char *merge_one(struct fanout *f, struct req *p, struct req *part, 
     }
 }
 
+/* MERGE_KEYORDER: copies the elements of PART's reply (an array of one
+ * element per key, LEN bytes at S) into F's staging area. Returns 0, or -1
+ * (nothing staged) when the reply is not one to stage. */
+static int stage_elements(struct fanout *f, const struct req *part, const char *s, size_t len)
+{
+    long long n;
+    size_t l;
+    uint32_t first = f->first_elem[part->part];
+    uint32_t count = ((size_t)part->part + 1 < f->nparts ? f->first_elem[part->part + 1] : (uint32_t)f->nkeys) - first;
+    if (s[0] != '*' || flat_number(s, len, &n, &l) < 0 || n != (long long)count)
+        return -1;
+    if (f->stage_cap - f->staged < len) {
+        size_t cap = f->stage_cap ? f->stage_cap : 512;
+        while (cap - f->staged < len)
+            cap *= 2;
+        char *grown = realloc(f->stage, cap);
+        if (grown == NULL)
+            return -1;
+        f->stage = grown;
+        f->stage_cap = cap;
+    }
+    size_t at = l;
+    for (uint32_t i = 0; i < count; i++) {
+        size_t el = resp_flat_element(s + at, len - at);
+        if (el == 0)
+            return -1;
+        f->elem[first + i] = (struct staged_elem){.off = (uint32_t)(f->staged + at - l), .len = (uint32_t)el};
+        at += el;
+    }
+    if (at != len)
+        return -1;
+    memcpy(f->stage + f->staged, s + l, at - l);
+    f->staged += at - l;
+    return 0;
+}
+
 /* MERGE_KEYORDER: every part's array, one element per key, back in the
- * order of the request's keys. Returns NULL or an error text. */
+ * order of the request's keys, from the staging area or from the replies
+ * kept whole. Returns NULL or an error text. */
 static const char *merge_keyorder(struct fanout *f, struct req *p)
 {
+    int all_staged = 1;
     for (size_t i = 0; i < f->nparts; i++) {
+        if (f->parts[i] == NULL)
+            continue;
+        all_staged = 0;
         char head[HEAD_MAX];
         long long n;
         size_t l;
@@ -233,9 +293,34 @@ static const char *merge_keyorder(struct fanout *f, struct req *p)
             return "ERR respgate: unexpected reply from a node";
         evbuffer_drain(f->parts[i]->reply, l);
     }
-    evbuffer_add_printf(p->reply, "*%zu\r\n", f->nkeys);
+    char head[RESP_HEAD_MAX];
+    size_t hl = resp_head(head, '*', f->nkeys);
+    if (all_staged) {
+        /* The usual case: one reservation, filled in key order. */
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(p->reply, (ev_ssize_t)(hl + f->staged), &v, 1) != 1)
+            return REQ_OUT_OF_MEMORY;
+        char *o = v.iov_base;
+        memcpy(o, head, hl);
+        o += hl;
+        for (size_t k = 0; k < f->nkeys; k++) {
+            const struct staged_elem *e = &f->elem[f->first_elem[f->part_of_key[k]]++];
+            memcpy(o, f->stage + e->off, e->len);
+            o += e->len;
+        }
+        v.iov_len = (size_t)(o - (char *)v.iov_base);
+        evbuffer_commit_space(p->reply, &v, 1);
+        return NULL;
+    }
+    evbuffer_add(p->reply, head, hl);
     for (size_t k = 0; k < f->nkeys; k++) {
-        struct evbuffer *from = f->parts[f->part_of_key[k]]->reply;
+        size_t i = f->part_of_key[k];
+        if (f->parts[i] == NULL) {
+            const struct staged_elem *e = &f->elem[f->first_elem[i]++];
+            evbuffer_add(p->reply, f->stage + e->off, e->len);
+            continue;
+        }
+        struct evbuffer *from = f->parts[i]->reply;
         struct resp_reply el = {0};
         if (resp_reply_scan(&el, from) != RESP_FRAME)
             return "ERR respgate: a node's reply has fewer elements than keys";
@@ -312,6 +397,49 @@ static void part_done(struct worker *w, struct req *part)
     finish(w, p);
 }
 
+/* PART's reply is the LEN bytes at the front of IN: merges that need
+ * nothing but a number or a status take it from there, and a short MGET
+ * part's elements are staged; the rest go the way of part_done. */
+static void part_take(struct worker *w, struct req *part, struct evbuffer *in, size_t len, char type)
+{
+    struct req *p = part->parent;
+    struct fanout *f = p->fan;
+    const char *s = len <= STAGE_MAX ? netio_front(in, len) : NULL;
+    int taken = 0;
+    if (s && !f->failed && type != '-') {
+        long long v, sum;
+        switch (f->merge) {
+        case MERGE_ALL:
+            if (evbuffer_get_length(p->reply) == 0)
+                evbuffer_add(p->reply, s, len);
+            taken = 1;
+            break;
+        case MERGE_SUM:
+            if (type == ':') {
+                taken = flat_number(s, len, &v, NULL) == 0 && !__builtin_add_overflow(f->acc, v, &sum);
+                if (taken)
+                    f->acc = sum;
+            }
+            break;
+        case MERGE_KEYORDER:
+            taken = stage_elements(f, part, s, len) == 0;
+            break;
+        default:
+            break;
+        }
+    }
+    if (!taken) {
+        netio_move(part->reply, in, len);
+        part_done(w, part);
+        return;
+    }
+    evbuffer_drain(in, len);
+    if (f->parts)
+        f->parts[part->part] = NULL;
+    req_free(w, part);
+    finish(w, p);
+}
+
 static int part_wanted(const struct req *part)
 {
     return req_wanted(part->parent);
@@ -323,7 +451,8 @@ static void part_wrote(struct req *part, struct backend *b)
 }
 
 /* A part's reply is merged into its parent's; the last one completes it. */
-static const struct req_sink part_sink = {.done = part_done, .wanted = part_wanted, .wrote = part_wrote};
+static const struct req_sink part_sink = {
+    .done = part_done, .wanted = part_wanted, .wrote = part_wrote, .take = part_take};
 
 static void release(struct worker *w, struct req *r)
 {
@@ -336,6 +465,7 @@ static void release(struct worker *w, struct req *r)
         if (f->parts[i])
             req_free(w, f->parts[i]);
     free(f->and);
+    free(f->stage);
     info_free(f->info);
     free(f);
 }
@@ -400,30 +530,45 @@ static const char *make_parts(struct worker *w, struct req *p, const struct resp
     return oom;
 }
 
-/* Moves every argument of P's frame after the name into its part (the
+/* Puts every argument of P's frame after the name into its part (the
  * keys' units, a key and its STEP - 1 values, cover them all, in order),
- * after a head with the command's name. A unit's elements lie end
- * to end in the frame, "$len" headers and CRLFs included: each moves as one
- * piece, with nothing formatted again. */
+ * after a head with the command's name. A unit's elements lie end to end in
+ * the frame, "$len" headers and CRLFs included: each goes as one piece,
+ * with nothing formatted again; copied when the frame lies in one chain,
+ * moved as chains when it does not (large values). */
 static void move_arguments(struct req *p, const struct resp_req *q, const size_t *keys, size_t nkeys, size_t step,
                            const size_t *units)
 {
     struct fanout *f = p->fan;
-    char name[32];
-    size_t namelen = resp_arg_copy(p->buf, &q->argv[0], name, sizeof(name));
-    namelen = namelen < sizeof(name) ? namelen : sizeof(name); /* a split command's name is short */
-    /* Each part's header first: the elements then append to the same
-     * chain, and a small part goes to its node as one contiguous frame. */
-    for (size_t i = 0; i < f->nparts; i++)
-        evbuffer_add_printf(f->parts[i]->buf, "*%zu\r\n$%zu\r\n%.*s\r\n", 1 + units[i] * step, namelen, (int)namelen,
-                            name);
+    size_t total = evbuffer_get_length(p->buf);
+    const char *flat = netio_front(p->buf, total);
+    const struct resp_arg *name = &q->argv[0];
+    char head[RESP_HEAD_MAX * 2 + 32];
+    size_t namelen = name->len < 32 ? name->len : 32; /* a split command's name is short */
+    for (size_t i = 0; i < f->nparts; i++) {
+        size_t hl = resp_head(head, '*', 1 + units[i] * step);
+        hl += resp_head(head + hl, '$', namelen);
+        if (flat)
+            memcpy(head + hl, flat + name->off, namelen);
+        else
+            resp_arg_copy(p->buf, name, head + hl, namelen);
+        hl += namelen;
+        head[hl++] = '\r';
+        head[hl++] = '\n';
+        evbuffer_add(f->parts[i]->buf, head, hl);
+    }
     size_t consumed = 0;
     for (size_t k = 0; k < nkeys; k++) {
         const struct resp_arg *first = &q->argv[keys[k]], *before = first - 1;
         size_t last = keys[k] + step - 1 < q->argc ? keys[k] + step - 1 : q->argc - 1;
         size_t from = before->off + before->len + 2, to = q->argv[last].off + q->argv[last].len + 2;
+        struct evbuffer *dst = f->parts[f->part_of_key[k]]->buf;
+        if (flat) {
+            evbuffer_add(dst, flat + from, to - from);
+            continue;
+        }
         evbuffer_drain(p->buf, from - consumed);
-        evbuffer_remove_buffer(p->buf, f->parts[f->part_of_key[k]]->buf, to - from);
+        evbuffer_remove_buffer(p->buf, dst, to - from);
         consumed = to;
     }
     evbuffer_drain(p->buf, evbuffer_get_length(p->buf));
@@ -440,7 +585,8 @@ void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, c
         return;
     }
     size_t maxparts = nkeys < SLOT_COUNT ? nkeys : SLOT_COUNT;
-    size_t extra = maxparts * sizeof(struct req *) + maxparts * sizeof(size_t) + nkeys * sizeof(uint16_t);
+    size_t extra = maxparts * (sizeof(struct req *) + sizeof(size_t)) + nkeys * sizeof(struct staged_elem) +
+                   maxparts * sizeof(uint32_t) + nkeys * sizeof(uint16_t);
     struct fanout *f = new_fanout(r, cmd->merge, extra);
     if (f == NULL) {
         req_fail(w, r, REQ_OUT_OF_MEMORY);
@@ -448,7 +594,9 @@ void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, c
     }
     f->parts = (struct req **)(f + 1);
     size_t *units = (size_t *)(f->parts + maxparts);
-    f->part_of_key = (uint16_t *)(units + maxparts);
+    f->elem = (struct staged_elem *)(units + maxparts);
+    f->first_elem = (uint32_t *)(f->elem + nkeys);
+    f->part_of_key = (uint16_t *)(f->first_elem + maxparts);
     f->nkeys = nkeys;
     const char *oom = make_parts(w, r, q, keys, nkeys, units);
     if (oom) {
@@ -456,6 +604,8 @@ void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, c
         req_fail(w, r, "%s", oom);
         return;
     }
+    for (size_t i = 0, at = 0; i < f->nparts; at += units[i++])
+        f->first_elem[i] = (uint32_t)at;
     move_arguments(r, q, keys, nkeys, step, units);
     for (size_t i = 0; i < f->nparts; i++)
         route_send(w, f->parts[i], f->parts[i]->slot); /* completes through part_sink */

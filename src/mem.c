@@ -21,7 +21,7 @@
 
 #define MEM_CLASSES 6           /* payloads of 1 KiB, 2, 4, 8, 16 and 32 KiB */
 #define MEM_CLASS_MIN 1024
-#define MEM_CACHE_BLOCKS 64     /* cached per class and thread, at most: 4 MiB in all */
+#define MEM_CACHE_BYTES (2u << 20) /* cached per class and thread, at most: 12 MiB in all */
 #define UNCLASSED UINT32_MAX
 
 /* Before every block; 32 bytes keep malloc's 16-byte alignment. */
@@ -71,7 +71,7 @@ void mem_free(void *p)
     if (p == NULL)
         return;
     struct mem_head *h = (struct mem_head *)p - 1;
-    if (h->cls != UNCLASSED && !released && cache[h->cls].n < MEM_CACHE_BLOCKS) {
+    if (h->cls != UNCLASSED && !released && cache[h->cls].n < (MEM_CACHE_BYTES / MEM_CLASS_MIN >> h->cls)) {
         POISON(p, h->size);
         h->next = cache[h->cls].head;
         cache[h->cls].head = h;

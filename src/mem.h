@@ -4,9 +4,11 @@
  * allocated in one loop turn and freed in the next; glibc serves those
  * sizes from its bins under an arena lock, outside its per-thread cache,
  * and that was a tenth of respgate's CPU at -P 16 (bench/README.md). Here
- * each thread keeps up to 64 freed blocks of each power-of-two size from
- * 1 KiB to 32 KiB (4 MiB at most) and hands them out again; other sizes, and blocks past a
- * class's cap, go to malloc and free. A block freed by another thread
+ * each thread keeps up to 2 MiB of freed blocks of each power-of-two size
+ * from 1 KiB to 32 KiB (12 MiB at most) and hands them out again; other
+ * sizes, and blocks past a class's cap, go to malloc and free. The cap is
+ * in bytes because a split MGET at -P 16 from 50 clients holds thousands of
+ * 1 KiB chains at once: a cap of 64 blocks missed almost every time. A block freed by another thread
  * joins that thread's cache: the caches are per thread, never shared, so
  * nothing is locked.
  */

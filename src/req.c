@@ -14,7 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define REQ_POOL_MAX 1024 /* kept for reuse per worker; more are freed */
+/* Kept for reuse per worker; more are freed. 50 clients pipelining 16 MGETs
+ * of 10 keys have 8,800 requests out (each MGET and its 10 parts). */
+#define REQ_POOL_MAX 16384
 
 struct req *req_new(struct worker *w, enum req_kind kind, const struct req_sink *sink)
 {

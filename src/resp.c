@@ -11,6 +11,7 @@
 
 #include <event2/buffer.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -535,6 +536,49 @@ void resp_add_error(struct evbuffer *out, const char *fmt, ...)
     evbuffer_add(out, "-", 1);
     evbuffer_add(out, msg, len);
     evbuffer_add(out, "\r\n", 2);
+}
+
+size_t resp_head(char *out, char type, size_t n)
+{
+    char digits[20];
+    size_t k = 0;
+    do
+        digits[k++] = (char)('0' + n % 10);
+    while ((n /= 10) > 0);
+    out[0] = type;
+    for (size_t i = 0; i < k; i++)
+        out[1 + i] = digits[k - 1 - i];
+    out[k + 1] = '\r';
+    out[k + 2] = '\n';
+    return k + 3;
+}
+
+size_t resp_flat_element(const char *s, size_t avail)
+{
+    const char *eol = avail > 0 ? memchr(s, '\n', avail) : NULL;
+    if (eol == NULL || eol == s || eol[-1] != '\r')
+        return 0;
+    size_t line = (size_t)(eol + 1 - s);
+    switch (s[0]) {
+    case '+':
+    case '-':
+    case ':':
+    case '_':
+        return line;
+    case '$': {
+        if (s[1] == '-')
+            return line; /* $-1 */
+        size_t n = 0;
+        for (const char *d = s + 1; d < eol - 1; d++) {
+            if (*d < '0' || *d > '9' || n > SIZE_MAX / 10 - 1)
+                return 0;
+            n = n * 10 + (size_t)(*d - '0');
+        }
+        return n <= avail - line && avail - line - n >= 2 ? line + n + 2 : 0;
+    }
+    default:
+        return 0;
+    }
 }
 
 void resp_add_status(struct evbuffer *out, const char *status)

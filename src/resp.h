@@ -124,6 +124,17 @@ void resp_first_line(struct evbuffer *in, size_t len, char *line, size_t cap);
  * arguments (0 for a blank line), or -1 for unbalanced quotes. */
 int resp_inline_to_multibulk(const char *line, size_t len, struct evbuffer *out);
 
+/* Writes the header TYPE N CRLF ("*3\r\n", "$11\r\n") at OUT, which has
+ * room for RESP_HEAD_MAX bytes, without printf's cost. Returns its length. */
+#define RESP_HEAD_MAX 24
+size_t resp_head(char *out, char type, size_t n);
+
+/* The length of the one element at S, of at most AVAIL bytes, when it is a
+ * bulk string, a nil or a one-line reply (status, error, integer); 0 when
+ * it is another type or runs past AVAIL. For walking a reply already
+ * scanned whole, in a flat run of memory. */
+size_t resp_flat_element(const char *s, size_t avail);
+
 /* Reply encoders. An error TEXT starts with its code ("ERR ...", "NOAUTH
  * ..."); CR and LF in it become spaces, as Redis does. */
 void resp_add_error(struct evbuffer *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -76,6 +76,12 @@ def test_multi_key_commands_answer_as_a_single_redis(cluster, r, single):
         ("MGET", "{t}x", "{t}y"),
         ("DBSIZE",),
         ("MGET", "one-key"),
+        # A part's reply too long to stage beside staged ones, and an MSET
+        # frame that spans read chains (its parts move, not copied).
+        ("SET", KEYS[3], "x" * 9000),
+        ("MGET", *KEYS[:8], "missing"),
+        ("MSET", KEYS[0], "y" * 100000, KEYS[1], "z", KEYS[2], "w" * 20000),
+        ("MGET", *KEYS[:4]),
         ("DEL", *KEYS),
         ("DBSIZE",),
     ]

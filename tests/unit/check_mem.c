@@ -51,13 +51,19 @@ static void *worker_like(void *arg)
     mem_free(s);
     mem_free(l);
     ck_assert_uint_eq(mem_thread_cached(), 2);
-    /* At most 64 blocks per class. */
-    void *many[300];
+    /* At most 2 MiB per class: 64 blocks of 32 KiB, 2048 of 1 KiB. */
+    static void *many[2100];
     for (int i = 0; i < 300; i++)
         many[i] = mem_malloc(32768);
     for (int i = 0; i < 300; i++)
         mem_free(many[i]);
     ck_assert_uint_eq(mem_thread_cached(), 2 + 64);
+    for (int i = 0; i < 2100; i++)
+        many[i] = mem_malloc(1000);
+    ck_assert_uint_eq(mem_thread_cached(), 1 + 64); /* the first took the cached 1 KiB block */
+    for (int i = 0; i < 2100; i++)
+        mem_free(many[i]);
+    ck_assert_uint_eq(mem_thread_cached(), 1 + 64 + 2048);
     mem_thread_release();
     ck_assert_uint_eq(mem_thread_cached(), 0);
     return NULL;

@@ -452,6 +452,31 @@ START_TEST(test_parse_redirect)
 }
 END_TEST
 
+START_TEST(test_head_and_flat_elements)
+{
+    char head[RESP_HEAD_MAX];
+    const struct { char type; size_t n; const char *want; } heads[] = {
+        {'*', 0, "*0\r\n"}, {'$', 7, "$7\r\n"}, {'*', 10, "*10\r\n"}, {':', 16384, ":16384\r\n"},
+        {'$', SIZE_MAX, "$18446744073709551615\r\n"}};
+    for (size_t i = 0; i < sizeof(heads) / sizeof(heads[0]); i++) {
+        size_t n = resp_head(head, heads[i].type, heads[i].n);
+        ck_assert_uint_eq(n, strlen(heads[i].want));
+        ck_assert(memcmp(head, heads[i].want, n) == 0);
+    }
+    const struct { const char *s; size_t want; } elems[] = {
+        {"$3\r\nabc\r\n$1\r\nx\r\n", 9}, {"$0\r\n\r\n", 6}, {"$-1\r\n:1\r\n", 5}, {"_\r\n", 3},
+        {"+OK\r\n", 5}, {"-ERR x\r\n", 8}, {":-5\r\n", 5},
+        {"$3\r\nab", 0},          /* runs past the end */
+        {"$3\r\nabc", 0},         /* no CRLF after the bytes */
+        {"$3x\r\nabc\r\n", 0},    /* not a length */
+        {"*1\r\n$1\r\nx\r\n", 0}, /* an array: not flat */
+        {"%1\r\n", 0}, {"+OK", 0}, {"+OK\n", 0}, {"", 0},
+        {"$99999999999999999999999\r\nx\r\n", 0}};
+    for (size_t i = 0; i < sizeof(elems) / sizeof(elems[0]); i++)
+        ck_assert_msg(resp_flat_element(elems[i].s, strlen(elems[i].s)) == elems[i].want, "%s", elems[i].s);
+}
+END_TEST
+
 static Suite *resp_suite(void)
 {
     Suite *s = suite_create("resp");
@@ -472,6 +497,7 @@ static Suite *resp_suite(void)
     tcase_add_test(tr, test_reply_scan_against_hiredis);
     tcase_add_test(tr, test_reply_scan_resp3_and_errors);
     tcase_add_test(tr, test_parse_redirect);
+    tcase_add_test(tr, test_head_and_flat_elements);
     suite_add_tcase(s, tr);
     return s;
 }
