@@ -469,9 +469,14 @@ int backend_send(struct backend *b, struct req *r)
      * large one is referenced, not copied. */
     struct evbuffer *out = bufferevent_get_output(b->bev);
     size_t len = evbuffer_get_length(r->buf);
-    const void *flat = len <= BACKEND_COPY_MAX ? netio_front(r->buf, len) : NULL;
-    if (flat ? evbuffer_add(out, flat, len) < 0 : evbuffer_add_buffer_reference(out, r->buf) < 0)
-        return -1;
+    if (len == 0 && r->sink && r->sink->frame) {
+        if (r->sink->frame(r, out) < 0)
+            return -1;
+    } else {
+        const void *flat = len <= BACKEND_COPY_MAX ? netio_front(r->buf, len) : NULL;
+        if (flat ? evbuffer_add(out, flat, len) < 0 : evbuffer_add_buffer_reference(out, r->buf) < 0)
+            return -1;
+    }
     push(b, r);
     /* Written at the end of this loop turn, with whatever else is queued. */
     if (b->connected)

@@ -44,6 +44,7 @@
 #include <string.h>
 
 #define HEAD_MAX 64 /* enough for any reply header fanout parses */
+#define SPLIT_NAME_MAX 32 /* longer than any split command's name */
 #define STAGE_MAX 4096 /* a part's reply up to this size is staged (MERGE_KEYORDER) */
 
 /* fanout_split's scratch, one per worker thread: a slot's part index + 1,
@@ -63,10 +64,15 @@ struct fanout {
     uint16_t *part_of_key;  /* MERGE_KEYORDER: [nkeys] */
     struct req **parts;     /* MERGE_KEYORDER: replies kept until the merge (NULL: staged) */
     size_t nparts;
-    uint32_t *first_elem;   /* MERGE_KEYORDER: [nparts], part i's first index in elem */
-    struct staged_elem {    /* MERGE_KEYORDER: [nkeys], part by part, each in key order */
-        uint32_t off, len;  /* in stage */
-    } *elem;
+    /* A split's keys, part by part, each part's in key order: part i's are
+     * [first_unit[i], first_unit[i + 1]) of unit and elem. */
+    uint32_t *first_unit;   /* [nparts + 1] */
+    struct span {
+        uint32_t off, len;
+    } *unit,                /* [nkeys]: a key and its values in the parent's frame */
+      *elem,                /* MERGE_KEYORDER, [nkeys]: a key's element in stage */
+      name;                 /* the command's name in the parent's frame */
+    uint8_t step;           /* a key and its values: 1 (MGET), 2 (MSET) */
     char *stage;            /* MERGE_KEYORDER: staged elements, end to end */
     size_t staged, stage_cap;
     unsigned char *and;     /* MERGE_AND: [count] */
@@ -246,8 +252,7 @@ static int stage_elements(struct fanout *f, const struct req *part, const char *
 {
     long long n;
     size_t l;
-    uint32_t first = f->first_elem[part->part];
-    uint32_t count = ((size_t)part->part + 1 < f->nparts ? f->first_elem[part->part + 1] : (uint32_t)f->nkeys) - first;
+    uint32_t first = f->first_unit[part->part], count = f->first_unit[part->part + 1] - first;
     if (s[0] != '*' || flat_number(s, len, &n, &l) < 0 || n != (long long)count)
         return -1;
     if (f->stage_cap - f->staged < len) {
@@ -265,7 +270,7 @@ static int stage_elements(struct fanout *f, const struct req *part, const char *
         size_t el = resp_flat_element(s + at, len - at);
         if (el == 0)
             return -1;
-        f->elem[first + i] = (struct staged_elem){.off = (uint32_t)(f->staged + at - l), .len = (uint32_t)el};
+        f->elem[first + i] = (struct span){.off = (uint32_t)(f->staged + at - l), .len = (uint32_t)el};
         at += el;
     }
     if (at != len)
@@ -304,7 +309,7 @@ static const char *merge_keyorder(struct fanout *f, struct req *p)
         memcpy(o, head, hl);
         o += hl;
         for (size_t k = 0; k < f->nkeys; k++) {
-            const struct staged_elem *e = &f->elem[f->first_elem[f->part_of_key[k]]++];
+            const struct span *e = &f->elem[f->first_unit[f->part_of_key[k]]++]; /* the parts are done with it */
             memcpy(o, f->stage + e->off, e->len);
             o += e->len;
         }
@@ -316,7 +321,7 @@ static const char *merge_keyorder(struct fanout *f, struct req *p)
     for (size_t k = 0; k < f->nkeys; k++) {
         size_t i = f->part_of_key[k];
         if (f->parts[i] == NULL) {
-            const struct staged_elem *e = &f->elem[f->first_elem[i]++];
+            const struct span *e = &f->elem[f->first_unit[i]++];
             evbuffer_add(p->reply, f->stage + e->off, e->len);
             continue;
         }
@@ -451,8 +456,9 @@ static void part_wrote(struct req *part, struct backend *b)
 }
 
 /* A part's reply is merged into its parent's; the last one completes it. */
+static int part_frame(const struct req *part, struct evbuffer *out);
 static const struct req_sink part_sink = {
-    .done = part_done, .wanted = part_wanted, .wrote = part_wrote, .take = part_take};
+    .done = part_done, .wanted = part_wanted, .wrote = part_wrote, .take = part_take, .frame = part_frame};
 
 static void release(struct worker *w, struct req *r)
 {
@@ -530,48 +536,80 @@ static const char *make_parts(struct worker *w, struct req *p, const struct resp
     return oom;
 }
 
-/* Puts every argument of P's frame after the name into its part (the
- * keys' units, a key and its STEP - 1 values, cover them all, in order),
- * after a head with the command's name. A unit's elements lie end to end in
- * the frame, "$len" headers and CRLFs included: each goes as one piece,
- * with nothing formatted again; copied when the frame lies in one chain,
- * moved as chains when it does not (large values). */
-static void move_arguments(struct req *p, const struct resp_req *q, const size_t *keys, size_t nkeys, size_t step,
-                           const size_t *units)
+/* A part's head: "*N", the command's name. Returns its length. */
+static size_t part_head(const struct fanout *f, uint32_t nunits, const char *name, char *head)
+{
+    size_t hl = resp_head(head, '*', 1 + (size_t)nunits * f->step);
+    hl += resp_head(head + hl, '$', f->name.len);
+    memcpy(head + hl, name, f->name.len);
+    hl += f->name.len;
+    head[hl++] = '\r';
+    head[hl++] = '\n';
+    return hl;
+}
+
+/* The frame of PART, made from its parent's, which lies in one chain: its
+ * head, then each of its keys' elements as they are in the client's frame,
+ * "$len" headers and CRLFs included, written in one reservation of OUT. */
+static int part_frame(const struct req *part, struct evbuffer *out)
+{
+    const struct req *p = part->parent;
+    const struct fanout *f = p->fan;
+    const char *flat = netio_front(p->buf, evbuffer_get_length(p->buf));
+    uint32_t a = f->first_unit[part->part], b = f->first_unit[part->part + 1];
+    char head[2 * RESP_HEAD_MAX + SPLIT_NAME_MAX];
+    size_t hl = part_head(f, b - a, flat + f->name.off, head), total = hl;
+    for (uint32_t u = a; u < b; u++)
+        total += f->unit[u].len;
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)total, &v, 1) != 1)
+        return -1;
+    char *o = v.iov_base;
+    memcpy(o, head, hl);
+    o += hl;
+    for (uint32_t u = a; u < b; u++) {
+        memcpy(o, flat + f->unit[u].off, f->unit[u].len);
+        o += f->unit[u].len;
+    }
+    v.iov_len = total;
+    return evbuffer_commit_space(out, &v, 1);
+}
+
+/* Where each key's unit (the key and its STEP - 1 values, which lie end to
+ * end in P's frame) is, part by part. When the frame lies in one chain (a
+ * frame the size of a read), it stays in P->buf and each part's frame is
+ * made from it at every send (part_frame); a larger one is moved into the
+ * parts as whole chains, so large values are not copied to be split. */
+static void place_units(struct req *p, const struct resp_req *q, const size_t *keys, size_t nkeys, size_t *cursor)
 {
     struct fanout *f = p->fan;
     size_t total = evbuffer_get_length(p->buf);
-    const char *flat = netio_front(p->buf, total);
-    const struct resp_arg *name = &q->argv[0];
-    char head[RESP_HEAD_MAX * 2 + 32];
-    size_t namelen = name->len < 32 ? name->len : 32; /* a split command's name is short */
-    for (size_t i = 0; i < f->nparts; i++) {
-        size_t hl = resp_head(head, '*', 1 + units[i] * step);
-        hl += resp_head(head + hl, '$', namelen);
-        if (flat)
-            memcpy(head + hl, flat + name->off, namelen);
-        else
-            resp_arg_copy(p->buf, name, head + hl, namelen);
-        hl += namelen;
-        head[hl++] = '\r';
-        head[hl++] = '\n';
-        evbuffer_add(f->parts[i]->buf, head, hl);
+    int flat = total <= UINT32_MAX && f->name.len <= SPLIT_NAME_MAX && netio_front(p->buf, total) != NULL;
+    if (!flat) {
+        char name[SPLIT_NAME_MAX], head[2 * RESP_HEAD_MAX + SPLIT_NAME_MAX];
+        size_t n = resp_arg_copy(p->buf, &q->argv[0], name, sizeof(name));
+        f->name.len = (uint32_t)(n < sizeof(name) ? n : sizeof(name)); /* a split command's name is short */
+        for (size_t i = 0; i < f->nparts; i++)
+            evbuffer_add(f->parts[i]->buf, head, part_head(f, f->first_unit[i + 1] - f->first_unit[i], name, head));
     }
+    for (size_t i = 0; i < f->nparts; i++)
+        cursor[i] = f->first_unit[i];
     size_t consumed = 0;
     for (size_t k = 0; k < nkeys; k++) {
-        const struct resp_arg *first = &q->argv[keys[k]], *before = first - 1;
-        size_t last = keys[k] + step - 1 < q->argc ? keys[k] + step - 1 : q->argc - 1;
+        const struct resp_arg *before = &q->argv[keys[k] - 1];
+        size_t last = keys[k] + f->step - 1 < q->argc ? keys[k] + f->step - 1 : q->argc - 1;
         size_t from = before->off + before->len + 2, to = q->argv[last].off + q->argv[last].len + 2;
-        struct evbuffer *dst = f->parts[f->part_of_key[k]]->buf;
+        struct req *part = f->parts[f->part_of_key[k]];
         if (flat) {
-            evbuffer_add(dst, flat + from, to - from);
+            f->unit[cursor[part->part]++] = (struct span){.off = (uint32_t)from, .len = (uint32_t)(to - from)};
             continue;
         }
         evbuffer_drain(p->buf, from - consumed);
-        evbuffer_remove_buffer(p->buf, dst, to - from);
+        evbuffer_remove_buffer(p->buf, part->buf, to - from);
         consumed = to;
     }
-    evbuffer_drain(p->buf, evbuffer_get_length(p->buf));
+    if (!flat)
+        evbuffer_drain(p->buf, evbuffer_get_length(p->buf));
 }
 
 void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q,
@@ -585,8 +623,8 @@ void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, c
         return;
     }
     size_t maxparts = nkeys < SLOT_COUNT ? nkeys : SLOT_COUNT;
-    size_t extra = maxparts * (sizeof(struct req *) + sizeof(size_t)) + nkeys * sizeof(struct staged_elem) +
-                   maxparts * sizeof(uint32_t) + nkeys * sizeof(uint16_t);
+    size_t extra = maxparts * (sizeof(struct req *) + sizeof(size_t)) + 2 * nkeys * sizeof(struct span) +
+                   (maxparts + 1) * sizeof(uint32_t) + nkeys * sizeof(uint16_t);
     struct fanout *f = new_fanout(r, cmd->merge, extra);
     if (f == NULL) {
         req_fail(w, r, REQ_OUT_OF_MEMORY);
@@ -594,9 +632,12 @@ void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, c
     }
     f->parts = (struct req **)(f + 1);
     size_t *units = (size_t *)(f->parts + maxparts);
-    f->elem = (struct staged_elem *)(units + maxparts);
-    f->first_elem = (uint32_t *)(f->elem + nkeys);
-    f->part_of_key = (uint16_t *)(f->first_elem + maxparts);
+    f->unit = (struct span *)(units + maxparts);
+    f->elem = f->unit + nkeys;
+    f->first_unit = (uint32_t *)(f->elem + nkeys);
+    f->part_of_key = (uint16_t *)(f->first_unit + maxparts + 1);
+    f->step = (uint8_t)step;
+    f->name = (struct span){.off = (uint32_t)q->argv[0].off, .len = (uint32_t)q->argv[0].len};
     f->nkeys = nkeys;
     const char *oom = make_parts(w, r, q, keys, nkeys, units);
     if (oom) {
@@ -604,9 +645,11 @@ void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, c
         req_fail(w, r, "%s", oom);
         return;
     }
-    for (size_t i = 0, at = 0; i < f->nparts; at += units[i++])
-        f->first_elem[i] = (uint32_t)at;
-    move_arguments(r, q, keys, nkeys, step, units);
+    size_t at = 0;
+    for (size_t i = 0; i < f->nparts; at += units[i++])
+        f->first_unit[i] = (uint32_t)at;
+    f->first_unit[f->nparts] = (uint32_t)at;
+    place_units(r, q, keys, nkeys, units);
     for (size_t i = 0; i < f->nparts; i++)
         route_send(w, f->parts[i], f->parts[i]->slot); /* completes through part_sink */
     finish(w, r);

@@ -52,6 +52,11 @@ struct req_sink {
      * client's reply that is next in line goes straight to its socket's
      * buffer). NULL: they move into R->reply, then done. */
     void (*take)(struct worker *w, struct req *r, struct evbuffer *in, size_t len, char type);
+    /* R's frame is its owner's to write when R->buf is empty: appends it to
+     * OUT, at every send (a split's part is made from its parent's frame,
+     * so it holds no buffer of its own). Returns 0, or -1 if out of memory.
+     * NULL: R->buf holds the frame. */
+    int (*frame)(const struct req *r, struct evbuffer *out);
 };
 
 struct req {
@@ -60,7 +65,7 @@ struct req {
     const struct req_sink *sink; /* NULL: an internal request, freed when done */
     struct client *client;      /* NULL once orphaned, or for internal requests */
     struct backend *backend;    /* where it is in flight, or NULL */
-    struct evbuffer *buf;       /* the request frame, kept for a resend */
+    struct evbuffer *buf;       /* the request frame, kept for a resend (or see req_sink.frame) */
     struct evbuffer *reply;     /* the reply, once done */
     struct req *parent;         /* REQ_PART: the client request it is part of */
     struct fanout *fan;         /* a client request several nodes answer (fanout.h) */

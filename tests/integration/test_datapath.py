@@ -177,9 +177,14 @@ def test_moved_after_a_live_slot_move(cluster, respgate):
     dst = next(m for m in cluster.masters() if m.port != src.port)
     r.delete(key)
     assert r.get(key) is None  # respgate has learned the map and used the source
+    other = next(k for k in (f"other:{i}" for i in range(100)) if keyslot(k) != slot)
     setslot_everywhere(cluster, slot, dst.node_id)
     try:
-        # The source now answers MOVED; respgate follows it, the client never sees it.
+        # The source now answers MOVED; respgate follows it, the client never
+        # sees it; a split command's part is made again for its new node.
+        assert r.mset({key: b"split", other: b"o"}) is True
+        assert r.mget([other, key, other]) == [b"o", b"split", b"o"]
+        assert r.delete(other) == 1
         for i in range(20):
             assert r.set(key, b"moved-%d" % i) is True
         assert cluster.client(dst, decode_responses=False).get(key) == b"moved-19"
@@ -210,6 +215,11 @@ def test_ask_during_a_migration(cluster, respgate):
         assert dst_c.execute_command("ASKING") is True  # on the connection the next command uses
         assert dst_c.get(key) == b"asked"
         assert r.get(key) == b"asked"
+        # Every time, the source answers ASK: a split command's part goes
+        # again to the importing node, made afresh from the client's frame.
+        other = next(k for k in (f"other:{i}" for i in range(100)) if keyslot(k) != slot)
+        for _ in range(3):
+            assert r.mget([key, other, key]) == [b"asked", None, b"asked"]
         # The slot still belongs to the source for everything else.
         assert cluster.node_for_slot(slot).port == src.port
     finally:
