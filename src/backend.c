@@ -132,17 +132,39 @@ static int retiring(const struct backend *b)
     return b->priv && (b->broken || (b->released && b->ninflight == 0 && b->nwaiting == 0 && b->dns == NULL));
 }
 
-static void set_timeouts(struct backend *b)
+/* The reply timeout's clock, in milliseconds: the kernel's coarse
+ * monotonic one, a read of the vDSO's page with no clock hardware touched,
+ * cheap enough for every read (a few milliseconds of resolution). */
+static uint64_t backend_clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* How long B may stay silent with replies owed. */
+static uint64_t reply_timeout_ms(const struct backend *b)
 {
     const struct conf *cf = b->w->conf;
-    struct timeval tv = conf_timeval(cf->backend_timeout_ms);
     /* A new connection that asks whether a stalled node is alive waits
      * for longer than the node may answer nobody while a script runs. */
     if (b->nstalled && !b->ready)
-        tv = conf_timeval(server_busy_threshold_ms(b->w->srv) + cf->backend_timeout_ms);
+        return server_busy_threshold_ms(b->w->srv) + cf->backend_timeout_ms;
+    return cf->backend_timeout_ms;
+}
+
+/* Arms B's reply timeout (or disarms it). It stays armed while requests
+ * come and go: a persistent read event's timeout restarts at every read,
+ * and a fire that finds the connection younger than the timeout (the
+ * first request of a busy spell went out after the last read) arms it
+ * for the rest (on_reply_timeout). No timer work per request. */
+static void set_timeouts(struct backend *b)
+{
+    struct timeval tv = conf_timeval(reply_timeout_ms(b));
     /* A reply is awaited only while something is in flight; an idle
      * connection may stay quiet forever, and so may a blocking command. */
-    event_add(b->rev, b->ninflight && !b->no_timeout ? &tv : NULL);
+    b->timer_armed = b->ninflight && !b->no_timeout;
+    event_add(b->rev, b->timer_armed ? &tv : NULL);
     bufferevent_set_timeouts(b->bev, NULL, &tv);
 }
 
@@ -150,8 +172,11 @@ static void push(struct backend *b, struct req *r)
 {
     TAILQ_INSERT_TAIL(&b->inflight, r, inflight);
     r->backend = b;
-    if (b->ninflight++ == 0 && b->rev)
-        set_timeouts(b);
+    if (b->ninflight++ == 0) {
+        b->busy_since_ms = backend_clock_ms();
+        if (b->rev && !b->timer_armed)
+            set_timeouts(b);
+    }
 }
 
 static struct req *pop(struct backend *b)
@@ -160,8 +185,7 @@ static struct req *pop(struct backend *b)
     if (r) {
         TAILQ_REMOVE(&b->inflight, r, inflight);
         r->backend = NULL;
-        if (--b->ninflight == 0 && b->rev)
-            set_timeouts(b);
+        b->ninflight--; /* the timeout stays armed: see set_timeouts */
         if (retiring(b))
             event_active(b->flush, EV_READ, 0);
     }
@@ -675,10 +699,20 @@ static void on_reply_timeout(struct backend *b)
          * the timeout of its last transaction reply armed. */
         event_del(b->rev);
         event_add(b->rev, NULL);
+        b->timer_armed = 0;
         return;
     }
     if (b->stalled_conn) {
         stall_check(b);
+        return;
+    }
+    uint64_t now = backend_clock_ms(), t = reply_timeout_ms(b);
+    uint64_t since = b->busy_since_ms > b->last_read_ms ? b->busy_since_ms : b->last_read_ms;
+    if (now < since + t) {
+        /* Silent for less than the timeout since its first request: the
+         * rest of it. */
+        struct timeval rest = conf_timeval(since + t - now);
+        event_add(b->rev, &rest);
         return;
     }
     if (stall(b) == 0)
@@ -742,6 +776,7 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
     int n = netio_read(b->bev, BACKEND_READ_MAX);
     if (n == NETIO_AGAIN)
         return;
+    b->last_read_ms = backend_clock_ms();
     if (n <= 0) {
         backend_reset(b, n == 0 ? "connection closed by the node"
                                 : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));

@@ -356,7 +356,7 @@ static void process_input(struct client *c)
             req_free(c->w, r); /* an empty request gets no reply, as in Redis */
         } else {
             r->client = c;
-            r->start_us = metrics_now_us();
+            r->start_us = metrics_turn_us(c->w->base);
             r->silent = c->reply_mode != CLIENT_REPLY_ON;
             if (c->reply_mode == CLIENT_REPLY_SKIP)
                 c->reply_mode = CLIENT_REPLY_ON;
@@ -466,8 +466,11 @@ void client_note_blocking(struct worker *w, struct req *r)
 static void owed_answered(struct worker *w, struct client *c, struct req *r, char first)
 {
     r->done = 1;
-    if (r->family)
-        metrics_observe(&w->metrics, (enum metrics_family)r->family, metrics_now_us() - r->start_us, first == '-');
+    if (r->family) {
+        uint64_t now = metrics_turn_us(w->base);
+        metrics_observe(&w->metrics, (enum metrics_family)r->family, now > r->start_us ? now - r->start_us : 0,
+                        first == '-');
+    }
     if (r->blocking && --c->nblocking == 0)
         atomic_fetch_sub_explicit(&w->stats.blocked, 1, memory_order_relaxed);
     r->blocking = 0;

@@ -76,7 +76,7 @@ struct req {
     uint8_t kind;
     uint8_t redirects;
     uint64_t deadline_ms;       /* once it waited: when it stops waiting (worker clock) */
-    uint64_t start_us;          /* a client's: when its frame was read (metrics.h) */
+    uint64_t start_us;          /* a client's: the loop turn its frame was read in (metrics_turn_us) */
     uint8_t family;             /* a client's: enum metrics_family, 0 when not counted */
     unsigned done : 1;
     unsigned silent : 1;        /* CLIENT REPLY OFF/SKIP: the reply is dropped */

@@ -341,3 +341,33 @@ def test_idle_backend_connections_are_not_timed_out(make_respgate):
     assert "timeouts.backend" not in rg.log()
     for i in range(100):
         r.delete(f"quiet:{i}")
+
+
+SPIN_LUA = """
+local t = redis.call('TIME')
+local began = t[1] * 1000000 + t[2]
+repeat
+    t = redis.call('TIME')
+until t[1] * 1000000 + t[2] - began >= tonumber(ARGV[1])
+return 'spun'
+"""
+
+
+def test_a_request_gets_the_whole_backend_timeout(make_respgate):
+    """The reply timeout stays armed between requests (no timer work per
+    request): a request sent late in the timeout's period, on a connection
+    last read long before, still has the whole timeout for its reply."""
+    rg = make_respgate(extra="workers: 1\ntimeouts: {backend: 1s}\n")
+    r = rg.client()
+    for i in range(3):
+        assert r.set("spin:{k}", i) is True
+    time.sleep(0.7)
+    # Sent 0.7 s after the last read, answered 0.6 s later: 1.3 s after it.
+    assert r.eval(SPIN_LUA, 1, "spin:{k}", 600000) == b"spun"
+    assert "timeouts.backend" not in rg.log()
+    # A node silent for longer than that is still found out: its connection
+    # moves aside, where the reply is awaited while a new one asks whether
+    # the node is alive.
+    assert r.eval(SPIN_LUA, 1, "spin:{k}", 1500000) == b"spun"
+    assert "no reply within timeouts.backend to 1 request" in rg.log()
+    r.delete("spin:{k}")
