@@ -339,9 +339,15 @@ int server_init(struct server *s, struct conf *conf, const char *conf_path)
     s->started = time(NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    /* auto: one worker per two CPUs. A request costs the kernel's TCP
+     * about as much CPU as it costs the worker, and a worker's batches to
+     * the nodes shrink as the clients spread over more workers (each has
+     * its own connections): on 2 CPUs a second worker raised the CPU per
+     * request by a tenth to a quarter and served no more (bench/README.md). */
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    long half = ncpu / 2;
     s->nworkers = conf->workers ? (int)conf->workers
-                                : (int)(ncpu < 1 ? 1 : ncpu > MAX_AUTO_WORKERS ? MAX_AUTO_WORKERS : ncpu);
+                                : (int)(half < 1 ? 1 : half > MAX_AUTO_WORKERS ? MAX_AUTO_WORKERS : half);
 
     if (evthread_use_pthreads() < 0 || (s->base = event_base_new()) == NULL ||
         (s->deadline = evtimer_new(s->base, on_deadline, s)) == NULL) {

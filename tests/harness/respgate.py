@@ -35,8 +35,11 @@ def free_port():
 
 
 def yaml_config(port, seeds, cluster_password=None, client_password=None, extra=""):
-    """A respgate config as YAML text; EXTRA is appended verbatim."""
-    lines = [f"listen: [127.0.0.1:{port}]", "cluster:", f"  seeds: [{', '.join(seeds)}]"]
+    """A respgate config as YAML text; EXTRA is appended verbatim. Two
+    workers unless EXTRA says: what crosses between workers is tested
+    whatever `auto` picks on the machine (one on 2 CPUs)."""
+    lines = [f"listen: [127.0.0.1:{port}]"] + ([] if "workers:" in extra else ["workers: 2"])
+    lines += ["cluster:", f"  seeds: [{', '.join(seeds)}]"]
     if cluster_password:
         lines.append(f'  password: "{cluster_password}"')
     if client_password:
