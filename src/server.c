@@ -374,6 +374,8 @@ int server_init(struct server *s, struct conf *conf, const char *conf_path)
     s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
     if (s->workers == NULL)
         return -1;
+    for (int i = 0; i < s->nworkers; i++)
+        s->workers[i].wake_fd = -1; /* worker_deinit closes it, also for those never set up */
     size_t nl = conf->listen.n;
     for (int i = 0; i < s->nworkers; i++) {
         if (worker_init(&s->workers[i], s, i, &s->listen_fds[(size_t)i * nl], nl) < 0)

@@ -48,7 +48,8 @@ struct worker {
     size_t nlisteners;
 
     struct event *accept_pause;     /* re-enables accepting after an error */
-    struct event *wake;             /* activated by worker_post() */
+    struct event *wake;             /* reads wake_fd, which worker_post() writes to */
+    int wake_fd;                    /* an eventfd: the one way in from other threads (the loop has no lock) */
     atomic_int pending;             /* WORKER_* bits posted and not yet handled */
     int draining;
 
