@@ -14,7 +14,9 @@
 #include "resp.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
@@ -55,9 +57,45 @@ static const struct cmd_spec *search(const struct cmd_spec *table, size_t n, siz
     return NULL;
 }
 
+/* The top-level table by name hash, open addressing: every request looks
+ * its command up, and a binary search's eight compares were 1.5% of a
+ * worker's CPU at -P 16. Built once, then only read. */
+#define NAME_INDEX_SIZE 1024 /* a power of two, over twice the table */
+static uint16_t name_index[NAME_INDEX_SIZE]; /* a row + 1; 0 is empty */
+static pthread_once_t name_index_once = PTHREAD_ONCE_INIT;
+
+/* FNV-1a of NAME in lower case. */
+static uint32_t name_hash(const char *name, size_t len)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char a = (unsigned char)name[i];
+        if (a >= 'A' && a <= 'Z')
+            a = (unsigned char)(a - 'A' + 'a');
+        h = (h ^ a) * 16777619u;
+    }
+    return h;
+}
+
+static void build_name_index(void)
+{
+    for (size_t i = 0; i < cmd_table_len && cmd_table_len < NAME_INDEX_SIZE / 2; i++) {
+        uint32_t h = name_hash(cmd_table[i].name, strlen(cmd_table[i].name)) & (NAME_INDEX_SIZE - 1);
+        while (name_index[h])
+            h = (h + 1) & (NAME_INDEX_SIZE - 1);
+        name_index[h] = (uint16_t)(i + 1);
+    }
+}
+
 const struct cmd_spec *cmd_lookup(const char *name, size_t len)
 {
-    return search(cmd_table, cmd_table_len, 0, name, len);
+    pthread_once(&name_index_once, build_name_index);
+    if (cmd_table_len >= NAME_INDEX_SIZE / 2)
+        return search(cmd_table, cmd_table_len, 0, name, len); /* a table grown past the index */
+    for (uint32_t h = name_hash(name, len) & (NAME_INDEX_SIZE - 1); name_index[h]; h = (h + 1) & (NAME_INDEX_SIZE - 1))
+        if (name_cmp(name, len, cmd_table[name_index[h] - 1].name) == 0)
+            return &cmd_table[name_index[h] - 1];
+    return NULL;
 }
 
 const struct cmd_spec *cmd_lookup_sub(const struct cmd_spec *parent, const char *name, size_t len)

@@ -7,6 +7,7 @@
 #include "unit.h"
 
 #include <event2/buffer.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -98,6 +99,18 @@ START_TEST(test_lookup)
     ck_assert_ptr_null(cmd_lookup("ge\0", 3));
     ck_assert_str_eq(cmd_lookup("GEORADIUSBYMEMBER_RO", 20)->name, "georadiusbymember_ro");
     ck_assert_str_eq(cmd_lookup("zunionstore", 11)->name, "zunionstore");
+    /* Every row by its own name, in upper case too (the hash index). */
+    for (size_t i = 0; i < cmd_table_len; i++) {
+        char upper[64];
+        size_t n = strlen(cmd_table[i].name);
+        ck_assert_uint_lt(n, sizeof(upper));
+        for (size_t j = 0; j < n; j++)
+            upper[j] = (char)toupper((unsigned char)cmd_table[i].name[j]);
+        ck_assert_ptr_eq(cmd_lookup(cmd_table[i].name, n), &cmd_table[i]);
+        ck_assert_ptr_eq(cmd_lookup(upper, n), &cmd_table[i]);
+        if (n > 1)
+            ck_assert_ptr_ne(cmd_lookup(cmd_table[i].name, n - 1), &cmd_table[i]); /* not by a prefix */
+    }
 
     const struct cmd_spec *config = cmd_lookup("CONFIG", 6);
     ck_assert_ptr_nonnull(config);
