@@ -93,6 +93,7 @@ static struct backend *backend_new(struct worker *w, const char *host, int port)
     }
     snprintf(b->host, sizeof(b->host), "%s", host);
     b->port = port;
+    b->proto = 2;
     TAILQ_INIT(&b->inflight);
     TAILQ_INIT(&b->waiting);
     TAILQ_INIT(&b->stalled);
@@ -105,7 +106,7 @@ struct backend *backend_find(struct worker *w, const char *host, int port)
 {
     struct backend *b;
     TAILQ_FOREACH(b, &w->backends, link)
-        if (b->port == port && strcmp(b->host, host) == 0)
+        if (b->port == port && b->proto == 2 && strcmp(b->host, host) == 0)
             return b;
     return NULL;
 }
@@ -121,6 +122,23 @@ struct backend *backend_get(struct worker *w, const struct backend_ops *ops, con
         gauge_sync(b);
     }
     return b;
+}
+
+/* Shared B's RESP3 twin, made (unconnected) if new; NULL if out of memory.
+ * It reports to the same ops and follows B's READONLY. */
+static struct backend *resp3_twin(struct backend *b)
+{
+    if (b->resp3)
+        return b->resp3;
+    struct backend *t = backend_new(b->w, b->host, b->port);
+    if (t == NULL)
+        return NULL;
+    t->ops = b->ops;
+    t->proto = 3;
+    t->readonly = b->readonly;
+    TAILQ_INSERT_TAIL(&b->w->backends, t, link);
+    gauge_sync(t);
+    return b->resp3 = t;
 }
 
 /* A private backend's end comes at the next loop turn, never under the
@@ -296,6 +314,8 @@ static int add_handshake(struct backend *b, enum req_kind kind, const char *fram
 
 void backend_set_readonly(struct backend *b)
 {
+    if (b->resp3)
+        backend_set_readonly(b->resp3);
     if (b->readonly)
         return;
     b->readonly = 1;
@@ -316,7 +336,7 @@ int backend_usable(struct backend *b)
     return !evutil_timercmp(&now, &b->retry_after, <);
 }
 
-/* The first request on a new connection: HELLO 2, with AUTH when the
+/* The first request on a new connection: HELLO 2 (or 3), with AUTH when the
  * cluster has a password, and SETNAME for a name an operator finds in
  * CLIENT LIST. Its answer makes the connection ready (or fails it) and
  * names the node's version; HELLO is also answered while the node loads
@@ -330,10 +350,10 @@ static int add_hello(struct backend *b)
         return -1;
     const char *user = cf->cluster_username ? cf->cluster_username : "default";
     if (cf->cluster_password)
-        evbuffer_add_printf(r->buf, "*7\r\n$5\r\nHELLO\r\n$1\r\n2\r\n$4\r\nAUTH\r\n$%zu\r\n%s\r\n$%zu\r\n%s\r\n",
-                            strlen(user), user, strlen(cf->cluster_password), cf->cluster_password);
+        evbuffer_add_printf(r->buf, "*7\r\n$5\r\nHELLO\r\n$1\r\n%d\r\n$4\r\nAUTH\r\n$%zu\r\n%s\r\n$%zu\r\n%s\r\n",
+                            (int)b->proto, strlen(user), user, strlen(cf->cluster_password), cf->cluster_password);
     else
-        evbuffer_add_printf(r->buf, "*4\r\n$5\r\nHELLO\r\n$1\r\n2\r\n");
+        evbuffer_add_printf(r->buf, "*4\r\n$5\r\nHELLO\r\n$1\r\n%d\r\n", (int)b->proto);
     evbuffer_add_printf(r->buf, "$7\r\nSETNAME\r\n$8\r\nrespgate\r\n");
     bufferevent_write_buffer(b->bev, r->buf);
     push(b, r);
@@ -341,7 +361,7 @@ static int add_hello(struct backend *b)
 }
 
 /* The version in HELLO's answer (LEN bytes at the front of IN: a flat
- * array of names and values), or 0. */
+ * array, or a map, of names and values), or 0. */
 static unsigned hello_version(struct evbuffer *in, size_t len)
 {
     char head[256];
@@ -478,6 +498,8 @@ static int backend_connect(struct backend *b)
 int backend_send(struct backend *b, struct req *r)
 {
     int rc;
+    if (r->resp3 && b->proto != 3 && !b->priv && (b = resp3_twin(b)) == NULL)
+        return -1;
     if (b->broken)
         return -1;
     if (b->bev == NULL && b->dns == NULL && (rc = backend_connect(b)) < 0)
@@ -548,11 +570,11 @@ static int pool_put(struct backend *b)
 }
 
 /* A pooled connection to HOST:PORT, or NULL. */
-static struct backend *pool_take(struct worker *w, const char *host, int port)
+static struct backend *pool_take(struct worker *w, const char *host, int port, int proto)
 {
     struct backend *b;
     TAILQ_FOREACH(b, &w->idle_private, link)
-        if (b->port == port && strcmp(b->host, host) == 0 && !b->broken)
+        if (b->port == port && b->proto == proto && strcmp(b->host, host) == 0 && !b->broken)
             break;
     if (b == NULL)
         return NULL;
@@ -795,6 +817,10 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
             }
             continue;
         }
+        if (type == '>') { /* RESP3 out of band (no Pub/Sub or tracking here): no request's reply */
+            evbuffer_drain(in, len);
+            continue;
+        }
         struct req *r = pop(b);
         if (r == NULL) {
             backend_reset(b, "a reply arrived with no request in flight");
@@ -868,7 +894,8 @@ struct req *backend_pop(struct backend *b)
 struct backend *backend_open_private(struct worker *w, const struct backend_ops *ops, struct client *c,
                                      const char *host, int port, int flags)
 {
-    struct backend *b = flags & BACKEND_PUSH ? NULL : pool_take(w, host, port);
+    int proto = flags & BACKEND_RESP3 ? 3 : 2;
+    struct backend *b = flags & BACKEND_PUSH ? NULL : pool_take(w, host, port, proto);
     if (b) {
         b->ops = ops;
         b->owner = c;
@@ -880,6 +907,7 @@ struct backend *backend_open_private(struct worker *w, const struct backend_ops 
     if (b == NULL)
         return NULL;
     b->ops = ops;
+    b->proto = (uint8_t)proto;
     b->priv = 1;
     b->no_timeout = (flags & BACKEND_BLOCKING) != 0;
     b->poolable = b->no_timeout;

@@ -83,6 +83,8 @@ struct backend {
     struct timeval retry_after; /* no new connection before this */
     unsigned backoff_ms;
     unsigned version;           /* the node's Redis version from HELLO (compat.h), 0 until known */
+    uint8_t proto;              /* the RESP version its HELLO asked for: 2, or 3 */
+    struct backend *resp3;      /* shared, RESP2: its RESP3 twin to the same node, made on first use */
     struct backend_list stalled; /* shared: its stalled connections, still awaited (see above) */
     unsigned nstalled;
     struct backend *origin;     /* stalled: the shared backend it moved aside from, NULL once detached */
@@ -111,7 +113,10 @@ struct backend {
 };
 
 
-/* W's shared backend for HOST:PORT, or NULL if it has none. */
+/* W's shared backend for HOST:PORT, or NULL if it has none. A node has one
+ * shared connection per worker for each protocol its clients speak: the
+ * RESP2 one is found here and holds the slots; a RESP3 request sent to it
+ * goes to its twin (see backend_send). */
 struct backend *backend_find(struct worker *w, const char *host, int port);
 
 /* W's shared backend for HOST:PORT, created (unconnected, reporting to
@@ -119,7 +124,8 @@ struct backend *backend_find(struct worker *w, const char *host, int port);
 struct backend *backend_get(struct worker *w, const struct backend_ops *ops, const char *host, int port);
 
 /* Sends R (its buf, by reference: it stays for a resend) and puts it in
- * flight; connects first if needed. Returns 0; -EAGAIN while the connection
+ * flight; connects first if needed. On a shared B, a RESP3 request
+ * (R->resp3) goes on B's RESP3 twin instead, made now if new. Returns 0; -EAGAIN while the connection
  * backs off after a failure (try again shortly); -1 if the node cannot be
  * reached. R is untouched on failure. */
 int backend_send(struct backend *b, struct req *r);
@@ -132,6 +138,7 @@ int backend_send(struct backend *b, struct req *r);
 /* How a private backend is used. */
 #define BACKEND_BLOCKING 1 /* for blocking commands: no reply timeout, TCP keepalive */
 #define BACKEND_PUSH 2     /* for a subscriber: TCP keepalive, never pooled */
+#define BACKEND_RESP3 4    /* speaks RESP3 (HELLO 3), for a RESP3 client */
 
 /* A private backend to HOST:PORT for client C, reporting to OPS: from the
  * pool, or new and connecting at once; used as FLAGS (BACKEND_*) say. NULL

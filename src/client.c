@@ -92,6 +92,7 @@ void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *
     c->w = w;
     c->id = atomic_fetch_add(&srv->next_client_id, 1) + 1;
     c->created = time(NULL);
+    c->proto = 2;
     client_format_addr(sa, c->addr, sizeof(c->addr));
     if (sa->sa_family != AF_UNIX) {
         int one = 1;
@@ -356,6 +357,7 @@ static void process_input(struct client *c)
             req_free(c->w, r); /* an empty request gets no reply, as in Redis */
         } else {
             r->client = c;
+            r->resp3 = c->proto == 3;
             r->start_us = metrics_turn_us(c->w->base);
             r->silent = c->reply_mode != CLIENT_REPLY_ON;
             if (c->reply_mode == CLIENT_REPLY_SKIP)
@@ -427,7 +429,7 @@ static int subscriber_too_slow(struct client *c, size_t unread)
 struct backend *client_open_private(struct client *c, const struct backend_ops *ops, const char *host, int port,
                                     int flags)
 {
-    struct backend *b = backend_open_private(c->w, ops, c, host, port, flags);
+    struct backend *b = backend_open_private(c->w, ops, c, host, port, flags | (c->proto == 3 ? BACKEND_RESP3 : 0));
     if (b) {
         TAILQ_INSERT_TAIL(&c->privates, b, link);
         c->nprivate++;

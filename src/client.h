@@ -50,6 +50,7 @@ struct client {
     time_t linger_until;     /* while lingering: free the client after this */
     time_t soft_since;       /* a subscriber over the soft output limit since then, or 0 */
     int reply_mode;          /* enum client_reply_mode */
+    uint8_t proto;           /* RESP version, 2 or 3 (HELLO); what its replies are in */
     struct backend *wrote[CLIENT_WROTE_MAX]; /* masters written to since the last WAIT */
     uint8_t nwrote;
     struct backend_list privates; /* private backend connections (session.h) */

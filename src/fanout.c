@@ -365,10 +365,10 @@ static void finish(struct worker *w, struct req *p)
             break;
         case MERGE_NONNIL:
             if (evbuffer_get_length(p->reply) == 0)
-                evbuffer_add(p->reply, "$-1\r\n", 5);
+                resp_add_nil(p->reply, p->resp3 ? 3 : 2);
             break;
         case MERGE_INFO:
-            info_finish(f->info, p->reply);
+            info_finish(f->info, p->reply, p->resp3 ? 3 : 2);
             break;
         default:
             break;
@@ -486,6 +486,7 @@ static struct req *new_part(struct worker *w, struct req *p, int slot)
     part->slot = (uint16_t)slot;
     part->write = p->write;
     part->readonly = p->readonly;
+    part->resp3 = p->resp3;
     p->fan->pending++;
     return part;
 }
@@ -872,6 +873,7 @@ int fanout_info(struct worker *w, struct req *r, struct info *in, const char *fr
             break;
         }
         part->part = (uint16_t)i; /* slot order: part 0 is the first master */
+        part->resp3 = 0;          /* the text is read here, and RESP2 sends it plain */
         evbuffer_add(part->buf, frame, len);
         route_send(w, part, part->slot);
     }

@@ -571,7 +571,7 @@ static void first_section(const struct info *in, unsigned sec, struct evbuffer *
                             in->w->srv->nworkers);
 }
 
-void info_finish(struct info *in, struct evbuffer *out)
+void info_finish(struct info *in, struct evbuffer *out, int proto)
 {
     struct evbuffer *text = evbuffer_new();
     if (text == NULL) {
@@ -595,7 +595,8 @@ void info_finish(struct info *in, struct evbuffer *out)
     }
     /* Sections end with a blank line; Redis's text ends with the last line's CRLF. */
     size_t n = evbuffer_get_length(text), body = n >= 2 ? n - 2 : 0;
-    evbuffer_add_printf(out, "$%zu\r\n", body);
+    char head[RESP_HEAD_MAX + 4];
+    evbuffer_add(out, head, resp_text_head(head, proto, body));
     evbuffer_remove_buffer(text, out, body);
     evbuffer_add(out, "\r\n", 2);
     evbuffer_free(text);
@@ -649,7 +650,7 @@ int info_run(struct client *c, struct req *r, const struct resp_req *q)
     if (from_nodes && w->map &&
         fanout_info(w, r, in, all ? info_all : info_default, all ? sizeof(info_all) - 1 : sizeof(info_default) - 1) == 0)
         return 1; /* fanout owns IN now */
-    info_finish(in, r->reply);
+    info_finish(in, r->reply, c->proto);
     info_free(in);
     return 0;
 }

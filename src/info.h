@@ -40,8 +40,9 @@ int info_run(struct client *c, struct req *r, const struct resp_req *q);
  * INDEXth in slot order, into IN. Returns NULL, or an error text. */
 const char *info_part(struct info *in, unsigned index, struct evbuffer *reply, const char *host, int port);
 
-/* Writes IN's whole answer, as a bulk string, to OUT. */
-void info_finish(struct info *in, struct evbuffer *out);
+/* Writes IN's whole answer to OUT, as a bulk string (PROTO 2) or a
+ * verbatim text (PROTO 3), as Redis does. */
+void info_finish(struct info *in, struct evbuffer *out, int proto);
 
 void info_free(struct info *in); /* NULL is a no-op */
 

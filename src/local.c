@@ -210,14 +210,14 @@ static void hello_reply(struct call *k)
 {
     char version[32];
     server_redis_version(k->c->w->srv, version, sizeof(version));
-    /* RESP2 has no map type: the fields come as a flat array, as from Redis. */
-    evbuffer_add_printf(k->out, "*14\r\n");
+    int proto = k->c->proto;
+    resp_add_map_head(k->out, proto, 7); /* RESP2: the fields as a flat array, as from Redis */
     bulk_str(k->out, "server");
     bulk_str(k->out, "redis");
     bulk_str(k->out, "version");
     bulk_str(k->out, version[0] ? version : "7.0.0");
     bulk_str(k->out, "proto");
-    evbuffer_add_printf(k->out, ":2\r\n");
+    evbuffer_add_printf(k->out, ":%d\r\n", proto);
     bulk_str(k->out, "id");
     evbuffer_add_printf(k->out, ":%llu\r\n", (unsigned long long)k->c->id);
     bulk_str(k->out, "mode");
@@ -231,16 +231,14 @@ static void hello_reply(struct call *k)
 static void cmd_hello(struct call *k)
 {
     size_t argc = k->q->argc, i = 1;
+    long long ver = k->c->proto;
     if (argc >= 2) {
-        long long ver;
         if (arg_ll(k, 1, &ver) < 0) {
             resp_add_error(k->out, "ERR Protocol version is not an integer or out of range");
             return;
         }
-        /* respgate speaks RESP2 end to end: NOPROTO makes Lettuce and
-         * node-redis fall back to RESP2 with AUTH and CLIENT SETNAME. */
-        if (ver != 2) {
-            resp_add_error(k->out, "NOPROTO sorry, this protocol version is not supported.");
+        if (ver < 2 || ver > 3) {
+            resp_add_error(k->out, "NOPROTO unsupported protocol version");
             return;
         }
         i = 2;
@@ -273,8 +271,18 @@ static void cmd_hello(struct call *k)
         resp_add_error(k->out, "ERR Client names cannot contain spaces, newlines or special characters.");
         return;
     }
+    /* A subscriber's and a transaction's node connections speak the
+     * protocol they were opened in: it stays while they are in use. */
+    if (ver != k->c->proto && (pubsub_subscribed(k->c) || pubsub_pending(k->c) || k->c->pin || k->c->multi)) {
+        resp_add_error(k->out, "ERR respgate: HELLO cannot change the protocol of a subscribed client or "
+                               "inside a transaction or WATCH (UNSUBSCRIBE, EXEC, DISCARD or UNWATCH first)");
+        return;
+    }
     if (name_at)
         set_name(k, name_at);
+    if (ver != k->c->proto)
+        pubsub_reset(k->c); /* its idle Pub/Sub connections spoke the old protocol */
+    k->c->proto = (uint8_t)ver;
     hello_reply(k);
 }
 
@@ -292,9 +300,10 @@ static void client_info_line(struct call *k, struct evbuffer *out)
     evbuffer_add_printf(out,
                         "id=%llu addr=%s laddr=%s fd=%d name=%s age=%lld idle=0 flags=N db=0 sub=0 psub=0 ssub=0 "
                         "multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=%zu tot-mem=0 "
-                        "events=r cmd=client|info user=default redir=-1 resp=2\n",
+                        "events=r cmd=client|info user=default redir=-1 resp=%d\n",
                         (unsigned long long)c->id, c->addr, laddr, (int)fd, c->name ? c->name : "",
-                        (long long)(time(NULL) - c->created), evbuffer_get_length(bufferevent_get_output(c->bev)));
+                        (long long)(time(NULL) - c->created), evbuffer_get_length(bufferevent_get_output(c->bev)),
+                        (int)c->proto);
 }
 
 static void client_setname(struct call *k)
@@ -312,7 +321,7 @@ static void client_getname(struct call *k)
     if (k->c->name)
         bulk_str(k->out, k->c->name);
     else
-        evbuffer_add(k->out, "$-1\r\n", 5);
+        resp_add_nil(k->out, k->c->proto);
 }
 
 static void client_id(struct call *k)
@@ -329,7 +338,8 @@ static void client_info(struct call *k)
     if (line == NULL)
         return;
     client_info_line(k, line);
-    evbuffer_add_printf(k->out, "$%zu\r\n", evbuffer_get_length(line));
+    char head[RESP_HEAD_MAX + 4];
+    evbuffer_add(k->out, head, resp_text_head(head, k->c->proto, evbuffer_get_length(line)));
     evbuffer_add_buffer(k->out, line);
     evbuffer_add(k->out, "\r\n", 2);
     evbuffer_free(line);
@@ -415,6 +425,7 @@ static void cmd_reset(struct call *k)
     c->name = NULL;
     c->reply_mode = CLIENT_REPLY_ON;
     k->r->silent = 0;
+    c->proto = 2; /* as Redis: RESET returns to RESP2 */
     c->authed = 0; /* as Redis: back to the default user, authenticated only without a password */
     session_reset(c); /* as Redis: DISCARD, UNWATCH, and no more subscriptions */
     pubsub_reset(c);

@@ -73,13 +73,15 @@ int pubsub_owns(const struct client *c, const struct cmd_spec *cmd)
 {
     if (is_subscription(cmd->op))
         return 1;
-    return c->sub && cmd->op == CMD_OP_PING && (pubsub_pending(c) || pubsub_subscribed(c));
+    /* RESP2's subscribed PING answers on the Pub/Sub connection ("pong"
+     * array, in order with the messages); RESP3 has no subscribed mode. */
+    return c->sub && c->proto != 3 && cmd->op == CMD_OP_PING && (pubsub_pending(c) || pubsub_subscribed(c));
 }
 
 const char *pubsub_refusal(const struct client *c, const struct cmd_spec *cmd, char *buf, size_t cap)
 {
-    if (!pubsub_subscribed(c) || (cmd->ctx & CMD_CTX_SUBSCRIBED))
-        return NULL;
+    if (c->proto == 3 || !pubsub_subscribed(c) || (cmd->ctx & CMD_CTX_SUBSCRIBED))
+        return NULL; /* a RESP3 client may run anything while subscribed, as with Redis */
     snprintf(buf, cap, "ERR Can't execute '%s': only %s / PING / QUIT / RESET are allowed in this context", cmd->name,
              compat_texts(c->w->version)->subscribed);
     return buf;
@@ -157,24 +159,26 @@ static int confirmation(struct backend *b, struct evbuffer *in, size_t len);
  * B's client. Returns 0, or -1 if B must be reset (a frame nobody asked for). */
 static int push_frame(struct backend *b, struct evbuffer *in, size_t len)
 {
-    static const char msg[] = "*3\r\n$7\r\nmessage\r\n", pmsg[] = "*4\r\n$8\r\npmessage\r\n",
-                      smsg[] = "*3\r\n$8\r\nsmessage\r\n";
+    /* After the type byte: '*' from a RESP2 connection, '>' from RESP3. */
+    static const char msg[] = "3\r\n$7\r\nmessage\r\n", pmsg[] = "4\r\n$8\r\npmessage\r\n",
+                      smsg[] = "3\r\n$8\r\nsmessage\r\n";
     char head[32];
     size_t n = evbuffer_copyout(in, head, sizeof(head) - 1);
     head[n] = '\0';
-    if (strncmp(head, msg, sizeof(msg) - 1) == 0 || strncmp(head, smsg, sizeof(smsg) - 1) == 0) {
+    int array = head[0] == '*' || head[0] == '>';
+    if (array && (strncmp(head + 1, msg, sizeof(msg) - 1) == 0 || strncmp(head + 1, smsg, sizeof(smsg) - 1) == 0)) {
         deliver(b, in, len, 0);
         return 0;
     }
-    if (strncmp(head, pmsg, sizeof(pmsg) - 1) == 0) {
+    if (array && strncmp(head + 1, pmsg, sizeof(pmsg) - 1) == 0) {
         deliver(b, in, len, 1);
         return 0;
     }
     struct req *r = backend_head(b);
     /* A node that gives a slot away tells its shard subscribers with a
      * sunsubscribe nobody asked for (Redis 7): the client gets it too. */
-    static const char sunsub[] = "*3\r\n$12\r\nsunsubscribe\r\n";
-    if (strncmp(head, sunsub, sizeof(sunsub) - 1) == 0 && (r == NULL || !r->shard_sub)) {
+    static const char sunsub[] = "3\r\n$12\r\nsunsubscribe\r\n";
+    if (array && strncmp(head + 1, sunsub, sizeof(sunsub) - 1) == 0 && (r == NULL || !r->shard_sub)) {
         if (confirmation(b, in, len) < 0)
             return -1;
         deliver(b, in, len, 0);
@@ -185,7 +189,7 @@ static int push_frame(struct backend *b, struct evbuffer *in, size_t len)
         return -1;
     /* Not an array: +PONG for a PING that came after the last unsubscribe,
      * or an error, which ends its request. */
-    if (head[0] == '*' && confirmation(b, in, len) < 0)
+    if (array && confirmation(b, in, len) < 0)
         return -1;
     struct resp_redirect rd;
     struct backend *to;
@@ -452,6 +456,22 @@ static size_t keyspace_names(struct client *c, struct req *r, const struct resp_
     return k;
 }
 
+/* Redis's answer to an unsubscription from nothing, without a node: one
+ * confirmation of KIND per name, count 0 (a nil name if none). */
+static void nothing_subscribed(struct client *c, struct req *r, const struct resp_req *q, const char *kind)
+{
+    for (size_t i = 1; i < q->argc || i == 1; i++) {
+        resp_add_push_head(r->reply, c->proto, 3);
+        resp_add_bulk(r->reply, kind, strlen(kind));
+        if (i < q->argc)
+            resp_add_arg(r->reply, r->buf, &q->argv[i]);
+        else
+            resp_add_nil(r->reply, c->proto);
+        evbuffer_add(r->reply, ":0\r\n", 4);
+    }
+    req_complete(c->w, r);
+}
+
 /* SUBSCRIBE, PSUBSCRIBE, UNSUBSCRIBE, PUNSUBSCRIBE. */
 static void channels(struct client *c, struct req *r, const struct resp_req *q, enum cmd_op op)
 {
@@ -464,15 +484,7 @@ static void channels(struct client *c, struct req *r, const struct resp_req *q, 
     }
     if (s->main == NULL) {
         /* Nothing subscribed: Redis's answer, without a node. */
-        const char *kind = pattern ? "punsubscribe" : "unsubscribe";
-        for (size_t i = 1; i < q->argc; i++) {
-            evbuffer_add_printf(r->reply, "*3\r\n$%zu\r\n%s\r\n", strlen(kind), kind);
-            resp_add_arg(r->reply, r->buf, &q->argv[i]);
-            evbuffer_add(r->reply, ":0\r\n", 4);
-        }
-        if (q->argc == 1)
-            evbuffer_add_printf(r->reply, "*3\r\n$%zu\r\n%s\r\n$-1\r\n:0\r\n", strlen(kind), kind);
-        req_complete(c->w, r);
+        nothing_subscribed(c, r, q, pattern ? "punsubscribe" : "unsubscribe");
         return;
     }
     struct evbuffer *names = evbuffer_new();
@@ -524,14 +536,7 @@ static void shard_channels(struct client *c, struct req *r, const struct cmd_spe
         return;
     }
     if (s->shard == NULL) {
-        for (size_t i = 1; i < q->argc; i++) {
-            evbuffer_add(r->reply, "*3\r\n$12\r\nsunsubscribe\r\n", 23);
-            resp_add_arg(r->reply, r->buf, &q->argv[i]);
-            evbuffer_add(r->reply, ":0\r\n", 4);
-        }
-        if (q->argc == 1)
-            evbuffer_add(r->reply, "*3\r\n$12\r\nsunsubscribe\r\n$-1\r\n:0\r\n", 32);
-        req_complete(w, r);
+        nothing_subscribed(c, r, q, "sunsubscribe");
         return;
     }
     r->shard_sub = 1;

@@ -88,6 +88,7 @@ struct req {
     unsigned master_only : 1;   /* a replica refused it (MASTERDOWN, LOADING): the master's then */
     unsigned timed_out : 1;     /* timed out once already: a read is not sent a third time */
     unsigned blocking : 1;      /* its client counts as blocked until it completes (INFO's blocked_clients) */
+    unsigned resp3 : 1;         /* answered in RESP3: sent on a node connection that speaks it */
     unsigned shard_sub : 1;     /* SSUBSCRIBE/SUNSUBSCRIBE: its confirmations are sunsubscribe/ssubscribe frames */
 };
 

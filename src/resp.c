@@ -592,3 +592,49 @@ void resp_add_bulk(struct evbuffer *out, const void *data, size_t len)
     evbuffer_add(out, data, len);
     evbuffer_add(out, "\r\n", 2);
 }
+
+void resp_add_nil(struct evbuffer *out, int proto)
+{
+    if (proto == 3)
+        evbuffer_add(out, "_\r\n", 3);
+    else
+        evbuffer_add(out, "$-1\r\n", 5);
+}
+
+static void add_head(struct evbuffer *out, char type, size_t n)
+{
+    char head[RESP_HEAD_MAX];
+    evbuffer_add(out, head, resp_head(head, type, n));
+}
+
+void resp_add_map_head(struct evbuffer *out, int proto, size_t n)
+{
+    add_head(out, proto == 3 ? '%' : '*', proto == 3 ? n : 2 * n);
+}
+
+void resp_add_set_head(struct evbuffer *out, int proto, size_t n)
+{
+    add_head(out, proto == 3 ? '~' : '*', n);
+}
+
+void resp_add_push_head(struct evbuffer *out, int proto, size_t n)
+{
+    add_head(out, proto == 3 ? '>' : '*', n);
+}
+
+size_t resp_text_head(char *out, int proto, size_t len)
+{
+    if (proto != 3)
+        return resp_head(out, '$', len);
+    size_t n = resp_head(out, '=', len + 4);
+    memcpy(out + n, "txt:", 4);
+    return n + 4;
+}
+
+void resp_add_text(struct evbuffer *out, int proto, const void *data, size_t len)
+{
+    char head[RESP_HEAD_MAX + 4];
+    evbuffer_add(out, head, resp_text_head(head, proto, len));
+    evbuffer_add(out, data, len);
+    evbuffer_add(out, "\r\n", 2);
+}

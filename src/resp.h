@@ -141,4 +141,18 @@ void resp_add_error(struct evbuffer *out, const char *fmt, ...) __attribute__((f
 void resp_add_status(struct evbuffer *out, const char *status);
 void resp_add_bulk(struct evbuffer *out, const void *data, size_t len);
 
+/* The encoders whose bytes depend on the client's protocol, PROTO 2 or 3
+ * (HELLO): a nil ("$-1" or "_"), a map's header of N pairs ("*2N" or
+ * "%N"), a set's ("*N" or "~N"), a push frame's ("*N" or ">N", Pub/Sub)
+ * and a text ("$" or a verbatim "=" of format "txt", as Redis sends INFO
+ * and CLIENT INFO). */
+void resp_add_nil(struct evbuffer *out, int proto);
+void resp_add_map_head(struct evbuffer *out, int proto, size_t n);
+void resp_add_set_head(struct evbuffer *out, int proto, size_t n);
+void resp_add_push_head(struct evbuffer *out, int proto, size_t n);
+void resp_add_text(struct evbuffer *out, int proto, const void *data, size_t len);
+/* The header of a text of LEN bytes at OUT (RESP_HEAD_MAX + 4 bytes of
+ * room), for a text written after it: its length. */
+size_t resp_text_head(char *out, int proto, size_t len);
+
 #endif

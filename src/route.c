@@ -344,6 +344,7 @@ static void redirect(struct worker *w, struct req *r, const struct resp_redirect
         return;
     }
     evbuffer_add(asking->buf, "*1\r\n$6\r\nASKING\r\n", 16);
+    asking->resp3 = r->resp3; /* on the connection R goes on */
     if (backend_send(to, asking) < 0) {
         req_free(w, asking);
         req_fail(w, r, "CLUSTERDOWN respgate cannot reach %s:%d, the node importing slot %u", to->host, to->port,

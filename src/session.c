@@ -264,7 +264,7 @@ static void exec(struct client *c, struct req *r)
         /* The node forgot the WATCH with its connection: abort, as when a
          * watched key changed, so the client retries. */
         session_reset(c);
-        evbuffer_add(r->reply, "*-1\r\n", 5);
+        evbuffer_add(r->reply, c->proto == 3 ? "_\r\n" : "*-1\r\n", c->proto == 3 ? 3 : 5);
         req_complete(w, r);
         return;
     }

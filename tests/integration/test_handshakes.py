@@ -3,29 +3,18 @@
 # and without client authentication), redis-py itself, and the session
 # commands they rely on (CLIENT, SELECT, RESET, INFO, HELLO).
 
-import socket
 
 import pytest
 import redis
 
 from conftest import CLIENT_PASSWORD
 from harness.cluster import REDIS_VERSION
+from harness.resp import RawConnection, frame
 
 
-def frame(*args):
-    out = b"*%d\r\n" % len(args)
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        out += b"$%d\r\n%s\r\n" % (len(a), a)
-    return out
-
-
-class Conn:
-    """A raw RESP2 connection that reads whole replies (nested arrays included)."""
-
-    def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.f = self.sock.makefile("rb")
+class Conn(RawConnection):
+    """A raw connection that reads whole replies (nested arrays included; a
+    RESP3 map as the flat list of its keys and values, as in RESP2)."""
 
     def reply(self):
         line = self.f.readline()
@@ -38,15 +27,10 @@ class Conn:
         if t == b"*":
             n = int(rest)
             return None if n < 0 else [self.reply() for _ in range(n)]
+        if t == b"%":
+            return [self.reply() for _ in range(2 * int(rest))]
         raise AssertionError(f"unexpected reply line {line!r}")
 
-    def call(self, *args):
-        self.sock.sendall(frame(*args))
-        return self.reply()
-
-    def close(self):
-        self.f.close()
-        self.sock.close()
 
 
 @pytest.fixture
@@ -60,22 +44,23 @@ def hello_fields(reply):
 
 @pytest.mark.parametrize("with_auth", [False, True])
 def test_lettuce(make_respgate, with_auth):
-    """Lettuce 6: HELLO 3 first; on NOPROTO it falls back to RESP2 with AUTH and CLIENT SETNAME."""
+    """Lettuce 6: HELLO 3 with AUTH and SETNAME first, then commands in RESP3."""
     rg = make_respgate(client_password=CLIENT_PASSWORD if with_auth else None)
     c = Conn(rg.port)
     if with_auth:
+        assert c.call("PING") == "-NOAUTH Authentication required."
         reply = c.call("HELLO", 3, "AUTH", "default", CLIENT_PASSWORD, "SETNAME", "lettuce#1")
     else:
         reply = c.call("HELLO", 3, "SETNAME", "lettuce#1")
-    assert reply == "-NOPROTO sorry, this protocol version is not supported."
-    if with_auth:
-        assert c.call("PING") == "-NOAUTH Authentication required."  # HELLO 3 authenticated nobody
-        assert c.call("AUTH", "default", CLIENT_PASSWORD) == "+OK"
-    assert c.call("CLIENT", "SETNAME", "lettuce#1") == "+OK"
+    fields = hello_fields(reply)
+    assert fields["proto"] == ":3"
+    assert fields["server"] == "redis"
+    assert fields["id"] == c.call("CLIENT", "ID")
     assert c.call("PING") == "+PONG"
     assert c.call("SET", "lettuce:k", "v") == "+OK"
     assert c.call("GET", "lettuce:k") == "v"
     assert c.call("CLIENT", "GETNAME") == "lettuce#1"
+    assert c.call("DEL", "lettuce:k") == ":1"
     c.close()
 
 

@@ -13,6 +13,7 @@ import redis
 
 from conftest import needs_redis7
 from harness.cluster import keyslot
+from harness.resp import frame
 from harness.single import Single
 
 from test_commands import KEYS
@@ -22,11 +23,6 @@ from test_commands import KEYS
 def single(tmp_path_factory):
     with Single(str(tmp_path_factory.mktemp("single"))) as s:
         yield s
-
-
-def encode(*args):
-    args = [a if isinstance(a, bytes) else str(a).encode() for a in args]
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
 
 def read_reply(f):
@@ -58,7 +54,7 @@ class Raw:
         self.file = self.sock.makefile("rb")
 
     def send(self, *commands):
-        self.sock.sendall(b"".join(encode(*c) for c in commands))
+        self.sock.sendall(b"".join(frame(*c) for c in commands))
 
     def read(self, n=1):
         return [read_reply(self.file) for _ in range(n)]
@@ -238,7 +234,7 @@ def test_a_subscriber_that_does_not_read_is_closed_at_the_pubsub_limit(make_resp
     rg = make_respgate(extra="client:\n  pubsub_output_limit: 4mb\n  pubsub_output_soft_limit: 1mb\n")
     slow = socket.create_connection(("127.0.0.1", rg.port))
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    slow.sendall(encode("SUBSCRIBE", "ps:flood"))
+    slow.sendall(frame("SUBSCRIBE", "ps:flood"))
     time.sleep(0.3)
     before = rss_kib(rg.pid)
     pub = rg.client()

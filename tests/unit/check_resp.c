@@ -337,6 +337,20 @@ static void random_reply(struct evbuffer *b, int depth, unsigned *seed)
     }
 }
 
+/* Appends the next 1 to 16 bytes of a stream, as a separate chain the way a
+ * socket read lands, so that the scanner resumes across chain edges. */
+static size_t feed_piece(struct evbuffer *in, const char *next, size_t left, unsigned *seed)
+{
+    size_t n = 1 + (size_t)rand_r(seed) % 16;
+    if (n > left)
+        n = left;
+    struct evbuffer *piece = evbuffer_new();
+    evbuffer_add(piece, next, n);
+    evbuffer_add_buffer(in, piece);
+    evbuffer_free(piece);
+    return n;
+}
+
 /* hiredis's reader is the oracle: each frame our scanner cuts must be
  * exactly one whole reply to it. */
 START_TEST(test_reply_scan_against_hiredis)
@@ -360,14 +374,7 @@ START_TEST(test_reply_scan_against_hiredis)
             ck_assert_int_ne(st, RESP_ERROR);
             if (st == RESP_PARTIAL) {
                 ck_assert_uint_lt(fed, total);
-                size_t n = 1 + (size_t)rand_r(&seed) % 16;
-                if (n > total - fed)
-                    n = total - fed;
-                struct evbuffer *piece = evbuffer_new();
-                evbuffer_add(piece, all + fed, n);
-                evbuffer_add_buffer(in, piece);
-                evbuffer_free(piece);
-                fed += n;
+                fed += feed_piece(in, all + fed, total - fed, &seed);
                 continue;
             }
             const char *frame = (const char *)evbuffer_pullup(in, (ev_ssize_t)r.len);
@@ -389,6 +396,88 @@ START_TEST(test_reply_scan_against_hiredis)
         }
         ck_assert_uint_eq(fed, total);
         ck_assert_uint_eq(evbuffer_get_length(in), 0);
+        evbuffer_free(in);
+        evbuffer_free(stream);
+    }
+}
+END_TEST
+
+/* A random RESP3 reply of at most DEPTH levels: every type, aggregates
+ * (maps, sets, push frames, attributes before a value) nested. */
+static void random_reply3(struct evbuffer *b, int depth, unsigned *seed)
+{
+    int kind = rand_r(seed) % (depth > 0 ? 14 : 9);
+    switch (kind) {
+    case 0: evbuffer_add_printf(b, "_\r\n"); break;
+    case 1: evbuffer_add_printf(b, ",%d.%d\r\n", rand_r(seed) % 1000, rand_r(seed) % 100); break;
+    case 2: evbuffer_add_printf(b, ",-inf\r\n"); break;
+    case 3: evbuffer_add_printf(b, "#%c\r\n", rand_r(seed) % 2 ? 't' : 'f'); break;
+    case 4: evbuffer_add_printf(b, "(%d%d%d\r\n", rand_r(seed), rand_r(seed), rand_r(seed)); break;
+    case 5: {
+        int n = rand_r(seed) % 30;
+        evbuffer_add_printf(b, "=%d\r\ntxt:", n + 4);
+        for (int i = 0; i < n; i++)
+            evbuffer_add(b, i % 7 == 3 ? "\r" : i % 7 == 4 ? "\n" : "x", 1);
+        evbuffer_add(b, "\r\n", 2);
+        break;
+    }
+    case 6: {
+        int n = rand_r(seed) % 5;
+        evbuffer_add_printf(b, "!%d\r\nERR %.*s\r\n", 4 + n, n, "eeeee");
+        break;
+    }
+    case 7: evbuffer_add_printf(b, "$%d\r\n%0*d\r\n", 3, 3, rand_r(seed) % 1000); break;
+    case 8: evbuffer_add_printf(b, ":%d\r\n", rand_r(seed)); break;
+    default: {
+        static const char aggregate[] = "*%~>|";
+        char t = aggregate[kind - 9];
+        int n = rand_r(seed) % 4;
+        evbuffer_add_printf(b, "%c%d\r\n", t, n);
+        int elements = t == '%' || t == '|' ? 2 * n : n;
+        for (int i = 0; i < elements; i++)
+            random_reply3(b, depth - 1, seed);
+        if (t == '|')
+            random_reply3(b, depth - 1, seed); /* the value the attributes describe */
+    }
+    }
+}
+
+/* The RESP3 twin of the hiredis oracle, whose 0.14 reader knows RESP2
+ * only: the generator knows where each reply ends, and the scanner must
+ * cut every stream, fed in random pieces, exactly there. */
+START_TEST(test_reply_scan_resp3_random)
+{
+    unsigned seed = 4242;
+    for (int round = 0; round < 300; round++) {
+        struct evbuffer *stream = evbuffer_new();
+        size_t ends[32];
+        int nreplies = 1 + rand_r(&seed) % 20;
+        for (int i = 0; i < nreplies; i++) {
+            random_reply3(stream, 4, &seed);
+            ends[i] = evbuffer_get_length(stream);
+        }
+        size_t total = evbuffer_get_length(stream);
+        const char *all = (const char *)evbuffer_pullup(stream, -1);
+        struct evbuffer *in = evbuffer_new();
+        size_t fed = 0, done = 0;
+        int got = 0;
+        struct resp_reply r = {0};
+        while (got < nreplies) {
+            enum resp_status st = resp_reply_scan(&r, in);
+            ck_assert_msg(st != RESP_ERROR, "%s", r.error);
+            if (st == RESP_PARTIAL) {
+                ck_assert_uint_lt(fed, total);
+                fed += feed_piece(in, all + fed, total - fed, &seed);
+                continue;
+            }
+            ck_assert_uint_eq(done + r.len, ends[got]);
+            ck_assert_int_eq(r.type, all[done]);
+            evbuffer_drain(in, r.len);
+            done += r.len;
+            memset(&r, 0, sizeof(r));
+            got++;
+        }
+        ck_assert_uint_eq(done, total);
         evbuffer_free(in);
         evbuffer_free(stream);
     }
@@ -496,6 +585,7 @@ static Suite *resp_suite(void)
     TCase *tr = tcase_create("replies");
     tcase_add_test(tr, test_reply_scan_against_hiredis);
     tcase_add_test(tr, test_reply_scan_resp3_and_errors);
+    tcase_add_test(tr, test_reply_scan_resp3_random);
     tcase_add_test(tr, test_parse_redirect);
     tcase_add_test(tr, test_head_and_flat_elements);
     suite_add_tcase(s, tr);
