@@ -32,6 +32,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/queue.h>
 #include <sys/time.h>
 
@@ -167,6 +168,12 @@ void backend_free_private(struct backend *b, const char *why);
 /* Makes B a replica that serves reads: READONLY now, if connected, and at
  * every new connection. */
 void backend_set_readonly(struct backend *b);
+
+/* Whether backends A and B go to the same node. */
+static inline int backend_same_node(const struct backend *a, const struct backend *b)
+{
+    return a->port == b->port && strcmp(a->host, b->host) == 0;
+}
 
 /* Whether B can take a request now: not backing off after a failure. */
 int backend_usable(struct backend *b);

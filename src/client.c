@@ -18,6 +18,7 @@
 #include "router.h"
 #include "server.h"
 #include "pubsub.h"
+#include "tracking.h"
 #include "session.h"
 #include "worker.h"
 
@@ -175,6 +176,7 @@ void client_free(struct client *c)
             r->client = NULL;
     }
     pubsub_reset(c);
+    tracking_reset(c);
     session_end(c); /* closes private connections: a node unblocks their commands */
     bufferevent_free(c->bev);
     event_free(c->resume);
@@ -432,7 +434,9 @@ struct backend *client_open_private(struct client *c, const struct backend_ops *
     struct backend *b = backend_open_private(c->w, ops, c, host, port, flags | (c->proto == 3 ? BACKEND_RESP3 : 0));
     if (b) {
         TAILQ_INSERT_TAIL(&c->privates, b, link);
-        c->nprivate++;
+        /* Push connections are one per master at most: only sessions',
+         * which a client opens at will, count against its limit. */
+        c->nprivate += !b->push;
     }
     return b;
 }
@@ -440,7 +444,23 @@ struct backend *client_open_private(struct client *c, const struct backend_ops *
 void client_forget_private(struct client *c, struct backend *b)
 {
     TAILQ_REMOVE(&c->privates, b, link);
-    c->nprivate--;
+    c->nprivate -= !b->push;
+}
+
+struct req *client_push_new(struct client *c, struct req *before)
+{
+    struct req *r = c->dead || c->closing ? NULL : req_new(c->w, REQ_CLIENT, &client_sink);
+    if (r == NULL)
+        return NULL;
+    r->client = c;
+    if (before == NULL)
+        before = c->hold;
+    if (before)
+        TAILQ_INSERT_BEFORE(before, r, owed);
+    else
+        TAILQ_INSERT_TAIL(&c->owed, r, owed);
+    c->nowed++;
+    return r;
 }
 
 void client_awaits(struct req *r)

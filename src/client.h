@@ -22,6 +22,7 @@
 struct worker;
 struct backend;
 struct subscriber;
+struct tracker;
 struct bufferevent;
 struct evbuffer;
 struct event;
@@ -59,6 +60,7 @@ struct client {
     int pin_slot;            /* the slot that session is for, -1 before its first key */
     struct req_list queued;  /* MULTI: commands answered QUEUED before the first key chose a node */
     struct subscriber *sub;  /* Pub/Sub state (pubsub.h), or NULL */
+    struct tracker *track;   /* CLIENT TRACKING state (tracking.h), or NULL */
     struct req *hold;        /* a request waiting for those before it (router_dispatch), or NULL */
     uint32_t nshared;        /* requests awaiting a reply on shared connections */
     uint32_t npinned;        /* requests awaiting a reply on private connections */
@@ -109,6 +111,12 @@ void client_deliver(struct client *c);
  * FLAGS), listed among C's privates; NULL if out of memory. */
 struct backend *client_open_private(struct client *c, const struct backend_ops *ops, const char *host, int port,
                                     int flags);
+
+/* A reply of its own for C that no request asked for (a Pub/Sub message,
+ * an invalidation): a new request in C's FIFO before BEFORE, or at its
+ * tail but before a request held back (which has not run yet). The caller
+ * fills its reply and completes it. NULL if C is going or out of memory. */
+struct req *client_push_new(struct client *c, struct req *before);
 
 /* B is no longer one of C's privates: from its ops' gone. */
 void client_forget_private(struct client *c, struct backend *b);

@@ -101,9 +101,9 @@ static const struct cmd_keyspec ks_bzpopmin[] = {
 };
 
 static const struct cmd_spec subs_client[] = {
-    {"client|caching", 3, CMDF_NOSCRIPT | CMDF_LOADING | CMDF_STALE, CMD_REFUSED, MERGE_NONE, CMD_OP_NONE, 0, 0, 0, NULL, NULL, "client-side caching needs RESP3 push messages from every master"},
+    {"client|caching", 3, CMDF_NOSCRIPT | CMDF_LOADING | CMDF_STALE, CMD_LOCAL, MERGE_NONE, CMD_OP_NONE, 0, 0, 0, NULL, NULL, NULL},
     {"client|getname", 2, CMDF_NOSCRIPT | CMDF_LOADING | CMDF_STALE, CMD_LOCAL, MERGE_NONE, CMD_OP_NONE, 0, 0, 0, NULL, NULL, NULL},
-    {"client|getredir", 2, CMDF_NOSCRIPT | CMDF_LOADING | CMDF_STALE, CMD_REFUSED, MERGE_NONE, CMD_OP_NONE, 0, 0, 0, NULL, NULL, "client-side caching needs RESP3 push messages from every master"},
+    {"client|getredir", 2, CMDF_NOSCRIPT | CMDF_LOADING | CMDF_STALE, CMD_LOCAL, MERGE_NONE, CMD_OP_NONE, 0, 0, 0, NULL, NULL, NULL},
     {"client|help", 2, CMDF_LOADING | CMDF_STALE, CMD_REFUSED, MERGE_NONE, CMD_OP_NONE, 0, 0, 0, NULL, NULL, "respgate answers CLIENT only for the client's own session"},
     {"client|id", 2, CMDF_NOSCRIPT | CMDF_LOADING | CMDF_STALE, CMD_LOCAL, MERGE_NONE, CMD_OP_NONE, 0, 0, 0, NULL, NULL, NULL},
     {"client|info", 2, CMDF_NOSCRIPT | CMDF_LOADING | CMDF_STALE, CMD_LOCAL, MERGE_NONE, CMD_OP_NONE, 0, 0, 0, NULL, NULL, NULL},
@@ -113,8 +113,8 @@ static const struct cmd_spec subs_client[] = {
     {"client|pause", -3, CMDF_ADMIN | CMDF_NOSCRIPT | CMDF_LOADING | CMDF_STALE, CMD_REFUSED, MERGE_NONE, CMD_OP_NONE, 0, 0, 0, NULL, NULL, "it would pause one node's clients, which are respgate's connections"},
     {"client|reply", 3, CMDF_NOSCRIPT | CMDF_LOADING | CMDF_STALE, CMD_LOCAL, MERGE_NONE, CMD_OP_NONE, 0, 0, 0, NULL, NULL, NULL},
     {"client|setname", 3, CMDF_NOSCRIPT | CMDF_LOADING | CMDF_STALE, CMD_LOCAL, MERGE_NONE, CMD_OP_NONE, 0, 0, 0, NULL, NULL, NULL},
-    {"client|tracking", -3, CMDF_NOSCRIPT | CMDF_LOADING | CMDF_STALE, CMD_REFUSED, MERGE_NONE, CMD_OP_NONE, 0, 0, 0, NULL, NULL, "client-side caching needs RESP3 push messages from every master"},
-    {"client|trackinginfo", 2, CMDF_NOSCRIPT | CMDF_LOADING | CMDF_STALE, CMD_REFUSED, MERGE_NONE, CMD_OP_NONE, 0, 0, 0, NULL, NULL, "client-side caching needs RESP3 push messages from every master"},
+    {"client|tracking", -3, CMDF_NOSCRIPT | CMDF_LOADING | CMDF_STALE, CMD_LOCAL, MERGE_NONE, CMD_OP_NONE, 0, 0, 0, NULL, NULL, NULL},
+    {"client|trackinginfo", 2, CMDF_NOSCRIPT | CMDF_LOADING | CMDF_STALE, CMD_LOCAL, MERGE_NONE, CMD_OP_NONE, 0, 0, 0, NULL, NULL, NULL},
     {"client|unblock", -3, CMDF_ADMIN | CMDF_NOSCRIPT | CMDF_LOADING | CMDF_STALE, CMD_REFUSED, MERGE_NONE, CMD_OP_NONE, 0, 0, 0, NULL, NULL, "respgate answers CLIENT only for the client's own session; the nodes' clients are respgate's"},
     {"client|unpause", 2, CMDF_ADMIN | CMDF_NOSCRIPT | CMDF_LOADING | CMDF_STALE, CMD_REFUSED, MERGE_NONE, CMD_OP_NONE, 0, 0, 0, NULL, NULL, "it would pause one node's clients, which are respgate's connections"},
 };

@@ -18,6 +18,7 @@
 #include "resp.h"
 #include "server.h"
 #include "pubsub.h"
+#include "tracking.h"
 #include "session.h"
 #include "info.h"
 #include "worker.h"
@@ -280,8 +281,10 @@ static void cmd_hello(struct call *k)
     }
     if (name_at)
         set_name(k, name_at);
-    if (ver != k->c->proto)
+    if (ver != k->c->proto) {
         pubsub_reset(k->c); /* its idle Pub/Sub connections spoke the old protocol */
+        tracking_reset(k->c); /* invalidations need RESP3 */
+    }
     k->c->proto = (uint8_t)ver;
     hello_reply(k);
 }
@@ -379,17 +382,27 @@ static void client_reply(struct call *k)
     }
 }
 
-/* The CLIENT subcommands answered here, each with its exact argument count;
- * SYNTAX: a wrong count is Redis's syntax error rather than its arity one. */
+/* CLIENT TRACKING, TRACKINGINFO, GETREDIR, CACHING: tracking.h's. */
+static void client_tracking(struct call *k)
+{
+    char sub[NAME_MAX_LEN];
+    lower_arg(k, 1, sub);
+    k->later = tracking_command(k->c, k->r, k->q, sub);
+}
+
+/* The CLIENT subcommands answered here, each with its argument count
+ * (Redis's convention: -N is at least N); SYNTAX: a wrong count is Redis's
+ * syntax error rather than its arity one. */
 static const struct client_sub {
     const char *name;
-    size_t argc;
+    int arity;
     int syntax;
     void (*run)(struct call *k);
 } client_subs[] = {
-    {"getname", 2, 0, client_getname}, {"id", 2, 0, client_id},          {"info", 2, 0, client_info},
-    {"list", 2, 0, client_info},       {"no-evict", 3, 1, client_no_evict}, {"reply", 3, 1, client_reply},
-    {"setinfo", 4, 1, client_setinfo}, {"setname", 3, 0, client_setname},
+    {"caching", 3, 0, client_tracking},  {"getname", 2, 0, client_getname},      {"getredir", 2, 0, client_tracking},
+    {"id", 2, 0, client_id},             {"info", 2, 0, client_info},            {"list", 2, 0, client_info},
+    {"no-evict", 3, 1, client_no_evict}, {"reply", 3, 1, client_reply},          {"setinfo", 4, 1, client_setinfo},
+    {"setname", 3, 0, client_setname},   {"tracking", -3, 0, client_tracking}, {"trackinginfo", 2, 0, client_tracking},
 };
 
 static void cmd_client(struct call *k)
@@ -401,7 +414,7 @@ static void cmd_client(struct call *k)
     for (size_t i = 0; i < sizeof(client_subs) / sizeof(client_subs[0]); i++)
         if (strcmp(sub, client_subs[i].name) == 0)
             s = &client_subs[i];
-    if (s && k->q->argc == s->argc) {
+    if (s && (s->arity > 0 ? k->q->argc == (size_t)s->arity : k->q->argc >= (size_t)-s->arity)) {
         s->run(k);
     } else if (s && s->syntax) {
         resp_add_error(k->out, "ERR syntax error");
@@ -429,6 +442,7 @@ static void cmd_reset(struct call *k)
     c->authed = 0; /* as Redis: back to the default user, authenticated only without a password */
     session_reset(c); /* as Redis: DISCARD, UNWATCH, and no more subscriptions */
     pubsub_reset(c);
+    tracking_reset(c);
     resp_add_status(k->out, "RESET");
 }
 

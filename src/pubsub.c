@@ -117,24 +117,15 @@ static int extra_wanted(struct client *c, struct evbuffer *in, size_t len, int p
 static void deliver(struct backend *b, struct evbuffer *in, size_t len, int pattern)
 {
     struct client *c = b->owner;
-    struct req *r = c->dead || c->closing || (b->extra && !extra_wanted(c, in, len, pattern))
-                        ? NULL : req_new(c->w, REQ_CLIENT, &client_sink);
+    struct req *head = backend_head(b), *before = NULL;
+    if (head && head->sink == &client_sink && head->client == c && evbuffer_get_length(head->reply) == 0)
+        before = head;
+    struct req *r = b->extra && !extra_wanted(c, in, len, pattern) ? NULL : client_push_new(c, before);
     if (r == NULL) {
         evbuffer_drain(in, len);
         return;
     }
-    r->client = c;
     evbuffer_remove_buffer(in, r->reply, len);
-    struct req *head = backend_head(b), *before = NULL;
-    if (head && head->sink == &client_sink && head->client == c && evbuffer_get_length(head->reply) == 0)
-        before = head;
-    else if (c->hold)
-        before = c->hold;
-    if (before)
-        TAILQ_INSERT_BEFORE(before, r, owed);
-    else
-        TAILQ_INSERT_TAIL(&c->owed, r, owed);
-    c->nowed++;
     req_complete(c->w, r);
 }
 
@@ -321,12 +312,6 @@ static struct backend *open_push(struct client *c, int slot, int extra)
     return b;
 }
 
-/* Whether push-mode backend B goes to the node of master M. */
-static int same_node(const struct backend *b, const struct backend *m)
-{
-    return b->port == m->port && strcmp(b->host, m->host) == 0;
-}
-
 /* A subscription command for one of C's extras; its confirmations are
  * dropped, but the client's wait for them (extra_sink). */
 static struct req *new_extra_request(struct client *c)
@@ -375,9 +360,9 @@ static void ensure_extras(struct client *c)
     long n = route_masters(c->w, &m);
     for (long i = 0; i < n; i++) {
         struct backend *b;
-        int have = s->main && same_node(s->main, m[i].b);
+        int have = s->main && backend_same_node(s->main, m[i].b);
         TAILQ_FOREACH(b, &c->privates, link)
-            have |= b->extra && !b->broken && same_node(b, m[i].b);
+            have |= b->extra && !b->broken && backend_same_node(b, m[i].b);
         if (have || s->nkeyspace == 0)
             continue;
         struct backend *x = open_push(c, m[i].first, 1);
@@ -522,10 +507,10 @@ static void shard_channels(struct client *c, struct req *r, const struct cmd_spe
         req_fail(w, r, REQ_SLOT_NOT_SERVED);
         return;
     }
-    if (slot >= 0 && s->shard && !same_node(s->shard, route_owner(w, slot)) &&
+    if (slot >= 0 && s->shard && !backend_same_node(s->shard, route_owner(w, slot)) &&
         (s->shard->broken || (s->shard->nshard == 0 && s->shard->ninflight == 0)))
         backend_free_private(s->shard, NULL); /* nothing on it: go where the channels are now */
-    if (slot >= 0 && s->shard && !same_node(s->shard, route_owner(w, slot))) {
+    if (slot >= 0 && s->shard && !backend_same_node(s->shard, route_owner(w, slot))) {
         req_fail(w, r, "ERR respgate: the shard channels of one connection must live on one node; these live on "
                           "%s:%d, earlier ones on %s:%d",
                     route_owner(w, slot)->host, route_owner(w, slot)->port, s->shard->host, s->shard->port);
@@ -575,7 +560,7 @@ void pubsub_map_changed(struct worker *w)
         for (b = TAILQ_FIRST(&c->privates); b; b = next) {
             next = TAILQ_NEXT(b, link);
             long i = 0;
-            while (b->extra && i < n && !same_node(b, m[i].b))
+            while (b->extra && i < n && !backend_same_node(b, m[i].b))
                 i++;
             if (b->extra && i == n) /* no longer a master: the new one sends its keys' events */
                 backend_free_private(b, NULL);

@@ -12,6 +12,7 @@
 #include "route.h"
 #include "server.h"
 #include "pubsub.h"
+#include "tracking.h"
 #include "session.h"
 #include "slot.h"
 #include "topo.h"
@@ -172,6 +173,7 @@ static void apply_map(struct worker *w)
     w->map = m;
     worker_note_version(w);
     pubsub_map_changed(w);
+    tracking_map_changed(w);
 }
 
 void worker_note_version(struct worker *w)

@@ -432,3 +432,38 @@ def test_keyspace_notifications_follow_a_failover(fcluster, frg):
         r.config_set("notify-keyspace-events", "")
         fcluster.restart(victim)
         fcluster.wait_state_ok()
+
+
+def test_tracking_invalidations_follow_a_failover(fcluster, frg):
+    """A RESP3 BCAST tracker hears the promoted master's keys: its feed from
+    the dead master is lost (its cache is flushed: a null invalidation), and
+    a feed to the new master announces the writes there."""
+    from test_resp3 import resp3
+    from test_tracking import invalidated, until_pong
+    victim, heir = master_with_replica(fcluster)
+    keys = [k for k in (f"tf:{i}" for i in range(2000)) if fcluster.node_for_slot(keyslot(k)).port == victim.port][:10]
+    tracker = resp3(frg.port)
+    r = redis.Redis(host="127.0.0.1", port=frg.port)
+    try:
+        assert tracker.call("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "tf:") == b"+OK\r\n"
+        fcluster.kill(victim)
+        assert wait_until(lambda: promoted(fcluster, heir), 30), "the replica was not promoted"
+        fcluster.wait_state_ok()
+        pushes, seen, deadline = [], set(), time.monotonic() + 20
+        while time.monotonic() < deadline and not seen >= set(keys):
+            for k in keys:
+                try:
+                    r.set(k, "x")  # the new master's once respgate has the new map
+                except redis.RedisError:
+                    pass
+            time.sleep(0.2)
+            got = until_pong(tracker)
+            pushes += got
+            seen |= set(k for k in invalidated(p for p in got if not p.endswith(b"_\r\n")))
+        assert b">2\r\n$10\r\ninvalidate\r\n_\r\n" in pushes, "the lost feed did not flush the client's cache"
+        assert seen >= set(keys), f"no invalidation for {sorted(set(keys) - seen)[:5]}"
+        assert tracker.call("CLIENT", "TRACKINGINFO").startswith(b"%3\r\n$5\r\nflags\r\n~2\r\n$2\r\non\r\n")
+    finally:
+        tracker.close()
+        fcluster.restart(victim)
+        fcluster.wait_state_ok()
