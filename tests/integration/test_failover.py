@@ -434,36 +434,102 @@ def test_keyspace_notifications_follow_a_failover(fcluster, frg):
         fcluster.wait_state_ok()
 
 
-def test_tracking_invalidations_follow_a_failover(fcluster, frg):
-    """A RESP3 BCAST tracker hears the promoted master's keys: its feed from
-    the dead master is lost (its cache is flushed: a null invalidation), and
-    a feed to the new master announces the writes there."""
+def test_a_resp3_subscriber_and_tracker_across_a_failover(fcluster, frg):
+    """One RESP3 connection subscribed to a channel and to keyspace events and
+    tracking in BCAST mode, as Lettuce's client-side caching is: before and
+    after a master dies, messages, keyspace events and invalidations from
+    every master arrive on it as push frames, and the replies to the commands
+    it sends come in order among them."""
     from test_resp3 import resp3
-    from test_tracking import invalidated, until_pong
+    from harness.resp import frame
     victim, heir = master_with_replica(fcluster)
-    keys = [k for k in (f"tf:{i}" for i in range(2000)) if fcluster.node_for_slot(keyslot(k)).port == victim.port][:10]
-    tracker = resp3(frg.port)
+    by_master = {}
+    for k in (f"kf:{i}" for i in range(3000)):
+        keys = by_master.setdefault(fcluster.node_for_slot(keyslot(k)).port, [])
+        if len(keys) < 4:
+            keys.append(k)
+    assert len(by_master) == 3
     r = redis.Redis(host="127.0.0.1", port=frg.port)
+    assert r.config_set("notify-keyspace-events", "K$") is True
+    c = resp3(frg.port)
+    seen = {"events": set(), "invalid": set(), "messages": set(), "flushes": 0}
+
+    def note(push):
+        parts = push.split(b"\r\n")
+        if push.startswith(b">2\r\n$10\r\ninvalidate\r\n"):
+            if parts[3] == b"_":
+                seen["flushes"] += 1
+            else:
+                seen["invalid"] |= {k.decode() for k in parts[5::2] if k}
+        elif push.startswith(b">4\r\n$8\r\npmessage\r\n"):
+            seen["events"].add(parts[6].split(b":", 1)[1].decode())
+        elif push.startswith(b">3\r\n$7\r\nmessage\r\n"):
+            seen["messages"].add(parts[6].decode())
+        else:
+            raise AssertionError(f"unexpected push {push!r}")
+
+    def round_trip(keys, n):
+        """Writes KEYS and publishes through another client, then GETs them on
+        C: every reply must be the value just written, in order, whatever
+        pushes come between them."""
+        written = []
+        for k in keys:
+            try:
+                r.set(k, f"{k}:{n}")
+                written.append(k)
+            except redis.RedisError:
+                pass  # the map may still name the dead master for a moment
+        try:
+            r.publish("kf:news", f"m{n}")
+        except redis.RedisError:
+            pass
+        c.sock.sendall(b"".join(frame("GET", k) for k in written) + frame("PING"))
+        replies = []
+        while True:
+            x = c.reply()
+            if x.startswith(b">"):
+                note(x)
+            elif x == b"+PONG\r\n":
+                break
+            else:
+                replies.append(x)
+        assert replies == [b"$%d\r\n%s:%d\r\n" % (len(f"{k}:{n}"), k.encode(), n) for k in written]
+
+    def until(want, first):
+        n, deadline = first, time.monotonic() + 20
+        while time.monotonic() < deadline and not want():
+            round_trip([k for ks in by_master.values() for k in ks], n)
+            n += 1
+            time.sleep(0.2)
+        return n
+
     try:
-        assert tracker.call("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "tf:") == b"+OK\r\n"
+        c.sock.sendall(frame("SUBSCRIBE", "kf:news") + frame("PSUBSCRIBE", "__keyspace@0__:kf:*")
+                       + frame("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "kf:"))
+        assert c.reply() == b">3\r\n$9\r\nsubscribe\r\n$7\r\nkf:news\r\n:1\r\n"
+        assert c.reply() == b">3\r\n$10\r\npsubscribe\r\n$19\r\n__keyspace@0__:kf:*\r\n:2\r\n"
+        assert c.reply() == b"+OK\r\n"
+        every = {k for ks in by_master.values() for k in ks}
+        n = until(lambda: seen["events"] >= every and seen["invalid"] >= every and "m0" in seen["messages"], 0)
+        assert seen["events"] >= every, f"no keyspace events for {sorted(every - seen['events'])}"
+        assert seen["invalid"] >= every, f"no invalidations for {sorted(every - seen['invalid'])}"
+        assert "m0" in seen["messages"]
+        assert seen["flushes"] == 0
+
         fcluster.kill(victim)
         assert wait_until(lambda: promoted(fcluster, heir), 30), "the replica was not promoted"
         fcluster.wait_state_ok()
-        pushes, seen, deadline = [], set(), time.monotonic() + 20
-        while time.monotonic() < deadline and not seen >= set(keys):
-            for k in keys:
-                try:
-                    r.set(k, "x")  # the new master's once respgate has the new map
-                except redis.RedisError:
-                    pass
-            time.sleep(0.2)
-            got = until_pong(tracker)
-            pushes += got
-            seen |= set(k for k in invalidated(p for p in got if not p.endswith(b"_\r\n")))
-        assert b">2\r\n$10\r\ninvalidate\r\n_\r\n" in pushes, "the lost feed did not flush the client's cache"
-        assert seen >= set(keys), f"no invalidation for {sorted(set(keys) - seen)[:5]}"
-        assert tracker.call("CLIENT", "TRACKINGINFO").startswith(b"%3\r\n$5\r\nflags\r\n~2\r\n$2\r\non\r\n")
+        after = set(by_master[victim.port])
+        seen["events"], seen["invalid"], seen["messages"] = set(), set(), set()
+        last = until(lambda: seen["events"] >= after and seen["invalid"] >= after and seen["messages"]
+                     and seen["flushes"] >= 1, n)
+        assert seen["flushes"] >= 1, "the lost tracking feed did not flush the client's cache"
+        assert seen["events"] >= after, f"no keyspace events from the new master for {sorted(after - seen['events'])}"
+        assert seen["invalid"] >= after, f"no invalidations from the new master for {sorted(after - seen['invalid'])}"
+        assert seen["messages"] <= {f"m{i}" for i in range(n, last)} and seen["messages"]
+        assert c.call("CLIENT", "TRACKINGINFO").startswith(b"%3\r\n$5\r\nflags\r\n~2\r\n$2\r\non\r\n$5\r\nbcast\r\n")
     finally:
-        tracker.close()
+        c.close()
+        r.config_set("notify-keyspace-events", "")
         fcluster.restart(victim)
         fcluster.wait_state_ok()

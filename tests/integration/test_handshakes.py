@@ -168,8 +168,9 @@ def test_dbsize_is_the_sum_over_masters(cluster, respgate):
 
 
 def test_real_node_redis_client(authed):
-    """Debian's node-redis 4: connects with a password and a name, pipelines
-    500 SETs and GETs, reads INFO, quits."""
+    """Debian's node-redis 4 (RESP2): connects with a password and a name,
+    pipelines 500 SETs and GETs, reads INFO, runs a transaction, subscribes on
+    a second connection and hears a message, quits."""
     import json
     import os
     import subprocess
@@ -180,5 +181,6 @@ def test_real_node_redis_client(authed):
     assert out.returncode == 0, out.stdout + out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {"name": "node-app", "ping": "PONG", "values_ok": True, "del": 500,
-                      "info_version": result["info_version"], "errors": []}
+                      "info_version": result["info_version"], "errors": [],
+                      "multi": ["OK", 2, "2", 1], "message": "hello", "after_unsubscribe": "PONG"}
     assert result["info_version"] == ".".join(map(str, REDIS_VERSION))
