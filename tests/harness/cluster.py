@@ -486,6 +486,22 @@ class Cluster:
             return view
         raise ClusterError("no running node answers CLUSTER NODES")
 
+    def slot_owners(self, slot):
+        """{port: the port of SLOT's owner in that node's CLUSTER NODES} for
+        every running node: what a test prints when the nodes may disagree."""
+        owners = {}
+        for node in self.nodes:
+            if not node.running:
+                continue
+            try:
+                view = parse_cluster_nodes(self._cmd(node, "CLUSTER", "NODES"))
+            except redis.RedisError as e:
+                owners[node.port] = str(e)
+                continue
+            owner = next((i for lo, hi, i in slot_map(view) if lo <= slot <= hi), None)
+            owners[node.port] = self._by_id(owner).port if owner else None
+        return owners
+
     def _by_id(self, node_id):
         return next(n for n in self.nodes if n.node_id == node_id)
 
