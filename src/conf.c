@@ -89,7 +89,7 @@ static const struct key keys[] = {
 
 /* ---- diagnostics ---- */
 
-static void diag_add(char ***list, size_t *n, const char *fmt, va_list ap)
+__attribute__((format(printf, 3, 0))) static void diag_add(char ***list, size_t *n, const char *fmt, va_list ap)
 {
     char *msg = NULL;
     if (vasprintf(&msg, fmt, ap) < 0)

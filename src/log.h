@@ -44,7 +44,7 @@ int log_enabled(enum log_level level);
 
 void log_write(enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-void log_vwrite(enum log_level level, const char *fmt, va_list ap);
+void log_vwrite(enum log_level level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 #define log_error(...)   log_write(LOGL_ERROR, __VA_ARGS__)
 #define log_warning(...) log_write(LOGL_WARNING, __VA_ARGS__)

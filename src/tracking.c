@@ -16,6 +16,7 @@
 #include "req.h"
 #include "resp.h"
 #include "route.h"
+#include "server.h"
 #include "worker.h"
 
 #include <event2/buffer.h>
@@ -437,6 +438,14 @@ static int client_tracking(struct client *c, struct req *r, const struct resp_re
         tracking_reset(c);
         resp_add_status(r->reply, "OK");
         return 0;
+    }
+    if (c->w->map == NULL) { /* this worker has yet to learn the masters: wait, as commands for the cluster do */
+        if (atomic_load(&c->w->srv->seeds_failed)) {
+            resp_add_error(r->reply, "CLUSTERDOWN The cluster is down");
+            return 0;
+        }
+        c->hold = r; /* until the first map (router.c) */
+        return 1;
     }
     struct tracker *t = tracker_of(c);
     if (t == NULL || t->retry == NULL) {

@@ -247,6 +247,10 @@ def test_clusterdown_until_a_seed_answers(make_respgate, cluster, tmp_path):
             with pytest.raises(redis.ResponseError, match="^CLUSTERDOWN The cluster is down$"):
                 r.execute_command(*cmd)
         assert r.ping()
+        from test_resp3 import resp3
+        tracker = resp3(port)
+        assert tracker.call("CLIENT", "TRACKING", "ON", "BCAST") == b"-CLUSTERDOWN The cluster is down\r\n"
+        tracker.close()
     assert "topology: cannot connect to 127.0.0.1:%d" % dead in rg.log()
 
 
@@ -264,12 +268,18 @@ def test_requests_before_the_first_map_wait_for_it(cluster, tmp_path):
     try:
         rg = Respgate(tmp_path / "early", conf, port).start()
         r = rg.client()
+        from harness.resp import frame
+        from test_resp3 import resp3
+        tracker = resp3(port)  # HELLO is the session's: answered at once
         timer = threading.Timer(0.5, cluster.resume, (seed,))
         timer.start()
         try:
             t0 = time.monotonic()
+            tracker.sock.sendall(frame("CLIENT", "TRACKING", "ON", "BCAST"))  # needs the masters: waits too
             assert r.execute_command("DBSIZE") >= 0
             assert time.monotonic() - t0 >= 0.4  # it did wait for the map
+            assert tracker.reply() == b"+OK\r\n"
+            tracker.close()
             assert r.set("early:key", "1")
             assert "CLUSTERDOWN" not in rg.log()
         finally:
