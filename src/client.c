@@ -11,6 +11,7 @@
 #include "client.h"
 
 #include "conf.h"
+#include "guard.h"
 #include "log.h"
 #include "metrics.h"
 #include "netio.h"
@@ -81,6 +82,68 @@ void client_format_addr(const struct sockaddr *sa, char *buf, size_t len)
     }
 }
 
+static uint64_t now_ms(void)
+{
+    return metrics_now_us() / 1000;
+}
+
+/* Protected mode: with no client password, a client that is not local gets
+ * a DENIED error, as from Redis, and is closed. Returns 1 if C was refused. */
+static int refused_by_protected_mode(struct client *c)
+{
+    const struct conf *cf = c->w->conf;
+    if (!cf->protected_mode || cf->client_password || guard_is_local(c->addr))
+        return 0;
+    if (guard_protected_refused(c->w->srv->guard, now_ms()))
+        log_warning("refused client addr=%s: protected mode, as no client.password is set (set one, or "
+                    "protected_mode: no on a trusted network); one line a second at most", c->addr);
+    resp_add_error(bufferevent_get_output(c->bev),
+                   "DENIED respgate is running in protected mode because protected mode is enabled and no password "
+                   "is set for the default user. In this mode connections are only accepted from the loopback "
+                   "interface and unix sockets. To accept clients from other hosts, set client.password in "
+                   "respgate's configuration, or set protected_mode: no if the network is trusted, then reload "
+                   "respgate.");
+    client_close_soon(c);
+    event_active(c->flush, EV_READ, 0);
+    return 1;
+}
+
+static void on_auth_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct client *c = arg;
+    if (client_authed(c) || c->closing || c->dead)
+        return;
+    atomic_fetch_add_explicit(&c->w->srv->guard->auth_timeouts, 1, memory_order_relaxed);
+    log_info("client id=%llu addr=%s closed: not authenticated within client.auth_timeout (%llu ms)",
+             (unsigned long long)c->id, c->addr, (unsigned long long)c->w->conf->auth_timeout_ms);
+    c->dead = 1;
+    event_active(c->resume, EV_READ, 0);
+}
+
+static void on_auth_wait(evutil_socket_t fd, short what, void *arg)
+{
+    struct client *c = arg;
+    c->auth_waited = 1;
+    event_active(c->resume, EV_READ, 0); /* release_hold */
+}
+
+void client_set_authed(struct client *c)
+{
+    c->authed = 1;
+    if (c->auth_timer)
+        evtimer_del(c->auth_timer);
+}
+
+int client_hold_auth(struct client *c, struct req *r, uint64_t ms)
+{
+    if (c->auth_wait == NULL && (c->auth_wait = evtimer_new(c->w->base, on_auth_wait, c)) == NULL)
+        return -1;
+    struct timeval tv = conf_timeval(ms);
+    c->hold = r;
+    evtimer_add(c->auth_wait, &tv);
+    return 0;
+}
+
 void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen, int proxy_protocol)
 {
     struct server *srv = w->srv;
@@ -131,6 +194,13 @@ void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *
         return;
     }
     log_debug("client id=%llu addr=%s connected", (unsigned long long)c->id, c->addr);
+    if (!c->proxy_header && refused_by_protected_mode(c))
+        return;
+    if (cf->client_password && cf->auth_timeout_ms) {
+        struct timeval tv = conf_timeval(cf->auth_timeout_ms);
+        if ((c->auth_timer = evtimer_new(w->base, on_auth_timeout, c)) != NULL)
+            evtimer_add(c->auth_timer, &tv);
+    }
     return;
 fail:
     log_error("cannot accept a client: out of memory");
@@ -182,6 +252,10 @@ void client_free(struct client *c)
     event_free(c->resume);
     event_free(c->flush);
     event_free(c->rev);
+    if (c->auth_timer)
+        event_free(c->auth_timer);
+    if (c->auth_wait)
+        event_free(c->auth_wait);
     resp_req_deinit(&c->scan);
     free(c->name);
     free(c);
@@ -301,7 +375,7 @@ static int read_proxy_header(struct client *c)
         log_debug("client id=%llu addr=%s through the proxy at %s (PROXY v%d)", (unsigned long long)c->id, c->addr,
                   proxy, pr.version);
     }
-    return 1;
+    return refused_by_protected_mode(c) ? -1 : 1; /* judged by the client's address, not the proxy's */
 }
 
 static void process_input(struct client *c)
@@ -651,8 +725,8 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
 static void on_resume(evutil_socket_t fd, short what, void *arg)
 {
     struct client *c = arg;
-    if (c->hold && !c->dead)
-        release_hold(c);
+    if (c->hold && !c->dead && !(c->auth_wait && evtimer_pending(c->auth_wait, NULL)))
+        release_hold(c); /* a held AUTH waits for its timer, whatever else wakes C */
     if (c->dead)
         client_free(c);
     else if (c->hold)

@@ -62,11 +62,14 @@ struct client {
     struct subscriber *sub;  /* Pub/Sub state (pubsub.h), or NULL */
     struct tracker *track;   /* CLIENT TRACKING state (tracking.h), or NULL */
     struct req *hold;        /* a request waiting for those before it (router_dispatch), or NULL */
+    struct event *auth_timer; /* closes C at client.auth_timeout unless it authenticates; or NULL */
+    struct event *auth_wait; /* ends the wait of a held AUTH (client_hold_auth); or NULL */
     uint32_t nshared;        /* requests awaiting a reply on shared connections */
     uint32_t npinned;        /* requests awaiting a reply on private connections */
     uint32_t nblocking;      /* blocking commands (and WAITs) sent and not yet answered */
     size_t nqueued;
     unsigned authed : 1;     /* AUTH succeeded (see client_authed) */
+    unsigned auth_waited : 1; /* the held AUTH has waited its turn: check it now */
     unsigned closing : 1;    /* reads nothing more; closes once the output is written */
     unsigned paused : 1;     /* reading stopped until the output drains */
     unsigned throttled : 1;  /* reading stopped until fewer requests are in flight */
@@ -84,6 +87,14 @@ struct client {
 /* Whether C may run commands: it authenticated, or no client password is
  * set (now: a reload may have removed it). */
 int client_authed(const struct client *c);
+
+/* C authenticated: it is no longer closed at client.auth_timeout. */
+void client_set_authed(struct client *c);
+
+/* Holds C's AUTH (or HELLO AUTH) R for MS milliseconds, reading nothing
+ * more from C meanwhile, then dispatches it again with C->auth_waited set.
+ * Returns 0, or -1 if out of memory (R is not held). */
+int client_hold_auth(struct client *c, struct req *r, uint64_t ms);
 
 /* Writes SA as "ip:port", "[ip6]:port", or "unix" into BUF. */
 struct sockaddr;

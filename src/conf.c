@@ -48,6 +48,7 @@ struct key {
 };
 
 static const char *const read_policies[] = {"master", "prefer-replica", "replica", NULL};
+static const char *const no_yes[] = {"no", "yes", NULL};
 
 #define OFF(f) offsetof(struct conf, f)
 #define MS(x) ((uint64_t)(x))
@@ -69,6 +70,9 @@ static const struct key keys[] = {
     {"client.password", T_SECRET, OFF(client_password), 0, 0, "", 1, 0, NULL},
     {"client.max_clients", T_COUNT, OFF(max_clients), 1, 1000000, "10000", 1, 0, NULL},
     {"client.idle_timeout", T_DURATION, OFF(idle_timeout_ms), 0, SEC(31 * 86400), "0", 1, 0, NULL},
+    {"client.auth_timeout", T_DURATION, OFF(auth_timeout_ms), 0, SEC(3600), "10s", 1, 0, NULL},
+    {"client.auth_max_failures", T_COUNT, OFF(auth_max_failures), 0, 1000000, "10", 1, 0, NULL},
+    {"client.auth_delay", T_DURATION, OFF(auth_delay_ms), 0, SEC(60), "1s", 1, 0, NULL},
     {"client.output_buffer_limit", T_SIZE, OFF(output_buffer_limit), KB(64), GB(64), "64mb", 1, 0, NULL},
     {"client.pubsub_output_limit", T_SIZE, OFF(pubsub_output_limit), KB(64), GB(64), "32mb", 1, 0, NULL},
     {"client.pubsub_output_soft_limit", T_SIZE, OFF(pubsub_output_soft_limit), KB(64), GB(64), "8mb", 1, 0, NULL},
@@ -83,6 +87,7 @@ static const struct key keys[] = {
     {"log.level", T_ENUM, OFF(log_level), 0, 0, "notice", 1, 0, log_level_names},
     {"log.file", T_STR, OFF(log_file), 0, 0, "", 1, 0, NULL},
     {"admin.listen", T_ADDR_OPT, OFF(admin), 0, 0, "", 1, 0, NULL},
+    {"protected_mode", T_ENUM, OFF(protected_mode), 0, 0, "yes", 1, 0, no_yes},
     {"pidfile", T_STR, OFF(pidfile), 0, 0, "", 0, 0, NULL},
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))

@@ -53,6 +53,10 @@ struct conf {
     char *client_password;       /* NULL = clients need not AUTH */
     uint64_t max_clients;
     uint64_t idle_timeout_ms;    /* 0 = never */
+    uint64_t auth_timeout_ms;    /* a client that must AUTH and has not by then is closed; 0 = never */
+    uint64_t auth_max_failures;  /* failed AUTHs from one address in a minute before AUTH waits; 0 = never */
+    uint64_t auth_delay_ms;      /* how long it waits then */
+    int protected_mode;          /* 1: without client.password, only loopback and unix-socket clients */
     uint64_t output_buffer_limit;
     uint64_t pubsub_output_limit;      /* a subscriber's, at once */
     uint64_t pubsub_output_soft_limit; /* ... or for longer than pubsub_output_soft_ms */

@@ -9,6 +9,7 @@
 #include "compat.h"
 #include "conf.h"
 #include "fanout.h"
+#include "guard.h"
 #include "req.h"
 #include "resp.h"
 #include "server.h"
@@ -234,6 +235,13 @@ static void respgate_section(const struct info *in, struct evbuffer *out)
                         (unsigned long long)redirects, (unsigned long long)parked, (unsigned long long)retries,
                         (unsigned long long)expired, (unsigned long long)server_failover_wait_ms(srv, in->w->conf),
                         in->version / 10000, in->version / 100 % 100, in->version % 100);
+    const struct guard *g = srv->guard;
+    evbuffer_add_printf(out, "auth_failures:%llu\r\nauth_delayed:%llu\r\nauth_timeouts:%llu\r\n"
+                             "rejected_protected_mode:%llu\r\n",
+                        (unsigned long long)atomic_load(&g->auth_failures),
+                        (unsigned long long)atomic_load(&g->auth_delayed),
+                        (unsigned long long)atomic_load(&g->auth_timeouts),
+                        (unsigned long long)atomic_load(&g->protected_refused));
 }
 
 /* ---- merging the masters' fields ---- */

@@ -13,7 +13,9 @@
 
 #include "client.h"
 #include "conf.h"
+#include "guard.h"
 #include "log.h"
+#include "metrics.h"
 #include "req.h"
 #include "resp.h"
 #include "server.h"
@@ -142,10 +144,46 @@ static int secret_equal(const char *a, size_t alen, const char *b, size_t blen)
     return diff == 0;
 }
 
+/* Whether C's AUTH waits its turn first: its address failed
+ * client.auth_max_failures times in the last minute. Then R is held and
+ * comes again once it has waited (client_hold_auth). */
+static int auth_waits(struct call *k)
+{
+    struct client *c = k->c;
+    const struct conf *cf = c->w->conf;
+    if (c->auth_waited) {
+        c->auth_waited = 0;
+        return 0;
+    }
+    char host[64];
+    guard_host(c->addr, host, sizeof(host));
+    uint64_t ms = guard_auth_wait(c->w->srv->guard, host, metrics_now_us() / 1000, (uint32_t)cf->auth_max_failures,
+                                  cf->auth_delay_ms);
+    if (ms == 0 || client_hold_auth(c, k->r, ms) < 0)
+        return 0;
+    k->later = 1;
+    return 1;
+}
+
+static void auth_failed(struct client *c)
+{
+    char host[64];
+    uint32_t failures, unlogged;
+    guard_host(c->addr, host, sizeof(host));
+    if ((unlogged = guard_auth_failed(c->w->srv->guard, host, metrics_now_us() / 1000, &failures)) == 0)
+        return; /* one line a second per address */
+    log_notice("client id=%llu addr=%s: AUTH failed; %u failures from %s in the last minute, %u since the last "
+               "line about it",
+               (unsigned long long)c->id, c->addr, failures, host, unlogged);
+}
+
 /* Checks USER (argument index, or 0 for "default") and PASS (argument index)
- * against the client password. Returns 0 and marks C authenticated, or -1. */
+ * against the client password. Returns 0 and marks C authenticated, -1, or
+ * 1 if the check waits (auth_waits: the reply comes later). */
 static int authenticate(struct call *k, size_t user_i, size_t pass_i)
 {
+    if (auth_waits(k))
+        return 1;
     const char *want = k->c->w->conf->client_password;
     char user[SECRET_MAX_LEN], pass[SECRET_MAX_LEN];
     size_t ulen = 7, plen;
@@ -158,10 +196,10 @@ static int authenticate(struct call *k, size_t user_i, size_t pass_i)
     int ok = default_user && (want == NULL || (plen <= sizeof(pass) && secret_equal(pass, plen, want, strlen(want))));
     memset(pass, 0, sizeof(pass));
     if (!ok) {
-        log_info("client id=%llu addr=%s: AUTH failed", (unsigned long long)k->c->id, k->c->addr);
+        auth_failed(k->c);
         return -1;
     }
-    k->c->authed = 1;
+    client_set_authed(k->c);
     return 0;
 }
 
@@ -172,10 +210,12 @@ static void cmd_auth(struct call *k)
     } else if (k->q->argc == 2 && k->c->w->conf->client_password == NULL) {
         resp_add_error(k->out, "ERR AUTH <password> called without any password configured for the default user. "
                                "Are you sure your configuration is correct?");
-    } else if (authenticate(k, k->q->argc == 3 ? 1 : 0, k->q->argc - 1) < 0) {
-        resp_add_error(k->out, "WRONGPASS invalid username-password pair or user is disabled.");
     } else {
-        resp_add_status(k->out, "OK");
+        int rc = authenticate(k, k->q->argc == 3 ? 1 : 0, k->q->argc - 1);
+        if (rc < 0)
+            resp_add_error(k->out, "WRONGPASS invalid username-password pair or user is disabled.");
+        else if (rc == 0)
+            resp_add_status(k->out, "OK");
     }
 }
 
@@ -258,10 +298,11 @@ static void cmd_hello(struct call *k)
             return;
         }
     }
-    if (auth_at && authenticate(k, auth_at + 1, auth_at + 2) < 0) {
+    int rc = auth_at ? authenticate(k, auth_at + 1, auth_at + 2) : 0;
+    if (rc < 0)
         resp_add_error(k->out, "WRONGPASS invalid username-password pair or user is disabled.");
+    if (rc != 0)
         return;
-    }
     if (!client_authed(k->c)) {
         resp_add_error(k->out, "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
                                "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and "

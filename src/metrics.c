@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include "cmd.h"
+#include "guard.h"
 #include "server.h"
 #include "topo.h"
 #include "worker.h"
@@ -286,6 +287,15 @@ void metrics_render(struct server *s, struct evbuffer *out)
     head(out, "clients_rejected_total", "counter", "Client connections refused, by reason.");
     evbuffer_add_printf(out, "respgate_clients_rejected_total{reason=\"max_clients\"} %" PRIu64 "\n",
                         load(&s->rejected_max_clients));
+    evbuffer_add_printf(out, "respgate_clients_rejected_total{reason=\"protected_mode\"} %" PRIu64 "\n",
+                        load(&s->guard->protected_refused));
+    evbuffer_add_printf(out, "respgate_clients_rejected_total{reason=\"auth_timeout\"} %" PRIu64 "\n",
+                        load(&s->guard->auth_timeouts));
+    one(out, "auth_failures_total", "counter", "AUTH and HELLO AUTH refused for a wrong password.",
+        load(&s->guard->auth_failures));
+    one(out, "auth_delayed_total", "counter",
+        "AUTHs answered late: their address failed client.auth_max_failures times in a minute.",
+        load(&s->guard->auth_delayed));
     one(out, "clients_blocked", "gauge", "Clients waiting on a blocking command or WAIT.",
         blocked > 0 ? (uint64_t)blocked : 0);
     render_families(s, out);

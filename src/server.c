@@ -15,6 +15,7 @@
 
 #include "conf.h"
 #include "topo.h"
+#include "guard.h"
 #include "listen.h"
 #include "log.h"
 #include "proc.h"
@@ -214,6 +215,25 @@ static int admin_changed(const struct server *s, const struct conf *c)
     return !((a == NULL && b == NULL) || (a && b && memcmp(a, b, sizeof(*a)) == 0));
 }
 
+/* Protected mode in force (no client password) on a listener that others
+ * than local clients can reach: the operator learns why they are refused
+ * before they are. */
+static void note_protected_mode(const struct conf *c)
+{
+    if (!c->protected_mode || c->client_password)
+        return;
+    for (size_t i = 0; i < c->listen.n; i++) {
+        const struct conf_addr *a = &c->listen.v[i];
+        if (a->is_unix || strcmp(a->host, "127.0.0.1") == 0 || strcmp(a->host, "::1") == 0)
+            continue;
+        char buf[CONF_HOST_MAX + 16];
+        log_notice("protected mode: no client.password is set, so %s accepts clients from 127.0.0.1, ::1 and unix "
+                   "sockets only (set client.password, or protected_mode: no on a trusted network)",
+                   conf_addr_str(a, buf, sizeof(buf)));
+        return;
+    }
+}
+
 static void on_reload(evutil_socket_t sig, short what, void *arg)
 {
     struct server *s = arg;
@@ -272,6 +292,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
         conf_unref(old);
         post_all(s, WORKER_RELOAD);
         log_notice("configuration reloaded");
+        note_protected_mode(c);
     }
     proc_reload_state_write(++s->reloads, !failed);
     conf_diag_free(&d);
@@ -366,9 +387,12 @@ int server_init(struct server *s, struct conf *conf, const char *conf_path)
         }
     }
 
+    if ((s->guard = guard_new()) == NULL)
+        return -1;
     if (bind_listeners(s) < 0)
         return -1;
     listen_inherited_unused();
+    note_protected_mode(conf);
     if (conf->admin && (s->admin = admin_start(s, conf->admin)) == NULL)
         return -1;
     s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
@@ -465,6 +489,7 @@ void server_deinit(struct server *s)
     if (s->deadline)
         event_free(s->deadline);
     admin_stop(s->admin);
+    guard_free(s->guard);
     if (s->base)
         event_base_free(s->base);
     conf_unref(s->conf);

@@ -17,6 +17,7 @@ struct slotmap;
 struct nodecmd_table;
 struct topo;
 struct admin;
+struct guard;
 struct worker;
 struct event_base;
 struct event;
@@ -33,6 +34,7 @@ struct server {
     time_t started;
     struct topo *topo;
     struct admin *admin;         /* the admin.listen endpoint, or NULL (admin.h) */
+    struct guard *guard;         /* failed AUTHs per address, protected mode's counts (guard.h) */
 
     struct event_base *base;
     struct event *sig_events[4];

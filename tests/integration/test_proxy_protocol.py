@@ -42,7 +42,9 @@ CLIENT_INFO = b"*2\r\n$6\r\nCLIENT\r\n$4\r\nINFO\r\n"
 @pytest.fixture
 def prg(make_respgate):
     plain, proxied = free_port(), free_port()
-    rg = make_respgate(extra="log: {level: debug}\n", start=False)
+    # Protected mode would refuse the documentation addresses the headers
+    # name (no client password here): test_security.py tests that.
+    rg = make_respgate(extra="log: {level: debug}\nprotected_mode: no\n", start=False)
     text = open(rg.conf_path).read().replace(f"listen: [127.0.0.1:{rg.port}]",
                                              f'listen: [127.0.0.1:{plain}, "127.0.0.1:{proxied} proxy-protocol"]')
     assert "proxy-protocol" in text
