@@ -10,6 +10,7 @@
  */
 #include "client.h"
 
+#include "acl.h"
 #include "conf.h"
 #include "guard.h"
 #include "log.h"
@@ -92,7 +93,7 @@ static uint64_t now_ms(void)
 static int refused_by_protected_mode(struct client *c)
 {
     const struct conf *cf = c->w->conf;
-    if (!cf->protected_mode || cf->client_password || guard_is_local(c->addr))
+    if (!cf->protected_mode || !conf_default_open(cf) || guard_is_local(c->addr))
         return 0;
     if (guard_protected_refused(c->w->srv->guard, now_ms()))
         log_warning("refused client addr=%s: protected mode, as no client.password is set (set one, or "
@@ -127,8 +128,14 @@ static void on_auth_wait(evutil_socket_t fd, short what, void *arg)
     event_active(c->resume, EV_READ, 0); /* release_hold */
 }
 
-void client_set_authed(struct client *c)
+void client_set_authed(struct client *c, const char *user, size_t len)
 {
+    int is_default = len == 7 && memcmp(user, "default", 7) == 0;
+    if (is_default || len >= sizeof(c->user))
+        len = 0;
+    memcpy(c->user, user, len);
+    c->user[len] = '\0';
+    c->acl_conf = NULL;
     c->authed = 1;
     if (c->auth_timer)
         evtimer_del(c->auth_timer);
@@ -222,7 +229,22 @@ fail:
 
 int client_authed(const struct client *c)
 {
-    return c->authed || c->w->conf->client_password == NULL;
+    return c->authed || conf_default_open(c->w->conf);
+}
+
+const struct acl_user *client_acl(struct client *c, int *gone)
+{
+    const struct conf *cf = c->w->conf;
+    *gone = 0;
+    if (cf->users.n == 0)
+        return NULL;
+    if (c->acl_conf != cf) { /* a reload since: the user's rules may have changed */
+        const char *name = c->user[0] ? c->user : "default";
+        c->acl = conf_user(cf, name, strlen(name));
+        c->acl_conf = cf;
+    }
+    *gone = c->acl == NULL && c->user[0] != '\0';
+    return c->acl;
 }
 
 void client_free(struct client *c)

@@ -62,6 +62,9 @@ struct client {
     struct subscriber *sub;  /* Pub/Sub state (pubsub.h), or NULL */
     struct tracker *track;   /* CLIENT TRACKING state (tracking.h), or NULL */
     struct req *hold;        /* a request waiting for those before it (router_dispatch), or NULL */
+    char user[64];           /* the ACL user it authenticated as (users:), "" for the default user */
+    const struct acl_user *acl; /* USER in ACL_CONF, as client_acl found it */
+    const struct conf *acl_conf;
     struct event *auth_timer; /* closes C at client.auth_timeout unless it authenticates; or NULL */
     struct event *auth_wait; /* ends the wait of a held AUTH (client_hold_auth); or NULL */
     uint32_t nshared;        /* requests awaiting a reply on shared connections */
@@ -88,8 +91,15 @@ struct client {
  * set (now: a reload may have removed it). */
 int client_authed(const struct client *c);
 
-/* C authenticated: it is no longer closed at client.auth_timeout. */
-void client_set_authed(struct client *c);
+/* C authenticated as USER (users:, or "default"): it is no longer closed
+ * at client.auth_timeout. */
+void client_set_authed(struct client *c, const char *user, size_t len);
+
+/* The ACL user C's commands are checked against, or NULL when none is
+ * (users: is empty, or C is the default user and users: does not name it).
+ * *GONE is set when C's user is no longer in the configuration. */
+struct acl_user;
+const struct acl_user *client_acl(struct client *c, int *gone);
 
 /* Holds C's AUTH (or HELLO AUTH) R for MS milliseconds, reading nothing
  * more from C meanwhile, then dispatches it again with C->auth_waited set.

@@ -20,6 +20,12 @@
 #include <string.h>
 #include <strings.h>
 
+const char *const cmd_acl_names[CMD_ACL_COUNT] = {
+    "keyspace", "read", "write", "set", "sortedset", "list", "hash", "string", "bitmap", "hyperloglog", "geo",
+    "stream", "pubsub", "admin", "fast", "slow", "blocking", "dangerous", "connection", "transaction",
+    "scripting",
+};
+
 #define NAME_MAX_LEN 32    /* longer than any command or subcommand name */
 #define KEYWORD_MAX_LEN 16 /* longer than any key spec keyword or SORT option */
 #define NUMBER_MAX_LEN 20  /* "-9223372036854775808" */

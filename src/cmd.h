@@ -152,6 +152,32 @@ struct cmd_keyspec {
     int16_t keystep;
 };
 
+/* ACL categories (ACL CAT's, in its order), from the server's COMMAND. */
+#define CMD_ACL_KEYSPACE (1u << 0)
+#define CMD_ACL_READ (1u << 1)
+#define CMD_ACL_WRITE (1u << 2)
+#define CMD_ACL_SET (1u << 3)
+#define CMD_ACL_SORTEDSET (1u << 4)
+#define CMD_ACL_LIST (1u << 5)
+#define CMD_ACL_HASH (1u << 6)
+#define CMD_ACL_STRING (1u << 7)
+#define CMD_ACL_BITMAP (1u << 8)
+#define CMD_ACL_HYPERLOGLOG (1u << 9)
+#define CMD_ACL_GEO (1u << 10)
+#define CMD_ACL_STREAM (1u << 11)
+#define CMD_ACL_PUBSUB (1u << 12)
+#define CMD_ACL_ADMIN (1u << 13)
+#define CMD_ACL_FAST (1u << 14)
+#define CMD_ACL_SLOW (1u << 15)
+#define CMD_ACL_BLOCKING (1u << 16)
+#define CMD_ACL_DANGEROUS (1u << 17)
+#define CMD_ACL_CONNECTION (1u << 18)
+#define CMD_ACL_TRANSACTION (1u << 19)
+#define CMD_ACL_SCRIPTING (1u << 20)
+#define CMD_ACL_COUNT 21
+/* Their names without the '@', by bit: "keyspace", "read", ... */
+extern const char *const cmd_acl_names[CMD_ACL_COUNT];
+
 struct cmd_spec {
     const char *name;  /* lower case; "parent|sub" for a subcommand */
     int arity;         /* N: exactly N arguments with the name; -N: at least N */
@@ -165,12 +191,15 @@ struct cmd_spec {
     const struct cmd_keyspec *keyspecs; /* in the server's order */
     const struct cmd_spec *subs;        /* sorted by name */
     const char *why;                    /* CMD_REFUSED: the reason given to the client */
+    uint32_t acl;                       /* CMD_ACL_*: its ACL categories */
+    uint16_t id;                        /* from 1, below cmd_spec_count; 0 for a command the nodes taught */
 };
 
 /* The generated table (cmdtab.c), sorted by name, and the server it came from. */
 extern const struct cmd_spec cmd_table[];
 extern const size_t cmd_table_len;
 extern const char cmd_table_source[];
+extern const size_t cmd_spec_count; /* the ids' bound, subcommands included */
 
 /* The command called NAME (LEN bytes, any case). Returns NULL if unknown. */
 const struct cmd_spec *cmd_lookup(const char *name, size_t len);

@@ -37,6 +37,9 @@ struct compat_texts {
                                arguments for 'x'. Try P HELP." for both */
     const char *subscribed; /* what subscribed mode allows: "(P)SUBSCRIBE / (P)UNSUBSCRIBE" or
                                "(P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE" */
+    const char *noperm;     /* after "NOPERM this user has no permissions to run the '<name>": " command"
+                               (7.0, which names "parent|sub") or " command or its subcommand" (6.2,
+                               which names the parent) */
 };
 const struct compat_texts *compat_texts(unsigned version);
 

@@ -8,6 +8,8 @@
  */
 #include "conf.h"
 
+#include "acl.h"
+
 #include "log.h"
 
 #include <arpa/inet.h>
@@ -34,6 +36,7 @@ enum ktype {
     T_SIZE,     /* bytes */
     T_COUNT,    /* a plain number */
     T_ENUM,     /* one of names[], stored as its index */
+    T_USERS,    /* a mapping of user names to ACL rules (acl.h) */
 };
 
 struct key {
@@ -87,6 +90,7 @@ static const struct key keys[] = {
     {"log.level", T_ENUM, OFF(log_level), 0, 0, "notice", 1, 0, log_level_names},
     {"log.file", T_STR, OFF(log_file), 0, 0, "", 1, 0, NULL},
     {"admin.listen", T_ADDR_OPT, OFF(admin), 0, 0, "", 1, 0, NULL},
+    {"users", T_USERS, OFF(users), 0, 0, "", 1, 0, NULL},
     {"protected_mode", T_ENUM, OFF(protected_mode), 0, 0, "yes", 1, 0, no_yes},
     {"pidfile", T_STR, OFF(pidfile), 0, 0, "", 0, 0, NULL},
 };
@@ -313,6 +317,7 @@ static const char *expected(const struct key *k)
     case T_SIZE: return "expected a size like 64kb or 512mb";
     case T_COUNT: return k->auto_ok ? "expected a number or auto" : "expected a number";
     case T_ENUM: break;
+    case T_USERS: return "expected a mapping of user names to ACL rules, like app: \"on >password ~app:* +@all\"";
     }
     return "expected one of the listed words";
 }
@@ -404,6 +409,8 @@ static int parse_scalar(const struct key *k, const char *s, struct conf *c, char
         *(uint64_t *)f = v;
         return 0;
     }
+    case T_USERS: /* only its default, "" (none), is a scalar: load_users reads the mapping */
+        return s[0] == '\0' ? 0 : (snprintf(why, wlen, "%s", expected(k)), -1);
     case T_ENUM:
         for (int i = 0; k->names[i]; i++) {
             if (strcmp(s, k->names[i]) == 0) {
@@ -449,6 +456,17 @@ static void free_field(struct conf *c, const struct key *k)
         free(*(void **)f);
         *(void **)f = NULL;
         break;
+    case T_USERS: {
+        struct conf_users *u = f;
+        for (size_t i = 0; i < u->n; i++) {
+            free(u->v[i].rules);
+            acl_user_free(u->v[i].acl);
+        }
+        free(u->v);
+        u->v = NULL;
+        u->n = 0;
+        break;
+    }
     default:
         break;
     }
@@ -474,6 +492,15 @@ static int equal_field(const struct conf *a, const struct conf *b, const struct 
     }
     case T_ENUM:
         return *(const int *)fa == *(const int *)fb;
+    case T_USERS: {
+        const struct conf_users *ua = fa, *ub = fb;
+        if (ua->n != ub->n)
+            return 0;
+        for (size_t i = 0; i < ua->n; i++)
+            if (strcmp(ua->v[i].acl->name, ub->v[i].acl->name) != 0 || strcmp(ua->v[i].rules, ub->v[i].rules) != 0)
+                return 0;
+        return 1;
+    }
     default:
         return *(const uint64_t *)fa == *(const uint64_t *)fb;
     }
@@ -518,6 +545,23 @@ static int copy_field(struct conf *dst, const struct conf *src, const struct key
     case T_ENUM:
         *(int *)fd = *(const int *)fs;
         return 0;
+    case T_USERS: {
+        const struct conf_users *us = fs;
+        struct conf_users *ud = fd;
+        char why[256];
+        if ((ud->v = calloc(us->n + 1, sizeof(*ud->v))) == NULL)
+            return -1;
+        for (; ud->n < us->n; ud->n++) {
+            struct conf_user *d = &ud->v[ud->n];
+            const struct conf_user *src_user = &us->v[ud->n];
+            if ((d->rules = strdup(src_user->rules)) == NULL ||
+                (d->acl = acl_user_new(src_user->acl->name, src_user->rules, why, sizeof(why))) == NULL) {
+                free(d->rules);
+                return -1;
+            }
+        }
+        return 0;
+    }
     default:
         *(uint64_t *)fd = *(const uint64_t *)fs;
         return 0;
@@ -583,10 +627,61 @@ static int scalar_ok(struct loader *L, const char *path, yaml_node_t *n)
     return 1;
 }
 
+/* users: a mapping of names to rules, each made a user as it is read. */
+static void load_users(struct loader *L, const struct key *k, yaml_node_t *v)
+{
+    struct conf_users *u = field(L->conf, k);
+    char why[256];
+    if (v->type == YAML_SCALAR_NODE && (null_to_empty(v), v->data.scalar.length == 0))
+        return; /* "users:" alone: none */
+    if (v->type != YAML_MAPPING_NODE) {
+        diag_error(L->diag, "%s:%d:%d: %s: %s, got %s", L->name, LINE(v), COL(v), k->name, expected(k), node_kind(v));
+        return;
+    }
+    size_t n = (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
+    if (n > CONF_USERS_MAX) {
+        diag_error(L->diag, "%s:%d:%d: %s: at most %d users", L->name, LINE(v), COL(v), k->name, CONF_USERS_MAX);
+        return;
+    }
+    if ((u->v = calloc(n + 1, sizeof(*u->v))) == NULL) {
+        diag_error(L->diag, "%s: out of memory", L->name);
+        return;
+    }
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        yaml_node_t *kn = yaml_document_get_node(L->doc, p->key), *vn = yaml_document_get_node(L->doc, p->value);
+        if (kn->type != YAML_SCALAR_NODE || vn->type != YAML_SCALAR_NODE) {
+            yaml_node_t *bad = kn->type != YAML_SCALAR_NODE ? kn : vn;
+            diag_error(L->diag, "%s:%d:%d: %s: %s, got %s", L->name, LINE(bad), COL(bad), k->name, expected(k),
+                       node_kind(bad));
+            continue;
+        }
+        const char *name = (const char *)kn->data.scalar.value, *rules = (const char *)vn->data.scalar.value;
+        if (conf_user(L->conf, name, strlen(name))) {
+            diag_error(L->diag, "%s:%d:%d: %s.%s: duplicate user", L->name, LINE(kn), COL(kn), k->name, name);
+            continue;
+        }
+        struct conf_user *cu = &u->v[u->n];
+        if ((cu->acl = acl_user_new(name, rules, why, sizeof(why))) == NULL) {
+            diag_error(L->diag, "%s:%d:%d: %s.%.64s: %s", L->name, LINE(vn), COL(vn), k->name, name, why);
+            continue;
+        }
+        if ((cu->rules = strdup(rules)) == NULL) {
+            acl_user_free(cu->acl);
+            diag_error(L->diag, "%s: out of memory", L->name);
+            continue;
+        }
+        u->n++;
+    }
+}
+
 static void load_value(struct loader *L, const struct key *k, yaml_node_t *v)
 {
     char why[256];
     int is_list = k->type == T_ADDRS || k->type == T_SEEDS;
+    if (k->type == T_USERS) {
+        load_users(L, k, v);
+        return;
+    }
 
     if (v->type == YAML_SCALAR_NODE) {
         if (!scalar_ok(L, k->name, v))
@@ -660,9 +755,29 @@ static void load_mapping(struct loader *L, yaml_node_t *map, const char *prefix)
     }
 }
 
+const struct acl_user *conf_user(const struct conf *c, const char *name, size_t len)
+{
+    for (size_t i = 0; i < c->users.n; i++)
+        if (strlen(c->users.v[i].acl->name) == len && memcmp(c->users.v[i].acl->name, name, len) == 0)
+            return c->users.v[i].acl;
+    return NULL;
+}
+
+int conf_default_open(const struct conf *c)
+{
+    if (c->client_password)
+        return 0;
+    const struct acl_user *d = c->users.n ? conf_user(c, "default", 7) : NULL;
+    return d == NULL || (d->on && d->nopass);
+}
+
 /* Rules that involve more than one key. */
 static void check_together(struct loader *L)
 {
+    const struct key *users = find_key("users");
+    if (L->conf->client_password && conf_user(L->conf, "default", 7))
+        diag_error(L->diag, "%s:%d:%d: users.default: set the default user's password here or in client.password, "
+                   "not in both", L->name, L->seen_line[users - keys], L->seen_col[users - keys]);
     const struct key *user = find_key("cluster.username");
     size_t i = (size_t)(user - keys);
     if (L->conf->cluster_username && L->conf->cluster_password == NULL)
@@ -760,7 +875,7 @@ struct conf *conf_load(const char *path, struct conf_diag *diag)
     }
     struct conf *c = conf_parse(path, text, len, diag);
     free(text);
-    if (c && (st.st_mode & S_IROTH) && (c->cluster_password || c->client_password))
+    if (c && (st.st_mode & S_IROTH) && (c->cluster_password || c->client_password || c->users.n))
         diag_warning(diag, "%s: holds a password but is readable by other users (chmod o-r %s)", path, path);
     return c;
 }

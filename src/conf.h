@@ -27,6 +27,18 @@ struct conf_addr {
     int proxy_protocol;       /* listen: its clients come through a proxy that sends a PROXY header */
 };
 
+/* A user of users: (acl.h), its rules kept as written to compare reloads. */
+struct acl_user;
+struct conf_user {
+    char *rules;
+    struct acl_user *acl;
+};
+struct conf_users {
+    struct conf_user *v;
+    size_t n;
+};
+#define CONF_USERS_MAX 1024
+
 /* Addresses a list may hold (listen's are bits of a 64-bit mask in server.c). */
 #define CONF_ADDRS_MAX 64
 
@@ -51,6 +63,7 @@ struct conf {
     int read_policy;             /* enum read_policy */
 
     char *client_password;       /* NULL = clients need not AUTH */
+    struct conf_users users;     /* users: (acl.h); none = only the default user, who may run everything */
     uint64_t max_clients;
     uint64_t idle_timeout_ms;    /* 0 = never */
     uint64_t auth_timeout_ms;    /* a client that must AUTH and has not by then is closed; 0 = never */
@@ -98,6 +111,13 @@ struct conf *conf_parse(const char *name, const char *text, size_t len, struct c
 /* Carries every key a reload may not change from OLD into NEW, with a warning
  * in DIAG for each one the new file changed. */
 void conf_keep_fixed(struct conf *newc, const struct conf *old, struct conf_diag *diag);
+
+/* The user NAME (LEN bytes) of users:, or NULL. */
+const struct acl_user *conf_user(const struct conf *c, const char *name, size_t len);
+
+/* Whether the default user needs no password: no client.password, and
+ * users: does not name it or names it with nopass (and on). */
+int conf_default_open(const struct conf *c);
 
 struct conf *conf_ref(struct conf *c);
 void conf_unref(struct conf *c); /* NULL is a no-op */

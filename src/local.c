@@ -11,6 +11,7 @@
 
 #include "local.h"
 
+#include "acl.h"
 #include "client.h"
 #include "conf.h"
 #include "guard.h"
@@ -192,14 +193,18 @@ static int authenticate(struct call *k, size_t user_i, size_t pass_i)
         ulen = resp_arg_copy(k->r->buf, &k->q->argv[user_i], user, sizeof(user));
     plen = resp_arg_copy(k->r->buf, &k->q->argv[pass_i], pass, sizeof(pass));
     int default_user = ulen == 7 && memcmp(user, "default", 7) == 0;
-    /* With no client password, the default user has nopass, as in Redis. */
-    int ok = default_user && (want == NULL || (plen <= sizeof(pass) && secret_equal(pass, plen, want, strlen(want))));
+    const struct acl_user *u = ulen <= sizeof(user) ? conf_user(k->c->w->conf, user, ulen) : NULL;
+    int ok;
+    if (u) /* a user of users: (the default user too, when it names it) */
+        ok = plen <= sizeof(pass) && acl_password_ok(u, pass, plen);
+    else /* With no client password, the default user has nopass, as in Redis. */
+        ok = default_user && (want == NULL || (plen <= sizeof(pass) && secret_equal(pass, plen, want, strlen(want))));
     memset(pass, 0, sizeof(pass));
     if (!ok) {
         auth_failed(k->c);
         return -1;
     }
-    client_set_authed(k->c);
+    client_set_authed(k->c, user, ulen);
     return 0;
 }
 
@@ -207,7 +212,7 @@ static void cmd_auth(struct call *k)
 {
     if (k->q->argc > 3) {
         resp_add_error(k->out, "ERR syntax error");
-    } else if (k->q->argc == 2 && k->c->w->conf->client_password == NULL) {
+    } else if (k->q->argc == 2 && conf_default_open(k->c->w->conf)) {
         resp_add_error(k->out, "ERR AUTH <password> called without any password configured for the default user. "
                                "Are you sure your configuration is correct?");
     } else {
@@ -344,10 +349,10 @@ static void client_info_line(struct call *k, struct evbuffer *out)
     evbuffer_add_printf(out,
                         "id=%llu addr=%s laddr=%s fd=%d name=%s age=%lld idle=0 flags=N db=0 sub=0 psub=0 ssub=0 "
                         "multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=%zu tot-mem=0 "
-                        "events=r cmd=client|info user=default redir=-1 resp=%d\n",
+                        "events=r cmd=client|info user=%s redir=-1 resp=%d\n",
                         (unsigned long long)c->id, c->addr, laddr, (int)fd, c->name ? c->name : "",
                         (long long)(time(NULL) - c->created), evbuffer_get_length(bufferevent_get_output(c->bev)),
-                        (int)c->proto);
+                        c->user[0] ? c->user : "default", (int)c->proto);
 }
 
 static void client_setname(struct call *k)
@@ -470,6 +475,51 @@ static void cmd_client(struct call *k)
     }
 }
 
+/* ---- ACL ---- */
+
+/* respgate's users (conf's users:), the default user first, as Redis lists
+ * them; without their passwords. */
+static void acl_users(struct call *k, int describe)
+{
+    const struct conf *cf = k->c->w->conf;
+    int implicit = conf_user(cf, "default", 7) == NULL;
+    evbuffer_add_printf(k->out, "*%zu\r\n", cf->users.n + (size_t)implicit);
+    if (implicit) {
+        const char *line = conf_default_open(cf) ? "user default on nopass ~* &* +@all" : "user default on ~* &* +@all";
+        resp_add_bulk(k->out, describe ? line : "default", describe ? strlen(line) : 7);
+    }
+    for (size_t i = 0; i < cf->users.n; i++) {
+        const struct acl_user *u = cf->users.v[i].acl;
+        if (!describe) {
+            resp_add_bulk(k->out, u->name, strlen(u->name));
+            continue;
+        }
+        struct evbuffer *line = evbuffer_new();
+        if (line == NULL)
+            continue;
+        acl_describe(u, line);
+        evbuffer_add_printf(k->out, "$%zu\r\n", evbuffer_get_length(line));
+        evbuffer_add_buffer(k->out, line);
+        evbuffer_add(k->out, "\r\n", 2);
+        evbuffer_free(line);
+    }
+}
+
+static void cmd_acl(struct call *k)
+{
+    char sub[NAME_MAX_LEN];
+    if (lower_arg(k, 1, sub) == 0 || k->q->argc != 2) {
+        resp_add_error(k->out, "ERR respgate answers ACL WHOAMI, ACL LIST and ACL USERS only");
+    } else if (strcmp(sub, "whoami") == 0) {
+        const char *name = k->c->user[0] ? k->c->user : "default";
+        resp_add_bulk(k->out, name, strlen(name));
+    } else if (strcmp(sub, "list") == 0 || strcmp(sub, "users") == 0) {
+        acl_users(k, sub[0] == 'l');
+    } else {
+        resp_add_error(k->out, "ERR respgate answers ACL WHOAMI, ACL LIST and ACL USERS only");
+    }
+}
+
 /* ---- RESET ---- */
 
 static void cmd_reset(struct call *k)
@@ -481,6 +531,8 @@ static void cmd_reset(struct call *k)
     k->r->silent = 0;
     c->proto = 2; /* as Redis: RESET returns to RESP2 */
     c->authed = 0; /* as Redis: back to the default user, authenticated only without a password */
+    c->user[0] = '\0';
+    c->acl_conf = NULL;
     session_reset(c); /* as Redis: DISCARD, UNWATCH, and no more subscriptions */
     pubsub_reset(c);
     tracking_reset(c);
@@ -495,6 +547,7 @@ static void cmd_info(struct call *k)
 }
 
 static const struct local_cmd local_cmds[] = {
+    {"acl", -2, 0, cmd_acl},
     {"auth", -2, 1, cmd_auth},
     {"client", -2, 0, cmd_client},
     {"echo", 2, 0, cmd_echo},

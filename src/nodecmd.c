@@ -127,6 +127,12 @@ static int parse_command(const redisReply *r, const char *name, struct cmd_spec 
         for (size_t j = 0; j < sizeof(cmd_flags) / sizeof(cmd_flags[0]); j++)
             if (text_is(flags->element[i], cmd_flags[j].name))
                 c->flags |= cmd_flags[j].bit;
+    const redisReply *cats = r->elements > 6 ? r->element[6] : NULL;
+    for (size_t i = 0; cats && cats->type == REDIS_REPLY_ARRAY && i < cats->elements; i++)
+        for (int j = 0; j < CMD_ACL_COUNT; j++)
+            if (cats->element[i]->type == REDIS_REPLY_STATUS && cats->element[i]->len == strlen(cmd_acl_names[j]) + 1 &&
+                memcmp(cats->element[i]->str + 1, cmd_acl_names[j], cats->element[i]->len - 1) == 0)
+                c->acl |= 1u << j;
     const redisReply *specs = r->elements > 8 ? r->element[8] : NULL;
     size_t n = specs && specs->type == REDIS_REPLY_ARRAY ? specs->elements : 0;
     struct cmd_keyspec *ks = calloc(n ? n : 1, sizeof(*ks));

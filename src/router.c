@@ -10,9 +10,11 @@
  */
 #include "router.h"
 
+#include "acl.h"
 #include "client.h"
 #include "cmd.h"
 #include "compat.h"
+#include "conf.h"
 #include "fanout.h"
 #include "local.h"
 #include "metrics.h"
@@ -130,6 +132,51 @@ static int subscriber_stops(struct client *c, struct req *r, const struct cmd_sp
     return 0;
 }
 
+/* Whether C's ACL user (users:) may not run R (command CMD, arguments Q):
+ * the command, then each of its keys, as Redis checks them. Answers R with
+ * Redis's NOPERM then; inside MULTI, EXEC will abort. Returns 1 if so. */
+static int acl_stops(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
+{
+    struct worker *w = c->w;
+    int gone;
+    const struct acl_user *u = client_acl(c, &gone);
+    if (u == NULL && !gone)
+        return 0;
+    if (gone) { /* Redis closes a deleted user's connections */
+        req_fail(w, r, "NOPERM respgate: user '%s' is no longer in the configuration", c->user);
+        client_close_soon(c);
+        return 1;
+    }
+    if (!(cmd->flags & CMDF_NO_AUTH) && !acl_may_run(u, cmd)) {
+        char name[64];
+        const char *bar = strchr(cmd->name, '|');
+        size_t n = bar && !compat_texts(w->version)->subcommand_table ? (size_t)(bar - cmd->name) : strlen(cmd->name);
+        snprintf(name, sizeof(name), "%.*s", (int)n, cmd->name);
+        c->multi_failed |= c->multi;
+        req_fail(w, r, "NOPERM this user has no permissions to run the '%s%s", name, compat_texts(w->version)->noperm);
+        return 1;
+    }
+    if (u->all_keys)
+        return 0;
+    size_t stack[ROUTE_KEYS_ON_STACK], *keys;
+    int n = route_find_keys(r, cmd, q, stack, &keys);
+    if (n == -2) {
+        req_fail(w, r, REQ_OUT_OF_MEMORY);
+        return 1;
+    }
+    const char *frame = n > 0 ? (const char *)evbuffer_pullup(r->buf, -1) : NULL;
+    int refused = 0;
+    for (int i = 0; i < n && !refused; i++)
+        refused = !acl_key_ok(u, frame + q->argv[keys[i]].off, q->argv[keys[i]].len);
+    if (keys != stack)
+        free(keys);
+    if (refused) {
+        c->multi_failed |= c->multi;
+        req_fail(w, r, "NOPERM this user has no permissions to access one of the keys used as arguments");
+    }
+    return refused;
+}
+
 /* Redis's checks of a command to forward, in its order, and whether there
  * is a map to route by. Returns 0 if R may go on; 1 if it was answered, or
  * is held until the first map. */
@@ -151,6 +198,8 @@ static int stopped_before_routing(struct client *c, struct req *r, const struct 
         fail_arity(w, r, q, cmd);
         return 1;
     }
+    if (w->conf->users.n && acl_stops(c, r, cmd, q))
+        return 1;
     if (cmd->kind == CMD_REFUSED && !c->multi) {
         req_fail(w, r, "ERR respgate does not forward '%s': %s", cmd->name, cmd->why);
         return 1;
@@ -211,6 +260,8 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
      * those Redis runs at once. */
     if (cmd && cmd->kind == CMD_LOCAL && !(c->sub && pubsub_owns(c, cmd)) &&
         (!c->multi || (cmd->ctx & CMD_CTX_MULTI_NOW))) {
+        if (c->w->conf->users.n && client_authed(c) && arity_ok(cmd, q->argc) && acl_stops(c, r, cmd, q))
+            return;
         if (local_dispatch(c, r, q) == 0)
             req_complete(c->w, r);
         return;

@@ -220,7 +220,7 @@ static int admin_changed(const struct server *s, const struct conf *c)
  * before they are. */
 static void note_protected_mode(const struct conf *c)
 {
-    if (!c->protected_mode || c->client_password)
+    if (!c->protected_mode || !conf_default_open(c))
         return;
     for (size_t i = 0; i < c->listen.n; i++) {
         const struct conf_addr *a = &c->listen.v[i];

@@ -38,6 +38,12 @@ COMMAND_FLAGS = [
     "no_mandatory_keys", "no_async_loading", "no_multi", "movablekeys", "allow_busy",
 ]
 
+# ACL categories, in cmd.h's bit order (CMD_ACL_<NAME>) and ACL CAT's.
+ACL_CATEGORIES = [
+    "keyspace", "read", "write", "set", "sortedset", "list", "hash", "string", "bitmap", "hyperloglog", "geo",
+    "stream", "pubsub", "admin", "fast", "slow", "blocking", "dangerous", "connection", "transaction", "scripting",
+]
+
 # Key spec flags (CMD_KSF_<NAME>).
 KEYSPEC_FLAGS = ["RO", "RW", "OW", "RM", "access", "update", "insert", "delete", "not_key",
                  "incomplete", "variable_flags"]
@@ -123,7 +129,10 @@ POLICY = {
     "lastsave": ("CMD_REFUSED", None,
         "it reports one node's state, not the cluster's"),
     "acl": ("CMD_REFUSED", None,
-        "users are configured on each node; manage them there"),
+        "respgate's users are in its configuration (users:); the nodes' are managed on each node"),
+    "acl|whoami": ("CMD_LOCAL", None, "the user the client authenticated as"),
+    "acl|list": ("CMD_LOCAL", None, "respgate's users (users:), without their passwords"),
+    "acl|users": ("CMD_LOCAL", None, "the names of respgate's users"),
     "module": ("CMD_REFUSED", None,
         "it would load code into one node of the cluster"),
     "latency|reset": ("CMD_BROADCAST", "MERGE_SUM",
@@ -438,6 +447,7 @@ def generate(version, reply):
            ""]
     used_quirks, idents, docs = set(), set(), []
     counts = {"commands": 0, "subcommands": 0}
+    ids = {}  # a spec's number, from 1 in the table's order (acl.c's bitmaps)
 
     def emit_keyspecs(entry):
         name = entry[0]
@@ -464,7 +474,9 @@ def generate(version, reply):
         op, ctx = OPS.get(name, ("CMD_OP_NONE", []))
         ctx = " | ".join("CMD_CTX_" + c for c in ctx) or "0"
         return (f'    {{"{name}", {arity}, {c_flags(flags, COMMAND_FLAGS, "CMDF_", "command")}, {kind}, {merge}, '
-                f"{op}, {ctx}, {len(entry[8])}, {nsubs}, {ks_ident}, {subs_ident}, {why}}},")
+                f"{op}, {ctx}, {len(entry[8])}, {nsubs}, {ks_ident}, {subs_ident}, {why}, "
+                f"{c_flags([c.lstrip('@') for c in entry[6]], ACL_CATEGORIES, 'CMD_ACL_', 'ACL category')}, "
+                f"{ids.setdefault(name, len(ids) + 1)}}},")
 
     table = []
     for entry in sorted(reply, key=lambda e: e[0]):
@@ -507,6 +519,7 @@ def generate(version, reply):
     out.append("};")
     out.append("const size_t cmd_table_len = sizeof(cmd_table) / sizeof(cmd_table[0]);")
     out.append(f'const char cmd_table_source[] = "redis-server {version}";')
+    out.append(f"const size_t cmd_spec_count = {len(ids) + 1};")
     return "\n".join(out) + "\n", render_docs(version, docs), counts
 
 

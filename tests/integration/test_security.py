@@ -191,3 +191,114 @@ def test_a_client_that_never_authenticates_is_closed(make_respgate):
     good.close()
     assert rg.log().count("not authenticated within client.auth_timeout (1000 ms)") == 2
     assert info_field(rg.port, "auth_timeouts", "right") == 2
+
+
+# ACL users: the same users on respgate (users:) and on a single Redis (ACL
+# SETUSER), and the same commands sent to both, byte for byte.
+USERS = {
+    "reader": "on >rpw allkeys allchannels +@read +ping -@dangerous",
+    "app": "on >apw ~app:* ~{app}* allchannels +@all -@dangerous",
+}
+AS_READER = [
+    ("GET", "app:1"), ("SET", "app:1", "v"), ("DEL", "app:1"), ("MGET", "app:1", "other"), ("KEYS", "*"),
+    ("CONFIG", "GET", "maxmemory"), ("PING",), ("HGETALL", "app:h"), ("FLUSHALL",), ("INCR", "n"),
+]
+AS_APP = [
+    ("SET", "app:1", "v"), ("GET", "app:1"), ("SET", "other", "v"), ("GET", "other"),
+    ("MGET", "app:1", "app:2"), ("MGET", "app:1", "other", "app:2"), ("MSET", "app:3", "x", "other", "y"),
+    ("DEL", "app:1", "other"), ("EXISTS", "other"),
+    ("EVAL", "return 1", "1", "other"), ("EVAL", "return redis.call('get', KEYS[1])", "1", "app:3"),
+    ("MULTI",), ("SET", "{app}a", "1"), ("SET", "other", "1"), ("EXEC",),
+    ("MULTI",), ("SET", "{app}a", "1"), ("INCR", "{app}a"), ("EXEC",),
+    ("FLUSHALL",), ("KEYS", "*"), ("CONFIG", "SET", "maxmemory", "0"), ("PING",), ("DEL", "app:3", "{app}a"),
+]
+
+
+@pytest.fixture(scope="module")
+def acl_single(tmp_path_factory):
+    from harness.single import Single
+    with Single(str(tmp_path_factory.mktemp("acl_single")), password="dpw") as s:
+        r = s.client()
+        for name, rules in USERS.items():
+            assert r.execute_command("ACL", "SETUSER", name, *rules.split())
+        yield s
+
+
+def acl_respgate(make_respgate):
+    rg = make_respgate(client_password="dpw", start=False)
+    rg.write_config(open(rg.conf_path).read() + "users:\n" +
+                    "".join(f'  {name}: "{rules}"\n' for name, rules in USERS.items()))
+    return rg.start()
+
+
+def test_acl_users_answer_as_a_single_redis(make_respgate, acl_single):
+    from test_resp3 import Raw
+    rg = acl_respgate(make_respgate)
+    for user, password, script in [("reader", "rpw", AS_READER), ("app", "apw", AS_APP)]:
+        via, one = Raw(rg.port), Raw(acl_single.port)
+        for c in (via, one):
+            assert c.call("AUTH", user, password) == b"+OK\r\n"
+        for cmd in script:
+            got, want = via.call(*cmd), one.call(*cmd)
+            assert got == want, f"as {user}, {cmd}: through respgate {got!r}, on a single Redis {want!r}"
+        via.close()
+        one.close()
+    # The refusals above did refuse: the reader wrote nothing, the app no key outside its patterns.
+    admin = Raw(rg.port)
+    assert admin.call("AUTH", "dpw") == b"+OK\r\n"
+    assert admin.call("EXISTS", "other", "n") == b":0\r\n"
+    admin.close()
+
+
+def test_acl_logins_whoami_list_and_reload(make_respgate):
+    from test_resp3 import Raw
+    rg = acl_respgate(make_respgate)
+    c = Raw(rg.port)
+    assert c.call("AUTH", "app", "wrong") == b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    assert c.call("AUTH", "nobody", "apw") == b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    assert c.call("HELLO", "3", "AUTH", "app", "apw").startswith(b"%7\r\n")
+    assert c.call("ACL", "WHOAMI") == b"$3\r\napp\r\n"
+    # ACL LIST is @dangerous: the app may not, as in Redis; the default user may.
+    assert c.call("ACL", "LIST") == b"-NOPERM this user has no permissions to run the 'acl|list' command\r\n" \
+        or c.call("ACL", "LIST").startswith(b"-NOPERM")
+    d = Raw(rg.port)
+    assert d.call("AUTH", "default", "dpw") == b"+OK\r\n"
+    listing = d.call("ACL", "LIST")
+    assert b"user app on ~app:* ~{app}* &* +@all -@dangerous" in listing
+    assert b"user default on ~* &* +@all" in listing
+    assert b"apw" not in listing and b"rpw" not in listing and b"dpw" not in listing
+    assert b"user=app " in c.call("CLIENT", "INFO")
+    # The default user still works with client.password.
+    assert d.call("SET", "anything", "1") == b"+OK\r\n"
+    assert d.call("DEL", "anything") == b":1\r\n"
+    # A reload changes what a logged-in user may do at once; a user removed
+    # is refused and its connection closed.
+    text = open(rg.conf_path).read()
+    rg.write_config(text.replace("+@all -@dangerous", "+@read"))
+    rg.signal(signal.SIGHUP)
+    assert wait_until(lambda: rg.log().count("configuration reloaded") == 1, 10)
+    assert c.call("SET", "app:x", "1").startswith(b"-NOPERM this user has no permissions to run the 'set'")
+    rg.write_config(text.replace('  app: "on >apw ~app:* ~{app}* allchannels +@all -@dangerous"\n', ""))
+    rg.signal(signal.SIGHUP)
+    assert wait_until(lambda: rg.log().count("configuration reloaded") == 2, 10)
+    assert c.call("GET", "app:x") == b"-NOPERM respgate: user 'app' is no longer in the configuration\r\n"
+    with pytest.raises(AssertionError):
+        c.call("PING")  # closed
+    assert d.call("PING") == b"+PONG\r\n"
+
+
+def test_acl_config_errors(tmp_path):
+    import subprocess
+    from harness.respgate import BINARY
+    for rules, why in [("on >x +nosuch", "Unknown command or category name in ACL"),
+                       ("on &chan", "channel rules are not supported"),
+                       ("on >hunter2 bogus", "modifier 'bogus': Syntax error")]:
+        path = tmp_path / "bad.yml"
+        path.write_text(f'cluster: {{seeds: [127.0.0.1:7000]}}\nusers:\n  app: "{rules}"\n')
+        out = subprocess.run([BINARY, "-t", "-c", str(path)], capture_output=True, text=True, timeout=10)
+        assert out.returncode == 78, out
+        assert why in out.stderr and "users.app" in out.stderr, out.stderr
+        assert "hunter2" not in out.stderr
+    path.write_text('cluster: {seeds: [127.0.0.1:7000]}\nclient: {password: x}\nusers:\n  default: "on >y +@all"\n')
+    out = subprocess.run([BINARY, "-t", "-c", str(path)], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 78 and "not in both" in out.stderr, out.stderr
