@@ -135,7 +135,7 @@ void client_set_authed(struct client *c, const char *user, size_t len)
         len = 0;
     memcpy(c->user, user, len);
     c->user[len] = '\0';
-    c->acl_conf = NULL;
+    c->acl_serial = 0;
     c->authed = 1;
     if (c->auth_timer)
         evtimer_del(c->auth_timer);
@@ -238,10 +238,10 @@ const struct acl_user *client_acl(struct client *c, int *gone)
     *gone = 0;
     if (cf->users.n == 0)
         return NULL;
-    if (c->acl_conf != cf) { /* a reload since: the user's rules may have changed */
+    if (c->acl_serial != cf->serial) { /* a reload since: the user's rules may have changed */
         const char *name = c->user[0] ? c->user : "default";
         c->acl = conf_user(cf, name, strlen(name));
-        c->acl_conf = cf;
+        c->acl_serial = cf->serial;
     }
     *gone = c->acl == NULL && c->user[0] != '\0';
     return c->acl;

@@ -63,8 +63,8 @@ struct client {
     struct tracker *track;   /* CLIENT TRACKING state (tracking.h), or NULL */
     struct req *hold;        /* a request waiting for those before it (router_dispatch), or NULL */
     char user[64];           /* the ACL user it authenticated as (users:), "" for the default user */
-    const struct acl_user *acl; /* USER in ACL_CONF, as client_acl found it */
-    const struct conf *acl_conf;
+    const struct acl_user *acl; /* USER in the config of serial ACL_SERIAL, as client_acl found it */
+    uint64_t acl_serial;     /* 0: look it up again */
     struct event *auth_timer; /* closes C at client.auth_timeout unless it authenticates; or NULL */
     struct event *auth_wait; /* ends the wait of a held AUTH (client_hold_auth); or NULL */
     uint32_t nshared;        /* requests awaiting a reply on shared connections */

@@ -812,6 +812,8 @@ struct conf *conf_parse(const char *name, const char *text, size_t len, struct c
         return NULL;
     }
     atomic_init(&L.conf->refs, 1);
+    static atomic_uint_fast64_t serials;
+    L.conf->serial = atomic_fetch_add(&serials, 1) + 1;
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     if (!yaml_parser_load(&parser, &doc)) {
         diag_error(diag, "%s:%d:%d: syntax error: %s%s%s", name, (int)parser.problem_mark.line + 1,

@@ -51,6 +51,7 @@ enum read_policy { READ_MASTER = 0, READ_PREFER_REPLICA, READ_REPLICA };
 
 struct conf {
     atomic_int refs;
+    uint64_t serial;             /* unique per parsed config: an address may be reused, this never is */
 
     struct conf_addrs listen;
     uint64_t workers;            /* 0 = one per core */

@@ -532,7 +532,7 @@ static void cmd_reset(struct call *k)
     c->proto = 2; /* as Redis: RESET returns to RESP2 */
     c->authed = 0; /* as Redis: back to the default user, authenticated only without a password */
     c->user[0] = '\0';
-    c->acl_conf = NULL;
+    c->acl_serial = 0;
     session_reset(c); /* as Redis: DISCARD, UNWATCH, and no more subscriptions */
     pubsub_reset(c);
     tracking_reset(c);
