@@ -163,6 +163,14 @@ static void reset_keys(struct acl_user *u)
     u->all_keys = 0;
 }
 
+static void reset_channels(struct acl_user *u)
+{
+    for (unsigned i = 0; i < u->nchannels; i++)
+        free(u->channels[i]);
+    u->nchannels = 0;
+    u->all_channels = 0;
+}
+
 static const char *command_rule(struct acl_user *u, const char *name, size_t len, int on)
 {
     if (len > 1 && name[0] == '@') {
@@ -243,10 +251,22 @@ static const char *apply(struct acl_user *u, const char *tok, size_t len)
         u->key_len[u->nkeys++] = len - 1;
     } else if (tok[0] == '%') {
         return "respgate: read and write key patterns (%R~, %W~) are not supported; use ~pattern";
-    } else if (tok[0] == '&' || IS("resetchannels")) {
-        return "respgate: channel rules are not supported: every user may use every channel (allchannels)";
-    } else if (IS("allchannels") || IS("sanitize-payload") || IS("skip-sanitize-payload")) {
-        /* the only channel rule respgate has; payloads are for the nodes to check */
+    } else if (IS("allchannels") || (len == 2 && tok[0] == '&' && tok[1] == '*')) {
+        reset_channels(u);
+        u->all_channels = 1;
+    } else if (IS("resetchannels")) {
+        reset_channels(u);
+    } else if (tok[0] == '&') {
+        if (u->all_channels)
+            return "Adding a pattern after the * pattern (or the 'allchannels' flag) is not valid and does not have "
+                   "any effect. Try 'resetchannels' to start with an empty list of channels";
+        if (u->nchannels == ACL_PATTERNS_MAX)
+            return "respgate: too many channel patterns for one user (64 at most)";
+        if ((u->channels[u->nchannels] = strndup(tok + 1, len - 1)) == NULL)
+            return "out of memory";
+        u->channel_len[u->nchannels++] = len - 1;
+    } else if (IS("sanitize-payload") || IS("skip-sanitize-payload")) {
+        /* payloads are for the nodes to check */
     } else if (IS("allcommands")) {
         return command_rule(u, "@all", 4, 1);
     } else if (IS("nocommands")) {
@@ -255,6 +275,7 @@ static const char *apply(struct acl_user *u, const char *tok, size_t len)
         u->npass = 0;
         u->nopass = 0;
         reset_keys(u);
+        reset_channels(u);
         u->on = 0;
         return command_rule(u, "@all", 4, 0);
     } else if ((tok[0] == '+' || tok[0] == '-') && len > 1) {
@@ -326,6 +347,7 @@ void acl_user_free(struct acl_user *u)
         return;
     struct acl_user_private *p = (struct acl_user_private *)u;
     reset_keys(u);
+    reset_channels(u);
     free(u->allowed);
     free(p->commands);
     OPENSSL_cleanse(u->pass, sizeof(u->pass));
@@ -360,6 +382,17 @@ int acl_key_ok(const struct acl_user *u, const char *key, size_t len)
     return 0;
 }
 
+int acl_channel_ok(const struct acl_user *u, const char *ch, size_t len, int is_pattern)
+{
+    if (u->all_channels)
+        return 1;
+    for (unsigned i = 0; i < u->nchannels; i++)
+        if (is_pattern ? u->channel_len[i] == len && memcmp(u->channels[i], ch, len) == 0
+                       : acl_glob(u->channels[i], u->channel_len[i], ch, len))
+            return 1;
+    return 0;
+}
+
 void acl_describe(const struct acl_user *u, struct evbuffer *out)
 {
     const struct acl_user_private *p = (const struct acl_user_private *)u;
@@ -370,7 +403,12 @@ void acl_describe(const struct acl_user *u, struct evbuffer *out)
         evbuffer_add_printf(out, " ~*");
     for (unsigned i = 0; i < u->nkeys; i++)
         evbuffer_add_printf(out, " ~%s", u->keys[i]);
-    evbuffer_add_printf(out, " &*");
+    if (u->all_channels)
+        evbuffer_add_printf(out, " &*");
+    for (unsigned i = 0; i < u->nchannels; i++)
+        evbuffer_add_printf(out, " &%s", u->channels[i]);
+    if (!u->all_channels && u->nchannels == 0)
+        evbuffer_add_printf(out, " resetchannels");
     if (p->commands[0])
         evbuffer_add_printf(out, " %s", p->commands);
     else

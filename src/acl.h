@@ -2,7 +2,8 @@
  * acl: the users a client may log in as, and what each may run: a common
  * subset of Redis's ACL rules (on/off, >password, #sha256, nopass,
  * resetpass, +@category, -@category, +command, -command, +command|sub,
- * allcommands, nocommands, ~pattern, allkeys, resetkeys, reset), applied in
+ * allcommands, nocommands, ~pattern, allkeys, resetkeys, &pattern,
+ * allchannels, resetchannels, reset), applied in
  * order as ACL SETUSER applies them. Checked by respgate before a command is
  * routed; the nodes never see these users (respgate logs in to them as
  * cluster.username). Pure: a user is built once per configuration, then
@@ -27,16 +28,20 @@ struct acl_user {
     unsigned nopass : 1;
     unsigned all_commands : 1;   /* +@all with nothing taken away since: commands the nodes taught too */
     unsigned all_keys : 1;
+    unsigned all_channels : 1;
     unsigned npass;
     unsigned char pass[ACL_PASSWORDS_MAX][32]; /* SHA-256 of each password */
     uint64_t *allowed;           /* a bit per cmd_spec id (cmd_spec_count bits) */
     char *keys[ACL_PATTERNS_MAX]; /* glob patterns, Redis's stringmatch */
     size_t key_len[ACL_PATTERNS_MAX];
     unsigned nkeys;
+    char *channels[ACL_PATTERNS_MAX]; /* channel patterns */
+    size_t channel_len[ACL_PATTERNS_MAX];
+    unsigned nchannels;
 };
 
 /* A user named NAME as ACL SETUSER makes one (off, no password, no commands,
- * no keys), with RULES applied. Returns it, or NULL with the reason in WHY. */
+ * no keys, no channels: Redis 7's acl-pubsub-default), with RULES applied. Returns it, or NULL with the reason in WHY. */
 struct acl_user *acl_user_new(const char *name, const char *rules, char *why, size_t cap);
 void acl_user_free(struct acl_user *u); /* NULL is a no-op */
 
@@ -49,6 +54,11 @@ int acl_may_run(const struct acl_user *u, const struct cmd_spec *cmd);
 
 /* Whether U may touch KEY (LEN bytes). */
 int acl_key_ok(const struct acl_user *u, const char *key, size_t len);
+
+/* Whether U may use channel CH (LEN bytes): as a channel (SUBSCRIBE,
+ * PUBLISH) it must match one of U's patterns; as a pattern (PSUBSCRIBE) it
+ * must be one of them, as Redis compares. */
+int acl_channel_ok(const struct acl_user *u, const char *ch, size_t len, int is_pattern);
 
 /* Redis's glob: * ? [a-z] [^x] and \ escapes. Bounded work: no recursion. */
 int acl_glob(const char *pat, size_t plen, const char *s, size_t slen);

@@ -132,6 +132,28 @@ static int subscriber_stops(struct client *c, struct req *r, const struct cmd_sp
     return 0;
 }
 
+/* Whether U may not use a channel that R (command CMD, arguments Q) names:
+ * SUBSCRIBE's, SSUBSCRIBE's and PSUBSCRIBE's (patterns, compared as such),
+ * PUBLISH's and SPUBLISH's, the commands Redis checks. */
+static int acl_channels_refused(const struct acl_user *u, struct req *r, const struct cmd_spec *cmd,
+                                const struct resp_req *q)
+{
+    static const struct {
+        const char *name;
+        int all, pattern; /* every argument, or the first only */
+    } named[] = {{"subscribe", 1, 0}, {"ssubscribe", 1, 0}, {"psubscribe", 1, 1}, {"publish", 0, 0}, {"spublish", 0, 0}};
+    size_t i = 0;
+    while (i < sizeof(named) / sizeof(named[0]) && strcmp(cmd->name, named[i].name) != 0)
+        i++;
+    if (i == sizeof(named) / sizeof(named[0]) || q->argc < 2)
+        return 0;
+    const char *frame = (const char *)evbuffer_pullup(r->buf, -1);
+    for (size_t a = 1; a < (named[i].all ? q->argc : 2); a++)
+        if (!acl_channel_ok(u, frame + q->argv[a].off, q->argv[a].len, named[i].pattern))
+            return 1;
+    return 0;
+}
+
 /* Whether C's ACL user (users:) may not run R (command CMD, arguments Q):
  * the command, then each of its keys, as Redis checks them. Answers R with
  * Redis's NOPERM then; inside MULTI, EXEC will abort. Returns 1 if so. */
@@ -154,6 +176,11 @@ static int acl_stops(struct client *c, struct req *r, const struct cmd_spec *cmd
         snprintf(name, sizeof(name), "%.*s", (int)n, cmd->name);
         c->multi_failed |= c->multi;
         req_fail(w, r, "NOPERM this user has no permissions to run the '%s%s", name, compat_texts(w->version)->noperm);
+        return 1;
+    }
+    if (!u->all_channels && acl_channels_refused(u, r, cmd, q)) {
+        c->multi_failed |= c->multi;
+        req_fail(w, r, "NOPERM this user has no permissions to access one of the channels used as arguments");
         return 1;
     }
     if (u->all_keys)

@@ -198,6 +198,7 @@ def test_a_client_that_never_authenticates_is_closed(make_respgate):
 USERS = {
     "reader": "on >rpw allkeys allchannels +@read +ping -@dangerous",
     "app": "on >apw ~app:* ~{app}* allchannels +@all -@dangerous",
+    "news": "on >npw resetkeys resetchannels &news:* &__keyspace@0__:news:* +@pubsub +ping",
 }
 AS_READER = [
     ("GET", "app:1"), ("SET", "app:1", "v"), ("DEL", "app:1"), ("MGET", "app:1", "other"), ("KEYS", "*"),
@@ -211,6 +212,11 @@ AS_APP = [
     ("MULTI",), ("SET", "{app}a", "1"), ("SET", "other", "1"), ("EXEC",),
     ("MULTI",), ("SET", "{app}a", "1"), ("INCR", "{app}a"), ("EXEC",),
     ("FLUSHALL",), ("KEYS", "*"), ("CONFIG", "SET", "maxmemory", "0"), ("PING",), ("DEL", "app:3", "{app}a"),
+]
+AS_NEWS = [
+    ("PUBLISH", "news:1", "hi"), ("PUBLISH", "other", "hi"), ("GET", "news:1"),
+    ("SUBSCRIBE", "news:a", "other"), ("PSUBSCRIBE", "news:*x"), ("PSUBSCRIBE", "__keyspace@0__:news:*"),
+    ("SUBSCRIBE", "news:b"), ("PING",), ("UNSUBSCRIBE",), ("PUNSUBSCRIBE",),
 ]
 
 
@@ -234,7 +240,7 @@ def acl_respgate(make_respgate):
 def test_acl_users_answer_as_a_single_redis(make_respgate, acl_single):
     from test_resp3 import Raw
     rg = acl_respgate(make_respgate)
-    for user, password, script in [("reader", "rpw", AS_READER), ("app", "apw", AS_APP)]:
+    for user, password, script in [("reader", "rpw", AS_READER), ("app", "apw", AS_APP), ("news", "npw", AS_NEWS)]:
         via, one = Raw(rg.port), Raw(acl_single.port)
         for c in (via, one):
             assert c.call("AUTH", user, password) == b"+OK\r\n"
@@ -291,7 +297,7 @@ def test_acl_config_errors(tmp_path):
     import subprocess
     from harness.respgate import BINARY
     for rules, why in [("on >x +nosuch", "Unknown command or category name in ACL"),
-                       ("on &chan", "channel rules are not supported"),
+                       ("on %R~x", "not supported"),
                        ("on >hunter2 bogus", "modifier 'bogus': Syntax error")]:
         path = tmp_path / "bad.yml"
         path.write_text(f'cluster: {{seeds: [127.0.0.1:7000]}}\nusers:\n  app: "{rules}"\n')

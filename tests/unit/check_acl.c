@@ -143,16 +143,27 @@ START_TEST(test_keys)
     acl_user_free(u);
     ck_assert(strstr(refusal("~* ~a"), "resetkeys") != NULL);
     ck_assert(strstr(refusal("%R~a"), "not supported") != NULL);
-    ck_assert(strstr(refusal("&chan"), "channel rules are not supported") != NULL);
-    ck_assert(strstr(refusal("resetchannels"), "channel rules are not supported") != NULL);
-    struct acl_user *ok = user("allchannels");
-    acl_user_free(ok);
+    u = user("&news:* &chat");
+    ck_assert(acl_channel_ok(u, "news:1", 6, 0) && acl_channel_ok(u, "chat", 4, 0) && !acl_channel_ok(u, "x", 1, 0));
+    ck_assert(acl_channel_ok(u, "news:*", 6, 1));   /* a pattern must be one of the user's, as written */
+    ck_assert(!acl_channel_ok(u, "news:1*", 7, 1));
+    acl_user_free(u);
+    u = user("on");
+    ck_assert(!acl_channel_ok(u, "a", 1, 0)); /* no channels, as Redis 7's acl-pubsub-default */
+    acl_user_free(u);
+    u = user("allchannels");
+    ck_assert(acl_channel_ok(u, "anything*", 9, 1));
+    acl_user_free(u);
+    u = user("&* resetchannels &a");
+    ck_assert(!acl_channel_ok(u, "b", 1, 0) && acl_channel_ok(u, "a", 1, 0));
+    acl_user_free(u);
+    ck_assert(strstr(refusal("&* &a"), "resetchannels") != NULL);
 }
 END_TEST
 
 START_TEST(test_describe_has_no_secrets)
 {
-    struct acl_user *u = user("on >hunter2 ~app:* +@read -keys");
+    struct acl_user *u = user("on >hunter2 ~app:* allchannels +@read -keys");
     struct evbuffer *out = evbuffer_new();
     acl_describe(u, out);
     size_t n = evbuffer_get_length(out);
