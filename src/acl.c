@@ -155,20 +155,40 @@ static void remove_hash(struct acl_user *u, const unsigned char h[32])
         }
 }
 
-static void reset_keys(struct acl_user *u)
+static void patterns_reset(struct acl_patterns *p)
 {
-    for (unsigned i = 0; i < u->nkeys; i++)
-        free(u->keys[i]);
-    u->nkeys = 0;
-    u->all_keys = 0;
+    for (unsigned i = 0; i < p->n; i++)
+        free(p->v[i]);
+    p->n = 0;
+    p->all = 0;
 }
 
-static void reset_channels(struct acl_user *u)
+/* Adds pattern PAT (LEN bytes) to P, of KIND ("keys", "channels"), with
+ * ALL_WORD the rule that allows all of them. Returns NULL or why not. */
+static const char *patterns_add(struct acl_patterns *p, const char *pat, size_t len, const char *kind,
+                                const char *all_word)
 {
-    for (unsigned i = 0; i < u->nchannels; i++)
-        free(u->channels[i]);
-    u->nchannels = 0;
-    u->all_channels = 0;
+    static char why[256];
+    if (len == 1 && pat[0] == '*') {
+        patterns_reset(p);
+        p->all = 1;
+        return NULL;
+    }
+    if (p->all) {
+        snprintf(why, sizeof(why), "Adding a pattern after the * pattern (or the '%s' flag) is not valid and does "
+                 "not have any effect. Try 'reset%s' to start with an empty list of %s", all_word, kind,
+                 kind[0] == 'k' ? "patterns" : "channels");
+        return why;
+    }
+    if (p->n == ACL_PATTERNS_MAX) {
+        snprintf(why, sizeof(why), "respgate: too many %s patterns for one user (%d at most)",
+                 kind[0] == 'k' ? "key" : "channel", ACL_PATTERNS_MAX);
+        return why;
+    }
+    if ((p->v[p->n] = strndup(pat, len)) == NULL)
+        return "out of memory";
+    p->len[p->n++] = len;
+    return NULL;
 }
 
 static const char *command_rule(struct acl_user *u, const char *name, size_t len, int on)
@@ -215,56 +235,36 @@ static const char *apply(struct acl_user *u, const char *tok, size_t len)
     } else if (IS("resetpass")) {
         u->npass = 0;
         u->nopass = 0;
-    } else if (tok[0] == '>' || tok[0] == '<') {
-        acl_sha256(tok + 1, len - 1, h);
-        if (tok[0] == '<')
-            remove_hash(u, h);
-        else if (add_hash(u, h) < 0)
-            return "respgate: too many passwords for one user (8 at most)";
-    } else if (tok[0] == '#' || tok[0] == '!') {
-        if (len != 65)
-            return "The password hash must be exactly 64 characters and contain only lowercase hexadecimal characters";
-        for (int i = 0; i < 32; i++) {
-            int hi = hex_value(tok[1 + 2 * i]), lo = hex_value(tok[2 + 2 * i]);
-            if (hi < 0 || lo < 0)
-                return "The password hash must be exactly 64 characters and contain only lowercase hexadecimal "
-                       "characters";
-            h[i] = (unsigned char)(hi << 4 | lo);
+    } else if (tok[0] == '>' || tok[0] == '<' || tok[0] == '#' || tok[0] == '!') {
+        if (tok[0] == '>' || tok[0] == '<') {
+            acl_sha256(tok + 1, len - 1, h);
+        } else {
+            for (int i = 0; i < 32; i++) {
+                int hi = len == 65 ? hex_value(tok[1 + 2 * i]) : -1, lo = len == 65 ? hex_value(tok[2 + 2 * i]) : -1;
+                if (hi < 0 || lo < 0)
+                    return "The password hash must be exactly 64 characters and contain only lowercase "
+                           "hexadecimal characters";
+                h[i] = (unsigned char)(hi << 4 | lo);
+            }
         }
-        if (tok[0] == '!')
+        if (tok[0] == '<' || tok[0] == '!')
             remove_hash(u, h);
         else if (add_hash(u, h) < 0)
             return "respgate: too many passwords for one user (8 at most)";
-    } else if (IS("allkeys") || (len == 2 && tok[0] == '~' && tok[1] == '*')) {
-        reset_keys(u);
-        u->all_keys = 1;
+    } else if (IS("allkeys")) {
+        return patterns_add(&u->keys, "*", 1, "keys", "allkeys");
     } else if (IS("resetkeys")) {
-        reset_keys(u);
+        patterns_reset(&u->keys);
     } else if (tok[0] == '~') {
-        if (u->all_keys)
-            return "Adding a pattern after the * pattern (or the 'allkeys' flag) is not valid and does not have any "
-                   "effect. Try 'resetkeys' to start with an empty list of patterns";
-        if (u->nkeys == ACL_PATTERNS_MAX)
-            return "respgate: too many key patterns for one user (64 at most)";
-        if ((u->keys[u->nkeys] = strndup(tok + 1, len - 1)) == NULL)
-            return "out of memory";
-        u->key_len[u->nkeys++] = len - 1;
+        return patterns_add(&u->keys, tok + 1, len - 1, "keys", "allkeys");
     } else if (tok[0] == '%') {
         return "respgate: read and write key patterns (%R~, %W~) are not supported; use ~pattern";
-    } else if (IS("allchannels") || (len == 2 && tok[0] == '&' && tok[1] == '*')) {
-        reset_channels(u);
-        u->all_channels = 1;
+    } else if (IS("allchannels")) {
+        return patterns_add(&u->channels, "*", 1, "channels", "allchannels");
     } else if (IS("resetchannels")) {
-        reset_channels(u);
+        patterns_reset(&u->channels);
     } else if (tok[0] == '&') {
-        if (u->all_channels)
-            return "Adding a pattern after the * pattern (or the 'allchannels' flag) is not valid and does not have "
-                   "any effect. Try 'resetchannels' to start with an empty list of channels";
-        if (u->nchannels == ACL_PATTERNS_MAX)
-            return "respgate: too many channel patterns for one user (64 at most)";
-        if ((u->channels[u->nchannels] = strndup(tok + 1, len - 1)) == NULL)
-            return "out of memory";
-        u->channel_len[u->nchannels++] = len - 1;
+        return patterns_add(&u->channels, tok + 1, len - 1, "channels", "allchannels");
     } else if (IS("sanitize-payload") || IS("skip-sanitize-payload")) {
         /* payloads are for the nodes to check */
     } else if (IS("allcommands")) {
@@ -274,8 +274,8 @@ static const char *apply(struct acl_user *u, const char *tok, size_t len)
     } else if (IS("reset")) {
         u->npass = 0;
         u->nopass = 0;
-        reset_keys(u);
-        reset_channels(u);
+        patterns_reset(&u->keys);
+        patterns_reset(&u->channels);
         u->on = 0;
         return command_rule(u, "@all", 4, 0);
     } else if ((tok[0] == '+' || tok[0] == '-') && len > 1) {
@@ -346,8 +346,8 @@ void acl_user_free(struct acl_user *u)
     if (u == NULL)
         return;
     struct acl_user_private *p = (struct acl_user_private *)u;
-    reset_keys(u);
-    reset_channels(u);
+    patterns_reset(&u->keys);
+    patterns_reset(&u->channels);
     free(u->allowed);
     free(p->commands);
     OPENSSL_cleanse(u->pass, sizeof(u->pass));
@@ -374,23 +374,20 @@ int acl_may_run(const struct acl_user *u, const struct cmd_spec *cmd)
 
 int acl_key_ok(const struct acl_user *u, const char *key, size_t len)
 {
-    if (u->all_keys)
-        return 1;
-    for (unsigned i = 0; i < u->nkeys; i++)
-        if (acl_glob(u->keys[i], u->key_len[i], key, len))
+    const struct acl_patterns *p = &u->keys;
+    for (unsigned i = 0; !p->all && i < p->n; i++)
+        if (acl_glob(p->v[i], p->len[i], key, len))
             return 1;
-    return 0;
+    return p->all;
 }
 
 int acl_channel_ok(const struct acl_user *u, const char *ch, size_t len, int is_pattern)
 {
-    if (u->all_channels)
-        return 1;
-    for (unsigned i = 0; i < u->nchannels; i++)
-        if (is_pattern ? u->channel_len[i] == len && memcmp(u->channels[i], ch, len) == 0
-                       : acl_glob(u->channels[i], u->channel_len[i], ch, len))
+    const struct acl_patterns *p = &u->channels;
+    for (unsigned i = 0; !p->all && i < p->n; i++)
+        if (is_pattern ? p->len[i] == len && memcmp(p->v[i], ch, len) == 0 : acl_glob(p->v[i], p->len[i], ch, len))
             return 1;
-    return 0;
+    return p->all;
 }
 
 void acl_describe(const struct acl_user *u, struct evbuffer *out)
@@ -399,15 +396,15 @@ void acl_describe(const struct acl_user *u, struct evbuffer *out)
     evbuffer_add_printf(out, "user %s %s", u->name, u->on ? "on" : "off");
     if (u->nopass)
         evbuffer_add_printf(out, " nopass");
-    if (u->all_keys)
+    if (u->keys.all)
         evbuffer_add_printf(out, " ~*");
-    for (unsigned i = 0; i < u->nkeys; i++)
-        evbuffer_add_printf(out, " ~%s", u->keys[i]);
-    if (u->all_channels)
+    for (unsigned i = 0; i < u->keys.n; i++)
+        evbuffer_add_printf(out, " ~%s", u->keys.v[i]);
+    if (u->channels.all)
         evbuffer_add_printf(out, " &*");
-    for (unsigned i = 0; i < u->nchannels; i++)
-        evbuffer_add_printf(out, " &%s", u->channels[i]);
-    if (!u->all_channels && u->nchannels == 0)
+    for (unsigned i = 0; i < u->channels.n; i++)
+        evbuffer_add_printf(out, " &%s", u->channels.v[i]);
+    if (!u->channels.all && u->channels.n == 0)
         evbuffer_add_printf(out, " resetchannels");
     if (p->commands[0])
         evbuffer_add_printf(out, " %s", p->commands);

@@ -22,22 +22,24 @@ struct evbuffer;
 #define ACL_PATTERNS_MAX 64
 #define ACL_NAME_MAX 64
 
+/* Glob patterns (Redis's stringmatch), or all of them. */
+struct acl_patterns {
+    unsigned all;
+    unsigned n;
+    char *v[ACL_PATTERNS_MAX];
+    size_t len[ACL_PATTERNS_MAX];
+};
+
 struct acl_user {
     char name[ACL_NAME_MAX];
     unsigned on : 1;
     unsigned nopass : 1;
     unsigned all_commands : 1;   /* +@all with nothing taken away since: commands the nodes taught too */
-    unsigned all_keys : 1;
-    unsigned all_channels : 1;
     unsigned npass;
     unsigned char pass[ACL_PASSWORDS_MAX][32]; /* SHA-256 of each password */
     uint64_t *allowed;           /* a bit per cmd_spec id (cmd_spec_count bits) */
-    char *keys[ACL_PATTERNS_MAX]; /* glob patterns, Redis's stringmatch */
-    size_t key_len[ACL_PATTERNS_MAX];
-    unsigned nkeys;
-    char *channels[ACL_PATTERNS_MAX]; /* channel patterns */
-    size_t channel_len[ACL_PATTERNS_MAX];
-    unsigned nchannels;
+    struct acl_patterns keys;     /* ~pattern */
+    struct acl_patterns channels; /* &pattern */
 };
 
 /* A user named NAME as ACL SETUSER makes one (off, no password, no commands,

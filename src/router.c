@@ -178,12 +178,12 @@ static int acl_stops(struct client *c, struct req *r, const struct cmd_spec *cmd
         req_fail(w, r, "NOPERM this user has no permissions to run the '%s%s", name, compat_texts(w->version)->noperm);
         return 1;
     }
-    if (!u->all_channels && acl_channels_refused(u, r, cmd, q)) {
+    if (!u->channels.all && acl_channels_refused(u, r, cmd, q)) {
         c->multi_failed |= c->multi;
         req_fail(w, r, "NOPERM this user has no permissions to access one of the channels used as arguments");
         return 1;
     }
-    if (u->all_keys)
+    if (u->keys.all)
         return 0;
     size_t stack[ROUTE_KEYS_ON_STACK], *keys;
     int n = route_find_keys(r, cmd, q, stack, &keys);
