@@ -10,6 +10,7 @@
 #include "netio.h"
 #include "req.h"
 #include "server.h"
+#include "tls.h"
 #include "topo.h"
 #include "worker.h"
 
@@ -183,7 +184,7 @@ static void set_timeouts(struct backend *b)
      * connection may stay quiet forever, and so may a blocking command. */
     b->timer_armed = b->ninflight && !b->no_timeout;
     event_add(b->rev, b->timer_armed ? &tv : NULL);
-    bufferevent_set_timeouts(b->bev, NULL, &tv);
+    netio_set_write_timeout(b->bev, b->tls, &tv);
 }
 
 static void push(struct backend *b, struct req *r)
@@ -230,9 +231,11 @@ static void close_connection(struct backend *b)
     forget_dns(b);
     if (b->rev)
         event_free(b->rev);
+    netio_tls_free(b->tls);
     if (b->bev)
         bufferevent_free(b->bev);
     b->rev = NULL;
+    b->tls = NULL;
     b->bev = NULL;
 }
 
@@ -610,8 +613,8 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
             backend_free_private(b, NULL);
         return;
     }
-    if (b->bev && b->connected && netio_flush(b->bev) < 0)
-        backend_reset(b, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    if (b->bev && b->connected && netio_flush(b->bev, b->tls) < 0)
+        backend_reset(b, netio_error(b->tls));
 }
 
 static void on_written(struct bufferevent *bev, void *arg)
@@ -637,7 +640,7 @@ static int stall(struct backend *b)
     struct worker *w = b->w;
     if (b->priv || b->stalled_conn || b->readonly || !b->ready || b->nstalled >= STALL_MAX)
         return -1; /* a replica's reads go to its master instead */
-    if (netio_flush(b->bev) < 0) /* what this loop turn queued goes out with the rest */
+    if (netio_flush(b->bev, b->tls) < 0) /* what this loop turn queued goes out with the rest */
         return -1;
     struct backend *s = backend_new(w, b->host, b->port);
     if (s == NULL)
@@ -651,7 +654,9 @@ static int stall(struct backend *b)
     event_free(b->rev);
     b->rev = NULL;
     s->bev = b->bev;
+    s->tls = b->tls;
     b->bev = NULL;
+    b->tls = NULL;
     bufferevent_setcb(s->bev, NULL, on_written, on_event, s);
     s->stalled_conn = 1;
     s->origin = b;
@@ -795,13 +800,12 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
         on_reply_timeout(b);
         return;
     }
-    int n = netio_read(b->bev, BACKEND_READ_MAX);
+    int n = netio_read(b->bev, b->tls, BACKEND_READ_MAX);
     if (n == NETIO_AGAIN)
         return;
     b->last_read_ms = backend_clock_ms();
     if (n <= 0) {
-        backend_reset(b, n == 0 ? "connection closed by the node"
-                                : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        backend_reset(b, n == 0 ? "connection closed by the node" : netio_error(b->tls));
         return;
     }
     struct evbuffer *in = bufferevent_get_input(b->bev);
@@ -833,6 +837,8 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
     }
     if (st == RESP_ERROR)
         backend_reset(b, b->scan.error);
+    else if (b->rev && netio_tls_buffered(b->tls))
+        event_active(b->rev, EV_READ, 0); /* read already, waiting in the TLS session */
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
@@ -854,10 +860,17 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
             backend_reset(b, "out of memory");
             return;
         }
-        set_timeouts(b);
         bufferevent_disable(bev, EV_WRITE); /* from now on, direct writes (netio.h) */
-        if (netio_flush(bev) < 0) {
-            backend_reset(b, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        const struct conf *cf = b->w->conf;
+        if (cf->cluster_tls &&
+            (b->tls = netio_tls_new(bev, b->w->tls->cluster, 0, cf->cluster_tls_verify_name ? b->host : NULL)) ==
+                NULL) {
+            backend_reset(b, "out of memory");
+            return;
+        }
+        set_timeouts(b);
+        if (netio_flush(bev, b->tls) < 0) {
+            backend_reset(b, netio_error(b->tls));
             return;
         }
         log_debug("backend %s:%d: connected", b->host, b->port);

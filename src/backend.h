@@ -75,6 +75,7 @@ struct backend {
     char host[256];
     int port;
     struct bufferevent *bev;    /* NULL while there is no connection */
+    struct netio_tls *tls;      /* cluster.tls: the session on it (netio.h), NULL before it connected */
     struct backend_dns *dns;    /* the host name's lookup under way (backend.c), or NULL */
     struct req_list inflight;
     size_t ninflight;

@@ -59,12 +59,14 @@ static void reading(struct client *c, int on)
         return;
     }
     uint64_t ms = c->lingering ? CLIENT_LINGER_SEC * 1000 : c->w->conf->idle_timeout_ms;
-    if (c->proxy_header && (ms == 0 || ms > CLIENT_PROXY_HEADER_MS))
-        ms = CLIENT_PROXY_HEADER_MS; /* the header comes first, or the connection goes */
+    if ((c->proxy_header || !netio_tls_ready(c->tls)) && (ms == 0 || ms > CLIENT_PROXY_HEADER_MS))
+        ms = CLIENT_PROXY_HEADER_MS; /* the header or the handshake comes first, or the connection goes */
     struct timeval tv = conf_timeval(ms);
     if (ms == 0)
         event_del(c->rev); /* event_add(NULL) would keep an earlier timeout */
     event_add(c->rev, ms ? &tv : NULL);
+    if (netio_tls_buffered(c->tls))
+        event_active(c->rev, EV_READ, 0); /* read already, waiting in the TLS session */
 }
 
 void client_format_addr(const struct sockaddr *sa, char *buf, size_t len)
@@ -95,7 +97,7 @@ static int refused_by_protected_mode(struct client *c)
     const struct conf *cf = c->w->conf;
     if (!cf->protected_mode || !conf_default_open(cf) || guard_is_local(c->addr))
         return 0;
-    if (guard_protected_refused(c->w->srv->guard, now_ms()))
+    if (guard_tally(&c->w->srv->guard->protected_refused, now_ms()))
         log_warning("refused client addr=%s: protected mode, as no client.password is set (set one, or "
                     "protected_mode: no on a trusted network); one line a second at most", c->addr);
     resp_add_error(bufferevent_get_output(c->bev),
@@ -151,7 +153,8 @@ int client_hold_auth(struct client *c, struct req *r, uint64_t ms)
     return 0;
 }
 
-void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen, int proxy_protocol)
+void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen, int proxy_protocol,
+                   struct ssl_ctx_st *tls)
 {
     struct server *srv = w->srv;
     const struct conf *cf = w->conf;
@@ -180,7 +183,9 @@ void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *
     TAILQ_INIT(&c->queued);
     c->pin_slot = -1;
     c->proxy_header = proxy_protocol != 0; /* before reading(): it bounds the wait for the header */
-    if (c->bev == NULL || c->resume == NULL || c->flush == NULL || c->rev == NULL) {
+    if (c->bev && tls)
+        c->tls = netio_tls_new(c->bev, tls, 1, NULL);
+    if (c->bev == NULL || c->resume == NULL || c->flush == NULL || c->rev == NULL || (tls && c->tls == NULL)) {
         if (c->bev == NULL)
             evutil_closesocket(fd);
         goto fail;
@@ -270,6 +275,7 @@ void client_free(struct client *c)
     pubsub_reset(c);
     tracking_reset(c);
     session_end(c); /* closes private connections: a node unblocks their commands */
+    netio_tls_free(c->tls);
     bufferevent_free(c->bev);
     event_free(c->resume);
     event_free(c->flush);
@@ -295,7 +301,7 @@ static void finish_if_done(struct client *c)
     if (!c->closing || c->lingering || c->nowed || evbuffer_get_length(bufferevent_get_output(c->bev)) != 0)
         return;
     struct evbuffer *in = bufferevent_get_input(c->bev);
-    if (shutdown(bufferevent_getfd(c->bev), SHUT_WR) < 0) {
+    if (netio_shutdown(c->bev, c->tls) < 0) {
         client_free(c);
         return;
     }
@@ -314,8 +320,12 @@ void client_close_soon(struct client *c)
         return;
     struct timeval tv = {CLIENT_CLOSE_TIMEOUT_SEC, 0};
     c->closing = 1;
-    reading(c, 0);
-    bufferevent_set_timeouts(c->bev, NULL, &tv);
+    if (netio_tls_ready(c->tls))
+        reading(c, 0); /* else the reads go on, for the handshake its last words wait for */
+    netio_set_write_timeout(c->bev, c->tls, &tv);
+    /* The flush ends in finish_if_done: with nothing owed, C closes now,
+     * not at the timeout. */
+    event_active(c->flush, EV_READ, 0);
 }
 
 void client_shutdown(struct client *c)
@@ -714,13 +724,34 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
         client_free(c);
         return;
     }
-    int n = netio_read(c->bev, CLIENT_READ_MAX);
+    int was_ready = netio_tls_ready(c->tls);
+    int n = netio_read(c->bev, c->tls, CLIENT_READ_MAX);
+    if (!was_ready && netio_tls_ready(c->tls)) {
+        if (c->closing && !c->lingering) { /* its last words waited for the handshake: they go now */
+            reading(c, 0);
+            event_active(c->flush, EV_READ, 0);
+        } else {
+            reading(c, 1); /* the idle timeout, instead of the handshake's */
+        }
+    }
     if (n == NETIO_AGAIN)
         return;
     if (n < 0) {
-        log_debug("client id=%llu addr=%s: read failed: %s", (unsigned long long)c->id, c->addr,
-                  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        if (!was_ready && guard_tally(&c->w->srv->guard->tls_refused, now_ms()))
+            log_notice("client id=%llu addr=%s refused: TLS handshake failed: %s (at most one such line a second)",
+                       (unsigned long long)c->id, c->addr, netio_error(c->tls));
+        else if (!was_ready)
+            log_debug("client id=%llu addr=%s refused: TLS handshake failed: %s", (unsigned long long)c->id,
+                      c->addr, netio_error(c->tls));
+        else
+            log_debug("client id=%llu addr=%s: read failed: %s", (unsigned long long)c->id, c->addr,
+                      netio_error(c->tls));
         client_free(c);
+        return;
+    }
+    if (c->closing && !c->lingering) { /* read for the handshake only: nothing more is taken */
+        struct evbuffer *in = bufferevent_get_input(c->bev);
+        evbuffer_drain(in, evbuffer_get_length(in));
         return;
     }
     if (c->lingering) {
@@ -742,6 +773,8 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
     }
     metrics_add(&c->w->metrics.bytes_in, (uint64_t)n);
     process_input(c);
+    if (netio_tls_buffered(c->tls) && event_pending(c->rev, EV_READ, NULL))
+        event_active(c->rev, EV_READ, 0); /* read already, waiting in the TLS session */
 }
 
 static void on_resume(evutil_socket_t fd, short what, void *arg)
@@ -779,10 +812,10 @@ static void output_drained(struct client *c)
 static void on_flush(evutil_socket_t fd, short what, void *arg)
 {
     struct client *c = arg;
-    int rc = netio_flush(c->bev);
+    int rc = netio_flush(c->bev, c->tls);
     if (rc < 0) {
         log_debug("client id=%llu addr=%s: write failed: %s", (unsigned long long)c->id, c->addr,
-                  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+                  netio_error(c->tls));
         client_free(c);
     }
     else if (rc == 0)

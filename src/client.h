@@ -20,6 +20,7 @@
 #define CLIENT_PROXY_HEADER_MS 5000
 
 struct worker;
+struct ssl_ctx_st;
 struct backend;
 struct subscriber;
 struct tracker;
@@ -40,6 +41,7 @@ struct client {
     struct event *resume;    /* runs deferred work: more input, closing, freeing */
     struct event *flush;     /* writes what this loop turn queued, in one go (netio.h) */
     struct event *rev;       /* the socket's read event (netio_read; the bufferevent only writes) */
+    struct netio_tls *tls;   /* on a listener marked tls: the session (netio.h); NULL plain */
     struct req_list owed;    /* requests whose replies are owed, in order */
     size_t nowed;
     size_t held;             /* bytes of replies done but waiting behind an earlier request */
@@ -111,7 +113,8 @@ struct sockaddr;
 void client_format_addr(const struct sockaddr *sa, char *buf, size_t len);
 
 /* Wraps an accepted FD in a client of W, or refuses it past max_clients. */
-void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen, int proxy_protocol);
+void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen, int proxy_protocol,
+                   struct ssl_ctx_st *tls);
 
 /* Marks C closing: nothing more is read, and it goes once its output is
  * written. Never frees C, so it is safe on the request path (QUIT). */

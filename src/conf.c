@@ -52,6 +52,8 @@ struct key {
 
 static const char *const read_policies[] = {"master", "prefer-replica", "replica", NULL};
 static const char *const no_yes[] = {"no", "yes", NULL};
+static const char *const no_optional_yes[] = {"no", "optional", "yes", NULL};
+static const char *const tls_versions[] = {"TLSv1.2", "TLSv1.3", NULL};
 
 #define OFF(f) offsetof(struct conf, f)
 #define MS(x) ((uint64_t)(x))
@@ -70,6 +72,18 @@ static const struct key keys[] = {
     {"cluster.refresh_interval", T_DURATION, OFF(refresh_interval_ms), MS(100), SEC(3600), "1s", 1, 0, NULL},
     {"cluster.failover_wait", T_DURATION, OFF(failover_wait_ms), MS(0), SEC(3600), "auto", 1, 1, NULL},
     {"cluster.read_policy", T_ENUM, OFF(read_policy), 0, 0, "master", 1, 0, read_policies},
+    {"cluster.tls", T_ENUM, OFF(cluster_tls), 0, 0, "no", 0, 0, no_yes},
+    {"cluster.tls_ca_file", T_STR, OFF(cluster_tls_ca_file), 0, 0, "", 1, 0, NULL},
+    {"cluster.tls_cert_file", T_STR, OFF(cluster_tls_cert_file), 0, 0, "", 1, 0, NULL},
+    {"cluster.tls_key_file", T_STR, OFF(cluster_tls_key_file), 0, 0, "", 1, 0, NULL},
+    {"cluster.tls_verify_name", T_ENUM, OFF(cluster_tls_verify_name), 0, 0, "yes", 1, 0, no_yes},
+    {"tls.cert_file", T_STR, OFF(tls_cert_file), 0, 0, "", 1, 0, NULL},
+    {"tls.key_file", T_STR, OFF(tls_key_file), 0, 0, "", 1, 0, NULL},
+    {"tls.ca_file", T_STR, OFF(tls_ca_file), 0, 0, "", 1, 0, NULL},
+    {"tls.auth_clients", T_ENUM, OFF(tls_auth_clients), 0, 0, "no", 1, 0, no_optional_yes},
+    {"tls.min_version", T_ENUM, OFF(tls_min_version), 0, 0, "TLSv1.2", 1, 0, tls_versions},
+    {"tls.ciphers", T_STR, OFF(tls_ciphers), 0, 0, "", 1, 0, NULL},
+    {"tls.ciphersuites", T_STR, OFF(tls_ciphersuites), 0, 0, "", 1, 0, NULL},
     {"client.password", T_SECRET, OFF(client_password), 0, 0, "", 1, 0, NULL},
     {"client.max_clients", T_COUNT, OFF(max_clients), 1, 1000000, "10000", 1, 0, NULL},
     {"client.idle_timeout", T_DURATION, OFF(idle_timeout_ms), 0, SEC(31 * 86400), "0", 1, 0, NULL},
@@ -208,13 +222,25 @@ int conf_parse_addr(const char *s, int flags, struct conf_addr *out)
     if (space == NULL || !(flags & CONF_ADDR_OPTIONS))
         return parse_addr(s, flags, out);
     char addr[CONF_HOST_MAX + 16];
-    if ((size_t)(space - s) >= sizeof(addr) || strcmp(space + 1, "proxy-protocol") != 0)
+    if ((size_t)(space - s) >= sizeof(addr))
         return -1;
     memcpy(addr, s, (size_t)(space - s));
     addr[space - s] = '\0';
     if (parse_addr(addr, flags, out) < 0)
         return -1;
-    out->proxy_protocol = 1;
+    /* Options: words after the address, each at most once, in any order. */
+    for (const char *w = space + 1; *w;) {
+        size_t n = strcspn(w, " ");
+        if (n == 14 && memcmp(w, "proxy-protocol", 14) == 0 && !out->proxy_protocol)
+            out->proxy_protocol = 1;
+        else if (n == 3 && memcmp(w, "tls", 3) == 0 && !out->tls && !out->is_unix)
+            out->tls = 1;
+        else
+            return -1;
+        w += n;
+        if (*w == ' ' && *++w == '\0')
+            return -1;
+    }
     return 0;
 }
 
@@ -287,6 +313,8 @@ const char *conf_addr_str(const struct conf_addr *a, char *buf, size_t len)
         snprintf(buf, len, "%s:%d", a->host, a->port);
     if (a->proxy_protocol)
         snprintf(buf + strlen(buf), len - strlen(buf), " proxy-protocol");
+    if (a->tls)
+        snprintf(buf + strlen(buf), len - strlen(buf), " tls");
     return buf;
 }
 
@@ -307,7 +335,7 @@ static const char *expected(const struct key *k)
     switch (k->type) {
     case T_ADDRS:
         return "expected an IP address and port like 127.0.0.1:6380, or unix:/path, each optionally followed by "
-               "\" proxy-protocol\", or a list of them";
+               "\" proxy-protocol\" and (TCP only) \" tls\", or a list of them";
     case T_SEEDS: return "expected an address like 10.0.0.1:6379, or a list of them";
     case T_ADDR_OPT: return "expected an IP address and port like 127.0.0.1:9121, or \"\"";
     case T_STR:
@@ -783,6 +811,21 @@ static void check_together(struct loader *L)
     if (L->conf->cluster_username && L->conf->cluster_password == NULL)
         diag_error(L->diag, "%s:%d:%d: cluster.username: needs cluster.password (without it no AUTH is sent)",
                    L->name, L->seen_line[i], L->seen_col[i]);
+    const struct conf *c = L->conf;
+    int tls_listeners = 0;
+    for (size_t a = 0; a < c->listen.n; a++) {
+        tls_listeners += c->listen.v[a].tls;
+        char buf[CONF_HOST_MAX + 32];
+        if (c->listen.v[a].tls && c->listen.v[a].proxy_protocol)
+            diag_error(L->diag, "%s: listen: %s: a PROXY header before TLS is not supported; let the proxy end TLS, "
+                       "or drop one of the two", L->name, conf_addr_str(&c->listen.v[a], buf, sizeof(buf)));
+    }
+    if (tls_listeners && (c->tls_cert_file == NULL || c->tls_key_file == NULL))
+        diag_error(L->diag, "%s: listen: an address marked tls needs tls.cert_file and tls.key_file", L->name);
+    if (c->tls_auth_clients != TLS_AUTH_NO && c->tls_ca_file == NULL)
+        diag_error(L->diag, "%s: tls.auth_clients: verifying client certificates needs tls.ca_file", L->name);
+    if ((c->cluster_tls_cert_file == NULL) != (c->cluster_tls_key_file == NULL))
+        diag_error(L->diag, "%s: cluster.tls_cert_file and cluster.tls_key_file go together", L->name);
 }
 
 static void apply_defaults(struct loader *L)

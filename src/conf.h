@@ -25,6 +25,7 @@ struct conf_addr {
     int port;                 /* 0 for a unix socket */
     int is_unix;
     int proxy_protocol;       /* listen: its clients come through a proxy that sends a PROXY header */
+    int tls;                  /* listen: its clients speak TLS (tls: holds the certificate) */
 };
 
 /* A user of users: (acl.h), its rules kept as written to compare reloads. */
@@ -48,6 +49,8 @@ struct conf_addrs {
 };
 
 enum read_policy { READ_MASTER = 0, READ_PREFER_REPLICA, READ_REPLICA };
+enum tls_auth_clients { TLS_AUTH_NO = 0, TLS_AUTH_OPTIONAL, TLS_AUTH_YES };
+enum tls_version { TLS_V1_2 = 0, TLS_V1_3 };
 
 struct conf {
     atomic_int refs;
@@ -62,6 +65,20 @@ struct conf {
     uint64_t refresh_interval_ms;
     uint64_t failover_wait_ms;   /* 0 = cluster-node-timeout + 5 s */
     int read_policy;             /* enum read_policy */
+    int cluster_tls;             /* 1: the nodes speak TLS (tls-port, tls-cluster yes) */
+    char *cluster_tls_ca_file;   /* NULL = the system's CAs */
+    char *cluster_tls_cert_file; /* a client certificate for the nodes' tls-auth-clients; NULL = none */
+    char *cluster_tls_key_file;
+    int cluster_tls_verify_name; /* 1: a node's certificate must name the address respgate connects to */
+
+    /* The TLS listeners' (listen entries marked tls) certificate and policy. */
+    char *tls_cert_file;
+    char *tls_key_file;
+    char *tls_ca_file;           /* verifies client certificates; NULL = none */
+    int tls_auth_clients;        /* enum tls_auth_clients */
+    int tls_min_version;         /* enum tls_version */
+    char *tls_ciphers;           /* TLS 1.2's cipher list; NULL = OpenSSL's default */
+    char *tls_ciphersuites;      /* TLS 1.3's; NULL = OpenSSL's default */
 
     char *client_password;       /* NULL = clients need not AUTH */
     struct conf_users users;     /* users: (acl.h); none = only the default user, who may run everything */
@@ -128,7 +145,7 @@ int conf_parse_duration_ms(const char *s, uint64_t *out);
 int conf_parse_size(const char *s, uint64_t *out);
 #define CONF_ADDR_UNIX 1    /* unix:/path is allowed */
 #define CONF_ADDR_NUMERIC 2 /* the host must be an IP address (for listening) */
-#define CONF_ADDR_OPTIONS 4 /* "ADDRESS proxy-protocol" is allowed (listen) */
+#define CONF_ADDR_OPTIONS 4 /* "ADDRESS proxy-protocol tls" (either or both) is allowed (listen) */
 int conf_parse_addr(const char *s, int flags, struct conf_addr *out);
 /* A duration key's milliseconds as the struct timeval libevent takes. */
 static inline struct timeval conf_timeval(uint64_t ms)

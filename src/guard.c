@@ -129,9 +129,9 @@ uint64_t guard_auth_wait(struct guard *g, const char *host, uint64_t now_ms, uin
     return wait;
 }
 
-int guard_protected_refused(struct guard *g, uint64_t now_ms)
+int guard_tally(struct guard_tally *t, uint64_t now_ms)
 {
-    atomic_fetch_add_explicit(&g->protected_refused, 1, memory_order_relaxed);
-    uint64_t last = atomic_load(&g->protected_logged_ms);
-    return (last == 0 || now_ms - last >= 1000) && atomic_compare_exchange_strong(&g->protected_logged_ms, &last, now_ms);
+    atomic_fetch_add_explicit(&t->count, 1, memory_order_relaxed);
+    uint64_t last = atomic_load(&t->logged_ms);
+    return (last == 0 || now_ms - last >= 1000) && atomic_compare_exchange_strong(&t->logged_ms, &last, now_ms);
 }

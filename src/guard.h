@@ -33,14 +33,20 @@ struct guard_entry {
     uint32_t unlogged;      /* failures since its last log line */
 };
 
+/* Refusals of one kind, counted, with a log line at most once a second. */
+struct guard_tally {
+    atomic_uint_fast64_t count;
+    atomic_uint_fast64_t logged_ms;
+};
+
 struct guard {
     pthread_mutex_t lock;
     struct guard_entry e[GUARD_SLOTS];
     atomic_uint_fast64_t auth_failures;  /* AUTH and HELLO AUTH refused */
     atomic_uint_fast64_t auth_delayed;   /* AUTHs answered late */
     atomic_uint_fast64_t auth_timeouts;  /* connections closed at client.auth_timeout */
-    atomic_uint_fast64_t protected_refused; /* clients refused by protected mode */
-    atomic_uint_fast64_t protected_logged_ms;
+    struct guard_tally protected_refused; /* clients refused by protected mode */
+    struct guard_tally tls_refused;       /* clients whose TLS handshake failed (certificate, version, not TLS) */
 };
 
 /* A new guard, or NULL if out of memory. */
@@ -67,8 +73,8 @@ uint32_t guard_auth_failed(struct guard *g, const char *host, uint64_t now_ms, u
 uint64_t guard_auth_wait(struct guard *g, const char *host, uint64_t now_ms, uint32_t max_failures,
                          uint64_t delay_ms);
 
-/* Whether a refusal by protected mode at NOW_MS gets a log line (one a
- * second in all); counts the refusal. */
-int guard_protected_refused(struct guard *g, uint64_t now_ms);
+/* Counts a refusal of T's kind at NOW_MS; returns whether it gets a log
+ * line (one a second for the kind, over every worker). */
+int guard_tally(struct guard_tally *t, uint64_t now_ms);
 
 #endif

@@ -237,11 +237,12 @@ static void respgate_section(const struct info *in, struct evbuffer *out)
                         in->version / 10000, in->version / 100 % 100, in->version % 100);
     const struct guard *g = srv->guard;
     evbuffer_add_printf(out, "auth_failures:%llu\r\nauth_delayed:%llu\r\nauth_timeouts:%llu\r\n"
-                             "rejected_protected_mode:%llu\r\n",
+                             "rejected_protected_mode:%llu\r\nrejected_tls_handshake:%llu\r\n",
                         (unsigned long long)atomic_load(&g->auth_failures),
                         (unsigned long long)atomic_load(&g->auth_delayed),
                         (unsigned long long)atomic_load(&g->auth_timeouts),
-                        (unsigned long long)atomic_load(&g->protected_refused));
+                        (unsigned long long)atomic_load(&g->protected_refused.count),
+                        (unsigned long long)atomic_load(&g->tls_refused.count));
 }
 
 /* ---- merging the masters' fields ---- */

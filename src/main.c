@@ -10,6 +10,7 @@
 #include "opts.h"
 #include "proc.h"
 #include "server.h"
+#include "tls.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,12 +60,18 @@ int main(int argc, char **argv)
         return EXIT_CONFIG;
     }
     if (o.test) {
-        printf("configuration ok\n");
-        conf_diag_free(&d);
+        char tls_err[512];
+        struct tls_ctxs *tls = tls_ctxs_new(conf, tls_err, sizeof(tls_err));
         conf_unref(conf);
+        conf_diag_free(&d);
+        if (tls == NULL) {
+            fprintf(stderr, "%s: %s\nconfiguration has errors\n", o.conf_path, tls_err);
+            return EXIT_CONFIG;
+        }
+        tls_ctxs_unref(tls);
+        printf("configuration ok\n");
         return 0;
     }
-
     log_set_level((enum log_level)conf->log_level);
     int rc = log_open(conf->log_file);
     if (rc < 0) {

@@ -288,7 +288,9 @@ void metrics_render(struct server *s, struct evbuffer *out)
     evbuffer_add_printf(out, "respgate_clients_rejected_total{reason=\"max_clients\"} %" PRIu64 "\n",
                         load(&s->rejected_max_clients));
     evbuffer_add_printf(out, "respgate_clients_rejected_total{reason=\"protected_mode\"} %" PRIu64 "\n",
-                        load(&s->guard->protected_refused));
+                        load(&s->guard->protected_refused.count));
+    evbuffer_add_printf(out, "respgate_clients_rejected_total{reason=\"tls_handshake\"} %" PRIu64 "\n",
+                        load(&s->guard->tls_refused.count));
     evbuffer_add_printf(out, "respgate_clients_rejected_total{reason=\"auth_timeout\"} %" PRIu64 "\n",
                         load(&s->guard->auth_timeouts));
     one(out, "auth_failures_total", "counter", "AUTH and HELLO AUTH refused for a wrong password.",

@@ -14,6 +14,7 @@
 #include "nodecmd.h"
 
 #include "conf.h"
+#include "tls.h"
 #include "topo.h"
 #include "guard.h"
 #include "listen.h"
@@ -39,6 +40,14 @@ struct conf *server_conf(struct server *s)
     struct conf *c = conf_ref(s->conf);
     pthread_mutex_unlock(&s->conf_lock);
     return c;
+}
+
+struct tls_ctxs *server_tls(struct server *s)
+{
+    pthread_mutex_lock(&s->conf_lock);
+    struct tls_ctxs *t = tls_ctxs_ref(s->tls);
+    pthread_mutex_unlock(&s->conf_lock);
+    return t;
 }
 
 struct slotmap *server_map(struct server *s)
@@ -248,6 +257,12 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
                             (c->log_file && strcmp(c->log_file, s->conf->log_file) != 0));
     /* Errors past the file's own (d.errors) fail the reload as they do. */
     int failed = c == NULL || d.nerrors, rc, log_switched = 0;
+    /* Certificates are read again even if the file did not change: a
+     * renewed one is taken by this reload. */
+    struct tls_ctxs *tls = NULL;
+    char tls_err[512];
+    if (!failed && (tls = tls_ctxs_new(c, tls_err, sizeof(tls_err))) == NULL)
+        log_error("%s", tls_err), failed = 1;
     if (!failed && log_changed) {
         if ((rc = log_open(c->log_file)) < 0)
             log_error("log.file: cannot open %s: %s", c->log_file, strerror(-rc)), failed = 1;
@@ -277,6 +292,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
                       strerror(-rc));
         log_error("reload failed; the running configuration stays in force");
         conf_unref(c);
+        tls_ctxs_unref(tls);
     } else {
         log_set_level((enum log_level)c->log_level);
         if (new_admin) {
@@ -287,9 +303,12 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
         }
         pthread_mutex_lock(&s->conf_lock);
         struct conf *old = s->conf;
+        struct tls_ctxs *old_tls = s->tls;
         s->conf = c;
+        s->tls = tls;
         pthread_mutex_unlock(&s->conf_lock);
         conf_unref(old);
+        tls_ctxs_unref(old_tls);
         post_all(s, WORKER_RELOAD);
         log_notice("configuration reloaded");
         note_protected_mode(c);
@@ -389,6 +408,11 @@ int server_init(struct server *s, struct conf *conf, const char *conf_path)
 
     if ((s->guard = guard_new()) == NULL)
         return -1;
+    char tls_err[512];
+    if ((s->tls = tls_ctxs_new(conf, tls_err, sizeof(tls_err))) == NULL) {
+        log_error("%s", tls_err);
+        return -1;
+    }
     if (bind_listeners(s) < 0)
         return -1;
     listen_inherited_unused();
@@ -493,6 +517,7 @@ void server_deinit(struct server *s)
     if (s->base)
         event_base_free(s->base);
     conf_unref(s->conf);
+    tls_ctxs_unref(s->tls);
     slotmap_unref(s->map);
     nodecmd_unref(s->cmds);
     pthread_mutex_destroy(&s->conf_lock);

@@ -13,6 +13,7 @@
 #include <time.h>
 
 struct conf;
+struct tls_ctxs;
 struct slotmap;
 struct nodecmd_table;
 struct topo;
@@ -25,8 +26,9 @@ struct event;
 struct server {
     const char *conf_path;
 
-    pthread_mutex_t conf_lock;   /* guards .conf and .map against their replacement */
+    pthread_mutex_t conf_lock;   /* guards .conf, .tls and .map against their replacement */
     struct conf *conf;
+    struct tls_ctxs *tls;        /* the TLS contexts .conf asks for (tls.h), made again at every reload */
     struct slotmap *map;         /* the last published, NULL before the first */
     struct nodecmd_table *cmds;  /* the commands the nodes know beyond cmdtab.c, NULL until learned */
     atomic_int seeds_failed;     /* before the first map: every seed failed once (requests stop waiting) */
@@ -72,6 +74,9 @@ void server_deinit(struct server *s);
 
 /* The configuration in force, with a reference the caller drops. Any thread. */
 struct conf *server_conf(struct server *s);
+
+/* The TLS contexts in force, with a reference the caller drops. Any thread. */
+struct tls_ctxs *server_tls(struct server *s);
 
 /* The slot map in force (with a reference the caller drops), or NULL. Any thread. */
 struct slotmap *server_map(struct server *s);

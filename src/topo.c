@@ -1,8 +1,9 @@
 /*
  * topo: topology discovery, see topo.h.
  *
- * One hiredis connection at a time, kept open between refreshes (a refresh
- * is then one round trip). Sources are tried in turn: the nodes of the last
+ * One connection at a time, kept open between refreshes (a refresh is then
+ * one round trip): netio reads and writes it (plain or TLS, as the workers'
+ * connections), hiredis's reader parses the replies. Sources are tried in turn: the nodes of the last
  * map, masters first, then the configured seeds; a source that fails sends
  * the next attempt to the next one, and once every source has failed in a
  * row the attempts back off up to refresh_interval.
@@ -17,16 +18,42 @@
 #include "metrics.h"
 #include "netio.h"
 #include "server.h"
+#include "tls.h"
 
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/dns.h>
 #include <event2/event.h>
-#include <hiredis/adapters/libevent.h>
-#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define TOPO_MIN_GAP_MS 100   /* refreshes asked for by workers: at most one per this */
 #define TOPO_BACKOFF_MIN_MS 100
+#define TOPO_PENDING_MAX 8    /* commands a connection has in flight at most (attempt() sends 6) */
+#define TOPO_READ_MAX 65536
+
+struct topo;
+typedef void topo_reply_fn(struct topo *t, redisReply *reply, const char *priv);
+
+/* The control plane's connection to one node; replies come in the order
+ * of the commands. */
+struct topo_link {
+    struct bufferevent *bev;
+    struct netio_tls *tls;
+    struct event *rev;
+    redisReader *reader;
+    struct {
+        topo_reply_fn *fn;
+        const char *priv;
+    } pending[TOPO_PENDING_MAX];
+    unsigned head, npending;
+    unsigned connected : 1;
+};
 
 struct topo {
     struct server *srv;
@@ -34,7 +61,9 @@ struct topo {
     struct event *timer;     /* the next attempt: periodic, retry or debounced */
     struct event *kick;      /* activated by topo_request_refresh() */
     struct event *deadline;  /* the attempt under way must finish by then */
-    redisAsyncContext *ac;
+    struct topo_link *link;  /* NULL between connections */
+    uint64_t link_gen;       /* counts links: a callback that dropped its own is seen by the reader */
+    struct evdns_base *dns;  /* looks seed names up without blocking; NULL before the first */
     char src_host[TOPO_ADDR_MAX];
     int src_port;
     int inflight;
@@ -203,12 +232,21 @@ static void schedule(struct topo *t, uint64_t ms)
     evtimer_add(t->timer, &tv);
 }
 
+/* Closes T's connection; what it still owes is forgotten, uncalled. */
 static void drop_connection(struct topo *t)
 {
-    redisAsyncContext *ac = t->ac;
-    t->ac = NULL;
-    if (ac)
-        redisAsyncFree(ac); /* its callbacks see ac != t->ac and do nothing */
+    struct topo_link *l = t->link;
+    t->link = NULL;
+    if (l == NULL)
+        return;
+    if (l->rev)
+        event_free(l->rev);
+    netio_tls_free(l->tls);
+    if (l->bev)
+        bufferevent_free(l->bev);
+    if (l->reader)
+        redisReaderFree(l->reader);
+    free(l);
 }
 
 static const struct topo_node *find_node(const struct slotmap *m, const char *id)
@@ -326,11 +364,8 @@ static void attempt_done(struct topo *t, int ok)
 
 /* The nodes' own command table: what the generated one lacks is learned
  * (nodecmd.h), so that commands of newer nodes are routed by their keys. */
-static void on_command(redisAsyncContext *ac, void *r, void *priv)
+static void on_command(struct topo *t, redisReply *r, const char *priv)
 {
-    struct topo *t = ac->data;
-    if (ac != t->ac || r == NULL)
-        return;
     struct nodecmd_table *learned = nodecmd_build(r);
     if (learned == NULL) {
         log_warning("topology: COMMAND from %s:%d: not a command table (or out of memory)", t->src_host, t->src_port);
@@ -348,39 +383,34 @@ static void on_command(redisAsyncContext *ac, void *r, void *priv)
     server_publish_cmds(t->srv, learned);
 }
 
-static void on_nodes(redisAsyncContext *ac, void *r, void *priv)
+static int link_command(struct topo *t, topo_reply_fn *fn, const char *priv, const char *fmt, ...);
+static void link_lost(struct topo *t, const char *why);
+
+static void on_nodes(struct topo *t, redisReply *reply, const char *priv)
 {
-    struct topo *t = ac->data;
-    redisReply *reply = r;
-    if (ac != t->ac || reply == NULL)
-        return; /* dropped, or disconnecting: on_disconnect decides */
     if (reply->type != REDIS_REPLY_STRING) {
         log_warning("topology: CLUSTER NODES from %s:%d failed: %.200s", t->src_host, t->src_port,
                     reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply type");
-        redisAsyncDisconnect(ac);
+        link_lost(t, NULL);
         return;
     }
     char err[160];
     struct slotmap *m = slotmap_parse(reply->str, reply->len, t->src_host, err, sizeof(err));
     if (m == NULL) {
         log_warning("topology: %s:%d: %s", t->src_host, t->src_port, err);
-        redisAsyncDisconnect(ac);
+        link_lost(t, NULL);
         return;
     }
     publish(t, m);
-    if (t->want_commands) {
+    if (t->want_commands && link_command(t, on_command, NULL, "COMMAND") == 0)
         t->want_commands = 0;
-        redisAsyncCommand(ac, on_command, NULL, "COMMAND");
-    }
     attempt_done(t, 1);
 }
 
 /* The nodes' version, for HELLO and INFO, asked once per connection. */
-static void on_info(redisAsyncContext *ac, void *r, void *priv)
+static void on_info(struct topo *t, redisReply *reply, const char *priv)
 {
-    struct topo *t = ac->data;
-    redisReply *reply = r;
-    if (ac != t->ac || reply == NULL || reply->type != REDIS_REPLY_STRING)
+    if (reply->type != REDIS_REPLY_STRING)
         return;
     const char *v = strstr(reply->str, "redis_version:");
     if (v) {
@@ -394,57 +424,188 @@ static void on_info(redisAsyncContext *ac, void *r, void *priv)
 
 /* A millisecond setting of the nodes from CONFIG GET's [name, value]
  * into *MS, logged when it changes. PRIV names it. */
-static void on_node_ms(redisAsyncContext *ac, void *r, void *priv)
+static void on_node_ms(struct topo *t, redisReply *reply, const char *priv)
 {
-    struct topo *t = ac->data;
-    redisReply *reply = r;
-    if (ac != t->ac || reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
-        reply->element[1]->type != REDIS_REPLY_STRING)
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 || reply->element[1]->type != REDIS_REPLY_STRING)
         return;
     atomic_uint_fast64_t *into = strcmp(priv, "lua-time-limit") == 0 ? &t->srv->busy_threshold_ms
                                                                         : &t->srv->node_timeout_ms;
     uint64_t ms = strtoull(reply->element[1]->str, NULL, 10);
     if (ms > 0 && ms != atomic_exchange(into, ms))
-        log_info("topology: the nodes' %s is %llums", (const char *)priv, (unsigned long long)ms);
+        log_info("topology: the nodes' %s is %llums", priv, (unsigned long long)ms);
 }
 
-static void on_auth(redisAsyncContext *ac, void *r, void *priv)
+static void on_auth(struct topo *t, redisReply *reply, const char *priv)
 {
-    struct topo *t = ac->data;
-    redisReply *reply = r;
-    if (ac != t->ac || reply == NULL || reply->type != REDIS_REPLY_ERROR)
+    if (reply->type != REDIS_REPLY_ERROR)
         return;
     log_error("topology: AUTH to %s:%d failed: %.200s (check cluster.username and cluster.password)", t->src_host,
               t->src_port, reply->str);
-    redisAsyncDisconnect(ac); /* CLUSTER NODES then fails too */
+    link_lost(t, NULL); /* CLUSTER NODES then fails too */
 }
 
-static void on_connect(const redisAsyncContext *ac, int status)
-{
-    struct topo *t = ac->data;
-    if (ac != t->ac)
-        return;
-    if (status == REDIS_OK) {
-        netio_keepalive(ac->c.fd, (unsigned)(t->srv->conf->tcp_keepalive_ms / 1000));
-        return;
-    }
-    /* hiredis frees the context after this and calls no disconnect callback. */
-    log_warning("topology: cannot connect to %s:%d: %s", t->src_host, t->src_port, ac->errstr);
-    t->ac = NULL;
-    attempt_done(t, 0);
-}
+/* ---- the connection ---- */
 
-static void on_disconnect(const redisAsyncContext *ac, int status)
+/* T's connection is gone (WHY, for the log; NULL when said already): the
+ * attempt under way has failed. */
+static void link_lost(struct topo *t, const char *why)
 {
-    struct topo *t = ac->data;
-    if (ac != t->ac)
-        return;
-    t->ac = NULL;
-    if (t->inflight) {
-        if (status != REDIS_OK)
-            log_warning("topology: connection to %s:%d lost: %s", t->src_host, t->src_port, ac->errstr);
+    int connected = t->link && t->link->connected;
+    drop_connection(t);
+    if (why)
+        log_warning("topology: %s %s:%d: %s", connected ? "connection lost to" : "cannot connect to", t->src_host,
+                    t->src_port, why);
+    if (t->inflight)
         attempt_done(t, 0);
+}
+
+/* Queues a command (hiredis's format) whose reply goes to FN, and writes
+ * it at once if connected. Returns 0, or -1 (out of memory, or too many
+ * pending). */
+__attribute__((format(printf, 4, 5))) static int link_command(struct topo *t, topo_reply_fn *fn, const char *priv,
+                                                               const char *fmt, ...)
+{
+    struct topo_link *l = t->link;
+    if (l == NULL || l->npending == TOPO_PENDING_MAX)
+        return -1;
+    char *cmd = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int len = redisvFormatCommand(&cmd, fmt, ap);
+    va_end(ap);
+    if (len < 0)
+        return -1;
+    int rc = evbuffer_add(bufferevent_get_output(l->bev), cmd, (size_t)len);
+    redisFreeCommand(cmd);
+    if (rc < 0)
+        return -1;
+    unsigned at = (l->head + l->npending++) % TOPO_PENDING_MAX;
+    l->pending[at].fn = fn;
+    l->pending[at].priv = priv;
+    if (l->connected && netio_flush(l->bev, l->tls) < 0) {
+        link_lost(t, netio_error(l->tls));
+        return -1;
     }
+    return 0;
+}
+
+static void on_link_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct topo *t = arg;
+    struct topo_link *l = t->link;
+    int n = netio_read(l->bev, l->tls, TOPO_READ_MAX);
+    if (n == NETIO_AGAIN)
+        return;
+    if (n <= 0) {
+        link_lost(t, n == 0 ? "the node closed the connection" : netio_error(l->tls));
+        return;
+    }
+    struct evbuffer *in = bufferevent_get_input(l->bev);
+    struct evbuffer_iovec v[8];
+    int nv = evbuffer_peek(in, -1, NULL, v, 8);
+    for (int i = 0; i < nv && i < 8; i++)
+        redisReaderFeed(l->reader, v[i].iov_base, v[i].iov_len);
+    size_t fed = 0;
+    for (int i = 0; i < nv && i < 8; i++)
+        fed += v[i].iov_len;
+    evbuffer_drain(in, fed);
+    uint64_t gen = t->link_gen;
+    void *reply;
+    for (;;) {
+        if (redisReaderGetReply(l->reader, &reply) != REDIS_OK) {
+            link_lost(t, "a reply respgate cannot parse");
+            return;
+        }
+        if (reply == NULL)
+            break;
+        if (l->npending == 0) {
+            freeReplyObject(reply);
+            link_lost(t, "a reply nobody asked for");
+            return;
+        }
+        topo_reply_fn *fn = l->pending[l->head].fn;
+        const char *priv = l->pending[l->head].priv;
+        l->head = (l->head + 1) % TOPO_PENDING_MAX;
+        l->npending--;
+        fn(t, reply, priv);
+        freeReplyObject(reply);
+        if (t->link_gen != gen || t->link == NULL)
+            return; /* FN dropped the connection */
+    }
+    if (evbuffer_get_length(in) > 0 || netio_tls_buffered(l->tls))
+        event_active(l->rev, EV_READ, 0); /* more than 8 chains, or read already by TLS */
+}
+
+static void on_link_written(struct bufferevent *bev, void *arg)
+{
+    bufferevent_disable(bev, EV_WRITE); /* direct writes again (netio.h) */
+}
+
+static void on_link_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct topo *t = arg;
+    struct topo_link *l = t->link;
+    const struct conf *cf = t->srv->conf;
+    if (!(what & BEV_EVENT_CONNECTED)) {
+        int dns = bufferevent_socket_get_dns_error(bev);
+        link_lost(t, dns ? evutil_gai_strerror(dns)
+                         : (what & BEV_EVENT_TIMEOUT) ? "timed out"
+                         : (what & BEV_EVENT_EOF) ? "the node closed the connection"
+                                                  : netio_error(l->tls));
+        return;
+    }
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    netio_keepalive(fd, (unsigned)(cf->tcp_keepalive_ms / 1000));
+    bufferevent_disable(bev, EV_WRITE);
+    l->connected = 1;
+    l->rev = event_new(t->base, fd, EV_READ | EV_PERSIST, on_link_read, t);
+    if (l->rev == NULL || event_add(l->rev, NULL) < 0) {
+        link_lost(t, "out of memory");
+        return;
+    }
+    if (cf->cluster_tls) {
+        struct tls_ctxs *ctxs = server_tls(t->srv);
+        l->tls = netio_tls_new(bev, ctxs->cluster, 0, cf->cluster_tls_verify_name ? t->src_host : NULL);
+        tls_ctxs_unref(ctxs); /* the session keeps its context */
+        if (l->tls == NULL) {
+            link_lost(t, "out of memory");
+            return;
+        }
+    }
+    if (netio_flush(bev, l->tls) < 0)
+        link_lost(t, netio_error(l->tls));
+}
+
+/* Opens T's connection to its source; the commands queued meanwhile go
+ * once it is connected. Returns 0, or -1 (said why). */
+static int link_open(struct topo *t)
+{
+    struct topo_link *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return -1;
+    t->link = l;
+    t->link_gen++;
+    if (t->dns == NULL)
+        t->dns = evdns_base_new(t->base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    struct timeval tv = conf_timeval(t->srv->conf->connect_timeout_ms);
+    l->reader = redisReaderCreate();
+    l->bev = bufferevent_socket_new(t->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (l->reader == NULL || l->bev == NULL) {
+        drop_connection(t);
+        return -1;
+    }
+    bufferevent_setcb(l->bev, NULL, on_link_written, on_link_event, t);
+    bufferevent_set_timeouts(l->bev, NULL, &tv); /* bounds the connect */
+    if (bufferevent_socket_connect_hostname(l->bev, t->dns, AF_UNSPEC, t->src_host, t->src_port) < 0) {
+        int dns = bufferevent_socket_get_dns_error(l->bev);
+        log_warning("topology: cannot connect to %s:%d: %s", t->src_host, t->src_port,
+                    dns ? evutil_gai_strerror(dns) : netio_error(NULL));
+        drop_connection(t);
+        return -1;
+    }
+    return 0;
 }
 
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
@@ -485,34 +646,27 @@ static void attempt(struct topo *t)
     evtimer_del(t->timer);
     atomic_store(&t->wanted, 0);
     event_base_gettimeofday_cached(t->base, &t->last_start);
-    if (t->ac == NULL) {
+    if (t->link == NULL) {
         pick_source(t);
-        t->ac = redisAsyncConnect(t->src_host, t->src_port);
-        if (t->ac == NULL || t->ac->err) {
-            log_warning("topology: cannot connect to %s:%d: %s", t->src_host, t->src_port,
-                        t->ac ? t->ac->errstr : "out of memory");
-            if (t->ac)
-                redisAsyncFree(t->ac);
-            t->ac = NULL;
+        if (link_open(t) < 0) {
             t->inflight = 1;
             attempt_done(t, 0);
             return;
         }
-        t->ac->data = t;
-        redisLibeventAttach(t->ac, t->base);
-        redisAsyncSetConnectCallback(t->ac, on_connect);
-        redisAsyncSetDisconnectCallback(t->ac, on_disconnect);
         if (cf->cluster_password && cf->cluster_username)
-            redisAsyncCommand(t->ac, on_auth, NULL, "AUTH %s %s", cf->cluster_username, cf->cluster_password);
+            link_command(t, on_auth, NULL, "AUTH %s %s", cf->cluster_username, cf->cluster_password);
         else if (cf->cluster_password)
-            redisAsyncCommand(t->ac, on_auth, NULL, "AUTH %s", cf->cluster_password);
-        redisAsyncCommand(t->ac, on_info, NULL, "INFO server");
+            link_command(t, on_auth, NULL, "AUTH %s", cf->cluster_password);
+        link_command(t, on_info, NULL, "INFO server");
         /* One parameter each: 6.2 takes no more (compat.h) */
-        redisAsyncCommand(t->ac, on_node_ms, "cluster-node-timeout", "CONFIG GET cluster-node-timeout");
-        redisAsyncCommand(t->ac, on_node_ms, "lua-time-limit", "CONFIG GET lua-time-limit");
+        link_command(t, on_node_ms, "cluster-node-timeout", "CONFIG GET cluster-node-timeout");
+        link_command(t, on_node_ms, "lua-time-limit", "CONFIG GET lua-time-limit");
     }
     t->inflight = 1;
-    redisAsyncCommand(t->ac, on_nodes, NULL, "CLUSTER NODES");
+    if (link_command(t, on_nodes, NULL, "CLUSTER NODES") < 0) {
+        link_lost(t, t->link ? "out of memory" : NULL);
+        return;
+    }
     struct timeval tv = conf_timeval(cf->connect_timeout_ms + cf->backend_timeout_ms);
     evtimer_add(t->deadline, &tv);
 }
@@ -570,6 +724,8 @@ void topo_free(struct topo *t)
         event_free(t->deadline);
     if (t->kick)
         event_free(t->kick);
+    if (t->dns)
+        evdns_base_free(t->dns, 1);
     slotmap_unref(t->cur);
     free(t);
 }

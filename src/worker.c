@@ -11,6 +11,7 @@
 #include "nodecmd.h"
 #include "route.h"
 #include "server.h"
+#include "tls.h"
 #include "pubsub.h"
 #include "tracking.h"
 #include "session.h"
@@ -34,8 +35,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     while (i < w->nlisteners && w->listeners[i] != l)
         i++;
     /* The listeners are the listen addresses, in order (not reloaded). */
-    int proxy = i < w->conf->listen.n && w->conf->listen.v[i].proxy_protocol;
-    client_accept(w, fd, sa, salen, proxy);
+    const struct conf_addr *a = i < w->conf->listen.n ? &w->conf->listen.v[i] : NULL;
+    client_accept(w, fd, sa, salen, a && a->proxy_protocol, a && a->tls ? w->tls->listen : NULL);
 }
 
 static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
@@ -217,6 +218,8 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
             take_listeners(w, &w->conf->listen, &c->listen);
         conf_unref(w->conf);
         w->conf = c;
+        tls_ctxs_unref(w->tls);
+        w->tls = server_tls(w->srv); /* made with C: new connections take renewed certificates */
         /* Connections already open keep their credentials (a node keeps a
          * connection authenticated when its password changes); new ones use
          * the new ones. A new read policy picks the replicas again. */
@@ -243,6 +246,7 @@ int worker_init(struct worker *w, struct server *srv, int id, const int *fds, si
     TAILQ_INIT(&w->req_pool);
     TAILQ_INIT(&w->idle_private);
     w->conf = server_conf(srv);
+    w->tls = server_tls(srv);
     /* The worker's loop is its thread's alone, so it has no lock: libevent
      * would take one for every event_active and clock read (2% of a
      * worker's CPU at -P 16). Other threads reach it only through the
@@ -335,6 +339,7 @@ void worker_deinit(struct worker *w)
     if (w->base)
         event_base_free(w->base);
     conf_unref(w->conf);
+    tls_ctxs_unref(w->tls);
     slotmap_unref(w->map);
     nodecmd_unref(w->learned);
     pthread_mutex_destroy(&w->metrics.nodes_lock);

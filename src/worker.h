@@ -18,6 +18,7 @@
 
 struct server;
 struct conf;
+struct tls_ctxs;
 struct client;
 struct event_base;
 struct evdns_base;
@@ -43,6 +44,7 @@ struct worker {
     struct event_base *base;
     struct evdns_base *dns;         /* resolves node names (backend.c), made at the first one; NULL before */
     struct conf *conf;              /* this worker's reference to the config in force */
+    struct tls_ctxs *tls;           /* ... and to its TLS contexts (tls.h) */
 
     struct evconnlistener **listeners;
     size_t nlisteners;

@@ -28,6 +28,11 @@ import time
 
 import redis
 
+try:
+    from . import certs as _certs
+except ImportError:  # run as a script: tests/harness/cluster.py up
+    import certs as _certs
+
 REDIS_SERVER = os.environ.get("REDIS_SERVER", "/usr/bin/redis-server")
 
 
@@ -207,7 +212,8 @@ class Node:
 
 class Cluster:
     def __init__(self, basedir, masters=3, replicas=1, password=DEFAULT_PASSWORD,
-                 node_timeout_ms=2000, username=None, extra_config=()):
+                 node_timeout_ms=2000, username=None, extra_config=(), tls=None, tls_auth_clients="optional"):
+        # tls=False: plain even under RESPGATE_TEST_TLS=1
         self.basedir = os.path.abspath(basedir)
         self.n_masters = masters
         self.n_replicas = masters * replicas
@@ -215,6 +221,11 @@ class Cluster:
         self.username = username
         self.node_timeout_ms = node_timeout_ms
         self.extra_config = list(extra_config)  # more lines for every node's config
+        # tls: a harness.certs.Certs; the nodes then speak TLS only (port 0,
+        # tls-port, tls-cluster and tls-replication yes), and node.port is
+        # the TLS port.
+        self.tls = tls if tls is not None else (_certs.shared() if _certs.TLS_MODE else None)
+        self.tls_auth_clients = tls_auth_clients
         self.nodes = []  # the first n_masters are the initial masters
         self.startup_seconds = None
 
@@ -273,9 +284,15 @@ class Cluster:
         # would make the node rejoin that old cluster: start from an empty dir.
         shutil.rmtree(node.dir, ignore_errors=True)
         os.makedirs(node.dir)
+        if self.tls:
+            ports = ["port 0", f"tls-port {node.port}", f"tls-cert-file {self.tls.server}",
+                     f"tls-key-file {self.tls.server_key}", f"tls-ca-cert-file {self.tls.ca}",
+                     "tls-cluster yes", "tls-replication yes", f"tls-auth-clients {self.tls_auth_clients}"]
+        else:
+            ports = [f"port {node.port}"]
         lines = [
             f"bind {HOST}",
-            f"port {node.port}",
+            *ports,
             "protected-mode yes",
             "daemonize no",
             f"dir {node.dir}",
@@ -468,6 +485,9 @@ class Cluster:
         port = node_or_port.port if isinstance(node_or_port, Node) else node_or_port
         options = dict(host=HOST, port=port, username=self.username, password=self.password,
                        decode_responses=True, socket_timeout=5)
+        if self.tls:
+            options.update(ssl=True, ssl_ca_certs=self.tls.ca, ssl_certfile=self.tls.client,
+                           ssl_keyfile=self.tls.client_key)
         options.update(kwargs)
         return redis.Redis(**options)
 

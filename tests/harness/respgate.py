@@ -6,6 +6,7 @@
 # interpreter exit. The binary is $RESPGATE_BIN, else build/test/src/respgate.
 
 import atexit
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import time
 
 import redis
 
+from . import certs
 from .cluster import pick_ports
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -34,12 +36,19 @@ def free_port():
     return pick_ports(1)[0]
 
 
-def yaml_config(port, seeds, cluster_password=None, client_password=None, extra=""):
+def yaml_config(port, seeds, cluster_password=None, client_password=None, extra="", cluster_tls=None, listen=None):
     """A respgate config as YAML text; EXTRA is appended verbatim. Two
     workers unless EXTRA says: what crosses between workers is tested
-    whatever `auto` picks on the machine (one on 2 CPUs)."""
-    lines = [f"listen: [127.0.0.1:{port}]"] + ([] if "workers:" in extra else ["workers: 2"])
+    whatever `auto` picks on the machine (one on 2 CPUs). CLUSTER_TLS: the
+    harness.certs.Certs of a TLS cluster (under RESPGATE_TEST_TLS=1, the
+    shared one); LISTEN: the listen list's entries, instead of PORT's."""
+    entries = listen or [f"127.0.0.1:{port}"]
+    lines = [f"listen: [{', '.join(json.dumps(e) for e in entries)}]"] + ([] if "workers:" in extra else ["workers: 2"])
     lines += ["cluster:", f"  seeds: [{', '.join(seeds)}]"]
+    if cluster_tls is None and certs.TLS_MODE:
+        cluster_tls = certs.shared()
+    if cluster_tls:
+        lines += certs.cluster_tls_yaml(cluster_tls)
     if cluster_password:
         lines.append(f'  password: "{cluster_password}"')
     if client_password:

@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from conftest import CLUSTER_PASSWORD
+from harness.certs import mode_cluster_lines
 from harness.cluster import keyslot
 
 
@@ -239,7 +240,7 @@ def test_clusterdown_until_a_seed_answers(make_respgate, cluster, tmp_path):
     from harness.respgate import Respgate, free_port
     dead = free_port()
     port = free_port()
-    conf = (f"listen: [127.0.0.1:{port}]\ncluster:\n  seeds: [127.0.0.1:{dead}]\n"
+    conf = (f"listen: [127.0.0.1:{port}]\ncluster:\n  seeds: [127.0.0.1:{dead}]\n" + mode_cluster_lines() +
             f"  password: {CLUSTER_PASSWORD}\n")
     with Respgate(tmp_path / "down", conf, port) as rg:
         r = rg.client()
@@ -262,7 +263,7 @@ def test_requests_before_the_first_map_wait_for_it(cluster, tmp_path):
     from harness.respgate import Respgate, free_port
     port = free_port()
     seed = next(n for n in cluster.nodes if n.addr == cluster.seeds[0])
-    conf = (f"listen: [127.0.0.1:{port}]\ncluster:\n  seeds: [{seed.addr}]\n"
+    conf = (f"listen: [127.0.0.1:{port}]\ncluster:\n  seeds: [{seed.addr}]\n" + mode_cluster_lines() +
             f"  password: {CLUSTER_PASSWORD}\n")
     cluster.pause(seed)
     try:
@@ -293,7 +294,8 @@ def test_requests_before_the_first_map_wait_for_it(cluster, tmp_path):
 def test_wrong_cluster_password_is_logged(make_respgate, cluster, tmp_path):
     from harness.respgate import Respgate, free_port
     port = free_port()
-    conf = (f"listen: [127.0.0.1:{port}]\ncluster:\n  seeds: [{cluster.seeds[0]}]\n  password: wrong-pw\n")
+    conf = (f"listen: [127.0.0.1:{port}]\ncluster:\n  seeds: [{cluster.seeds[0]}]\n  password: wrong-pw\n" +
+            mode_cluster_lines())
     with Respgate(tmp_path / "badpw", conf, port) as rg:
         with pytest.raises(redis.ResponseError, match="^CLUSTERDOWN"):
             rg.client().get("x")

@@ -174,7 +174,7 @@ END_TEST
 
 #define LISTEN_EXPECTED(col)                                                                                  \
     "t.yml:2:" #col ": listen: expected an IP address and port like 127.0.0.1:6380, or unix:/path, each optionally " \
-    "followed by \" proxy-protocol\", or a list of them, "
+    "followed by \" proxy-protocol\" and (TCP only) \" tls\", or a list of them, "
 
 START_TEST(test_proxy_protocol_listeners)
 {
@@ -197,6 +197,43 @@ START_TEST(test_proxy_protocol_listeners)
     expect_error("cluster: {seeds: [\"127.0.0.1:7000 proxy-protocol\"]}\n",
                  "t.yml:1:19: cluster.seeds: expected an address like 10.0.0.1:6379, or a list of them, "
                  "got \"127.0.0.1:7000 proxy-protocol\"");
+}
+END_TEST
+
+START_TEST(test_tls_keys)
+{
+    struct conf_diag d;
+    struct conf *c = parse(SEEDS "listen: [127.0.0.1:6380, \"127.0.0.1:6381 tls\"]\n"
+                                 "tls: {cert_file: /c.pem, key_file: /k.pem, ca_file: /ca.pem, auth_clients: optional,"
+                                 " min_version: TLSv1.3, ciphersuites: TLS_AES_128_GCM_SHA256}\n",
+                           &d);
+    ck_assert_ptr_nonnull(c);
+    conf_diag_free(&d);
+    ck_assert_int_eq(c->listen.v[0].tls, 0);
+    ck_assert_int_eq(c->listen.v[1].tls, 1);
+    ck_assert_int_eq(c->tls_auth_clients, TLS_AUTH_OPTIONAL);
+    ck_assert_int_eq(c->tls_min_version, TLS_V1_3);
+    ck_assert_str_eq(c->tls_ciphersuites, "TLS_AES_128_GCM_SHA256");
+    ck_assert_ptr_null(c->tls_ciphers);
+    ck_assert_int_eq(c->cluster_tls, 0);
+    ck_assert_int_eq(c->cluster_tls_verify_name, 1);
+    char buf[300];
+    ck_assert_str_eq(conf_addr_str(&c->listen.v[1], buf, sizeof(buf)), "127.0.0.1:6381 tls");
+    conf_unref(c);
+    expect_error(SEEDS "listen: \"127.0.0.1:6381 tls\"\n",
+                 "t.yml: listen: an address marked tls needs tls.cert_file and tls.key_file");
+    expect_error(SEEDS "listen: \"127.0.0.1:6381 tls tls\"\n", LISTEN_EXPECTED(9) "got \"127.0.0.1:6381 tls tls\"");
+    expect_error(SEEDS "listen: \"unix:/tmp/s tls\"\n", LISTEN_EXPECTED(9) "got \"unix:/tmp/s tls\"");
+    expect_error(SEEDS "listen: \"127.0.0.1:6381 tls \"\n", LISTEN_EXPECTED(9) "got \"127.0.0.1:6381 tls \"");
+    expect_error(SEEDS "listen: \"127.0.0.1:6381 proxy-protocol tls\"\ntls: {cert_file: /c, key_file: /k}\n",
+                 "t.yml: listen: 127.0.0.1:6381 proxy-protocol tls: a PROXY header before TLS is not supported; let "
+                 "the proxy end TLS, or drop one of the two");
+    expect_error(SEEDS "tls: {auth_clients: yes}\n",
+                 "t.yml: tls.auth_clients: verifying client certificates needs tls.ca_file");
+    expect_error("cluster: {seeds: [10.0.0.1:6379], tls: yes, tls_cert_file: /c.pem}\n",
+                 "t.yml: cluster.tls_cert_file and cluster.tls_key_file go together");
+    expect_error(SEEDS "tls: {min_version: TLSv1.1}\n",
+                 "t.yml:2:20: tls.min_version: expected one of TLSv1.2, TLSv1.3, got \"TLSv1.1\"");
 }
 END_TEST
 
@@ -447,6 +484,7 @@ static Suite *conf_suite(void)
     tcase_add_test(tc, test_wrong_types);
     tcase_add_test(tc, test_bad_addresses);
     tcase_add_test(tc, test_proxy_protocol_listeners);
+    tcase_add_test(tc, test_tls_keys);
     tcase_add_test(tc, test_out_of_range);
     tcase_add_test(tc, test_yaml_corners);
     tcase_add_test(tc, test_keys_together);

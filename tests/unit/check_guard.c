@@ -108,10 +108,10 @@ END_TEST
 START_TEST(test_protected_refusals_log_once_a_second)
 {
     struct guard *g = guard_new();
-    ck_assert(guard_protected_refused(g, 1000));
-    ck_assert(!guard_protected_refused(g, 1500));
-    ck_assert(guard_protected_refused(g, 2000));
-    ck_assert_uint_eq(atomic_load(&g->protected_refused), 3);
+    ck_assert(guard_tally(&g->protected_refused, 1000));
+    ck_assert(!guard_tally(&g->protected_refused, 1500));
+    ck_assert(guard_tally(&g->protected_refused, 2000));
+    ck_assert_uint_eq(atomic_load(&g->protected_refused.count), 3);
     guard_free(g);
 }
 END_TEST
