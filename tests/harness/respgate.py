@@ -43,7 +43,8 @@ def yaml_config(port, seeds, cluster_password=None, client_password=None, extra=
     harness.certs.Certs of a TLS cluster (under RESPGATE_TEST_TLS=1, the
     shared one); LISTEN: the listen list's entries, instead of PORT's."""
     entries = listen or [f"127.0.0.1:{port}"]
-    lines = [f"listen: [{', '.join(json.dumps(e) for e in entries)}]"] + ([] if "workers:" in extra else ["workers: 2"])
+    quoted = [json.dumps(e) if " " in e else e for e in entries]
+    lines = [f"listen: [{', '.join(quoted)}]"] + ([] if "workers:" in extra else ["workers: 2"])
     lines += ["cluster:", f"  seeds: [{', '.join(seeds)}]"]
     if cluster_tls is None and certs.TLS_MODE:
         cluster_tls = certs.shared()
