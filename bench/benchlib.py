@@ -26,7 +26,7 @@ def run(pid, port, args, test, n, pipeline, clients=50):
     """One redis-benchmark run of TEST against PORT (with ARGS: auth, TLS):
     (ops/s, CPU microseconds per request of process PID)."""
     before = cpu_seconds(pid)
-    out = subprocess.run(["redis-benchmark", "-p", str(port), *args, "--no-auth-warning", "-t", test,
+    out = subprocess.run(["redis-benchmark", "-p", str(port), *args, "-t", test,
                           "-c", str(clients), "-P", str(pipeline), "-n", str(n), "-r", "100000", "-q"],
                          capture_output=True, text=True, timeout=600)
     line = [ln for ln in out.stdout.replace("\r", "\n").splitlines() if "requests per second" in ln]
