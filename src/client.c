@@ -191,6 +191,9 @@ void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *
         goto fail;
     }
     bufferevent_setcb(c->bev, NULL, on_write, on_event, c);
+    /* A new bufferevent has EV_WRITE on: it would write the output itself
+     * (plaintext under TLS) whenever a loop turn ends with some left. */
+    bufferevent_disable(c->bev, EV_WRITE);
     reading(c, 1); /* the bufferevent writes only, and EV_WRITE only while the kernel pushes back */
     TAILQ_INSERT_TAIL(&w->clients, c, link);
     w->nclients++;
