@@ -351,10 +351,12 @@ static int add_hello(struct backend *b)
     struct req *r = req_new(b->w, REQ_AUTH, NULL);
     if (r == NULL)
         return -1;
-    const char *user = cf->cluster_username ? cf->cluster_username : "default";
-    if (cf->cluster_password)
+    const char *user = b->source ? cf->migration_username : cf->cluster_username;
+    const char *password = b->source ? cf->migration_password : cf->cluster_password;
+    user = user ? user : "default";
+    if (password)
         evbuffer_add_printf(r->buf, "*7\r\n$5\r\nHELLO\r\n$1\r\n%d\r\n$4\r\nAUTH\r\n$%zu\r\n%s\r\n$%zu\r\n%s\r\n",
-                            (int)b->proto, strlen(user), user, strlen(cf->cluster_password), cf->cluster_password);
+                            (int)b->proto, strlen(user), user, strlen(password), password);
     else
         evbuffer_add_printf(r->buf, "*4\r\n$5\r\nHELLO\r\n$1\r\n%d\r\n", (int)b->proto);
     evbuffer_add_printf(r->buf, "$7\r\nSETNAME\r\n$8\r\nrespgate\r\n");
@@ -768,9 +770,9 @@ static int own_reply(struct backend *b, struct req *r, struct evbuffer *in, size
         char line[256];
         resp_first_line(in, len, line, sizeof(line));
         if (r->kind == REQ_AUTH) {
-            log_error("backend %s:%d: AUTH failed: %s (check cluster.username and cluster.password; "
+            log_error("backend %s:%d: AUTH failed: %s (check %s.username and %s.password; "
                       "respgate needs Redis 6.0 or later)",
-                      b->host, b->port, line + 1);
+                      b->host, b->port, line + 1, b->source ? "migration" : "cluster", b->source ? "migration" : "cluster");
             req_free(b->w, r);
             b->auth_failed = 1;
             backend_reset(b, "authentication failed");
@@ -830,7 +832,7 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
             backend_reset(b, "a reply arrived with no request in flight");
             return;
         }
-        if (r->kind == REQ_CLIENT || r->kind == REQ_PART)
+        if (r->kind == REQ_CLIENT || r->kind == REQ_PART || r->kind == REQ_MIGRATE)
             b->ops->reply(b, r, in, len, type);
         else if (own_reply(b, r, in, len, type) < 0)
             return;
@@ -862,7 +864,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         }
         bufferevent_disable(bev, EV_WRITE); /* from now on, direct writes (netio.h) */
         const struct conf *cf = b->w->conf;
-        if (cf->cluster_tls &&
+        if (cf->cluster_tls && !b->source &&
             (b->tls = netio_tls_new(bev, b->w->tls->cluster, 0, cf->cluster_tls_verify_name ? b->host : NULL)) ==
                 NULL) {
             backend_reset(b, "out of memory");

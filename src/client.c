@@ -270,7 +270,7 @@ void client_free(struct client *c)
     struct req *r;
     while ((r = TAILQ_FIRST(&c->owed))) {
         TAILQ_REMOVE(&c->owed, r, owed);
-        if (r->done || r == c->hold)
+        if (r->done || (r == c->hold && r->fetch == NULL)) /* one an import holds is the import's */
             req_free(w, r);
         else
             r->client = NULL;
@@ -499,6 +499,11 @@ static void release_hold(struct client *c)
     else
         req_fail(c->w, r, "ERR respgate: cannot rescan a held request");
     resp_req_deinit(&q);
+}
+
+void client_release_hold(struct client *c)
+{
+    event_active(c->resume, EV_READ, 0); /* on_resume */
 }
 
 void client_note_write(struct client *c, struct backend *b)
@@ -783,8 +788,10 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
 static void on_resume(evutil_socket_t fd, short what, void *arg)
 {
     struct client *c = arg;
-    if (c->hold && !c->dead && !(c->auth_wait && evtimer_pending(c->auth_wait, NULL)))
-        release_hold(c); /* a held AUTH waits for its timer, whatever else wakes C */
+    /* A held AUTH waits for its timer, and a write for its import
+     * (migrate.h), whatever else wakes C. */
+    if (c->hold && !c->dead && c->hold->fetch == NULL && !(c->auth_wait && evtimer_pending(c->auth_wait, NULL)))
+        release_hold(c);
     if (c->dead)
         client_free(c);
     else if (c->hold)

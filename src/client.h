@@ -108,6 +108,10 @@ const struct acl_user *client_acl(struct client *c, int *gone);
  * Returns 0, or -1 if out of memory (R is not held). */
 int client_hold_auth(struct client *c, struct req *r, uint64_t ms);
 
+/* C's held request (C->hold), which an import held (migrate.h), may go:
+ * it is dispatched again on C's next turn. */
+void client_release_hold(struct client *c);
+
 /* Writes SA as "ip:port", "[ip6]:port", or "unix" into BUF. */
 struct sockaddr;
 void client_format_addr(const struct sockaddr *sa, char *buf, size_t len);

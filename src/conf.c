@@ -54,6 +54,7 @@ static const char *const read_policies[] = {"master", "prefer-replica", "replica
 static const char *const no_yes[] = {"no", "yes", NULL};
 static const char *const no_optional_yes[] = {"no", "optional", "yes", NULL};
 static const char *const tls_versions[] = {"TLSv1.2", "TLSv1.3", NULL};
+static const char *const migration_modes[] = {"off", "read-through", "copy", NULL};
 
 #define OFF(f) offsetof(struct conf, f)
 #define MS(x) ((uint64_t)(x))
@@ -103,6 +104,15 @@ static const struct key keys[] = {
     {"limits.max_multibulk_len", T_COUNT, OFF(max_multibulk_len), 1, INT_MAX, "1048576", 1, 0, NULL},
     {"log.level", T_ENUM, OFF(log_level), 0, 0, "notice", 1, 0, log_level_names},
     {"log.file", T_STR, OFF(log_file), 0, 0, "", 1, 0, NULL},
+    {"migration.mode", T_ENUM, OFF(migration_mode), 0, 0, "off", 1, 0, migration_modes},
+    {"migration.source", T_ADDR_OPT, OFF(migration_source), 0, 0, "", 1, 0, NULL},
+    {"migration.username", T_STR, OFF(migration_username), 0, 0, "", 1, 0, NULL},
+    {"migration.password", T_SECRET, OFF(migration_password), 0, 0, "", 1, 0, NULL},
+    {"migration.state_file", T_STR, OFF(migration_state_file), 0, 0, "", 0, 0, NULL},
+    {"migration.max_value_size", T_SIZE, OFF(migration_max_value_size), 0, GB(4), "8mb", 1, 0, NULL},
+    {"migration.rate_keys", T_COUNT, OFF(migration_rate_keys), 1, 10000000, "5000", 1, 0, NULL},
+    {"migration.rate_bytes", T_SIZE, OFF(migration_rate_bytes), KB(1), GB(4), "32mb", 1, 0, NULL},
+    {"migration.max_written_keys", T_COUNT, OFF(migration_max_written_keys), 1024, 1u << 30, "4194304", 0, 0, NULL},
     {"admin.listen", T_ADDR_OPT, OFF(admin), 0, 0, "", 1, 0, NULL},
     {"users", T_USERS, OFF(users), 0, 0, "", 1, 0, NULL},
     {"protected_mode", T_ENUM, OFF(protected_mode), 0, 0, "yes", 1, 0, no_yes},
@@ -826,6 +836,11 @@ static void check_together(struct loader *L)
         diag_error(L->diag, "%s: tls.auth_clients: verifying client certificates needs tls.ca_file", L->name);
     if ((c->cluster_tls_cert_file == NULL) != (c->cluster_tls_key_file == NULL))
         diag_error(L->diag, "%s: cluster.tls_cert_file and cluster.tls_key_file go together", L->name);
+    if (c->migration_mode != MIGRATION_OFF && (c->migration_source == NULL || c->migration_state_file == NULL))
+        diag_error(L->diag, "%s: migration.mode: a migration needs migration.source and migration.state_file "
+                   "(where the keys written during it are remembered)", L->name);
+    if (c->migration_username && c->migration_password == NULL)
+        diag_error(L->diag, "%s: migration.username: needs migration.password", L->name);
 }
 
 static void apply_defaults(struct loader *L)

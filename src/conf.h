@@ -51,6 +51,8 @@ struct conf_addrs {
 enum read_policy { READ_MASTER = 0, READ_PREFER_REPLICA, READ_REPLICA };
 enum tls_auth_clients { TLS_AUTH_NO = 0, TLS_AUTH_OPTIONAL, TLS_AUTH_YES };
 enum tls_version { TLS_V1_2 = 0, TLS_V1_3 };
+/* migration.mode (migrate.h): copy does what read-through does, and walks. */
+enum migration_mode { MIGRATION_OFF = 0, MIGRATION_READ_THROUGH, MIGRATION_COPY };
 
 struct conf {
     atomic_int refs;
@@ -104,6 +106,17 @@ struct conf {
 
     int log_level;               /* enum log_level */
     char *log_file;              /* NULL = stderr */
+
+    /* migration: (migrate.h): moving a standalone Redis's keys into the cluster. */
+    int migration_mode;          /* enum migration_mode */
+    struct conf_addr *migration_source; /* the standalone Redis, NULL = none */
+    char *migration_username;    /* NULL = plain AUTH password */
+    char *migration_password;    /* NULL = it has no requirepass */
+    char *migration_state_file;  /* keys written during the migration and the walk's cursor */
+    uint64_t migration_max_value_size; /* larger values are copied by the walk only */
+    uint64_t migration_rate_keys;      /* the walk's keys per second */
+    uint64_t migration_rate_bytes;     /* ... and bytes per second */
+    uint64_t migration_max_written_keys; /* keys remembered as written; past it, nothing more is copied */
 
     struct conf_addr *admin;     /* NULL = no admin listener */
     char *pidfile;               /* NULL = none */

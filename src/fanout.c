@@ -486,6 +486,7 @@ static struct req *new_part(struct worker *w, struct req *p, int slot)
     part->slot = (uint16_t)slot;
     part->write = p->write;
     part->readonly = p->readonly;
+    part->miss = p->miss;
     part->resp3 = p->resp3;
     p->fan->pending++;
     return part;

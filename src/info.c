@@ -10,6 +10,7 @@
 #include "conf.h"
 #include "fanout.h"
 #include "guard.h"
+#include "migrate.h"
 #include "req.h"
 #include "resp.h"
 #include "server.h"
@@ -243,6 +244,7 @@ static void respgate_section(const struct info *in, struct evbuffer *out)
                         (unsigned long long)atomic_load(&g->auth_timeouts),
                         (unsigned long long)atomic_load(&g->protected_refused.count),
                         (unsigned long long)atomic_load(&g->tls_refused.count));
+    migrate_info(srv, out);
 }
 
 /* ---- merging the masters' fields ---- */

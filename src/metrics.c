@@ -8,6 +8,7 @@
 
 #include "cmd.h"
 #include "guard.h"
+#include "migrate.h"
 #include "server.h"
 #include "topo.h"
 #include "worker.h"
@@ -312,4 +313,5 @@ void metrics_render(struct server *s, struct evbuffer *out)
     one(out, "client_bytes_sent_total", "counter", "Bytes of replies queued for clients.", sent);
     render_backends(s, out);
     render_map(s, out);
+    migrate_metrics(s, out);
 }

@@ -25,6 +25,7 @@ struct client;
 struct req;
 struct backend;
 struct fanout;
+struct migrate_fetch;
 struct evbuffer;
 struct worker;
 
@@ -35,6 +36,7 @@ enum req_kind {
     REQ_PART,        /* one node's share of a client request several nodes answer */
     REQ_DROP,        /* sent for a session whose client was already answered (MULTI, QUEUED) */
     REQ_SETUP,       /* CLIENT SETNAME, READONLY on a new connection: an error is logged, no more */
+    REQ_MIGRATE,     /* a migration's own (migrate.h): PTTL, DUMP, SCAN on the standalone, RESTORE on a master */
 };
 
 /* What becomes of a request once it is answered, chosen by its creator. */
@@ -69,6 +71,7 @@ struct req {
     struct evbuffer *reply;     /* the reply, once done */
     struct req *parent;         /* REQ_PART: the client request it is part of */
     struct fanout *fan;         /* a client request several nodes answer (fanout.h) */
+    struct migrate_fetch *fetch; /* the import it waits for, or that sent it (migrate.h) */
     uint16_t part;              /* REQ_PART: its index among its parent's parts */
     uint32_t expect;            /* on a push-mode backend: confirmations still due */
     uint8_t until;              /* ... or: until that count is zero (enum in pubsub.c) */
@@ -78,6 +81,7 @@ struct req {
     uint64_t deadline_ms;       /* once it waited: when it stops waiting (worker clock) */
     uint64_t start_us;          /* a client's: the loop turn its frame was read in (metrics_turn_us) */
     uint8_t family;             /* a client's: enum metrics_family, 0 when not counted */
+    uint8_t miss;               /* a read during a migration: what its reply says when a key is missing (migrate.c) */
     unsigned done : 1;
     unsigned silent : 1;        /* CLIENT REPLY OFF/SKIP: the reply is dropped */
     unsigned parked : 1;        /* waiting on the worker's retry timer */

@@ -14,6 +14,7 @@
 #include "cmd.h"
 #include "conf.h"
 #include "log.h"
+#include "migrate.h"
 #include "req.h"
 #include "resp.h"
 #include "server.h"
@@ -452,6 +453,8 @@ static void shared_reply(struct backend *from, struct req *r, struct evbuffer *i
             return;
         }
     }
+    if (r->miss && migrate_missed(w, r, in, len, type))
+        return; /* a read that missed during a migration: sent again once its keys are in */
     req_complete_from(w, r, in, len, type);
 }
 

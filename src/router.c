@@ -18,6 +18,7 @@
 #include "fanout.h"
 #include "local.h"
 #include "metrics.h"
+#include "migrate.h"
 #include "nodecmd.h"
 #include "pubsub.h"
 #include "req.h"
@@ -295,6 +296,8 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
     }
     if (stopped_before_routing(c, r, q, cmd))
         return;
+    if (c->w->conf->migration_mode != MIGRATION_OFF && migrate_before_routing(c, r, cmd, q))
+        return; /* a write waiting for its keys' old copies (migrate.h) */
     /* Redis runs one connection's commands one after another. Here they
      * run on a shared connection or on a private one (session.h), and the
      * two do not wait for each other: so a command for a private one waits

@@ -19,6 +19,7 @@
 #include "guard.h"
 #include "listen.h"
 #include "log.h"
+#include "migrate.h"
 #include "proc.h"
 #include "worker.h"
 
@@ -307,6 +308,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
         s->conf = c;
         s->tls = tls;
         pthread_mutex_unlock(&s->conf_lock);
+        migrate_conf_changed(s, c, old);
         conf_unref(old);
         tls_ctxs_unref(old_tls);
         post_all(s, WORKER_RELOAD);
@@ -406,8 +408,9 @@ int server_init(struct server *s, struct conf *conf, const char *conf_path)
         }
     }
 
-    if ((s->guard = guard_new()) == NULL)
+    if ((s->guard = guard_new()) == NULL || migrate_init(s, conf) < 0)
         return -1;
+    migrate_conf_changed(s, conf, NULL);
     char tls_err[512];
     if ((s->tls = tls_ctxs_new(conf, tls_err, sizeof(tls_err))) == NULL) {
         log_error("%s", tls_err);
@@ -514,6 +517,7 @@ void server_deinit(struct server *s)
         event_free(s->deadline);
     admin_stop(s->admin);
     guard_free(s->guard);
+    migrate_free(s); /* saves what it has not yet */
     if (s->base)
         event_base_free(s->base);
     conf_unref(s->conf);

@@ -19,6 +19,7 @@ struct nodecmd_table;
 struct topo;
 struct admin;
 struct guard;
+struct migrate;
 struct worker;
 struct event_base;
 struct event;
@@ -37,6 +38,7 @@ struct server {
     struct topo *topo;
     struct admin *admin;         /* the admin.listen endpoint, or NULL (admin.h) */
     struct guard *guard;         /* failed AUTHs per address, protected mode's counts (guard.h) */
+    struct migrate *migrate;     /* a migration's written keys, walk and counts (migrate.h) */
 
     struct event_base *base;
     struct event *sig_events[4];

@@ -8,6 +8,7 @@
 #include "conf.h"
 #include "log.h"
 #include "mem.h"
+#include "migrate.h"
 #include "nodecmd.h"
 #include "route.h"
 #include "server.h"
@@ -225,6 +226,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
          * the new ones. A new read policy picks the replicas again. */
         if (policy_changed && w->map && route_apply_map(w, w->map) < 0)
             log_error("worker %d: out of memory applying cluster.read_policy", w->id);
+        migrate_worker_conf(w);
     }
     if (msgs & WORKER_TOPO) {
         apply_commands(w);
@@ -285,13 +287,16 @@ int worker_init(struct worker *w, struct server *srv, int id, const int *fds, si
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
+    migrate_worker_conf(w);
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
     /* Whatever is left at the deadline or on an immediate stop goes now. */
     while (!TAILQ_EMPTY(&w->clients))
         client_free(TAILQ_FIRST(&w->clients));
     close_listeners(w);
+    migrate_worker_stop(w);
     route_stop(w);
     backend_free_all(w);
+    migrate_worker_free(w);
     req_pool_drain(w);
     server_worker_done(w->srv);
     mem_thread_release();

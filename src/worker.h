@@ -25,6 +25,7 @@ struct evdns_base;
 struct event;
 struct evconnlistener;
 struct route;
+struct migrate_worker;
 
 /* Messages for worker_post(); several may be pending at once. */
 enum {
@@ -62,6 +63,7 @@ struct worker {
     struct nodecmd_table *learned;  /* commands the nodes know beyond cmdtab.c (nodecmd.h), or NULL */
     unsigned version;               /* the cluster's Redis version (compat.h): its oldest master's, 0 unknown */
     struct route *route;            /* the slot table and what waits for the cluster (route.h) */
+    struct migrate_worker *migrate; /* its imports and connection to a migration's standalone (migrate.h), or NULL */
     struct backend_list backends;   /* one connection per node */
     struct backend_list idle_private; /* clean private connections, answered, for reuse */
     size_t nidle_private;
