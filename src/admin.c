@@ -6,6 +6,7 @@
 #include "conf.h"
 #include "log.h"
 #include "metrics.h"
+#include "migrate.h"
 #include "server.h"
 #include "slot.h"
 #include "topo.h"
@@ -139,8 +140,9 @@ static void on_request(struct evhttp_request *req, void *arg)
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
         evbuffer_add_printf(body, "too many admin connections (%d)\n", ADMIN_MAX_CONNECTIONS);
         reply(req, 503, "Service Unavailable", "text/plain", body);
-    } else if (path == NULL || (strcmp(path, "/healthz") != 0 && strcmp(path, "/metrics") != 0)) {
-        evbuffer_add_printf(body, "not found: the paths are /healthz and /metrics\n");
+    } else if (path == NULL ||
+               (strcmp(path, "/healthz") != 0 && strcmp(path, "/metrics") != 0 && strcmp(path, "/migration") != 0)) {
+        evbuffer_add_printf(body, "not found: the paths are /healthz, /metrics and /migration\n");
         reply(req, 404, "Not Found", "text/plain", body);
     } else if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
@@ -151,6 +153,9 @@ static void on_request(struct evhttp_request *req, void *arg)
         int ok = admin_health(d->srv, why, sizeof(why));
         evbuffer_add_printf(body, "%s\n", why);
         reply(req, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", "text/plain", body);
+    } else if (strcmp(path, "/migration") == 0) {
+        migrate_status(d->srv, body);
+        reply(req, 200, "OK", "text/plain; charset=utf-8", body);
     } else {
         metrics_render(d->srv, body);
         reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", body);
@@ -182,7 +187,7 @@ struct admin *admin_start(struct server *s, const struct conf_addr *a)
         admin_stop(d);
         return NULL;
     }
-    log_notice("admin endpoint on http://%s (/healthz, /metrics)", where);
+    log_notice("admin endpoint on http://%s (/healthz, /metrics, /migration)", where);
     return d;
 }
 

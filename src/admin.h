@@ -1,9 +1,10 @@
 /*
  * admin: the HTTP endpoint on admin.listen (libevent's evhttp, on the
  * control thread's event base): GET /healthz for a load balancer or
- * KeepAlived's vrrp_script, GET /metrics for Prometheus. It reads what the
- * workers and the topology publish (atomics and the published slot map) and
- * never touches the request path. Other paths get 404, other methods 405,
+ * KeepAlived's vrrp_script, GET /metrics for Prometheus, GET /migration for
+ * a person following a migration (migrate.h). It reads what the workers and
+ * the topology publish (atomics and the published slot map) and never
+ * touches the request path. Other paths get 404, other methods 405,
  * malformed requests evhttp's 400; at most ADMIN_MAX_CONNECTIONS
  * connections are served at once, each for at most ADMIN_TIMEOUT_S idle.
  */

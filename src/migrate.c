@@ -5,9 +5,18 @@
  * and DUMP go to the standalone on the worker's connection to it; once all
  * are answered, each key found goes to its master as RESTORE key ms
  * payload ABSTTL (the payload is DUMP's reply as it came, a bulk string);
- * once those are answered, whoever asked goes on. The written set is
- * shared by the workers under a mutex taken only while a migration runs,
- * by writes and by imports, never by a read that hits.
+ * once those are answered, whoever asked goes on.
+ *
+ * The workers share two sets of key fingerprints under one mutex, taken
+ * only while a migration runs, by writes, misses and imports (never by a
+ * read that hits): the keys written during the migration (each appended
+ * to the ".keys" file before its write is sent, so a killed respgate
+ * forgets none), and the keys an import is fetching right now. A key is
+ * claimed by one import at a time: a request that needs a key another
+ * import has claimed waits for it (on its own worker, until that import
+ * ends; for another worker's, a few milliseconds at a time), and claiming
+ * and marking written happen under the lock together, so no old copy can
+ * be restored after a write to its key was let through.
  */
 #include "migrate.h"
 
@@ -15,6 +24,7 @@
 #include "client.h"
 #include "cmd.h"
 #include "conf.h"
+#include "fpset.h"
 #include "log.h"
 #include "netio.h"
 #include "req.h"
@@ -35,18 +45,30 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 /* Keys longer than this are not imported (counted as failed): a key is
  * copied into every frame an import sends. */
 #define MIGRATE_KEY_MAX 65536
+/* Keys one import fetches at most (a request's index among them is 16 bits). */
+#define FETCH_KEYS_MAX 65535
 /* Keys the walk asks SCAN for at a time. */
 #define WALK_BATCH 100
 /* A progress line every this many keys walked. */
 #define WALK_LOG_EVERY 10000
-/* How long the walk waits after the standalone failed it. */
+/* How long the walk waits after the standalone failed it... */
 #define WALK_RETRY_MS 1000
+/* ... and how many times it tries a batch whose keys failed before it
+ * moves on (logged). */
+#define WALK_TRIES 10
+/* How often a request waiting for another worker's import looks again. */
+#define CROSS_WAIT_US 2000
+/* Keys each worker remembers finding in the cluster (a read's or a write's
+ * import: RESTORE answered OK or BUSYKEY), so that a field's miss on a key
+ * the cluster has (HGET, SISMEMBER) does not fetch it again; lossy. */
+#define PRESENT_SLOTS 65536
 
 /* What the migration counts: INFO's migration_NAME, /metrics' outcome
  * label, and the state file's lines, so a restart goes on counting. */
@@ -67,17 +89,17 @@ static const char *const count_names[MC_COUNT] = {
     "reads_missed", "writes_waited", "imported", "present", "absent", "skipped_written", "too_large", "failed",
     "walk_scanned", "walk_copied"};
 
-/* ---- the written set: fingerprints of keys, open addressing ---- */
+/* Why copying stopped for good, if it did (saved in the state file). */
+enum migrate_stop { STOP_NO = 0, STOP_FLUSHED, STOP_FULL, STOP_UNSAVED };
+static const char *const stop_names[] = {"no", "flushed", "max_written_keys", "state_file"};
 
 struct migrate {
-    pthread_mutex_t lock;     /* guards the set, unsaved[] and the flags below */
-    uint64_t *set;            /* 0 = empty */
-    size_t cap, n, max;
-    uint64_t *unsaved;        /* added since the last save, in order */
-    size_t nunsaved, capunsaved;
-    int full;                 /* max_written_keys reached: no import from now on */
-    int flushed;              /* FLUSHALL/FLUSHDB went through: no import from now on */
-    int state_dirty;
+    pthread_mutex_t lock;     /* guards the two sets and stop */
+    struct fpset written;     /* keys written during the migration */
+    struct fpset claimed;     /* keys an import is fetching now */
+    size_t max;               /* migration.max_written_keys */
+    int stop;                 /* enum migrate_stop */
+    int loaded;               /* the state file was read (or did not exist): it may be written */
     char *state_path;         /* migration.state_file at start, NULL = none */
     int keys_fd;              /* its ".keys" twin, open for appending; -1 */
     struct event *save_timer;
@@ -85,113 +107,67 @@ struct migrate {
     atomic_uint_fast64_t cursor;
     atomic_int walk_done;
     atomic_uint_fast64_t total;  /* the standalone's DBSIZE when the walk began, 0 unknown */
-    atomic_uint_fast64_t count[MC_COUNT]; /* what INFO and /metrics show, saved in the state file */
+    atomic_uint_fast64_t count[MC_COUNT];
 };
 
-static uint64_t fingerprint(const char *key, size_t len)
+/* Stops copying for good, for WHY (logged once). M->lock held. */
+static void stop_copying(struct migrate *m, enum migrate_stop why, const char *say)
 {
-    /* FNV-1a, then a 64-bit avalanche so that nearby keys spread over the
-     * table; a collision only makes one key count as written. */
-    uint64_t h = 0xcbf29ce484222325ull ^ len;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)key[i]) * 0x100000001b3ull;
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 33;
-    return h ? h : 1;
+    if (m->stop == STOP_NO)
+        log_error("migration: %s; nothing more is copied from the standalone", say);
+    if (m->stop == STOP_NO || why == STOP_FLUSHED)
+        m->stop = (int)why;
 }
 
-/* Whether FP is in M's set. M->lock held. */
-static int set_has(const struct migrate *m, uint64_t fp)
-{
-    if (m->cap == 0)
-        return 0;
-    for (size_t i = fp & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
-        if (m->set[i] == fp)
-            return 1;
-        if (m->set[i] == 0)
-            return 0;
-    }
-}
-
-/* Puts FP in M's set (kept at most half full). Returns 1 if added, 0 if
- * there already, -1 if the set is full or out of memory. M->lock held. */
-static int set_add(struct migrate *m, uint64_t fp)
-{
-    if (set_has(m, fp))
-        return 0;
-    if (m->n >= m->max)
-        return -1;
-    if (2 * (m->n + 1) > m->cap) {
-        size_t cap = m->cap ? 2 * m->cap : 4096;
-        uint64_t *set = calloc(cap, sizeof(*set));
-        if (set == NULL)
-            return -1;
-        for (size_t i = 0; i < m->cap; i++) {
-            if (m->set[i] == 0)
-                continue;
-            size_t j = m->set[i] & (cap - 1);
-            while (set[j])
-                j = (j + 1) & (cap - 1);
-            set[j] = m->set[i];
-        }
-        free(m->set);
-        m->set = set;
-        m->cap = cap;
-    }
-    size_t i = fp & (m->cap - 1);
-    while (m->set[i])
-        i = (i + 1) & (m->cap - 1);
-    m->set[i] = fp;
-    m->n++;
-    return 1;
-}
-
-/* Whether imports stopped for good (the set is full, or the cluster was flushed). */
 static int stopped(struct migrate *m)
 {
     pthread_mutex_lock(&m->lock);
-    int s = m->full || m->flushed;
+    int s = m->stop != STOP_NO;
     pthread_mutex_unlock(&m->lock);
     return s;
 }
 
-static int written(struct migrate *m, uint64_t fp)
+/* Appends the N fingerprints FPS to the ".keys" file: before the writes
+ * that marked them are sent, so that a killed respgate forgets none. A
+ * failure stops copying (a restart could no longer tell those keys). */
+static void append_written(struct migrate *m, const uint64_t *fps, size_t n)
 {
-    pthread_mutex_lock(&m->lock);
-    int has = set_has(m, fp);
-    pthread_mutex_unlock(&m->lock);
-    return has;
+    size_t len = n * sizeof(*fps), done = 0;
+    while (done < len) {
+        ssize_t put = write(m->keys_fd, (const char *)fps + done, len - done);
+        if (put < 0 && errno == EINTR)
+            continue;
+        if (put <= 0) {
+            char say[300];
+            snprintf(say, sizeof(say), "cannot append to %s.keys (%s)", m->state_path,
+                     put < 0 ? strerror(errno) : "nothing written");
+            pthread_mutex_lock(&m->lock);
+            stop_copying(m, STOP_UNSAVED, say);
+            pthread_mutex_unlock(&m->lock);
+            return;
+        }
+        done += (size_t)put;
+    }
 }
 
-/* Marks FP written. Returns 1 if it was not yet, 0 if it was, -1 if the
- * set is full: imports stop then (logged once). M->lock held. */
+/* Marks FP written. Returns 1 if it was not yet, 0 if it was, -1 if it
+ * cannot be (copying stops then). M->lock held. */
 static int mark_written(struct migrate *m, uint64_t fp)
 {
-    int rc = m->full ? -1 : set_add(m, fp);
-    if (rc < 0 && !m->full) {
-        m->full = 1;
-        m->state_dirty = 1;
-        log_error("migration: migration.max_written_keys (%zu) keys were written during the migration; nothing more "
-                  "is copied from the standalone (raise it and restart to go on)", m->max);
+    if (fpset_has(&m->written, fp))
+        return 0;
+    if (m->written.n >= m->max) {
+        char say[200];
+        snprintf(say, sizeof(say), "migration.max_written_keys (%zu) keys were written during the migration "
+                                   "(raise it and restart to go on)", m->max);
+        stop_copying(m, STOP_FULL, say);
+        return -1;
     }
-    if (rc == 1) {
-        if (m->nunsaved == m->capunsaved) {
-            size_t cap = m->capunsaved ? 2 * m->capunsaved : 1024;
-            uint64_t *more = realloc(m->unsaved, cap * sizeof(*more));
-            if (more == NULL) { /* cannot be saved: stop rather than forget it at restart */
-                m->full = 1;
-                log_error("migration: out of memory remembering a written key; nothing more is copied");
-                return -1;
-            }
-            m->unsaved = more;
-            m->capunsaved = cap;
-        }
-        m->unsaved[m->nunsaved++] = fp;
+    if (fpset_add(&m->written, fp) < 0) {
+        stop_copying(m, STOP_FULL, "out of memory remembering a written key");
+        return -1;
     }
-    return rc;
+    return 1;
 }
 
 /* ---- the state file ---- */
@@ -203,12 +179,13 @@ static void on_save(evutil_socket_t fd, short what, void *arg)
     migrate_save(arg);
 }
 
-/* Reads the state file's "name value" lines into M. */
-static void load_state(struct migrate *m)
+/* Reads the state file's "name value" lines into M. Returns 0 (a missing
+ * file is a new migration), or -errno. */
+static int load_state(struct migrate *m)
 {
     FILE *f = fopen(m->state_path, "r");
     if (f == NULL)
-        return;
+        return errno == ENOENT ? 0 : -errno;
     char name[32];
     unsigned long long v;
     while (fscanf(f, "%31s %llu", name, &v) == 2) {
@@ -216,8 +193,8 @@ static void load_state(struct migrate *m)
             atomic_store(&m->cursor, v);
         else if (strcmp(name, "walk_done") == 0)
             atomic_store(&m->walk_done, v != 0);
-        else if (strcmp(name, "flushed") == 0)
-            m->flushed = v != 0;
+        else if (strcmp(name, "stop") == 0 && v < sizeof(stop_names) / sizeof(stop_names[0]))
+            m->stop = v == STOP_FLUSHED ? STOP_FLUSHED : STOP_NO; /* the others may go with a restart */
         else if (strcmp(name, "total") == 0)
             atomic_store(&m->total, v);
         for (int i = 0; i < MC_COUNT; i++)
@@ -225,10 +202,11 @@ static void load_state(struct migrate *m)
                 atomic_store(&m->count[i], v);
     }
     fclose(f);
+    return 0;
 }
 
-/* Loads the written keys of M's ".keys" file and opens it for appending.
- * Returns 0, or -errno. */
+/* Loads the written keys of M's ".keys" file and opens it for appending;
+ * a record cut short (a crash mid-write) is cut off. Returns 0, or -errno. */
 static int load_keys(struct migrate *m)
 {
     char path[4096];
@@ -238,16 +216,19 @@ static int load_keys(struct migrate *m)
         return -errno;
     uint64_t buf[4096];
     ssize_t got;
-    size_t rest = 0;
+    size_t rest = 0, whole = 0;
     while ((got = read(fd, (char *)buf + rest, sizeof(buf) - rest)) > 0) {
         size_t have = rest + (size_t)got, n = have / sizeof(uint64_t);
         for (size_t i = 0; i < n; i++)
-            if (buf[i] && set_add(m, buf[i]) < 0)
-                m->full = 1;
-        rest = have % sizeof(uint64_t); /* a record cut by a crash mid-write */
+            if (buf[i] && fpset_add(&m->written, buf[i]) < 0) {
+                close(fd);
+                return -ENOMEM;
+            }
+        whole += n;
+        rest = have % sizeof(uint64_t);
         memmove(buf, (char *)buf + n * sizeof(uint64_t), rest);
     }
-    if (got < 0) {
+    if (got < 0 || (rest && ftruncate(fd, (off_t)(whole * sizeof(uint64_t))) < 0)) {
         int e = errno;
         close(fd);
         return -e;
@@ -275,24 +256,33 @@ int migrate_init(struct server *s, const struct conf *conf)
         return -1;
     int rc = load_keys(m);
     if (rc < 0) {
-        log_error("migration.state_file: cannot open %s.keys: %s", m->state_path, strerror(-rc));
+        log_error("migration.state_file: cannot read %s.keys: %s", m->state_path, strerror(-rc));
         return -1;
     }
-    load_state(m);
+    if ((rc = load_state(m)) < 0) {
+        log_error("migration.state_file: cannot read %s: %s", m->state_path, strerror(-rc));
+        return -1;
+    }
+    m->loaded = 1;
     if ((m->save_timer = event_new(s->base, -1, EV_PERSIST, on_save, s)) == NULL)
         return -1;
     struct timeval second = {1, 0};
     event_add(m->save_timer, &second);
-    if (m->n || atomic_load(&m->cursor))
-        log_notice("migration: %zu written keys and walk cursor %llu%s read from %s", m->n,
+    if (m->written.n || atomic_load(&m->cursor))
+        log_notice("migration: %zu written keys and walk cursor %llu%s read from %s", m->written.n,
                    (unsigned long long)atomic_load(&m->cursor), atomic_load(&m->walk_done) ? " (walk done)" : "",
                    m->state_path);
     return 0;
 }
 
-/* Writes the state file whole, through a new file renamed over it. */
-static void write_state(struct migrate *m, int flushed, int full)
+void migrate_save(struct server *s)
 {
+    struct migrate *m = s->migrate;
+    if (m == NULL || !m->loaded)
+        return;
+    pthread_mutex_lock(&m->lock);
+    int stop = m->stop;
+    pthread_mutex_unlock(&m->lock);
     char tmp[4096];
     snprintf(tmp, sizeof(tmp), "%s.new", m->state_path);
     FILE *f = fopen(tmp, "w");
@@ -300,41 +290,12 @@ static void write_state(struct migrate *m, int flushed, int full)
         log_error("migration.state_file: cannot write %s: %s", tmp, strerror(errno));
         return;
     }
-    fprintf(f, "cursor %llu\nwalk_done %d\nflushed %d\nfull %d\ntotal %llu\n",
-            (unsigned long long)atomic_load(&m->cursor), atomic_load(&m->walk_done), flushed, full,
-            (unsigned long long)atomic_load(&m->total));
+    fprintf(f, "cursor %llu\nwalk_done %d\nstop %d\ntotal %llu\n", (unsigned long long)atomic_load(&m->cursor),
+            atomic_load(&m->walk_done), stop, (unsigned long long)atomic_load(&m->total));
     for (int i = 0; i < MC_COUNT; i++)
         fprintf(f, "%s %llu\n", count_names[i], (unsigned long long)atomic_load(&m->count[i]));
     if (fclose(f) != 0 || rename(tmp, m->state_path) != 0)
         log_error("migration.state_file: cannot write %s: %s", m->state_path, strerror(errno));
-}
-
-void migrate_save(struct server *s)
-{
-    struct migrate *m = s->migrate;
-    if (m == NULL || m->state_path == NULL)
-        return;
-    pthread_mutex_lock(&m->lock);
-    uint64_t *keys = m->unsaved;
-    size_t n = m->nunsaved;
-    m->unsaved = NULL;
-    m->nunsaved = m->capunsaved = 0;
-    int flushed = m->flushed, full = m->full;
-    m->state_dirty = 0;
-    pthread_mutex_unlock(&m->lock);
-    size_t done = 0;
-    while (done < n * sizeof(*keys)) {
-        ssize_t put = write(m->keys_fd, (char *)keys + done, n * sizeof(*keys) - done);
-        if (put < 0 && errno == EINTR)
-            continue;
-        if (put <= 0) {
-            log_error("migration.state_file: cannot append to %s.keys: %s", m->state_path, strerror(errno));
-            break;
-        }
-        done += (size_t)put;
-    }
-    free(keys);
-    write_state(m, flushed, full);
 }
 
 void migrate_free(struct server *s)
@@ -347,8 +308,8 @@ void migrate_free(struct server *s)
         event_free(m->save_timer);
     if (m->keys_fd >= 0)
         close(m->keys_fd);
-    free(m->set);
-    free(m->unsaved);
+    fpset_clear(&m->written);
+    fpset_clear(&m->claimed);
     free(m->state_path);
     pthread_mutex_destroy(&m->lock);
     free(m);
@@ -369,15 +330,19 @@ void migrate_conf_changed(struct server *s, const struct conf *conf, const struc
         log_error("migration: migration.state_file is read at start only: restart respgate to begin the migration");
         return;
     }
+    pthread_mutex_lock(&m->lock);
+    size_t n = m->written.n;
+    int stop = m->stop;
+    pthread_mutex_unlock(&m->lock);
     if (conf->migration_mode == MIGRATION_OFF) {
         log_notice("migration: off (was %s); keys written from now on are not remembered", modes[was]);
         return;
     }
-    if (old && was == MIGRATION_OFF && m->n)
+    if (old && was == MIGRATION_OFF && n)
         log_warning("migration: %s again; keys written while it was off were not remembered, and a deleted one may "
                     "come back from the standalone", modes[conf->migration_mode]);
-    log_notice("migration: %s from %s (%zu keys remembered as written%s)", modes[conf->migration_mode], src, m->n,
-               m->flushed ? "; the cluster was flushed during the migration, so nothing is copied" : "");
+    log_notice("migration: %s from %s (%zu keys remembered as written%s%s)", modes[conf->migration_mode], src, n,
+               stop ? "; copying stopped: " : "", stop ? stop_names[stop] : "");
 }
 
 /* Whether W runs a migration now. */
@@ -481,8 +446,10 @@ static int reply_missing(enum miss miss, struct evbuffer *in, size_t len, char t
             return 0;
         struct evbuffer_ptr end;
         evbuffer_ptr_set(in, &end, len, EVBUFFER_PTR_SET);
+        /* A nil element: $-1, _, or GEOPOS's *-1 in RESP2. */
         return evbuffer_search_range(in, "\r\n$-1\r\n", 7, NULL, &end).pos >= 0 ||
-               evbuffer_search_range(in, "\r\n_\r\n", 5, NULL, &end).pos >= 0;
+               evbuffer_search_range(in, "\r\n_\r\n", 5, NULL, &end).pos >= 0 ||
+               evbuffer_search_range(in, "\r\n*-1\r\n", 7, NULL, &end).pos >= 0;
     }
     default: return 0;
     }
@@ -505,6 +472,93 @@ static int replaces_whole(const struct cmd_spec *cmd, struct evbuffer *frame, co
             return 0;
     }
     return 1;
+}
+
+/* ---- the keys of a request ---- */
+
+struct keylist {
+    size_t n;
+    size_t total;            /* their bytes */
+    const char **name;
+    size_t *len;
+    uint64_t *fp;            /* 0 once left out */
+    const char *name_stack[ROUTE_KEYS_ON_STACK];
+    size_t len_stack[ROUTE_KEYS_ON_STACK];
+    uint64_t fp_stack[ROUTE_KEYS_ON_STACK];
+};
+
+/* Room in L for N keys: on the stack, or allocated past ROUTE_KEYS_ON_STACK.
+ * Returns 0, or -1 if out of memory. */
+static int keylist_init(struct keylist *l, size_t n)
+{
+    l->n = l->total = 0;
+    l->name = l->name_stack;
+    l->len = l->len_stack;
+    l->fp = l->fp_stack;
+    if (n <= ROUTE_KEYS_ON_STACK)
+        return 0;
+    l->name = malloc(n * sizeof(*l->name));
+    l->len = malloc(n * sizeof(*l->len));
+    l->fp = malloc(n * sizeof(*l->fp));
+    return l->name && l->len && l->fp ? 0 : -1;
+}
+
+static void keylist_free(struct keylist *l)
+{
+    if (l->name != l->name_stack) {
+        free(l->name);
+        free(l->len);
+        free(l->fp);
+    }
+}
+
+/* Adds key NAME (LEN bytes) to L; a key too long to import is left out
+ * and counted as failed. */
+static void keylist_add(struct migrate *m, struct keylist *l, const char *name, size_t len)
+{
+    if (len > MIGRATE_KEY_MAX) {
+        atomic_fetch_add(&m->count[MC_FAILED], 1);
+        return;
+    }
+    l->name[l->n] = name;
+    l->len[l->n] = len;
+    l->fp[l->n] = fpset_fingerprint(name, len);
+    l->total += len;
+    l->n++;
+}
+
+/* The keys of request frame FRAME (arguments Q, command CMD) into L (its
+ * names point into FRAME, whose bytes up to the last key are made
+ * contiguous). Returns 0, or -1 (L empty) for a frame malformed for its
+ * key specs or out of memory. */
+static int keys_of(struct migrate *m, const struct cmd_spec *cmd, struct evbuffer *frame, const struct resp_req *q,
+                   struct keylist *l)
+{
+    size_t stack[ROUTE_KEYS_ON_STACK], *idx = stack;
+    int n = cmd_keys(cmd, frame, q, idx, ROUTE_KEYS_ON_STACK);
+    if (n > ROUTE_KEYS_ON_STACK) {
+        if ((idx = malloc((size_t)n * sizeof(*idx))) == NULL)
+            return keylist_init(l, 0), -1;
+        n = cmd_keys(cmd, frame, q, idx, (size_t)n);
+    }
+    if (n < 0 || keylist_init(l, (size_t)n) < 0) {
+        if (idx != stack)
+            free(idx);
+        keylist_free(l);
+        return keylist_init(l, 0), -1;
+    }
+    /* Keys come before values (SET key value, MSET k v k v): only the
+     * bytes up to the last key are made contiguous. */
+    size_t upto = 0;
+    for (int i = 0; i < n; i++)
+        if (q->argv[idx[i]].off + q->argv[idx[i]].len > upto)
+            upto = q->argv[idx[i]].off + q->argv[idx[i]].len;
+    const char *flat = n ? (const char *)evbuffer_pullup(frame, (ev_ssize_t)upto) : NULL;
+    for (int i = 0; i < n && flat; i++)
+        keylist_add(m, l, flat + q->argv[idx[i]].off, q->argv[idx[i]].len);
+    if (idx != stack)
+        free(idx);
+    return 0;
 }
 
 /* ---- imports ---- */
@@ -530,22 +584,28 @@ struct migrate_fetch {
     struct req_list waiters; /* requests that need one of its keys: they go on once it ends */
     unsigned pending;     /* its requests not yet answered */
     unsigned nkeys;
-    unsigned nrestored;   /* keys the cluster took */
+    unsigned nrestored;   /* keys the cluster took or had */
+    unsigned nfailed;
     size_t bytes;         /* DUMP payloads, for the walk's rate */
-    uint64_t next_cursor; /* WALK: SCAN's cursor after this batch */
+    uint64_t next_cursor; /* WALK: SCAN's cursor after this batch ... */
+    size_t walked;        /* ... and the keys SCAN returned */
     struct fetch_key k[];
 };
 TAILQ_HEAD(fetch_list, migrate_fetch);
 
-/* A worker's part: its connection to the standalone, its imports, and on
- * worker 0 the walk. */
+/* A worker's part: its connection to the standalone, its imports, the
+ * requests waiting for another worker's import, and on worker 0 the walk. */
 struct migrate_worker {
     struct backend *source;
     struct fetch_list fetches;
+    struct migrate_fetch *cross; /* holds (as its waiters) requests waiting for another worker's import */
+    struct event *cross_timer;
+    uint64_t *present;    /* PRESENT_SLOTS fingerprints of keys found in the cluster, lossy */
     struct event *walk_timer;
     int walking;          /* a batch (or its SCAN) is out */
     int stopping;         /* the worker is leaving: nothing more is sent */
-    uint64_t batch_us;    /* when it began */
+    unsigned tries;       /* times the batch at the cursor failed */
+    uint64_t batch_us;    /* when the batch began */
     uint64_t logged;      /* keys walked at the last progress line */
 };
 
@@ -558,9 +618,26 @@ static uint64_t wall_us(void)
 
 static struct migrate_worker *worker_state(struct worker *w)
 {
-    if (w->migrate == NULL && (w->migrate = calloc(1, sizeof(*w->migrate))))
-        TAILQ_INIT(&w->migrate->fetches);
-    return w->migrate;
+    struct migrate_worker *mw = w->migrate;
+    if (mw)
+        return mw;
+    if ((mw = calloc(1, sizeof(*mw))) == NULL || (mw->present = calloc(PRESENT_SLOTS, sizeof(uint64_t))) == NULL ||
+        (mw->cross = calloc(1, sizeof(*mw->cross))) == NULL) {
+        if (mw) {
+            free(mw->present);
+            free(mw);
+        }
+        return NULL;
+    }
+    TAILQ_INIT(&mw->fetches);
+    TAILQ_INIT(&mw->cross->waiters);
+    mw->cross->w = w;
+    return w->migrate = mw;
+}
+
+static int known_present(const struct migrate_worker *mw, uint64_t fp)
+{
+    return mw->present[fp & (PRESENT_SLOTS - 1)] == fp;
 }
 
 static void source_reply(struct backend *b, struct req *r, struct evbuffer *in, size_t len, char type)
@@ -589,8 +666,6 @@ static struct backend *source_of(struct worker *w)
 static struct migrate_fetch *fetching(struct worker *w, uint64_t fp)
 {
     struct migrate_fetch *f;
-    if (w->migrate == NULL)
-        return NULL;
     TAILQ_FOREACH(f, &w->migrate->fetches, link)
         for (unsigned i = 0; i < f->nkeys; i++)
             if (f->k[i].fp == fp)
@@ -598,16 +673,107 @@ static struct migrate_fetch *fetching(struct worker *w, uint64_t fp)
     return NULL;
 }
 
+/* The import of W that one of L's keys waits for: one of W's own, or W's
+ * stand-in for another worker's (M->lock held); NULL if none. */
+static struct migrate_fetch *blocking(struct worker *w, struct migrate *m, const struct keylist *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        struct migrate_fetch *f = fetching(w, l->fp[i]);
+        if (f)
+            return f;
+    }
+    for (size_t i = 0; i < l->n; i++)
+        if (fpset_has(&m->claimed, l->fp[i]))
+            return w->migrate->cross;
+    return NULL;
+}
+
+static void on_cross_timer(evutil_socket_t fd, short what, void *arg);
+
+/* R waits for import F (see blocking). */
+static void wait_for(struct worker *w, struct migrate_fetch *f, struct req *r)
+{
+    struct migrate_worker *mw = w->migrate;
+    r->fetch = f;
+    TAILQ_INSERT_TAIL(&f->waiters, r, inflight);
+    if (f == mw->cross && (mw->cross_timer || (mw->cross_timer = evtimer_new(w->base, on_cross_timer, w))) &&
+        !evtimer_pending(mw->cross_timer, NULL)) {
+        struct timeval tv = {0, CROSS_WAIT_US};
+        evtimer_add(mw->cross_timer, &tv);
+    }
+}
+
+/* A new import on W for WHY of the keys of L still there (fp not 0), which
+ * the caller claimed; NULL if out of memory. */
+static struct migrate_fetch *fetch_new(struct worker *w, enum fetch_why why, struct req *r, const struct keylist *l)
+{
+    size_t n = 0, names = 0;
+    for (size_t i = 0; i < l->n; i++)
+        if (l->fp[i]) {
+            n++;
+            names += l->len[i];
+        }
+    struct migrate_fetch *f = calloc(1, sizeof(*f) + n * sizeof(f->k[0]) + names);
+    if (f == NULL)
+        return NULL;
+    f->w = w;
+    f->why = (uint8_t)why;
+    f->r = r;
+    TAILQ_INIT(&f->waiters);
+    char *room = (char *)&f->k[n];
+    for (size_t i = 0; i < l->n; i++) {
+        if (l->fp[i] == 0)
+            continue;
+        struct fetch_key *k = &f->k[f->nkeys++];
+        memcpy(room, l->name[i], l->len[i]);
+        k->name = room;
+        k->len = l->len[i];
+        k->fp = l->fp[i];
+        room += l->len[i];
+    }
+    TAILQ_INSERT_TAIL(&w->migrate->fetches, f, link);
+    if (r)
+        r->fetch = f;
+    return f;
+}
+
+/* Gives L's claimed keys back (after an import could not be made). */
+static void unclaim(struct migrate *m, const struct keylist *l)
+{
+    pthread_mutex_lock(&m->lock);
+    for (size_t i = 0; i < l->n; i++)
+        if (l->fp[i])
+            fpset_del(&m->claimed, l->fp[i]);
+    pthread_mutex_unlock(&m->lock);
+}
+
+/* Claims L's keys that are to be fetched (fp not 0; the others are left
+ * out), at most FETCH_KEYS_MAX of them (the rest are counted as failed).
+ * M->lock held. */
+static void claim(struct migrate *m, struct keylist *l)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        if (l->fp[i] == 0)
+            continue;
+        if (n == FETCH_KEYS_MAX || fpset_add(&m->claimed, l->fp[i]) < 0) {
+            l->fp[i] = 0;
+            atomic_fetch_add(&m->count[MC_FAILED], 1);
+            continue;
+        }
+        n++;
+    }
+}
+
 static void fetch_step(struct migrate_fetch *f);
 
-/* A request of F for key I (or -1), answered through SINK, with FRAME's
- * LEN bytes; NULL if out of memory. */
-static struct req *sub_new(struct migrate_fetch *f, int i, const struct req_sink *sink)
+/* A request of F for key I, answered through SINK; NULL if out of memory. */
+static struct req *sub_new(struct migrate_fetch *f, unsigned i, const struct req_sink *sink)
 {
     struct req *s = req_new(f->w, REQ_MIGRATE, sink);
     if (s) {
         s->fetch = f;
-        s->part = (uint16_t)(i < 0 ? 0 : i);
+        s->part = (uint16_t)i;
     }
     return s;
 }
@@ -637,6 +803,7 @@ static void key_failed(struct migrate_fetch *f, struct fetch_key *k, const char 
     if (s)
         resp_first_line(s->reply, evbuffer_get_length(s->reply), line, sizeof(line));
     k->state = K_FAILED;
+    f->nfailed++;
     atomic_fetch_add(&f->w->srv->migrate->count[MC_FAILED], 1);
     log_info("migration: %s of key '%.*s' failed: %s", what, (int)(k->len < 64 ? k->len : 64), k->name,
              line[0] ? line + 1 : "the standalone cannot be reached");
@@ -715,8 +882,8 @@ static void fetch_ask(struct migrate_fetch *f)
     struct backend *src = source_of(f->w);
     for (unsigned i = 0; i < f->nkeys; i++) {
         struct fetch_key *k = &f->k[i];
-        struct req *pttl = src ? sub_new(f, (int)i, &pttl_sink) : NULL;
-        struct req *dump = pttl ? sub_new(f, (int)i, &dump_sink) : NULL;
+        struct req *pttl = src ? sub_new(f, i, &pttl_sink) : NULL;
+        struct req *dump = pttl ? sub_new(f, i, &dump_sink) : NULL;
         if (dump) {
             evbuffer_add(pttl->buf, "*2\r\n$4\r\nPTTL\r\n", 14);
             add_bulk(pttl->buf, k->name, k->len);
@@ -741,9 +908,9 @@ static void fetch_ask(struct migrate_fetch *f)
     }
 }
 
-/* Sends RESTORE for each key of F found on the standalone and still
- * missing from the written set (unless F is a write's, which marked its
- * keys itself), with its absolute expiry. */
+/* Sends RESTORE for each key of F the standalone has, with its absolute
+ * expiry, unless copying stopped (or the worker is leaving). Its keys are
+ * F's own (claimed): nobody wrote them meanwhile. */
 static void fetch_restore(struct migrate_fetch *f)
 {
     struct worker *w = f->w;
@@ -758,15 +925,14 @@ static void fetch_restore(struct migrate_fetch *f)
         } else if (dump == NULL || k->expire_ms == -2) {
             k->state = K_ABSENT;
             atomic_fetch_add(&m->count[MC_ABSENT], 1);
-        } else if (stop || (f->why != FETCH_WRITE && written(m, k->fp))) {
-            /* Written since it was asked for: the cluster's copy is newer. */
+        } else if (stop) {
             k->state = K_SKIPPED;
-            atomic_fetch_add(&m->count[MC_SKIPPED_WRITTEN], 1);
+            f->nfailed++;
         } else if (f->why == FETCH_READ && evbuffer_get_length(dump->reply) > w->conf->migration_max_value_size) {
             k->state = K_SKIPPED;
             atomic_fetch_add(&m->count[MC_TOO_LARGE], 1);
         } else {
-            struct req *s = sub_new(f, (int)i, &restore_sink);
+            struct req *s = sub_new(f, i, &restore_sink);
             if (s == NULL) {
                 key_failed(f, k, "RESTORE", NULL);
             } else {
@@ -780,7 +946,7 @@ static void fetch_restore(struct migrate_fetch *f)
                     evbuffer_add(s->buf, "$6\r\nABSTTL\r\n", 12);
                 k->state = K_RESTORING;
                 f->pending++;
-                route_send(w, s, (int)slot_of(k->name, k->len)); /* answered either way */
+                route_send(w, s, (int)slot_of(k->name, k->len)); /* answered now or later */
             }
         }
         if (dump)
@@ -790,42 +956,66 @@ static void fetch_restore(struct migrate_fetch *f)
 
 static void walk_batch_done(struct worker *w, struct migrate_fetch *f);
 
-/* R waited for an import of its worker: it goes on now. */
-static void resume(struct worker *w, struct req *r)
+/* R waited for an import: it goes on now. A read is sent again (FINAL:
+ * and answered whatever it gets; else it may miss and wait again); a held
+ * write is dispatched again (router.h). */
+static void resume(struct worker *w, struct req *r, int final)
 {
     r->fetch = NULL;
     if (!req_wanted(r)) {
         req_fail(w, r, REQ_CLIENT_LEFT);
     } else if (w->migrate->stopping) {
         req_fail(w, r, REQ_SHUTTING_DOWN);
-    } else if (r->miss) { /* a read: sent again, and answered whatever it gets */
-        r->miss = 0;
+    } else if (r->miss) {
+        r->miss = final ? 0 : r->miss;
         r->master_only = 1;
         r->redirects = 0;
         evbuffer_drain(r->reply, evbuffer_get_length(r->reply));
         route_send(w, r, r->slot);
-    } else { /* a held write: dispatched again (router.h) */
+    } else {
         client_release_hold(r->client);
     }
 }
 
-/* F is over: whoever waited goes on, and F is freed. */
+static void on_cross_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    struct req_list due = TAILQ_HEAD_INITIALIZER(due);
+    TAILQ_CONCAT(&due, &w->migrate->cross->waiters, inflight);
+    struct req *r;
+    while ((r = TAILQ_FIRST(&due))) {
+        TAILQ_REMOVE(&due, r, inflight);
+        resume(w, r, 0);
+    }
+}
+
+/* F is over: its keys go back, whoever waited goes on, and F is freed. */
 static void fetch_end(struct migrate_fetch *f)
 {
     struct worker *w = f->w;
-    TAILQ_REMOVE(&w->migrate->fetches, f, link);
+    struct migrate *m = w->srv->migrate;
+    struct migrate_worker *mw = w->migrate;
+    TAILQ_REMOVE(&mw->fetches, f, link);
+    pthread_mutex_lock(&m->lock);
+    for (unsigned i = 0; i < f->nkeys; i++)
+        fpset_del(&m->claimed, f->k[i].fp);
+    pthread_mutex_unlock(&m->lock);
+    for (unsigned i = 0; f->why != FETCH_WALK && i < f->nkeys; i++)
+        if (f->k[i].state == K_DONE)
+            mw->present[f->k[i].fp & (PRESENT_SLOTS - 1)] = f->k[i].fp;
     struct req *r;
     while ((r = TAILQ_FIRST(&f->waiters))) {
         TAILQ_REMOVE(&f->waiters, r, inflight);
-        resume(w, r);
+        resume(w, r, 1);
     }
     if (f->why == FETCH_WALK) {
         walk_batch_done(w, f);
     } else if (f->why == FETCH_WRITE) {
-        f->r->miss = 0;
-        resume(w, f->r);
+        resume(w, f->r, 1);
     } else if (f->nrestored) {
-        resume(w, f->r);
+        resume(w, f->r, 1);
     } else { /* nothing came over: the cluster's answer stands */
         f->r->fetch = NULL;
         f->r->miss = 0;
@@ -838,88 +1028,24 @@ static void fetch_step(struct migrate_fetch *f)
 {
     if (f->pending)
         return;
-    if (!f->restoring)
+    if (!f->restoring) {
+        /* Held while the RESTOREs go: one answered at once (a slot not
+         * served) must not end F under the loop. */
+        f->pending++;
         fetch_restore(f);
+        f->pending--;
+    }
     if (f->pending == 0)
         fetch_end(f);
 }
 
-/* A new import on W for WHY of NKEYS keys (their names NAMES bytes in all). */
-static struct migrate_fetch *fetch_new(struct worker *w, enum fetch_why why, struct req *r, size_t nkeys, size_t names)
+/* Starts F: asks the standalone (held, as in fetch_step), then goes on. */
+static void fetch_start(struct migrate_fetch *f)
 {
-    struct migrate_worker *mw = worker_state(w);
-    struct migrate_fetch *f = mw ? calloc(1, sizeof(*f) + nkeys * sizeof(f->k[0]) + names) : NULL;
-    if (f == NULL)
-        return NULL;
-    f->w = w;
-    f->why = (uint8_t)why;
-    f->r = r;
-    TAILQ_INIT(&f->waiters);
-    TAILQ_INSERT_TAIL(&mw->fetches, f, link);
-    if (r)
-        r->fetch = f;
-    return f;
-}
-
-/* Adds key NAME (LEN bytes, FP) to F, copied after its keys. */
-static void fetch_add(struct migrate_fetch *f, const char *name, size_t len, uint64_t fp, char **room)
-{
-    struct fetch_key *k = &f->k[f->nkeys++];
-    memcpy(*room, name, len);
-    k->name = *room;
-    k->len = len;
-    k->fp = fp;
-    *room += len;
-}
-
-static char *fetch_room(struct migrate_fetch *f, size_t nkeys)
-{
-    return (char *)&f->k[nkeys];
-}
-
-/* ---- keys of a request ---- */
-
-struct keylist {
-    size_t n;
-    size_t total;          /* their bytes */
-    const char *name[ROUTE_KEYS_ON_STACK];
-    size_t len[ROUTE_KEYS_ON_STACK];
-    uint64_t fp[ROUTE_KEYS_ON_STACK];
-};
-
-/* The keys of request frame FRAME (arguments Q, command CMD): at most
- * ROUTE_KEYS_ON_STACK of them, each at most MIGRATE_KEY_MAX bytes (longer
- * ones are left out and counted as failed). FRAME is made contiguous. */
-static int keys_of(struct migrate *m, const struct cmd_spec *cmd, struct evbuffer *frame, const struct resp_req *q,
-                   struct keylist *out)
-{
-    size_t idx[ROUTE_KEYS_ON_STACK];
-    int n = cmd_keys(cmd, frame, q, idx, ROUTE_KEYS_ON_STACK);
-    if (n < 0)
-        return -1;
-    if (n > ROUTE_KEYS_ON_STACK)
-        n = ROUTE_KEYS_ON_STACK;
-    /* Keys come before values (SET key value, MSET k v k v): only the
-     * bytes up to the last key are made contiguous. */
-    size_t upto = 0;
-    for (int i = 0; i < n; i++)
-        if (q->argv[idx[i]].off + q->argv[idx[i]].len > upto)
-            upto = q->argv[idx[i]].off + q->argv[idx[i]].len;
-    const char *flat = (const char *)evbuffer_pullup(frame, (ev_ssize_t)upto);
-    out->n = out->total = 0;
-    for (int i = 0; i < n && flat; i++) {
-        const struct resp_arg *a = &q->argv[idx[i]];
-        if (a->len > MIGRATE_KEY_MAX) {
-            atomic_fetch_add(&m->count[MC_FAILED], 1);
-            continue;
-        }
-        out->name[out->n] = flat + a->off;
-        out->len[out->n] = a->len;
-        out->fp[out->n] = fingerprint(flat + a->off, a->len);
-        out->total += a->len;
-        out->n++;
-    }
-    return 0;
+    f->pending++;
+    fetch_ask(f);
+    f->pending--;
+    fetch_step(f);
 }
 
 /* ---- reads ---- */
@@ -940,6 +1066,9 @@ int migrate_missed(struct worker *w, struct req *r, struct evbuffer *in, size_t 
     /* A hit costs this: the reply's first bytes against the table's
      * answer (EXISTS's count against its frame's head). */
     if (!active(w) || !reply_missing(miss, in, len, type, miss == MISS_FEWER ? args_of(r) : 0))
+        return 0;
+    struct migrate_worker *mw = worker_state(w);
+    if (mw == NULL)
         return 0;
     /* The request's frame: a split command's part writes its own. */
     struct evbuffer *frame = r->buf, *made = NULL;
@@ -962,40 +1091,32 @@ int migrate_missed(struct worker *w, struct req *r, struct evbuffer *in, size_t 
         took = 1;
         atomic_fetch_add(&m->count[MC_READS_MISSED], 1);
         netio_move(r->reply, in, len); /* the answer, should nothing come over */
-        struct migrate_fetch *busy = NULL;
-        size_t want = 0, names = 0;
-        int stop = stopped(m);
-        for (size_t i = 0; i < keys.n && !stop; i++) {
-            struct migrate_fetch *f = fetching(w, keys.fp[i]);
-            if (f) {
-                busy = f;
-                break;
-            }
-            if (written(m, keys.fp[i])) {
+        pthread_mutex_lock(&m->lock);
+        struct migrate_fetch *busy = m->stop ? NULL : blocking(w, m, &keys);
+        size_t want = 0;
+        for (size_t i = 0; i < keys.n && !busy && !m->stop; i++) {
+            if (fpset_has(&m->written, keys.fp[i]) || known_present(mw, keys.fp[i]))
                 keys.fp[i] = 0; /* the cluster's answer is the truth for it */
-                continue;
-            }
-            want++;
-            names += keys.len[i];
+            else
+                want++;
         }
+        if (!busy && !m->stop && want)
+            claim(m, &keys);
+        int stop = m->stop != STOP_NO;
+        pthread_mutex_unlock(&m->lock);
         struct migrate_fetch *f = NULL;
-        if (busy) { /* another import of this worker fetches one of its keys: wait for it */
-            r->fetch = busy;
-            TAILQ_INSERT_TAIL(&busy->waiters, r, inflight);
-        } else if (want == 0 || stop || (f = fetch_new(w, FETCH_READ, r, want, names)) == NULL) {
+        if (busy) {
+            wait_for(w, busy, r);
+        } else if (stop || want == 0 || (f = fetch_new(w, FETCH_READ, r, &keys)) == NULL) {
+            if (!stop && want)
+                unclaim(m, &keys);
             r->miss = 0;
             req_complete(w, r);
         } else {
-            char *room = fetch_room(f, want);
-            for (size_t i = 0; i < keys.n; i++)
-                if (keys.fp[i])
-                    fetch_add(f, keys.name[i], keys.len[i], keys.fp[i], &room);
-            fetch_ask(f);
-            fetch_step(f);
+            fetch_start(f);
         }
+        keylist_free(&keys);
     }
-    if (!took)
-        r->miss = 0;
     resp_req_deinit(&q);
     if (made)
         evbuffer_free(made);
@@ -1015,69 +1136,73 @@ int migrate_before_routing(struct client *c, struct req *r, const struct cmd_spe
 {
     struct worker *w = c->w;
     struct migrate *m = w->srv->migrate;
+    if (!active(w))
+        return 0;
     if (!is_write(cmd)) {
         r->miss = (uint8_t)miss_of(cmd);
         return 0;
     }
     if (strcmp(cmd->name, "flushall") == 0 || strcmp(cmd->name, "flushdb") == 0) {
+        char say[200];
+        snprintf(say, sizeof(say), "%s from client %s: the cluster's keys are gone, so the standalone's would "
+                                   "come back", cmd->name, c->addr);
         pthread_mutex_lock(&m->lock);
-        if (!m->flushed)
-            log_warning("migration: %s from client %s: the standalone's keys are no longer copied", cmd->name,
-                        c->addr);
-        m->flushed = 1;
+        stop_copying(m, STOP_FLUSHED, say);
         pthread_mutex_unlock(&m->lock);
         return 0;
     }
-    if (cmd->nkeyspecs == 0)
-        return 0;
+    struct migrate_worker *mw = worker_state(w);
     struct keylist keys;
-    if (keys_of(m, cmd, r->buf, q, &keys) < 0 || keys.n == 0)
+    if (cmd->nkeyspecs == 0 || mw == NULL || keys_of(m, cmd, r->buf, q, &keys) < 0)
         return 0;
-    for (size_t i = 0; i < keys.n; i++) {
-        struct migrate_fetch *f = fetching(w, keys.fp[i]);
-        if (f) { /* its old copy is on its way: the write goes after it */
-            atomic_fetch_add(&m->count[MC_WRITES_WAITED], 1);
-            c->hold = r;
-            r->fetch = f;
-            TAILQ_INSERT_TAIL(&f->waiters, r, inflight);
-            return 1;
-        }
-    }
-    /* Marked before the import starts: a read's or the walk's import that
-     * checks later leaves these keys to this write. */
-    int whole = replaces_whole(cmd, r->buf, q), rc = 0;
-    size_t want = 0, names = 0;
+    /* One that replaces its value whole needs no old copy; but not in a
+     * transaction, which may be discarded after the key was marked. */
+    int whole = !c->multi && replaces_whole(cmd, r->buf, q), held = 0;
+    uint64_t stack[ROUTE_KEYS_ON_STACK], *marked = keys.n <= ROUTE_KEYS_ON_STACK ? stack : malloc(keys.n * sizeof(uint64_t));
+    size_t nmarked = 0, want = 0;
     pthread_mutex_lock(&m->lock);
-    int stop = m->full || m->flushed;
-    for (size_t i = 0; i < keys.n && !stop && rc >= 0; i++) {
-        rc = mark_written(m, keys.fp[i]);
-        if (rc == 1 && !whole) {
+    struct migrate_fetch *busy = m->stop || marked == NULL ? NULL : blocking(w, m, &keys);
+    /* Marked and claimed under the lock together: an import that has not
+     * claimed a key by now never will, and one that has is waited for. */
+    for (size_t i = 0; i < keys.n && !busy && !m->stop && marked; i++) {
+        int rc = mark_written(m, keys.fp[i]);
+        if (rc == 1)
+            marked[nmarked++] = keys.fp[i];
+        if (rc == 1 && !whole)
             want++;
-            names += keys.len[i];
-        } else {
+        else
             keys.fp[i] = 0;
-        }
     }
+    if (busy || m->stop)
+        want = 0;
+    if (want)
+        claim(m, &keys);
     pthread_mutex_unlock(&m->lock);
-    struct migrate_fetch *f;
-    if (stop || rc < 0 || want == 0 || (f = fetch_new(w, FETCH_WRITE, r, want, names)) == NULL)
-        return 0;
-    atomic_fetch_add(&m->count[MC_WRITES_WAITED], 1);
-    char *room = fetch_room(f, want);
-    for (size_t i = 0; i < keys.n; i++)
-        if (keys.fp[i])
-            fetch_add(f, keys.name[i], keys.len[i], keys.fp[i], &room);
-    c->hold = r;
-    fetch_ask(f);
-    fetch_step(f); /* may dispatch R already, if nothing could be asked */
-    return 1;
+    if (nmarked)
+        append_written(m, marked, nmarked); /* on disk before the write goes */
+    if (marked != stack)
+        free(marked);
+    struct migrate_fetch *f = NULL;
+    if (busy) { /* an import of one of its keys is under way: the write goes after it */
+        atomic_fetch_add(&m->count[MC_WRITES_WAITED], 1);
+        c->hold = r;
+        wait_for(w, busy, r);
+        held = 1;
+    } else if (want && (f = fetch_new(w, FETCH_WRITE, r, &keys)) == NULL) {
+        unclaim(m, &keys);
+    } else if (f) {
+        atomic_fetch_add(&m->count[MC_WRITES_WAITED], 1);
+        c->hold = r;
+        fetch_start(f); /* may release R already, if nothing could be asked */
+        held = 1;
+    }
+    keylist_free(&keys);
+    return held;
 }
 
 /* ---- the walk (copy mode, worker 0) ---- */
 
 static void walk_next(struct worker *w, uint64_t after_us);
-
-static void on_walk_timer(evutil_socket_t fd, short what, void *arg);
 
 static int walking_allowed(struct worker *w)
 {
@@ -1095,17 +1220,32 @@ static void walk_log(struct worker *w, const char *what)
     unsigned long long total = atomic_load(&m->total), scanned = atomic_load(&m->count[MC_WALK_SCANNED]);
     log_notice("migration: %s: %llu keys walked of about %llu on %s; copied %llu, already in the cluster %llu, "
                "written through respgate %llu, failed %llu",
-               what, scanned, total > scanned ? total : scanned, src, (unsigned long long)atomic_load(&m->count[MC_WALK_COPIED]),
-               (unsigned long long)atomic_load(&m->count[MC_PRESENT]), (unsigned long long)atomic_load(&m->count[MC_SKIPPED_WRITTEN]),
+               what, scanned, total > scanned ? total : scanned, src,
+               (unsigned long long)atomic_load(&m->count[MC_WALK_COPIED]),
+               (unsigned long long)atomic_load(&m->count[MC_PRESENT]),
+               (unsigned long long)atomic_load(&m->count[MC_SKIPPED_WRITTEN]),
                (unsigned long long)atomic_load(&m->count[MC_FAILED]));
 }
 
+/* The batch F (SCAN's keys at the cursor) is over: the cursor moves on,
+ * unless a key failed and the batch has tries left. */
 static void walk_batch_done(struct worker *w, struct migrate_fetch *f)
 {
     struct migrate *m = w->srv->migrate;
     struct migrate_worker *mw = w->migrate;
     mw->walking = 0;
-    atomic_fetch_add(&m->count[MC_WALK_SCANNED], f->nkeys);
+    if (mw->stopping)
+        return; /* the batch is walked again after a restart */
+    if (f->nfailed && ++mw->tries < WALK_TRIES) {
+        walk_next(w, WALK_RETRY_MS * 1000);
+        return;
+    }
+    if (f->nfailed)
+        log_warning("migration: %u keys at walk cursor %llu could not be copied in %d tries; the walk goes on "
+                    "(a read or a write still copies them)",
+                    f->nfailed, (unsigned long long)atomic_load(&m->cursor), WALK_TRIES);
+    mw->tries = 0;
+    atomic_fetch_add(&m->count[MC_WALK_SCANNED], f->walked);
     atomic_store(&m->cursor, f->next_cursor);
     if (f->next_cursor == 0) {
         atomic_store(&m->walk_done, 1);
@@ -1124,56 +1264,83 @@ static void walk_batch_done(struct worker *w, struct migrate_fetch *f)
     walk_next(w, due > spent ? due - spent : 0);
 }
 
-/* SCAN's reply in S: its cursor and keys start a batch. */
+/* SCAN's reply "*2 $N cursor *K $N key ..." in S (LEN bytes at P): its
+ * cursor into *CURSOR and its keys into L (pointing into P). Returns 0,
+ * or -1 if it is not that. */
+static int parse_scan(struct migrate *m, const char *p, size_t len, uint64_t *cursor, struct keylist *l)
+{
+    const char *end = p + len, *nl;
+    unsigned long long n;
+    if (len < 5 || memcmp(p, "*2\r\n$", 5) != 0 || (nl = memchr(p + 5, '\n', (size_t)(end - p - 5))) == NULL)
+        return -1;
+    *cursor = strtoull(nl + 1, NULL, 10);
+    if ((nl = memchr(nl + 1, '\n', (size_t)(end - nl - 1))) == NULL || nl[1] != '*')
+        return -1;
+    n = strtoull(nl + 2, NULL, 10);
+    if (n > 100000 || (nl = memchr(nl + 1, '\n', (size_t)(end - nl - 1))) == NULL || keylist_init(l, n) < 0)
+        return -1;
+    const char *at = nl + 1;
+    for (unsigned long long i = 0; i < n; i++) {
+        size_t klen;
+        if (at >= end || *at != '$' || (nl = memchr(at, '\n', (size_t)(end - at))) == NULL ||
+            (klen = strtoull(at + 1, NULL, 10), nl + 1 + klen + 2 > end)) {
+            keylist_free(l);
+            return -1;
+        }
+        keylist_add(m, l, nl + 1, klen);
+        at = nl + 1 + klen + 2;
+    }
+    return 0;
+}
+
+/* SCAN's reply in S: its keys not written and not claimed elsewhere make
+ * a batch; a batch with a key another import is fetching is asked again
+ * shortly (the standalone does not change, so SCAN answers the same). */
 static void on_scan(struct worker *w, struct req *s)
 {
     struct migrate *m = w->srv->migrate;
     struct migrate_worker *mw = w->migrate;
     size_t len = evbuffer_get_length(s->reply);
-    const char *p = (const char *)evbuffer_pullup(s->reply, -1), *end = p + len;
-    unsigned long long cursor = 0, n = 0;
-    int ok = p && len > 4 && memcmp(p, "*2\r\n$", 5) == 0;
-    if (ok) { /* *2 $N cursor *K $N key ... */
-        p = strchr(p + 5, '\n') + 1;
-        cursor = strtoull(p, NULL, 10);
-        p = strchr(p, '\n') + 1;
-        ok = *p == '*' && (n = strtoull(p + 1, NULL, 10)) <= 100000;
-        p = strchr(p, '\n') + 1;
-    }
-    struct migrate_fetch *f = NULL;
-    if (ok && walking_allowed(w) && (f = fetch_new(w, FETCH_WALK, NULL, n, len))) {
-        char *room = fetch_room(f, n);
-        size_t nkeys = 0;
-        for (unsigned long long i = 0; i < n && p < end && *p == '$'; i++) {
-            size_t klen = strtoull(p + 1, NULL, 10);
-            const char *key = strchr(p, '\n') + 1;
-            if (key + klen + 2 > end)
-                break;
-            uint64_t fp = fingerprint(key, klen);
-            nkeys++;
-            if (written(m, fp) || klen > MIGRATE_KEY_MAX)
-                atomic_fetch_add(klen > MIGRATE_KEY_MAX ? &m->count[MC_FAILED] : &m->count[MC_SKIPPED_WRITTEN], 1);
-            else
-                fetch_add(f, key, klen, fp, &room);
-            p = key + klen + 2;
-        }
-        f->next_cursor = cursor;
-        /* Keys left to another import were still walked. */
-        atomic_fetch_add(&m->count[MC_WALK_SCANNED], nkeys - f->nkeys);
-        req_free(w, s);
-        fetch_ask(f);
-        fetch_step(f);
-        return;
-    }
-    if (!ok) {
+    const char *p = (const char *)evbuffer_pullup(s->reply, -1);
+    uint64_t cursor = 0;
+    struct keylist keys;
+    if (p == NULL || parse_scan(m, p, len, &cursor, &keys) < 0) {
         char line[160] = "";
         resp_first_line(s->reply, len, line, sizeof(line));
         log_warning("migration: SCAN on the standalone failed (%s); the walk tries again in %d ms",
                     line[0] == '-' ? line + 1 : "an unexpected reply", WALK_RETRY_MS);
+        req_free(w, s);
+        mw->walking = 0;
+        walk_next(w, WALK_RETRY_MS * 1000);
+        return;
     }
+    pthread_mutex_lock(&m->lock);
+    int busy = 0;
+    for (size_t i = 0; i < keys.n && !busy; i++)
+        busy = fpset_has(&m->claimed, keys.fp[i]);
+    size_t skipped = 0;
+    for (size_t i = 0; i < keys.n && !busy; i++)
+        if (fpset_has(&m->written, keys.fp[i])) {
+            keys.fp[i] = 0;
+            skipped++;
+        }
+    if (!busy)
+        claim(m, &keys);
+    pthread_mutex_unlock(&m->lock);
+    struct migrate_fetch *f = NULL;
+    if (!busy && walking_allowed(w) && (f = fetch_new(w, FETCH_WALK, NULL, &keys))) {
+        atomic_fetch_add(&m->count[MC_SKIPPED_WRITTEN], skipped);
+        f->next_cursor = cursor;
+        f->walked = keys.n;
+        fetch_start(f);
+    } else {
+        if (!busy)
+            unclaim(m, &keys);
+        mw->walking = 0;
+        walk_next(w, busy ? CROSS_WAIT_US : WALK_RETRY_MS * 1000);
+    }
+    keylist_free(&keys);
     req_free(w, s);
-    mw->walking = 0;
-    walk_next(w, WALK_RETRY_MS * 1000);
 }
 
 static void on_dbsize(struct worker *w, struct req *s)
@@ -1259,6 +1426,7 @@ void migrate_worker_stop(struct worker *w)
     if (mw->walk_timer)
         event_free(mw->walk_timer);
     mw->walk_timer = NULL;
+    on_cross_timer(-1, 0, w); /* fails what waits for other workers */
 }
 
 void migrate_worker_free(struct worker *w)
@@ -1276,6 +1444,10 @@ void migrate_worker_free(struct worker *w)
                 req_free(w, f->k[i].dump);
         free(f);
     }
+    if (mw->cross_timer)
+        event_free(mw->cross_timer);
+    free(mw->cross);
+    free(mw->present);
     free(mw);
     w->migrate = NULL;
 }
@@ -1296,11 +1468,11 @@ void migrate_info(struct server *s, struct evbuffer *out)
     static const char *const modes[] = {"off", "read-through", "copy"};
     if (m && (cf->migration_mode != MIGRATION_OFF || m->state_path)) {
         pthread_mutex_lock(&m->lock);
-        size_t nwritten = m->n;
-        int flushed = m->flushed, full = m->full;
+        size_t nwritten = m->written.n;
+        int stop = m->stop;
         pthread_mutex_unlock(&m->lock);
         evbuffer_add_printf(out, "migration_mode:%s\r\nmigration_stopped:%s\r\n", modes[cf->migration_mode],
-                            flushed ? "flushed" : full ? "max_written_keys" : "no");
+                            stop_names[stop]);
         for (int i = 0; i < MC_COUNT; i++)
             evbuffer_add_printf(out, "migration_%s:%llu\r\n", count_names[i],
                                 (unsigned long long)atomic_load(&m->count[i]));
@@ -1310,6 +1482,55 @@ void migrate_info(struct server *s, struct evbuffer *out)
                             nwritten, (unsigned long long)atomic_load(&m->cursor), atomic_load(&m->walk_done),
                             walk_left(m));
     }
+    conf_unref(cf);
+}
+
+void migrate_status(struct server *s, struct evbuffer *out)
+{
+    static const char *const modes[] = {"off", "read-through", "copy"};
+    struct migrate *m = s->migrate;
+    struct conf *cf = server_conf(s);
+    char src[CONF_HOST_MAX + 16] = "none";
+    if (cf->migration_source)
+        conf_addr_str(cf->migration_source, src, sizeof(src));
+    evbuffer_add_printf(out, "migration: %s, from %s\n", modes[cf->migration_mode], src);
+    if (m == NULL || m->state_path == NULL) {
+        evbuffer_add_printf(out, "no migration.state_file was set at start: nothing was migrated\n");
+        conf_unref(cf);
+        return;
+    }
+    pthread_mutex_lock(&m->lock);
+    size_t nwritten = m->written.n, max = m->max;
+    int stop = m->stop;
+    pthread_mutex_unlock(&m->lock);
+    uint64_t c[MC_COUNT];
+    for (int i = 0; i < MC_COUNT; i++)
+        c[i] = atomic_load(&m->count[i]);
+    unsigned long long total = atomic_load(&m->total);
+    if (atomic_load(&m->walk_done))
+        evbuffer_add_printf(out, "walk: done, %llu keys walked\n", (unsigned long long)c[MC_WALK_SCANNED]);
+    else if (c[MC_WALK_SCANNED] || cf->migration_mode == MIGRATION_COPY)
+        evbuffer_add_printf(out, "walk: %llu keys walked of about %llu (cursor %llu), about %llu left%s\n",
+                            (unsigned long long)c[MC_WALK_SCANNED], total, (unsigned long long)atomic_load(&m->cursor),
+                            walk_left(m), cf->migration_mode == MIGRATION_COPY ? "" : "; paused (mode is not copy)");
+    else
+        evbuffer_add_printf(out, "walk: not started (mode copy starts it)\n");
+    evbuffer_add_printf(out,
+                        "copied: %llu by the walk, %llu for reads and writes\n"
+                        "left alone: %llu already in the cluster, %llu written through respgate, %llu too large "
+                        "for a read\n"
+                        "not on the standalone: %llu\nfailed: %llu\n"
+                        "reads that missed: %llu; writes that waited for their keys: %llu\n"
+                        "keys remembered as written: %zu of at most %zu\n",
+                        (unsigned long long)c[MC_WALK_COPIED], (unsigned long long)c[MC_IMPORTED],
+                        (unsigned long long)c[MC_PRESENT], (unsigned long long)c[MC_SKIPPED_WRITTEN],
+                        (unsigned long long)c[MC_TOO_LARGE], (unsigned long long)c[MC_ABSENT],
+                        (unsigned long long)c[MC_FAILED], (unsigned long long)c[MC_READS_MISSED],
+                        (unsigned long long)c[MC_WRITES_WAITED], nwritten, max);
+    static const char *const why[] = {"", "the cluster was flushed through respgate",
+                                      "migration.max_written_keys reached", "migration.state_file cannot be written"};
+    if (stop)
+        evbuffer_add_printf(out, "stopped: %s; nothing more is copied\n", why[stop]);
     conf_unref(cf);
 }
 
@@ -1324,7 +1545,7 @@ void migrate_metrics(struct server *s, struct evbuffer *out)
         evbuffer_add_printf(out, "respgate_migration_keys_total{outcome=\"%s\"} %llu\n", count_names[i],
                             (unsigned long long)atomic_load(&m->count[i]));
     pthread_mutex_lock(&m->lock);
-    size_t n = m->n;
+    size_t n = m->written.n;
     pthread_mutex_unlock(&m->lock);
     evbuffer_add_printf(out, "# HELP respgate_migration_written_keys Keys written during the migration, never copied.\n"
                              "# TYPE respgate_migration_written_keys gauge\nrespgate_migration_written_keys %zu\n"

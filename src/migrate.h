@@ -84,6 +84,10 @@ int migrate_missed(struct worker *w, struct req *r, struct evbuffer *in, size_t 
  * migration was ever configured). Any thread. */
 void migrate_info(struct server *s, struct evbuffer *out);
 
+/* The migration's progress in a few lines for a person (admin's
+ * /migration), appended to OUT. Any thread. */
+void migrate_status(struct server *s, struct evbuffer *out);
+
 /* The migration's series of /metrics, appended to OUT. Any thread. */
 void migrate_metrics(struct server *s, struct evbuffer *out);
 

@@ -10,6 +10,7 @@ import random
 import signal
 import threading
 import types
+import urllib.request
 
 import pytest
 import redis
@@ -247,7 +248,9 @@ def test_copy_walks_every_key_under_load_and_resumes_after_a_restart(tmp_path, e
     n = 100000
     with_ttl = fill(old, n, seed=2)
     before = snapshot(old)
-    rg = start(tmp_path, empty, old, "copy", migration_extra="  rate_keys: 15000\n")
+    admin = free_port()
+    rg = start(tmp_path, empty, old, "copy", extra=f"admin:\n  listen: 127.0.0.1:{admin}\n",
+               migration_extra="  rate_keys: 15000\n")
     deleted, changed = set(), {}
     try:
         with Load(rg, old, n, 3, deleted, changed) as load:
@@ -268,6 +271,14 @@ def test_copy_walks_every_key_under_load_and_resumes_after_a_restart(tmp_path, e
         assert stats["migration_walk_scanned"] >= n
         assert stats["migration_failed"] == 0
         assert "walk done" in rg.log()
+        # What a person and Prometheus read.
+        status = http_get(admin, "/migration")
+        assert f"migration: copy, from 127.0.0.1:{old.port}" in status
+        assert f"walk: done, {stats['migration_walk_scanned']} keys walked" in status
+        assert "failed: 0" in status
+        metrics = http_get(admin, "/metrics")
+        assert f'respgate_migration_keys_total{{outcome="walk_copied"}} {stats["migration_walk_copied"]}' in metrics
+        assert "respgate_migration_walk_left 0" in metrics
 
         # Every key is in the cluster, read on the masters themselves:
         # deleted ones stay deleted, changed ones keep their change.
@@ -292,6 +303,11 @@ def test_copy_walks_every_key_under_load_and_resumes_after_a_restart(tmp_path, e
         rg.stop()
     assert not rg.sanitizer_report(), rg.sanitizer_report()
     assert snapshot(old) == before
+
+
+def http_get(port, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+        return r.read().decode()
 
 
 def info_of_state(path):
@@ -337,6 +353,83 @@ def test_large_values_are_left_to_writes_and_the_walk(tmp_path, empty, old):
         assert wait_until(lambda: info(rg)["migration_walk_done"] == 1, 30), rg.log()[-2000:]
         assert c.get("big2") == big2
         assert info(rg)["migration_walk_copied"] == 1
+    finally:
+        rg.stop()
+    assert not rg.sanitizer_report(), rg.sanitizer_report()
+
+
+def test_concurrent_writers_kills_and_transactions_keep_old_data(tmp_path, empty, old):
+    o = old.client()
+    o.mset({f"count:{i}": 1000 for i in range(5)})
+    o.mset({f"many:{i}": i for i in range(100)})
+    o.hset("h", mapping={"a": 1, "b": 2})
+    o.set("kept", "old")
+    rg = start(tmp_path, empty, old, "read-through")
+    try:
+        # 40 clients over both workers INCR the same old counters at once:
+        # each write waits for the one import of its key, wherever it runs.
+        barrier, errors = threading.Barrier(40), []
+
+        def incr(i):
+            c = rg.client()
+            try:
+                barrier.wait(10)
+                c.incr(f"count:{i % 5}")
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+        threads = [threading.Thread(target=incr, args=(i,)) for i in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not errors, errors
+        c = rg.client(decode_responses=True)
+        assert [c.get(f"count:{i}") for i in range(5)] == ["1008"] * 5
+        # A write of more keys than fit on the stack marks and copies them all.
+        assert c.delete(*[f"many:{i}" for i in range(100)]) == 100
+        assert c.get("many:80") is None and c.exists("many:99") == 0
+        # A field missing from a key the cluster has is not fetched again.
+        assert c.hget("h", "zz") is None
+        before = info(rg)
+        assert c.hget("h", "zz") is None and c.hexists("h", "zz") == 0
+        after = info(rg)
+        assert after["migration_imported"] + after["migration_present"] == \
+            before["migration_imported"] + before["migration_present"]
+        # A SET inside a discarded transaction does not hide the old value.
+        raw = rg.client()
+        raw.execute_command("MULTI")
+        raw.execute_command("SET", "kept", "new")
+        raw.execute_command("DISCARD")
+        assert c.get("kept") == "old"
+        # Deleted, then killed: the key is on disk before the DEL went.
+        assert c.delete("count:0") == 1
+        rg.signal(signal.SIGKILL)
+        rg.wait()
+        rg.start()
+        c = rg.client(decode_responses=True)
+        assert c.get("count:0") is None
+        assert c.get("count:1") == "1008"
+    finally:
+        rg.stop()
+    assert not rg.sanitizer_report(), rg.sanitizer_report()
+
+
+def test_a_record_cut_short_in_the_keys_file_is_dropped(tmp_path, empty, old):
+    old.client().mset({"a": 1, "b": 2})
+    rg = start(tmp_path, empty, old, "read-through")
+    try:
+        assert rg.client().delete("a") == 1
+        assert rg.stop() == 0
+        with open(tmp_path / "migration.state.keys", "ab") as f:
+            f.write(b"\x01\x02\x03")  # a crash in the middle of a record
+        rg.start()
+        assert rg.client().delete("b") == 1
+        assert rg.stop() == 0
+        assert os.path.getsize(tmp_path / "migration.state.keys") == 16
+        rg.start()
+        c = rg.client()
+        assert c.get("a") is None and c.get("b") is None
+        assert info(rg)["migration_written_keys"] == 2
     finally:
         rg.stop()
     assert not rg.sanitizer_report(), rg.sanitizer_report()
