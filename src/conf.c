@@ -108,7 +108,7 @@ static const struct key keys[] = {
     {"migration.source", T_ADDR_OPT, OFF(migration_source), 0, 0, "", 1, 0, NULL},
     {"migration.username", T_STR, OFF(migration_username), 0, 0, "", 1, 0, NULL},
     {"migration.password", T_SECRET, OFF(migration_password), 0, 0, "", 1, 0, NULL},
-    {"migration.state_file", T_STR, OFF(migration_state_file), 0, 0, "", 0, 0, NULL},
+    {"migration.state_file", T_STR, OFF(migration_state_file), 0, 0, "", 1, 0, NULL},
     {"migration.max_value_size", T_SIZE, OFF(migration_max_value_size), 0, GB(4), "8mb", 1, 0, NULL},
     {"migration.rate_keys", T_COUNT, OFF(migration_rate_keys), 1, 10000000, "5000", 1, 0, NULL},
     {"migration.rate_bytes", T_SIZE, OFF(migration_rate_bytes), KB(1), GB(4), "32mb", 1, 0, NULL},

@@ -99,8 +99,8 @@ struct migrate {
     struct fpset claimed;     /* keys an import is fetching now */
     size_t max;               /* migration.max_written_keys */
     int stop;                 /* enum migrate_stop */
-    int loaded;               /* the state file was read (or did not exist): it may be written */
-    char *state_path;         /* migration.state_file at start, NULL = none */
+    atomic_int ready;         /* the state files are open: a migration may run (its mode on) */
+    char *state_path;         /* migration.state_file as first opened, NULL = none yet */
     int keys_fd;              /* its ".keys" twin, open for appending; -1 */
     struct event *save_timer;
     /* The walk's progress, published by worker 0, saved by the control thread. */
@@ -240,6 +240,46 @@ static int load_keys(struct migrate *m)
 static void make_miss_table(void);
 static pthread_once_t miss_once = PTHREAD_ONCE_INIT;
 
+/* Opens S's migration state at PATH: the written keys, the walk's cursor
+ * and the counts; a migration may run from then on. Returns 0, or -1
+ * after logging why (nothing is kept then). Control thread. */
+static int open_state(struct server *s, const char *path)
+{
+    struct migrate *m = s->migrate;
+    if ((m->state_path = strdup(path)) == NULL)
+        return -1;
+    int rc = load_keys(m);
+    if (rc < 0)
+        log_error("migration.state_file: cannot read %s.keys: %s", path, strerror(-rc));
+    else if ((rc = load_state(m)) < 0)
+        log_error("migration.state_file: cannot read %s: %s", path, strerror(-rc));
+    else if ((m->save_timer = event_new(s->base, -1, EV_PERSIST, on_save, s)) == NULL)
+        rc = -1;
+    if (rc < 0) {
+        if (m->keys_fd >= 0)
+            close(m->keys_fd);
+        m->keys_fd = -1;
+        fpset_clear(&m->written);
+        for (int i = 0; i < MC_COUNT; i++)
+            atomic_store(&m->count[i], 0);
+        atomic_store(&m->cursor, 0);
+        atomic_store(&m->walk_done, 0);
+        atomic_store(&m->total, 0);
+        m->stop = STOP_NO;
+        free(m->state_path);
+        m->state_path = NULL;
+        return -1;
+    }
+    struct timeval second = {1, 0};
+    event_add(m->save_timer, &second);
+    if (m->written.n || atomic_load(&m->cursor))
+        log_notice("migration: %zu written keys and walk cursor %llu%s read from %s", m->written.n,
+                   (unsigned long long)atomic_load(&m->cursor), atomic_load(&m->walk_done) ? " (walk done)" : "",
+                   m->state_path);
+    atomic_store_explicit(&m->ready, 1, memory_order_release);
+    return 0;
+}
+
 int migrate_init(struct server *s, const struct conf *conf)
 {
     struct migrate *m = calloc(1, sizeof(*m));
@@ -250,35 +290,25 @@ int migrate_init(struct server *s, const struct conf *conf)
     m->keys_fd = -1;
     m->max = conf->migration_max_written_keys;
     s->migrate = m;
-    if (conf->migration_state_file == NULL)
+    return conf->migration_state_file ? open_state(s, conf->migration_state_file) : 0;
+}
+
+int migrate_prepare(struct server *s, const struct conf *conf)
+{
+    struct migrate *m = s->migrate;
+    if (m == NULL || conf->migration_state_file == NULL)
         return 0;
-    if ((m->state_path = strdup(conf->migration_state_file)) == NULL)
-        return -1;
-    int rc = load_keys(m);
-    if (rc < 0) {
-        log_error("migration.state_file: cannot read %s.keys: %s", m->state_path, strerror(-rc));
-        return -1;
-    }
-    if ((rc = load_state(m)) < 0) {
-        log_error("migration.state_file: cannot read %s: %s", m->state_path, strerror(-rc));
-        return -1;
-    }
-    m->loaded = 1;
-    if ((m->save_timer = event_new(s->base, -1, EV_PERSIST, on_save, s)) == NULL)
-        return -1;
-    struct timeval second = {1, 0};
-    event_add(m->save_timer, &second);
-    if (m->written.n || atomic_load(&m->cursor))
-        log_notice("migration: %zu written keys and walk cursor %llu%s read from %s", m->written.n,
-                   (unsigned long long)atomic_load(&m->cursor), atomic_load(&m->walk_done) ? " (walk done)" : "",
-                   m->state_path);
+    if (!atomic_load(&m->ready))
+        return open_state(s, conf->migration_state_file);
+    if (strcmp(conf->migration_state_file, m->state_path) != 0)
+        log_warning("migration.state_file: changed, but respgate keeps %s until a restart", m->state_path);
     return 0;
 }
 
 void migrate_save(struct server *s)
 {
     struct migrate *m = s->migrate;
-    if (m == NULL || !m->loaded)
+    if (m == NULL || !atomic_load(&m->ready))
         return;
     pthread_mutex_lock(&m->lock);
     int stop = m->stop;
@@ -326,10 +356,8 @@ void migrate_conf_changed(struct server *s, const struct conf *conf, const struc
     char src[CONF_HOST_MAX + 16] = "";
     if (conf->migration_source)
         conf_addr_str(conf->migration_source, src, sizeof(src));
-    if (conf->migration_mode != MIGRATION_OFF && m->state_path == NULL) {
-        log_error("migration: migration.state_file is read at start only: restart respgate to begin the migration");
-        return;
-    }
+    if (conf->migration_mode != MIGRATION_OFF && !atomic_load(&m->ready))
+        return; /* conf.c requires state_file, and migrate_prepare opened it */
     pthread_mutex_lock(&m->lock);
     size_t n = m->written.n;
     int stop = m->stop;
@@ -349,7 +377,7 @@ void migrate_conf_changed(struct server *s, const struct conf *conf, const struc
 static int active(const struct worker *w)
 {
     return w->conf->migration_mode >= MIGRATION_READ_THROUGH && w->srv->migrate &&
-           w->srv->migrate->state_path != NULL;
+           atomic_load_explicit(&w->srv->migrate->ready, memory_order_acquire);
 }
 
 /* ---- the table of reads and their "missing" answers ---- */
@@ -1466,7 +1494,7 @@ void migrate_info(struct server *s, struct evbuffer *out)
     struct migrate *m = s->migrate;
     struct conf *cf = server_conf(s);
     static const char *const modes[] = {"off", "read-through", "copy"};
-    if (m && (cf->migration_mode != MIGRATION_OFF || m->state_path)) {
+    if (m && (cf->migration_mode != MIGRATION_OFF || atomic_load(&m->ready))) {
         pthread_mutex_lock(&m->lock);
         size_t nwritten = m->written.n;
         int stop = m->stop;
@@ -1494,8 +1522,8 @@ void migrate_status(struct server *s, struct evbuffer *out)
     if (cf->migration_source)
         conf_addr_str(cf->migration_source, src, sizeof(src));
     evbuffer_add_printf(out, "migration: %s, from %s\n", modes[cf->migration_mode], src);
-    if (m == NULL || m->state_path == NULL) {
-        evbuffer_add_printf(out, "no migration.state_file was set at start: nothing was migrated\n");
+    if (m == NULL || !atomic_load(&m->ready)) {
+        evbuffer_add_printf(out, "no migration.state_file is open: nothing was migrated\n");
         conf_unref(cf);
         return;
     }

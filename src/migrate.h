@@ -41,12 +41,18 @@ struct server;
 struct worker;
 
 /* The migration state of S (the written set, the walk's cursor), loaded
- * from CONF's migration.state_file when it names one. Returns 0, or -1
- * after logging why (a state file that cannot be read or made). */
+ * from CONF's migration.state_file when it names one (else a later reload
+ * may, see migrate_prepare). Returns 0, or -1 after logging why (a state
+ * file that cannot be read or made). */
 int migrate_init(struct server *s, const struct conf *conf);
 
-/* Saves what is not saved yet (written keys, the walk's cursor). Control
- * thread; called once a second and at exit. */
+/* Before a reload takes CONF: opens its migration.state_file if none is
+ * open yet (a migration begun by a reload). Returns 0, or -1 after logging
+ * why (the reload fails). Control thread. */
+int migrate_prepare(struct server *s, const struct conf *conf);
+
+/* Writes the state file (the walk's cursor, the counts; written keys are
+ * appended as they come). Control thread; once a second and at exit. */
 void migrate_save(struct server *s);
 
 /* Frees S's migration state (after a last save); a no-op if none. */

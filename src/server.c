@@ -283,6 +283,8 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
         failed = 1;
     if (!failed && !conf_addrs_equal(&c->listen, &s->conf->listen) && prepare_listeners(s, c) < 0)
         failed = 1;
+    if (!failed && migrate_prepare(s, c) < 0)
+        failed = 1;
     if (failed && next_admin) {
         admin_stop(next_admin);
         next_admin = NULL;

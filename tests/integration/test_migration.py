@@ -9,6 +9,7 @@ import os
 import random
 import signal
 import threading
+import time
 import types
 import urllib.request
 
@@ -430,6 +431,50 @@ def test_a_record_cut_short_in_the_keys_file_is_dropped(tmp_path, empty, old):
         c = rg.client()
         assert c.get("a") is None and c.get("b") is None
         assert info(rg)["migration_written_keys"] == 2
+    finally:
+        rg.stop()
+    assert not rg.sanitizer_report(), rg.sanitizer_report()
+
+
+def test_a_reload_begins_pauses_and_ends_the_migration(tmp_path, empty, old):
+    old.client().mset({f"r:{i}": i for i in range(300)})
+    port = free_port()
+    plain = yaml_config(port, empty.seeds, CLUSTER_PASSWORD, None, "")
+    rg = Respgate(tmp_path / "rg", plain, port).start()
+    try:
+        c = rg.client(decode_responses=True)
+        assert c.get("r:1") is None  # no migration yet
+
+        def reload(text, done):
+            rg.write_config(text)
+            rg.signal(signal.SIGHUP)
+            assert wait_until(lambda: rg.log().count(done) == reload.count.get(done, 0) + 1, 10), rg.log()
+            reload.count[done] = reload.count.get(done, 0) + 1
+        reload.count = {}
+        # A state file that cannot be made fails the reload as a whole.
+        reload(plain + migration_yaml(old, "read-through", tmp_path / "no-such-dir" / "state"), "reload failed")
+        assert c.get("r:1") is None
+        # Begun by a reload: its state files open then.
+        text = plain + migration_yaml(old, "read-through", tmp_path / "migration.state")
+        reload(text, "configuration reloaded")
+        assert c.get("r:1") == "1"
+        assert os.path.exists(tmp_path / "migration.state.keys")
+        # copy walks the rest (at 100 keys a second); read-through pauses
+        # it; copy again goes on; off ends the migration.
+        slow = text.replace("mode: read-through", "mode: copy") + "  rate_keys: 100\n"
+        reload(slow, "configuration reloaded")
+        assert wait_until(lambda: info(rg)["migration_walk_scanned"] >= 100, 10), rg.log()[-2000:]
+        reload(text, "configuration reloaded")
+        time.sleep(2)  # unpaused, the walk would be done by now (a batch out may still end)
+        stats = info(rg)
+        assert stats["migration_walk_done"] == 0 and stats["migration_walk_scanned"] < 300, stats
+        reload(slow, "configuration reloaded")
+        assert wait_until(lambda: info(rg)["migration_walk_done"] == 1, 30), rg.log()[-2000:]
+        assert c.get("r:299") == "299"
+        reload(plain, "configuration reloaded")
+        assert "migration: off (was copy)" in rg.log()
+        old.client().set("late", "x")
+        assert c.get("late") is None  # nothing is looked up any more
     finally:
         rg.stop()
     assert not rg.sanitizer_report(), rg.sanitizer_report()
