@@ -832,6 +832,8 @@ static void key_failed(struct migrate_fetch *f, struct fetch_key *k, const char 
         resp_first_line(s->reply, evbuffer_get_length(s->reply), line, sizeof(line));
     k->state = K_FAILED;
     f->nfailed++;
+    if (f->w->migrate->stopping)
+        return; /* cut off by respgate's own exit: walked again after the restart */
     atomic_fetch_add(&f->w->srv->migrate->count[MC_FAILED], 1);
     log_info("migration: %s of key '%.*s' failed: %s", what, (int)(k->len < 64 ? k->len : 64), k->name,
              line[0] ? line + 1 : "the standalone cannot be reached");

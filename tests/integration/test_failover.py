@@ -348,7 +348,11 @@ def test_reads_from_replicas(fcluster, tmp_path, policy):
         on_masters = sum(after[n.port] - before[n.port] for n in masters)
         print(f"\n{policy}: {on_replicas} GETs on replicas, {on_masters} on masters")
         if policy == "replica":
-            assert on_replicas == len(keys) and on_masters == 0, fcluster.describe()
+            # The faults before may leave a master without a replica (one
+            # added and removed, a failover's heir): its keys are read on it.
+            served = {fcluster.master_of(n).port for n in replicas}
+            lonely = sum(fcluster.node_for_slot(keyslot(k)).port not in served for k in keys)
+            assert on_replicas == len(keys) - lonely and on_masters == lonely, fcluster.describe()
         else:
             assert on_replicas > len(keys) // 4 and on_masters > len(keys) // 4
         # Writes still go to the masters, and a replica's reads see them.

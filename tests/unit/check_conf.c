@@ -307,6 +307,15 @@ START_TEST(test_keys_together)
 {
     expect_error("cluster:\n  seeds: [10.0.0.1:6379]\n  username: app\n",
                  "t.yml:3:3: cluster.username: needs cluster.password (without it no AUTH is sent)");
+    expect_error(SEEDS "migration: {mode: read-through, source: 10.0.0.5:6379}\n",
+                 "t.yml: migration.mode: a migration needs migration.source and migration.state_file (where the "
+                 "keys written during it are remembered)");
+    expect_error(SEEDS "migration: {mode: copy, state_file: /x}\n",
+                 "t.yml: migration.mode: a migration needs migration.source and migration.state_file (where the "
+                 "keys written during it are remembered)");
+    expect_error(SEEDS "migration: {username: u}\n", "t.yml: migration.username: needs migration.password");
+    expect_error(SEEDS "migration: {mode: paused}\n",
+                 "t.yml:2:19: migration.mode: expected one of off, read-through, copy, got \"paused\"");
 }
 END_TEST
 
