@@ -89,6 +89,9 @@ static const char *const count_names[MC_COUNT] = {
     "reads_missed", "writes_waited", "imported", "present", "absent", "skipped_written", "too_large", "failed",
     "walk_scanned", "walk_copied"};
 
+/* migration.mode's values, by enum migration_mode. */
+static const char *const mode_names[] = {"off", "read-through", "copy"};
+
 /* Why copying stopped for good, if it did (saved in the state file). */
 enum migrate_stop { STOP_NO = 0, STOP_FLUSHED, STOP_FULL, STOP_UNSAVED };
 static const char *const stop_names[] = {"no", "flushed", "max_written_keys", "state_file"};
@@ -348,7 +351,6 @@ void migrate_free(struct server *s)
 
 void migrate_conf_changed(struct server *s, const struct conf *conf, const struct conf *old)
 {
-    static const char *const modes[] = {"off", "read-through", "copy"};
     struct migrate *m = s->migrate;
     int was = old ? old->migration_mode : MIGRATION_OFF;
     if (m == NULL || conf->migration_mode == was)
@@ -363,13 +365,13 @@ void migrate_conf_changed(struct server *s, const struct conf *conf, const struc
     int stop = m->stop;
     pthread_mutex_unlock(&m->lock);
     if (conf->migration_mode == MIGRATION_OFF) {
-        log_notice("migration: off (was %s); keys written from now on are not remembered", modes[was]);
+        log_notice("migration: off (was %s); keys written from now on are not remembered", mode_names[was]);
         return;
     }
     if (old && was == MIGRATION_OFF && n)
         log_warning("migration: %s again; keys written while it was off were not remembered, and a deleted one may "
-                    "come back from the standalone", modes[conf->migration_mode]);
-    log_notice("migration: %s from %s (%zu keys remembered as written%s%s)", modes[conf->migration_mode], src, n,
+                    "come back from the standalone", mode_names[conf->migration_mode]);
+    log_notice("migration: %s from %s (%zu keys remembered as written%s%s)", mode_names[conf->migration_mode], src, n,
                stop ? "; copying stopped: " : "", stop ? stop_names[stop] : "");
 }
 
@@ -447,18 +449,29 @@ static int reply_is(struct evbuffer *in, size_t len, const char *want, size_t n)
     return len == n && evbuffer_copyout(in, head, n) == (ev_ssize_t)n && memcmp(head, want, n) == 0;
 }
 
+/* A nil: "$-1", "*-1" or RESP3's "_". */
+static int reply_nil(struct evbuffer *in, size_t len, char type)
+{
+    return type == '_' || reply_is(in, len, "$-1\r\n", 5) || reply_is(in, len, "*-1\r\n", 5);
+}
+
+/* An empty array, map or set: "*0", "%0" or "~0". */
+static int reply_empty(struct evbuffer *in, size_t len, char type)
+{
+    char head[4];
+    return len == 4 && (type == '*' || type == '%' || type == '~') && evbuffer_copyout(in, head, 4) == 4 &&
+           memcmp(head + 1, "0\r\n", 3) == 0;
+}
+
 /* Whether the reply of LEN bytes at the front of IN (first byte TYPE) is
  * MISS's "missing" for a request of NKEYS keys. */
 static int reply_missing(enum miss miss, struct evbuffer *in, size_t len, char type, size_t nkeys)
 {
-    int nil = type == '_' || reply_is(in, len, "$-1\r\n", 5) || reply_is(in, len, "*-1\r\n", 5);
-    int empty = len == 4 && (type == '*' || type == '%' || type == '~') &&
-                (reply_is(in, len, "*0\r\n", 4) || reply_is(in, len, "%0\r\n", 4) || reply_is(in, len, "~0\r\n", 4));
     char head[24] = "";
     switch (miss) {
-    case MISS_NIL: return nil;
-    case MISS_EMPTY: return empty;
-    case MISS_NIL_OR_EMPTY: return nil || empty;
+    case MISS_NIL: return reply_nil(in, len, type);
+    case MISS_EMPTY: return reply_empty(in, len, type);
+    case MISS_NIL_OR_EMPTY: return reply_nil(in, len, type) || reply_empty(in, len, type);
     case MISS_ZERO: return reply_is(in, len, ":0\r\n", 4);
     case MISS_TYPE_NONE: return reply_is(in, len, "+none\r\n", 7);
     case MISS_NO_TTL: return reply_is(in, len, ":-2\r\n", 5);
@@ -504,40 +517,30 @@ static int replaces_whole(const struct cmd_spec *cmd, struct evbuffer *frame, co
 
 /* ---- the keys of a request ---- */
 
-struct keylist {
-    size_t n;
-    size_t total;            /* their bytes */
-    const char **name;
-    size_t *len;
-    uint64_t *fp;            /* 0 once left out */
-    const char *name_stack[ROUTE_KEYS_ON_STACK];
-    size_t len_stack[ROUTE_KEYS_ON_STACK];
-    uint64_t fp_stack[ROUTE_KEYS_ON_STACK];
+struct keyref {
+    const char *name;
+    size_t len;
+    uint64_t fp;             /* 0 once left out */
 };
 
-/* Room in L for N keys: on the stack, or allocated past ROUTE_KEYS_ON_STACK.
- * Returns 0, or -1 if out of memory. */
+struct keylist {
+    size_t n;
+    struct keyref *k;        /* stack, or allocated past ROUTE_KEYS_ON_STACK */
+    struct keyref stack[ROUTE_KEYS_ON_STACK];
+};
+
+/* Room in L for N keys. Returns 0, or -1 if out of memory. */
 static int keylist_init(struct keylist *l, size_t n)
 {
-    l->n = l->total = 0;
-    l->name = l->name_stack;
-    l->len = l->len_stack;
-    l->fp = l->fp_stack;
-    if (n <= ROUTE_KEYS_ON_STACK)
-        return 0;
-    l->name = malloc(n * sizeof(*l->name));
-    l->len = malloc(n * sizeof(*l->len));
-    l->fp = malloc(n * sizeof(*l->fp));
-    return l->name && l->len && l->fp ? 0 : -1;
+    l->n = 0;
+    l->k = n <= ROUTE_KEYS_ON_STACK ? l->stack : malloc(n * sizeof(*l->k));
+    return l->k ? 0 : -1;
 }
 
 static void keylist_free(struct keylist *l)
 {
-    if (l->name != l->name_stack) {
-        free(l->name);
-        free(l->len);
-        free(l->fp);
-    }
+    if (l->k != l->stack)
+        free(l->k);
 }
 
 /* Adds key NAME (LEN bytes) to L; a key too long to import is left out
@@ -548,11 +551,7 @@ static void keylist_add(struct migrate *m, struct keylist *l, const char *name, 
         atomic_fetch_add(&m->count[MC_FAILED], 1);
         return;
     }
-    l->name[l->n] = name;
-    l->len[l->n] = len;
-    l->fp[l->n] = fpset_fingerprint(name, len);
-    l->total += len;
-    l->n++;
+    l->k[l->n++] = (struct keyref){name, len, fpset_fingerprint(name, len)};
 }
 
 /* The keys of request frame FRAME (arguments Q, command CMD) into L (its
@@ -562,17 +561,11 @@ static void keylist_add(struct migrate *m, struct keylist *l, const char *name, 
 static int keys_of(struct migrate *m, const struct cmd_spec *cmd, struct evbuffer *frame, const struct resp_req *q,
                    struct keylist *l)
 {
-    size_t stack[ROUTE_KEYS_ON_STACK], *idx = stack;
-    int n = cmd_keys(cmd, frame, q, idx, ROUTE_KEYS_ON_STACK);
-    if (n > ROUTE_KEYS_ON_STACK) {
-        if ((idx = malloc((size_t)n * sizeof(*idx))) == NULL)
-            return keylist_init(l, 0), -1;
-        n = cmd_keys(cmd, frame, q, idx, (size_t)n);
-    }
+    size_t stack[ROUTE_KEYS_ON_STACK], *idx;
+    int n = route_find_keys(frame, cmd, q, stack, &idx);
     if (n < 0 || keylist_init(l, (size_t)n) < 0) {
         if (idx != stack)
             free(idx);
-        keylist_free(l);
         return keylist_init(l, 0), -1;
     }
     /* Keys come before values (SET key value, MSET k v k v): only the
@@ -706,12 +699,12 @@ static struct migrate_fetch *fetching(struct worker *w, uint64_t fp)
 static struct migrate_fetch *blocking(struct worker *w, struct migrate *m, const struct keylist *l)
 {
     for (size_t i = 0; i < l->n; i++) {
-        struct migrate_fetch *f = fetching(w, l->fp[i]);
+        struct migrate_fetch *f = fetching(w, l->k[i].fp);
         if (f)
             return f;
     }
     for (size_t i = 0; i < l->n; i++)
-        if (fpset_has(&m->claimed, l->fp[i]))
+        if (fpset_has(&m->claimed, l->k[i].fp))
             return w->migrate->cross;
     return NULL;
 }
@@ -737,9 +730,9 @@ static struct migrate_fetch *fetch_new(struct worker *w, enum fetch_why why, str
 {
     size_t n = 0, names = 0;
     for (size_t i = 0; i < l->n; i++)
-        if (l->fp[i]) {
+        if (l->k[i].fp) {
             n++;
-            names += l->len[i];
+            names += l->k[i].len;
         }
     struct migrate_fetch *f = calloc(1, sizeof(*f) + n * sizeof(f->k[0]) + names);
     if (f == NULL)
@@ -750,14 +743,14 @@ static struct migrate_fetch *fetch_new(struct worker *w, enum fetch_why why, str
     TAILQ_INIT(&f->waiters);
     char *room = (char *)&f->k[n];
     for (size_t i = 0; i < l->n; i++) {
-        if (l->fp[i] == 0)
+        if (l->k[i].fp == 0)
             continue;
         struct fetch_key *k = &f->k[f->nkeys++];
-        memcpy(room, l->name[i], l->len[i]);
+        memcpy(room, l->k[i].name, l->k[i].len);
         k->name = room;
-        k->len = l->len[i];
-        k->fp = l->fp[i];
-        room += l->len[i];
+        k->len = l->k[i].len;
+        k->fp = l->k[i].fp;
+        room += l->k[i].len;
     }
     TAILQ_INSERT_TAIL(&w->migrate->fetches, f, link);
     if (r)
@@ -770,8 +763,8 @@ static void unclaim(struct migrate *m, const struct keylist *l)
 {
     pthread_mutex_lock(&m->lock);
     for (size_t i = 0; i < l->n; i++)
-        if (l->fp[i])
-            fpset_del(&m->claimed, l->fp[i]);
+        if (l->k[i].fp)
+            fpset_del(&m->claimed, l->k[i].fp);
     pthread_mutex_unlock(&m->lock);
 }
 
@@ -782,10 +775,10 @@ static void claim(struct migrate *m, struct keylist *l)
 {
     size_t n = 0;
     for (size_t i = 0; i < l->n; i++) {
-        if (l->fp[i] == 0)
+        if (l->k[i].fp == 0)
             continue;
-        if (n == FETCH_KEYS_MAX || fpset_add(&m->claimed, l->fp[i]) < 0) {
-            l->fp[i] = 0;
+        if (n == FETCH_KEYS_MAX || fpset_add(&m->claimed, l->k[i].fp) < 0) {
+            l->k[i].fp = 0;
             atomic_fetch_add(&m->count[MC_FAILED], 1);
             continue;
         }
@@ -1125,8 +1118,8 @@ int migrate_missed(struct worker *w, struct req *r, struct evbuffer *in, size_t 
         struct migrate_fetch *busy = m->stop ? NULL : blocking(w, m, &keys);
         size_t want = 0;
         for (size_t i = 0; i < keys.n && !busy && !m->stop; i++) {
-            if (fpset_has(&m->written, keys.fp[i]) || known_present(mw, keys.fp[i]))
-                keys.fp[i] = 0; /* the cluster's answer is the truth for it */
+            if (fpset_has(&m->written, keys.k[i].fp) || known_present(mw, keys.k[i].fp))
+                keys.k[i].fp = 0; /* the cluster's answer is the truth for it */
             else
                 want++;
         }
@@ -1195,13 +1188,13 @@ int migrate_before_routing(struct client *c, struct req *r, const struct cmd_spe
     /* Marked and claimed under the lock together: an import that has not
      * claimed a key by now never will, and one that has is waited for. */
     for (size_t i = 0; i < keys.n && !busy && !m->stop && marked; i++) {
-        int rc = mark_written(m, keys.fp[i]);
+        int rc = mark_written(m, keys.k[i].fp);
         if (rc == 1)
-            marked[nmarked++] = keys.fp[i];
+            marked[nmarked++] = keys.k[i].fp;
         if (rc == 1 && !whole)
             want++;
         else
-            keys.fp[i] = 0;
+            keys.k[i].fp = 0;
     }
     if (busy || m->stop)
         want = 0;
@@ -1347,11 +1340,11 @@ static void on_scan(struct worker *w, struct req *s)
     pthread_mutex_lock(&m->lock);
     int busy = 0;
     for (size_t i = 0; i < keys.n && !busy; i++)
-        busy = fpset_has(&m->claimed, keys.fp[i]);
+        busy = fpset_has(&m->claimed, keys.k[i].fp);
     size_t skipped = 0;
     for (size_t i = 0; i < keys.n && !busy; i++)
-        if (fpset_has(&m->written, keys.fp[i])) {
-            keys.fp[i] = 0;
+        if (fpset_has(&m->written, keys.k[i].fp)) {
+            keys.k[i].fp = 0;
             skipped++;
         }
     if (!busy)
@@ -1495,13 +1488,12 @@ void migrate_info(struct server *s, struct evbuffer *out)
 {
     struct migrate *m = s->migrate;
     struct conf *cf = server_conf(s);
-    static const char *const modes[] = {"off", "read-through", "copy"};
     if (m && (cf->migration_mode != MIGRATION_OFF || atomic_load(&m->ready))) {
         pthread_mutex_lock(&m->lock);
         size_t nwritten = m->written.n;
         int stop = m->stop;
         pthread_mutex_unlock(&m->lock);
-        evbuffer_add_printf(out, "migration_mode:%s\r\nmigration_stopped:%s\r\n", modes[cf->migration_mode],
+        evbuffer_add_printf(out, "migration_mode:%s\r\nmigration_stopped:%s\r\n", mode_names[cf->migration_mode],
                             stop_names[stop]);
         for (int i = 0; i < MC_COUNT; i++)
             evbuffer_add_printf(out, "migration_%s:%llu\r\n", count_names[i],
@@ -1517,13 +1509,12 @@ void migrate_info(struct server *s, struct evbuffer *out)
 
 void migrate_status(struct server *s, struct evbuffer *out)
 {
-    static const char *const modes[] = {"off", "read-through", "copy"};
     struct migrate *m = s->migrate;
     struct conf *cf = server_conf(s);
     char src[CONF_HOST_MAX + 16] = "none";
     if (cf->migration_source)
         conf_addr_str(cf->migration_source, src, sizeof(src));
-    evbuffer_add_printf(out, "migration: %s, from %s\n", modes[cf->migration_mode], src);
+    evbuffer_add_printf(out, "migration: %s, from %s\n", mode_names[cf->migration_mode], src);
     if (m == NULL || !atomic_load(&m->ready)) {
         evbuffer_add_printf(out, "no migration.state_file is open: nothing was migrated\n");
         conf_unref(cf);

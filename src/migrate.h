@@ -20,8 +20,8 @@
  *     imports its keys, so it applies to the old data; one that replaces
  *     it whole (SET, MSET, SETEX) does not wait;
  *   - FLUSHALL or FLUSHDB through respgate stops every import for good.
- * Requests of one worker that need a key another import of that worker is
- * fetching wait for it. The standalone is only ever read: HELLO, PTTL,
+ * A key is imported by one request at a time: any other request, on any
+ * worker, that needs it waits for that import. The standalone is only ever read: HELLO, PTTL,
  * DUMP, SCAN, DBSIZE. A standalone that cannot be reached never fails a
  * request: the read is answered as the cluster answered it, the write goes
  * on, and both are counted as failed imports.

@@ -174,16 +174,16 @@ int route_any_slot(struct worker *w)
     return -1;
 }
 
-int route_find_keys(struct req *r, const struct cmd_spec *cmd, const struct resp_req *q, size_t *stack,
+int route_find_keys(struct evbuffer *frame, const struct cmd_spec *cmd, const struct resp_req *q, size_t *stack,
                      size_t **keys)
 {
     *keys = stack;
-    int n = cmd_keys(cmd, r->buf, q, stack, ROUTE_KEYS_ON_STACK);
+    int n = cmd_keys(cmd, frame, q, stack, ROUTE_KEYS_ON_STACK);
     if (n > ROUTE_KEYS_ON_STACK) {
         /* Only a command with many keys pays for the array. */
         if ((*keys = malloc((size_t)n * sizeof(**keys))) == NULL)
             return -2;
-        n = cmd_keys(cmd, r->buf, q, *keys, (size_t)n);
+        n = cmd_keys(cmd, frame, q, *keys, (size_t)n);
     }
     return n;
 }
@@ -202,7 +202,7 @@ int route_keys_slot(struct worker *w, struct req *r, const struct cmd_spec *cmd,
     size_t stack[ROUTE_KEYS_ON_STACK], *keys;
     if (q->argc > ROUTE_KEYS_ON_STACK)
         evbuffer_pullup(r->buf, -1);
-    int n = route_find_keys(r, cmd, q, stack, &keys);
+    int n = route_find_keys(r->buf, cmd, q, stack, &keys);
     int slot = n == -2 ? -3 : n <= 0 ? -1 : route_common_slot(r, q, keys, n);
     if (keys != stack)
         free(keys);

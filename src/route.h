@@ -69,11 +69,11 @@ long route_masters(struct worker *w, struct route_master **out);
  * and asks for a fresh map. */
 void route_note_moved(struct worker *w, unsigned slot, struct backend *to);
 
-/* The argument indexes of R's keys under CMD (arguments Q): in STACK
- * (ROUTE_KEYS_ON_STACK long) or in a malloc'ed array, at *KEYS. Returns
- * how many, -1 for a request malformed for its key specs (its node will
- * say so), or -2 if out of memory. */
-int route_find_keys(struct req *r, const struct cmd_spec *cmd, const struct resp_req *q, size_t *stack,
+/* The argument indexes of the keys of request FRAME under CMD (arguments
+ * Q): in STACK (ROUTE_KEYS_ON_STACK long) or in a malloc'ed array, at
+ * *KEYS. Returns how many, -1 for a request malformed for its key specs
+ * (its node will say so), or -2 if out of memory. */
+int route_find_keys(struct evbuffer *frame, const struct cmd_spec *cmd, const struct resp_req *q, size_t *stack,
                     size_t **keys);
 
 /* The slot of the first of R's N keys, if all N share it; -2 if not. */

@@ -86,7 +86,7 @@ static void dispatch_by_keys(struct worker *w, struct req *r, const struct cmd_s
     size_t stack[ROUTE_KEYS_ON_STACK], *keys;
     /* Safe to send again after a lost connection, and to a replica. */
     r->readonly = (cmd->flags & (CMDF_READONLY | CMDF_WRITE)) == CMDF_READONLY;
-    int n = route_find_keys(r, cmd, q, stack, &keys);
+    int n = route_find_keys(r->buf, cmd, q, stack, &keys);
     int slot = n == -2 ? -3 : n <= 0 ? route_any_slot(w) : route_common_slot(r, q, keys, n);
     if (slot == -2 && cmd->kind == CMD_SPLIT)
         fanout_split(w, r, cmd, q, keys, (size_t)n);
@@ -187,7 +187,7 @@ static int acl_stops(struct client *c, struct req *r, const struct cmd_spec *cmd
     if (u->keys.all)
         return 0;
     size_t stack[ROUTE_KEYS_ON_STACK], *keys;
-    int n = route_find_keys(r, cmd, q, stack, &keys);
+    int n = route_find_keys(r->buf, cmd, q, stack, &keys);
     if (n == -2) {
         req_fail(w, r, REQ_OUT_OF_MEMORY);
         return 1;
