@@ -91,7 +91,7 @@ struct backend {
     unsigned nstalled;
     struct backend *origin;     /* stalled: the shared backend it moved aside from, NULL once detached */
     struct timeval stall_deadline; /* stalled: when what it holds fails after all */
-    struct event *flush;        /* writes what this loop turn queued, in one go */
+    struct event *flush;        /* writes what this loop turn (or two: on_flush) queued, in one go */
     struct event *rev;          /* the socket's read event once connected (netio_read) */
     struct client *owner;       /* private: the client it belongs to; NULL while pooled */
     struct metrics_node *gauge; /* where /metrics counts it (metrics.h), or NULL */
@@ -110,6 +110,7 @@ struct backend {
     unsigned stalled_conn : 1;  /* a stalled connection: reads the replies it is owed, takes no request */
     unsigned timer_armed : 1;   /* the read event carries the reply timeout */
     unsigned source : 1;        /* the standalone a migration reads (migrate.h): its own credentials, never TLS */
+    unsigned deferred : 1;      /* its flush waits for the next loop turn (on_flush) */
     uint64_t busy_since_ms;     /* when the first request now in flight went out (backend_clock_ms) */
     uint64_t last_read_ms;      /* when the socket was last read (backend_clock_ms) */
     uint32_t nchan, npat, nshard; /* push (pubsub.c): the node's subscription counts on this connection */

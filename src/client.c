@@ -780,6 +780,7 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
         return;
     }
     metrics_add(&c->w->metrics.bytes_in, (uint64_t)n);
+    worker_note_read(c->w);
     process_input(c);
     if (netio_tls_buffered(c->tls) && event_pending(c->rev, EV_READ, NULL))
         event_active(c->rev, EV_READ, 0); /* read already, waiting in the TLS session */

@@ -351,6 +351,33 @@ void worker_deinit(struct worker *w)
     memset(w, 0, sizeof(*w));
 }
 
+/* The loop turn is told by libevent's cached time, which it takes once
+ * per turn, after polling (libevent 2.1 has no hook at a turn's start).
+ * Two turns within one microsecond would count as one: at worst one
+ * flush waits a turn it need not have. */
+static unsigned turn_reads(struct worker *w)
+{
+    struct timeval now;
+    if (event_base_gettimeofday_cached(w->base, &now) < 0)
+        return 0;
+    if (now.tv_usec != w->turn.tv_usec || now.tv_sec != w->turn.tv_sec) {
+        w->turn = now;
+        w->turn_reads = 0;
+    }
+    return w->turn_reads;
+}
+
+void worker_note_read(struct worker *w)
+{
+    turn_reads(w);
+    w->turn_reads++;
+}
+
+int worker_busy_turn(struct worker *w)
+{
+    return turn_reads(w) > 1;
+}
+
 void worker_client_gone(struct worker *w)
 {
     maybe_done(w);

@@ -79,6 +79,8 @@ struct worker {
     struct worker_metrics metrics;  /* read by /metrics (metrics.h) */
     struct req_list req_pool;       /* recycled request objects */
     size_t req_pooled;
+    struct timeval turn;            /* the loop turn the count below is of (libevent's cached time) */
+    unsigned turn_reads;            /* clients read in that turn (worker_busy_turn) */
 };
 
 /* Prepares W with its own event_base and listeners on FDS (taken over).
@@ -88,6 +90,13 @@ int worker_start(struct worker *w);
 void worker_post(struct worker *w, int msg);
 void worker_join(struct worker *w);
 void worker_deinit(struct worker *w);
+
+/* A client's socket was read in this loop turn. */
+void worker_note_read(struct worker *w);
+
+/* Whether this loop turn read more than one client: then their requests
+ * are better sent to a node together with the next turn's (backend.c). */
+int worker_busy_turn(struct worker *w);
 
 /* Called when a client is gone, to let a draining worker finish. */
 void worker_client_gone(struct worker *w);

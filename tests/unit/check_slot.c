@@ -25,6 +25,39 @@ START_TEST(test_crc16_check_value)
 }
 END_TEST
 
+/* The CRC bit by bit, as the spec defines it (XMODEM: poly 0x1021, no
+ * reflection, initial value 0). */
+static uint16_t crc16_bitwise(const unsigned char *p, size_t len)
+{
+    uint16_t crc = 0;
+    for (size_t i = 0; i < len; i++) {
+        crc ^= (uint16_t)(p[i] << 8);
+        for (int b = 0; b < 8; b++)
+            crc = (uint16_t)((crc & 0x8000) ? (crc << 1) ^ 0x1021 : crc << 1);
+    }
+    return crc;
+}
+
+/* slot_crc16 takes two bytes a step: every length, odd and even, and any
+ * split of the input into two calls, give the bit-by-bit CRC. */
+START_TEST(test_crc16_against_the_definition)
+{
+    unsigned char data[97];
+    unsigned seed = 12345;
+    for (size_t i = 0; i < sizeof(data); i++) {
+        seed = seed * 1103515245u + 12345u;
+        data[i] = (unsigned char)(seed >> 16);
+    }
+    for (size_t len = 0; len <= sizeof(data); len++) {
+        uint16_t want = crc16_bitwise(data, len);
+        ck_assert_msg(slot_crc16(0, data, len) == want, "length %zu", len);
+        for (size_t cut = 0; cut <= len; cut++)
+            ck_assert_msg(slot_crc16(slot_crc16(0, data, cut), data + cut, len - cut) == want, "length %zu cut %zu",
+                          len, cut);
+    }
+}
+END_TEST
+
 START_TEST(test_known_slots)
 {
     for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
@@ -86,6 +119,7 @@ static Suite *slot_suite(void)
     Suite *s = suite_create("slot");
     TCase *tc = tcase_create("slot");
     tcase_add_test(tc, test_crc16_check_value);
+    tcase_add_test(tc, test_crc16_against_the_definition);
     tcase_add_test(tc, test_known_slots);
     tcase_add_test(tc, test_split_at_every_offset);
     tcase_add_test(tc, test_binary_keys);
