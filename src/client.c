@@ -823,6 +823,17 @@ static void output_drained(struct client *c)
 static void on_flush(evutil_socket_t fd, short what, void *arg)
 {
     struct client *c = arg;
+    /* Replies still owed after a busy turn likely come in the next one
+     * (a pipeline's keys lie on several nodes): written together, they
+     * cost the client one read instead of two. Once, as backend.c's. */
+    if (!c->deferred && c->nowed > 0 && !c->closing && !c->dead && worker_busy_turn(c->w)) {
+        static const struct timeval now = {0, 0};
+        if (event_add(c->flush, &now) == 0) {
+            c->deferred = 1;
+            return;
+        }
+    }
+    c->deferred = 0;
     int rc = netio_flush(c->bev, c->tls);
     if (rc < 0) {
         log_debug("client id=%llu addr=%s: write failed: %s", (unsigned long long)c->id, c->addr,

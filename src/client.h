@@ -39,7 +39,7 @@ struct client {
     struct worker *w;
     struct bufferevent *bev;
     struct event *resume;    /* runs deferred work: more input, closing, freeing */
-    struct event *flush;     /* writes what this loop turn queued, in one go (netio.h) */
+    struct event *flush;     /* writes what this loop turn (or two: on_flush) queued, in one go (netio.h) */
     struct event *rev;       /* the socket's read event (netio_read; the bufferevent only writes) */
     struct netio_tls *tls;   /* on a listener marked tls: the session (netio.h); NULL plain */
     struct req_list owed;    /* requests whose replies are owed, in order */
@@ -81,6 +81,7 @@ struct client {
     unsigned lingering : 1;  /* closing, all written: waiting for the peer's EOF */
     unsigned dead : 1;       /* to be freed at the next resume */
     unsigned eof : 1;        /* the client half-closed: finish its whole frames, then close */
+    unsigned deferred : 1;   /* its flush waits for the next loop turn (on_flush) */
     unsigned proxy_header : 1; /* expects a PROXY protocol header before its first request */
     unsigned wrote_many : 1; /* wrote to more than CLIENT_WROTE_MAX masters since the last WAIT */
     unsigned multi : 1;      /* inside MULTI */
