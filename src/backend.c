@@ -615,20 +615,17 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
             backend_free_private(b, NULL);
         return;
     }
+    int held = b->deferred;
+    b->deferred = 0;
     if (b->bev == NULL || !b->connected)
         return;
-    /* A turn that read several clients is a busy one: the next turn, which
-     * polls without waiting, likely finds more of them, and one write of
-     * both turns' requests costs the node one read instead of two. A lone
-     * client's request never waits, and none waits more than one turn. */
-    if (!b->deferred && worker_busy_turn(b->w)) {
-        static const struct timeval now = {0, 0};
-        if (event_add(b->flush, &now) == 0) {
-            b->deferred = 1;
-            return;
-        }
+    /* After a busy turn the next one likely reads more clients' requests
+     * for this node: one write of both costs the node one read instead of
+     * two. A lone client's request never waits, and no write waits twice. */
+    if (!held && worker_hold_flush(b->w, b->flush, evbuffer_get_length(bufferevent_get_output(b->bev)))) {
+        b->deferred = 1;
+        return;
     }
-    b->deferred = 0;
     if (netio_flush(b->bev, b->tls) < 0)
         backend_reset(b, netio_error(b->tls));
 }

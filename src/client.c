@@ -780,7 +780,7 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
         return;
     }
     metrics_add(&c->w->metrics.bytes_in, (uint64_t)n);
-    worker_note_read(c->w);
+    worker_note_read(c->w, &c->read_turn);
     process_input(c);
     if (netio_tls_buffered(c->tls) && event_pending(c->rev, EV_READ, NULL))
         event_active(c->rev, EV_READ, 0); /* read already, waiting in the TLS session */
@@ -825,15 +825,14 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
     struct client *c = arg;
     /* Replies still owed after a busy turn likely come in the next one
      * (a pipeline's keys lie on several nodes): written together, they
-     * cost the client one read instead of two. Once, as backend.c's. */
-    if (!c->deferred && c->nowed > 0 && !c->closing && !c->dead && worker_busy_turn(c->w)) {
-        static const struct timeval now = {0, 0};
-        if (event_add(c->flush, &now) == 0) {
-            c->deferred = 1;
-            return;
-        }
-    }
+     * cost the client one read instead of two. No write waits twice. */
+    int held = c->deferred;
     c->deferred = 0;
+    if (!held && c->nowed > 0 && !c->closing && !c->dead &&
+        worker_hold_flush(c->w, c->flush, evbuffer_get_length(bufferevent_get_output(c->bev)))) {
+        c->deferred = 1;
+        return;
+    }
     int rc = netio_flush(c->bev, c->tls);
     if (rc < 0) {
         log_debug("client id=%llu addr=%s: write failed: %s", (unsigned long long)c->id, c->addr,

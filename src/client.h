@@ -40,6 +40,7 @@ struct client {
     struct bufferevent *bev;
     struct event *resume;    /* runs deferred work: more input, closing, freeing */
     struct event *flush;     /* writes what this loop turn (or two: on_flush) queued, in one go (netio.h) */
+    uint64_t read_turn;      /* the last loop turn it was read in (worker_note_read) */
     struct event *rev;       /* the socket's read event (netio_read; the bufferevent only writes) */
     struct netio_tls *tls;   /* on a listener marked tls: the session (netio.h); NULL plain */
     struct req_list owed;    /* requests whose replies are owed, in order */

@@ -355,27 +355,35 @@ void worker_deinit(struct worker *w)
  * per turn, after polling (libevent 2.1 has no hook at a turn's start).
  * Two turns within one microsecond would count as one: at worst one
  * flush waits a turn it need not have. */
-static unsigned turn_reads(struct worker *w)
+static void turn_update(struct worker *w)
 {
     struct timeval now;
-    if (event_base_gettimeofday_cached(w->base, &now) < 0)
-        return 0;
-    if (now.tv_usec != w->turn.tv_usec || now.tv_sec != w->turn.tv_sec) {
+    if (event_base_gettimeofday_cached(w->base, &now) == 0 && evutil_timercmp(&now, &w->turn, !=)) {
         w->turn = now;
+        w->turn_no++;
         w->turn_reads = 0;
     }
-    return w->turn_reads;
 }
 
-void worker_note_read(struct worker *w)
+void worker_note_read(struct worker *w, uint64_t *seen)
 {
-    turn_reads(w);
-    w->turn_reads++;
+    turn_update(w);
+    if (*seen != w->turn_no) {
+        *seen = w->turn_no;
+        w->turn_reads++;
+    }
 }
 
 int worker_busy_turn(struct worker *w)
 {
-    return turn_reads(w) > 1;
+    turn_update(w);
+    return w->turn_reads > 1;
+}
+
+int worker_hold_flush(struct worker *w, struct event *flush, size_t queued)
+{
+    static const struct timeval zero = {0, 0};
+    return queued < WORKER_HOLD_MAX && worker_busy_turn(w) && event_add(flush, &zero) == 0;
 }
 
 void worker_client_gone(struct worker *w)

@@ -79,7 +79,8 @@ struct worker {
     struct worker_metrics metrics;  /* read by /metrics (metrics.h) */
     struct req_list req_pool;       /* recycled request objects */
     size_t req_pooled;
-    struct timeval turn;            /* the loop turn the count below is of (libevent's cached time) */
+    struct timeval turn;            /* the current loop turn's time (libevent's cached time) */
+    uint64_t turn_no;               /* ... and its number, counted from 1 */
     unsigned turn_reads;            /* clients read in that turn (worker_busy_turn) */
 };
 
@@ -91,12 +92,23 @@ void worker_post(struct worker *w, int msg);
 void worker_join(struct worker *w);
 void worker_deinit(struct worker *w);
 
-/* A client's socket was read in this loop turn. */
-void worker_note_read(struct worker *w);
+/* A client's socket was read in this loop turn. *SEEN is the client's
+ * own record of the last turn it was counted in (0 at first): a client
+ * read twice in one turn (TLS records) counts once. */
+void worker_note_read(struct worker *w, uint64_t *seen);
 
-/* Whether this loop turn read more than one client: then their requests
- * are better sent to a node together with the next turn's (backend.c). */
+/* Whether this loop turn read more than one client. */
 int worker_busy_turn(struct worker *w);
+
+/* Whether a connection's flush event FLUSH, with QUEUED bytes to write,
+ * waits for the next loop turn: after a busy turn, the next one (which
+ * polls without waiting) usually adds more to the same write, so the peer
+ * reads once instead of twice. Only while QUEUED is below
+ * WORKER_HOLD_MAX: a large write saves nothing by waiting, and bytes held
+ * count against a client's output limit. If so, FLUSH is now a zero timer;
+ * the caller lets no write wait twice. */
+#define WORKER_HOLD_MAX 16384
+int worker_hold_flush(struct worker *w, struct event *flush, size_t queued);
 
 /* Called when a client is gone, to let a draining worker finish. */
 void worker_client_gone(struct worker *w);
