@@ -615,17 +615,13 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
             backend_free_private(b, NULL);
         return;
     }
-    int held = b->deferred;
-    b->deferred = 0;
     if (b->bev == NULL || !b->connected)
         return;
     /* After a busy turn the next one likely reads more clients' requests
      * for this node: one write of both costs the node one read instead of
-     * two. A lone client's request never waits, and no write waits twice. */
-    if (!held && worker_hold_flush(b->w, b->flush, evbuffer_get_length(bufferevent_get_output(b->bev)))) {
-        b->deferred = 1;
+     * two. A lone client's request never waits. */
+    if (worker_hold_flush(b->w, b->flush, what, evbuffer_get_length(bufferevent_get_output(b->bev))))
         return;
-    }
     if (netio_flush(b->bev, b->tls) < 0)
         backend_reset(b, netio_error(b->tls));
 }

@@ -110,7 +110,6 @@ struct backend {
     unsigned stalled_conn : 1;  /* a stalled connection: reads the replies it is owed, takes no request */
     unsigned timer_armed : 1;   /* the read event carries the reply timeout */
     unsigned source : 1;        /* the standalone a migration reads (migrate.h): its own credentials, never TLS */
-    unsigned deferred : 1;      /* its flush waits for the next loop turn (on_flush) */
     uint64_t busy_since_ms;     /* when the first request now in flight went out (backend_clock_ms) */
     uint64_t last_read_ms;      /* when the socket was last read (backend_clock_ms) */
     uint32_t nchan, npat, nshard; /* push (pubsub.c): the node's subscription counts on this connection */

@@ -825,14 +825,10 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
     struct client *c = arg;
     /* Replies still owed after a busy turn likely come in the next one
      * (a pipeline's keys lie on several nodes): written together, they
-     * cost the client one read instead of two. No write waits twice. */
-    int held = c->deferred;
-    c->deferred = 0;
-    if (!held && c->nowed > 0 && !c->closing && !c->dead &&
-        worker_hold_flush(c->w, c->flush, evbuffer_get_length(bufferevent_get_output(c->bev)))) {
-        c->deferred = 1;
+     * cost the client one read instead of two. */
+    if (c->nowed > 0 && !c->closing && !c->dead &&
+        worker_hold_flush(c->w, c->flush, what, evbuffer_get_length(bufferevent_get_output(c->bev))))
         return;
-    }
     int rc = netio_flush(c->bev, c->tls);
     if (rc < 0) {
         log_debug("client id=%llu addr=%s: write failed: %s", (unsigned long long)c->id, c->addr,

@@ -82,7 +82,6 @@ struct client {
     unsigned lingering : 1;  /* closing, all written: waiting for the peer's EOF */
     unsigned dead : 1;       /* to be freed at the next resume */
     unsigned eof : 1;        /* the client half-closed: finish its whole frames, then close */
-    unsigned deferred : 1;   /* its flush waits for the next loop turn (on_flush) */
     unsigned proxy_header : 1; /* expects a PROXY protocol header before its first request */
     unsigned wrote_many : 1; /* wrote to more than CLIENT_WROTE_MAX masters since the last WAIT */
     unsigned multi : 1;      /* inside MULTI */

@@ -380,10 +380,10 @@ int worker_busy_turn(struct worker *w)
     return w->turn_reads > 1;
 }
 
-int worker_hold_flush(struct worker *w, struct event *flush, size_t queued)
+int worker_hold_flush(struct worker *w, struct event *flush, short what, size_t queued)
 {
     static const struct timeval zero = {0, 0};
-    return queued < WORKER_HOLD_MAX && worker_busy_turn(w) && event_add(flush, &zero) == 0;
+    return !(what & EV_TIMEOUT) && queued < WORKER_HOLD_MAX && worker_busy_turn(w) && event_add(flush, &zero) == 0;
 }
 
 void worker_client_gone(struct worker *w)

@@ -100,15 +100,16 @@ void worker_note_read(struct worker *w, uint64_t *seen);
 /* Whether this loop turn read more than one client. */
 int worker_busy_turn(struct worker *w);
 
-/* Whether a connection's flush event FLUSH, with QUEUED bytes to write,
- * waits for the next loop turn: after a busy turn, the next one (which
- * polls without waiting) usually adds more to the same write, so the peer
- * reads once instead of twice. Only while QUEUED is below
- * WORKER_HOLD_MAX: a large write saves nothing by waiting, and bytes held
- * count against a client's output limit. If so, FLUSH is now a zero timer;
- * the caller lets no write wait twice. */
+/* Whether a connection's flush event FLUSH, run with WHAT and QUEUED
+ * bytes to write, waits for the next loop turn: after a busy turn, the
+ * next one (which polls without waiting) usually adds more to the same
+ * write, so the peer reads once instead of twice. If so, FLUSH is now a
+ * zero timer. Never when FLUSH runs from that timer (WHAT has EV_TIMEOUT):
+ * no write waits twice. Only while QUEUED is below WORKER_HOLD_MAX: a
+ * large write saves nothing by waiting, and bytes held count against a
+ * client's output limit. */
 #define WORKER_HOLD_MAX 16384
-int worker_hold_flush(struct worker *w, struct event *flush, size_t queued);
+int worker_hold_flush(struct worker *w, struct event *flush, short what, size_t queued);
 
 /* Called when a client is gone, to let a draining worker finish. */
 void worker_client_gone(struct worker *w);

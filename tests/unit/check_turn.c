@@ -3,7 +3,7 @@
  * decides whether node and client writes wait for the next turn
  * (worker_busy_turn, worker_hold_flush): two clients read in a turn make
  * it busy, one client read twice does not, the count starts afresh in the
- * next turn, and a large write never waits. Turns run on a real event_base.
+ * next turn, and a large write or one that waited already never waits. Turns run on a real event_base.
  */
 #include "unit.h"
 #include "worker.h"
@@ -15,7 +15,7 @@ struct turns {
     struct worker w;
     struct event *first, *second, *flush;
     uint64_t client_a, client_b; /* each client's record of its last counted turn */
-    int busy_a, busy_a_again, busy_ab, holds_large, holds_small, flush_pending;
+    int busy_a, busy_a_again, busy_ab, holds_large, holds_small, flush_pending, holds_from_timer;
     int next_busy, next_busy_b, next_busy_ba;
     int ran;
 };
@@ -44,8 +44,9 @@ static void on_first(evutil_socket_t fd, short what, void *arg)
     t->busy_a_again = worker_busy_turn(&t->w);
     worker_note_read(&t->w, &t->client_b);
     t->busy_ab = worker_busy_turn(&t->w);
-    t->holds_large = worker_hold_flush(&t->w, t->flush, WORKER_HOLD_MAX);
-    t->holds_small = worker_hold_flush(&t->w, t->flush, 100);
+    t->holds_large = worker_hold_flush(&t->w, t->flush, EV_READ, WORKER_HOLD_MAX);
+    t->holds_from_timer = worker_hold_flush(&t->w, t->flush, EV_TIMEOUT, 100); /* it waited once already */
+    t->holds_small = worker_hold_flush(&t->w, t->flush, EV_READ, 100);
     t->flush_pending = event_pending(t->flush, EV_TIMEOUT, NULL) != 0;
     t->ran++;
     /* The next turn's clock is read after its poll: a few microseconds
@@ -75,6 +76,7 @@ START_TEST(test_two_clients_make_a_busy_turn_and_the_next_starts_afresh)
     ck_assert_int_eq(t.busy_a_again, 0);
     ck_assert_int_eq(t.busy_ab, 1);
     ck_assert_int_eq(t.holds_large, 0);
+    ck_assert_int_eq(t.holds_from_timer, 0);
     ck_assert_int_eq(t.holds_small, 1);
     ck_assert_int_eq(t.flush_pending, 1);
     ck_assert_int_eq(t.next_busy, 0);
