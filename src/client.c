@@ -469,7 +469,7 @@ static void process_input(struct client *c)
         } else {
             r->client = c;
             r->resp3 = c->proto == 3;
-            r->start_us = metrics_turn_us(c->w->base);
+            r->start_us = worker_turn_us(c->w);
             r->silent = c->reply_mode != CLIENT_REPLY_ON;
             if (c->reply_mode == CLIENT_REPLY_SKIP)
                 c->reply_mode = CLIENT_REPLY_ON;
@@ -603,7 +603,7 @@ static void owed_answered(struct worker *w, struct client *c, struct req *r, cha
 {
     r->done = 1;
     if (r->family) {
-        uint64_t now = metrics_turn_us(w->base);
+        uint64_t now = worker_turn_us(w);
         metrics_observe(&w->metrics, (enum metrics_family)r->family, now > r->start_us ? now - r->start_us : 0,
                         first == '-');
     }

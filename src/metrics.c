@@ -59,13 +59,6 @@ uint64_t metrics_now_us(void)
     return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
-uint64_t metrics_turn_us(struct event_base *base)
-{
-    struct timeval tv;
-    event_base_gettimeofday_cached(base, &tv);
-    return (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
-}
-
 void metrics_observe(struct worker_metrics *m, enum metrics_family family, uint64_t us, int error)
 {
     struct metrics_family_stats *f = &m->family[family];

@@ -71,15 +71,6 @@ enum metrics_family metrics_family(const struct cmd_spec *cmd);
 /* Now, in microseconds of CLOCK_MONOTONIC. */
 uint64_t metrics_now_us(void);
 
-struct event_base;
-/* When the current turn of BASE's loop began, in microseconds: libevent's
- * clock, read once per turn (precise on the workers' loops, worker.c), for
- * request latencies (a read of the clock per request was 2% of a worker's
- * CPU at -P 16). It is the wall clock, kept
- * from a monotonic one: a difference of two readings may be negative only
- * if the system time was set meanwhile. */
-uint64_t metrics_turn_us(struct event_base *base);
-
 /* Adds N to the counter C that only the calling thread writes. */
 static inline void metrics_add(atomic_uint_fast64_t *c, uint64_t n)
 {

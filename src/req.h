@@ -79,7 +79,7 @@ struct req {
     uint8_t kind;
     uint8_t redirects;
     uint64_t deadline_ms;       /* once it waited: when it stops waiting (worker clock) */
-    uint64_t start_us;          /* a client's: the loop turn its frame was read in (metrics_turn_us) */
+    uint64_t start_us;          /* a client's: the loop turn its frame was read in (worker_turn_us) */
     uint8_t family;             /* a client's: enum metrics_family, 0 when not counted */
     uint8_t miss;               /* a read during a migration: what its reply says when a key is missing (migrate.c) */
     unsigned done : 1;

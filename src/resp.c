@@ -38,7 +38,7 @@ struct cursor {
     size_t flat_len;
     struct evbuffer_ptr p;
     size_t pos;
-    int ok; /* p is at pos */
+    int ok; /* p is at pos; set at the first read past the first chain */
 };
 
 static void cursor_init(struct cursor *c, struct evbuffer *buf)
@@ -46,7 +46,7 @@ static void cursor_init(struct cursor *c, struct evbuffer *buf)
     struct evbuffer_iovec v;
     c->buf = buf;
     c->pos = 0;
-    c->ok = evbuffer_ptr_set(buf, &c->p, 0, EVBUFFER_PTR_SET) == 0;
+    c->ok = 0;
     if (evbuffer_peek(buf, -1, NULL, &v, 1) >= 1) {
         c->flat = v.iov_base;
         c->flat_len = v.iov_len;

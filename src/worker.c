@@ -8,6 +8,7 @@
 #include "conf.h"
 #include "log.h"
 #include "mem.h"
+#include "metrics.h"
 #include "migrate.h"
 #include "nodecmd.h"
 #include "route.h"
@@ -252,12 +253,11 @@ int worker_init(struct worker *w, struct server *srv, int id, const int *fds, si
     /* The worker's loop is its thread's alone, so it has no lock: libevent
      * would take one for every event_active and clock read (2% of a
      * worker's CPU at -P 16). Other threads reach it only through the
-     * eventfd behind worker_post. Its clock is the precise one: libevent
-     * reads it once per turn, and request latencies are that turn time
-     * (metrics_turn_us); the default, coarse clock moves in steps of a few
-     * milliseconds. */
+     * eventfd behind worker_post. Its clock may be the coarse one: its
+     * timers are of milliseconds, and latencies are taken with the
+     * precise clock once per turn (worker_turn_us). */
     struct event_config *ec = event_config_new();
-    if (ec && event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER | EVENT_BASE_FLAG_NOLOCK) == 0)
+    if (ec && event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK) == 0)
         w->base = event_base_new_with_config(ec);
     if (ec)
         event_config_free(ec);
@@ -288,7 +288,8 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     migrate_worker_conf(w);
-    event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    while (worker_run_turn(w))
+        ;
     /* Whatever is left at the deadline or on an immediate stop goes now. */
     while (!TAILQ_EMPTY(&w->clients))
         client_free(TAILQ_FIRST(&w->clients));
@@ -351,23 +352,31 @@ void worker_deinit(struct worker *w)
     memset(w, 0, sizeof(*w));
 }
 
-/* The loop turn is told by libevent's cached time, which it takes once
- * per turn, after polling (libevent 2.1 has no hook at a turn's start).
- * Two turns within one microsecond would count as one: at worst one
- * flush waits a turn it need not have. */
-static void turn_update(struct worker *w)
+/* One turn of W's loop: a poll, then every callback it made ready. Each
+ * turn is a call of its own, so the worker counts its turns itself:
+ * libevent 2.1 has no hook at a turn's start, and telling turns by its
+ * cached time needs the precise clock, whose timerfd costs a
+ * timerfd_settime(2) every turn. A call that polls again because callbacks
+ * were left active counts as one turn: at worst a flush waits a turn it
+ * need not have. Returns 0 once the loop is told to stop. */
+int worker_run_turn(struct worker *w)
 {
-    struct timeval now;
-    if (event_base_gettimeofday_cached(w->base, &now) == 0 && evutil_timercmp(&now, &w->turn, !=)) {
-        w->turn = now;
-        w->turn_no++;
-        w->turn_reads = 0;
-    }
+    w->turn_no++;
+    w->turn_reads = 0;
+    w->turn_us = 0;
+    return event_base_loop(w->base, EVLOOP_ONCE | EVLOOP_NO_EXIT_ON_EMPTY) == 0 && !event_base_got_break(w->base) &&
+           !event_base_got_exit(w->base);
+}
+
+uint64_t worker_turn_us(struct worker *w)
+{
+    if (w->turn_us == 0)
+        w->turn_us = metrics_now_us();
+    return w->turn_us;
 }
 
 void worker_note_read(struct worker *w, uint64_t *seen)
 {
-    turn_update(w);
     if (*seen != w->turn_no) {
         *seen = w->turn_no;
         w->turn_reads++;
@@ -376,7 +385,6 @@ void worker_note_read(struct worker *w, uint64_t *seen)
 
 int worker_busy_turn(struct worker *w)
 {
-    turn_update(w);
     return w->turn_reads > 1;
 }
 

@@ -79,8 +79,8 @@ struct worker {
     struct worker_metrics metrics;  /* read by /metrics (metrics.h) */
     struct req_list req_pool;       /* recycled request objects */
     size_t req_pooled;
-    struct timeval turn;            /* the current loop turn's time (libevent's cached time) */
-    uint64_t turn_no;               /* ... and its number, counted from 1 */
+    uint64_t turn_no;               /* the current loop turn's number, counted from 1 (worker_run_turn) */
+    uint64_t turn_us;               /* ... and its time (worker_turn_us), 0 until asked */
     unsigned turn_reads;            /* clients read in that turn (worker_busy_turn) */
 };
 
@@ -91,6 +91,13 @@ int worker_start(struct worker *w);
 void worker_post(struct worker *w, int msg);
 void worker_join(struct worker *w);
 void worker_deinit(struct worker *w);
+
+/* Runs one turn of W's loop. Returns 0 once the loop is told to stop. */
+int worker_run_turn(struct worker *w);
+
+/* The time of this loop turn (metrics_now_us, read at its first use in
+ * the turn): the start and end of a request's latency. */
+uint64_t worker_turn_us(struct worker *w);
 
 /* A client's socket was read in this loop turn. *SEEN is the client's
  * own record of the last turn it was counted in (0 at first): a client
