@@ -26,6 +26,7 @@
 #include "conf.h"
 #include "fpset.h"
 #include "log.h"
+#include "metrics.h"
 #include "netio.h"
 #include "req.h"
 #include "resp.h"
@@ -627,6 +628,7 @@ struct migrate_worker {
     int stopping;         /* the worker is leaving: nothing more is sent */
     unsigned tries;       /* times the batch at the cursor failed */
     uint64_t batch_us;    /* when the batch began */
+    uint64_t next_us;     /* the next batch starts no sooner (metrics_now_us), however early its timer runs */
     uint64_t logged;      /* keys walked at the last progress line */
 };
 
@@ -1226,6 +1228,7 @@ int migrate_before_routing(struct client *c, struct req *r, const struct cmd_spe
 /* ---- the walk (copy mode, worker 0) ---- */
 
 static void walk_next(struct worker *w, uint64_t after_us);
+static void walk_arm(struct worker *w, uint64_t after_us);
 
 static int walking_allowed(struct worker *w)
 {
@@ -1388,6 +1391,13 @@ static void on_walk_timer(evutil_socket_t fd, short what, void *arg)
     struct backend *src = source_of(w);
     if (mw->walking || mw->stopping || !walking_allowed(w) || src == NULL)
         return;
+    /* The worker's loop keeps a coarse clock (worker.c), by which a timer
+     * may run a few milliseconds early: the rates are kept by this one. */
+    uint64_t now = metrics_now_us();
+    if (now < mw->next_us) {
+        walk_arm(w, mw->next_us - now);
+        return;
+    }
     if (w->map == NULL) { /* RESTORE needs to know where each slot is */
         walk_next(w, WALK_RETRY_MS * 1000);
         return;
@@ -1422,13 +1432,19 @@ static void on_walk_timer(evutil_socket_t fd, short what, void *arg)
     mw->batch_us = wall_us();
 }
 
-static void walk_next(struct worker *w, uint64_t after_us)
+static void walk_arm(struct worker *w, uint64_t after_us)
 {
     struct migrate_worker *mw = w->migrate;
     if (mw->stopping || (mw->walk_timer == NULL && (mw->walk_timer = evtimer_new(w->base, on_walk_timer, w)) == NULL))
         return;
     struct timeval tv = {(time_t)(after_us / 1000000), (suseconds_t)(after_us % 1000000)};
     evtimer_add(mw->walk_timer, &tv);
+}
+
+static void walk_next(struct worker *w, uint64_t after_us)
+{
+    w->migrate->next_us = metrics_now_us() + after_us;
+    walk_arm(w, after_us);
 }
 
 void migrate_worker_conf(struct worker *w)

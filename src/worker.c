@@ -253,9 +253,12 @@ int worker_init(struct worker *w, struct server *srv, int id, const int *fds, si
     /* The worker's loop is its thread's alone, so it has no lock: libevent
      * would take one for every event_active and clock read (2% of a
      * worker's CPU at -P 16). Other threads reach it only through the
-     * eventfd behind worker_post. Its clock may be the coarse one: its
-     * timers are of milliseconds, and latencies are taken with the
-     * precise clock once per turn (worker_turn_us). */
+     * eventfd behind worker_post. Its clock is libevent's default, the
+     * coarse one (4 ms steps on a kernel of HZ 250), by which a timer may
+     * run up to a step early or late: its timers wait 50 ms and more, the
+     * migration walk checks its pace by the precise clock (migrate.c), and
+     * latencies are taken with the precise clock once per turn
+     * (worker_turn_us). */
     struct event_config *ec = event_config_new();
     if (ec && event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK) == 0)
         w->base = event_base_new_with_config(ec);
@@ -358,7 +361,8 @@ void worker_deinit(struct worker *w)
  * cached time needs the precise clock, whose timerfd costs a
  * timerfd_settime(2) every turn. A call that polls again because callbacks
  * were left active counts as one turn: at worst a flush waits a turn it
- * need not have. Returns 0 once the loop is told to stop. */
+ * need not have. Returns 0 once the loop is told to stop (or its poll
+ * fails). */
 int worker_run_turn(struct worker *w)
 {
     w->turn_no++;

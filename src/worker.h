@@ -92,7 +92,8 @@ void worker_post(struct worker *w, int msg);
 void worker_join(struct worker *w);
 void worker_deinit(struct worker *w);
 
-/* Runs one turn of W's loop. Returns 0 once the loop is told to stop. */
+/* Runs one turn of W's loop. Returns 0 once the loop is told to stop (or
+ * its poll fails). */
 int worker_run_turn(struct worker *w);
 
 /* The time of this loop turn (metrics_now_us, read at its first use in
