@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #define TLS_WRITE_MAX 16384 /* one record: what one SSL_write takes */
 #define NETIO_ERR_MAX 160
@@ -339,9 +340,12 @@ int netio_read(struct bufferevent *bev, struct netio_tls *t, size_t max)
         iov[i].iov_base = v[i].iov_base;
         iov[i].iov_len = v[i].iov_len;
     }
+    /* read(2) when the space is one piece, as it nearly always is (the
+     * input was drained): the kernel then has no iovec to copy in. */
     ssize_t n;
     do
-        n = readv(bufferevent_getfd(bev), iov, nv);
+        n = nv == 1 ? read(bufferevent_getfd(bev), iov[0].iov_base, iov[0].iov_len)
+                    : readv(bufferevent_getfd(bev), iov, nv);
     while (n < 0 && errno == EINTR);
     int rc = n > 0 ? (int)n : n == 0 ? 0 : (errno == EAGAIN || errno == EWOULDBLOCK) ? NETIO_AGAIN : -1;
     int e = errno;
@@ -356,24 +360,50 @@ int netio_read(struct bufferevent *bev, struct netio_tls *t, size_t max)
     return rc;
 }
 
+/* Writes what OUT's first NETIO_WRITE_IOV chains hold to FD, with
+ * write(2) when that is one chain (one reply, or a burst copied into one)
+ * and writev(2) otherwise. Returns the bytes written, or -1 (errno);
+ * *ALL says whether that was everything those chains hold. */
+#define NETIO_WRITE_IOV 64
+static ssize_t write_chains(struct evbuffer *out, int fd, int *all)
+{
+    struct evbuffer_iovec v[NETIO_WRITE_IOV];
+    struct iovec iov[NETIO_WRITE_IOV];
+    int nv = evbuffer_peek(out, -1, NULL, v, NETIO_WRITE_IOV);
+    nv = nv < NETIO_WRITE_IOV ? nv : NETIO_WRITE_IOV;
+    size_t total = 0;
+    for (int i = 0; i < nv; i++) {
+        iov[i].iov_base = v[i].iov_base;
+        iov[i].iov_len = v[i].iov_len;
+        total += v[i].iov_len;
+    }
+    ssize_t n;
+    do
+        n = nv == 1 ? write(fd, iov[0].iov_base, iov[0].iov_len) : writev(fd, iov, nv);
+    while (n < 0 && errno == EINTR);
+    *all = n >= 0 && (size_t)n == total;
+    return n;
+}
+
 int netio_flush(struct bufferevent *bev, struct netio_tls *t)
 {
     if (t)
         return event_pending(t->wev, EV_WRITE, NULL) ? 1 : tls_flush(t);
     struct evbuffer *out = bufferevent_get_output(bev);
-    evutil_socket_t fd = bufferevent_getfd(bev);
+    int fd = bufferevent_getfd(bev);
     int rc = 0;
     /* A socket bufferevent keeps its output's front frozen so that only it
      * drains it; it thaws it the same way around its own writes. */
     evbuffer_unfreeze(out, 1);
     while (evbuffer_get_length(out) > 0) {
-        int n = evbuffer_write(out, fd);
-        if (n < 0 && errno == EINTR)
-            continue;
+        int all;
+        ssize_t n = write_chains(out, fd, &all);
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
             rc = -1;
-        if (n <= 0)
-            break;
+        if (n > 0)
+            evbuffer_drain(out, (size_t)n);
+        if (!all)
+            break; /* the kernel took less: it would take nothing now */
     }
     evbuffer_freeze(out, 1);
     if (rc < 0)
