@@ -627,7 +627,7 @@ struct migrate_worker {
     int walking;          /* a batch (or its SCAN) is out */
     int stopping;         /* the worker is leaving: nothing more is sent */
     unsigned tries;       /* times the batch at the cursor failed */
-    uint64_t batch_us;    /* when the batch began */
+    uint64_t batch_us;    /* when the batch began (metrics_now_us) */
     uint64_t next_us;     /* the next batch starts no sooner (metrics_now_us), however early its timer runs */
     uint64_t logged;      /* keys walked at the last progress line */
 };
@@ -1286,7 +1286,7 @@ static void walk_batch_done(struct worker *w, struct migrate_fetch *f)
      * replies come near) and bytes fit the rates. */
     uint64_t keys_us = (uint64_t)WALK_BATCH * 1000000 / w->conf->migration_rate_keys;
     uint64_t bytes_us = (uint64_t)f->bytes * 1000000 / w->conf->migration_rate_bytes;
-    uint64_t due = keys_us > bytes_us ? keys_us : bytes_us, spent = wall_us() - mw->batch_us;
+    uint64_t due = keys_us > bytes_us ? keys_us : bytes_us, spent = metrics_now_us() - mw->batch_us;
     walk_next(w, due > spent ? due - spent : 0);
 }
 
@@ -1429,7 +1429,7 @@ static void on_walk_timer(evutil_socket_t fd, short what, void *arg)
         return;
     }
     mw->walking = 1;
-    mw->batch_us = wall_us();
+    mw->batch_us = metrics_now_us();
 }
 
 static void walk_arm(struct worker *w, uint64_t after_us)

@@ -326,8 +326,7 @@ int netio_read(struct bufferevent *bev, struct netio_tls *t, size_t max)
     if (t)
         return tls_read(t, max);
     struct evbuffer *in = bufferevent_get_input(bev);
-    struct evbuffer_iovec v[2];
-    struct iovec iov[2];
+    struct evbuffer_iovec v[2]; /* on Linux, libevent's name for struct iovec */
     /* A socket bufferevent keeps its input's end frozen so that only it
      * fills it; thaw it around this read as it does around its own. */
     evbuffer_unfreeze(in, 0);
@@ -336,16 +335,11 @@ int netio_read(struct bufferevent *bev, struct netio_tls *t, size_t max)
         evbuffer_freeze(in, 0);
         return -1;
     }
-    for (int i = 0; i < nv; i++) {
-        iov[i].iov_base = v[i].iov_base;
-        iov[i].iov_len = v[i].iov_len;
-    }
     /* read(2) when the space is one piece, as it nearly always is (the
      * input was drained): the kernel then has no iovec to copy in. */
     ssize_t n;
     do
-        n = nv == 1 ? read(bufferevent_getfd(bev), iov[0].iov_base, iov[0].iov_len)
-                    : readv(bufferevent_getfd(bev), iov, nv);
+        n = nv == 1 ? read(bufferevent_getfd(bev), v[0].iov_base, v[0].iov_len) : readv(bufferevent_getfd(bev), v, nv);
     while (n < 0 && errno == EINTR);
     int rc = n > 0 ? (int)n : n == 0 ? 0 : (errno == EAGAIN || errno == EWOULDBLOCK) ? NETIO_AGAIN : -1;
     int e = errno;
@@ -367,19 +361,15 @@ int netio_read(struct bufferevent *bev, struct netio_tls *t, size_t max)
 #define NETIO_WRITE_IOV 64
 static ssize_t write_chains(struct evbuffer *out, int fd, int *all)
 {
-    struct evbuffer_iovec v[NETIO_WRITE_IOV];
-    struct iovec iov[NETIO_WRITE_IOV];
+    struct evbuffer_iovec v[NETIO_WRITE_IOV]; /* struct iovec, on Linux */
     int nv = evbuffer_peek(out, -1, NULL, v, NETIO_WRITE_IOV);
     nv = nv < NETIO_WRITE_IOV ? nv : NETIO_WRITE_IOV;
     size_t total = 0;
-    for (int i = 0; i < nv; i++) {
-        iov[i].iov_base = v[i].iov_base;
-        iov[i].iov_len = v[i].iov_len;
+    for (int i = 0; i < nv; i++)
         total += v[i].iov_len;
-    }
     ssize_t n;
     do
-        n = nv == 1 ? write(fd, iov[0].iov_base, iov[0].iov_len) : writev(fd, iov, nv);
+        n = nv == 1 ? write(fd, v[0].iov_base, v[0].iov_len) : writev(fd, v, nv);
     while (n < 0 && errno == EINTR);
     *all = n >= 0 && (size_t)n == total;
     return n;
