@@ -67,7 +67,7 @@ class _PortConflict(Exception):
 
 
 # One line of CLUSTER NODES, reduced to what the harness looks at.
-NodeEntry = collections.namedtuple("NodeEntry", "node_id port flags master_id slots")
+NodeEntry = collections.namedtuple("NodeEntry", "node_id port flags master_id config_epoch slots")
 
 
 def pick_ports(count):
@@ -147,7 +147,7 @@ def parse_cluster_nodes(text):
             lo, _, hi = item.partition("-")
             slots.append((int(lo), int(hi or lo)))
         view[node_id] = NodeEntry(node_id, port, set(flags.split(",")),
-                                  None if master_id == "-" else master_id, slots)
+                                  None if master_id == "-" else master_id, int(fields[6]), slots)
     return view
 
 
@@ -422,9 +422,21 @@ class Cluster:
         mine = slot_map(parse_cluster_nodes(self._cmd(node, "CLUSTER", "NODES")))
         return None if mine == slot_map(self._view()) else f"{node.addr} does not know every slot's owner yet"
 
-    def _problem_view_differs(self, node):
-        mine = slot_map(parse_cluster_nodes(self._cmd(node, "CLUSTER", "NODES")))
-        return None if mine == slot_map(self._view()) else f"{node.addr} does not know every slot's owner yet"
+    def _problem_epochs_unsettled(self):
+        seen = None
+        for node in self.nodes:
+            if not node.running:
+                continue
+            info = self._cmd(node, "CLUSTER", "INFO")
+            current = next(l for l in info.splitlines() if l.startswith("cluster_current_epoch:"))
+            view = parse_cluster_nodes(self._cmd(node, "CLUSTER", "NODES"))
+            epochs = sorted(e.config_epoch for e in view.values() if e.slots)
+            if len(set(epochs)) != len(epochs):
+                return f"{node.addr} sees masters with the same config epoch: {epochs}"
+            if seen is not None and (current, epochs) != seen:
+                return f"{node.addr} sees {current} and config epochs {epochs}, another node {seen}"
+            seen = (current, epochs)
+        return None
 
     def _problem_state_ok(self, node):
         state = self._cmd(node, "CLUSTER", "INFO").splitlines()[0]
@@ -598,7 +610,11 @@ class Cluster:
     def move_slots(self, slots, dst):
         """Migrate SLOTS (with their keys) to master DST, as redis-cli --cluster
         reshard does: IMPORTING/MIGRATING, MIGRATE in batches, then NODE on
-        the destination first, the source next, the others last."""
+        the destination first, the source next, the others last. The
+        destination first takes the highest config epoch, as
+        wait_epochs_settled explains."""
+        self.wait_epochs_settled()
+        self._admin(dst).execute_command("CLUSTER", "BUMPEPOCH")
         for slot in slots:
             src = self.node_for_slot(slot)
             if src is dst:
@@ -629,6 +645,14 @@ class Cluster:
             node.admin.close()
             node.admin = None
         self.nodes.remove(node)
+
+    def wait_epochs_settled(self, timeout=30.0):
+        """Wait until every running node has the same current epoch and sees
+        the same config epochs, one per master. A master that takes a slot
+        with a bumped epoch before then can tie with the one that last
+        bumped; the tie is broken by node ID, and if the old owner wins, its
+        replica's stale claim to the slot takes it back, keys and all."""
+        self._poll("the nodes to agree on distinct config epochs", self._problem_epochs_unsettled, timeout)
 
     def wait_state_ok(self, timeout=30.0):
         """Wait until every running node says cluster_state:ok, they all agree on

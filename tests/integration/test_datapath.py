@@ -162,13 +162,19 @@ def pick_slot_and_key(cluster, owner_port=None):
 
 
 def setslot_everywhere(cluster, slot, node_id):
-    for m in cluster.masters():
-        cluster.client(m).execute_command("CLUSTER", "SETSLOT", slot, "NODE", node_id)
-    # The new owner's claim must win in gossip: a node that was not importing
-    # the slot got no new epoch from SETSLOT, and 6.2's nodes then keep
-    # disagreeing with the old owner's replica.
-    owner = next(m for m in cluster.masters() if m.node_id == node_id)
+    # The new owner first makes its config epoch the highest, so that its claim
+    # wins in gossip over the old owner's replica, which goes on claiming the
+    # slot for its master until it hears otherwise; on a claim with a higher
+    # epoch a node gives the slot up and deletes its keys. The bump waits for
+    # the epochs of the last move to settle: bumped from a current epoch that
+    # has not yet heard of that move's bump, it ties with it (seen in CI on
+    # 6.2, where the tie went to the old owner and the slot's key was lost).
+    cluster.wait_epochs_settled()
+    masters = cluster.masters()
+    owner = next(m for m in masters if m.node_id == node_id)
     cluster.client(owner).execute_command("CLUSTER", "BUMPEPOCH")
+    for m in [owner] + [m for m in masters if m is not owner]:
+        cluster.client(m).execute_command("CLUSTER", "SETSLOT", slot, "NODE", node_id)
 
 
 def settle_slot(cluster, slot, node_id):
@@ -237,7 +243,7 @@ def test_ask_during_a_migration(cluster, respgate):
         # The slot still belongs to the source for everything else.
         assert cluster.node_for_slot(slot).port == src.port
     finally:
-        setslot_everywhere(cluster, slot, dst.node_id)
+        settle_slot(cluster, slot, dst.node_id)
     # Finish like redis-cli --cluster would, then move it back.
     try:
         assert r.get(key) == b"asked"
