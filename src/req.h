@@ -85,6 +85,7 @@ struct req {
     unsigned done : 1;
     unsigned silent : 1;        /* CLIENT REPLY OFF/SKIP: the reply is dropped */
     unsigned parked : 1;        /* waiting on the worker's retry timer */
+    unsigned bounced : 1;       /* parked once after the nodes redirected it to each other */
     unsigned write : 1;         /* the command writes (WAIT asks where writes went) */
     unsigned pinned : 1;        /* sent on its session's private backend: never redirected or retried */
     unsigned counted : 1;       /* in its client's nshared or npinned */

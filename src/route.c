@@ -40,6 +40,8 @@ struct route {
     struct req_list parked;              /* requests waiting to be sent again */
     size_t nparked;
     struct event *retry_timer;
+    uint64_t expired_logged_ms;          /* when the last line about failed waits went out */
+    size_t nexpired;                     /* waits failed since then */
 };
 
 static void on_retry(evutil_socket_t fd, short what, void *arg);
@@ -327,6 +329,7 @@ static void redirect(struct worker *w, struct req *r, const struct resp_redirect
         log_debug("slot %u: more than %d redirections in a row; the request waits for the nodes to agree", rd->slot,
                   ROUTE_MAX_REDIRECTS);
         r->redirects = 0;
+        r->bounced = 1;
         worker_request_refresh(w);
         park(w, r);
         return;
@@ -383,6 +386,37 @@ static void park(struct worker *w, struct req *r)
         evtimer_add(w->route->retry_timer, &tick);
 }
 
+/* R waited for the cluster as long as it may: it fails, and the operator
+ * hears of it, with the likeliest cause. Nodes that redirect a slot to
+ * each other for the whole wait disagree on its owner, which gossip may
+ * never repair (a slot no node claims): nothing respgate can do. */
+static void expire(struct worker *w, struct req *r, uint64_t now)
+{
+    struct route *t = w->route;
+    struct backend *b = owner_at(t, r->slot);
+    const char *host = b ? b->host : "none";
+    int port = b ? b->port : 0;
+    unsigned long long wait_ms = server_failover_wait_ms(w->srv, w->conf);
+    atomic_fetch_add_explicit(&w->stats.expired, 1, memory_order_relaxed);
+    t->nexpired++;
+    if (t->expired_logged_ms == 0 || now >= t->expired_logged_ms + ROUTE_EXPIRED_LOG_MS) {
+        if (r->bounced)
+            log_warning("slot %u: %zu request%s failed, not served within %llums (cluster.failover_wait): the nodes "
+                        "redirected them to each other (last tried %s:%d); they disagree on the slot's owner, see "
+                        "CLUSTER NODES on each",
+                        r->slot, t->nexpired, t->nexpired == 1 ? "" : "s", wait_ms, host, port);
+        else
+            log_warning("slot %u: %zu request%s failed, not served within %llums (cluster.failover_wait); last tried "
+                        "%s:%d",
+                        r->slot, t->nexpired, t->nexpired == 1 ? "" : "s", wait_ms, host, port);
+        t->expired_logged_ms = now;
+        t->nexpired = 0;
+    }
+    req_fail(w, r, "CLUSTERDOWN respgate: slot %u was not served within %llums (cluster.failover_wait); last tried "
+                   "%s:%d",
+             r->slot, wait_ms, host, port);
+}
+
 static void on_retry(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
@@ -397,12 +431,7 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
         if (!req_wanted(r)) {
             req_fail(w, r, REQ_CLIENT_LEFT);
         } else if (now >= r->deadline_ms) {
-            atomic_fetch_add_explicit(&w->stats.expired, 1, memory_order_relaxed);
-            struct backend *b = owner_at(w->route, r->slot);
-            req_fail(w, r, "CLUSTERDOWN respgate: slot %u was not served within %llums "
-                              "(cluster.failover_wait); last tried %s:%d",
-                        r->slot, (unsigned long long)server_failover_wait_ms(w->srv, w->conf), b ? b->host : "none",
-                        b ? b->port : 0);
+            expire(w, r, now);
         } else {
             atomic_fetch_add_explicit(&w->stats.retries, 1, memory_order_relaxed);
             route_send(w, r, r->slot);
