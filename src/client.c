@@ -197,6 +197,7 @@ void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *
     reading(c, 1); /* the bufferevent writes only, and EV_WRITE only while the kernel pushes back */
     TAILQ_INSERT_TAIL(&w->clients, c, link);
     w->nclients++;
+    worker_client_came(w);
     if (refused) {
         /* Redis's words. The client still gets a session, just long enough
          * to read them. */

@@ -5,6 +5,9 @@
 #include "mem.h"
 
 #include <event2/event.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,9 +105,8 @@ void *mem_realloc(void *p, size_t size)
     return q;
 }
 
-void mem_thread_release(void)
+static void free_cached(void)
 {
-    released = 1;
     for (int c = 0; c < MEM_CLASSES; c++) {
         struct mem_head *h;
         while ((h = cache[c].head)) {
@@ -113,6 +115,22 @@ void mem_thread_release(void)
         }
         cache[c].n = 0;
     }
+}
+
+void mem_thread_release(void)
+{
+    released = 1;
+    free_cached();
+}
+
+void mem_thread_trim(void)
+{
+    free_cached();
+#ifdef __GLIBC__
+    /* glibc returns only the top of a heap by itself; pages freed below
+     * blocks still in use stay counted in RSS until this. */
+    malloc_trim(0);
+#endif
 }
 
 size_t mem_thread_cached(void)

@@ -98,14 +98,15 @@ void req_free(struct worker *w, struct req *r)
     w->req_pooled++;
 }
 
-void req_pool_drain(struct worker *w)
+void req_pool_shrink(struct worker *w, size_t keep)
 {
     struct req *r;
-    while ((r = TAILQ_FIRST(&w->req_pool))) {
+    /* From the tail: the requests used longest ago. */
+    while (w->req_pooled > keep && (r = TAILQ_LAST(&w->req_pool, req_list))) {
         TAILQ_REMOVE(&w->req_pool, r, owed);
         evbuffer_free(r->buf);
         evbuffer_free(r->reply);
         free(r);
+        w->req_pooled--;
     }
-    w->req_pooled = 0;
 }

@@ -138,7 +138,7 @@ static inline int req_owned(const struct req *r)
 /* The reply when memory runs out. */
 #define REQ_OUT_OF_MEMORY "ERR respgate: out of memory"
 
-/* Frees W's pool, at worker exit. */
-void req_pool_drain(struct worker *w);
+/* Frees all but KEEP of the requests in W's pool: 0 at worker exit. */
+void req_pool_shrink(struct worker *w, size_t keep);
 
 #endif

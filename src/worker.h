@@ -58,6 +58,8 @@ struct worker {
 
     struct client_list clients;
     size_t nclients;
+    size_t nclients_peak;           /* the most at once since memory was last given back */
+    struct event *trim;             /* gives it back, once a burst of clients has left */
 
     struct slotmap *map;            /* the map in force here, NULL before the first */
     struct nodecmd_table *learned;  /* commands the nodes know beyond cmdtab.c (nodecmd.h), or NULL */
@@ -119,7 +121,10 @@ int worker_busy_turn(struct worker *w);
 #define WORKER_HOLD_MAX 16384
 int worker_hold_flush(struct worker *w, struct event *flush, short what, size_t queued);
 
-/* Called when a client is gone, to let a draining worker finish. */
+/* Called when a client came (it is counted in W->nclients), and when one
+ * is gone: a draining worker finishes, and one that had a burst of
+ * clients gives the memory they held back (worker.c). */
+void worker_client_came(struct worker *w);
 void worker_client_gone(struct worker *w);
 
 /* Works out W->version again: a backend learned its node's version, or

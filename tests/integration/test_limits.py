@@ -5,6 +5,7 @@
 # never reaches a later request).
 
 import os
+import re
 import resource
 import socket
 import time
@@ -99,7 +100,7 @@ def test_ten_thousand_idle_clients_and_max_clients(make_respgate):
     if soft < 10200:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 20000), hard))
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 10200, "the test needs 10,200 descriptors"
-    rg = make_respgate(extra="client: {max_clients: 10000}\n")
+    rg = make_respgate(extra="client: {max_clients: 10000}\nlog: {level: info}\n")
     base = rss_kb(rg.pid)
     socks = []
     try:
@@ -127,6 +128,16 @@ def test_ten_thousand_idle_clients_and_max_clients(make_respgate):
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and ping(rg.port) != b"+PONG\r\n":
         time.sleep(0.05)
+    assert ping(rg.port) == b"+PONG\r\n"
+    # The burst gone, each of the two workers (it had thousands) gives back
+    # the memory its clients held, once (bench/run shows what that saves).
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and rg.log().count("memory given back") < 2:
+        time.sleep(0.1)
+    given = re.findall(r"worker (\d): memory given back after (\d+) clients were down to (\d+)", rg.log())
+    assert sorted(w for w, _, _ in given) == ["0", "1"], given
+    assert all(int(peak) >= 1000 and int(now) <= int(peak) // 4 for _, peak, now in given), given
+    assert sum(int(peak) for _, peak, _ in given) >= 10000
     assert ping(rg.port) == b"+PONG\r\n"
 
 

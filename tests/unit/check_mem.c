@@ -1,7 +1,8 @@
 /*
  * check_mem: the per-thread block cache behind libevent's allocations:
  * blocks come back from the cache, classes are kept apart, the cache is
- * bounded, realloc keeps the bytes, and an evbuffer works through it.
+ * bounded and can be emptied, realloc keeps the bytes, and an evbuffer
+ * works through it.
  */
 #include "mem.h"
 #include "unit.h"
@@ -64,6 +65,12 @@ static void *worker_like(void *arg)
     for (int i = 0; i < 2100; i++)
         mem_free(many[i]);
     ck_assert_uint_eq(mem_thread_cached(), 1 + 64 + 2048);
+    /* A trim empties the cache, which then fills again. */
+    mem_thread_trim();
+    ck_assert_uint_eq(mem_thread_cached(), 0);
+    void *again = mem_malloc(1000);
+    mem_free(again);
+    ck_assert_uint_eq(mem_thread_cached(), 1);
     mem_thread_release();
     ck_assert_uint_eq(mem_thread_cached(), 0);
     return NULL;
