@@ -123,13 +123,15 @@ void mem_thread_release(void)
     free_cached();
 }
 
-void mem_thread_trim(void)
+int mem_thread_trim(void)
 {
     free_cached();
 #ifdef __GLIBC__
     /* glibc returns only the top of a heap by itself; pages freed below
      * blocks still in use stay counted in RSS until this. */
-    malloc_trim(0);
+    return malloc_trim(0);
+#else
+    return 0;
 #endif
 }
 

@@ -28,9 +28,11 @@ void mem_free(void *p);
 void mem_thread_release(void);
 
 /* Frees the calling thread's cached blocks and has malloc give free pages
- * back to the system; the cache fills again as it is used. Costs a walk of
- * the heap: for after a burst, not for every turn. */
-void mem_thread_trim(void);
+ * back to the system (glibc's malloc_trim; elsewhere, only the blocks are
+ * freed); the cache fills again as it is used. Costs a walk of every
+ * arena, each under its lock: for after a burst, not for every turn.
+ * Returns whether malloc released memory to the system. */
+int mem_thread_trim(void);
 
 /* Blocks in the calling thread's cache (for tests). */
 size_t mem_thread_cached(void);

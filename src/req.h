@@ -78,14 +78,14 @@ struct req {
     uint16_t slot;
     uint8_t kind;
     uint8_t redirects;
-    uint64_t deadline_ms;       /* once it waited: when it stops waiting (worker clock) */
+    uint64_t deadline_ms;       /* once it waited: when it stops waiting (ms, worker_turn_us's clock) */
     uint64_t start_us;          /* a client's: the loop turn its frame was read in (worker_turn_us) */
     uint8_t family;             /* a client's: enum metrics_family, 0 when not counted */
     uint8_t miss;               /* a read during a migration: what its reply says when a key is missing (migrate.c) */
     unsigned done : 1;
     unsigned silent : 1;        /* CLIENT REPLY OFF/SKIP: the reply is dropped */
     unsigned parked : 1;        /* waiting on the worker's retry timer */
-    unsigned bounced : 1;       /* parked once after the nodes redirected it to each other */
+    unsigned bounced : 1;       /* parked, the last time, after the nodes redirected it to each other */
     unsigned write : 1;         /* the command writes (WAIT asks where writes went) */
     unsigned pinned : 1;        /* sent on its session's private backend: never redirected or retried */
     unsigned counted : 1;       /* in its client's nshared or npinned */

@@ -40,11 +40,17 @@ struct route {
     struct req_list parked;              /* requests waiting to be sent again */
     size_t nparked;
     struct event *retry_timer;
-    uint64_t expired_logged_ms;          /* when the last line about failed waits went out */
-    size_t nexpired;                     /* waits failed since then */
+    /* Waits that failed (fail_overdue) are logged one line per
+     * ROUTE_EXPIRED_LOG_MS at most: the first at once, those after it in a
+     * summary when that time is up. */
+    struct event *failed_timer;          /* writes the summary */
+    uint64_t failed_quiet_until_ms;      /* no line before then */
+    size_t nfailed, nfailed_bounced;     /* failed since the last line; of them, bounced between nodes */
+    uint16_t failed_slot;                /* the last one's slot */
 };
 
 static void on_retry(evutil_socket_t fd, short what, void *arg);
+static void on_failed_summary(evutil_socket_t fd, short what, void *arg);
 
 int route_init(struct worker *w)
 {
@@ -53,11 +59,14 @@ int route_init(struct worker *w)
         return -1;
     TAILQ_INIT(&t->parked);
     t->retry_timer = evtimer_new(w->base, on_retry, w);
+    t->failed_timer = evtimer_new(w->base, on_failed_summary, w);
     t->to = calloc(t->capto = 16, sizeof(*t->to));
     t->nto = 1;
-    if (t->retry_timer == NULL || t->to == NULL) {
+    if (t->retry_timer == NULL || t->failed_timer == NULL || t->to == NULL) {
         if (t->retry_timer)
             event_free(t->retry_timer);
+        if (t->failed_timer)
+            event_free(t->failed_timer);
         free(t->to);
         free(t);
         return -1;
@@ -83,6 +92,7 @@ void route_free(struct worker *w)
     if (w->route == NULL)
         return;
     event_free(w->route->retry_timer);
+    event_free(w->route->failed_timer);
     free(w->route->to);
     free(w->route);
     w->route = NULL;
@@ -359,12 +369,11 @@ static void redirect(struct worker *w, struct req *r, const struct resp_redirect
         req_fail(w, r, "CLUSTERDOWN respgate cannot reach %s:%d", to->host, to->port);
 }
 
-/* Now on W's clock, in milliseconds. */
+/* Now in milliseconds, by the monotonic clock of W's loop turn: a wait is
+ * not stretched or cut short by a step of the wall clock. */
 static uint64_t now_ms(struct worker *w)
 {
-    struct timeval now;
-    event_base_gettimeofday_cached(w->base, &now);
-    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_usec / 1000;
+    return worker_turn_us(w) / 1000;
 }
 
 static void park(struct worker *w, struct req *r)
@@ -387,10 +396,10 @@ static void park(struct worker *w, struct req *r)
 }
 
 /* R waited for the cluster as long as it may: it fails, and the operator
- * hears of it, with the likeliest cause. Nodes that redirect a slot to
- * each other for the whole wait disagree on its owner, which gossip may
- * never repair (a slot no node claims): nothing respgate can do. */
-static void expire(struct worker *w, struct req *r, uint64_t now)
+ * hears of it with the likeliest cause. Nodes that redirect a slot to each
+ * other for the whole wait disagree on its owner, which gossip may never
+ * repair (a slot no node claims any more): nothing respgate can do. */
+static void fail_overdue(struct worker *w, struct req *r, uint64_t now)
 {
     struct route *t = w->route;
     struct backend *b = owner_at(t, r->slot);
@@ -398,23 +407,42 @@ static void expire(struct worker *w, struct req *r, uint64_t now)
     int port = b ? b->port : 0;
     unsigned long long wait_ms = server_failover_wait_ms(w->srv, w->conf);
     atomic_fetch_add_explicit(&w->stats.expired, 1, memory_order_relaxed);
-    t->nexpired++;
-    if (t->expired_logged_ms == 0 || now >= t->expired_logged_ms + ROUTE_EXPIRED_LOG_MS) {
+    if (now >= t->failed_quiet_until_ms) {
         if (r->bounced)
-            log_warning("slot %u: %zu request%s failed, not served within %llums (cluster.failover_wait): the nodes "
-                        "redirected them to each other (last tried %s:%d); they disagree on the slot's owner, see "
+            log_warning("slot %u: a request failed, not served within %llums (cluster.failover_wait): the nodes "
+                        "redirected it to each other (last tried %s:%d); they disagree on the slot's owner, see "
                         "CLUSTER NODES on each",
-                        r->slot, t->nexpired, t->nexpired == 1 ? "" : "s", wait_ms, host, port);
+                        r->slot, wait_ms, host, port);
         else
-            log_warning("slot %u: %zu request%s failed, not served within %llums (cluster.failover_wait); last tried "
+            log_warning("slot %u: a request failed, not served within %llums (cluster.failover_wait); last tried "
                         "%s:%d",
-                        r->slot, t->nexpired, t->nexpired == 1 ? "" : "s", wait_ms, host, port);
-        t->expired_logged_ms = now;
-        t->nexpired = 0;
+                        r->slot, wait_ms, host, port);
+        t->failed_quiet_until_ms = now + ROUTE_EXPIRED_LOG_MS;
+    } else {
+        t->nfailed++;
+        t->nfailed_bounced += r->bounced;
+        t->failed_slot = r->slot;
+        if (!evtimer_pending(t->failed_timer, NULL)) {
+            struct timeval tv = conf_timeval(t->failed_quiet_until_ms - now);
+            evtimer_add(t->failed_timer, &tv);
+        }
     }
     req_fail(w, r, "CLUSTERDOWN respgate: slot %u was not served within %llums (cluster.failover_wait); last tried "
                    "%s:%d",
              r->slot, wait_ms, host, port);
+}
+
+static void on_failed_summary(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    struct route *t = w->route;
+    log_warning("%zu more request%s failed, not served within %llums (cluster.failover_wait), in the last %ds; the "
+                "last on slot %u; %zu of them redirected between nodes that disagree on their slot's owner",
+                t->nfailed, t->nfailed == 1 ? "" : "s",
+                (unsigned long long)server_failover_wait_ms(w->srv, w->conf), ROUTE_EXPIRED_LOG_MS / 1000,
+                t->failed_slot, t->nfailed_bounced);
+    t->nfailed = t->nfailed_bounced = 0;
+    t->failed_quiet_until_ms = now_ms(w) + ROUTE_EXPIRED_LOG_MS;
 }
 
 static void on_retry(evutil_socket_t fd, short what, void *arg)
@@ -431,9 +459,10 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
         if (!req_wanted(r)) {
             req_fail(w, r, REQ_CLIENT_LEFT);
         } else if (now >= r->deadline_ms) {
-            expire(w, r, now);
+            fail_overdue(w, r, now);
         } else {
             atomic_fetch_add_explicit(&w->stats.retries, 1, memory_order_relaxed);
+            r->bounced = 0; /* what it waits for next may be another thing */
             route_send(w, r, r->slot);
         }
     }

@@ -30,8 +30,9 @@ struct worker;
  * not answer) are tried again ROUTE_RETRY_MS apart until the failover wait
  * ends; at most ROUTE_MAX_PARKED wait per worker. */
 #define ROUTE_RETRY_MS 100
-/* Requests that fail at the end of the wait are logged at most once per
- * ROUTE_EXPIRED_LOG_MS per worker, with how many failed since the last line. */
+/* Requests that fail at the end of the wait are logged in one line per
+ * ROUTE_EXPIRED_LOG_MS per worker at most; those held back are counted in
+ * a summary when that time is up. */
 #define ROUTE_EXPIRED_LOG_MS 10000
 #define ROUTE_MAX_PARKED 65536
 /* Keys looked up without an allocation. */

@@ -136,10 +136,14 @@ static void maybe_done(struct worker *w)
 static void on_trim(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
+    /* Clients that came back meanwhile (an application restarted) will
+     * use the memory again: it stays, until they go. */
+    if (w->nclients > w->nclients_peak / 4)
+        return;
     req_pool_shrink(w, WORKER_TRIM_POOL);
-    mem_thread_trim();
-    log_info("worker %d: memory given back after %zu clients were down to %zu", w->id, w->nclients_peak,
-             w->nclients);
+    int released = mem_thread_trim();
+    log_info("worker %d: %zu clients at most, now %zu: memory given back%s", w->id, w->nclients_peak, w->nclients,
+             released ? "" : " to its cache only (malloc had no free page to release)");
     w->nclients_peak = w->nclients;
 }
 
