@@ -247,7 +247,7 @@ def test_ask_during_a_migration(cluster, respgate):
     # Finish like redis-cli --cluster would, then move it back.
     try:
         assert r.get(key) == b"asked"
-    except redis.RedisError as e:  # seen once in CI, on a loaded machine: say what the nodes thought
+    except redis.RedisError as e:  # seen in CI before setslot_everywhere waited for the epochs: say what the nodes thought
         raise AssertionError(f"{e}; the owner of slot {slot} (src {src.port}, dst {dst.port}) as each node "
                              f"sees it now: {cluster.slot_owners(slot)}; respgate's log ends: {respgate.log()[-1500:]}")
     assert r.delete(key) == 1
