@@ -611,10 +611,8 @@ class Cluster:
         """Migrate SLOTS (with their keys) to master DST, as redis-cli --cluster
         reshard does: IMPORTING/MIGRATING, MIGRATE in batches, then NODE on
         the destination first, the source next, the others last. The
-        destination first takes the highest config epoch, as
-        wait_epochs_settled explains."""
-        self.wait_epochs_settled()
-        self._admin(dst).execute_command("CLUSTER", "BUMPEPOCH")
+        destination first takes the highest config epoch (take_highest_epoch)."""
+        self.take_highest_epoch(dst)
         for slot in slots:
             src = self.node_for_slot(slot)
             if src is dst:
@@ -646,13 +644,18 @@ class Cluster:
             node.admin = None
         self.nodes.remove(node)
 
-    def wait_epochs_settled(self, timeout=30.0):
-        """Wait until every running node has the same current epoch and sees
-        the same config epochs, one per master. A master that takes a slot
-        with a bumped epoch before then can tie with the one that last
-        bumped; the tie is broken by node ID, and if the old owner wins, its
-        replica's stale claim to the slot takes it back, keys and all."""
+    def take_highest_epoch(self, node, timeout=30.0):
+        """Make master NODE's config epoch the highest, before it takes a
+        slot: its claim then wins in gossip over the old owner's replica,
+        which goes on claiming the slot for its master until it hears
+        otherwise (a node that gives a slot up to a higher epoch deletes its
+        keys). The bump waits until every running node has the same current
+        epoch and sees distinct config epochs: bumped from a current epoch
+        that has not yet heard of the last bump, NODE ties with that bump's
+        master, the tie is broken by node ID, and if the old owner wins, its
+        replica takes the slot back, keys and all (seen in CI on 6.2)."""
         self._poll("the nodes to agree on distinct config epochs", self._problem_epochs_unsettled, timeout)
+        self._admin(node).execute_command("CLUSTER", "BUMPEPOCH")
 
     def wait_state_ok(self, timeout=30.0):
         """Wait until every running node says cluster_state:ok, they all agree on

@@ -162,17 +162,9 @@ def pick_slot_and_key(cluster, owner_port=None):
 
 
 def setslot_everywhere(cluster, slot, node_id):
-    # The new owner first makes its config epoch the highest, so that its claim
-    # wins in gossip over the old owner's replica, which goes on claiming the
-    # slot for its master until it hears otherwise; on a claim with a higher
-    # epoch a node gives the slot up and deletes its keys. The bump waits for
-    # the epochs of the last move to settle: bumped from a current epoch that
-    # has not yet heard of that move's bump, it ties with it (seen in CI on
-    # 6.2, where the tie went to the old owner and the slot's key was lost).
-    cluster.wait_epochs_settled()
     masters = cluster.masters()
     owner = next(m for m in masters if m.node_id == node_id)
-    cluster.client(owner).execute_command("CLUSTER", "BUMPEPOCH")
+    cluster.take_highest_epoch(owner)
     for m in [owner] + [m for m in masters if m is not owner]:
         cluster.client(m).execute_command("CLUSTER", "SETSLOT", slot, "NODE", node_id)
 
@@ -247,7 +239,7 @@ def test_ask_during_a_migration(cluster, respgate):
     # Finish like redis-cli --cluster would, then move it back.
     try:
         assert r.get(key) == b"asked"
-    except redis.RedisError as e:  # seen in CI before setslot_everywhere waited for the epochs: say what the nodes thought
+    except redis.RedisError as e:  # seen in CI before take_highest_epoch: say what the nodes thought
         raise AssertionError(f"{e}; the owner of slot {slot} (src {src.port}, dst {dst.port}) as each node "
                              f"sees it now: {cluster.slot_owners(slot)}; respgate's log ends: {respgate.log()[-1500:]}")
     assert r.delete(key) == 1
