@@ -6,8 +6,7 @@
  * differences: a numkeys of 0 gives no keys rather than an invalid spec (Redis
  * falls back to its command-specific code, which says the same), and the
  * quirks the generator attaches where the specs alone would mislead a router.
- * Arguments are read with resp_arg_copy into small stack buffers, and only
- * when their length already fits what they are compared with.
+ * Arguments are read with resp.h's argument reader.
  */
 #include "cmd.h"
 
@@ -27,8 +26,6 @@ const char *const cmd_acl_names[CMD_ACL_COUNT] = {
 };
 
 #define NAME_MAX_LEN 32    /* longer than any command or subcommand name */
-#define KEYWORD_MAX_LEN 16 /* longer than any key spec keyword or SORT option */
-#define NUMBER_MAX_LEN 20  /* "-9223372036854775808" */
 
 /* Compares NAME (LEN bytes, any case) with the lower-case table name T the
  * way the generator sorted the table: bytewise, a prefix first. */
@@ -111,69 +108,18 @@ const struct cmd_spec *cmd_lookup_sub(const struct cmd_spec *parent, const char 
     return search(parent->subs, parent->nsubs, strlen(parent->name) + 1, name, len);
 }
 
-/* Copies argument I of REQ into BUF (CAP bytes) if it fits; returns its
- * length, or -1 if it is longer than CAP. */
-static long arg_small(struct evbuffer *frame, const struct resp_req *req, size_t i, char *buf, size_t cap)
-{
-    if (req->argv[i].len > cap)
-        return -1;
-    return (long)resp_arg_copy(frame, &req->argv[i], buf, cap);
-}
-
 const struct cmd_spec *cmd_find(struct evbuffer *frame, const struct resp_req *req)
 {
     char name[NAME_MAX_LEN];
     if (req->argc == 0)
         return NULL;
-    long len = arg_small(frame, req, 0, name, sizeof(name));
-    const struct cmd_spec *c = len < 0 ? NULL : cmd_lookup(name, (size_t)len);
+    size_t len;
+    const struct cmd_spec *c = resp_arg_str(frame, req, 0, name, sizeof(name), &len) < 0 ? NULL : cmd_lookup(name, len);
     if (c == NULL || c->nsubs == 0 || req->argc < 2)
         return c;
-    len = arg_small(frame, req, 1, name, sizeof(name));
-    const struct cmd_spec *sub = len < 0 ? NULL : cmd_lookup_sub(c, name, (size_t)len);
+    const struct cmd_spec *sub =
+        resp_arg_str(frame, req, 1, name, sizeof(name), &len) < 0 ? NULL : cmd_lookup_sub(c, name, len);
     return sub ? sub : c;
-}
-
-/* Whether argument I of REQ is WORD (upper case), in any case. */
-static int arg_is(struct evbuffer *frame, const struct resp_req *req, size_t i, const char *word)
-{
-    char buf[KEYWORD_MAX_LEN];
-    size_t wlen = strlen(word);
-    if (req->argv[i].len != wlen || wlen > sizeof(buf))
-        return 0;
-    resp_arg_copy(frame, &req->argv[i], buf, sizeof(buf));
-    return strncasecmp(buf, word, wlen) == 0;
-}
-
-/* Parses argument I of REQ as Redis parses an integer (string2ll: an
- * optional '-', no '+', no leading zeros, no spaces). Returns 0 or -1. */
-static int arg_number(struct evbuffer *frame, const struct resp_req *req, size_t i, long long *out)
-{
-    char buf[NUMBER_MAX_LEN];
-    long len = arg_small(frame, req, i, buf, sizeof(buf));
-    if (len <= 0)
-        return -1;
-    size_t p = 0, n = (size_t)len;
-    int neg = buf[0] == '-';
-    if (neg && ++p == n)
-        return -1;
-    if (n - p > 1 && buf[p] == '0')
-        return -1;
-    if (neg && buf[p] == '0')
-        return -1;
-    unsigned long long v = 0;
-    for (; p < n; p++) {
-        if (buf[p] < '0' || buf[p] > '9')
-            return -1;
-        unsigned d = (unsigned)(buf[p] - '0');
-        if (v > (ULLONG_MAX - d) / 10)
-            return -1;
-        v = v * 10 + d;
-    }
-    if (v > (unsigned long long)LLONG_MAX + (neg ? 1u : 0u))
-        return -1;
-    *out = neg ? (long long)(0 - v) : (long long)v;
-    return 0;
 }
 
 /* The keys one spec finds: FIRST, FIRST + STEP, ... up to LAST. */
@@ -193,7 +139,7 @@ static int sort_store(struct evbuffer *frame, const struct resp_req *req, struct
     size_t store = 0;
     for (size_t j = 2; j < req->argc; j++) {
         size_t o = 0, nopts = sizeof(opts) / sizeof(opts[0]);
-        while (o < nopts && !arg_is(frame, req, j, opts[o].word))
+        while (o < nopts && !resp_arg_is(frame, req, j, opts[o].word))
             o++;
         if (o == nopts || req->argc - j - 1 < opts[o].nargs)
             return 0;
@@ -222,11 +168,11 @@ static int begin_search(const struct cmd_keyspec *ks, struct evbuffer *frame, co
     }
     if (ks->startfrom > 0) {
         for (long long i = ks->startfrom; i < argc - 1; i++)
-            if (arg_is(frame, req, (size_t)i, ks->keyword))
+            if (resp_arg_is(frame, req, (size_t)i, ks->keyword))
                 return *first = i + 1, 1;
     } else {
         for (long long i = argc + ks->startfrom; i > 1; i--)
-            if (i < argc && arg_is(frame, req, (size_t)i, ks->keyword))
+            if (i < argc && resp_arg_is(frame, req, (size_t)i, ks->keyword))
                 return *first = i + 1, 1;
     }
     return 0;
@@ -257,8 +203,7 @@ static int spec_span(const struct cmd_keyspec *ks, struct evbuffer *frame, const
         }
     } else {
         long long numkeys, at = first + ks->keynumidx;
-        if (at < 1 || at >= argc || arg_number(frame, req, (size_t)at, &numkeys) < 0 || numkeys < 0 ||
-            numkeys > argc)
+        if (at < 1 || at >= argc || resp_arg_ll(frame, req, (size_t)at, 0, argc, &numkeys) < 0)
             return -1;
         if (numkeys == 0)
             return 0;
@@ -303,8 +248,8 @@ int cmd_blocks(const struct cmd_spec *c, struct evbuffer *frame, const struct re
         return 0;
     if (strcmp(c->name, "xread") != 0 && strcmp(c->name, "xreadgroup") != 0)
         return 1;
-    for (size_t i = 1; i < req->argc && !arg_is(frame, req, i, "STREAMS"); i++)
-        if (arg_is(frame, req, i, "BLOCK"))
+    for (size_t i = 1; i < req->argc && !resp_arg_is(frame, req, i, "STREAMS"); i++)
+        if (resp_arg_is(frame, req, i, "BLOCK"))
             return 1;
     return 0;
 }

@@ -588,9 +588,10 @@ static void place_units(struct req *p, const struct resp_req *q, const size_t *k
     size_t total = evbuffer_get_length(p->buf);
     int flat = total <= UINT32_MAX && f->name.len <= SPLIT_NAME_MAX && netio_front(p->buf, total) != NULL;
     if (!flat) {
-        char name[SPLIT_NAME_MAX], head[2 * RESP_HEAD_MAX + SPLIT_NAME_MAX];
-        size_t n = resp_arg_copy(p->buf, &q->argv[0], name, sizeof(name));
-        f->name.len = (uint32_t)(n < sizeof(name) ? n : sizeof(name)); /* a split command's name is short */
+        char name[SPLIT_NAME_MAX + 1], head[2 * RESP_HEAD_MAX + SPLIT_NAME_MAX];
+        size_t n;
+        resp_arg_str(p->buf, q, 0, name, sizeof(name), &n); /* a split command's name is short */
+        f->name.len = (uint32_t)n;
         for (size_t i = 0; i < f->nparts; i++)
             evbuffer_add(f->parts[i]->buf, head, part_head(f, f->first_unit[i + 1] - f->first_unit[i], name, head));
     }
@@ -657,26 +658,6 @@ void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, c
     finish(w, r);
 }
 
-/* Parses argument I of Q as an unsigned 64-bit decimal. Returns 0 or -1. */
-static int arg_u64(struct evbuffer *frame, const struct resp_req *q, size_t i, uint64_t *out)
-{
-    char buf[24];
-    size_t len = resp_arg_copy(frame, &q->argv[i], buf, sizeof(buf) - 1);
-    if (len == 0 || len >= sizeof(buf))
-        return -1;
-    buf[len] = '\0';
-    char *end;
-    for (size_t j = 0; j < len; j++)
-        if (buf[j] < '0' || buf[j] > '9')
-            return -1;
-    errno = 0;
-    unsigned long long v = strtoull(buf, &end, 10);
-    if (*end || errno == ERANGE)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 /* SCAN: respgate's cursor is node cursor * 16384 + the first slot of the
  * master being walked; 0 starts at the master of slot 0. When that master's
  * own cursor comes back 0, the next master's first slot is the cursor, and
@@ -685,7 +666,7 @@ static int arg_u64(struct evbuffer *frame, const struct resp_req *q, size_t i, u
 static void scan(struct worker *w, struct req *r, const struct resp_req *q)
 {
     uint64_t cursor;
-    if (arg_u64(r->buf, q, 1, &cursor) < 0) {
+    if (resp_arg_u64(r->buf, q, 1, &cursor) < 0) {
         req_fail(w, r, "ERR invalid cursor");
         return;
     }
@@ -751,7 +732,7 @@ static long wait_targets(struct worker *w, struct client *c, struct route_master
 static void cap_wait_timeout(struct worker *w, struct req *r, const struct resp_req *q)
 {
     uint64_t t, cap = w->conf->backend_timeout_ms / 2;
-    if (arg_u64(r->buf, q, 2, &t) < 0 || (t != 0 && t <= cap))
+    if (resp_arg_u64(r->buf, q, 2, &t) < 0 || (t != 0 && t <= cap))
         return; /* not a number: the node answers with its own error */
     struct evbuffer *frame = evbuffer_new();
     if (frame == NULL)

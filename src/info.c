@@ -102,28 +102,16 @@ struct info {
 
 /* ---- the request ---- */
 
-static int arg_equals(const struct req *r, const struct resp_req *q, size_t i, const char *word)
-{
-    char buf[32];
-    size_t n = resp_arg_copy(r->buf, &q->argv[i], buf, sizeof(buf) - 1);
-    if (n >= sizeof(buf) - 1 || n != strlen(word))
-        return 0;
-    for (size_t j = 0; j < n; j++)
-        if (tolower((unsigned char)buf[j]) != word[j])
-            return 0;
-    return 1;
-}
-
 /* The sections request R (arguments Q) names, for a cluster of VERSION. */
 static unsigned wanted(const struct req *r, const struct resp_req *q, unsigned version)
 {
     unsigned want = 0;
     for (size_t i = q->argc == 1 ? 0 : 1; i < q->argc; i++) { /* a bare INFO: as "default" */
-        uint8_t group = i == 0 || arg_equals(r, q, i, "default") ? IN_DEFAULT
-                        : arg_equals(r, q, i, "all") || arg_equals(r, q, i, "everything") ? IN_ALL : 0;
+        uint8_t group = i == 0 || resp_arg_is(r->buf, q, i, "default") ? IN_DEFAULT
+                        : resp_arg_is(r->buf, q, i, "all") || resp_arg_is(r->buf, q, i, "everything") ? IN_ALL : 0;
         for (unsigned s = 0; s < SEC_COUNT; s++)
             if (compat_has(version, sections[s].since) &&
-                ((sections[s].in & group) || (!group && arg_equals(r, q, i, sections[s].name))))
+                ((sections[s].in & group) || (!group && resp_arg_is(r->buf, q, i, sections[s].name))))
                 want |= 1u << s;
     }
     return want;

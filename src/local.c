@@ -26,7 +26,7 @@
 #include "info.h"
 #include "worker.h"
 
-#include <ctype.h>
+#include <limits.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <stddef.h>
@@ -39,8 +39,6 @@
 #include <unistd.h>
 
 #define NAME_MAX_LEN 32      /* longer than any command or option name */
-#define SECRET_MAX_LEN 512   /* AUTH arguments longer than this cannot match */
-#define CLIENT_NAME_MAX 512  /* longest CLIENT SETNAME respgate keeps */
 
 /* What a handler works on: the client, its request, and where the reply goes. */
 struct call {
@@ -58,35 +56,9 @@ struct local_cmd {
     void (*run)(struct call *k);
 };
 
-/* Copies argument I, lower-cased, into BUF (NAME_MAX_LEN); returns its
- * length, or 0 if it is too long to be any name we know. */
-static size_t lower_arg(const struct call *k, size_t i, char *buf)
-{
-    size_t len = resp_arg_copy(k->r->buf, &k->q->argv[i], buf, NAME_MAX_LEN - 1);
-    if (len >= NAME_MAX_LEN)
-        return 0;
-    for (size_t j = 0; j < len; j++)
-        buf[j] = (char)tolower((unsigned char)buf[j]);
-    buf[len] = '\0';
-    return len;
-}
-
 static int arg_is(const struct call *k, size_t i, const char *word)
 {
-    char buf[NAME_MAX_LEN];
-    return i < k->q->argc && lower_arg(k, i, buf) && strcmp(buf, word) == 0;
-}
-
-/* Reads argument I as a decimal integer. Returns 0 or -1. */
-static int arg_ll(const struct call *k, size_t i, long long *out)
-{
-    char buf[24], *end;
-    size_t n = resp_arg_copy(k->r->buf, &k->q->argv[i], buf, sizeof(buf) - 1);
-    if (n == 0 || n >= sizeof(buf))
-        return -1;
-    buf[n] = '\0';
-    *out = strtoll(buf, &end, 10);
-    return *end == '\0' ? 0 : -1;
+    return resp_arg_is(k->r->buf, k->q, i, word);
 }
 
 static void bulk_arg(const struct call *k, size_t i)
@@ -125,8 +97,10 @@ static void cmd_quit(struct call *k)
 static void cmd_select(struct call *k)
 {
     long long db;
-    if (arg_ll(k, 1, &db) < 0)
-        resp_add_error(k->out, "ERR value is not an integer or out of range");
+    if (resp_arg_ll(k->r->buf, k->q, 1, LLONG_MIN, LLONG_MAX, &db) < 0)
+        resp_add_error(k->out, RESP_NOT_INTEGER);
+    else if (db < INT_MIN || db > INT_MAX)
+        resp_add_error(k->out, "ERR value is out of range, value must between %d and %d", INT_MIN, INT_MAX);
     else if (db != 0)
         resp_add_error(k->out, "ERR SELECT is not allowed in cluster mode");
     else
@@ -186,20 +160,18 @@ static int authenticate(struct call *k, size_t user_i, size_t pass_i)
     if (auth_waits(k))
         return 1;
     const char *want = k->c->w->conf->client_password;
-    char user[SECRET_MAX_LEN], pass[SECRET_MAX_LEN];
+    const char *user = "default", *pass;
     size_t ulen = 7, plen;
-    memcpy(user, "default", 7);
-    if (user_i)
-        ulen = resp_arg_copy(k->r->buf, &k->q->argv[user_i], user, sizeof(user));
-    plen = resp_arg_copy(k->r->buf, &k->q->argv[pass_i], pass, sizeof(pass));
+    if ((user_i && (user = resp_arg_view(k->r->buf, k->q, user_i, &ulen)) == NULL) ||
+        (pass = resp_arg_view(k->r->buf, k->q, pass_i, &plen)) == NULL)
+        return -1; /* out of memory */
     int default_user = ulen == 7 && memcmp(user, "default", 7) == 0;
-    const struct acl_user *u = ulen <= sizeof(user) ? conf_user(k->c->w->conf, user, ulen) : NULL;
+    const struct acl_user *u = conf_user(k->c->w->conf, user, ulen);
     int ok;
     if (u) /* a user of users: (the default user too, when it names it) */
-        ok = plen <= sizeof(pass) && acl_password_ok(u, pass, plen);
+        ok = acl_password_ok(u, pass, plen);
     else /* With no client password, the default user has nopass, as in Redis. */
-        ok = default_user && (want == NULL || (plen <= sizeof(pass) && secret_equal(pass, plen, want, strlen(want))));
-    memset(pass, 0, sizeof(pass));
+        ok = default_user && (want == NULL || secret_equal(pass, plen, want, strlen(want)));
     if (!ok) {
         auth_failed(k->c);
         return -1;
@@ -226,30 +198,22 @@ static void cmd_auth(struct call *k)
 
 /* ---- HELLO ---- */
 
-/* Redis's rule for names: no spaces, newlines or other special characters. */
-static int valid_name(const struct call *k, size_t i)
+/* Redis's rule for names: no spaces, newlines or other special characters.
+ * Returns the argument's bytes, *LEN of them, or NULL if it breaks the rule
+ * (or memory ran out). */
+static const char *valid_name(const struct call *k, size_t i, size_t *len)
 {
-    char buf[CLIENT_NAME_MAX];
-    size_t n = resp_arg_copy(k->r->buf, &k->q->argv[i], buf, sizeof(buf));
-    if (n > sizeof(buf))
-        return 0;
-    for (size_t j = 0; j < n; j++)
-        if (buf[j] < '!' || buf[j] > '~')
-            return 0;
-    return 1;
+    const char *name = resp_arg_view(k->r->buf, k->q, i, len);
+    for (size_t j = 0; name && j < *len; j++)
+        if (name[j] < '!' || name[j] > '~')
+            return NULL;
+    return name;
 }
 
-static void set_name(struct call *k, size_t i)
+static void set_name(struct call *k, const char *name, size_t len)
 {
     free(k->c->name);
-    k->c->name = NULL;
-    if (k->q->argv[i].len == 0)
-        return;
-    k->c->name = malloc(k->q->argv[i].len + 1);
-    if (k->c->name) {
-        resp_arg_copy(k->r->buf, &k->q->argv[i], k->c->name, k->q->argv[i].len);
-        k->c->name[k->q->argv[i].len] = '\0';
-    }
+    k->c->name = len ? strndup(name, len) : NULL;
 }
 
 static void hello_reply(struct call *k)
@@ -279,7 +243,7 @@ static void cmd_hello(struct call *k)
     size_t argc = k->q->argc, i = 1;
     long long ver = k->c->proto;
     if (argc >= 2) {
-        if (arg_ll(k, 1, &ver) < 0) {
+        if (resp_arg_ll(k->r->buf, k->q, 1, LLONG_MIN, LLONG_MAX, &ver) < 0) {
             resp_add_error(k->out, "ERR Protocol version is not an integer or out of range");
             return;
         }
@@ -297,9 +261,9 @@ static void cmd_hello(struct call *k)
         } else if (arg_is(k, i, "setname") && i + 1 < argc) {
             name_at = ++i;
         } else {
-            char opt[129];
-            resp_add_error(k->out, "ERR Syntax error in HELLO option '%s'",
-                           resp_arg_printable(k->r->buf, &k->q->argv[i], opt, sizeof(opt)));
+            size_t len = 0;
+            const char *opt = resp_arg_view(k->r->buf, k->q, i, &len);
+            resp_add_error(k->out, "ERR Syntax error in HELLO option '%.*s'", (int)len, opt ? opt : "");
             return;
         }
     }
@@ -314,7 +278,9 @@ static void cmd_hello(struct call *k)
                                "select the RESP protocol version at the same time");
         return;
     }
-    if (name_at && !valid_name(k, name_at)) {
+    const char *name = NULL;
+    size_t name_len = 0;
+    if (name_at && (name = valid_name(k, name_at, &name_len)) == NULL) {
         resp_add_error(k->out, "ERR Client names cannot contain spaces, newlines or special characters.");
         return;
     }
@@ -326,7 +292,7 @@ static void cmd_hello(struct call *k)
         return;
     }
     if (name_at)
-        set_name(k, name_at);
+        set_name(k, name, name_len);
     if (ver != k->c->proto) {
         pubsub_reset(k->c); /* its idle Pub/Sub connections spoke the old protocol */
         tracking_reset(k->c); /* invalidations need RESP3 */
@@ -357,11 +323,13 @@ static void client_info_line(struct call *k, struct evbuffer *out)
 
 static void client_setname(struct call *k)
 {
-    if (!valid_name(k, 2)) {
+    size_t len;
+    const char *name = valid_name(k, 2, &len);
+    if (name == NULL) {
         resp_add_error(k->out, "ERR Client names cannot contain spaces, newlines or special characters.");
         return;
     }
-    set_name(k, 2);
+    set_name(k, name, len);
     resp_add_status(k->out, "OK");
 }
 
@@ -399,7 +367,7 @@ static void client_setinfo(struct call *k)
     int name = arg_is(k, 2, "lib-name");
     if (!name && !arg_is(k, 2, "lib-ver"))
         resp_add_error(k->out, "ERR syntax error");
-    else if (!valid_name(k, 3))
+    else if (valid_name(k, 3, &(size_t){0}) == NULL)
         resp_add_error(k->out, "ERR %s cannot contain spaces, newlines or special characters.",
                        name ? "lib-name" : "lib-ver");
     else
@@ -431,9 +399,7 @@ static void client_reply(struct call *k)
 /* CLIENT TRACKING, TRACKINGINFO, GETREDIR, CACHING: tracking.h's. */
 static void client_tracking(struct call *k)
 {
-    char sub[NAME_MAX_LEN];
-    lower_arg(k, 1, sub);
-    k->later = tracking_command(k->c, k->r, k->q, sub);
+    k->later = tracking_command(k->c, k->r, k->q);
 }
 
 /* The CLIENT subcommands answered here, each with its argument count
@@ -453,22 +419,19 @@ static const struct client_sub {
 
 static void cmd_client(struct call *k)
 {
-    char sub[NAME_MAX_LEN];
-    if (lower_arg(k, 1, sub) == 0)
-        sub[0] = '\0';
     const struct client_sub *s = NULL;
     for (size_t i = 0; i < sizeof(client_subs) / sizeof(client_subs[0]); i++)
-        if (strcmp(sub, client_subs[i].name) == 0)
+        if (arg_is(k, 1, client_subs[i].name))
             s = &client_subs[i];
     if (s && (s->arity > 0 ? k->q->argc == (size_t)s->arity : k->q->argc >= (size_t)-s->arity)) {
         s->run(k);
     } else if (s && s->syntax) {
         resp_add_error(k->out, "ERR syntax error");
     } else if (s) {
-        resp_add_error(k->out, "ERR wrong number of arguments for 'client|%s' command", sub);
+        resp_add_error(k->out, "ERR wrong number of arguments for 'client|%s' command", s->name);
     } else {
         char shown[NAME_MAX_LEN + 1];
-        resp_arg_printable(k->r->buf, &k->q->argv[1], shown, sizeof(shown));
+        resp_arg_printable(k->r->buf, k->q, 1, shown, sizeof(shown));
         resp_add_error(k->out, "ERR respgate answers CLIENT only for the client's own session; 'CLIENT %s' "
                                "is not supported",
                        shown);
@@ -507,14 +470,11 @@ static void acl_users(struct call *k, int describe)
 
 static void cmd_acl(struct call *k)
 {
-    char sub[NAME_MAX_LEN];
-    if (lower_arg(k, 1, sub) == 0 || k->q->argc != 2) {
-        resp_add_error(k->out, "ERR respgate answers ACL WHOAMI, ACL LIST and ACL USERS only");
-    } else if (strcmp(sub, "whoami") == 0) {
+    if (k->q->argc == 2 && arg_is(k, 1, "whoami")) {
         const char *name = k->c->user[0] ? k->c->user : "default";
         resp_add_bulk(k->out, name, strlen(name));
-    } else if (strcmp(sub, "list") == 0 || strcmp(sub, "users") == 0) {
-        acl_users(k, sub[0] == 'l');
+    } else if (k->q->argc == 2 && (arg_is(k, 1, "list") || arg_is(k, 1, "users"))) {
+        acl_users(k, arg_is(k, 1, "list"));
     } else {
         resp_add_error(k->out, "ERR respgate answers ACL WHOAMI, ACL LIST and ACL USERS only");
     }
@@ -562,12 +522,9 @@ static const struct local_cmd local_cmds[] = {
 int local_dispatch(struct client *c, struct req *r, const struct resp_req *q)
 {
     struct call k = {c, r, q, r->reply, 0};
-    char name[NAME_MAX_LEN];
-    size_t len = lower_arg(&k, 0, name);
     const struct local_cmd *cmd = NULL;
-
-    for (size_t i = 0; len && i < sizeof(local_cmds) / sizeof(local_cmds[0]); i++)
-        if (strcmp(name, local_cmds[i].name) == 0)
+    for (size_t i = 0; i < sizeof(local_cmds) / sizeof(local_cmds[0]) && cmd == NULL; i++)
+        if (arg_is(&k, 0, local_cmds[i].name))
             cmd = &local_cmds[i];
 
     if (!client_authed(c) && (cmd == NULL || !cmd->pre_auth)) {
@@ -576,7 +533,8 @@ int local_dispatch(struct client *c, struct req *r, const struct resp_req *q)
     }
     if (cmd == NULL) {
         /* A command of the client's own session that this build does not answer. */
-        resp_add_error(k.out, "ERR respgate does not support '%s'", len ? name : "?");
+        char name[NAME_MAX_LEN + 1];
+        resp_add_error(k.out, "ERR respgate does not support '%s'", resp_arg_printable(r->buf, q, 0, name, sizeof(name)));
         return 0;
     }
     if ((cmd->arity > 0 && q->argc != (size_t)cmd->arity) || (cmd->arity < 0 && q->argc < (size_t)-cmd->arity)) {

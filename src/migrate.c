@@ -506,11 +506,8 @@ static int replaces_whole(const struct cmd_spec *cmd, struct evbuffer *frame, co
     if (strcmp(cmd->name, "set") != 0)
         return 0;
     for (size_t i = 3; i < q->argc; i++) { /* NX, XX, GET and KEEPTTL depend on the old value */
-        char opt[8];
-        size_t n = resp_arg_copy(frame, &q->argv[i], opt, sizeof(opt) - 1);
-        opt[n < sizeof(opt) - 1 ? n : sizeof(opt) - 1] = '\0';
-        if (strcasecmp(opt, "nx") == 0 || strcasecmp(opt, "xx") == 0 || strcasecmp(opt, "get") == 0 ||
-            strcasecmp(opt, "keepttl") == 0)
+        if (resp_arg_is(frame, q, i, "nx") || resp_arg_is(frame, q, i, "xx") || resp_arg_is(frame, q, i, "get") ||
+            resp_arg_is(frame, q, i, "keepttl"))
             return 0;
     }
     return 1;

@@ -254,9 +254,9 @@ void nodecmd_unref(struct nodecmd_table *t)
  * it does not fit. */
 static size_t lower_arg(struct evbuffer *frame, const struct resp_req *req, size_t i, char *buf, size_t cap)
 {
-    if (req->argv[i].len == 0 || req->argv[i].len >= cap)
+    size_t n;
+    if (req->argv[i].len == 0 || resp_arg_str(frame, req, i, buf, cap, &n) < 0)
         return 0;
-    size_t n = resp_arg_copy(frame, &req->argv[i], buf, cap - 1);
     for (size_t j = 0; j < n; j++)
         buf[j] = (char)tolower((unsigned char)buf[j]);
     buf[n] = '\0';

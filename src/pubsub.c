@@ -412,10 +412,9 @@ static size_t keyspace_names(struct client *c, struct req *r, const struct resp_
     }
     for (size_t i = 1; i < q->argc; i++) {
         char name[512];
-        size_t len = resp_arg_copy(r->buf, &q->argv[i], name, sizeof(name) - 1);
-        if (len >= sizeof(name) - 1 || !is_keyspace(name, len))
-            continue;
-        name[len] = '\0';
+        size_t len;
+        if (resp_arg_str(r->buf, q, i, name, sizeof(name), &len) < 0 || !is_keyspace(name, len))
+            continue; /* too long for a keyspace channel any node sends */
         size_t j = 0;
         while (j < s->nkeyspace && !(s->keyspace[j][0] == kind && strcmp(s->keyspace[j] + 1, name) == 0))
             j++;

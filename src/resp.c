@@ -9,12 +9,17 @@
  */
 #include "resp.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <event2/buffer.h>
+#include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 enum { ST_START = 0, ST_BULK_HEADER, ST_BULK_DATA };
 
@@ -352,26 +357,142 @@ void resp_req_deinit(struct resp_req *r)
     memset(r, 0, sizeof(*r));
 }
 
-size_t resp_arg_copy(struct evbuffer *frame, const struct resp_arg *a, char *dst, size_t cap)
+/* ---- the one argument reader ---- */
+
+/* Copies the first N bytes of argument A of FRAME into DST; N is at most
+ * A->len. Returns 0, or -1 if the frame is shorter than A says. */
+static int arg_bytes(struct evbuffer *frame, const struct resp_arg *a, char *dst, size_t n)
 {
     struct evbuffer_ptr p;
-    size_t n = a->len < cap ? a->len : cap;
-    if (n && (evbuffer_ptr_set(frame, &p, a->off, EVBUFFER_PTR_SET) < 0 ||
-              evbuffer_copyout_from(frame, &p, dst, n) != (ev_ssize_t)n))
+    if (n == 0)
         return 0;
-    return a->len;
+    if (evbuffer_ptr_set(frame, &p, a->off, EVBUFFER_PTR_SET) < 0 ||
+        evbuffer_copyout_from(frame, &p, dst, n) != (ev_ssize_t)n)
+        return -1;
+    return 0;
 }
 
-const char *resp_arg_printable(struct evbuffer *frame, const struct resp_arg *a, char *buf, size_t cap)
+/* Argument I of Q, or NULL when Q has no such argument. */
+static const struct resp_arg *arg_at(const struct resp_req *q, size_t i)
 {
-    size_t n = resp_arg_copy(frame, a, buf, cap - 1);
-    if (n > cap - 1)
-        n = cap - 1;
-    for (size_t i = 0; i < n; i++)
-        if (buf[i] < 0x20 || buf[i] > 0x7e)
-            buf[i] = '?';
-    buf[n] = '\0';
+    return i < q->argc ? &q->argv[i] : NULL;
+}
+
+int resp_arg_is(struct evbuffer *frame, const struct resp_req *q, size_t i, const char *word)
+{
+    const struct resp_arg *a = arg_at(q, i);
+    size_t wlen = strlen(word);
+    if (a == NULL || a->len != wlen)
+        return 0;
+    char buf[64];
+    struct resp_arg piece = *a;
+    for (size_t done = 0; done < wlen; done += piece.len) {
+        piece.off = a->off + done;
+        piece.len = wlen - done < sizeof(buf) ? wlen - done : sizeof(buf);
+        if (arg_bytes(frame, &piece, buf, piece.len) < 0 || strncasecmp(buf, word + done, piece.len) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+int resp_arg_str(struct evbuffer *frame, const struct resp_req *q, size_t i, char *dst, size_t cap, size_t *len)
+{
+    const struct resp_arg *a = arg_at(q, i);
+    size_t n = a == NULL ? 0 : a->len < cap - 1 ? a->len : cap - 1;
+    if (a && arg_bytes(frame, a, dst, n) < 0)
+        n = 0, a = NULL;
+    dst[n] = '\0';
+    if (len)
+        *len = n;
+    return a && n == a->len ? 0 : -1;
+}
+
+#define LONG_STR_MAX 20 /* "-9223372036854775808", as Redis's LONG_STR_SIZE less its '\0' */
+
+int resp_arg_ll(struct evbuffer *frame, const struct resp_req *q, size_t i, long long min, long long max,
+                long long *out)
+{
+    char buf[LONG_STR_MAX + 1];
+    size_t n, p = 0;
+    if (resp_arg_str(frame, q, i, buf, sizeof(buf), &n) < 0 || n == 0)
+        return -1;
+    int neg = buf[0] == '-';
+    if (neg && ++p == n)
+        return -1;
+    if (buf[p] == '0' && (neg || n - p > 1)) /* "0" alone is zero; "-0" and "01" are not numbers */
+        return -1;
+    unsigned long long v = 0;
+    for (; p < n; p++) {
+        if (buf[p] < '0' || buf[p] > '9')
+            return -1;
+        unsigned d = (unsigned)(buf[p] - '0');
+        if (v > (ULLONG_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    if (v > (unsigned long long)LLONG_MAX + (neg ? 1u : 0u))
+        return -1;
+    long long x = neg ? (long long)(0 - v) : (long long)v;
+    if (x < min || x > max)
+        return -1;
+    *out = x;
+    return 0;
+}
+
+int resp_arg_u64(struct evbuffer *frame, const struct resp_req *q, size_t i, uint64_t *out)
+{
+    char buf[LONG_STR_MAX + 1];
+    size_t n;
+    if (resp_arg_str(frame, q, i, buf, sizeof(buf), &n) < 0 || n == 0)
+        return -1;
+    uint64_t v = 0;
+    for (size_t p = 0; p < n; p++) {
+        unsigned d = (unsigned)(buf[p] - '0');
+        if (d > 9 || v > (UINT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+#define DOUBLE_STR_MAX 5119 /* Redis's MAX_LONG_DOUBLE_CHARS */
+
+int resp_arg_double(struct evbuffer *frame, const struct resp_req *q, size_t i, double *out)
+{
+    char buf[DOUBLE_STR_MAX + 1], *end;
+    size_t n;
+    if (resp_arg_str(frame, q, i, buf, sizeof(buf), &n) < 0 || n == 0 || isspace((unsigned char)buf[0]))
+        return -1;
+    errno = 0;
+    double v = strtod(buf, &end);
+    if ((size_t)(end - buf) != n || isnan(v) ||
+        (errno == ERANGE && (v == HUGE_VAL || v == -HUGE_VAL || fpclassify(v) == FP_ZERO)))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+const char *resp_arg_printable(struct evbuffer *frame, const struct resp_req *q, size_t i, char *buf, size_t cap)
+{
+    size_t n;
+    resp_arg_str(frame, q, i, buf, cap, &n); /* cut to fit: shown, not used */
+    for (size_t j = 0; j < n; j++)
+        if (buf[j] < 0x20 || buf[j] > 0x7e)
+            buf[j] = '?';
     return buf;
+}
+
+const char *resp_arg_view(struct evbuffer *frame, const struct resp_req *q, size_t i, size_t *len)
+{
+    const struct resp_arg *a = arg_at(q, i);
+    if (a == NULL || a->off + a->len > evbuffer_get_length(frame))
+        return NULL;
+    const char *flat = (const char *)evbuffer_pullup(frame, -1);
+    if (flat == NULL)
+        return NULL;
+    *len = a->len;
+    return flat + a->off;
 }
 
 int resp_arg_append(struct evbuffer *dst, struct evbuffer *frame, const struct resp_arg *a)
@@ -522,20 +643,27 @@ fail:
 
 void resp_add_error(struct evbuffer *out, const char *fmt, ...)
 {
-    char msg[512];
-    va_list ap;
+    char small[512], *msg = small, *big = NULL;
+    va_list ap, again;
     va_start(ap, fmt);
-    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_copy(again, ap);
+    int n = vsnprintf(small, sizeof(small), fmt, ap);
+    /* Redis quotes an argument whole in some errors (a tracking prefix):
+     * a long one gets room of its own rather than being cut. */
+    if (n >= (int)sizeof(small) && (big = malloc((size_t)n + 1)) != NULL && vsnprintf(big, (size_t)n + 1, fmt, again) == n)
+        msg = big;
+    va_end(again);
     va_end(ap);
-    if (n < 0)
-        return;
-    size_t len = (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1;
-    for (size_t i = 0; i < len; i++)
-        if (msg[i] == '\r' || msg[i] == '\n')
-            msg[i] = ' ';
-    evbuffer_add(out, "-", 1);
-    evbuffer_add(out, msg, len);
-    evbuffer_add(out, "\r\n", 2);
+    if (n >= 0) {
+        size_t len = msg == small && (size_t)n >= sizeof(small) ? sizeof(small) - 1 : (size_t)n;
+        for (size_t i = 0; i < len; i++)
+            if (msg[i] == '\r' || msg[i] == '\n')
+                msg[i] = ' ';
+        evbuffer_add(out, "-", 1);
+        evbuffer_add(out, msg, len);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    free(big);
 }
 
 size_t resp_head(char *out, char type, size_t n)

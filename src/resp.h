@@ -100,13 +100,53 @@ struct resp_redirect {
  * or -1 if it is some other error. */
 int resp_parse_redirect(const char *line, size_t len, struct resp_redirect *out);
 
-/* Copies up to CAP bytes of argument A of FRAME into DST. Returns the
- * argument's full length (more than CAP means it was cut). */
-size_t resp_arg_copy(struct evbuffer *frame, const struct resp_arg *a, char *dst, size_t cap);
+/*
+ * The one argument reader. A handler reads a request's arguments only
+ * through these: none copies or compares a frame's bytes itself. I is an
+ * argument index into Q, whose frame is FRAME; an index at or past
+ * Q->argc reads as an argument that is absent (no word, no number, an
+ * empty copy), so a handler that miscounts cannot read past the frame.
+ */
 
-/* Copies argument A of FRAME into BUF as a C string fit for an error text:
- * at most CAP - 1 bytes, non-printable bytes as '?'. Returns BUF. */
-const char *resp_arg_printable(struct evbuffer *frame, const struct resp_arg *a, char *buf, size_t cap);
+/* Whether argument I is WORD (ASCII), in any case. */
+int resp_arg_is(struct evbuffer *frame, const struct resp_req *q, size_t i, const char *word);
+
+/* Redis's replies to an argument that is not a number of the kind wanted. */
+#define RESP_NOT_INTEGER "ERR value is not an integer or out of range"
+#define RESP_NOT_FLOAT "ERR value is not a valid float"
+
+/* Argument I as an integer read the way Redis reads one (string2ll: an
+ * optional '-', no '+', no leading zero, no space), within MIN..MAX.
+ * Returns 0 and *OUT, or -1: absent, not an integer, or out of range
+ * (Redis answers RESP_NOT_INTEGER). */
+int resp_arg_ll(struct evbuffer *frame, const struct resp_req *q, size_t i, long long min, long long max,
+                long long *out);
+
+/* Argument I as an unsigned 64-bit decimal (digits only, as Redis reads a
+ * SCAN cursor). Returns 0 and *OUT, or -1. */
+int resp_arg_u64(struct evbuffer *frame, const struct resp_req *q, size_t i, uint64_t *out);
+
+/* Argument I as a double, read the way Redis reads one (no leading space,
+ * nothing after the number, not NaN, no overflow; "inf" and "-inf" are
+ * numbers). Returns 0 and *OUT, or -1 (Redis answers RESP_NOT_FLOAT). */
+int resp_arg_double(struct evbuffer *frame, const struct resp_req *q, size_t i, double *out);
+
+/* Copies argument I into DST, which has CAP bytes of room (CAP > 0), as a
+ * C string: at most CAP - 1 bytes, then a '\0'. *LEN, if LEN is not NULL,
+ * is the number of bytes copied. Returns 0 when the whole argument was
+ * copied, or -1 when it was cut short (absent, or longer than CAP - 1). */
+int resp_arg_str(struct evbuffer *frame, const struct resp_req *q, size_t i, char *dst, size_t cap, size_t *len);
+
+/* Argument I for an error text, in BUF (CAP > 0 bytes) as a C string: at
+ * most CAP - 1 bytes, a byte that is not printable ASCII as '?'. Returns
+ * BUF. Redis, too, shows at most 128 bytes of an argument in an error. */
+const char *resp_arg_printable(struct evbuffer *frame, const struct resp_req *q, size_t i, char *buf, size_t cap);
+
+/* Argument I's bytes in one run of memory, *LEN of them: a pointer into
+ * FRAME, which is made contiguous whole if it was not, so that every view
+ * of it stays valid until FRAME changes. NULL when absent or out of
+ * memory. Not for the request path's common commands: it may copy. */
+const char *resp_arg_view(struct evbuffer *frame, const struct resp_req *q, size_t i, size_t *len);
 
 /* Appends argument A of FRAME to DST, with one copy and no temporary. */
 int resp_arg_append(struct evbuffer *dst, struct evbuffer *frame, const struct resp_arg *a);

@@ -39,11 +39,11 @@ static void fail_unknown(struct worker *w, struct req *r, const struct resp_req 
 {
     const struct compat_texts *t = compat_texts(w->version);
     char name[129], arg[129], args[300] = "";
-    resp_arg_printable(r->buf, &q->argv[0], name, sizeof(name));
+    resp_arg_printable(r->buf, q, 0, name, sizeof(name));
     if (parent) {
         for (char *p = name; *p; p++)
             *p = (char)toupper((unsigned char)*p);
-        resp_arg_printable(r->buf, &q->argv[1], arg, sizeof(arg));
+        resp_arg_printable(r->buf, q, 1, arg, sizeof(arg));
         if (t->subcommand_table)
             req_fail(w, r, "ERR unknown subcommand '%s'. Try %s HELP.", arg, name);
         else
@@ -53,7 +53,7 @@ static void fail_unknown(struct worker *w, struct req *r, const struct resp_req 
     size_t o = 0;
     for (size_t i = 1; i < q->argc && o < 128; i++)
         o += (size_t)snprintf(args + o, sizeof(args) - o, "%s%s%s", t->quote,
-                              resp_arg_printable(r->buf, &q->argv[i], arg, sizeof(arg)), t->arg_end);
+                              resp_arg_printable(r->buf, q, i, arg, sizeof(arg)), t->arg_end);
     req_fail(w, r, "ERR unknown command %s%s%s, with args beginning with: %s", t->quote, name, t->quote, args);
 }
 
@@ -71,7 +71,7 @@ static void fail_arity(struct worker *w, struct req *r, const struct resp_req *q
         parent[i] = (char)toupper((unsigned char)cmd->name[i]);
     parent[n] = '\0';
     req_fail(w, r, "ERR Unknown subcommand or wrong number of arguments for '%s'. Try %s HELP.",
-                resp_arg_printable(r->buf, &q->argv[1], sub, sizeof(sub)), parent);
+                resp_arg_printable(r->buf, q, 1, sub, sizeof(sub)), parent);
 }
 
 static int arity_ok(const struct cmd_spec *cmd, size_t argc)
@@ -148,10 +148,12 @@ static int acl_channels_refused(const struct acl_user *u, struct req *r, const s
         i++;
     if (i == sizeof(named) / sizeof(named[0]) || q->argc < 2)
         return 0;
-    const char *frame = (const char *)evbuffer_pullup(r->buf, -1);
-    for (size_t a = 1; a < (named[i].all ? q->argc : 2); a++)
-        if (!acl_channel_ok(u, frame + q->argv[a].off, q->argv[a].len, named[i].pattern))
+    for (size_t a = 1; a < (named[i].all ? q->argc : 2); a++) {
+        size_t len;
+        const char *channel = resp_arg_view(r->buf, q, a, &len);
+        if (channel == NULL || !acl_channel_ok(u, channel, len, named[i].pattern))
             return 1;
+    }
     return 0;
 }
 
@@ -192,10 +194,12 @@ static int acl_stops(struct client *c, struct req *r, const struct cmd_spec *cmd
         req_fail(w, r, REQ_OUT_OF_MEMORY);
         return 1;
     }
-    const char *frame = n > 0 ? (const char *)evbuffer_pullup(r->buf, -1) : NULL;
     int refused = 0;
-    for (int i = 0; i < n && !refused; i++)
-        refused = !acl_key_ok(u, frame + q->argv[keys[i]].off, q->argv[keys[i]].len);
+    for (int i = 0; i < n && !refused; i++) {
+        size_t len;
+        const char *key = resp_arg_view(r->buf, q, keys[i], &len);
+        refused = key == NULL || !acl_key_ok(u, key, len);
+    }
     if (keys != stack)
         free(keys);
     if (refused) {

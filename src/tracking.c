@@ -27,7 +27,6 @@
 #include <strings.h>
 
 #define TRACKING_PREFIX_MAX 128 /* prefixes one client may track */
-#define TRACKING_PREFIX_LEN 1024
 #define TRACKING_RETRY_SEC 1    /* a lost feed's master is tried again after this */
 
 struct prefix {
@@ -280,14 +279,6 @@ void tracking_reset(struct client *c)
 
 /* ---- commands ---- */
 
-static int arg_eq(struct req *r, const struct resp_arg *a, const char *word)
-{
-    char buf[16];
-    size_t n = resp_arg_copy(r->buf, a, buf, sizeof(buf) - 1);
-    buf[n] = '\0';
-    return n == strlen(word) && strcasecmp(buf, word) == 0;
-}
-
 static int prefix_cmp(const struct prefix *a, const char *bytes, size_t len)
 {
     int d = memcmp(a->bytes, bytes, a->len < len ? a->len : len);
@@ -298,10 +289,12 @@ static int prefix_cmp(const struct prefix *a, const char *bytes, size_t len)
 static void remember(struct tracker *t, struct client *c, struct req *cmd, const struct resp_req *q)
 {
     for (size_t i = 3; i + 1 < q->argc; i++) {
-        if (!arg_eq(cmd, &q->argv[i], "prefix"))
+        if (!resp_arg_is(cmd->buf, q, i, "prefix"))
             continue;
-        char buf[TRACKING_PREFIX_LEN];
-        size_t len = resp_arg_copy(cmd->buf, &q->argv[++i], buf, sizeof(buf));
+        size_t len;
+        const char *buf = resp_arg_view(cmd->buf, q, ++i, &len);
+        if (buf == NULL)
+            continue;
         size_t at = 0;
         while (at < t->nprefix && prefix_cmp(&t->prefix[at], buf, len) < 0)
             at++;
@@ -327,20 +320,19 @@ static const char *check_options(struct client *c, struct req *r, const struct r
     *nprefix = 0;
     for (size_t i = 3; i < q->argc; i++) {
         int more = i + 1 < q->argc;
-        if (arg_eq(r, &q->argv[i], "redirect") && more) {
+        if (resp_arg_is(r->buf, q, i, "redirect") && more) {
             redirect = 1;
             i++;
-        } else if (arg_eq(r, &q->argv[i], "bcast")) {
+        } else if (resp_arg_is(r->buf, q, i, "bcast")) {
             bcast = 1;
-        } else if (arg_eq(r, &q->argv[i], "optin")) {
+        } else if (resp_arg_is(r->buf, q, i, "optin")) {
             optin = 1;
-        } else if (arg_eq(r, &q->argv[i], "optout")) {
+        } else if (resp_arg_is(r->buf, q, i, "optout")) {
             optout = 1;
-        } else if (arg_eq(r, &q->argv[i], "noloop")) {
+        } else if (resp_arg_is(r->buf, q, i, "noloop")) {
             noloop = 1;
-        } else if (arg_eq(r, &q->argv[i], "prefix") && more) {
-            if (q->argv[++i].len >= TRACKING_PREFIX_LEN)
-                return "ERR respgate: a tracking prefix is longer than 1023 bytes";
+        } else if (resp_arg_is(r->buf, q, i, "prefix") && more) {
+            i++;
             (*nprefix)++;
         } else {
             return "ERR syntax error";
@@ -390,41 +382,39 @@ static int overlaps(const char *a, size_t alen, const char *b, size_t blen)
     return memcmp(a, b, alen < blen ? alen : blen) == 0;
 }
 
-/* Redis's refusal of prefixes in Q that overlap T's or each other, or NULL. */
-static const char *overlap(const struct tracker *t, struct req *r, const struct resp_req *q)
+/* Whether a prefix in Q overlaps one of T's or another in Q: then Redis's
+ * refusal is in OUT. */
+static int overlap(const struct tracker *t, struct req *r, const struct resp_req *q, struct evbuffer *out)
 {
-    static char text[2 * TRACKING_PREFIX_LEN + 160];
-    char a[TRACKING_PREFIX_LEN], b[TRACKING_PREFIX_LEN];
     for (size_t i = 3; i + 1 < q->argc; i++) {
-        if (!arg_eq(r, &q->argv[i], "prefix"))
+        size_t alen, blen;
+        const char *a, *b;
+        if (!resp_arg_is(r->buf, q, i, "prefix") || (a = resp_arg_view(r->buf, q, ++i, &alen)) == NULL)
             continue;
-        size_t alen = resp_arg_copy(r->buf, &q->argv[++i], a, sizeof(a) - 1);
-        a[alen] = '\0';
         for (size_t k = 0; k < t->nprefix; k++)
             if (overlaps(a, alen, t->prefix[k].bytes, t->prefix[k].len)) {
-                snprintf(text, sizeof(text), "ERR Prefix '%s' overlaps with an existing prefix '%.*s'. Prefixes "
-                         "for a single client must not overlap.", a, (int)t->prefix[k].len, t->prefix[k].bytes);
-                return text;
+                resp_add_error(out, "ERR Prefix '%.*s' overlaps with an existing prefix '%.*s'. Prefixes for a "
+                               "single client must not overlap.", (int)alen, a, (int)t->prefix[k].len,
+                               t->prefix[k].bytes);
+                return 1;
             }
         for (size_t j = i + 1; j + 1 < q->argc; j++) {
-            if (!arg_eq(r, &q->argv[j], "prefix"))
+            if (!resp_arg_is(r->buf, q, j, "prefix") || (b = resp_arg_view(r->buf, q, ++j, &blen)) == NULL)
                 continue;
-            size_t blen = resp_arg_copy(r->buf, &q->argv[++j], b, sizeof(b) - 1);
-            b[blen] = '\0';
             if (overlaps(a, alen, b, blen)) {
-                snprintf(text, sizeof(text), "ERR Prefix '%s' overlaps with another provided prefix '%s'. "
-                         "Prefixes for a single client must not overlap.", a, b);
-                return text;
+                resp_add_error(out, "ERR Prefix '%.*s' overlaps with another provided prefix '%.*s'. Prefixes "
+                               "for a single client must not overlap.", (int)alen, a, (int)blen, b);
+                return 1;
             }
         }
     }
-    return NULL;
+    return 0;
 }
 
 static int client_tracking(struct client *c, struct req *r, const struct resp_req *q)
 {
-    int on = arg_eq(r, &q->argv[2], "on");
-    if (!on && !arg_eq(r, &q->argv[2], "off")) {
+    int on = resp_arg_is(r->buf, q, 2, "on");
+    if (!on && !resp_arg_is(r->buf, q, 2, "off")) {
         resp_add_error(r->reply, "ERR syntax error");
         return 0;
     }
@@ -456,10 +446,8 @@ static int client_tracking(struct client *c, struct req *r, const struct resp_re
         resp_add_error(r->reply, "CLUSTERDOWN respgate: no master is known");
         return 0;
     }
-    if (overlap(t, r, q)) {
-        resp_add_error(r->reply, "%s", overlap(t, r, q));
+    if (overlap(t, r, q, r->reply))
         return 0;
-    }
     struct evbuffer *f = evbuffer_new();
     if (f == NULL) {
         resp_add_error(r->reply, REQ_OUT_OF_MEMORY);
@@ -509,21 +497,21 @@ static void client_trackinginfo(struct client *c, struct evbuffer *out)
         resp_add_bulk(out, t->prefix[i].bytes, t->prefix[i].len);
 }
 
-int tracking_command(struct client *c, struct req *r, const struct resp_req *q, const char *sub)
+int tracking_command(struct client *c, struct req *r, const struct resp_req *q)
 {
     int on = c->track && c->track->on;
-    if (strcmp(sub, "tracking") == 0)
+    if (resp_arg_is(r->buf, q, 1, "tracking"))
         return client_tracking(c, r, q);
-    if (strcmp(sub, "trackinginfo") == 0)
+    if (resp_arg_is(r->buf, q, 1, "trackinginfo"))
         client_trackinginfo(c, r->reply);
-    else if (strcmp(sub, "getredir") == 0)
+    else if (resp_arg_is(r->buf, q, 1, "getredir"))
         evbuffer_add_printf(r->reply, ":%d\r\n", on ? 0 : -1);
     else if (!on)
         resp_add_error(r->reply, "ERR CLIENT CACHING can be called only when the client is in tracking mode with "
                                  "OPTIN or OPTOUT mode enabled");
-    else if (arg_eq(r, &q->argv[2], "yes"))
+    else if (resp_arg_is(r->buf, q, 2, "yes"))
         resp_add_error(r->reply, "ERR CLIENT CACHING YES is only valid when tracking is enabled in OPTIN mode.");
-    else if (arg_eq(r, &q->argv[2], "no"))
+    else if (resp_arg_is(r->buf, q, 2, "no"))
         resp_add_error(r->reply, "ERR CLIENT CACHING NO is only valid when tracking is enabled in OPTOUT mode.");
     else
         resp_add_error(r->reply, "ERR syntax error");

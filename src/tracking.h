@@ -25,9 +25,9 @@ struct resp_req;
 struct worker;
 
 /* CLIENT TRACKING, CLIENT TRACKINGINFO, CLIENT GETREDIR or CLIENT CACHING
- * (SUB, lower case) for C: request R, arguments Q. Returns 0 when R->reply
+ * (argument 1) for C: request R, arguments Q. Returns 0 when R->reply
  * holds the answer, 1 when R completes later (the masters confirm). */
-int tracking_command(struct client *c, struct req *r, const struct resp_req *q, const char *sub);
+int tracking_command(struct client *c, struct req *r, const struct resp_req *q);
 
 /* W took a new slot map: feeds follow the masters. */
 void tracking_map_changed(struct worker *w);

@@ -61,8 +61,7 @@ static int keys_of(const char *const *argv, char *out, size_t cap)
     for (int i = 0; i < n && i < 16; i++) {
         char name[64];
         ck_assert_uint_lt(keys[i], q.r.argc);
-        size_t len = resp_arg_copy(q.frame, &q.r.argv[keys[i]], name, sizeof(name) - 1);
-        name[len] = '\0';
+        ck_assert_int_eq(resp_arg_str(q.frame, &q.r, keys[i], name, sizeof(name), NULL), 0);
         used += (size_t)snprintf(out + used, cap - used, "%s%s", i ? " " : "", name);
     }
     req_deinit(&q);

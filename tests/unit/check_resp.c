@@ -6,6 +6,8 @@
 
 #include <event2/buffer.h>
 #include <hiredis/hiredis.h>
+#include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,11 +53,167 @@ static void expect_error(const char *text, size_t len, int unauth, const struct 
 static void arg_is(struct evbuffer *frame, const struct resp_req *r, size_t i, const char *want, size_t wlen)
 {
     char buf[256];
+    size_t len;
     ck_assert_uint_lt(i, r->argc);
     ck_assert_uint_eq(r->argv[i].len, wlen);
-    ck_assert_uint_eq(resp_arg_copy(frame, &r->argv[i], buf, sizeof(buf)), wlen);
+    ck_assert_int_eq(resp_arg_str(frame, r, i, buf, sizeof(buf), &len), 0);
+    ck_assert_uint_eq(len, wlen);
     ck_assert_mem_eq(buf, want, wlen);
 }
+
+/* A request of the ARGC arguments ARGV, as one frame in a buffer whose
+ * chains are cut every STEP bytes (0: one chain), scanned into R. */
+static struct evbuffer *frame_of(struct resp_req *r, const char *const *argv, size_t argc, size_t step)
+{
+    char text[8192];
+    size_t len = (size_t)snprintf(text, sizeof(text), "*%zu\r\n", argc);
+    for (size_t i = 0; i < argc; i++)
+        len += (size_t)snprintf(text + len, sizeof(text) - len, "$%zu\r\n%s\r\n", strlen(argv[i]), argv[i]);
+    ck_assert_uint_lt(len, sizeof(text));
+    size_t cuts[8192], ncuts = 0;
+    for (size_t at = step; step && at < len; at += step)
+        cuts[ncuts++] = at;
+    struct evbuffer *b = chained(text, len, cuts, ncuts);
+    ck_assert_int_eq(resp_req_scan(r, b, &lim, 0), RESP_FRAME);
+    return b;
+}
+
+START_TEST(test_arg_reader_words_and_copies)
+{
+    static const char *const argv[] = {"client", "TRACKING", "on", "bcast", "Prefix", ""};
+    for (size_t step = 0; step <= 7; step++) { /* one chain, then cut everywhere */
+        struct resp_req r = {0};
+        struct evbuffer *b = frame_of(&r, argv, 6, step);
+        ck_assert(resp_arg_is(b, &r, 1, "tracking"));
+        ck_assert(resp_arg_is(b, &r, 3, "BCAST"));
+        ck_assert(!resp_arg_is(b, &r, 3, "bcas"));
+        ck_assert(!resp_arg_is(b, &r, 3, "bcastx"));
+        ck_assert(resp_arg_is(b, &r, 5, ""));
+        ck_assert(!resp_arg_is(b, &r, 6, "")); /* past argc: absent */
+        ck_assert(!resp_arg_is(b, &r, (size_t)-1, "client"));
+
+        char buf[6];
+        size_t n = 99;
+        ck_assert_int_eq(resp_arg_str(b, &r, 0, buf, sizeof(buf), &n), -1); /* "client" needs 7 */
+        ck_assert_uint_eq(n, 5);
+        ck_assert_str_eq(buf, "clien");
+        ck_assert_int_eq(resp_arg_str(b, &r, 2, buf, sizeof(buf), &n), 0);
+        ck_assert_uint_eq(n, 2);
+        ck_assert_str_eq(buf, "on");
+        ck_assert_int_eq(resp_arg_str(b, &r, 5, buf, sizeof(buf), &n), 0);
+        ck_assert_str_eq(buf, "");
+        ck_assert_int_eq(resp_arg_str(b, &r, 9, buf, sizeof(buf), &n), -1);
+        ck_assert_uint_eq(n, 0);
+        ck_assert_str_eq(buf, "");
+        ck_assert_int_eq(resp_arg_str(b, &r, 2, buf, 1, NULL), -1); /* room for the '\0' alone */
+        ck_assert_str_eq(buf, "");
+
+        size_t len;
+        const char *v = resp_arg_view(b, &r, 4, &len);
+        const char *w = resp_arg_view(b, &r, 1, &len);
+        ck_assert_ptr_nonnull(v);
+        ck_assert_mem_eq(v, "Prefix", 6); /* the first view outlives the second */
+        ck_assert_uint_eq(len, 8);
+        ck_assert_mem_eq(w, "TRACKING", 8);
+        ck_assert_ptr_null(resp_arg_view(b, &r, 6, &len));
+        resp_req_deinit(&r);
+        evbuffer_free(b);
+    }
+}
+END_TEST
+
+START_TEST(test_arg_reader_long_argument)
+{
+    /* The crash of issue 27: an option far longer than any buffer a
+     * handler keeps. Nothing is written past BUF, and the cut is said. */
+    char big[4000];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    const char *argv[] = {"client", "tracking", "on", "bcast", big};
+    struct resp_req r = {0};
+    struct evbuffer *b = frame_of(&r, argv, 5, 1000);
+    struct {
+        char buf[16];
+        char canary[16];
+    } s;
+    memset(s.canary, 0x5a, sizeof(s.canary));
+    size_t n;
+    ck_assert_int_eq(resp_arg_str(b, &r, 4, s.buf, sizeof(s.buf), &n), -1);
+    ck_assert_uint_eq(n, 15);
+    for (size_t i = 0; i < sizeof(s.canary); i++)
+        ck_assert_int_eq(s.canary[i], 0x5a);
+    ck_assert(!resp_arg_is(b, &r, 4, "prefix"));
+    char shown[129];
+    ck_assert_uint_eq(strlen(resp_arg_printable(b, &r, 4, shown, sizeof(shown))), 128);
+    long long v;
+    ck_assert_int_eq(resp_arg_ll(b, &r, 4, LLONG_MIN, LLONG_MAX, &v), -1);
+    resp_req_deinit(&r);
+    evbuffer_free(b);
+}
+END_TEST
+
+START_TEST(test_arg_reader_numbers)
+{
+    /* Redis's string2ll and getDoubleFromObject, case by case. */
+    static const struct {
+        const char *text;
+        int ok;
+        long long v;
+    } ints[] = {
+        {"0", 1, 0}, {"-1", 1, -1}, {"12", 1, 12}, {"9223372036854775807", 1, LLONG_MAX},
+        {"-9223372036854775808", 1, LLONG_MIN}, {"9223372036854775808", 0, 0}, {"-9223372036854775809", 0, 0},
+        {"18446744073709551616", 0, 0}, {"", 0, 0}, {"-", 0, 0}, {"-0", 0, 0}, {"01", 0, 0}, {"+1", 0, 0},
+        {" 1", 0, 0}, {"1 ", 0, 0}, {"1a", 0, 0}, {"0x10", 0, 0}, {"00000000000000000000001", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+        const char *argv[] = {"select", ints[i].text};
+        struct resp_req r = {0};
+        struct evbuffer *b = frame_of(&r, argv, 2, 3);
+        long long v = 42;
+        ck_assert_msg(resp_arg_ll(b, &r, 1, LLONG_MIN, LLONG_MAX, &v) == (ints[i].ok ? 0 : -1), "%s", ints[i].text);
+        ck_assert_int_eq(v, ints[i].ok ? ints[i].v : 42);
+        resp_req_deinit(&r);
+        evbuffer_free(b);
+    }
+    static const char *const range[] = {"select", "5"};
+    struct resp_req r = {0};
+    struct evbuffer *b = frame_of(&r, range, 2, 0);
+    long long v;
+    uint64_t u;
+    double d;
+    ck_assert_int_eq(resp_arg_ll(b, &r, 1, 0, 5, &v), 0);
+    ck_assert_int_eq(resp_arg_ll(b, &r, 1, 6, 9, &v), -1);
+    ck_assert_int_eq(resp_arg_ll(b, &r, 1, -9, 4, &v), -1);
+    ck_assert_int_eq(resp_arg_ll(b, &r, 2, LLONG_MIN, LLONG_MAX, &v), -1); /* absent */
+    ck_assert_int_eq(resp_arg_u64(b, &r, 1, &u), 0);
+    ck_assert_uint_eq(u, 5);
+    ck_assert_int_eq(resp_arg_double(b, &r, 1, &d), 0);
+    ck_assert(d == 5.0);
+    resp_req_deinit(&r);
+    evbuffer_free(b);
+
+    static const struct {
+        const char *text;
+        int ok;
+    } u64s[] = {{"0", 1}, {"18446744073709551615", 1}, {"18446744073709551616", 0}, {"-1", 0}, {"", 0}, {"1x", 0}},
+      doubles[] = {{"1.5", 1}, {"-1e10", 1}, {"inf", 1}, {"-inf", 1}, {"1e308", 1}, {"1e309", 0}, {"nan", 0},
+                   {" 1", 0}, {"1 ", 0}, {"", 0}, {"abc", 0}, {"0x1p3", 1}};
+    for (size_t i = 0; i < sizeof(u64s) / sizeof(u64s[0]); i++) {
+        const char *argv[] = {"scan", u64s[i].text};
+        b = frame_of(&r, argv, 2, 0);
+        ck_assert_msg(resp_arg_u64(b, &r, 1, &u) == (u64s[i].ok ? 0 : -1), "%s", u64s[i].text);
+        resp_req_deinit(&r);
+        evbuffer_free(b);
+    }
+    for (size_t i = 0; i < sizeof(doubles) / sizeof(doubles[0]); i++) {
+        const char *argv[] = {"incrbyfloat", doubles[i].text};
+        b = frame_of(&r, argv, 2, 0);
+        ck_assert_msg(resp_arg_double(b, &r, 1, &d) == (doubles[i].ok ? 0 : -1), "%s", doubles[i].text);
+        resp_req_deinit(&r);
+        evbuffer_free(b);
+    }
+}
+END_TEST
 
 START_TEST(test_simple_frame)
 {
@@ -581,6 +739,9 @@ static Suite *resp_suite(void)
     tcase_add_test(tc, test_unauthenticated_limits);
     tcase_add_test(tc, test_no_allocation_for_claims);
     tcase_add_test(tc, test_reply_encoders);
+    tcase_add_test(tc, test_arg_reader_words_and_copies);
+    tcase_add_test(tc, test_arg_reader_long_argument);
+    tcase_add_test(tc, test_arg_reader_numbers);
     suite_add_tcase(s, tc);
     TCase *tr = tcase_create("replies");
     tcase_add_test(tr, test_reply_scan_against_hiredis);
