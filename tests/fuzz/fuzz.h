@@ -23,6 +23,7 @@
     } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 /* Appends the next piece of a stream to IN as a chain of its own, the way
  * socket reads land: 1 to 16 bytes chosen by *SEED, or everything left when
