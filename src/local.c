@@ -263,7 +263,7 @@ static void cmd_hello(struct call *k)
         } else {
             size_t len = 0;
             const char *opt = resp_arg_view(k->r->buf, k->q, i, &len);
-            resp_add_error(k->out, "ERR Syntax error in HELLO option '%.*s'", (int)len, opt ? opt : "");
+            resp_add_error(k->out, "ERR Syntax error in HELLO option '%.*s'", resp_quote_len(len), opt ? opt : "");
             return;
         }
     }

@@ -1287,31 +1287,67 @@ static void walk_batch_done(struct worker *w, struct migrate_fetch *f)
     walk_next(w, due > spent ? due - spent : 0);
 }
 
+/* The decimal at P, up to END: its value into *V and where its digits end
+ * into *NEXT. Returns 0, or -1 if there are no digits or too many. */
+static int scan_digits(const char *p, const char *end, uint64_t *v, const char **next)
+{
+    uint64_t x = 0;
+    const char *q = p;
+    for (; q < end && *q >= '0' && *q <= '9'; q++) {
+        if (x > (UINT64_MAX - 9) / 10)
+            return -1;
+        x = x * 10 + (uint64_t)(*q - '0');
+    }
+    *v = x;
+    *next = q;
+    return q == p ? -1 : 0;
+}
+
+/* The header "TYPE<digits>CRLF" at P, within END: its number into *N and
+ * where its payload starts into *AT. Returns 0, or -1. */
+static int scan_header(const char *p, const char *end, char type, uint64_t *n, const char **at)
+{
+    const char *q;
+    if (p >= end || *p != type || scan_digits(p + 1, end, n, &q) < 0 || end - q < 2 || q[0] != '\r' || q[1] != '\n')
+        return -1;
+    *at = q + 2;
+    return 0;
+}
+
+/* The bulk string at P, within END: its bytes into *DATA and *LEN, and
+ * where the next element starts into *NEXT. Returns 0, or -1. */
+static int scan_bulk(const char *p, const char *end, const char **data, size_t *len, const char **next)
+{
+    uint64_t n;
+    const char *at;
+    if (scan_header(p, end, '$', &n, &at) < 0 || n > (uint64_t)(end - at) || (uint64_t)(end - at) - n < 2 ||
+        at[n] != '\r' || at[n + 1] != '\n')
+        return -1;
+    *data = at;
+    *len = (size_t)n;
+    *next = at + n + 2;
+    return 0;
+}
+
 /* SCAN's reply "*2 $N cursor *K $N key ..." in S (LEN bytes at P): its
- * cursor into *CURSOR and its keys into L (pointing into P). Returns 0,
- * or -1 if it is not that. */
+ * cursor into *CURSOR and its keys into L (pointing into P). Each length
+ * is checked against what is left before it is used: the standalone's
+ * bytes are a peer's like any other. Returns 0, or -1 if it is not that. */
 static int parse_scan(struct migrate *m, const char *p, size_t len, uint64_t *cursor, struct keylist *l)
 {
-    const char *end = p + len, *nl;
-    unsigned long long n;
-    if (len < 5 || memcmp(p, "*2\r\n$", 5) != 0 || (nl = memchr(p + 5, '\n', (size_t)(end - p - 5))) == NULL)
+    const char *end = p + len, *at, *data, *digits_end;
+    uint64_t n;
+    size_t dlen;
+    if (scan_header(p, end, '*', &n, &at) < 0 || n != 2 || scan_bulk(at, end, &data, &dlen, &at) < 0 ||
+        scan_digits(data, data + dlen, cursor, &digits_end) < 0 || digits_end != data + dlen ||
+        scan_header(at, end, '*', &n, &at) < 0 || n > 100000 || keylist_init(l, (size_t)n) < 0)
         return -1;
-    *cursor = strtoull(nl + 1, NULL, 10);
-    if ((nl = memchr(nl + 1, '\n', (size_t)(end - nl - 1))) == NULL || nl[1] != '*')
-        return -1;
-    n = strtoull(nl + 2, NULL, 10);
-    if (n > 100000 || (nl = memchr(nl + 1, '\n', (size_t)(end - nl - 1))) == NULL || keylist_init(l, n) < 0)
-        return -1;
-    const char *at = nl + 1;
-    for (unsigned long long i = 0; i < n; i++) {
-        size_t klen;
-        if (at >= end || *at != '$' || (nl = memchr(at, '\n', (size_t)(end - at))) == NULL ||
-            (klen = strtoull(at + 1, NULL, 10), nl + 1 + klen + 2 > end)) {
+    for (uint64_t i = 0; i < n; i++) {
+        if (scan_bulk(at, end, &data, &dlen, &at) < 0) {
             keylist_free(l);
             return -1;
         }
-        keylist_add(m, l, nl + 1, klen);
-        at = nl + 1 + klen + 2;
+        keylist_add(m, l, data, dlen);
     }
     return 0;
 }

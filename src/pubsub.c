@@ -240,25 +240,28 @@ static int confirmation(struct backend *b, struct evbuffer *in, size_t len)
     /* A confirmation ("*3 kind channel count") or PING's "*2 pong arg":
      * small frames, made contiguous to read their kind and count. */
     const char *f = (const char *)evbuffer_pullup(in, (ev_ssize_t)len);
-    const char *kind = memchr(f, '\n', len);
+    const char *kind = f ? memchr(f, '\n', len) : NULL;
     kind = kind ? memchr(kind + 1, '\n', len - (size_t)(kind + 1 - f)) : NULL;
     if (kind == NULL)
         return -1;
     kind++;
-    if (strncmp(kind, "pong\r\n", 6) != 0) {
+    size_t rest = len - (size_t)(kind - f); /* a node's frame may end anywhere */
+#define KIND_IS(word) (rest >= sizeof(word) - 1 && memcmp(kind, word, sizeof(word) - 1) == 0)
+    if (!KIND_IS("pong\r\n")) {
         long long count = last_count(f, len);
         if (count < 0)
             return -1;
         uint32_t c = (uint32_t)count;
-        if (strncmp(kind, "subscribe\r\n", 11) == 0 || strncmp(kind, "unsubscribe\r\n", 13) == 0)
+        if (KIND_IS("subscribe\r\n") || KIND_IS("unsubscribe\r\n"))
             b->nchan = c >= b->npat ? c - b->npat : 0;
-        else if (strncmp(kind, "psubscribe\r\n", 12) == 0 || strncmp(kind, "punsubscribe\r\n", 14) == 0)
+        else if (KIND_IS("psubscribe\r\n") || KIND_IS("punsubscribe\r\n"))
             b->npat = c >= b->nchan ? c - b->nchan : 0;
-        else if (strncmp(kind, "ssubscribe\r\n", 12) == 0 || strncmp(kind, "sunsubscribe\r\n", 14) == 0)
+        else if (KIND_IS("ssubscribe\r\n") || KIND_IS("sunsubscribe\r\n"))
             b->nshard = c;
         else
             return -1;
     }
+#undef KIND_IS
     return 0;
 }
 
@@ -413,8 +416,11 @@ static size_t keyspace_names(struct client *c, struct req *r, const struct resp_
     for (size_t i = 1; i < q->argc; i++) {
         char name[512];
         size_t len;
-        if (resp_arg_str(r->buf, q, i, name, sizeof(name), &len) < 0 || !is_keyspace(name, len))
-            continue; /* too long for a keyspace channel any node sends */
+        /* Names are kept as C strings: one too long or with a zero byte
+         * stays on the Pub/Sub node only, like one past the limit. */
+        if (resp_arg_str(r->buf, q, i, name, sizeof(name), &len) < 0 || memchr(name, '\0', len) ||
+            !is_keyspace(name, len))
+            continue;
         size_t j = 0;
         while (j < s->nkeyspace && !(s->keyspace[j][0] == kind && strcmp(s->keyspace[j] + 1, name) == 0))
             j++;
@@ -434,7 +440,7 @@ static size_t keyspace_names(struct client *c, struct req *r, const struct resp_
                         (unsigned long long)c->id, c->addr, PUBSUB_KEYSPACE_MAX, name);
             continue;
         }
-        evbuffer_add_printf(frame, "$%zu\r\n%s\r\n", len, name);
+        resp_add_bulk(frame, name, len);
         k++;
     }
     return k;

@@ -148,6 +148,13 @@ const char *resp_arg_printable(struct evbuffer *frame, const struct resp_req *q,
  * memory. Not for the request path's common commands: it may copy. */
 const char *resp_arg_view(struct evbuffer *frame, const struct resp_req *q, size_t i, size_t *len);
 
+/* How much of an argument an error text quotes ("%.*s", as an int): Redis
+ * quotes some whole, and so does respgate up to 1 MiB. */
+static inline int resp_quote_len(size_t len)
+{
+    return len < (1u << 20) ? (int)len : 1 << 20;
+}
+
 /* Appends argument A of FRAME to DST, with one copy and no temporary. */
 int resp_arg_append(struct evbuffer *dst, struct evbuffer *frame, const struct resp_arg *a);
 

@@ -92,6 +92,19 @@ void slotmap_unref(struct slotmap *m)
     free(m);
 }
 
+/* The decimal at S, up to its first byte that is not a digit, which must be
+ * STOP: its value, or -1 if there is none or it is over MAX. A node's text
+ * is a peer's like any other: atoi would take "4294967296" for slot 0. */
+static long node_number(const char *s, char stop, long max)
+{
+    long v = 0;
+    const char *p = s;
+    for (; *p >= '0' && *p <= '9'; p++)
+        if ((v = v * 10 + (*p - '0')) > max)
+            return -1;
+    return p == s || *p != stop ? -1 : v;
+}
+
 /* Splits LINE in place at spaces into at most MAX fields; returns the count. */
 static int split_fields(char *line, char **f, int max)
 {
@@ -119,7 +132,8 @@ static int parse_node_addr(const char *field, const char *source_host, struct to
     if (colon == NULL)
         return -1;
     *colon = '\0';
-    n->port = atoi(colon + 1);
+    if ((n->port = (int)node_number(colon + 1, '\0', 65535)) <= 0)
+        return -1;
     const char *host = buf[0] ? buf : source_host;
     if (strlen(host) >= sizeof(n->host))
         return -1;
@@ -156,6 +170,10 @@ struct slotmap *slotmap_parse(const char *text, size_t len, const char *source_h
         }
         if (strstr(f[2], "handshake") || strstr(f[2], "noaddr"))
             continue;
+        if (m->nnodes == INT16_MAX) { /* owner[] holds an index as an int16_t */
+            snprintf(err, errlen, "more than %d nodes in CLUSTER NODES", INT16_MAX);
+            goto fail;
+        }
         if (m->nnodes == cap) {
             cap = cap ? cap * 2 : 8;
             struct topo_node *nodes = realloc(m->nodes, cap * sizeof(*nodes));
@@ -181,13 +199,14 @@ struct slotmap *slotmap_parse(const char *text, size_t len, const char *source_h
         for (int i = 8; i < nf && n->is_master; i++) {
             if (f[i][0] == '[')
                 continue; /* a migrating or importing mark, not ownership */
-            char *dash = strchr(f[i], '-');
-            int lo = atoi(f[i]), hi = dash ? atoi(dash + 1) : lo;
-            if (lo < 0 || hi >= SLOT_COUNT || lo > hi) {
+            const char *dash = strchr(f[i], '-');
+            long lo = node_number(f[i], dash ? '-' : '\0', SLOT_COUNT - 1);
+            long hi = dash ? node_number(dash + 1, '\0', SLOT_COUNT - 1) : lo;
+            if (lo < 0 || hi < 0 || lo > hi) {
                 snprintf(err, errlen, "unexpected slot range in CLUSTER NODES: %.40s", f[i]);
                 goto fail;
             }
-            for (int s = lo; s <= hi; s++)
+            for (long s = lo; s <= hi; s++)
                 m->owner[s] = (int16_t)m->nnodes;
         }
         m->nnodes++;

@@ -394,7 +394,7 @@ static int overlap(const struct tracker *t, struct req *r, const struct resp_req
         for (size_t k = 0; k < t->nprefix; k++)
             if (overlaps(a, alen, t->prefix[k].bytes, t->prefix[k].len)) {
                 resp_add_error(out, "ERR Prefix '%.*s' overlaps with an existing prefix '%.*s'. Prefixes for a "
-                               "single client must not overlap.", (int)alen, a, (int)t->prefix[k].len,
+                               "single client must not overlap.", resp_quote_len(alen), a, resp_quote_len(t->prefix[k].len),
                                t->prefix[k].bytes);
                 return 1;
             }
@@ -403,7 +403,7 @@ static int overlap(const struct tracker *t, struct req *r, const struct resp_req
                 continue;
             if (overlaps(a, alen, b, blen)) {
                 resp_add_error(out, "ERR Prefix '%.*s' overlaps with another provided prefix '%.*s'. Prefixes "
-                               "for a single client must not overlap.", (int)alen, a, (int)blen, b);
+                               "for a single client must not overlap.", resp_quote_len(alen), a, resp_quote_len(blen), b);
                 return 1;
             }
         }
