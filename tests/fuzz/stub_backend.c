@@ -13,13 +13,20 @@
 #include "client.h"
 #include "req.h"
 #include "worker.h"
+#include "resp.h"
 
 #include <event2/buffer.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define STUB_MAX 4096
+#define FUZZ_STUB_CHECK(cond)                                                                                          \
+    do {                                                                                                               \
+        if (!(cond))                                                                                                   \
+            abort();                                                                                                   \
+    } while (0)
 
 static struct backend *all[STUB_MAX]; /* every backend made, shared and private, until freed */
 static size_t nall;
@@ -155,7 +162,7 @@ void backend_release(struct backend *b)
     b->released = 1; /* retired by stub_backend_answer once nothing is in flight */
 }
 
-/* Fails what B holds with TEXT (a printf format taking no argument). */
+/* Fails what B holds with WHY. */
 static void fail_all(struct backend *b, const char *why)
 {
     struct req *r;
@@ -202,40 +209,77 @@ static int retire(struct backend *b)
     return 1;
 }
 
-/* The reply REPLY (LEN bytes, a whole RESP value) for B's head request, or
- * for B's push stream, as backend.c's read callback hands it on. */
-static void deliver(struct backend *b, const char *reply, size_t len)
+/* The head request of B as the node would read it: its frame into FRAME
+ * (R->buf, or made by its sink for a split's part) and scanned into Q.
+ * Returns 0, or -1 when there is none (an unasked push). */
+static int head_frame(struct backend *b, struct evbuffer *frame, struct resp_req *q)
 {
-    struct evbuffer *in = evbuffer_new();
-    if (in == NULL)
-        return;
-    evbuffer_add(in, reply, len);
-    if (b->ops->frame) {
-        if (b->ops->frame(b, in, len) < 0) { /* backend.c resets the connection */
-            struct req *r;
-            while ((r = backend_pop(b)))
-                b->ops->lost(b, r, 1, "a Pub/Sub frame nobody asked for");
-            if (b->priv)
-                b->broken = 1;
-        }
-    } else if (reply[0] == '>') {
-        /* out of band on a connection without push: dropped, as backend.c does */
-    } else {
-        struct req *r = backend_pop(b);
-        if (r && (r->kind == REQ_CLIENT || r->kind == REQ_PART || r->kind == REQ_MIGRATE))
-            b->ops->reply(b, r, in, len, reply[0]);
-        else if (r)
-            req_complete(b->w, r); /* one of respgate's own (ASKING, READONLY) */
-    }
-    evbuffer_free(in);
+    static const struct resp_limits lim = {1u << 30, 1u << 20, 1u << 20};
+    struct req *r = TAILQ_FIRST(&b->inflight);
+    if (r == NULL)
+        return -1;
+    if (evbuffer_get_length(r->buf))
+        evbuffer_add_buffer_reference(frame, r->buf);
+    else if (r->sink && r->sink->frame && r->sink->frame(r, frame) < 0)
+        return -1;
+    return resp_req_scan(q, frame, &lim, 0) == RESP_FRAME ? 0 : -1;
 }
 
-int stub_backend_answer(struct worker *w, const char *(*pick)(void *arg, size_t *len), void *arg)
+/* Fails what B holds as a connection that broke: backend.c's reset. */
+static void reset(struct backend *b, const char *why)
+{
+    struct req *r;
+    while ((r = backend_pop(b)))
+        b->ops->lost(b, r, 1, why);
+    if (b->priv)
+        b->broken = 1;
+}
+
+/* What the node sent, IN, as backend.c's read callback hands it on: each
+ * whole reply to the head request's ops, or to the push stream's. */
+static void deliver(struct backend *b, struct evbuffer *in)
+{
+    struct resp_reply scan = {0};
+    enum resp_status st;
+    while ((st = resp_reply_scan(&scan, in)) == RESP_FRAME) {
+        size_t len = scan.len;
+        char type = scan.type;
+        memset(&scan, 0, sizeof(scan));
+        if (b->ops->frame) {
+            if (b->ops->frame(b, in, len) < 0) {
+                reset(b, "a Pub/Sub frame nobody asked for");
+                return;
+            }
+            continue;
+        }
+        if (type == '>') { /* out of band on a connection without push: dropped, as backend.c does */
+            evbuffer_drain(in, len);
+            continue;
+        }
+        struct req *r = backend_pop(b);
+        if (r == NULL) {
+            reset(b, "a reply arrived with no request in flight");
+            return;
+        }
+        if (r->kind == REQ_CLIENT || r->kind == REQ_PART || r->kind == REQ_MIGRATE) {
+            b->ops->reply(b, r, in, len, type);
+        } else { /* one of respgate's own (ASKING, READONLY) */
+            evbuffer_drain(in, len);
+            req_complete(b->w, r);
+        }
+        if (b->broken || b->ninflight == 0)
+            break;
+    }
+    if (st == RESP_ERROR)
+        reset(b, scan.error);
+}
+
+int stub_backend_answer(struct worker *w, stub_reply_fn *reply, void *arg)
 {
     int acted = 0;
     /* A callback may make or free backends: walk a copy, and check each is
      * still there before touching it. */
-    struct backend *snap[STUB_MAX];
+    static struct backend *snap[STUB_MAX];
     size_t n = nall;
     memcpy(snap, all, n * sizeof(*snap));
     for (size_t i = 0; i < n; i++) {
@@ -249,22 +293,22 @@ int stub_backend_answer(struct worker *w, const char *(*pick)(void *arg, size_t 
             acted = 1;
             continue;
         }
-        if (b->ninflight == 0 && !b->push)
+        if ((b->ninflight == 0 && !b->push) || b->broken)
             continue;
-        size_t len;
-        const char *reply = pick(arg, &len);
-        if (reply == NULL) { /* the connection is lost */
-            struct req *r = backend_pop(b);
-            if (r) {
-                b->ops->lost(b, r, 1, "lost by the fuzzer");
-                acted = 1;
-            }
-            continue;
+        struct evbuffer *frame = evbuffer_new(), *out = evbuffer_new();
+        struct resp_req q = {0};
+        FUZZ_STUB_CHECK(frame && out);
+        int asked = head_frame(b, frame, &q) == 0;
+        if (reply(arg, asked ? frame : NULL, asked ? &q : NULL, b->proto, out) < 0) {
+            reset(b, "lost by the fuzzer");
+            acted = 1;
+        } else if (evbuffer_get_length(out) && (asked || b->push)) {
+            deliver(b, out);
+            acted = 1;
         }
-        if (b->ninflight == 0 && (!b->push || reply[0] != '>'))
-            continue; /* only pushes come unasked */
-        deliver(b, reply, len);
-        acted = 1;
+        resp_req_deinit(&q);
+        evbuffer_free(frame);
+        evbuffer_free(out);
     }
     return acted;
 }
