@@ -802,6 +802,20 @@ static int own_reply(struct backend *b, struct req *r, struct evbuffer *in, size
     return 0;
 }
 
+/* B's node sends a reply longer than CAP (limits.max_reply_len), which
+ * would be read whole before it went on: the request it answers fails,
+ * never to be sent again, and the connection closes, since the rest of
+ * the reply would follow; what else was in flight is lost as on any
+ * closed connection. */
+static void too_long(struct backend *b, uint64_t cap)
+{
+    struct req *r = b->ops->frame || is_handshake(TAILQ_FIRST(&b->inflight)) ? NULL : pop(b);
+    if (r)
+        req_fail(b->w, r, "ERR respgate: the reply from %s:%d is longer than limits.max_reply_len (%llu bytes)",
+                 b->host, b->port, (unsigned long long)cap);
+    backend_reset(b, "a reply longer than limits.max_reply_len");
+}
+
 static void on_sock_read(evutil_socket_t fd, short what, void *arg)
 {
     struct backend *b = arg;
@@ -844,8 +858,11 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
         else if (own_reply(b, r, in, len, type) < 0)
             return;
     }
+    uint64_t cap = b->w->conf->max_reply_len;
     if (st == RESP_ERROR)
         backend_reset(b, b->scan.error);
+    else if (evbuffer_get_length(in) > cap || (b->scan.in_bulk && (uint64_t)b->scan.bulk > cap))
+        too_long(b, cap);
     else if (b->rev && netio_tls_buffered(b->tls))
         event_active(b->rev, EV_READ, 0); /* read already, waiting in the TLS session */
 }

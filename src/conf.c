@@ -102,6 +102,7 @@ static const struct key keys[] = {
     {"limits.max_bulk_len", T_SIZE, OFF(max_bulk_len), 1, GB(4), "512mb", 1, 0, NULL},
     {"limits.max_inline_len", T_SIZE, OFF(max_inline_len), 256, MB(512), "64kb", 1, 0, NULL},
     {"limits.max_multibulk_len", T_COUNT, OFF(max_multibulk_len), 1, INT_MAX, "1048576", 1, 0, NULL},
+    {"limits.max_reply_len", T_SIZE, OFF(max_reply_len), MB(1), GB(16), "1gb", 1, 0, NULL},
     {"log.level", T_ENUM, OFF(log_level), 0, 0, "notice", 1, 0, log_level_names},
     {"log.file", T_STR, OFF(log_file), 0, 0, "", 1, 0, NULL},
     {"migration.mode", T_ENUM, OFF(migration_mode), 0, 0, "off", 1, 0, migration_modes},

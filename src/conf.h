@@ -103,6 +103,7 @@ struct conf {
     uint64_t max_bulk_len;
     uint64_t max_inline_len;
     uint64_t max_multibulk_len;
+    uint64_t max_reply_len;      /* the longest reply a node may send, read whole before it is passed on */
 
     int log_level;               /* enum log_level */
     char *log_file;              /* NULL = stderr */

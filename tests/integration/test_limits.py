@@ -11,6 +11,7 @@ import socket
 import time
 
 import pytest
+import redis
 
 from harness.cluster import Cluster
 
@@ -272,3 +273,22 @@ def test_replies_held_behind_a_slow_request_are_bounded(own_cluster, tmp_path):
         s.close()
         assert r.delete(big_key) == 1
     own_cluster.wait_state_ok()
+
+
+def test_a_reply_longer_than_max_reply_len(make_respgate):
+    """A node's reply past limits.max_reply_len fails the request it answers,
+    once, with an error that names the limit, and closes that connection
+    with a warning; the value is intact on the node, and the other requests,
+    before and after, are served."""
+    rg = make_respgate(extra="limits:\n  max_reply_len: 1mb\n")
+    r = redis.Redis(port=rg.port, socket_timeout=10)
+    big = b"x" * (2 << 20)
+    assert r.set("reply-len:big", big) is True
+    assert r.set("reply-len:small", b"y") is True
+    assert r.strlen("reply-len:big") == len(big)
+    with pytest.raises(redis.ResponseError) as e:
+        r.get("reply-len:big")
+    assert "longer than limits.max_reply_len (1048576 bytes)" in str(e.value)
+    assert r.get("reply-len:small") == b"y"
+    assert r.getrange("reply-len:big", 0, 9) == b"x" * 10
+    assert re.search(r"backend 127\.0\.0\.1:\d+: a reply longer than limits\.max_reply_len", rg.log())

@@ -64,6 +64,7 @@ START_TEST(test_defaults)
     ck_assert_uint_eq(c->max_bulk_len, 512ull << 20);
     ck_assert_uint_eq(c->max_inline_len, 64 << 10);
     ck_assert_uint_eq(c->max_multibulk_len, 1048576);
+    ck_assert_uint_eq(c->max_reply_len, 1u << 30);
     ck_assert_int_eq(c->log_level, LOGL_NOTICE);
     ck_assert_ptr_null(c->log_file);
     ck_assert_ptr_null(c->admin);
