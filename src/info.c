@@ -18,6 +18,7 @@
 #include "worker.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <event2/buffer.h>
 #include <limits.h>
 #include <stdint.h>
@@ -268,13 +269,22 @@ static uint8_t rule_for(const char *key, uint8_t type)
     return R_SUM;
 }
 
+/* A node's integer. One past long long (6.2 wraps a few size_t fields,
+ * like used_memory_dataset, under load) is read as a double instead. */
 static int parse_int(const char *s, long long *v)
 {
     char *end;
     if (*s == '\0')
         return 0;
+    errno = 0;
     *v = strtoll(s, &end, 10);
-    return *end == '\0';
+    return *end == '\0' && errno != ERANGE;
+}
+
+/* V, a sum of the nodes' numbers, as a long long, bounded. */
+static long long bounded_ll(double v)
+{
+    return v >= 9.2e18 ? LLONG_MAX : v <= -9.2e18 ? LLONG_MIN : (long long)v;
 }
 
 static int parse_double(const char *s, double *v)
@@ -378,9 +388,10 @@ static int merge_field(struct info *in, unsigned sec, const char *key, size_t kl
         merge_list(f, val);
         break;
     case T_INT:
-        if (f->rule == R_SUM)
-            f->i += iv;
-        else if ((f->rule == R_MIN && (f->from == NO_PART || iv < f->i)) ||
+        if (f->rule == R_SUM) {
+            if (__builtin_add_overflow(f->i, iv, &f->i))
+                f->i = iv > 0 ? LLONG_MAX : LLONG_MIN;
+        } else if ((f->rule == R_MIN && (f->from == NO_PART || iv < f->i)) ||
                  (f->rule == R_MAX && (f->from == NO_PART || iv > f->i)) || (f->rule == R_FIRST && first))
             f->i = iv;
         break;
@@ -457,11 +468,11 @@ static void write_field(const struct info *in, const struct info_field *f, struc
         double v = f->sub[s].v;
         const char *name = f->sub[s].name;
         if (f->sec == SEC_KEYSPACE && strcmp(name, "avg_ttl") == 0)
-            evbuffer_add_printf(out, "%s%s=%lld", s ? "," : "", name, expires > 0 ? (long long)(v / expires) : 0);
+            evbuffer_add_printf(out, "%s%s=%lld", s ? "," : "", name, expires > 0 ? bounded_ll(v / expires) : 0);
         else if (strcmp(name, "usec_per_call") == 0)
             evbuffer_add_printf(out, "%s%s=%.2f", s ? "," : "", name, calls > 0 ? usec / calls : 0);
         else if (f->sub[s].is_int)
-            evbuffer_add_printf(out, "%s%s=%lld", s ? "," : "", name, (long long)v);
+            evbuffer_add_printf(out, "%s%s=%lld", s ? "," : "", name, bounded_ll(v));
         else
             evbuffer_add_printf(out, "%s%s=%.3f", s ? "," : "", name, v);
     }

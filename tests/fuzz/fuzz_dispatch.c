@@ -103,6 +103,7 @@ static const char info_text[] =
     "tcp_port:7000\r\nuptime_in_seconds:100\r\nuptime_in_days:0\r\nhz:10\r\nexecutable:/usr/bin/redis-server\r\n\r\n"
     "# Clients\r\nconnected_clients:3\r\nblocked_clients:0\r\nmaxclients:10000\r\n\r\n"
     "# Memory\r\nused_memory:1000000\r\nused_memory_human:976.56K\r\nused_memory_peak:2000000\r\n"
+    "used_memory_dataset:18446744073708732482\r\nused_memory_scripts:9223372036854775807\r\n"
     "mem_fragmentation_ratio:1.50\r\nmaxmemory_policy:noeviction\r\n\r\n"
     "# Persistence\r\nloading:0\r\nrdb_changes_since_last_save:5\r\n\r\n"
     "# Stats\r\ntotal_connections_received:10\r\ntotal_commands_processed:100\r\ninstantaneous_ops_per_sec:3\r\n"
@@ -111,6 +112,7 @@ static const char info_text[] =
     "master_repl_offset:1\r\n\r\n"
     "# CPU\r\nused_cpu_sys:1.5\r\nused_cpu_user:2.25\r\n\r\n"
     "# Modules\r\n\r\n# Errorstats\r\nerrorstat_ERR:count=2\r\n\r\n"
+    "# Commandstats\r\ncmdstat_get:calls=9223372036854775807,usec=1e300,usec_per_call=0.5,rejected_calls=0\r\n\r\n"
     "# Cluster\r\ncluster_enabled:1\r\n\r\n"
     "# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=5\r\n";
 
@@ -237,8 +239,11 @@ static int node_reply(void *arg, struct evbuffer *frame, const struct resp_req *
         fprintf(stderr, "[node] %s -> ", q ? resp_arg_printable(frame, q, 0, name, sizeof(name)) : "(push)");
         if (rc < 0)
             fprintf(stderr, "(connection lost)\n");
-        else
-            fprintf(stderr, "%.*s\n", (int)evbuffer_get_length(out), (const char *)evbuffer_pullup(out, -1));
+        else /* on one line, so that the client's bytes stand apart */
+            for (const char *p = (const char *)evbuffer_pullup(out, -1), *end = p + evbuffer_get_length(out); p <= end;
+                 p++)
+                p == end ? fputc('\n', stderr) : *p == '\r' ? fputs("\\r", stderr) : *p == '\n' ? fputs("\\n", stderr)
+                                                                                     : fputc(*p, stderr);
     }
     return rc;
 }
