@@ -94,3 +94,30 @@ def test_long_arguments_answer_as_a_single_redis(respgate, single, proto):
     fresh.close()
     via.close()
     one.close()
+
+
+def test_keyspace_channel_names_cannot_smuggle_commands_to_the_masters(respgate):
+    """A keyspace channel's name goes to every master, on connections with
+    respgate's own credentials. A name with a zero byte was written there
+    with its whole length but only up to the zero, so the master read the
+    next name's bytes as commands: here a FLUSHALL, on a RESP3 connection,
+    where a subscriber may run it. Every key must survive."""
+    keys = [f"smuggle:{i}" for i in range(30)]  # on every master
+    c = resp3(respgate.port)
+    for k in keys:
+        assert c.call("SET", k, "1") == b"+OK\r\n"
+    second = b"__keyspace@0__:A\r\n$1\r\nb\r\n*1\r\n$8\r\nFLUSHALL\r\n"
+    # The first name's length makes the master's read of it end just
+    # before the \r\n inside the second.
+    swallowed = len(b"__keyspace@0__:\r\n") + len(b"$%d\r\n" % len(second)) + len(b"__keyspace@0__:A")
+    first = b"__keyspace@0__:\x00" + b"p" * (swallowed - 16)
+    assert len(first) == swallowed
+    reply = c.call("SUBSCRIBE", first, second)
+    assert reply.startswith(b">3\r\n$9\r\nsubscribe\r\n"), reply
+    assert c.reply().startswith(b">3\r\n$9\r\nsubscribe\r\n")
+    c.call("UNSUBSCRIBE")
+    c.close()
+    check = Raw(respgate.port)
+    assert check.call("EXISTS", *keys) == b":%d\r\n" % len(keys)
+    assert check.call("DEL", *keys) == b":%d\r\n" % len(keys)
+    check.close()
