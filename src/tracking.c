@@ -146,11 +146,14 @@ static void feed_send(struct client *c, struct backend *b, struct evbuffer *fram
     p->client = c;
     p->parent = r;
     p->pinned = 1;
-    size_t len = evbuffer_get_length(frame);
-    evbuffer_add(p->buf, evbuffer_pullup(frame, (ev_ssize_t)len), len);
     if (r)
         r->expect++;
-    if (backend_send(b, p) < 0)
+    /* A copy each (a reference would not do: backend_send may reference
+     * the request's buffer in turn, and libevent does not reference a
+     * reference); out of memory, the pullup is NULL. */
+    size_t len = evbuffer_get_length(frame);
+    const void *flat = evbuffer_pullup(frame, -1);
+    if (flat == NULL || evbuffer_add(p->buf, flat, len) < 0 || backend_send(b, p) < 0)
         req_fail(c->w, p, "ERR respgate: cannot reach the master %s:%d to track its keys", b->host, b->port);
 }
 
@@ -358,7 +361,8 @@ static const char *check_options(struct client *c, struct req *r, const struct r
     if (noloop)
         return "ERR respgate: CLIENT TRACKING NOLOOP is not supported: a node cannot tell this client's writes "
                "from others'";
-    if (c->track && c->track->nprefix + *nprefix > TRACKING_PREFIX_MAX)
+    /* Before overlap(), which compares every prefix with every other. */
+    if ((c->track ? c->track->nprefix : 0) + *nprefix > TRACKING_PREFIX_MAX)
         return "ERR respgate: more than 128 tracking prefixes for one client";
     return NULL;
 }

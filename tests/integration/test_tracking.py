@@ -116,3 +116,18 @@ def test_flushall_invalidates_everything(respgate):
     assert set(pushes) == {b">2\r\n$10\r\ninvalidate\r\n_\r\n"}
     tracker.close()
     writer.close()
+
+
+def test_at_most_128_prefixes_from_the_first_command_on(respgate):
+    """The prefix limit holds for a client's first CLIENT TRACKING too, and is
+    checked before the prefixes are compared with each other (each with
+    every other: 100,000 of them stalled the worker)."""
+    c = resp3(respgate.port)
+    many = [a for i in range(100000) for a in ("PREFIX", f"p{i:06d}:")]
+    assert c.call("CLIENT", "TRACKING", "ON", "BCAST", *many) == \
+        b"-ERR respgate: more than 128 tracking prefixes for one client\r\n"
+    few = [a for i in range(128) for a in ("PREFIX", f"p{i:03d}:")]
+    assert c.call("CLIENT", "TRACKING", "ON", "BCAST", *few) == b"+OK\r\n"
+    assert c.call("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "q:") == \
+        b"-ERR respgate: more than 128 tracking prefixes for one client\r\n"
+    c.close()
