@@ -239,8 +239,11 @@ static void close_connection(struct backend *b)
     b->bev = NULL;
 }
 
-/* Closes B's connection and fails everything in flight with WHY. */
-static void backend_reset(struct backend *b, const char *why)
+/* Closes B's connection and fails everything in flight with WHY. A
+ * NODE_FAULT (the node failed, or broke the protocol) also makes the next
+ * connection back off, fails what stalled, and asks for a new map; without
+ * it (a reply respgate will not read) the node is taken for well. */
+static void backend_reset_as(struct backend *b, const char *why, int node_fault)
 {
     struct req *r;
     /* Nothing reached a node that was never connected to: those requests
@@ -286,7 +289,7 @@ static void backend_reset(struct backend *b, const char *why)
     }
     /* An idle connection the node closed (its timeout, a restart, CLIENT
      * KILL) says nothing about the node: reconnect at once when needed. */
-    if (sent && was_ready && n == 0) {
+    if (!node_fault || (sent && was_ready && n == 0)) {
         b->backoff_ms = 0;
         evutil_timerclear(&b->retry_after);
         return;
@@ -300,6 +303,11 @@ static void backend_reset(struct backend *b, const char *why)
     evutil_timeradd(&now, &d, &b->retry_after);
     if (b->ops->node_down)
         b->ops->node_down(b);
+}
+
+static void backend_reset(struct backend *b, const char *why)
+{
+    backend_reset_as(b, why, 1);
 }
 
 /* Sends FRAME (LEN bytes) early on B's new connection, as KIND: REQ_AUTH
@@ -804,16 +812,17 @@ static int own_reply(struct backend *b, struct req *r, struct evbuffer *in, size
 
 /* B's node sends a reply longer than CAP (limits.max_reply_len), which
  * would be read whole before it went on: the request it answers fails,
- * never to be sent again, and the connection closes, since the rest of
- * the reply would follow; what else was in flight is lost as on any
- * closed connection. */
+ * never to be sent again (it ran: its reply came), and the connection
+ * closes, since the rest of the reply would follow; what else was in
+ * flight is lost as on any closed connection, but the node is well: the
+ * next connection does not wait. */
 static void too_long(struct backend *b, uint64_t cap)
 {
     struct req *r = b->ops->frame || is_handshake(TAILQ_FIRST(&b->inflight)) ? NULL : pop(b);
     if (r)
-        req_fail(b->w, r, "ERR respgate: the reply from %s:%d is longer than limits.max_reply_len (%llu bytes)",
-                 b->host, b->port, (unsigned long long)cap);
-    backend_reset(b, "a reply longer than limits.max_reply_len");
+        req_fail(b->w, r, "ERR respgate: the reply from %s:%d is longer than limits.max_reply_len (%llu bytes); "
+                 "the command ran", b->host, b->port, (unsigned long long)cap);
+    backend_reset_as(b, "a reply longer than limits.max_reply_len", 0);
 }
 
 static void on_sock_read(evutil_socket_t fd, short what, void *arg)
