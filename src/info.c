@@ -18,7 +18,6 @@
 #include "worker.h"
 
 #include <ctype.h>
-#include <errno.h>
 #include <event2/buffer.h>
 #include <limits.h>
 #include <stdint.h>
@@ -270,21 +269,22 @@ static uint8_t rule_for(const char *key, uint8_t type)
 }
 
 /* A node's integer. One past long long (6.2 wraps a few size_t fields,
- * like used_memory_dataset, under load) is read as a double instead. */
+ * like used_memory_dataset, under load) stays an integer, at the bound
+ * strtoll clamps it to, so that the masters' values of a field stay of one
+ * kind; sums saturate there too. */
 static int parse_int(const char *s, long long *v)
 {
     char *end;
     if (*s == '\0')
         return 0;
-    errno = 0;
     *v = strtoll(s, &end, 10);
-    return *end == '\0' && errno != ERANGE;
+    return *end == '\0';
 }
 
-/* V, a sum of the nodes' numbers, as a long long, bounded. */
+/* V, a sum of the nodes' numbers, as a long long, bounded (0 for NaN). */
 static long long bounded_ll(double v)
 {
-    return v >= 9.2e18 ? LLONG_MAX : v <= -9.2e18 ? LLONG_MIN : (long long)v;
+    return v != v ? 0 : v >= 0x1p63 ? LLONG_MAX : v <= -0x1p63 ? LLONG_MIN : (long long)v;
 }
 
 static int parse_double(const char *s, double *v)

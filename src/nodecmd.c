@@ -255,7 +255,7 @@ void nodecmd_unref(struct nodecmd_table *t)
 static size_t lower_arg(struct evbuffer *frame, const struct resp_req *req, size_t i, char *buf, size_t cap)
 {
     size_t n;
-    if (req->argv[i].len == 0 || resp_arg_str(frame, req, i, buf, cap, &n) < 0)
+    if (resp_arg_str(frame, req, i, buf, cap, &n) < 0 || n == 0)
         return 0;
     for (size_t j = 0; j < n; j++)
         buf[j] = (char)tolower((unsigned char)buf[j]);

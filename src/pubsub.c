@@ -347,7 +347,11 @@ static void send_to_extras(struct client *c, struct evbuffer *frame, uint32_t ex
         if (d == NULL)
             return;
         size_t len = evbuffer_get_length(frame);
-        evbuffer_add(d->buf, evbuffer_pullup(frame, (ev_ssize_t)len), len);
+        const void *flat = evbuffer_pullup(frame, -1); /* NULL out of memory */
+        if (flat == NULL || evbuffer_add(d->buf, flat, len) < 0) {
+            req_free(c->w, d);
+            return;
+        }
         d->expect = expect;
         d->until = (uint8_t)until;
         send_extra_request(c, b, d);

@@ -122,8 +122,8 @@ int resp_arg_is(struct evbuffer *frame, const struct resp_req *q, size_t i, cons
 int resp_arg_ll(struct evbuffer *frame, const struct resp_req *q, size_t i, long long min, long long max,
                 long long *out);
 
-/* Argument I as an unsigned 64-bit decimal (digits only, as Redis reads a
- * SCAN cursor). Returns 0 and *OUT, or -1. */
+/* Argument I as an unsigned 64-bit decimal of digits only, at most 20 of
+ * them. Returns 0 and *OUT, or -1. */
 int resp_arg_u64(struct evbuffer *frame, const struct resp_req *q, size_t i, uint64_t *out);
 
 /* Argument I as a double, read the way Redis reads one (no leading space,

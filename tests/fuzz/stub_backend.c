@@ -28,8 +28,30 @@
             abort();                                                                                                   \
     } while (0)
 
-static struct backend *all[STUB_MAX]; /* every backend made, shared and private, until freed */
+/* Every backend made, shared and private, until freed, with what its
+ * node sent that is not yet a whole reply: a reply may come in pieces. */
+static struct backend *all[STUB_MAX];
+static struct stub_conn {
+    struct evbuffer *in;
+    struct resp_reply scan;
+} conns[STUB_MAX];
 static size_t nall;
+
+static int alive(const struct backend *b)
+{
+    for (size_t i = 0; i < nall; i++)
+        if (all[i] == b)
+            return 1;
+    return 0;
+}
+
+static struct stub_conn *conn_of(const struct backend *b)
+{
+    for (size_t i = 0; i < nall; i++)
+        if (all[i] == b)
+            return &conns[i];
+    abort();
+}
 
 static struct backend *stub_new(struct worker *w, const struct backend_ops *ops, const char *host, int port)
 {
@@ -48,6 +70,11 @@ static struct backend *stub_new(struct worker *w, const struct backend_ops *ops,
     TAILQ_INIT(&b->inflight);
     TAILQ_INIT(&b->waiting);
     TAILQ_INIT(&b->stalled);
+    if ((conns[nall].in = evbuffer_new()) == NULL) {
+        free(b);
+        return NULL;
+    }
+    memset(&conns[nall].scan, 0, sizeof(conns[nall].scan));
     all[nall++] = b;
     return b;
 }
@@ -56,7 +83,9 @@ static void stub_destroy(struct backend *b)
 {
     for (size_t i = 0; i < nall; i++)
         if (all[i] == b) {
+            evbuffer_free(conns[i].in);
             all[i] = all[--nall];
+            conns[i] = conns[nall];
             break;
         }
     free(b);
@@ -225,9 +254,13 @@ static int head_frame(struct backend *b, struct evbuffer *frame, struct resp_req
     return resp_req_scan(q, frame, &lim, 0) == RESP_FRAME ? 0 : -1;
 }
 
-/* Fails what B holds as a connection that broke: backend.c's reset. */
+/* Fails what B holds as a connection that broke: backend.c's reset
+ * (what its node sent and was not read is gone with it). */
 static void reset(struct backend *b, const char *why)
 {
+    struct stub_conn *sc = conn_of(b);
+    evbuffer_drain(sc->in, evbuffer_get_length(sc->in));
+    memset(&sc->scan, 0, sizeof(sc->scan));
     struct req *r;
     while ((r = backend_pop(b)))
         b->ops->lost(b, r, 1, why);
@@ -235,43 +268,46 @@ static void reset(struct backend *b, const char *why)
         b->broken = 1;
 }
 
-/* What the node sent, IN, as backend.c's read callback hands it on: each
- * whole reply to the head request's ops, or to the push stream's. */
-static void deliver(struct backend *b, struct evbuffer *in)
+/* What the node sent, after what it sent before, as backend.c's read
+ * callback hands it on: each whole reply to the head request's ops, or to
+ * the push stream's; a part of one waits for the rest. */
+static void deliver(struct backend *b, struct evbuffer *sent)
 {
-    struct resp_reply scan = {0};
+    /* A callback may make or free other connections, which moves their
+     * entries in conns[]: B's is looked up again after each. */
+    struct evbuffer *in = conn_of(b)->in;
+    evbuffer_add_buffer(in, sent);
+    struct resp_reply *scan;
     enum resp_status st;
-    while ((st = resp_reply_scan(&scan, in)) == RESP_FRAME) {
-        size_t len = scan.len;
-        char type = scan.type;
-        memset(&scan, 0, sizeof(scan));
+    while ((st = resp_reply_scan(scan = &conn_of(b)->scan, in)) == RESP_FRAME) {
+        size_t len = scan->len;
+        char type = scan->type;
+        memset(scan, 0, sizeof(*scan));
         if (b->ops->frame) {
             if (b->ops->frame(b, in, len) < 0) {
                 reset(b, "a Pub/Sub frame nobody asked for");
                 return;
             }
-            continue;
-        }
-        if (type == '>') { /* out of band on a connection without push: dropped, as backend.c does */
+        } else if (type == '>') { /* out of band on a connection without push: dropped, as backend.c does */
             evbuffer_drain(in, len);
-            continue;
+        } else {
+            struct req *r = backend_pop(b);
+            if (r == NULL) {
+                reset(b, "a reply arrived with no request in flight");
+                return;
+            }
+            if (r->kind == REQ_CLIENT || r->kind == REQ_PART || r->kind == REQ_MIGRATE) {
+                b->ops->reply(b, r, in, len, type);
+            } else { /* one of respgate's own (ASKING, READONLY) */
+                evbuffer_drain(in, len);
+                req_complete(b->w, r);
+            }
         }
-        struct req *r = backend_pop(b);
-        if (r == NULL) {
-            reset(b, "a reply arrived with no request in flight");
+        if (!alive(b) || b->broken) /* a callback closed it */
             return;
-        }
-        if (r->kind == REQ_CLIENT || r->kind == REQ_PART || r->kind == REQ_MIGRATE) {
-            b->ops->reply(b, r, in, len, type);
-        } else { /* one of respgate's own (ASKING, READONLY) */
-            evbuffer_drain(in, len);
-            req_complete(b->w, r);
-        }
-        if (b->broken || b->ninflight == 0)
-            break;
     }
     if (st == RESP_ERROR)
-        reset(b, scan.error);
+        reset(b, scan->error);
 }
 
 int stub_backend_answer(struct worker *w, stub_reply_fn *reply, void *arg)
@@ -284,10 +320,7 @@ int stub_backend_answer(struct worker *w, stub_reply_fn *reply, void *arg)
     memcpy(snap, all, n * sizeof(*snap));
     for (size_t i = 0; i < n; i++) {
         struct backend *b = snap[i];
-        int alive = 0;
-        for (size_t j = 0; j < nall && !alive; j++)
-            alive = all[j] == b;
-        if (!alive || b->w != w)
+        if (!alive(b) || b->w != w)
             continue;
         if (retire(b)) {
             acted = 1;
