@@ -26,9 +26,9 @@ unsigned compat_parse(const char *text, size_t len)
     return COMPAT_V(part[0], part[1], part[2]);
 }
 
-static const struct compat_texts texts_6 = {"`", "`, ", 0, "(P)SUBSCRIBE / (P)UNSUBSCRIBE",
+static const struct compat_texts texts_6 = {"`", "`, ", 0, 0, "(P)SUBSCRIBE / (P)UNSUBSCRIBE",
                                            "' command or its subcommand"};
-static const struct compat_texts texts_7 = {"'", "' ", 1, "(P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE", "' command"};
+static const struct compat_texts texts_7 = {"'", "' ", 128, 1, "(P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE", "' command"};
 
 const struct compat_texts *compat_texts(unsigned version)
 {

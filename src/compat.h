@@ -32,6 +32,8 @@ static inline int compat_has(unsigned version, unsigned since)
 struct compat_texts {
     const char *quote;      /* around a name or argument in "unknown command": ` (6.2) or ' (7.0) */
     const char *arg_end;    /* after each argument there: "`, " (6.2) or "' " (7.0) */
+    unsigned name_max;      /* how much of the unknown command's name it quotes: 128 bytes (7.0), or 0:
+                               the whole name (6.2) */
     int subcommand_table;   /* 7.0: "unknown subcommand 'x'. Try P HELP." and arity errors name
                                "parent|sub"; 6.2: "Unknown subcommand or wrong number of
                                arguments for 'x'. Try P HELP." for both */

@@ -64,13 +64,11 @@ void req_complete_from(struct worker *w, struct req *r, struct evbuffer *in, siz
 
 void req_fail(struct worker *w, struct req *r, const char *fmt, ...)
 {
-    char msg[512];
     va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     evbuffer_drain(r->reply, evbuffer_get_length(r->reply));
-    resp_add_error(r->reply, "%s", msg);
+    va_start(ap, fmt);
+    resp_add_verror(r->reply, fmt, ap);
+    va_end(ap);
     req_complete(w, r);
 }
 

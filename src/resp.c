@@ -641,19 +641,18 @@ fail:
     return -1;
 }
 
-void resp_add_error(struct evbuffer *out, const char *fmt, ...)
+void resp_add_verror(struct evbuffer *out, const char *fmt, va_list ap)
 {
     char small[512], *msg = small, *big = NULL;
-    va_list ap, again;
-    va_start(ap, fmt);
+    va_list again;
     va_copy(again, ap);
     int n = vsnprintf(small, sizeof(small), fmt, ap);
-    /* Redis quotes an argument whole in some errors (a tracking prefix):
-     * a long one gets room of its own rather than being cut. */
+    /* Redis quotes an argument whole in some errors (a tracking prefix,
+     * 6.2's unknown command): a long one gets room of its own rather than
+     * being cut. */
     if (n >= (int)sizeof(small) && (big = malloc((size_t)n + 1)) != NULL && vsnprintf(big, (size_t)n + 1, fmt, again) == n)
         msg = big;
     va_end(again);
-    va_end(ap);
     if (n >= 0) {
         size_t len = msg == small && (size_t)n >= sizeof(small) ? sizeof(small) - 1 : (size_t)n;
         for (size_t i = 0; i < len; i++)
@@ -664,6 +663,14 @@ void resp_add_error(struct evbuffer *out, const char *fmt, ...)
         evbuffer_add(out, "\r\n", 2);
     }
     free(big);
+}
+
+void resp_add_error(struct evbuffer *out, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    resp_add_verror(out, fmt, ap);
+    va_end(ap);
 }
 
 size_t resp_head(char *out, char type, size_t n)

@@ -12,6 +12,7 @@
 #ifndef RG_RESP_H
 #define RG_RESP_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -185,6 +186,7 @@ size_t resp_flat_element(const char *s, size_t avail);
 /* Reply encoders. An error TEXT starts with its code ("ERR ...", "NOAUTH
  * ..."); CR and LF in it become spaces, as Redis does. */
 void resp_add_error(struct evbuffer *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void resp_add_verror(struct evbuffer *out, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 void resp_add_status(struct evbuffer *out, const char *status);
 void resp_add_bulk(struct evbuffer *out, const void *data, size_t len);
 

@@ -34,13 +34,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The bytes of VIEW (LEN of them) that Redis's "%.*s" of at most MAX
+ * shows: up to the first zero byte. */
+static int shown(const char *view, size_t len, size_t max)
+{
+    return resp_quote_len(strnlen(view, len < max ? len : max));
+}
+
 /* Redis's replies to an unknown command, and to an unknown subcommand of PARENT. */
 static void fail_unknown(struct worker *w, struct req *r, const struct resp_req *q, const struct cmd_spec *parent)
 {
     const struct compat_texts *t = compat_texts(w->version);
-    char name[129], arg[129], args[300] = "";
-    resp_arg_printable(r->buf, q, 0, name, sizeof(name));
     if (parent) {
+        char name[129], arg[129];
+        resp_arg_printable(r->buf, q, 0, name, sizeof(name));
         for (char *p = name; *p; p++)
             *p = (char)toupper((unsigned char)*p);
         resp_arg_printable(r->buf, q, 1, arg, sizeof(arg));
@@ -50,11 +57,24 @@ static void fail_unknown(struct worker *w, struct req *r, const struct resp_req 
             req_fail(w, r, "ERR Unknown subcommand or wrong number of arguments for '%s'. Try %s HELP.", arg, name);
         return;
     }
+    /* Redis's loop: each argument quoted, cut to what is left of 128
+     * bytes, until 128 are written; bytes as they are, CR and LF as
+     * spaces (resp_add_error). */
+    size_t nlen, len;
+    const char *name = resp_arg_view(r->buf, q, 0, &nlen), *arg;
+    if (name == NULL) {
+        req_fail(w, r, REQ_OUT_OF_MEMORY);
+        return;
+    }
+    char args[128 + 8];
     size_t o = 0;
+    args[0] = '\0';
     for (size_t i = 1; i < q->argc && o < 128; i++)
-        o += (size_t)snprintf(args + o, sizeof(args) - o, "%s%s%s", t->quote,
-                              resp_arg_printable(r->buf, q, i, arg, sizeof(arg)), t->arg_end);
-    req_fail(w, r, "ERR unknown command %s%s%s, with args beginning with: %s", t->quote, name, t->quote, args);
+        if ((arg = resp_arg_view(r->buf, q, i, &len)) != NULL)
+            o += (size_t)snprintf(args + o, sizeof(args) - o, "%s%.*s%s", t->quote, shown(arg, len, 128 - o), arg,
+                                  t->arg_end);
+    req_fail(w, r, "ERR unknown command %s%.*s%s, with args beginning with: %s", t->quote,
+             shown(name, nlen, t->name_max ? t->name_max : nlen), name, t->quote, args);
 }
 
 /* Redis's arity error for CMD (arguments Q), as the cluster's version words it. */
