@@ -553,9 +553,8 @@ static void keylist_add(struct migrate *m, struct keylist *l, const char *name, 
 }
 
 /* The keys of request frame FRAME (arguments Q, command CMD) into L (its
- * names point into FRAME, whose bytes up to the last key are made
- * contiguous). Returns 0, or -1 (L empty) for a frame malformed for its
- * key specs or out of memory. */
+ * names are views into FRAME, made contiguous). Returns 0, or -1 (L empty)
+ * for a frame malformed for its key specs or out of memory. */
 static int keys_of(struct migrate *m, const struct cmd_spec *cmd, struct evbuffer *frame, const struct resp_req *q,
                    struct keylist *l)
 {
@@ -566,15 +565,12 @@ static int keys_of(struct migrate *m, const struct cmd_spec *cmd, struct evbuffe
             free(idx);
         return keylist_init(l, 0), -1;
     }
-    /* Keys come before values (SET key value, MSET k v k v): only the
-     * bytes up to the last key are made contiguous. */
-    size_t upto = 0;
-    for (int i = 0; i < n; i++)
-        if (q->argv[idx[i]].off + q->argv[idx[i]].len > upto)
-            upto = q->argv[idx[i]].off + q->argv[idx[i]].len;
-    const char *flat = n ? (const char *)evbuffer_pullup(frame, (ev_ssize_t)upto) : NULL;
-    for (int i = 0; i < n && flat; i++)
-        keylist_add(m, l, flat + q->argv[idx[i]].off, q->argv[idx[i]].len);
+    for (int i = 0; i < n; i++) {
+        size_t len;
+        const char *name = resp_arg_view(frame, q, idx[i], &len);
+        if (name)
+            keylist_add(m, l, name, len);
+    }
     if (idx != stack)
         free(idx);
     return 0;
