@@ -409,6 +409,21 @@ int resp_arg_str(struct evbuffer *frame, const struct resp_req *q, size_t i, cha
 
 #define LONG_STR_MAX 20 /* "-9223372036854775808", as Redis's LONG_STR_SIZE less its '\0' */
 
+/* The N digits at S (digits only) into *V. Returns 0, or -1 for another
+ * byte or a value past 2^64 - 1. */
+static int digits_u64(const char *s, size_t n, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (size_t p = 0; p < n; p++) {
+        unsigned d = (unsigned)(s[p] - '0');
+        if (d > 9 || x > (UINT64_MAX - d) / 10)
+            return -1;
+        x = x * 10 + d;
+    }
+    *v = x;
+    return 0;
+}
+
 int resp_arg_ll(struct evbuffer *frame, const struct resp_req *q, size_t i, long long min, long long max,
                 long long *out)
 {
@@ -421,16 +436,8 @@ int resp_arg_ll(struct evbuffer *frame, const struct resp_req *q, size_t i, long
         return -1;
     if (buf[p] == '0' && (neg || n - p > 1)) /* "0" alone is zero; "-0" and "01" are not numbers */
         return -1;
-    unsigned long long v = 0;
-    for (; p < n; p++) {
-        if (buf[p] < '0' || buf[p] > '9')
-            return -1;
-        unsigned d = (unsigned)(buf[p] - '0');
-        if (v > (ULLONG_MAX - d) / 10)
-            return -1;
-        v = v * 10 + d;
-    }
-    if (v > (unsigned long long)LLONG_MAX + (neg ? 1u : 0u))
+    uint64_t v;
+    if (digits_u64(buf + p, n - p, &v) < 0 || v > (uint64_t)LLONG_MAX + (neg ? 1u : 0u))
         return -1;
     long long x = neg ? (long long)(0 - v) : (long long)v;
     if (x < min || x > max)
@@ -443,17 +450,7 @@ int resp_arg_u64(struct evbuffer *frame, const struct resp_req *q, size_t i, uin
 {
     char buf[LONG_STR_MAX + 1];
     size_t n;
-    if (resp_arg_str(frame, q, i, buf, sizeof(buf), &n) < 0 || n == 0)
-        return -1;
-    uint64_t v = 0;
-    for (size_t p = 0; p < n; p++) {
-        unsigned d = (unsigned)(buf[p] - '0');
-        if (d > 9 || v > (UINT64_MAX - d) / 10)
-            return -1;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return 0;
+    return resp_arg_str(frame, q, i, buf, sizeof(buf), &n) < 0 || n == 0 ? -1 : digits_u64(buf, n, out);
 }
 
 #define DOUBLE_STR_MAX 5119 /* Redis's MAX_LONG_DOUBLE_CHARS */
