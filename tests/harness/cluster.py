@@ -164,6 +164,13 @@ def _tail(path, lines=20):
         return f"(cannot read {path}: {e})\n"
 
 
+def _close_clients(node):
+    for client in (node.admin, node.changer):
+        if client:
+            client.close()
+    node.admin = node.changer = None
+
+
 def _terminate(procs, grace=STOP_GRACE):
     """SIGTERM the processes, SIGKILL whatever is left after `grace` s, reap all."""
     live = [p for p in procs if p.poll() is None]
@@ -191,7 +198,8 @@ class Node:
         self.node_id = None
         self.role = None
         self.paused = False
-        self.admin = None  # the harness's own client, see Cluster._admin
+        self.admin = None    # the harness's own clients, see Cluster._admin
+        self.changer = None  # and Cluster._change
 
     @property
     def addr(self):
@@ -317,9 +325,7 @@ class Cluster:
 
     def _spawn(self, node):
         node.paused = False
-        if node.admin:
-            node.admin.close()
-            node.admin = None
+        _close_clients(node)
         # Early errors (bad config) go to stderr, so send it to the log too.
         # The nodes stay in the harness's process group on purpose: a Ctrl-C
         # or a group-wide kill (timeout(1), a CI runner) reaches them as well,
@@ -356,15 +362,15 @@ class Cluster:
             node.node_id = self._cmd(node, "CLUSTER", "MYID")
             # Distinct config epochs up front, as redis-cli does, so the nodes
             # need no epoch-collision rounds before they settle.
-            self._cmd(node, "CLUSTER", "SET-CONFIG-EPOCH", epoch)
+            self._change(node, "CLUSTER", "SET-CONFIG-EPOCH", epoch)
         for node, (lo, hi) in zip(masters, slot_ranges(self.n_masters)):
-            self._cmd(node, "CLUSTER", "ADDSLOTS", *range(lo, hi + 1))  # ADDSLOTSRANGE is 7.0 only
+            self._change(node, "CLUSTER", "ADDSLOTS", *range(lo, hi + 1))  # ADDSLOTSRANGE is 7.0 only
             node.role = "master"
         # Meeting only the first node would leave the rest to gossip, which
         # takes 1-2 s; a MEET per pair has the mesh complete in ~0.1 s.
         for i, node in enumerate(self.nodes):
             for other in self.nodes[i + 1:]:
-                self._cmd(node, "CLUSTER", "MEET", HOST, other.port)
+                self._change(node, "CLUSTER", "MEET", HOST, other.port)
         ids = {n.node_id for n in self.nodes}
         self._poll("every node to know all nodes", lambda: self._problem_unknown_nodes(ids))
         # Replica i follows master i+1: crossed over as in the real deployment,
@@ -372,7 +378,7 @@ class Cluster:
         replicas_of = {m.node_id: [] for m in masters}
         for i, node in enumerate(replicas):
             master = masters[(i + 1) % self.n_masters]
-            self._cmd(node, "CLUSTER", "REPLICATE", master.node_id)
+            self._change(node, "CLUSTER", "REPLICATE", master.node_id)
             replicas_of[master.node_id].append(node.node_id)
             node.role = "replica"
         self._poll("replicas to sync with their masters", lambda: self._problem_unlinked(replicas))
@@ -492,6 +498,14 @@ class Cluster:
     def _cmd(self, node, *args):
         return self._admin(node).execute_command(*args)
 
+    def _change(self, node, *args):
+        # A command that changes the node's cluster config answers only after
+        # nodes.conf is written and fsynced, which took over 2 s in CI on a
+        # disk still flushing the Redis build: a long timeout, and no retry.
+        if node.changer is None:
+            node.changer = self.client(node, socket_timeout=30, socket_connect_timeout=1)
+        return node.changer.execute_command(*args)
+
     def client(self, node_or_port, **kwargs):
         """A new authenticated (non-cluster) redis.Redis talking to one node."""
         port = node_or_port.port if isinstance(node_or_port, Node) else node_or_port
@@ -599,7 +613,7 @@ class Cluster:
         node.node_id = self._cmd(node, "CLUSTER", "MYID")
         for other in self.nodes[:-1]:
             if other.running:
-                self._cmd(other, "CLUSTER", "MEET", HOST, node.port)
+                self._change(other, "CLUSTER", "MEET", HOST, node.port)
         ids = {n.node_id for n in self.nodes if n.running}
         self._poll("every node to know the new one", lambda: self._problem_unknown_nodes(ids))
         self._poll("the new node to find the cluster ok", lambda: self._problem_state_ok(node))
@@ -617,15 +631,14 @@ class Cluster:
             src = self.node_for_slot(slot)
             if src is dst:
                 continue
-            s, d = self._admin(src), self._admin(dst)
-            d.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src.node_id)
-            s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst.node_id)
-            while keys := s.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
-                s.execute_command("MIGRATE", HOST, dst.port, "", 0, 5000, "AUTH", self.password, "KEYS", *keys)
-            self._admin(dst).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst.node_id)
+            self._change(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", src.node_id)
+            self._change(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", dst.node_id)
+            while keys := self._change(src, "CLUSTER", "GETKEYSINSLOT", slot, 100):
+                self._change(src, "MIGRATE", HOST, dst.port, "", 0, 5000, "AUTH", self.password, "KEYS", *keys)
+            self._change(dst, "CLUSTER", "SETSLOT", slot, "NODE", dst.node_id)
             for node in [src] + [m for m in self.masters() if m is not dst and m is not src]:
                 try:
-                    self._admin(node).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst.node_id)
+                    self._change(node, "CLUSTER", "SETSLOT", slot, "NODE", dst.node_id)
                 except redis.ResponseError as e:
                     # A master that gave its last slot away turns into a
                     # replica of the taker (Redis 7): it learns by gossip.
@@ -637,11 +650,9 @@ class Cluster:
         it a replica) everywhere, then stop it."""
         for other in self.nodes:
             if other is not node and other.running:
-                self._cmd(other, "CLUSTER", "FORGET", node.node_id)
+                self._change(other, "CLUSTER", "FORGET", node.node_id)
         _terminate([node.proc])
-        if node.admin:
-            node.admin.close()
-            node.admin = None
+        _close_clients(node)
         self.nodes.remove(node)
 
     def take_highest_epoch(self, node, timeout=30.0):
@@ -655,7 +666,7 @@ class Cluster:
         master, the tie is broken by node ID, and if the old owner wins, its
         replica takes the slot back, keys and all (seen in CI on 6.2)."""
         self._poll("the nodes to agree on distinct config epochs", self._problem_epochs_unsettled, timeout)
-        self._admin(node).execute_command("CLUSTER", "BUMPEPOCH")
+        self._change(node, "CLUSTER", "BUMPEPOCH")
 
     def wait_state_ok(self, timeout=30.0):
         """Wait until every running node says cluster_state:ok, they all agree on
@@ -668,9 +679,7 @@ class Cluster:
         """Stop every node this harness started (by PID). Safe to call again."""
         _terminate([n.proc for n in self.nodes if n.proc])
         for node in self.nodes:
-            if node.admin:
-                node.admin.close()
-                node.admin = None
+            _close_clients(node)
         atexit.unregister(self.stop)
         if cleanup:
             shutil.rmtree(self.basedir, ignore_errors=True)
