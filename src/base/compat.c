@@ -1,7 +1,7 @@
 /*
  * compat: differences between Redis versions, see compat.h.
  */
-#include "compat.h"
+#include "base/compat.h"
 
 #include <ctype.h>
 

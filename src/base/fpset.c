@@ -1,7 +1,7 @@
 /*
  * fpset: a set of 64-bit fingerprints, see fpset.h.
  */
-#include "fpset.h"
+#include "base/fpset.h"
 
 #include <stdlib.h>
 

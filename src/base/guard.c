@@ -1,5 +1,5 @@
 /* guard: protected mode's address test and failed AUTHs per address (guard.h). */
-#include "guard.h"
+#include "base/guard.h"
 
 #include <stdlib.h>
 #include <string.h>

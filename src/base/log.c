@@ -5,7 +5,7 @@
  * printable ASCII are written as \xNN so that a client-supplied name or key
  * can never forge a second log line.
  */
-#include "log.h"
+#include "base/log.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -2,7 +2,7 @@
  * mem: libevent's allocator with a per-thread cache of buffer-sized
  * blocks, see mem.h.
  */
-#include "mem.h"
+#include "base/mem.h"
 
 #include <event2/event.h>
 #ifdef __GLIBC__

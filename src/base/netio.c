@@ -1,7 +1,7 @@
 /*
  * netio: direct writes, see netio.h.
  */
-#include "netio.h"
+#include "base/netio.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

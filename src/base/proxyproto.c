@@ -1,7 +1,7 @@
 /*
  * proxyproto: PROXY protocol v1 and v2 headers, see proxyproto.h.
  */
-#include "proxyproto.h"
+#include "base/proxyproto.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

@@ -7,7 +7,7 @@
  * the frame's bytes as they are, and a malformed frame must never reach a
  * backend connection that other clients share.
  */
-#include "resp.h"
+#include "base/resp.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -5,9 +5,9 @@
  * with at least one byte between them, only the bytes between the first '{'
  * and the first '}' after it are hashed; otherwise the whole key is.
  */
-#include "slot.h"
+#include "base/slot.h"
 
-#include "resp.h"
+#include "base/resp.h"
 
 #include <event2/buffer.h>
 #include <pthread.h>

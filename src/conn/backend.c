@@ -1,18 +1,18 @@
 /*
  * backend: connections to cluster nodes, see backend.h.
  */
-#include "backend.h"
+#include "conn/backend.h"
 
-#include "compat.h"
-#include "conf.h"
-#include "log.h"
-#include "metrics.h"
-#include "netio.h"
-#include "req.h"
-#include "server.h"
-#include "tls.h"
-#include "topo.h"
-#include "worker.h"
+#include "base/compat.h"
+#include "model/conf.h"
+#include "base/log.h"
+#include "loop/metrics.h"
+#include "base/netio.h"
+#include "loop/req.h"
+#include "daemon/server.h"
+#include "model/tls.h"
+#include "daemon/topo.h"
+#include "loop/worker.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>

@@ -27,8 +27,8 @@
 #ifndef RG_BACKEND_H
 #define RG_BACKEND_H
 
-#include "req.h"
-#include "resp.h"
+#include "loop/req.h"
+#include "base/resp.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -8,21 +8,21 @@
  * drains (back-pressure), and past client.output_buffer_limit it is closed,
  * as Redis's client-output-buffer-limit does.
  */
-#include "client.h"
+#include "conn/client.h"
 
-#include "acl.h"
-#include "conf.h"
-#include "guard.h"
-#include "log.h"
-#include "metrics.h"
-#include "netio.h"
-#include "proxyproto.h"
-#include "router.h"
-#include "server.h"
-#include "pubsub.h"
-#include "tracking.h"
-#include "session.h"
-#include "worker.h"
+#include "model/acl.h"
+#include "model/conf.h"
+#include "base/guard.h"
+#include "base/log.h"
+#include "loop/metrics.h"
+#include "base/netio.h"
+#include "base/proxyproto.h"
+#include "front/router.h"
+#include "daemon/server.h"
+#include "path/pubsub.h"
+#include "path/tracking.h"
+#include "path/session.h"
+#include "loop/worker.h"
 
 #include <arpa/inet.h>
 #include <event2/buffer.h>

@@ -6,9 +6,9 @@
 #ifndef RG_CLIENT_H
 #define RG_CLIENT_H
 
-#include "backend.h"
-#include "req.h"
-#include "resp.h"
+#include "conn/backend.h"
+#include "loop/req.h"
+#include "base/resp.h"
 
 #include <event2/util.h>
 #include <stdint.h>

@@ -1,15 +1,15 @@
 /*
  * admin: /healthz and /metrics over HTTP, see admin.h.
  */
-#include "admin.h"
+#include "daemon/admin.h"
 
-#include "conf.h"
-#include "log.h"
-#include "metrics.h"
-#include "migrate.h"
-#include "server.h"
-#include "slot.h"
-#include "topo.h"
+#include "model/conf.h"
+#include "base/log.h"
+#include "loop/metrics.h"
+#include "migrate/migrate.h"
+#include "daemon/server.h"
+#include "base/slot.h"
+#include "daemon/topo.h"
 
 #include <errno.h>
 #include <event2/buffer.h>

@@ -1,9 +1,9 @@
 /*
  * listen: binding listening sockets, see listen.h.
  */
-#include "listen.h"
+#include "daemon/listen.h"
 
-#include "log.h"
+#include "base/log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -7,7 +7,7 @@
 #ifndef RG_LISTEN_H
 #define RG_LISTEN_H
 
-#include "conf.h"
+#include "model/conf.h"
 
 /* Binds and listens on A (non-blocking, close-on-exec). TCP sockets share
  * their port (SO_REUSEPORT) with the other sockets of this process for A:

@@ -4,13 +4,13 @@
  */
 #include "config.h"
 
-#include "conf.h"
-#include "log.h"
-#include "mem.h"
-#include "opts.h"
-#include "proc.h"
-#include "server.h"
-#include "tls.h"
+#include "model/conf.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "daemon/opts.h"
+#include "daemon/proc.h"
+#include "daemon/server.h"
+#include "model/tls.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,9 +1,9 @@
 /*
  * opts: the command line, see opts.h.
  */
-#include "opts.h"
+#include "daemon/opts.h"
 
-#include "conf.h"
+#include "model/conf.h"
 
 #include <errno.h>
 #include <getopt.h>

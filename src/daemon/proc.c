@@ -5,7 +5,7 @@
  * $NOTIFY_SOCKET ("@" means the abstract namespace); it is small enough that
  * linking libsystemd for it would not earn its place.
  */
-#include "proc.h"
+#include "daemon/proc.h"
 
 #include <errno.h>
 #include <signal.h>

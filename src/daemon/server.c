@@ -7,21 +7,21 @@
  */
 #include "config.h"
 
-#include "server.h"
+#include "daemon/server.h"
 
-#include "admin.h"
+#include "daemon/admin.h"
 
-#include "nodecmd.h"
+#include "model/nodecmd.h"
 
-#include "conf.h"
-#include "tls.h"
-#include "topo.h"
-#include "guard.h"
-#include "listen.h"
-#include "log.h"
-#include "migrate.h"
-#include "proc.h"
-#include "worker.h"
+#include "model/conf.h"
+#include "model/tls.h"
+#include "daemon/topo.h"
+#include "base/guard.h"
+#include "daemon/listen.h"
+#include "base/log.h"
+#include "migrate/migrate.h"
+#include "daemon/proc.h"
+#include "loop/worker.h"
 
 #include <errno.h>
 #include <event2/event.h>

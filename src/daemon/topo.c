@@ -8,17 +8,17 @@
  * the next attempt to the next one, and once every source has failed in a
  * row the attempts back off up to refresh_interval.
  */
-#include "topo.h"
+#include "daemon/topo.h"
 
-#include "cmd.h"
-#include "nodecmd.h"
+#include "model/cmd.h"
+#include "model/nodecmd.h"
 
-#include "conf.h"
-#include "log.h"
-#include "metrics.h"
-#include "netio.h"
-#include "server.h"
-#include "tls.h"
+#include "model/conf.h"
+#include "base/log.h"
+#include "loop/metrics.h"
+#include "base/netio.h"
+#include "daemon/server.h"
+#include "model/tls.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>

@@ -8,7 +8,7 @@
 #ifndef RG_TOPO_H
 #define RG_TOPO_H
 
-#include "slot.h"
+#include "base/slot.h"
 
 #include <stdatomic.h>
 #include <stddef.h>

@@ -3,19 +3,19 @@
  */
 #include "config.h"
 
-#include "info.h"
+#include "front/info.h"
 
-#include "client.h"
-#include "compat.h"
-#include "conf.h"
-#include "fanout.h"
-#include "guard.h"
-#include "migrate.h"
-#include "req.h"
-#include "resp.h"
-#include "server.h"
-#include "topo.h"
-#include "worker.h"
+#include "conn/client.h"
+#include "base/compat.h"
+#include "model/conf.h"
+#include "path/fanout.h"
+#include "base/guard.h"
+#include "migrate/migrate.h"
+#include "loop/req.h"
+#include "base/resp.h"
+#include "daemon/server.h"
+#include "daemon/topo.h"
+#include "loop/worker.h"
 
 #include <ctype.h>
 #include <event2/buffer.h>

@@ -9,22 +9,22 @@
  */
 #include "config.h"
 
-#include "local.h"
+#include "front/local.h"
 
-#include "acl.h"
-#include "client.h"
-#include "conf.h"
-#include "guard.h"
-#include "log.h"
-#include "metrics.h"
-#include "req.h"
-#include "resp.h"
-#include "server.h"
-#include "pubsub.h"
-#include "tracking.h"
-#include "session.h"
-#include "info.h"
-#include "worker.h"
+#include "model/acl.h"
+#include "conn/client.h"
+#include "model/conf.h"
+#include "base/guard.h"
+#include "base/log.h"
+#include "loop/metrics.h"
+#include "loop/req.h"
+#include "base/resp.h"
+#include "daemon/server.h"
+#include "path/pubsub.h"
+#include "path/tracking.h"
+#include "path/session.h"
+#include "front/info.h"
+#include "loop/worker.h"
 
 #include <limits.h>
 #include <event2/buffer.h>

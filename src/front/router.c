@@ -8,25 +8,25 @@
  * the same slot unless the command splits (Redis Cluster's own rule,
  * answered with its own -CROSSSLOT words).
  */
-#include "router.h"
+#include "front/router.h"
 
-#include "acl.h"
-#include "client.h"
-#include "cmd.h"
-#include "compat.h"
-#include "conf.h"
-#include "fanout.h"
-#include "local.h"
-#include "metrics.h"
-#include "migrate.h"
-#include "nodecmd.h"
-#include "pubsub.h"
-#include "req.h"
-#include "resp.h"
-#include "route.h"
-#include "server.h"
-#include "session.h"
-#include "worker.h"
+#include "model/acl.h"
+#include "conn/client.h"
+#include "model/cmd.h"
+#include "base/compat.h"
+#include "model/conf.h"
+#include "path/fanout.h"
+#include "front/local.h"
+#include "loop/metrics.h"
+#include "migrate/migrate.h"
+#include "model/nodecmd.h"
+#include "path/pubsub.h"
+#include "loop/req.h"
+#include "base/resp.h"
+#include "path/route.h"
+#include "daemon/server.h"
+#include "path/session.h"
+#include "loop/worker.h"
 
 #include <ctype.h>
 #include <event2/buffer.h>

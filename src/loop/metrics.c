@@ -2,16 +2,16 @@
  * metrics: counters of the request path and their Prometheus text, see
  * metrics.h.
  */
-#include "metrics.h"
+#include "loop/metrics.h"
 
 #include "config.h"
 
-#include "cmd.h"
-#include "guard.h"
-#include "migrate.h"
-#include "server.h"
-#include "topo.h"
-#include "worker.h"
+#include "model/cmd.h"
+#include "base/guard.h"
+#include "migrate/migrate.h"
+#include "daemon/server.h"
+#include "daemon/topo.h"
+#include "loop/worker.h"
 
 #include <event2/buffer.h>
 #include <event2/event.h>

@@ -1,12 +1,12 @@
 /*
  * req: request objects and their per-worker pool, see req.h.
  */
-#include "req.h"
+#include "loop/req.h"
 
-#include "netio.h"
-#include "worker.h"
+#include "base/netio.h"
+#include "loop/worker.h"
 
-#include "resp.h"
+#include "base/resp.h"
 
 #include <event2/buffer.h>
 #include <stdarg.h>

@@ -1,24 +1,24 @@
 /*
  * worker: a thread running one event_base, see worker.h.
  */
-#include "worker.h"
+#include "loop/worker.h"
 
-#include "client.h"
-#include "compat.h"
-#include "conf.h"
-#include "log.h"
-#include "mem.h"
-#include "metrics.h"
-#include "migrate.h"
-#include "nodecmd.h"
-#include "route.h"
-#include "server.h"
-#include "tls.h"
-#include "pubsub.h"
-#include "tracking.h"
-#include "session.h"
-#include "slot.h"
-#include "topo.h"
+#include "conn/client.h"
+#include "base/compat.h"
+#include "model/conf.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "loop/metrics.h"
+#include "migrate/migrate.h"
+#include "model/nodecmd.h"
+#include "path/route.h"
+#include "daemon/server.h"
+#include "model/tls.h"
+#include "path/pubsub.h"
+#include "path/tracking.h"
+#include "path/session.h"
+#include "base/slot.h"
+#include "daemon/topo.h"
 
 #include <event2/dns.h>
 #include <event2/event.h>

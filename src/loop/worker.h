@@ -12,9 +12,9 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
-#include "backend.h"
-#include "metrics.h"
-#include "req.h"
+#include "conn/backend.h"
+#include "loop/metrics.h"
+#include "loop/req.h"
 
 struct server;
 struct conf;

@@ -18,22 +18,22 @@
  * and marking written happen under the lock together, so no old copy can
  * be restored after a write to its key was let through.
  */
-#include "migrate.h"
+#include "migrate/migrate.h"
 
-#include "backend.h"
-#include "client.h"
-#include "cmd.h"
-#include "conf.h"
-#include "fpset.h"
-#include "log.h"
-#include "metrics.h"
-#include "netio.h"
-#include "req.h"
-#include "resp.h"
-#include "route.h"
-#include "server.h"
-#include "slot.h"
-#include "worker.h"
+#include "conn/backend.h"
+#include "conn/client.h"
+#include "model/cmd.h"
+#include "model/conf.h"
+#include "base/fpset.h"
+#include "base/log.h"
+#include "loop/metrics.h"
+#include "base/netio.h"
+#include "loop/req.h"
+#include "base/resp.h"
+#include "path/route.h"
+#include "daemon/server.h"
+#include "base/slot.h"
+#include "loop/worker.h"
 
 #include <errno.h>
 #include <event2/buffer.h>

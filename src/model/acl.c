@@ -1,7 +1,7 @@
 /* acl: users and what they may run (acl.h). */
-#include "acl.h"
+#include "model/acl.h"
 
-#include "cmd.h"
+#include "model/cmd.h"
 
 #include <event2/buffer.h>
 #include <openssl/crypto.h>

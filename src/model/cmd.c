@@ -8,9 +8,9 @@
  * quirks the generator attaches where the specs alone would mislead a router.
  * Arguments are read with resp.h's argument reader.
  */
-#include "cmd.h"
+#include "model/cmd.h"
 
-#include "resp.h"
+#include "base/resp.h"
 
 #include <limits.h>
 #include <pthread.h>

@@ -2,9 +2,9 @@
 /*
  * cmdtab: the command table (see cmd.h), from this server's COMMAND reply and
  * the handling policy in tools/gen-cmdtab.py. Regenerate with
- * `/usr/bin/python3 tools/gen-cmdtab.py --output src/cmdtab.c`.
+ * `/usr/bin/python3 tools/gen-cmdtab.py --output src/model/cmdtab.c`.
  */
-#include "cmd.h"
+#include "model/cmd.h"
 
 #include <stddef.h>
 

@@ -6,11 +6,11 @@
  * value parsed by the row's type, and the rows never seen get their default
  * (parsed by the same code, so a default cannot disagree with the docs).
  */
-#include "conf.h"
+#include "model/conf.h"
 
-#include "acl.h"
+#include "model/acl.h"
 
-#include "log.h"
+#include "base/log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

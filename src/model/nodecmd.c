@@ -1,10 +1,10 @@
 /*
  * nodecmd: commands learned from the nodes, see nodecmd.h.
  */
-#include "nodecmd.h"
+#include "model/nodecmd.h"
 
-#include "cmd.h"
-#include "resp.h"
+#include "model/cmd.h"
+#include "base/resp.h"
 
 #include <ctype.h>
 #include <hiredis/hiredis.h>

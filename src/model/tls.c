@@ -1,9 +1,9 @@
 /*
  * tls: contexts from the configuration, see tls.h.
  */
-#include "tls.h"
+#include "model/tls.h"
 
-#include "conf.h"
+#include "model/conf.h"
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>

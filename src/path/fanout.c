@@ -19,21 +19,21 @@
  * the parent's, so a part is back in the pool as soon as it is answered and
  * the merged reply is written in one piece.
  */
-#include "fanout.h"
+#include "path/fanout.h"
 
-#include "client.h"
-#include "cmd.h"
-#include "conf.h"
-#include "topo.h"
-#include "backend.h"
-#include "info.h"
-#include "netio.h"
-#include "req.h"
-#include "resp.h"
-#include "route.h"
-#include "session.h"
-#include "slot.h"
-#include "worker.h"
+#include "conn/client.h"
+#include "model/cmd.h"
+#include "model/conf.h"
+#include "daemon/topo.h"
+#include "conn/backend.h"
+#include "front/info.h"
+#include "base/netio.h"
+#include "loop/req.h"
+#include "base/resp.h"
+#include "path/route.h"
+#include "path/session.h"
+#include "base/slot.h"
+#include "loop/worker.h"
 
 #include <event2/buffer.h>
 #include <errno.h>

@@ -16,17 +16,17 @@
  * sent: once a client has its confirmation, as with one Redis, no event
  * of a key written after it is missed.
  */
-#include "pubsub.h"
+#include "path/pubsub.h"
 
-#include "backend.h"
-#include "client.h"
-#include "compat.h"
-#include "cmd.h"
-#include "log.h"
-#include "req.h"
-#include "resp.h"
-#include "route.h"
-#include "worker.h"
+#include "conn/backend.h"
+#include "conn/client.h"
+#include "base/compat.h"
+#include "model/cmd.h"
+#include "base/log.h"
+#include "loop/req.h"
+#include "base/resp.h"
+#include "path/route.h"
+#include "loop/worker.h"
 
 #include <event2/buffer.h>
 #include <stdio.h>

@@ -8,19 +8,19 @@
  * CLUSTERDOWN, a node backing off) is parked and sent again every
  * ROUTE_RETRY_MS until cluster.failover_wait ends.
  */
-#include "route.h"
+#include "path/route.h"
 
-#include "backend.h"
-#include "cmd.h"
-#include "conf.h"
-#include "log.h"
-#include "migrate.h"
-#include "req.h"
-#include "resp.h"
-#include "server.h"
-#include "slot.h"
-#include "topo.h"
-#include "worker.h"
+#include "conn/backend.h"
+#include "model/cmd.h"
+#include "model/conf.h"
+#include "base/log.h"
+#include "migrate/migrate.h"
+#include "loop/req.h"
+#include "base/resp.h"
+#include "daemon/server.h"
+#include "base/slot.h"
+#include "daemon/topo.h"
+#include "loop/worker.h"
 
 #include <event2/buffer.h>
 #include <event2/event.h>

@@ -9,16 +9,16 @@
  * after it was answered here (REQ_DROP: the MULTI and QUEUED of commands
  * queued before the first key).
  */
-#include "session.h"
+#include "path/session.h"
 
-#include "backend.h"
-#include "client.h"
-#include "cmd.h"
-#include "log.h"
-#include "req.h"
-#include "resp.h"
-#include "route.h"
-#include "worker.h"
+#include "conn/backend.h"
+#include "conn/client.h"
+#include "model/cmd.h"
+#include "base/log.h"
+#include "loop/req.h"
+#include "base/resp.h"
+#include "path/route.h"
+#include "loop/worker.h"
 
 #include <event2/buffer.h>
 #include <stdio.h>

@@ -8,16 +8,16 @@
  * client has its +OK, every master tracks its prefixes, and no change to a
  * key it reads afterwards can go unannounced.
  */
-#include "tracking.h"
+#include "path/tracking.h"
 
-#include "backend.h"
-#include "client.h"
-#include "log.h"
-#include "req.h"
-#include "resp.h"
-#include "route.h"
-#include "server.h"
-#include "worker.h"
+#include "conn/backend.h"
+#include "conn/client.h"
+#include "base/log.h"
+#include "loop/req.h"
+#include "base/resp.h"
+#include "path/route.h"
+#include "daemon/server.h"
+#include "loop/worker.h"
 
 #include <event2/buffer.h>
 #include <event2/event.h>

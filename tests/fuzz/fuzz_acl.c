@@ -3,7 +3,7 @@
  * made or refused with a reason; a glob answers in bounded work. */
 #include <string.h>
 
-#include "acl.h"
+#include "model/acl.h"
 #include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -1,6 +1,6 @@
 /* The config parser (conf_parse, libyaml underneath) over arbitrary text:
  * a config is accepted or refused with at least one error, never both. */
-#include "conf.h"
+#include "model/conf.h"
 #include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -15,20 +15,20 @@
  * worker torn down leaves no request and no connection behind, and
  * LeakSanitizer sees nothing).
  */
-#include "client.h"
-#include "conf.h"
+#include "conn/client.h"
+#include "model/conf.h"
 #include "fuzz.h"
-#include "guard.h"
-#include "log.h"
-#include "migrate.h"
-#include "req.h"
-#include "resp.h"
-#include "route.h"
-#include "server.h"
+#include "base/guard.h"
+#include "base/log.h"
+#include "migrate/migrate.h"
+#include "loop/req.h"
+#include "base/resp.h"
+#include "path/route.h"
+#include "daemon/server.h"
 #include "stub_backend.h"
-#include "tls.h"
-#include "topo.h"
-#include "worker.h"
+#include "model/tls.h"
+#include "daemon/topo.h"
+#include "loop/worker.h"
 
 #include <event2/event.h>
 #include <netinet/in.h>

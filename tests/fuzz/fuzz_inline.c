@@ -2,7 +2,7 @@
  * line, what it makes is one well-formed multibulk frame with as many
  * arguments as it says, which the request scanner cuts whole. */
 #include "fuzz.h"
-#include "resp.h"
+#include "base/resp.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "proxyproto.h"
+#include "base/proxyproto.h"
 
 static int parse(const uint8_t *data, size_t size, struct proxyproto_result *out)
 {

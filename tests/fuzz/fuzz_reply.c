@@ -2,7 +2,7 @@
  * RESP3 alike: it reads what the nodes send, and a node's bytes must not
  * crash respgate either. */
 #include "fuzz.h"
-#include "resp.h"
+#include "base/resp.h"
 
 struct outcome {
     uint64_t digest;

@@ -1,7 +1,7 @@
 /* The request scanner (resp_req_scan) over arbitrary client bytes, with the
  * limits of an authenticated client or of one that is not yet. */
 #include "fuzz.h"
-#include "resp.h"
+#include "base/resp.h"
 
 struct outcome {
     uint64_t digest;   /* every frame's length, kind and argument extents */

@@ -5,7 +5,7 @@
 # one fuzzes the whole process as a client sees it: the dispatcher, every
 # local handler, routing, fan-out, sessions, Pub/Sub and tracking, with real
 # nodes behind them. It draws commands from respgate's own generated table
-# (src/cmdtab.c) and its local tables (src/local.c), read at run time so that
+# (src/model/cmdtab.c) and its local tables (src/front/local.c), read at run time so that
 # a command added there is fuzzed without touching this file; arguments
 # follow the nodes' COMMAND DOCS where the cluster has them (Redis 7.0) and
 # the table's arity where it has not, drawn from Redis's option words,
@@ -59,25 +59,25 @@ _LOCAL_ROW = re.compile(r'\{"([a-z0-9_-]+)",\s*(-?\d+)\s*,')
 
 
 def load_table(top=TOP):
-    """{name: (arity, policy)} of src/cmdtab.c's rows, subcommands as "parent|sub"."""
-    with open(os.path.join(top, "src", "cmdtab.c")) as f:
+    """{name: (arity, policy)} of src/model/cmdtab.c's rows, subcommands as "parent|sub"."""
+    with open(os.path.join(top, "src", "model", "cmdtab.c")) as f:
         rows = {m.group(1): (int(m.group(2)), m.group(3)) for m in _ROW.finditer(f.read())}
     if len(rows) < 100:
-        raise RuntimeError(f"src/cmdtab.c: only {len(rows)} commands recognized; has its row format changed?")
+        raise RuntimeError(f"src/model/cmdtab.c: only {len(rows)} commands recognized; has its row format changed?")
     return rows
 
 
 def _c_table(text, name):
     m = re.search(r"\b" + name + r"\[\]\s*=\s*\{(.*?)\n\};", text, re.S)
     if not m:
-        raise RuntimeError(f"src/local.c: no table {name}[]")
+        raise RuntimeError(f"src/front/local.c: no table {name}[]")
     return {n: int(a) for n, a in _LOCAL_ROW.findall(m.group(1))}
 
 
 def load_local(top=TOP):
-    """{name: arity} of what respgate answers itself: src/local.c's
+    """{name: arity} of what respgate answers itself: src/front/local.c's
     local_cmds[] and client_subs[] (the latter as "client|sub")."""
-    with open(os.path.join(top, "src", "local.c")) as f:
+    with open(os.path.join(top, "src", "front", "local.c")) as f:
         text = f.read()
     names = _c_table(text, "local_cmds")
     # A CLIENT subcommand's arity counts the subcommand but not "client".
@@ -438,7 +438,7 @@ class Gen:
     def tracking_options(self, argv):
         """CLIENT TRACKING's options with, often, a long argument among them:
         respgate copies them into buffers of its own, which is where a
-        length goes wrong (the stack buffer overflow in src/tracking.c that
+        length goes wrong (the stack buffer overflow in src/path/tracking.c that
         "HELLO 3" then "CLIENT TRACKING ON BCAST <300 bytes>" caused)."""
         if self.chance(0.5):
             opts = [self.pick([b"ON", b"on", b"OFF"])]

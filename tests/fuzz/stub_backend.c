@@ -9,11 +9,11 @@
  */
 #include "stub_backend.h"
 
-#include "backend.h"
-#include "client.h"
-#include "req.h"
-#include "worker.h"
-#include "resp.h"
+#include "conn/backend.h"
+#include "conn/client.h"
+#include "loop/req.h"
+#include "loop/worker.h"
+#include "base/resp.h"
 
 #include <event2/buffer.h>
 #include <stdint.h>

@@ -3,8 +3,8 @@
  * commands by name, subcommand and category in the order given, key
  * patterns with Redis's glob, and the rules refused with a reason.
  */
-#include "acl.h"
-#include "cmd.h"
+#include "model/acl.h"
+#include "model/cmd.h"
 #include "unit.h"
 
 #include <event2/buffer.h>

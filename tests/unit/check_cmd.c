@@ -2,8 +2,8 @@
  * kinds, and the keys of real requests for every key-spec form redis-server
  * 7.0 uses. Expected keys are what redis-server 7.0.15's COMMAND GETKEYS
  * answered for the same requests, except where cmd.h says otherwise. */
-#include "cmd.h"
-#include "resp.h"
+#include "model/cmd.h"
+#include "base/resp.h"
 #include "unit.h"
 
 #include <event2/buffer.h>

@@ -1,6 +1,6 @@
 /* Unit tests for compat: version numbers, the texts each version words
  * differently, and the list of what respgate itself sends to nodes. */
-#include "compat.h"
+#include "base/compat.h"
 #include "unit.h"
 
 #include <string.h>

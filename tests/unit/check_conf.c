@@ -1,7 +1,7 @@
 /* Unit tests for conf: defaults, syntax, and every class of error with its
  * exact message. */
-#include "conf.h"
-#include "log.h"
+#include "model/conf.h"
+#include "base/log.h"
 #include "unit.h"
 
 #include <stdio.h>
@@ -472,7 +472,11 @@ END_TEST
 START_TEST(test_sample_config_is_valid)
 {
     struct conf_diag d = {0};
-    struct conf *c = conf_load(TEST_SRCDIR "/etc/respgate.yml", &d);
+    /* The test harness exports srcdir (automake's parallel harness). */
+    const char *srcdir = getenv("srcdir");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/etc/respgate.yml", srcdir ? srcdir : ".");
+    struct conf *c = conf_load(path, &d);
     for (size_t i = 0; i < d.nerrors; i++)
         fprintf(stderr, "%s\n", d.errors[i]);
     ck_assert_ptr_nonnull(c);

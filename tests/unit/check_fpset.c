@@ -3,7 +3,7 @@
  * and removals (removal's backward shift keeps every member findable), with
  * fingerprints crowded into few home slots; and the fingerprint never 0.
  */
-#include "fpset.h"
+#include "base/fpset.h"
 #include "unit.h"
 
 #include <stdint.h>

@@ -3,7 +3,7 @@
  * address: the window, the log lines a second, the turns of a delayed
  * address, and a table that stays bounded under many addresses.
  */
-#include "guard.h"
+#include "base/guard.h"
 #include "unit.h"
 
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* Unit tests for log: levels, file output, reopen, escaping, truncation. */
-#include "log.h"
+#include "base/log.h"
 #include "unit.h"
 
 #include <stdio.h>

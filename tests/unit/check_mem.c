@@ -4,7 +4,7 @@
  * bounded and can be emptied, realloc keeps the bytes, and an evbuffer
  * works through it.
  */
-#include "mem.h"
+#include "base/mem.h"
 #include "unit.h"
 
 #include <event2/buffer.h>

@@ -1,6 +1,6 @@
 /* Unit tests for opts: the command line. */
-#include "conf.h"
-#include "opts.h"
+#include "model/conf.h"
+#include "daemon/opts.h"
 #include "unit.h"
 
 #include <string.h>

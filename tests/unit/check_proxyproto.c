@@ -2,7 +2,7 @@
  * check_proxyproto: PROXY protocol v1 and v2 headers, whole, cut at every
  * byte, and forged.
  */
-#include "proxyproto.h"
+#include "base/proxyproto.h"
 #include "unit.h"
 
 #include <arpa/inet.h>

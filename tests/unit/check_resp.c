@@ -1,7 +1,7 @@
 /* Unit tests for resp: the request scanner over evbuffers, split at every
  * offset and across chains; inline splitting; hostile input with Redis's
  * exact error texts. */
-#include "resp.h"
+#include "base/resp.h"
 #include "unit.h"
 
 #include <event2/buffer.h>

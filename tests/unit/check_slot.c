@@ -1,8 +1,8 @@
 /* Unit tests for slot: CRC16, hash tags, and keys split across evbuffer
  * chains at every offset. Expected slots are what redis-server 7.0's
  * CLUSTER KEYSLOT answered for the same keys. */
-#include "resp.h"
-#include "slot.h"
+#include "base/resp.h"
+#include "base/slot.h"
 #include "unit.h"
 
 #include <event2/buffer.h>

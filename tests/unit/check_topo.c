@@ -2,7 +2,7 @@
  * check_topo: slotmap_parse, the pure part of the control plane: CLUSTER
  * NODES as 6.2 and 7.0 print it, into nodes, roles and the slot table.
  */
-#include "topo.h"
+#include "daemon/topo.h"
 #include "unit.h"
 
 #include <string.h>

@@ -8,7 +8,7 @@
  * event_base, one worker_run_turn each.
  */
 #include "unit.h"
-#include "worker.h"
+#include "loop/worker.h"
 
 #include <event2/event.h>
 #include <unistd.h>
