@@ -7,6 +7,7 @@
 #include "base/log.h"
 #include "loop/metrics.h"
 #include "migrate/migrate.h"
+#include "daemon/prom.h"
 #include "daemon/server.h"
 #include "base/slot.h"
 #include "daemon/topo.h"
@@ -157,7 +158,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         migrate_status(d->srv, body);
         reply(req, 200, "OK", "text/plain; charset=utf-8", body);
     } else {
-        metrics_render(d->srv, body);
+        prom_render(d->srv, body);
         reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", body);
     }
     evbuffer_free(body);

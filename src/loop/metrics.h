@@ -1,7 +1,7 @@
 /*
- * metrics: what the request path counts for /metrics (admin.h), and the
- * Prometheus text that shows it. Each worker owns its counters and is their
- * only writer, so counting is a relaxed load and store, no lock and no
+ * metrics: what the request path counts for /metrics (admin.h; prom.h
+ * renders the text). Each worker owns its counters and is their only
+ * writer, so counting is a relaxed load and store, no lock and no
  * read-modify-write; the admin thread reads them whenever it is asked.
  * Request latency is the time from a request's last byte read to its reply
  * queued for the client (CLOCK_MONOTONIC, a vDSO call, not a syscall).
@@ -14,8 +14,6 @@
 #include <stdint.h>
 
 struct cmd_spec;
-struct evbuffer;
-struct server;
 
 /* What a request is, for counting: from its command's table row. */
 enum metrics_family {
@@ -33,6 +31,7 @@ enum metrics_family {
 
 /* Latency bucket bounds, in microseconds; one more bucket is +Inf. */
 #define METRICS_BUCKETS 14
+extern const uint64_t metrics_bucket_us[METRICS_BUCKETS];
 
 struct metrics_family_stats {
     atomic_uint_fast64_t requests;
@@ -91,8 +90,5 @@ void metrics_node_unref(struct worker_metrics *m, struct metrics_node *n);
 /* Moves one connection of N from count FROM to count TO (-1: none), each
  * an index kind * MS_STATES + state. */
 void metrics_node_move(struct metrics_node *n, int from, int to);
-
-/* Appends every metric of S in Prometheus text format 0.0.4 to OUT. */
-void metrics_render(struct server *s, struct evbuffer *out);
 
 #endif

@@ -1,0 +1,15 @@
+/*
+ * prom: the Prometheus text of /metrics (admin.h), read from every worker's
+ * counters (metrics.h), the slot map and the migration.
+ */
+#ifndef RG_PROM_H
+#define RG_PROM_H
+
+struct evbuffer;
+struct server;
+
+/* Appends every metric of S in Prometheus text format 0.0.4 to OUT. Any
+ * thread. */
+void prom_render(struct server *s, struct evbuffer *out);
+
+#endif
