@@ -11,7 +11,7 @@
 #include "loop/req.h"
 #include "daemon/server.h"
 #include "model/tls.h"
-#include "daemon/topo.h"
+#include "model/slotmap.h"
 #include "loop/worker.h"
 
 #include <event2/buffer.h>

@@ -10,7 +10,7 @@
 #include "daemon/prom.h"
 #include "daemon/server.h"
 #include "base/slot.h"
-#include "daemon/topo.h"
+#include "model/slotmap.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -39,7 +39,7 @@ static size_t failing_slots(const struct slotmap *m, char *why, size_t len)
 {
     size_t n = 0;
     for (int s = 0; s < SLOT_COUNT; s++) {
-        const struct topo_node *o = m->owner[s] >= 0 ? &m->nodes[m->owner[s]] : NULL;
+        const struct slotmap_node *o = m->owner[s] >= 0 ? &m->nodes[m->owner[s]] : NULL;
         if (o == NULL || !o->failing)
             continue;
         if (n++ == 0)

@@ -10,7 +10,7 @@
 #include "loop/worker.h"
 #include "migrate/migrate.h"
 #include "daemon/server.h"
-#include "daemon/topo.h"
+#include "model/slotmap.h"
 
 #include <event2/buffer.h>
 #include <inttypes.h>

@@ -16,6 +16,7 @@
 #include "model/conf.h"
 #include "model/tls.h"
 #include "daemon/topo.h"
+#include "model/slotmap.h"
 #include "base/guard.h"
 #include "daemon/listen.h"
 #include "base/log.h"

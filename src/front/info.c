@@ -14,7 +14,7 @@
 #include "loop/req.h"
 #include "base/resp.h"
 #include "daemon/server.h"
-#include "daemon/topo.h"
+#include "model/slotmap.h"
 #include "loop/worker.h"
 
 #include <ctype.h>

@@ -19,6 +19,7 @@
 #include "path/session.h"
 #include "base/slot.h"
 #include "daemon/topo.h"
+#include "model/slotmap.h"
 
 #include <event2/dns.h>
 #include <event2/event.h>
@@ -207,7 +208,7 @@ void worker_note_version(struct worker *w)
 {
     unsigned oldest = 0;
     for (size_t i = 0; w->map && i < w->map->nnodes; i++) {
-        const struct topo_node *n = &w->map->nodes[i];
+        const struct slotmap_node *n = &w->map->nodes[i];
         struct backend *b = n->is_master ? backend_find(w, n->host, n->port) : NULL;
         if (b && b->version && (oldest == 0 || b->version < oldest))
             oldest = b->version;

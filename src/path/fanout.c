@@ -24,7 +24,7 @@
 #include "conn/client.h"
 #include "model/cmd.h"
 #include "model/conf.h"
-#include "daemon/topo.h"
+#include "model/slotmap.h"
 #include "conn/backend.h"
 #include "front/info.h"
 #include "base/netio.h"
@@ -819,7 +819,7 @@ void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cm
     /* A replica takes its master's place in a failover: it gets the same
      * configuration. */
     for (size_t i = 0; (cmd->ctx & CMD_CTX_REPLICAS_TOO) && n > 0 && i < w->map->nnodes; i++) {
-        const struct topo_node *node = &w->map->nodes[i];
+        const struct slotmap_node *node = &w->map->nodes[i];
         if (node->is_master || node->failing)
             continue;
         struct backend *b = route_backend(w, node->host, node->port);

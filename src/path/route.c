@@ -19,7 +19,7 @@
 #include "base/resp.h"
 #include "daemon/server.h"
 #include "base/slot.h"
-#include "daemon/topo.h"
+#include "model/slotmap.h"
 #include "loop/worker.h"
 
 #include <event2/buffer.h>
@@ -148,7 +148,7 @@ static void apply_replicas(struct worker *w, const struct slotmap *m)
             continue;
         pick = (size_t)s % n;
         for (size_t i = 0; i < m->nnodes; i++) {
-            const struct topo_node *r = &m->nodes[i];
+            const struct slotmap_node *r = &m->nodes[i];
             if (r->master != m->owner[s] || r->is_master || r->failing || pick-- > 0)
                 continue;
             struct backend *b = route_backend(w, r->host, r->port);
@@ -303,7 +303,7 @@ static const char *redirect_host(struct worker *w, const struct backend *from, c
     if (rd->host[0] == '\0')
         return from->host;
     for (size_t i = 0; w->map && i < w->map->nnodes; i++) {
-        const struct topo_node *n = &w->map->nodes[i];
+        const struct slotmap_node *n = &w->map->nodes[i];
         if (n->port == rd->port && n->name[0] && strcmp(n->name, rd->host) == 0)
             return n->host;
     }

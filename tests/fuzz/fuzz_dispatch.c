@@ -28,6 +28,7 @@
 #include "stub_backend.h"
 #include "model/tls.h"
 #include "daemon/topo.h"
+#include "model/slotmap.h"
 #include "loop/worker.h"
 
 #include <event2/event.h>

@@ -1,8 +1,8 @@
 /*
- * check_topo: slotmap_parse, the pure part of the control plane: CLUSTER
+ * check_slotmap: slotmap_parse, the pure part of the control plane: CLUSTER
  * NODES as 6.2 and 7.0 print it, into nodes, roles and the slot table.
  */
-#include "daemon/topo.h"
+#include "model/slotmap.h"
 #include "unit.h"
 
 #include <string.h>
@@ -94,7 +94,7 @@ START_TEST(test_malformed)
 }
 END_TEST
 
-static Suite *topo_suite(void)
+static Suite *slotmap_suite(void)
 {
     Suite *s = suite_create("topo");
     TCase *tc = tcase_create("slotmap_parse");
@@ -106,4 +106,4 @@ static Suite *topo_suite(void)
     return s;
 }
 
-UNIT_MAIN(topo_suite)
+UNIT_MAIN(slotmap_suite)
