@@ -9,7 +9,7 @@
 #include "loop/metrics.h"
 #include "base/netio.h"
 #include "loop/req.h"
-#include "daemon/server.h"
+#include "model/shared.h"
 #include "model/tls.h"
 #include "model/slotmap.h"
 #include "loop/worker.h"
@@ -168,7 +168,7 @@ static uint64_t reply_timeout_ms(const struct backend *b)
     /* A new connection that asks whether a stalled node is alive waits
      * for longer than the node may answer nobody while a script runs. */
     if (b->nstalled && !b->ready)
-        return server_busy_threshold_ms(b->w->srv) + cf->backend_timeout_ms;
+        return shared_busy_threshold_ms(b->w->shared) + cf->backend_timeout_ms;
     return cf->backend_timeout_ms;
 }
 
@@ -643,7 +643,7 @@ static void on_written(struct bufferevent *bev, void *arg)
 /* How long what stalled on B may wait for its replies. */
 static uint64_t stall_wait_ms(const struct backend *b)
 {
-    uint64_t wait = server_failover_wait_ms(b->w->srv, b->w->conf);
+    uint64_t wait = shared_failover_wait_ms(b->w->shared, b->w->conf);
     uint64_t pause = compat_failover_pause_ms(b->version) + b->w->conf->backend_timeout_ms;
     return wait > pause ? wait : pause;
 }

@@ -18,7 +18,7 @@
 #include "base/netio.h"
 #include "base/proxyproto.h"
 #include "front/router.h"
-#include "daemon/server.h"
+#include "model/shared.h"
 #include "path/pubsub.h"
 #include "path/tracking.h"
 #include "path/session.h"
@@ -97,7 +97,7 @@ static int refused_by_protected_mode(struct client *c)
     const struct conf *cf = c->w->conf;
     if (!cf->protected_mode || !conf_default_open(cf) || guard_is_local(c->addr))
         return 0;
-    if (guard_tally(&c->w->srv->guard->protected_refused, now_ms()))
+    if (guard_tally(&c->w->shared->guard->protected_refused, now_ms()))
         log_warning("refused client addr=%s: protected mode, as no client.password is set (set one, or "
                     "protected_mode: no on a trusted network); one line a second at most", c->addr);
     resp_add_error(bufferevent_get_output(c->bev),
@@ -116,7 +116,7 @@ static void on_auth_timeout(evutil_socket_t fd, short what, void *arg)
     struct client *c = arg;
     if (client_authed(c) || c->closing || c->dead)
         return;
-    atomic_fetch_add_explicit(&c->w->srv->guard->auth_timeouts, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->w->shared->guard->auth_timeouts, 1, memory_order_relaxed);
     log_info("client id=%llu addr=%s closed: not authenticated within client.auth_timeout (%llu ms)",
              (unsigned long long)c->id, c->addr, (unsigned long long)c->w->conf->auth_timeout_ms);
     c->dead = 1;
@@ -156,15 +156,15 @@ int client_hold_auth(struct client *c, struct req *r, uint64_t ms)
 void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen, int proxy_protocol,
                    struct ssl_ctx_st *tls)
 {
-    struct server *srv = w->srv;
+    struct shared *sh = w->shared;
     const struct conf *cf = w->conf;
 
-    int refused = atomic_fetch_add(&srv->nclients, 1) >= cf->max_clients;
+    int refused = atomic_fetch_add(&sh->nclients, 1) >= cf->max_clients;
     struct client *c = calloc(1, sizeof(*c));
     if (c == NULL)
         goto fail;
     c->w = w;
-    c->id = atomic_fetch_add(&srv->next_client_id, 1) + 1;
+    c->id = atomic_fetch_add(&sh->next_client_id, 1) + 1;
     c->created = time(NULL);
     c->proto = 2;
     client_format_addr(sa, c->addr, sizeof(c->addr));
@@ -201,7 +201,7 @@ void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *
     if (refused) {
         /* Redis's words. The client still gets a session, just long enough
          * to read them. */
-        atomic_fetch_add_explicit(&srv->rejected_max_clients, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&sh->rejected_max_clients, 1, memory_order_relaxed);
         log_info("refused client id=%llu addr=%s: client.max_clients (%llu) reached", (unsigned long long)c->id,
                  c->addr, (unsigned long long)cf->max_clients);
         resp_add_error(bufferevent_get_output(c->bev), "ERR max number of clients reached");
@@ -233,7 +233,7 @@ fail:
     } else {
         evutil_closesocket(fd);
     }
-    atomic_fetch_sub(&srv->nclients, 1);
+    atomic_fetch_sub(&sh->nclients, 1);
 }
 
 int client_authed(const struct client *c)
@@ -262,7 +262,7 @@ void client_free(struct client *c)
     log_debug("client id=%llu addr=%s closed", (unsigned long long)c->id, c->addr);
     TAILQ_REMOVE(&w->clients, c, link);
     w->nclients--;
-    atomic_fetch_sub(&w->srv->nclients, 1);
+    atomic_fetch_sub(&w->shared->nclients, 1);
     if (c->nblocking)
         atomic_fetch_sub_explicit(&w->stats.blocked, 1, memory_order_relaxed);
     /* A request answered, or held back before it was routed, is the
@@ -746,7 +746,7 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
     if (n == NETIO_AGAIN)
         return;
     if (n < 0) {
-        if (!was_ready && guard_tally(&c->w->srv->guard->tls_refused, now_ms()))
+        if (!was_ready && guard_tally(&c->w->shared->guard->tls_refused, now_ms()))
             log_notice("client id=%llu addr=%s refused: TLS handshake failed: %s (at most one such line a second)",
                        (unsigned long long)c->id, c->addr, netio_error(c->tls));
         else if (!was_ready)

@@ -54,13 +54,13 @@ int admin_health(struct server *s, char *why, size_t len)
         snprintf(why, len, "draining: respgate is shutting down");
         return 0;
     }
-    struct slotmap *m = server_map(s);
+    struct slotmap *m = shared_map(&s->shared);
     if (m == NULL) {
         snprintf(why, len, "no slot map yet: no seed has answered CLUSTER NODES");
         return 0;
     }
-    struct conf *cf = server_conf(s);
-    uint64_t ok = atomic_load_explicit(&s->map_ok_us, memory_order_relaxed), now = metrics_now_us();
+    struct conf *cf = shared_conf(&s->shared);
+    uint64_t ok = atomic_load_explicit(&s->shared.map_ok_us, memory_order_relaxed), now = metrics_now_us();
     uint64_t age_ms = ok && now > ok ? (now - ok) / 1000 : 0;
     size_t masters = 0, failing;
     for (size_t i = 0; i < m->nnodes; i++)

@@ -45,9 +45,9 @@ static void one(struct evbuffer *out, const char *name, const char *type, const 
 static void render_families(struct server *s, struct evbuffer *out)
 {
     struct metrics_family_stats sum[MF_COUNT] = {0};
-    for (int w = 0; w < s->nworkers; w++)
+    for (int w = 0; w < s->shared.nworkers; w++)
         for (int f = 1; f < MF_COUNT; f++) {
-            const struct metrics_family_stats *x = &s->workers[w].metrics.family[f];
+            const struct metrics_family_stats *x = &s->shared.workers[w].metrics.family[f];
             metrics_add(&sum[f].requests, load(&x->requests));
             metrics_add(&sum[f].errors, load(&x->errors));
             metrics_add(&sum[f].sum_us, load(&x->sum_us));
@@ -88,7 +88,7 @@ static void render_families(struct server *s, struct evbuffer *out)
 /* The slot map's shape and age. */
 static void render_map(struct server *s, struct evbuffer *out)
 {
-    struct slotmap *m = server_map(s);
+    struct slotmap *m = shared_map(&s->shared);
     size_t masters = 0;
     for (size_t i = 0; m && i < m->nnodes; i++)
         masters += m->nodes[i].is_master;
@@ -96,7 +96,7 @@ static void render_map(struct server *s, struct evbuffer *out)
     one(out, "cluster_masters", "gauge", "Masters in the slot map.", masters);
     one(out, "cluster_nodes", "gauge", "Nodes in the slot map.", m ? m->nnodes : 0);
     slotmap_unref(m);
-    uint64_t ok = load(&s->map_ok_us), now = metrics_now_us();
+    uint64_t ok = load(&s->shared.map_ok_us), now = metrics_now_us();
     head(out, "slot_map_age_seconds", "gauge", "Time since CLUSTER NODES last answered (NaN before it ever did).");
     if (ok)
         evbuffer_add_printf(out, "respgate_slot_map_age_seconds %.3f\n", (double)(now - ok) / 1e6);
@@ -104,9 +104,9 @@ static void render_map(struct server *s, struct evbuffer *out)
         evbuffer_add_printf(out, "respgate_slot_map_age_seconds NaN\n");
     head(out, "topology_refreshes_total", "counter", "CLUSTER NODES asked, by result.");
     evbuffer_add_printf(out, "respgate_topology_refreshes_total{result=\"ok\"} %" PRIu64 "\n",
-                        load(&s->refreshes_ok));
+                        load(&s->shared.refreshes_ok));
     evbuffer_add_printf(out, "respgate_topology_refreshes_total{result=\"failed\"} %" PRIu64 "\n",
-                        load(&s->refreshes_failed));
+                        load(&s->shared.refreshes_failed));
 }
 
 static const char *const kind_names[MC_KINDS] = {"shared", "session", "pubsub"};
@@ -122,8 +122,8 @@ static void render_backends(struct server *s, struct evbuffer *out)
         int conns[MC_KINDS * MS_STATES];
     } *sums = NULL;
     size_t nsums = 0, cap = 0;
-    for (int i = 0; i < s->nworkers; i++) {
-        struct worker_metrics *m = &s->workers[i].metrics;
+    for (int i = 0; i < s->shared.nworkers; i++) {
+        struct worker_metrics *m = &s->shared.workers[i].metrics;
         pthread_mutex_lock(&m->nodes_lock);
         for (struct metrics_node *n = m->nodes; n; n = n->next) {
             size_t j = 0;
@@ -172,8 +172,8 @@ void prom_render(struct server *s, struct evbuffer *out)
 {
     uint64_t moved = 0, ask = 0, parked = 0, retries = 0, expired = 0, in = 0, sent = 0;
     int64_t blocked = 0;
-    for (int i = 0; i < s->nworkers; i++) {
-        const struct worker *w = &s->workers[i];
+    for (int i = 0; i < s->shared.nworkers; i++) {
+        const struct worker *w = &s->shared.workers[i];
         ask += load(&w->stats.asks);
         moved += load(&w->stats.moved);
         parked += load(&w->stats.parked);
@@ -184,24 +184,24 @@ void prom_render(struct server *s, struct evbuffer *out)
         sent += load(&w->metrics.bytes_out);
     }
     char version[32];
-    server_redis_version(s, version, sizeof(version));
+    shared_redis_version(&s->shared, version, sizeof(version));
     head(out, "info", "gauge", "respgate's version, and the nodes' Redis version.");
     evbuffer_add_printf(out, "respgate_info{version=\"%s\",redis_version=\"%s\"} 1\n", PACKAGE_VERSION, version);
-    one(out, "clients_connected", "gauge", "Client connections open.", load(&s->nclients));
+    one(out, "clients_connected", "gauge", "Client connections open.", load(&s->shared.nclients));
     head(out, "clients_rejected_total", "counter", "Client connections refused, by reason.");
     evbuffer_add_printf(out, "respgate_clients_rejected_total{reason=\"max_clients\"} %" PRIu64 "\n",
-                        load(&s->rejected_max_clients));
+                        load(&s->shared.rejected_max_clients));
     evbuffer_add_printf(out, "respgate_clients_rejected_total{reason=\"protected_mode\"} %" PRIu64 "\n",
-                        load(&s->guard->protected_refused.count));
+                        load(&s->shared.guard->protected_refused.count));
     evbuffer_add_printf(out, "respgate_clients_rejected_total{reason=\"tls_handshake\"} %" PRIu64 "\n",
-                        load(&s->guard->tls_refused.count));
+                        load(&s->shared.guard->tls_refused.count));
     evbuffer_add_printf(out, "respgate_clients_rejected_total{reason=\"auth_timeout\"} %" PRIu64 "\n",
-                        load(&s->guard->auth_timeouts));
+                        load(&s->shared.guard->auth_timeouts));
     one(out, "auth_failures_total", "counter", "AUTH and HELLO AUTH refused for a wrong password.",
-        load(&s->guard->auth_failures));
+        load(&s->shared.guard->auth_failures));
     one(out, "auth_delayed_total", "counter",
         "AUTHs answered late: their address failed client.auth_max_failures times in a minute.",
-        load(&s->guard->auth_delayed));
+        load(&s->shared.guard->auth_delayed));
     one(out, "clients_blocked", "gauge", "Clients waiting on a blocking command or WAIT.",
         blocked > 0 ? (uint64_t)blocked : 0);
     render_families(s, out);

@@ -12,6 +12,7 @@
 #include "daemon/admin.h"
 
 #include "model/nodecmd.h"
+#include "model/shared.h"
 
 #include "model/conf.h"
 #include "model/tls.h"
@@ -36,97 +37,29 @@
 
 #define MAX_AUTO_WORKERS 64
 
-struct conf *server_conf(struct server *s)
-{
-    pthread_mutex_lock(&s->conf_lock);
-    struct conf *c = conf_ref(s->conf);
-    pthread_mutex_unlock(&s->conf_lock);
-    return c;
-}
-
-struct tls_ctxs *server_tls(struct server *s)
-{
-    pthread_mutex_lock(&s->conf_lock);
-    struct tls_ctxs *t = tls_ctxs_ref(s->tls);
-    pthread_mutex_unlock(&s->conf_lock);
-    return t;
-}
-
-struct slotmap *server_map(struct server *s)
-{
-    pthread_mutex_lock(&s->conf_lock);
-    struct slotmap *m = s->map ? slotmap_ref(s->map) : NULL;
-    pthread_mutex_unlock(&s->conf_lock);
-    return m;
-}
-
 static void post_all(struct server *s, int msg);
-
-struct nodecmd_table *server_cmds(struct server *s)
-{
-    pthread_mutex_lock(&s->conf_lock);
-    struct nodecmd_table *t = nodecmd_ref(s->cmds);
-    pthread_mutex_unlock(&s->conf_lock);
-    return t;
-}
 
 void server_publish_cmds(struct server *s, struct nodecmd_table *t)
 {
-    pthread_mutex_lock(&s->conf_lock);
-    struct nodecmd_table *old = s->cmds;
-    s->cmds = t;
-    pthread_mutex_unlock(&s->conf_lock);
-    nodecmd_unref(old);
+    shared_set_cmds(&s->shared, t);
     post_all(s, WORKER_TOPO);
-}
-
-void server_redis_version(struct server *s, char *buf, size_t len)
-{
-    pthread_mutex_lock(&s->conf_lock);
-    snprintf(buf, len, "%s", s->redis_version);
-    pthread_mutex_unlock(&s->conf_lock);
-}
-
-void server_set_redis_version(struct server *s, const char *version)
-{
-    pthread_mutex_lock(&s->conf_lock);
-    snprintf(s->redis_version, sizeof(s->redis_version), "%s", version);
-    pthread_mutex_unlock(&s->conf_lock);
-}
-
-uint64_t server_busy_threshold_ms(struct server *s)
-{
-    uint64_t ms = atomic_load(&s->busy_threshold_ms);
-    return ms ? ms : 5000;
-}
-
-uint64_t server_failover_wait_ms(struct server *s, const struct conf *cf)
-{
-    if (cf->failover_wait_ms)
-        return cf->failover_wait_ms;
-    uint64_t node_timeout = atomic_load(&s->node_timeout_ms);
-    return (node_timeout ? node_timeout : 15000) + 5000;
 }
 
 void server_publish_map(struct server *s, struct slotmap *m)
 {
-    pthread_mutex_lock(&s->conf_lock);
-    struct slotmap *old = s->map;
-    s->map = m;
-    pthread_mutex_unlock(&s->conf_lock);
-    slotmap_unref(old);
+    shared_set_map(&s->shared, m);
     post_all(s, WORKER_TOPO);
 }
 
 static void post_all(struct server *s, int msg)
 {
-    for (int i = 0; i < s->nworkers; i++)
-        worker_post(&s->workers[i], msg);
+    for (int i = 0; i < s->shared.nworkers; i++)
+        worker_post(&s->shared.workers[i], msg);
 }
 
 void server_seeds_failed(struct server *s)
 {
-    if (atomic_exchange(&s->seeds_failed, 1) == 0)
+    if (atomic_exchange(&s->shared.seeds_failed, 1) == 0)
         post_all(s, WORKER_TOPO);
 }
 
@@ -154,8 +87,8 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
     s->stopping = 1;
     proc_notify("STOPPING=1");
     log_notice("received %s: no new connections; finishing what is in flight (at most %llums)", signal_name((int)sig),
-               (unsigned long long)s->conf->shutdown_timeout_ms);
-    struct timeval tv = conf_timeval(s->conf->shutdown_timeout_ms);
+               (unsigned long long)s->shared.conf->shutdown_timeout_ms);
+    struct timeval tv = conf_timeval(s->shared.conf->shutdown_timeout_ms);
     evtimer_add(s->deadline, &tv);
     post_all(s, WORKER_DRAIN);
 }
@@ -166,16 +99,16 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
  * or -1 after logging why (nothing changes then). */
 static int prepare_listeners(struct server *s, const struct conf *c)
 {
-    const struct conf_addrs *old = &s->conf->listen, *l = &c->listen;
+    const struct conf_addrs *old = &s->shared.conf->listen, *l = &c->listen;
     if (atomic_load(&s->listen_pending) > 0) {
         log_error("listen: the previous change is still being applied; try the reload again");
         return -1;
     }
     free(s->listen_fds_next);
-    s->listen_fds_next = malloc((size_t)s->nworkers * (l->n ? l->n : 1) * sizeof(int));
+    s->listen_fds_next = malloc((size_t)s->shared.nworkers * (l->n ? l->n : 1) * sizeof(int));
     if (s->listen_fds_next == NULL)
         return -1;
-    for (size_t i = 0; i < (size_t)s->nworkers * l->n; i++)
+    for (size_t i = 0; i < (size_t)s->shared.nworkers * l->n; i++)
         s->listen_fds_next[i] = -1;
     uint64_t passed = 0;
     for (size_t a = 0; a < l->n; a++) {
@@ -186,13 +119,13 @@ static int prepare_listeners(struct server *s, const struct conf *c)
             passed |= (s->listen_passed >> (o < 63 ? o : 63) & 1) << (a < 63 ? a : 63);
             continue; /* the workers keep its listeners */
         }
-        for (int w = 0; w < s->nworkers; w++) {
+        for (int w = 0; w < s->shared.nworkers; w++) {
             char err[256];
             int fd = l->v[a].is_unix && w > 0 ? fcntl(s->listen_fds_next[a], F_DUPFD_CLOEXEC, 0)
                                               : listen_bind(&l->v[a], w, err, sizeof(err));
             if (fd < 0) {
                 log_error("%s", l->v[a].is_unix && w > 0 ? strerror(errno) : err);
-                for (size_t i = 0; i < (size_t)s->nworkers * l->n; i++)
+                for (size_t i = 0; i < (size_t)s->shared.nworkers * l->n; i++)
                     if (s->listen_fds_next[i] >= 0)
                         close(s->listen_fds_next[i]);
                 free(s->listen_fds_next);
@@ -210,7 +143,7 @@ static int prepare_listeners(struct server *s, const struct conf *c)
             listen_unlink(&old->v[o]); /* a unix socket that goes */
     }
     s->listen_passed = passed;
-    atomic_store(&s->listen_pending, s->nworkers);
+    atomic_store(&s->listen_pending, s->shared.nworkers);
     char addrs[512] = "", one[CONF_HOST_MAX + 16];
     for (size_t i = 0, o = 0; i < l->n && o < sizeof(addrs); i++)
         o += (size_t)snprintf(addrs + o, sizeof(addrs) - o, "%s%s", i ? " " : "",
@@ -222,7 +155,7 @@ static int prepare_listeners(struct server *s, const struct conf *c)
 /* Whether C's admin.listen differs from the running one. */
 static int admin_changed(const struct server *s, const struct conf *c)
 {
-    const struct conf_addr *a = c->admin, *b = s->conf->admin;
+    const struct conf_addr *a = c->admin, *b = s->shared.conf->admin;
     return !((a == NULL && b == NULL) || (a && b && memcmp(a, b, sizeof(*a)) == 0));
 }
 
@@ -250,13 +183,13 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
     struct server *s = arg;
     struct conf_diag d = {0};
     proc_notify("RELOADING=1");
-    log_notice("received SIGHUP: reloading %s", s->conf_path);
+    log_notice("received SIGHUP: reloading %s", s->shared.conf_path);
 
-    struct conf *c = conf_load(s->conf_path, &d);
+    struct conf *c = conf_load(s->shared.conf_path, &d);
     if (c)
-        conf_keep_fixed(c, s->conf, &d);
-    int log_changed = c && ((c->log_file == NULL) != (s->conf->log_file == NULL) ||
-                            (c->log_file && strcmp(c->log_file, s->conf->log_file) != 0));
+        conf_keep_fixed(c, s->shared.conf, &d);
+    int log_changed = c && ((c->log_file == NULL) != (s->shared.conf->log_file == NULL) ||
+                            (c->log_file && strcmp(c->log_file, s->shared.conf->log_file) != 0));
     /* Errors past the file's own (d.errors) fail the reload as they do. */
     int failed = c == NULL || d.nerrors, rc, log_switched = 0;
     /* Certificates are read again even if the file did not change: a
@@ -282,7 +215,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
     struct admin *next_admin = NULL;
     if (new_admin && c->admin && (next_admin = admin_start(s, c->admin)) == NULL)
         failed = 1;
-    if (!failed && !conf_addrs_equal(&c->listen, &s->conf->listen) && prepare_listeners(s, c) < 0)
+    if (!failed && !conf_addrs_equal(&c->listen, &s->shared.conf->listen) && prepare_listeners(s, c) < 0)
         failed = 1;
     if (!failed && migrate_prepare(s, c) < 0)
         failed = 1;
@@ -291,8 +224,8 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
         next_admin = NULL;
     }
     if (failed) {
-        if (log_switched && (rc = log_open(s->conf->log_file)) < 0) /* back to the log in force */
-            log_error("log.file: cannot reopen %s: %s", s->conf->log_file ? s->conf->log_file : "stderr",
+        if (log_switched && (rc = log_open(s->shared.conf->log_file)) < 0) /* back to the log in force */
+            log_error("log.file: cannot reopen %s: %s", s->shared.conf->log_file ? s->shared.conf->log_file : "stderr",
                       strerror(-rc));
         log_error("reload failed; the running configuration stays in force");
         conf_unref(c);
@@ -305,15 +238,10 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
             if (next_admin == NULL)
                 log_notice("admin endpoint closed (admin.listen is empty)");
         }
-        pthread_mutex_lock(&s->conf_lock);
-        struct conf *old = s->conf;
-        struct tls_ctxs *old_tls = s->tls;
-        s->conf = c;
-        s->tls = tls;
-        pthread_mutex_unlock(&s->conf_lock);
+        struct conf *old = conf_ref(s->shared.conf);
+        shared_set_conf(&s->shared, c, tls);
         migrate_conf_changed(s, c, old);
         conf_unref(old);
-        tls_ctxs_unref(old_tls);
         post_all(s, WORKER_RELOAD);
         log_notice("configuration reloaded");
         note_protected_mode(c);
@@ -334,12 +262,12 @@ static void on_reopen(evutil_socket_t sig, short what, void *arg)
 
 static int bind_listeners(struct server *s)
 {
-    const struct conf_addrs *l = &s->conf->listen;
+    const struct conf_addrs *l = &s->shared.conf->listen;
     char err[256];
-    s->listen_fds = malloc((size_t)s->nworkers * l->n * sizeof(int));
+    s->listen_fds = malloc((size_t)s->shared.nworkers * l->n * sizeof(int));
     if (s->listen_fds == NULL)
         return -1;
-    for (size_t i = 0; i < (size_t)s->nworkers * l->n; i++)
+    for (size_t i = 0; i < (size_t)s->shared.nworkers * l->n; i++)
         s->listen_fds[i] = -1;
     for (size_t a = 0; a < l->n; a++) {
         /* A socket systemd holds for us (respgate.socket) survives restarts:
@@ -347,7 +275,7 @@ static int bind_listeners(struct server *s)
         int passed = listen_inherited(&l->v[a]);
         if (passed >= 0) {
             s->listen_passed |= 1ull << (a < 63 ? a : 63);
-            for (int w = 0; w < s->nworkers; w++) {
+            for (int w = 0; w < s->shared.nworkers; w++) {
                 int fd = w == 0 ? passed : fcntl(passed, F_DUPFD_CLOEXEC, 0);
                 if (fd < 0) {
                     log_error("%s", strerror(errno));
@@ -357,7 +285,7 @@ static int bind_listeners(struct server *s)
             }
             continue;
         }
-        for (int w = 0; w < s->nworkers; w++) {
+        for (int w = 0; w < s->shared.nworkers; w++) {
             int fd;
             /* One unix socket, a dup per worker; one TCP socket per worker,
              * sharing the port so the kernel balances accepts. */
@@ -375,13 +303,21 @@ static int bind_listeners(struct server *s)
     return 0;
 }
 
+/* The workers' way to the control thread's discovery (shared.h). Before
+ * server_run starts it, and after it stopped, nothing is refreshed. */
+static void ask_refresh(void *arg)
+{
+    struct server *s = arg;
+    if (s->topo)
+        topo_request_refresh(s->topo);
+}
+
 int server_init(struct server *s, struct conf *conf, const char *conf_path)
 {
     memset(s, 0, sizeof(*s));
-    pthread_mutex_init(&s->conf_lock, NULL);
-    s->conf = conf;
-    s->conf_path = conf_path;
-    s->started = time(NULL);
+    shared_init(&s->shared, conf, conf_path);
+    s->shared.refresh = ask_refresh;
+    s->shared.refresh_arg = s;
     signal(SIGPIPE, SIG_IGN);
 
     /* auto: one worker per two CPUs. A request costs the kernel's TCP
@@ -391,7 +327,7 @@ int server_init(struct server *s, struct conf *conf, const char *conf_path)
      * request by a tenth to a quarter and served no more (bench/README.md). */
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     long half = ncpu / 2;
-    s->nworkers = conf->workers ? (int)conf->workers
+    s->shared.nworkers = conf->workers ? (int)conf->workers
                                 : (int)(half < 1 ? 1 : half > MAX_AUTO_WORKERS ? MAX_AUTO_WORKERS : half);
 
     if (evthread_use_pthreads() < 0 || (s->base = event_base_new()) == NULL ||
@@ -411,11 +347,11 @@ int server_init(struct server *s, struct conf *conf, const char *conf_path)
         }
     }
 
-    if ((s->guard = guard_new()) == NULL || migrate_init(s, conf) < 0)
+    if ((s->shared.guard = guard_new()) == NULL || migrate_init(s, conf) < 0)
         return -1;
     migrate_conf_changed(s, conf, NULL);
     char tls_err[512];
-    if ((s->tls = tls_ctxs_new(conf, tls_err, sizeof(tls_err))) == NULL) {
+    if ((s->shared.tls = tls_ctxs_new(conf, tls_err, sizeof(tls_err))) == NULL) {
         log_error("%s", tls_err);
         return -1;
     }
@@ -425,14 +361,14 @@ int server_init(struct server *s, struct conf *conf, const char *conf_path)
     note_protected_mode(conf);
     if (conf->admin && (s->admin = admin_start(s, conf->admin)) == NULL)
         return -1;
-    s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
-    if (s->workers == NULL)
+    s->shared.workers = calloc((size_t)s->shared.nworkers, sizeof(*s->shared.workers));
+    if (s->shared.workers == NULL)
         return -1;
-    for (int i = 0; i < s->nworkers; i++)
-        s->workers[i].wake_fd = -1; /* worker_deinit closes it, also for those never set up */
+    for (int i = 0; i < s->shared.nworkers; i++)
+        s->shared.workers[i].wake_fd = -1; /* worker_deinit closes it, also for those never set up */
     size_t nl = conf->listen.n;
-    for (int i = 0; i < s->nworkers; i++) {
-        if (worker_init(&s->workers[i], s, i, &s->listen_fds[(size_t)i * nl], nl) < 0)
+    for (int i = 0; i < s->shared.nworkers; i++) {
+        if (worker_init(&s->shared.workers[i], s, i, &s->listen_fds[(size_t)i * nl], nl) < 0)
             return -1;
         for (size_t a = 0; a < nl; a++)
             s->listen_fds[(size_t)i * nl + a] = -1; /* the worker's listeners own them now */
@@ -456,29 +392,29 @@ int server_run(struct server *s)
     sigaddset(&block, SIGHUP);
     sigaddset(&block, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &block, &old);
-    atomic_store(&s->nrunning, s->nworkers);
+    atomic_store(&s->nrunning, s->shared.nworkers);
     int started = 0;
-    for (; started < s->nworkers; started++)
-        if (worker_start(&s->workers[started]) < 0)
+    for (; started < s->shared.nworkers; started++)
+        if (worker_start(&s->shared.workers[started]) < 0)
             break;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (started < s->nworkers) {
-        atomic_fetch_sub(&s->nrunning, s->nworkers - started);
+    if (started < s->shared.nworkers) {
+        atomic_fetch_sub(&s->nrunning, s->shared.nworkers - started);
         for (int i = 0; i < started; i++)
-            worker_post(&s->workers[i], WORKER_STOP);
+            worker_post(&s->shared.workers[i], WORKER_STOP);
         for (int i = 0; i < started; i++)
-            worker_join(&s->workers[i]);
+            worker_join(&s->shared.workers[i]);
         return 1;
     }
 
     char addrs[512] = "", one[CONF_HOST_MAX + 16];
-    for (size_t i = 0, o = 0; i < s->conf->listen.n && o < sizeof(addrs); i++)
+    for (size_t i = 0, o = 0; i < s->shared.conf->listen.n && o < sizeof(addrs); i++)
         o += (size_t)snprintf(addrs + o, sizeof(addrs) - o, "%s%s%s", i ? " " : "",
-                              conf_addr_str(&s->conf->listen.v[i], one, sizeof(one)),
+                              conf_addr_str(&s->shared.conf->listen.v[i], one, sizeof(one)),
                               s->listen_passed & (1ull << (i < 63 ? i : 63)) ? " (from systemd)" : "");
     proc_daemon_ready();
-    log_notice("respgate " PACKAGE_VERSION " ready: listening on %s with %d worker%s", addrs, s->nworkers,
-               s->nworkers == 1 ? "" : "s");
+    log_notice("respgate " PACKAGE_VERSION " ready: listening on %s with %d worker%s", addrs, s->shared.nworkers,
+               s->shared.nworkers == 1 ? "" : "s");
     proc_notify("READY=1");
 
     s->topo = topo_new(s);
@@ -487,29 +423,29 @@ int server_run(struct server *s)
         post_all(s, WORKER_STOP);
     }
     event_base_dispatch(s->base);
-    for (int i = 0; i < s->nworkers; i++)
-        worker_join(&s->workers[i]);
+    for (int i = 0; i < s->shared.nworkers; i++)
+        worker_join(&s->shared.workers[i]);
     topo_free(s->topo);
     s->topo = NULL;
-    for (size_t i = 0; i < s->conf->listen.n; i++)
+    for (size_t i = 0; i < s->shared.conf->listen.n; i++)
         if (!(s->listen_passed & (1ull << (i < 63 ? i : 63))))
-            listen_unlink(&s->conf->listen.v[i]); /* systemd's socket files are systemd's */
+            listen_unlink(&s->shared.conf->listen.v[i]); /* systemd's socket files are systemd's */
     log_notice("stopped");
     return 0;
 }
 
 void server_deinit(struct server *s)
 {
-    for (int i = 0; s->workers && i < s->nworkers; i++)
-        worker_deinit(&s->workers[i]);
-    free(s->workers);
+    for (int i = 0; s->shared.workers && i < s->shared.nworkers; i++)
+        worker_deinit(&s->shared.workers[i]);
+    free(s->shared.workers);
     if (s->listen_fds)
-        for (size_t i = 0; i < (size_t)s->nworkers * s->conf->listen.n; i++)
+        for (size_t i = 0; i < (size_t)s->shared.nworkers * s->shared.conf->listen.n; i++)
             if (s->listen_fds[i] >= 0)
                 close(s->listen_fds[i]);
     free(s->listen_fds);
     if (s->listen_fds_next)
-        for (size_t i = 0; i < (size_t)s->nworkers * s->conf->listen.n; i++)
+        for (size_t i = 0; i < (size_t)s->shared.nworkers * s->shared.conf->listen.n; i++)
             if (s->listen_fds_next[i] >= 0)
                 close(s->listen_fds_next[i]);
     free(s->listen_fds_next);
@@ -519,14 +455,10 @@ void server_deinit(struct server *s)
     if (s->deadline)
         event_free(s->deadline);
     admin_stop(s->admin);
-    guard_free(s->guard);
+    guard_free(s->shared.guard);
     migrate_free(s); /* saves what it has not yet */
     if (s->base)
         event_base_free(s->base);
-    conf_unref(s->conf);
-    tls_ctxs_unref(s->tls);
-    slotmap_unref(s->map);
-    nodecmd_unref(s->cmds);
-    pthread_mutex_destroy(&s->conf_lock);
+    shared_deinit(&s->shared);
     memset(s, 0, sizeof(*s));
 }

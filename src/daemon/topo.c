@@ -190,17 +190,17 @@ static void publish(struct topo *t, struct slotmap *m)
 
 static void attempt_done(struct topo *t, int ok)
 {
-    const struct conf *cf = t->srv->conf;
+    const struct conf *cf = t->srv->shared.conf;
     t->inflight = 0;
     event_del(t->deadline);
     if (ok) {
-        metrics_add(&t->srv->refreshes_ok, 1);
-        atomic_store_explicit(&t->srv->map_ok_us, metrics_now_us(), memory_order_relaxed);
+        metrics_add(&t->srv->shared.refreshes_ok, 1);
+        atomic_store_explicit(&t->srv->shared.map_ok_us, metrics_now_us(), memory_order_relaxed);
         t->failures = 0;
         schedule(t, atomic_exchange(&t->wanted, 0) ? TOPO_MIN_GAP_MS : cf->refresh_interval_ms);
         return;
     }
-    metrics_add(&t->srv->refreshes_failed, 1);
+    metrics_add(&t->srv->shared.refreshes_failed, 1);
     t->failures++;
     t->next_source++;
     size_t sources = (t->cur ? t->cur->nnodes : 0) + cf->seeds.n;
@@ -224,7 +224,7 @@ static void on_command(struct topo *t, redisReply *r, const char *priv)
         log_warning("topology: COMMAND from %s:%d: not a command table (or out of memory)", t->src_host, t->src_port);
         return;
     }
-    struct nodecmd_table *old = server_cmds(t->srv);
+    struct nodecmd_table *old = shared_cmds(&t->srv->shared);
     if (old == NULL || old->n != learned->n) {
         char names[160] = "";
         for (size_t i = 0, o = 0; i < learned->n && o + 1 < sizeof(names); i++)
@@ -271,7 +271,7 @@ static void on_info(struct topo *t, redisReply *reply, const char *priv)
         v += strlen("redis_version:");
         size_t n = strcspn(v, "\r\n");
         snprintf(version, sizeof(version), "%.*s", (int)(n < sizeof(version) ? n : sizeof(version) - 1), v);
-        server_set_redis_version(t->srv, version);
+        shared_set_redis_version(&t->srv->shared, version);
     }
 }
 
@@ -281,8 +281,8 @@ static void on_node_ms(struct topo *t, redisReply *reply, const char *priv)
 {
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 || reply->element[1]->type != REDIS_REPLY_STRING)
         return;
-    atomic_uint_fast64_t *into = strcmp(priv, "lua-time-limit") == 0 ? &t->srv->busy_threshold_ms
-                                                                        : &t->srv->node_timeout_ms;
+    atomic_uint_fast64_t *into = strcmp(priv, "lua-time-limit") == 0 ? &t->srv->shared.busy_threshold_ms
+                                                                        : &t->srv->shared.node_timeout_ms;
     uint64_t ms = strtoull(reply->element[1]->str, NULL, 10);
     if (ms > 0 && ms != atomic_exchange(into, ms))
         log_info("topology: the nodes' %s is %llums", priv, (unsigned long long)ms);
@@ -398,7 +398,7 @@ static void on_link_event(struct bufferevent *bev, short what, void *arg)
 {
     struct topo *t = arg;
     struct topo_link *l = t->link;
-    const struct conf *cf = t->srv->conf;
+    const struct conf *cf = t->srv->shared.conf;
     if (!(what & BEV_EVENT_CONNECTED)) {
         int dns = bufferevent_socket_get_dns_error(bev);
         link_lost(t, dns ? evutil_gai_strerror(dns)
@@ -419,7 +419,7 @@ static void on_link_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (cf->cluster_tls) {
-        struct tls_ctxs *ctxs = server_tls(t->srv);
+        struct tls_ctxs *ctxs = shared_tls(&t->srv->shared);
         l->tls = netio_tls_new(bev, ctxs->cluster, 0, cf->cluster_tls_verify_name ? t->src_host : NULL);
         tls_ctxs_unref(ctxs); /* the session keeps its context */
         if (l->tls == NULL) {
@@ -442,7 +442,7 @@ static int link_open(struct topo *t)
     t->link_gen++;
     if (t->dns == NULL)
         t->dns = evdns_base_new(t->base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
-    struct timeval tv = conf_timeval(t->srv->conf->connect_timeout_ms);
+    struct timeval tv = conf_timeval(t->srv->shared.conf->connect_timeout_ms);
     l->reader = redisReaderCreate();
     l->bev = bufferevent_socket_new(t->base, -1, BEV_OPT_CLOSE_ON_FREE);
     if (l->reader == NULL || l->bev == NULL) {
@@ -472,7 +472,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 /* Picks the next source: the last map's masters, its other nodes, then the seeds. */
 static void pick_source(struct topo *t)
 {
-    const struct conf *cf = t->srv->conf;
+    const struct conf *cf = t->srv->shared.conf;
     size_t nmap = t->cur ? t->cur->nnodes : 0, total = nmap + cf->seeds.n;
     size_t i = t->next_source % total;
     if (i < nmap) {
@@ -493,7 +493,7 @@ static void pick_source(struct topo *t)
 
 static void attempt(struct topo *t)
 {
-    const struct conf *cf = t->srv->conf;
+    const struct conf *cf = t->srv->shared.conf;
     if (t->inflight)
         return;
     evtimer_del(t->timer);

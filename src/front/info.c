@@ -13,7 +13,7 @@
 #include "migrate/migrate.h"
 #include "loop/req.h"
 #include "base/resp.h"
-#include "daemon/server.h"
+#include "model/shared.h"
 #include "model/slotmap.h"
 #include "loop/worker.h"
 
@@ -129,15 +129,15 @@ static void cpu_seconds(char *buf, size_t len, const struct timeval *tv)
 static int local_value(const struct info *in, unsigned sec, const char *key, char *buf, size_t len)
 {
     struct worker *w = in->w;
-    struct server *srv = w->srv;
+    struct shared *sh = w->shared;
     const struct conf *cf = w->conf;
-    long long up = (long long)(time(NULL) - srv->started);
+    long long up = (long long)(time(NULL) - sh->started);
     struct utsname u;
     struct rusage ru;
     switch (sec) {
     case SEC_SERVER:
         if (strcmp(key, "redis_version") == 0 && in->first == NULL) { /* else the node's stands */
-            server_redis_version(srv, buf, len);
+            shared_redis_version(sh, buf, len);
             if (buf[0] == '\0')
                 snprintf(buf, len, "unknown");
             return 1;
@@ -161,19 +161,19 @@ static int local_value(const struct info *in, unsigned sec, const char *key, cha
         if (strcmp(key, "executable") == 0)
             return snprintf(buf, len, "respgate"), 1;
         if (strcmp(key, "config_file") == 0)
-            return snprintf(buf, len, "%s", srv->conf_path ? srv->conf_path : ""), 1;
+            return snprintf(buf, len, "%s", sh->conf_path ? sh->conf_path : ""), 1;
         if (strcmp(key, "io_threads_active") == 0)
             return snprintf(buf, len, "0"), 1;
         return 0;
     case SEC_CLIENTS:
         if (strcmp(key, "connected_clients") == 0)
-            return snprintf(buf, len, "%llu", (unsigned long long)atomic_load(&srv->nclients)), 1;
+            return snprintf(buf, len, "%llu", (unsigned long long)atomic_load(&sh->nclients)), 1;
         if (strcmp(key, "maxclients") == 0)
             return snprintf(buf, len, "%llu", (unsigned long long)cf->max_clients), 1;
         if (strcmp(key, "blocked_clients") == 0) {
             long long blocked = 0;
-            for (int i = 0; i < srv->nworkers; i++)
-                blocked += atomic_load_explicit(&srv->workers[i].stats.blocked, memory_order_relaxed);
+            for (int i = 0; i < sh->nworkers; i++)
+                blocked += atomic_load_explicit(&sh->workers[i].stats.blocked, memory_order_relaxed);
             return snprintf(buf, len, "%lld", blocked), 1;
         }
         if (strcmp(key, "cluster_connections") == 0 || strcmp(key, "tracking_clients") == 0)
@@ -209,10 +209,10 @@ static const char *const fallback[SEC_COUNT][12] = {
 
 static void respgate_section(const struct info *in, struct evbuffer *out)
 {
-    struct server *srv = in->w->srv;
+    struct shared *sh = in->w->shared;
     uint64_t redirects = 0, retries = 0, parked = 0, expired = 0;
-    for (int i = 0; i < srv->nworkers; i++) {
-        const struct worker_stats *st = &srv->workers[i].stats;
+    for (int i = 0; i < sh->nworkers; i++) {
+        const struct worker_stats *st = &sh->workers[i].stats;
         redirects += atomic_load_explicit(&st->redirects, memory_order_relaxed);
         retries += atomic_load_explicit(&st->retries, memory_order_relaxed);
         parked += atomic_load_explicit(&st->parked, memory_order_relaxed);
@@ -222,9 +222,9 @@ static void respgate_section(const struct info *in, struct evbuffer *out)
                         "redirections:%llu\r\nrequests_waited:%llu\r\nrequests_resent:%llu\r\n"
                         "requests_expired:%llu\r\nfailover_wait_ms:%llu\r\ncluster_version:%u.%u.%u\r\n",
                         (unsigned long long)redirects, (unsigned long long)parked, (unsigned long long)retries,
-                        (unsigned long long)expired, (unsigned long long)server_failover_wait_ms(srv, in->w->conf),
+                        (unsigned long long)expired, (unsigned long long)shared_failover_wait_ms(sh, in->w->conf),
                         in->version / 10000, in->version / 100 % 100, in->version % 100);
-    const struct guard *g = srv->guard;
+    const struct guard *g = sh->guard;
     evbuffer_add_printf(out, "auth_failures:%llu\r\nauth_delayed:%llu\r\nauth_timeouts:%llu\r\n"
                              "rejected_protected_mode:%llu\r\nrejected_tls_handshake:%llu\r\n",
                         (unsigned long long)atomic_load(&g->auth_failures),
@@ -232,7 +232,7 @@ static void respgate_section(const struct info *in, struct evbuffer *out)
                         (unsigned long long)atomic_load(&g->auth_timeouts),
                         (unsigned long long)atomic_load(&g->protected_refused.count),
                         (unsigned long long)atomic_load(&g->tls_refused.count));
-    migrate_info(srv, out);
+    migrate_info(in->w->srv, out);
 }
 
 /* ---- merging the masters' fields ---- */
@@ -578,7 +578,7 @@ static void first_section(const struct info *in, unsigned sec, struct evbuffer *
     }
     if (sec == SEC_SERVER)
         evbuffer_add_printf(out, "respgate_version:%s\r\nrespgate_workers:%d\r\n", PACKAGE_VERSION,
-                            in->w->srv->nworkers);
+                            in->w->shared->nworkers);
 }
 
 void info_finish(struct info *in, struct evbuffer *out, int proto)
@@ -645,7 +645,7 @@ int info_run(struct client *c, struct req *r, const struct resp_req *q)
             from_nodes |= sections[s].from != FROM_RESPGATE || s == SEC_NODES;
             all |= !(sections[s].in & IN_DEFAULT) && s != SEC_NODES;
         }
-    if (from_nodes && w->map == NULL && !atomic_load(&w->srv->seeds_failed)) {
+    if (from_nodes && w->map == NULL && !atomic_load(&w->shared->seeds_failed)) {
         /* Before this worker's first map, the masters are unknown: INFO
          * waits for it as routed commands do (router.c), rather than
          * answer without the nodes' sections. */

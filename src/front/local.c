@@ -19,7 +19,7 @@
 #include "loop/metrics.h"
 #include "loop/req.h"
 #include "base/resp.h"
-#include "daemon/server.h"
+#include "model/shared.h"
 #include "path/pubsub.h"
 #include "path/tracking.h"
 #include "path/session.h"
@@ -132,7 +132,7 @@ static int auth_waits(struct call *k)
     }
     char host[64];
     guard_host(c->addr, host, sizeof(host));
-    uint64_t ms = guard_auth_wait(c->w->srv->guard, host, metrics_now_us() / 1000, (uint32_t)cf->auth_max_failures,
+    uint64_t ms = guard_auth_wait(c->w->shared->guard, host, metrics_now_us() / 1000, (uint32_t)cf->auth_max_failures,
                                   cf->auth_delay_ms);
     if (ms == 0 || client_hold_auth(c, k->r, ms) < 0)
         return 0;
@@ -145,7 +145,7 @@ static void auth_failed(struct client *c)
     char host[64];
     uint32_t failures, unlogged;
     guard_host(c->addr, host, sizeof(host));
-    if ((unlogged = guard_auth_failed(c->w->srv->guard, host, metrics_now_us() / 1000, &failures)) == 0)
+    if ((unlogged = guard_auth_failed(c->w->shared->guard, host, metrics_now_us() / 1000, &failures)) == 0)
         return; /* one line a second per address */
     log_notice("client id=%llu addr=%s: AUTH failed; %u failures from %s in the last minute, %u since the last "
                "line about it",
@@ -219,7 +219,7 @@ static void set_name(struct call *k, const char *name, size_t len)
 static void hello_reply(struct call *k)
 {
     char version[32];
-    server_redis_version(k->c->w->srv, version, sizeof(version));
+    shared_redis_version(k->c->w->shared, version, sizeof(version));
     int proto = k->c->proto;
     resp_add_map_head(k->out, proto, 7); /* RESP2: the fields as a flat array, as from Redis */
     bulk_str(k->out, "server");

@@ -24,7 +24,7 @@
 #include "loop/req.h"
 #include "base/resp.h"
 #include "path/route.h"
-#include "daemon/server.h"
+#include "model/shared.h"
 #include "path/session.h"
 #include "loop/worker.h"
 
@@ -256,7 +256,7 @@ static int stopped_before_routing(struct client *c, struct req *r, const struct 
         req_fail(w, r, "ERR respgate does not forward '%s': %s", cmd->name, cmd->why);
         return 1;
     }
-    if (w->map == NULL && !atomic_load(&w->srv->seeds_failed)) {
+    if (w->map == NULL && !atomic_load(&w->shared->seeds_failed)) {
         c->hold = r; /* until the first map, or every seed failed (worker.c) */
         return 1;
     }

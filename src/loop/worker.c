@@ -18,7 +18,7 @@
 #include "path/tracking.h"
 #include "path/session.h"
 #include "base/slot.h"
-#include "daemon/topo.h"
+#include "model/shared.h"
 #include "model/slotmap.h"
 
 #include <event2/dns.h>
@@ -178,14 +178,14 @@ static void release_first_map_waits(struct worker *w)
 
 static void apply_commands(struct worker *w)
 {
-    struct nodecmd_table *t = server_cmds(w->srv);
+    struct nodecmd_table *t = shared_cmds(w->shared);
     nodecmd_unref(w->learned);
     w->learned = t;
 }
 
 static void apply_map(struct worker *w)
 {
-    struct slotmap *m = server_map(w->srv);
+    struct slotmap *m = shared_map(w->shared);
     if (m == NULL) {
         release_first_map_waits(w); /* every seed failed */
         return;
@@ -215,7 +215,7 @@ void worker_note_version(struct worker *w)
     }
     if (oldest == 0) { /* no backend has answered yet: the topology connection's node */
         char text[32];
-        server_redis_version(w->srv, text, sizeof(text));
+        shared_redis_version(w->shared, text, sizeof(text));
         oldest = compat_parse(text, strlen(text));
     }
     w->version = oldest;
@@ -223,7 +223,7 @@ void worker_note_version(struct worker *w)
 
 void worker_request_refresh(struct worker *w)
 {
-    topo_request_refresh(w->srv->topo);
+    shared_request_refresh(w->shared);
 }
 
 static void on_wake(evutil_socket_t fd, short what, void *arg)
@@ -239,14 +239,14 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (msgs & WORKER_RELOAD) {
-        struct conf *c = server_conf(w->srv);
+        struct conf *c = shared_conf(w->shared);
         int policy_changed = c->read_policy != w->conf->read_policy;
         if (!conf_addrs_equal(&c->listen, &w->conf->listen))
             take_listeners(w, &w->conf->listen, &c->listen);
         conf_unref(w->conf);
         w->conf = c;
         tls_ctxs_unref(w->tls);
-        w->tls = server_tls(w->srv); /* made with C: new connections take renewed certificates */
+        w->tls = shared_tls(w->shared); /* made with C: new connections take renewed certificates */
         /* Connections already open keep their credentials (a node keeps a
          * connection authenticated when its password changes); new ones use
          * the new ones. A new read policy picks the replicas again. */
@@ -268,13 +268,14 @@ int worker_init(struct worker *w, struct server *srv, int id, const int *fds, si
     w->wake_fd = -1;
     pthread_mutex_init(&w->metrics.nodes_lock, NULL);
     w->srv = srv;
+    w->shared = &srv->shared;
     w->id = id;
     TAILQ_INIT(&w->clients);
     TAILQ_INIT(&w->backends);
     TAILQ_INIT(&w->req_pool);
     TAILQ_INIT(&w->idle_private);
-    w->conf = server_conf(srv);
-    w->tls = server_tls(srv);
+    w->conf = shared_conf(w->shared);
+    w->tls = shared_tls(w->shared);
     /* The worker's loop is its thread's alone, so it has no lock: libevent
      * would take one for every event_active and clock read (2% of a
      * worker's CPU at -P 16). Other threads reach it only through the

@@ -17,6 +17,7 @@
 #include "loop/req.h"
 
 struct server;
+struct shared;
 struct conf;
 struct tls_ctxs;
 struct client;
@@ -38,7 +39,8 @@ enum {
 TAILQ_HEAD(client_list, client);
 
 struct worker {
-    struct server *srv;
+    struct server *srv;             /* the daemon, for the thread's life only (worker_init, the loop's end) */
+    struct shared *shared;          /* what is in force (shared.h) */
     int id;
     pthread_t thread;
     int started;

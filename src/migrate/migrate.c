@@ -1532,7 +1532,7 @@ static unsigned long long walk_left(struct migrate *m)
 void migrate_info(struct server *s, struct evbuffer *out)
 {
     struct migrate *m = s->migrate;
-    struct conf *cf = server_conf(s);
+    struct conf *cf = shared_conf(&s->shared);
     if (m && (cf->migration_mode != MIGRATION_OFF || atomic_load(&m->ready))) {
         pthread_mutex_lock(&m->lock);
         size_t nwritten = m->written.n;
@@ -1555,7 +1555,7 @@ void migrate_info(struct server *s, struct evbuffer *out)
 void migrate_status(struct server *s, struct evbuffer *out)
 {
     struct migrate *m = s->migrate;
-    struct conf *cf = server_conf(s);
+    struct conf *cf = shared_conf(&s->shared);
     char src[CONF_HOST_MAX + 16] = "none";
     if (cf->migration_source)
         conf_addr_str(cf->migration_source, src, sizeof(src));

@@ -17,7 +17,7 @@
 #include "migrate/migrate.h"
 #include "loop/req.h"
 #include "base/resp.h"
-#include "daemon/server.h"
+#include "model/shared.h"
 #include "base/slot.h"
 #include "model/slotmap.h"
 #include "loop/worker.h"
@@ -386,7 +386,7 @@ static void park(struct worker *w, struct req *r)
     /* A request waits, from the first time it has to, for as long as a
      * failover may take (cluster.failover_wait): a new map sends it on. */
     if (r->deadline_ms == 0)
-        r->deadline_ms = now_ms(w) + server_failover_wait_ms(w->srv, w->conf);
+        r->deadline_ms = now_ms(w) + shared_failover_wait_ms(w->shared, w->conf);
     r->parked = 1;
     w->route->nparked++;
     atomic_fetch_add_explicit(&w->stats.parked, 1, memory_order_relaxed);
@@ -405,7 +405,7 @@ static void fail_overdue(struct worker *w, struct req *r, uint64_t now)
     struct backend *b = owner_at(t, r->slot);
     const char *host = b ? b->host : "none";
     int port = b ? b->port : 0;
-    unsigned long long wait_ms = server_failover_wait_ms(w->srv, w->conf);
+    unsigned long long wait_ms = shared_failover_wait_ms(w->shared, w->conf);
     atomic_fetch_add_explicit(&w->stats.expired, 1, memory_order_relaxed);
     if (now >= t->failed_quiet_until_ms) {
         if (r->bounced)
@@ -439,7 +439,7 @@ static void on_failed_summary(evutil_socket_t fd, short what, void *arg)
     log_warning("%zu more request%s failed, not served within %llums (cluster.failover_wait), in the last %ds; the "
                 "last on slot %u; %zu of them redirected between nodes that disagree on their slot's owner",
                 t->nfailed, t->nfailed == 1 ? "" : "s",
-                (unsigned long long)server_failover_wait_ms(w->srv, w->conf), ROUTE_EXPIRED_LOG_MS / 1000,
+                (unsigned long long)shared_failover_wait_ms(w->shared, w->conf), ROUTE_EXPIRED_LOG_MS / 1000,
                 t->failed_slot, t->nfailed_bounced);
     t->nfailed = t->nfailed_bounced = 0;
     t->failed_quiet_until_ms = now_ms(w) + ROUTE_EXPIRED_LOG_MS;

@@ -16,7 +16,7 @@
 #include "loop/req.h"
 #include "base/resp.h"
 #include "path/route.h"
-#include "daemon/server.h"
+#include "model/shared.h"
 #include "loop/worker.h"
 
 #include <event2/buffer.h>
@@ -434,7 +434,7 @@ static int client_tracking(struct client *c, struct req *r, const struct resp_re
         return 0;
     }
     if (c->w->map == NULL) { /* this worker has yet to learn the masters: wait, as commands for the cluster do */
-        if (atomic_load(&c->w->srv->seeds_failed)) {
+        if (atomic_load(&c->w->shared->seeds_failed)) {
             resp_add_error(r->reply, "CLUSTERDOWN The cluster is down");
             return 0;
         }

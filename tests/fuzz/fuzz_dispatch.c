@@ -25,9 +25,9 @@
 #include "base/resp.h"
 #include "path/route.h"
 #include "daemon/server.h"
+#include "model/shared.h"
 #include "stub_backend.h"
 #include "model/tls.h"
-#include "daemon/topo.h"
 #include "model/slotmap.h"
 #include "loop/worker.h"
 
@@ -258,17 +258,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     log_set_level(LOGL_ERROR); /* the log lines are the daemon's business, not the fuzzer's */
     log_open("/dev/null");
     struct conf_diag diag = {0};
-    srv.conf = conf_parse("fuzz.yml", config, sizeof(config) - 1, &diag);
-    FUZZ_CHECK(srv.conf != NULL);
+    struct conf *conf = conf_parse("fuzz.yml", config, sizeof(config) - 1, &diag);
+    FUZZ_CHECK(conf != NULL);
     conf_diag_free(&diag);
-    pthread_mutex_init(&srv.conf_lock, NULL);
+    shared_init(&srv.shared, conf, "fuzz.yml"); /* no refresh hook: the map is the fuzzer's */
     char err[128];
-    srv.tls = tls_ctxs_new(srv.conf, err, sizeof(err));
-    srv.base = event_base_new();
-    srv.topo = topo_new(&srv); /* asked for refreshes, never run: no socket */
-    srv.guard = guard_new();
+    srv.shared.tls = tls_ctxs_new(srv.shared.conf, err, sizeof(err));
+    srv.shared.guard = guard_new();
     map = slotmap_parse(nodes, sizeof(nodes) - 1, "127.0.0.1", err, sizeof(err));
-    FUZZ_CHECK(srv.tls != NULL && srv.topo != NULL && srv.guard != NULL && map != NULL);
+    FUZZ_CHECK(srv.shared.tls != NULL && srv.shared.guard != NULL && map != NULL);
     return 0;
 }
 
@@ -390,7 +388,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     migrate_worker_free(&w);
     req_pool_shrink(&w, 0);
     close(sv[1]);
-    atomic_store(&srv.nclients, 0);
+    atomic_store(&srv.shared.nclients, 0);
     worker_deinit(&w);
     return 0;
 }
