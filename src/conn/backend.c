@@ -799,7 +799,8 @@ static int own_reply(struct backend *b, struct req *r, struct evbuffer *in, size
         unsigned version = hello_version(in, len);
         if (version != b->version) {
             b->version = version;
-            worker_note_version(b->w);
+            if (b->ops->versioned)
+                b->ops->versioned(b);
         }
     }
     evbuffer_drain(in, len);

@@ -28,6 +28,7 @@
 #define RG_BACKEND_H
 
 #include "loop/req.h"
+#include "loop/worker.h"
 #include "base/resp.h"
 
 #include <stddef.h>
@@ -43,7 +44,6 @@ struct evbuffer;
 struct metrics_node;
 
 struct backend;
-TAILQ_HEAD(backend_list, backend);
 
 /* What a connection reports, to whoever opened it: its kind (shared,
  * a session's, a subscriber's) is the ops it was opened with. */
@@ -66,6 +66,9 @@ struct backend_ops {
     /* B's node failed to answer or refused the connection (not a quiet
      * close of an idle one): the map may be out of date. NULL: nothing. */
     void (*node_down)(struct backend *b);
+    /* B's node told its Redis version (B->version), a new one. NULL:
+     * nothing to do. */
+    void (*versioned)(struct backend *b);
 };
 
 struct backend {

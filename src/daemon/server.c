@@ -23,6 +23,7 @@
 #include "base/log.h"
 #include "migrate/migrate.h"
 #include "daemon/proc.h"
+#include "daemon/thread.h"
 #include "loop/worker.h"
 
 #include <errno.h>
@@ -42,32 +43,32 @@ static void post_all(struct server *s, int msg);
 void server_publish_cmds(struct server *s, struct nodecmd_table *t)
 {
     shared_set_cmds(&s->shared, t);
-    post_all(s, WORKER_TOPO);
+    post_all(s, THREAD_TOPO);
 }
 
 void server_publish_map(struct server *s, struct slotmap *m)
 {
     shared_set_map(&s->shared, m);
-    post_all(s, WORKER_TOPO);
+    post_all(s, THREAD_TOPO);
 }
 
 static void post_all(struct server *s, int msg)
 {
     for (int i = 0; i < s->shared.nworkers; i++)
-        worker_post(&s->shared.workers[i], msg);
+        thread_post(&s->shared.workers[i], msg);
 }
 
 void server_seeds_failed(struct server *s)
 {
     if (atomic_exchange(&s->shared.seeds_failed, 1) == 0)
-        post_all(s, WORKER_TOPO);
+        post_all(s, THREAD_TOPO);
 }
 
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     struct server *s = arg;
     log_warning("shutdown: timeouts.shutdown passed with clients still owed replies; closing them");
-    post_all(s, WORKER_STOP);
+    post_all(s, THREAD_STOP);
 }
 
 static const char *signal_name(int sig)
@@ -81,7 +82,7 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
     if (s->stopping) {
         log_notice("received %s again: stopping now", signal_name((int)sig));
         s->stopping = 2;
-        post_all(s, WORKER_STOP);
+        post_all(s, THREAD_STOP);
         return;
     }
     s->stopping = 1;
@@ -90,12 +91,12 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
                (unsigned long long)s->shared.conf->shutdown_timeout_ms);
     struct timeval tv = conf_timeval(s->shared.conf->shutdown_timeout_ms);
     evtimer_add(s->deadline, &tv);
-    post_all(s, WORKER_DRAIN);
+    post_all(s, THREAD_DRAIN);
 }
 
 /* Binds the addresses of C's listen that the running configuration lacks,
  * one socket per worker (a dup per worker for a unix socket), into
- * s->listen_fds_next for the workers to take on WORKER_RELOAD. Returns 0,
+ * s->listen_fds_next for the workers to take on THREAD_RELOAD. Returns 0,
  * or -1 after logging why (nothing changes then). */
 static int prepare_listeners(struct server *s, const struct conf *c)
 {
@@ -242,7 +243,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
         shared_set_conf(&s->shared, c, tls);
         migrate_conf_changed(s, c, old);
         conf_unref(old);
-        post_all(s, WORKER_RELOAD);
+        post_all(s, THREAD_RELOAD);
         log_notice("configuration reloaded");
         note_protected_mode(c);
     }
@@ -368,7 +369,7 @@ int server_init(struct server *s, struct conf *conf, const char *conf_path)
         s->shared.workers[i].wake_fd = -1; /* worker_deinit closes it, also for those never set up */
     size_t nl = conf->listen.n;
     for (int i = 0; i < s->shared.nworkers; i++) {
-        if (worker_init(&s->shared.workers[i], s, i, &s->listen_fds[(size_t)i * nl], nl) < 0)
+        if (thread_init(&s->shared.workers[i], s, i, &s->listen_fds[(size_t)i * nl], nl) < 0)
             return -1;
         for (size_t a = 0; a < nl; a++)
             s->listen_fds[(size_t)i * nl + a] = -1; /* the worker's listeners own them now */
@@ -395,15 +396,15 @@ int server_run(struct server *s)
     atomic_store(&s->nrunning, s->shared.nworkers);
     int started = 0;
     for (; started < s->shared.nworkers; started++)
-        if (worker_start(&s->shared.workers[started]) < 0)
+        if (thread_start(&s->shared.workers[started]) < 0)
             break;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (started < s->shared.nworkers) {
         atomic_fetch_sub(&s->nrunning, s->shared.nworkers - started);
         for (int i = 0; i < started; i++)
-            worker_post(&s->shared.workers[i], WORKER_STOP);
+            thread_post(&s->shared.workers[i], THREAD_STOP);
         for (int i = 0; i < started; i++)
-            worker_join(&s->shared.workers[i]);
+            thread_join(&s->shared.workers[i]);
         return 1;
     }
 
@@ -420,11 +421,11 @@ int server_run(struct server *s)
     s->topo = topo_new(s);
     if (s->topo == NULL) {
         log_error("cannot start topology discovery: out of memory");
-        post_all(s, WORKER_STOP);
+        post_all(s, THREAD_STOP);
     }
     event_base_dispatch(s->base);
     for (int i = 0; i < s->shared.nworkers; i++)
-        worker_join(&s->shared.workers[i]);
+        thread_join(&s->shared.workers[i]);
     topo_free(s->topo);
     s->topo = NULL;
     for (size_t i = 0; i < s->shared.conf->listen.n; i++)
@@ -437,7 +438,7 @@ int server_run(struct server *s)
 void server_deinit(struct server *s)
 {
     for (int i = 0; s->shared.workers && i < s->shared.nworkers; i++)
-        worker_deinit(&s->shared.workers[i]);
+        thread_deinit(&s->shared.workers[i]);
     free(s->shared.workers);
     if (s->listen_fds)
         for (size_t i = 0; i < (size_t)s->shared.nworkers * s->shared.conf->listen.n; i++)

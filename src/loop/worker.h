@@ -1,7 +1,9 @@
 /*
- * worker: one thread with its own event_base, listeners and clients. The
- * request path runs entirely inside one worker and takes no lock; other
- * threads talk to a worker only through worker_post().
+ * worker: one worker thread's context: its event_base, clients, backends
+ * and counters, and the services of a loop turn (its clock, held
+ * flushes). The request path runs entirely inside one worker and takes no
+ * lock; other threads talk to a worker only through thread_post()
+ * (thread.h, which owns the thread's life).
  */
 #ifndef RG_WORKER_H
 #define RG_WORKER_H
@@ -12,7 +14,6 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
-#include "conn/backend.h"
 #include "loop/metrics.h"
 #include "loop/req.h"
 
@@ -28,18 +29,11 @@ struct evconnlistener;
 struct route;
 struct migrate_worker;
 
-/* Messages for worker_post(); several may be pending at once. */
-enum {
-    WORKER_RELOAD = 1 << 0, /* take the server's current configuration */
-    WORKER_DRAIN = 1 << 1,  /* stop accepting; leave once every client is done */
-    WORKER_STOP = 1 << 2,   /* leave the loop now */
-    WORKER_TOPO = 1 << 3,   /* take the server's current slot map */
-};
-
 TAILQ_HEAD(client_list, client);
+TAILQ_HEAD(backend_list, backend); /* conn/backend.h */
 
 struct worker {
-    struct server *srv;             /* the daemon, for the thread's life only (worker_init, the loop's end) */
+    struct server *srv;             /* the daemon: for the thread's life only (thread.h) */
     struct shared *shared;          /* what is in force (shared.h) */
     int id;
     pthread_t thread;
@@ -56,7 +50,7 @@ struct worker {
     struct event *wake;             /* reads wake_fd, which worker_post() writes to */
     int wake_fd;                    /* an eventfd: the one way in from other threads (the loop has no lock) */
     atomic_int pending;             /* WORKER_* bits posted and not yet handled */
-    int draining;
+    int draining;                   /* stops accepting; the loop ends with the last client */
 
     struct client_list clients;
     size_t nclients;
@@ -88,12 +82,12 @@ struct worker {
     unsigned turn_reads;            /* clients read in that turn (worker_busy_turn) */
 };
 
-/* Prepares W with its own event_base and listeners on FDS (taken over).
- * Returns 0 or -1 after logging why. */
-int worker_init(struct worker *w, struct server *srv, int id, const int *fds, size_t nfds);
-int worker_start(struct worker *w);
-void worker_post(struct worker *w, int msg);
-void worker_join(struct worker *w);
+/* Prepares W, worker number ID, with its own event_base and a reference
+ * to what is in force in SHARED. Returns 0, or -1 after logging why (call
+ * worker_deinit then too). */
+int worker_init(struct worker *w, struct shared *shared, int id);
+
+/* Frees what worker_init made and what W holds; its connections are gone. */
 void worker_deinit(struct worker *w);
 
 /* Runs one turn of W's loop. Returns 0 once the loop is told to stop (or
@@ -129,9 +123,8 @@ int worker_hold_flush(struct worker *w, struct event *flush, short what, size_t 
 void worker_client_came(struct worker *w);
 void worker_client_gone(struct worker *w);
 
-/* Works out W->version again: a backend learned its node's version, or
- * the masters changed. */
-void worker_note_version(struct worker *w);
+/* A draining worker with no client left ends its loop. */
+void worker_check_drained(struct worker *w);
 
 /* Asks the control thread for a fresh slot map (after MOVED, a lost node). */
 void worker_request_refresh(struct worker *w);

@@ -13,6 +13,7 @@
 #include "conn/backend.h"
 #include "model/cmd.h"
 #include "model/conf.h"
+#include "base/compat.h"
 #include "base/log.h"
 #include "migrate/migrate.h"
 #include "loop/req.h"
@@ -532,10 +533,33 @@ static void shared_node_down(struct backend *b)
     worker_request_refresh(b->w);
 }
 
+void route_note_version(struct worker *w)
+{
+    unsigned oldest = 0;
+    for (size_t i = 0; w->map && i < w->map->nnodes; i++) {
+        const struct slotmap_node *n = &w->map->nodes[i];
+        struct backend *b = n->is_master ? backend_find(w, n->host, n->port) : NULL;
+        if (b && b->version && (oldest == 0 || b->version < oldest))
+            oldest = b->version;
+    }
+    if (oldest == 0) { /* no backend has answered yet: the topology connection's node */
+        char text[32];
+        shared_redis_version(w->shared, text, sizeof(text));
+        oldest = compat_parse(text, strlen(text));
+    }
+    w->version = oldest;
+}
+
+static void shared_versioned(struct backend *b)
+{
+    route_note_version(b->w);
+}
+
 static const struct backend_ops shared_ops = {
     .reply = shared_reply,
     .lost = shared_lost,
     .node_down = shared_node_down,
+    .versioned = shared_versioned,
 };
 
 struct backend *route_backend(struct worker *w, const char *host, int port)

@@ -51,6 +51,12 @@ void route_free(struct worker *w);
  * stays). */
 int route_apply_map(struct worker *w, const struct slotmap *m);
 
+/* Works out W->version again, the cluster's Redis version (compat.h): the
+ * oldest its masters' shared connections learned, or before any did, the
+ * topology's node's. Called when a connection learned its node's version,
+ * and when the masters changed. */
+void route_note_version(struct worker *w);
+
 /* The master serving SLOT in W's table, or NULL. */
 struct backend *route_owner(struct worker *w, int slot);
 

@@ -25,6 +25,7 @@
 #include "base/resp.h"
 #include "path/route.h"
 #include "daemon/server.h"
+#include "daemon/thread.h"
 #include "model/shared.h"
 #include "stub_backend.h"
 #include "model/tls.h"
@@ -346,7 +347,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     data += 3 + raw, size -= 3 + raw;
 
     struct worker w;
-    FUZZ_CHECK(worker_init(&w, &srv, 0, NULL, 0) == 0);
+    FUZZ_CHECK(thread_init(&w, &srv, 0, NULL, 0) == 0);
     w.version = kind & 0x80 ? 60206 : 70015;
     w.map = slotmap_ref(map);
     FUZZ_CHECK(route_apply_map(&w, map) == 0);
@@ -389,6 +390,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     req_pool_shrink(&w, 0);
     close(sv[1]);
     atomic_store(&srv.shared.nclients, 0);
-    worker_deinit(&w);
+    thread_deinit(&w);
     return 0;
 }
