@@ -487,8 +487,11 @@ static int section_of_title(const char *line)
     return -1;
 }
 
-const char *info_part(struct info *in, unsigned index, struct evbuffer *reply, const char *host, int port)
+/* Folds the INFO text in REPLY, from the master at HOST:PORT that is the
+ * INDEXth in slot order, into IN. Returns NULL, or an error text. */
+static const char *info_part(void *state, unsigned index, struct evbuffer *reply, const char *host, int port)
 {
+    struct info *in = state;
     size_t len = evbuffer_get_length(reply);
     char *text = malloc(len + 1);
     if (text == NULL)
@@ -581,8 +584,11 @@ static void first_section(const struct info *in, unsigned sec, struct evbuffer *
                             in->w->shared->nworkers);
 }
 
-void info_finish(struct info *in, struct evbuffer *out, int proto)
+/* Writes IN's whole answer to OUT, as a bulk string (PROTO 2) or a
+ * verbatim text (PROTO 3), as Redis does. */
+static void info_finish(void *state, struct evbuffer *out, int proto)
 {
+    struct info *in = state;
     struct evbuffer *text = evbuffer_new();
     if (text == NULL) {
         resp_add_error(out, REQ_OUT_OF_MEMORY);
@@ -612,8 +618,9 @@ void info_finish(struct info *in, struct evbuffer *out, int proto)
     evbuffer_free(text);
 }
 
-void info_free(struct info *in)
+static void info_free(void *state) /* NULL is a no-op */
 {
+    struct info *in = state;
     if (in == NULL)
         return;
     if (in->nodes)
@@ -622,6 +629,8 @@ void info_free(struct info *in)
     free(in->first);
     free(in);
 }
+
+static const struct fanout_fold info_fold = {.part = info_part, .finish = info_finish, .free = info_free};
 
 int info_run(struct client *c, struct req *r, const struct resp_req *q)
 {
@@ -658,7 +667,7 @@ int info_run(struct client *c, struct req *r, const struct resp_req *q)
     /* "INFO" and "INFO all" mean the same to every version */
     static const char info_default[] = "*1\r\n$4\r\nINFO\r\n", info_all[] = "*2\r\n$4\r\nINFO\r\n$3\r\nall\r\n";
     if (from_nodes && w->map &&
-        fanout_info(w, r, in, all ? info_all : info_default, all ? sizeof(info_all) - 1 : sizeof(info_default) - 1) == 0)
+        fanout_fold(w, r, &info_fold, in, all ? info_all : info_default, all ? sizeof(info_all) - 1 : sizeof(info_default) - 1) == 0)
         return 1; /* fanout owns IN now */
     info_finish(in, r->reply, c->proto);
     info_free(in);

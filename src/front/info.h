@@ -25,8 +25,6 @@
 #include <stddef.h>
 
 struct client;
-struct evbuffer;
-struct info;
 struct req;
 struct resp_req;
 
@@ -35,15 +33,5 @@ struct resp_req;
  * later (R completes through fanout, or waits as C's held request for the
  * worker's first slot map). */
 int info_run(struct client *c, struct req *r, const struct resp_req *q);
-
-/* Folds the INFO text in REPLY, from the master at HOST:PORT that is the
- * INDEXth in slot order, into IN. Returns NULL, or an error text. */
-const char *info_part(struct info *in, unsigned index, struct evbuffer *reply, const char *host, int port);
-
-/* Writes IN's whole answer to OUT, as a bulk string (PROTO 2) or a
- * verbatim text (PROTO 3), as Redis does. */
-void info_finish(struct info *in, struct evbuffer *out, int proto);
-
-void info_free(struct info *in); /* NULL is a no-op */
 
 #endif

@@ -63,7 +63,7 @@ enum cmd_merge {
     MERGE_MIN,       /* the smallest integer */
     MERGE_NONNIL,    /* the first reply that is not nil, else nil */
     MERGE_SCAN,      /* SCAN: one cursor that walks the masters one after another */
-    MERGE_INFO,      /* INFO's memory, stats and keyspace sections, summed (not in the table) */
+    MERGE_FOLD,      /* its caller folds the replies (INFO: fanout_fold), not in the table */
 };
 
 /* Which operation of a client's session or subscriptions a command is

@@ -26,7 +26,6 @@
 #include "model/conf.h"
 #include "model/slotmap.h"
 #include "conn/backend.h"
-#include "front/info.h"
 #include "base/netio.h"
 #include "loop/req.h"
 #include "base/resp.h"
@@ -76,7 +75,8 @@ struct fanout {
     char *stage;            /* MERGE_KEYORDER: staged elements, end to end */
     size_t staged, stage_cap;
     unsigned char *and;     /* MERGE_AND: [count] */
-    struct info *info;      /* MERGE_INFO */
+    const struct fanout_fold *fold; /* MERGE_FOLD: the caller's fold, and its state */
+    void *fold_state;
 };
 
 /* Parses the integer after a one-byte type at the start of HEAD. Returns
@@ -236,9 +236,9 @@ static const char *merge_one(struct fanout *f, struct req *p, struct req *part, 
     case MERGE_KEYORDER:
         *free_part = 0;
         return NULL;
-    case MERGE_INFO: {
+    case MERGE_FOLD: {
         struct backend *b = p->client ? route_owner(p->client->w, part->slot) : NULL;
-        return info_part(f->info, part->part, part->reply, b ? b->host : "?", b ? b->port : 0);
+        return f->fold->part(f->fold_state, part->part, part->reply, b ? b->host : "?", b ? b->port : 0);
     }
     default:
         return "ERR respgate: no merge for this command";
@@ -367,8 +367,8 @@ static void finish(struct worker *w, struct req *p)
             if (evbuffer_get_length(p->reply) == 0)
                 resp_add_nil(p->reply, p->resp3 ? 3 : 2);
             break;
-        case MERGE_INFO:
-            info_finish(f->info, p->reply, p->resp3 ? 3 : 2);
+        case MERGE_FOLD:
+            f->fold->finish(f->fold_state, p->reply, p->resp3 ? 3 : 2);
             break;
         default:
             break;
@@ -472,7 +472,8 @@ static void release(struct worker *w, struct req *r)
             req_free(w, f->parts[i]);
     free(f->and);
     free(f->stage);
-    info_free(f->info);
+    if (f->fold)
+        f->fold->free(f->fold_state);
     free(f);
 }
 
@@ -838,16 +839,18 @@ void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cm
     finish(w, r);
 }
 
-int fanout_info(struct worker *w, struct req *r, struct info *in, const char *frame, size_t len)
+int fanout_fold(struct worker *w, struct req *r, const struct fanout_fold *fold, void *state, const char *frame,
+                size_t len)
 {
     struct route_master *m = NULL;
     long n = route_masters(w, &m);
-    struct fanout *f = n > 0 ? new_fanout(r, MERGE_INFO, 0) : NULL;
+    struct fanout *f = n > 0 ? new_fanout(r, MERGE_FOLD, 0) : NULL;
     if (f == NULL) {
         free(m);
         return -1;
     }
-    f->info = in;
+    f->fold = fold;
+    f->fold_state = state;
     for (long i = 0; i < n; i++) {
         struct req *part = new_part(w, r, m[i].first);
         if (part == NULL) {

@@ -14,6 +14,7 @@
 #include <stddef.h>
 
 struct cmd_spec;
+struct evbuffer;
 struct req;
 struct resp_req;
 struct worker;
@@ -29,12 +30,21 @@ void fanout_split(struct worker *w, struct req *r, const struct cmd_spec *cmd, c
  * session wrote to since its last WAIT; for SCAN, the one its cursor names. */
 void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q);
 
-/* Sends FRAME (LEN bytes: INFO as every version knows it) to every master
- * for client request R; each reply is folded into IN (info_part, the parts
- * numbered in slot order) and the last one writes R's reply (info_finish).
- * Returns 0, and owns IN from then on; -1 (IN untouched) if there is no
- * master or no memory. */
-struct info;
-int fanout_info(struct worker *w, struct req *r, struct info *in, const char *frame, size_t len);
+/* A merge its caller does itself (INFO's, info.h), on STATE: PART folds
+ * the reply of the master at HOST:PORT that is the INDEXth in slot order
+ * and returns NULL or an error text; FINISH writes the whole answer to
+ * OUT in protocol PROTO (2 or 3); FREE drops STATE. */
+struct fanout_fold {
+    const char *(*part)(void *state, unsigned index, struct evbuffer *reply, const char *host, int port);
+    void (*finish)(void *state, struct evbuffer *out, int proto);
+    void (*free)(void *state);
+};
+
+/* Sends FRAME (LEN bytes) to every master for client request R, and folds
+ * their replies into STATE with FOLD; the last one writes R's reply.
+ * Returns 0, and owns STATE from then on; -1 (STATE untouched) if there
+ * is no master or no memory. */
+int fanout_fold(struct worker *w, struct req *r, const struct fanout_fold *fold, void *state, const char *frame,
+                size_t len);
 
 #endif
