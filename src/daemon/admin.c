@@ -155,7 +155,9 @@ static void on_request(struct evhttp_request *req, void *arg)
         evbuffer_add_printf(body, "%s\n", why);
         reply(req, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", "text/plain", body);
     } else if (strcmp(path, "/migration") == 0) {
-        migrate_status(d->srv, body);
+        struct conf *cf = shared_conf(&d->srv->shared);
+        migrate_status(cf, body);
+        conf_unref(cf);
         reply(req, 200, "OK", "text/plain; charset=utf-8", body);
     } else {
         prom_render(d->srv, body);

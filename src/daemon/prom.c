@@ -216,5 +216,5 @@ void prom_render(struct server *s, struct evbuffer *out)
     one(out, "client_bytes_sent_total", "counter", "Bytes of replies queued for clients.", sent);
     render_backends(s, out);
     render_map(s, out);
-    migrate_metrics(s, out);
+    migrate_metrics(out);
 }

@@ -218,7 +218,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
         failed = 1;
     if (!failed && !conf_addrs_equal(&c->listen, &s->shared.conf->listen) && prepare_listeners(s, c) < 0)
         failed = 1;
-    if (!failed && migrate_prepare(s, c) < 0)
+    if (!failed && migrate_prepare(s->base, c) < 0)
         failed = 1;
     if (failed && next_admin) {
         admin_stop(next_admin);
@@ -241,7 +241,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
         }
         struct conf *old = conf_ref(s->shared.conf);
         shared_set_conf(&s->shared, c, tls);
-        migrate_conf_changed(s, c, old);
+        migrate_conf_changed(c, old);
         conf_unref(old);
         post_all(s, THREAD_RELOAD);
         log_notice("configuration reloaded");
@@ -348,9 +348,9 @@ int server_init(struct server *s, struct conf *conf, const char *conf_path)
         }
     }
 
-    if ((s->shared.guard = guard_new()) == NULL || migrate_init(s, conf) < 0)
+    if ((s->shared.guard = guard_new()) == NULL || migrate_init(s->base, conf) < 0)
         return -1;
-    migrate_conf_changed(s, conf, NULL);
+    migrate_conf_changed(conf, NULL);
     char tls_err[512];
     if ((s->shared.tls = tls_ctxs_new(conf, tls_err, sizeof(tls_err))) == NULL) {
         log_error("%s", tls_err);
@@ -457,7 +457,7 @@ void server_deinit(struct server *s)
         event_free(s->deadline);
     admin_stop(s->admin);
     guard_free(s->shared.guard);
-    migrate_free(s); /* saves what it has not yet */
+    migrate_free(); /* saves what it has not yet */
     if (s->base)
         event_base_free(s->base);
     shared_deinit(&s->shared);

@@ -16,7 +16,6 @@ struct slotmap;
 struct nodecmd_table;
 struct topo;
 struct admin;
-struct migrate;
 struct event_base;
 struct event;
 
@@ -24,7 +23,6 @@ struct server {
     struct shared shared;        /* what is in force, for the workers (shared.h) */
     struct topo *topo;
     struct admin *admin;         /* the admin.listen endpoint, or NULL (admin.h) */
-    struct migrate *migrate;     /* a migration's written keys, walk and counts (migrate.h) */
 
     struct event_base *base;
     struct event *sig_events[4];

@@ -232,7 +232,7 @@ static void respgate_section(const struct info *in, struct evbuffer *out)
                         (unsigned long long)atomic_load(&g->auth_timeouts),
                         (unsigned long long)atomic_load(&g->protected_refused.count),
                         (unsigned long long)atomic_load(&g->tls_refused.count));
-    migrate_info(in->w->srv, out);
+    migrate_info(in->w->conf, out);
 }
 
 /* ---- merging the masters' fields ---- */

@@ -31,7 +31,6 @@
 #include "loop/req.h"
 #include "base/resp.h"
 #include "path/route.h"
-#include "daemon/server.h"
 #include "base/slot.h"
 #include "loop/worker.h"
 
@@ -114,6 +113,11 @@ struct migrate {
     atomic_uint_fast64_t count[MC_COUNT];
 };
 
+/* The process's one migration (one state file): made by migrate_init on
+ * the control thread before the workers start, freed by migrate_free
+ * after they stopped; NULL outside, and in a program that never asks. */
+static struct migrate *migration;
+
 /* Stops copying for good, for WHY (logged once). M->lock held. */
 static void stop_copying(struct migrate *m, enum migrate_stop why, const char *say)
 {
@@ -180,7 +184,8 @@ static void on_save(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    migrate_save(arg);
+    (void)arg;
+    migrate_save();
 }
 
 /* Reads the state file's "name value" lines into M. Returns 0 (a missing
@@ -247,9 +252,8 @@ static pthread_once_t miss_once = PTHREAD_ONCE_INIT;
 /* Opens S's migration state at PATH: the written keys, the walk's cursor
  * and the counts; a migration may run from then on. Returns 0, or -1
  * after logging why (nothing is kept then). Control thread. */
-static int open_state(struct server *s, const char *path)
+static int open_state(struct migrate *m, struct event_base *base, const char *path)
 {
-    struct migrate *m = s->migrate;
     if ((m->state_path = strdup(path)) == NULL)
         return -1;
     int rc = load_keys(m);
@@ -257,7 +261,7 @@ static int open_state(struct server *s, const char *path)
         log_error("migration.state_file: cannot read %s.keys: %s", path, strerror(-rc));
     else if ((rc = load_state(m)) < 0)
         log_error("migration.state_file: cannot read %s: %s", path, strerror(-rc));
-    else if ((m->save_timer = event_new(s->base, -1, EV_PERSIST, on_save, s)) == NULL)
+    else if ((m->save_timer = event_new(base, -1, EV_PERSIST, on_save, NULL)) == NULL)
         rc = -1;
     if (rc < 0) {
         if (m->keys_fd >= 0)
@@ -284,7 +288,7 @@ static int open_state(struct server *s, const char *path)
     return 0;
 }
 
-int migrate_init(struct server *s, const struct conf *conf)
+int migrate_init(struct event_base *base, const struct conf *conf)
 {
     struct migrate *m = calloc(1, sizeof(*m));
     if (m == NULL)
@@ -293,25 +297,25 @@ int migrate_init(struct server *s, const struct conf *conf)
     pthread_mutex_init(&m->lock, NULL);
     m->keys_fd = -1;
     m->max = conf->migration_max_written_keys;
-    s->migrate = m;
-    return conf->migration_state_file ? open_state(s, conf->migration_state_file) : 0;
+    migration = m;
+    return conf->migration_state_file ? open_state(m, base, conf->migration_state_file) : 0;
 }
 
-int migrate_prepare(struct server *s, const struct conf *conf)
+int migrate_prepare(struct event_base *base, const struct conf *conf)
 {
-    struct migrate *m = s->migrate;
+    struct migrate *m = migration;
     if (m == NULL || conf->migration_state_file == NULL)
         return 0;
     if (!atomic_load(&m->ready))
-        return open_state(s, conf->migration_state_file);
+        return open_state(m, base, conf->migration_state_file);
     if (strcmp(conf->migration_state_file, m->state_path) != 0)
         log_warning("migration.state_file: changed, but respgate keeps %s until a restart", m->state_path);
     return 0;
 }
 
-void migrate_save(struct server *s)
+void migrate_save(void)
 {
-    struct migrate *m = s->migrate;
+    struct migrate *m = migration;
     if (m == NULL || !atomic_load(&m->ready))
         return;
     pthread_mutex_lock(&m->lock);
@@ -332,12 +336,12 @@ void migrate_save(struct server *s)
         log_error("migration.state_file: cannot write %s: %s", m->state_path, strerror(errno));
 }
 
-void migrate_free(struct server *s)
+void migrate_free(void)
 {
-    struct migrate *m = s->migrate;
+    struct migrate *m = migration;
     if (m == NULL)
         return;
-    migrate_save(s);
+    migrate_save();
     if (m->save_timer)
         event_free(m->save_timer);
     if (m->keys_fd >= 0)
@@ -347,12 +351,12 @@ void migrate_free(struct server *s)
     free(m->state_path);
     pthread_mutex_destroy(&m->lock);
     free(m);
-    s->migrate = NULL;
+    migration = NULL;
 }
 
-void migrate_conf_changed(struct server *s, const struct conf *conf, const struct conf *old)
+void migrate_conf_changed(const struct conf *conf, const struct conf *old)
 {
-    struct migrate *m = s->migrate;
+    struct migrate *m = migration;
     int was = old ? old->migration_mode : MIGRATION_OFF;
     if (m == NULL || conf->migration_mode == was)
         return;
@@ -379,8 +383,8 @@ void migrate_conf_changed(struct server *s, const struct conf *conf, const struc
 /* Whether W runs a migration now. */
 static int active(const struct worker *w)
 {
-    return w->conf->migration_mode >= MIGRATION_READ_THROUGH && w->srv->migrate &&
-           atomic_load_explicit(&w->srv->migrate->ready, memory_order_acquire);
+    return w->conf->migration_mode >= MIGRATION_READ_THROUGH && migration &&
+           atomic_load_explicit(&migration->ready, memory_order_acquire);
 }
 
 /* ---- the table of reads and their "missing" answers ---- */
@@ -822,7 +826,7 @@ static void key_failed(struct migrate_fetch *f, struct fetch_key *k, const char 
     f->nfailed++;
     if (f->w->migrate->stopping)
         return; /* cut off by respgate's own exit: walked again after the restart */
-    atomic_fetch_add(&f->w->srv->migrate->count[MC_FAILED], 1);
+    atomic_fetch_add(&migration->count[MC_FAILED], 1);
     log_info("migration: %s of key '%.*s' failed: %s", what, (int)(k->len < 64 ? k->len : 64), k->name,
              line[0] ? line + 1 : "the standalone cannot be reached");
 }
@@ -871,7 +875,7 @@ static void on_restore(struct worker *w, struct req *s)
 {
     struct migrate_fetch *f = s->fetch;
     struct fetch_key *k = &f->k[s->part];
-    struct migrate *m = w->srv->migrate;
+    struct migrate *m = migration;
     char line[16] = "";
     evbuffer_copyout(s->reply, line, sizeof(line) - 1);
     if (line[0] == '+') {
@@ -932,7 +936,7 @@ static void fetch_ask(struct migrate_fetch *f)
 static void fetch_restore(struct migrate_fetch *f)
 {
     struct worker *w = f->w;
-    struct migrate *m = w->srv->migrate;
+    struct migrate *m = migration;
     int stop = stopped(m) || w->migrate->stopping;
     f->restoring = 1;
     for (unsigned i = 0; i < f->nkeys; i++) {
@@ -1013,7 +1017,7 @@ static void on_cross_timer(evutil_socket_t fd, short what, void *arg)
 static void fetch_end(struct migrate_fetch *f)
 {
     struct worker *w = f->w;
-    struct migrate *m = w->srv->migrate;
+    struct migrate *m = migration;
     struct migrate_worker *mw = w->migrate;
     TAILQ_REMOVE(&mw->fetches, f, link);
     pthread_mutex_lock(&m->lock);
@@ -1079,7 +1083,7 @@ static size_t args_of(struct req *r)
 
 int migrate_missed(struct worker *w, struct req *r, struct evbuffer *in, size_t len, char type)
 {
-    struct migrate *m = w->srv->migrate;
+    struct migrate *m = migration;
     enum miss miss = (enum miss)r->miss;
     /* A hit costs this: the reply's first bytes against the table's
      * answer (EXISTS's count against its frame's head). */
@@ -1153,11 +1157,12 @@ static int is_write(const struct cmd_spec *cmd)
 int migrate_before_routing(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
 {
     struct worker *w = c->w;
-    struct migrate *m = w->srv->migrate;
+    struct migrate *m = migration;
     if (!active(w))
         return 0;
     if (!is_write(cmd)) {
-        r->miss = (uint8_t)miss_of(cmd);
+        if ((r->miss = (uint8_t)miss_of(cmd)) != 0)
+            route_set_missed(w, migrate_missed);
         return 0;
     }
     if (strcmp(cmd->name, "flushall") == 0 || strcmp(cmd->name, "flushdb") == 0) {
@@ -1225,14 +1230,14 @@ static void walk_arm(struct worker *w, uint64_t after_us);
 
 static int walking_allowed(struct worker *w)
 {
-    struct migrate *m = w->srv->migrate;
+    struct migrate *m = migration;
     return w->id == 0 && active(w) && w->conf->migration_mode == MIGRATION_COPY && !atomic_load(&m->walk_done) &&
            !stopped(m);
 }
 
 static void walk_log(struct worker *w, const char *what)
 {
-    struct migrate *m = w->srv->migrate;
+    struct migrate *m = migration;
     char src[CONF_HOST_MAX + 16] = "";
     if (w->conf->migration_source)
         conf_addr_str(w->conf->migration_source, src, sizeof(src));
@@ -1250,7 +1255,7 @@ static void walk_log(struct worker *w, const char *what)
  * unless a key failed and the batch has tries left. */
 static void walk_batch_done(struct worker *w, struct migrate_fetch *f)
 {
-    struct migrate *m = w->srv->migrate;
+    struct migrate *m = migration;
     struct migrate_worker *mw = w->migrate;
     mw->walking = 0;
     if (mw->stopping)
@@ -1353,7 +1358,7 @@ static int parse_scan(struct migrate *m, const char *p, size_t len, uint64_t *cu
  * shortly (the standalone does not change, so SCAN answers the same). */
 static void on_scan(struct worker *w, struct req *s)
 {
-    struct migrate *m = w->srv->migrate;
+    struct migrate *m = migration;
     struct migrate_worker *mw = w->migrate;
     size_t len = evbuffer_get_length(s->reply);
     const char *p = (const char *)evbuffer_pullup(s->reply, -1);
@@ -1402,7 +1407,7 @@ static void on_dbsize(struct worker *w, struct req *s)
 {
     long long n;
     if (reply_int(s, &n) == ':' && n >= 0)
-        atomic_store(&w->srv->migrate->total, (uint64_t)n);
+        atomic_store(&migration->total, (uint64_t)n);
     req_free(w, s);
     walk_log(w, "walk starts");
 }
@@ -1415,7 +1420,7 @@ static void on_walk_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct worker *w = arg;
-    struct migrate *m = w->srv->migrate;
+    struct migrate *m = migration;
     struct migrate_worker *mw = w->migrate;
     struct backend *src = source_of(w);
     if (mw->walking || mw->stopping || !walking_allowed(w) || src == NULL)
@@ -1529,10 +1534,9 @@ static unsigned long long walk_left(struct migrate *m)
     return atomic_load(&m->walk_done) || total < scanned ? 0 : (unsigned long long)(total - scanned);
 }
 
-void migrate_info(struct server *s, struct evbuffer *out)
+void migrate_info(const struct conf *cf, struct evbuffer *out)
 {
-    struct migrate *m = s->migrate;
-    struct conf *cf = shared_conf(&s->shared);
+    struct migrate *m = migration;
     if (m && (cf->migration_mode != MIGRATION_OFF || atomic_load(&m->ready))) {
         pthread_mutex_lock(&m->lock);
         size_t nwritten = m->written.n;
@@ -1549,20 +1553,17 @@ void migrate_info(struct server *s, struct evbuffer *out)
                             nwritten, (unsigned long long)atomic_load(&m->cursor), atomic_load(&m->walk_done),
                             walk_left(m));
     }
-    conf_unref(cf);
 }
 
-void migrate_status(struct server *s, struct evbuffer *out)
+void migrate_status(const struct conf *cf, struct evbuffer *out)
 {
-    struct migrate *m = s->migrate;
-    struct conf *cf = shared_conf(&s->shared);
+    struct migrate *m = migration;
     char src[CONF_HOST_MAX + 16] = "none";
     if (cf->migration_source)
         conf_addr_str(cf->migration_source, src, sizeof(src));
     evbuffer_add_printf(out, "migration: %s, from %s\n", mode_names[cf->migration_mode], src);
     if (m == NULL || !atomic_load(&m->ready)) {
         evbuffer_add_printf(out, "no migration.state_file is open: nothing was migrated\n");
-        conf_unref(cf);
         return;
     }
     pthread_mutex_lock(&m->lock);
@@ -1597,12 +1598,11 @@ void migrate_status(struct server *s, struct evbuffer *out)
                                       "migration.max_written_keys reached", "migration.state_file cannot be written"};
     if (stop)
         evbuffer_add_printf(out, "stopped: %s; nothing more is copied\n", why[stop]);
-    conf_unref(cf);
 }
 
-void migrate_metrics(struct server *s, struct evbuffer *out)
+void migrate_metrics(struct evbuffer *out)
 {
-    struct migrate *m = s->migrate;
+    struct migrate *m = migration;
     if (m == NULL)
         return;
     evbuffer_add_printf(out, "# HELP respgate_migration_keys_total Keys the migration from a standalone Redis "

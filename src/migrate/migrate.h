@@ -37,30 +37,32 @@ struct conf;
 struct evbuffer;
 struct req;
 struct resp_req;
-struct server;
+struct event_base;
 struct worker;
 
-/* The migration state of S (the written set, the walk's cursor), loaded
- * from CONF's migration.state_file when it names one (else a later reload
- * may, see migrate_prepare). Returns 0, or -1 after logging why (a state
- * file that cannot be read or made). */
-int migrate_init(struct server *s, const struct conf *conf);
+/* The process's migration state (the written set, the walk's cursor),
+ * loaded from CONF's migration.state_file when it names one (else a later
+ * reload may, see migrate_prepare); its saves run on BASE. Returns 0, or
+ * -1 after logging why (a state file that cannot be read or made).
+ * Control thread, before the workers start. */
+int migrate_init(struct event_base *base, const struct conf *conf);
 
 /* Before a reload takes CONF: opens its migration.state_file if none is
  * open yet (a migration begun by a reload). Returns 0, or -1 after logging
  * why (the reload fails). Control thread. */
-int migrate_prepare(struct server *s, const struct conf *conf);
+int migrate_prepare(struct event_base *base, const struct conf *conf);
 
 /* Writes the state file (the walk's cursor, the counts; written keys are
  * appended as they come). Control thread; once a second and at exit. */
-void migrate_save(struct server *s);
+void migrate_save(void);
 
-/* Frees S's migration state (after a last save); a no-op if none. */
-void migrate_free(struct server *s);
+/* Frees the migration state (after a last save); a no-op if none.
+ * Control thread, after the workers stopped. */
+void migrate_free(void);
 
 /* Logs what a new configuration CONF (OLD: the one before, or NULL at
  * start) changes in the migration. Control thread. */
-void migrate_conf_changed(struct server *s, const struct conf *conf, const struct conf *old);
+void migrate_conf_changed(const struct conf *conf, const struct conf *old);
 
 /* Worker W took a new configuration (or started): starts or stops its
  * part of the walk (worker 0 walks). */
@@ -86,15 +88,15 @@ int migrate_before_routing(struct client *c, struct req *r, const struct cmd_spe
  * reply is R's to complete as usual (IN untouched). */
 int migrate_missed(struct worker *w, struct req *r, struct evbuffer *in, size_t len, char type);
 
-/* The migration's lines of INFO respgate, appended to OUT (none when no
- * migration was ever configured). Any thread. */
-void migrate_info(struct server *s, struct evbuffer *out);
+/* The migration's lines of INFO respgate under configuration CF, appended
+ * to OUT (none when no migration was ever configured). Any thread. */
+void migrate_info(const struct conf *cf, struct evbuffer *out);
 
-/* The migration's progress in a few lines for a person (admin's
- * /migration), appended to OUT. Any thread. */
-void migrate_status(struct server *s, struct evbuffer *out);
+/* The migration's progress under configuration CF in a few lines for a
+ * person (admin's /migration), appended to OUT. Any thread. */
+void migrate_status(const struct conf *cf, struct evbuffer *out);
 
 /* The migration's series of /metrics, appended to OUT. Any thread. */
-void migrate_metrics(struct server *s, struct evbuffer *out);
+void migrate_metrics(struct evbuffer *out);
 
 #endif

@@ -15,7 +15,6 @@
 #include "model/conf.h"
 #include "base/compat.h"
 #include "base/log.h"
-#include "migrate/migrate.h"
 #include "loop/req.h"
 #include "base/resp.h"
 #include "model/shared.h"
@@ -48,10 +47,16 @@ struct route {
     uint64_t failed_quiet_until_ms;      /* no line before then */
     size_t nfailed, nfailed_bounced;     /* failed since the last line; of them, bounced between nodes */
     uint16_t failed_slot;                /* the last one's slot */
+    route_missed_fn *missed;             /* the migration's hook (route_set_missed), or NULL */
 };
 
 static void on_retry(evutil_socket_t fd, short what, void *arg);
 static void on_failed_summary(evutil_socket_t fd, short what, void *arg);
+
+void route_set_missed(struct worker *w, route_missed_fn *fn)
+{
+    w->route->missed = fn;
+}
 
 int route_init(struct worker *w)
 {
@@ -512,7 +517,7 @@ static void shared_reply(struct backend *from, struct req *r, struct evbuffer *i
             return;
         }
     }
-    if (r->miss && migrate_missed(w, r, in, len, type))
+    if (r->miss && w->route->missed && w->route->missed(w, r, in, len, type))
         return; /* a read that missed during a migration: sent again once its keys are in */
     req_complete_from(w, r, in, len, type);
 }

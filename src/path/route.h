@@ -45,6 +45,14 @@ void route_stop(struct worker *w);
 /* Frees W's routing state; a no-op if there is none. */
 void route_free(struct worker *w);
 
+/* A read marked by a migration (R->miss) whose reply of LEN bytes at the
+ * front of IN (first byte TYPE) came from the cluster: returns 1 if the
+ * hook took it (R goes again once its keys are imported), 0 if R
+ * completes with it as usual (IN untouched). migrate.h registers
+ * migrate_missed as W's hook when it marks a read. */
+typedef int route_missed_fn(struct worker *w, struct req *r, struct evbuffer *in, size_t len, char type);
+void route_set_missed(struct worker *w, route_missed_fn *fn);
+
 /* Takes map M: each slot's master (and replica for reads) becomes W's
  * shared connection to that node; existing connections are kept. What
  * waited goes again now. Returns 0, or -1 if out of memory (the old table
