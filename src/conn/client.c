@@ -1,27 +1,19 @@
 /*
- * client: one client connection, see client.h.
+ * client: one client connection's object, see client.h.
  *
- * Reading is bounded per wake-up (CLIENT_BATCH frames) so one pipelining
- * client cannot starve the others on its worker; what is left is picked up by
- * the `resume` event on the next loop iteration. Output is bounded twice:
- * past CLIENT_PAUSE_OUTPUT bytes the client is not read until the output
- * drains (back-pressure), and past client.output_buffer_limit it is closed,
- * as Redis's client-output-buffer-limit does.
+ * Output is bounded twice: past CLIENT_PAUSE_OUTPUT bytes the front reads
+ * the client no more until the output drains (back-pressure), and past
+ * client.output_buffer_limit it is closed, as Redis's
+ * client-output-buffer-limit does.
  */
 #include "conn/client.h"
 
 #include "model/acl.h"
 #include "model/conf.h"
-#include "base/guard.h"
 #include "base/log.h"
 #include "loop/metrics.h"
 #include "base/netio.h"
-#include "base/proxyproto.h"
-#include "front/router.h"
 #include "model/shared.h"
-#include "path/pubsub.h"
-#include "path/tracking.h"
-#include "path/session.h"
 #include "loop/worker.h"
 
 #include <arpa/inet.h>
@@ -36,23 +28,14 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define CLIENT_BATCH 128
-#define CLIENT_PAUSE_OUTPUT (256 * 1024)
-#define CLIENT_MAX_OWED 1024 /* requests in flight per client before it is read no more */
 #define CLIENT_CLOSE_TIMEOUT_SEC 10 /* how long a closing client may take to read its last replies */
 #define CLIENT_LINGER_SEC 1         /* how long to wait for the peer's EOF after ours */
-#define CLIENT_READ_MAX 16384          /* bytes per read(2), as libevent's */
-#define CLIENT_QUERY_MAX (1ull << 30) /* unprocessed input per client, as Redis's client-query-buffer-limit */
 
-static void on_sock_read(evutil_socket_t fd, short what, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
-static void on_resume(evutil_socket_t fd, short what, void *arg);
 static void on_flush(evutil_socket_t fd, short what, void *arg);
 
-/* Starts or stops reading C's socket; reading runs under the idle timeout,
- * or, while lingering, the linger timeout. */
-static void reading(struct client *c, int on)
+void client_reading(struct client *c, int on)
 {
     if (!on) {
         event_del(c->rev);
@@ -85,44 +68,6 @@ void client_format_addr(const struct sockaddr *sa, char *buf, size_t len)
     }
 }
 
-static uint64_t now_ms(void)
-{
-    return metrics_now_us() / 1000;
-}
-
-/* Protected mode: with no client password, a client that is not local gets
- * a DENIED error, as from Redis, and is closed. Returns 1 if C was refused. */
-static int refused_by_protected_mode(struct client *c)
-{
-    const struct conf *cf = c->w->conf;
-    if (!cf->protected_mode || !conf_default_open(cf) || guard_is_local(c->addr))
-        return 0;
-    if (guard_tally(&c->w->shared->guard->protected_refused, now_ms()))
-        log_warning("refused client addr=%s: protected mode, as no client.password is set (set one, or "
-                    "protected_mode: no on a trusted network); one line a second at most", c->addr);
-    resp_add_error(bufferevent_get_output(c->bev),
-                   "DENIED respgate is running in protected mode because protected mode is enabled and no password "
-                   "is set for the default user. In this mode connections are only accepted from the loopback "
-                   "interface and unix sockets. To accept clients from other hosts, set client.password in "
-                   "respgate's configuration, or set protected_mode: no if the network is trusted, then reload "
-                   "respgate.");
-    client_close_soon(c);
-    event_active(c->flush, EV_READ, 0);
-    return 1;
-}
-
-static void on_auth_timeout(evutil_socket_t fd, short what, void *arg)
-{
-    struct client *c = arg;
-    if (client_authed(c) || c->closing || c->dead)
-        return;
-    atomic_fetch_add_explicit(&c->w->shared->guard->auth_timeouts, 1, memory_order_relaxed);
-    log_info("client id=%llu addr=%s closed: not authenticated within client.auth_timeout (%llu ms)",
-             (unsigned long long)c->id, c->addr, (unsigned long long)c->w->conf->auth_timeout_ms);
-    c->dead = 1;
-    event_active(c->resume, EV_READ, 0);
-}
-
 static void on_auth_wait(evutil_socket_t fd, short what, void *arg)
 {
     struct client *c = arg;
@@ -153,18 +98,29 @@ int client_hold_auth(struct client *c, struct req *r, uint64_t ms)
     return 0;
 }
 
-void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen, int proxy_protocol,
-                   struct ssl_ctx_st *tls)
+static void on_rev(evutil_socket_t fd, short what, void *arg)
 {
-    struct shared *sh = w->shared;
-    const struct conf *cf = w->conf;
+    struct client *c = arg;
+    c->ops->read(c, what);
+}
 
-    int refused = atomic_fetch_add(&sh->nclients, 1) >= cf->max_clients;
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct client *c = arg;
+    c->ops->resume(c);
+}
+
+struct client *client_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int proxy_header,
+                          struct ssl_ctx_st *tls, const struct client_ops *ops)
+{
     struct client *c = calloc(1, sizeof(*c));
-    if (c == NULL)
-        goto fail;
+    if (c == NULL) {
+        evutil_closesocket(fd);
+        return NULL;
+    }
     c->w = w;
-    c->id = atomic_fetch_add(&sh->next_client_id, 1) + 1;
+    c->ops = ops;
+    c->id = atomic_fetch_add(&w->shared->next_client_id, 1) + 1;
     c->created = time(NULL);
     c->proto = 2;
     client_format_addr(sa, c->addr, sizeof(c->addr));
@@ -172,57 +128,24 @@ void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         /* A client that vanished behind a VIP or a NAT is found and closed. */
-        netio_keepalive(fd, (unsigned)(cf->tcp_keepalive_ms / 1000));
+        netio_keepalive(fd, (unsigned)(w->conf->tcp_keepalive_ms / 1000));
     }
     c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->resume = event_new(w->base, -1, 0, on_resume, c);
     c->flush = event_new(w->base, -1, 0, on_flush, c);
-    c->rev = event_new(w->base, fd, EV_READ | EV_PERSIST, on_sock_read, c);
+    c->rev = event_new(w->base, fd, EV_READ | EV_PERSIST, on_rev, c);
     TAILQ_INIT(&c->owed);
     TAILQ_INIT(&c->privates);
     TAILQ_INIT(&c->queued);
     c->pin_slot = -1;
-    c->proxy_header = proxy_protocol != 0; /* before reading(): it bounds the wait for the header */
+    c->proxy_header = proxy_header != 0; /* before client_reading(): it bounds the wait for the header */
     if (c->bev && tls)
         c->tls = netio_tls_new(c->bev, tls, 1, NULL);
     if (c->bev == NULL || c->resume == NULL || c->flush == NULL || c->rev == NULL || (tls && c->tls == NULL)) {
-        if (c->bev == NULL)
-            evutil_closesocket(fd);
-        goto fail;
-    }
-    bufferevent_setcb(c->bev, NULL, on_write, on_event, c);
-    /* A new bufferevent has EV_WRITE on: it would write the output itself
-     * (plaintext under TLS) whenever a loop turn ends with some left. */
-    bufferevent_disable(c->bev, EV_WRITE);
-    reading(c, 1); /* the bufferevent writes only, and EV_WRITE only while the kernel pushes back */
-    TAILQ_INSERT_TAIL(&w->clients, c, link);
-    w->nclients++;
-    worker_client_came(w);
-    if (refused) {
-        /* Redis's words. The client still gets a session, just long enough
-         * to read them. */
-        atomic_fetch_add_explicit(&sh->rejected_max_clients, 1, memory_order_relaxed);
-        log_info("refused client id=%llu addr=%s: client.max_clients (%llu) reached", (unsigned long long)c->id,
-                 c->addr, (unsigned long long)cf->max_clients);
-        resp_add_error(bufferevent_get_output(c->bev), "ERR max number of clients reached");
-        client_close_soon(c);
-        event_active(c->flush, EV_READ, 0);
-        return;
-    }
-    log_debug("client id=%llu addr=%s connected", (unsigned long long)c->id, c->addr);
-    if (!c->proxy_header && refused_by_protected_mode(c))
-        return;
-    if (cf->client_password && cf->auth_timeout_ms) {
-        struct timeval tv = conf_timeval(cf->auth_timeout_ms);
-        if ((c->auth_timer = evtimer_new(w->base, on_auth_timeout, c)) != NULL)
-            evtimer_add(c->auth_timer, &tv);
-    }
-    return;
-fail:
-    log_error("cannot accept a client: out of memory");
-    if (c) {
         if (c->bev)
             bufferevent_free(c->bev);
+        else
+            evutil_closesocket(fd);
         if (c->resume)
             event_free(c->resume);
         if (c->flush)
@@ -230,10 +153,17 @@ fail:
         if (c->rev)
             event_free(c->rev);
         free(c);
-    } else {
-        evutil_closesocket(fd);
+        return NULL;
     }
-    atomic_fetch_sub(&sh->nclients, 1);
+    bufferevent_setcb(c->bev, NULL, on_write, on_event, c);
+    /* A new bufferevent has EV_WRITE on: it would write the output itself
+     * (plaintext under TLS) whenever a loop turn ends with some left. */
+    bufferevent_disable(c->bev, EV_WRITE);
+    client_reading(c, 1); /* the bufferevent writes only, and EV_WRITE only while the kernel pushes back */
+    TAILQ_INSERT_TAIL(&w->clients, c, link);
+    w->nclients++;
+    worker_client_came(w);
+    return c;
 }
 
 int client_authed(const struct client *c)
@@ -276,9 +206,7 @@ void client_free(struct client *c)
         else
             r->client = NULL;
     }
-    pubsub_reset(c);
-    tracking_reset(c);
-    session_end(c); /* closes private connections: a node unblocks their commands */
+    c->ops->closing(c); /* closes private connections: a node unblocks their commands */
     netio_tls_free(c->tls);
     bufferevent_free(c->bev);
     event_free(c->resume);
@@ -295,12 +223,7 @@ void client_free(struct client *c)
 }
 
 
-/* Once a closing client has been sent everything it was owed, half-closes
- * our side and discards whatever it still sends until its EOF (or
- * CLIENT_LINGER_SEC): closing a socket with unread input makes the kernel
- * answer with a reset, and a reset can destroy the last replies (an error
- * saying why, +OK to QUIT) before the client reads them. May free C. */
-static void finish_if_done(struct client *c)
+void client_finish_closing(struct client *c)
 {
     if (!c->closing || c->lingering || c->nowed || evbuffer_get_length(bufferevent_get_output(c->bev)) != 0)
         return;
@@ -313,7 +236,7 @@ static void finish_if_done(struct client *c)
     c->linger_until = time(NULL) + CLIENT_LINGER_SEC;
     evbuffer_drain(in, evbuffer_get_length(in));
     if (!c->eof)
-        reading(c, 1);
+        client_reading(c, 1);
     else
         c->dead = 1, event_active(c->resume, EV_READ, 0); /* its EOF came already */
 }
@@ -325,7 +248,7 @@ void client_close_soon(struct client *c)
     struct timeval tv = {CLIENT_CLOSE_TIMEOUT_SEC, 0};
     c->closing = 1;
     if (netio_tls_ready(c->tls))
-        reading(c, 0); /* else the reads go on, for the handshake its last words wait for */
+        client_reading(c, 0); /* else the reads go on, for the handshake its last words wait for */
     netio_set_write_timeout(c->bev, c->tls, &tv);
     /* The flush ends in finish_if_done: with nothing owed, C closes now,
      * not at the timeout. */
@@ -335,171 +258,7 @@ void client_close_soon(struct client *c)
 void client_shutdown(struct client *c)
 {
     client_close_soon(c);
-    finish_if_done(c);
-}
-
-/* Turns the inline request in R->buf into a multibulk frame and rescans it,
- * so everything after this sees one format. Returns NULL, or the protocol
- * error to answer. */
-static const char *normalize_inline(struct client *c, struct req *r, const struct resp_limits *lim)
-{
-    size_t len = c->scan.inline_len;
-    struct evbuffer *mb = evbuffer_new();
-    const char *line = (const char *)evbuffer_pullup(r->buf, (ev_ssize_t)len);
-    int argc = mb && (line || len == 0) ? resp_inline_to_multibulk(line ? line : "", len, mb) : -1;
-    evbuffer_drain(r->buf, evbuffer_get_length(r->buf));
-    if (mb) {
-        evbuffer_add_buffer(r->buf, mb);
-        evbuffer_free(mb);
-    }
-    resp_req_reset(&c->scan);
-    if (argc < 0)
-        return "Protocol error: unbalanced quotes in request";
-    /* Well formed by construction, but the limits still apply. */
-    if (argc > 0 && resp_req_scan(&c->scan, r->buf, lim, 0) != RESP_FRAME)
-        return c->scan.error ? c->scan.error : "Protocol error: invalid inline request";
-    return NULL;
-}
-
-/* Owes C one last reply, the error WHY, and starts closing. */
-static void fail_and_close(struct client *c, const char *why)
-{
-    struct req *r = req_new(c->w, REQ_CLIENT, &client_sink);
-    if (r) {
-        r->client = c;
-        TAILQ_INSERT_TAIL(&c->owed, r, owed);
-        c->nowed++;
-        req_fail(c->w, r, "ERR %s", why);
-    }
-    client_close_soon(c);
-}
-
-/* Handles the frames waiting in the input, CLIENT_BATCH at most. Never frees
- * C; what must follow runs from its resume event. */
-/* A listener with proxy-protocol: C's first bytes must be a PROXY header,
- * which gives C the address of the client behind the proxy. Returns 1 once
- * it is read, 0 while it is incomplete, -1 if C is refused for it. */
-static int read_proxy_header(struct client *c)
-{
-    struct evbuffer *in = bufferevent_get_input(c->bev);
-    unsigned char buf[PROXYPROTO_MAX];
-    size_t n = evbuffer_copyout(in, buf, sizeof(buf));
-    struct proxyproto_result pr;
-    char why[128];
-    int rc = proxyproto_parse(buf, n, &pr, why, sizeof(why));
-    if (rc == 0 && !c->eof)
-        return 0;
-    if (rc == 0 && n == 0) { /* a connection that only checked the port */
-        c->dead = 1;
-        event_active(c->resume, EV_READ, 0);
-        return -1;
-    }
-    if (rc <= 0) {
-        log_notice("client id=%llu addr=%s closed: %s, on a listener that expects one (proxy-protocol)",
-                   (unsigned long long)c->id, c->addr, rc == 0 ? "a PROXY protocol header cut off" : why);
-        c->dead = 1;
-        event_active(c->resume, EV_READ, 0);
-        return -1;
-    }
-    evbuffer_drain(in, (size_t)rc);
-    c->proxy_header = 0;
-    reading(c, 1); /* the idle timeout, instead of the header's */
-    if (!pr.local) {
-        char proxy[sizeof(c->addr)];
-        memcpy(proxy, c->addr, sizeof(proxy));
-        client_format_addr((const struct sockaddr *)&pr.src, c->addr, sizeof(c->addr));
-        log_debug("client id=%llu addr=%s through the proxy at %s (PROXY v%d)", (unsigned long long)c->id, c->addr,
-                  proxy, pr.version);
-    }
-    return refused_by_protected_mode(c) ? -1 : 1; /* judged by the client's address, not the proxy's */
-}
-
-static void process_input(struct client *c)
-{
-    if (c->proxy_header && read_proxy_header(c) <= 0)
-        return;
-    struct evbuffer *in = bufferevent_get_input(c->bev);
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    const struct conf *cf = c->w->conf;
-    const struct resp_limits lim = {cf->max_bulk_len, cf->max_inline_len, cf->max_multibulk_len};
-
-    for (int n = 0; n < CLIENT_BATCH && !c->closing && !c->dead && !c->hold; n++) {
-        if (evbuffer_get_length(out) >= CLIENT_PAUSE_OUTPUT) {
-            c->paused = 1;
-            reading(c, 0);
-            bufferevent_setwatermark(c->bev, EV_WRITE, CLIENT_PAUSE_OUTPUT / 2, 0);
-            return;
-        }
-        if (c->nowed >= CLIENT_MAX_OWED) {
-            c->throttled = 1; /* client_deliver resumes */
-            reading(c, 0);
-            return;
-        }
-        enum resp_status st = resp_req_scan(&c->scan, in, &lim, !client_authed(c));
-        if (st == RESP_PARTIAL && c->eof) {
-            client_close_soon(c); /* what is left was cut off by EOF: never run it */
-            break;
-        }
-        if (st == RESP_PARTIAL && evbuffer_get_length(in) > CLIENT_QUERY_MAX) {
-            log_notice("client id=%llu addr=%s closed: over 1 GiB of input not yet a whole request",
-                       (unsigned long long)c->id, c->addr);
-            c->dead = 1;
-            break;
-        }
-        if (st == RESP_PARTIAL)
-            return;
-        if (st == RESP_ERROR) {
-            log_info("client id=%llu addr=%s: %s; closing", (unsigned long long)c->id, c->addr, c->scan.error);
-            fail_and_close(c, c->scan.error);
-            break;
-        }
-        struct req *r = req_new(c->w, REQ_CLIENT, &client_sink);
-        if (r == NULL) {
-            fail_and_close(c, "respgate: out of memory");
-            break;
-        }
-        evbuffer_remove_buffer(in, r->buf, c->scan.frame_len);
-        const char *bad = c->scan.is_inline ? normalize_inline(c, r, &lim) : NULL;
-        if (bad) {
-            req_free(c->w, r);
-            fail_and_close(c, bad);
-            break;
-        }
-        if (c->scan.argc == 0) {
-            req_free(c->w, r); /* an empty request gets no reply, as in Redis */
-        } else {
-            r->client = c;
-            r->resp3 = c->proto == 3;
-            r->start_us = worker_turn_us(c->w);
-            r->silent = c->reply_mode != CLIENT_REPLY_ON;
-            if (c->reply_mode == CLIENT_REPLY_SKIP)
-                c->reply_mode = CLIENT_REPLY_ON;
-            TAILQ_INSERT_TAIL(&c->owed, r, owed);
-            c->nowed++;
-            router_dispatch(c, r, &c->scan);
-        }
-        resp_req_reset(&c->scan);
-    }
-    if (c->hold)
-        return; /* resumed once the requests it waits for are answered */
-    if (c->dead || c->closing || evbuffer_get_length(in) > 0)
-        event_active(c->resume, EV_READ, 0);
-}
-
-/* Dispatches C's held request again (it waited for the requests before
- * it); it may be held once more. */
-static void release_hold(struct client *c)
-{
-    struct req *r = c->hold;
-    struct resp_req q = {0};
-    const struct conf *cf = c->w->conf;
-    const struct resp_limits lim = {cf->max_bulk_len, cf->max_inline_len, cf->max_multibulk_len};
-    c->hold = NULL;
-    if (resp_req_scan(&q, r->buf, &lim, 0) == RESP_FRAME)
-        router_dispatch(c, r, &q); /* the frame was scanned whole once: it scans again */
-    else
-        req_fail(c->w, r, "ERR respgate: cannot rescan a held request");
-    resp_req_deinit(&q);
+    client_finish_closing(c);
 }
 
 void client_release_hold(struct client *c)
@@ -639,7 +398,7 @@ static int output_full(struct client *c, struct evbuffer *out)
     /* The limit is on replies the client has not read yet: one reply,
      * however large, always goes out to a client that reads. */
     size_t unread = evbuffer_get_length(out);
-    int sub = pubsub_subscribed(c);
+    int sub = c->ops->subscribed(c);
     if (sub ? !subscriber_too_slow(c, unread) : unread <= c->w->conf->output_buffer_limit)
         return 0;
     if (!sub)
@@ -711,7 +470,7 @@ void client_deliver(struct client *c)
     if (c->throttled && c->nowed <= CLIENT_MAX_OWED / 2 && !c->closing) {
         c->throttled = 0;
         if (!c->paused && !c->eof)
-            reading(c, 1);
+            client_reading(c, 1);
         event_active(c->resume, EV_READ, 0);
     }
     if (c->dead || (c->closing && c->nowed == 0))
@@ -720,104 +479,20 @@ void client_deliver(struct client *c)
         event_active(c->flush, EV_READ, 0); /* once per loop turn however often asked */
 }
 
-static void on_sock_read(evutil_socket_t fd, short what, void *arg)
-{
-    struct client *c = arg;
-    if ((what & EV_TIMEOUT) && !c->lingering && (c->npinned > 0 || pubsub_subscribed(c))) {
-        reading(c, 1); /* waiting on a blocking command or for messages is not being idle (as in Redis) */
-        return;
-    }
-    if (what & EV_TIMEOUT) {
-        log_debug("client id=%llu addr=%s: %s", (unsigned long long)c->id, c->addr,
-                  c->lingering ? "no EOF after ours" : "idle timeout");
-        client_free(c);
-        return;
-    }
-    int was_ready = netio_tls_ready(c->tls);
-    int n = netio_read(c->bev, c->tls, CLIENT_READ_MAX);
-    if (!was_ready && netio_tls_ready(c->tls)) {
-        if (c->closing && !c->lingering) { /* its last words waited for the handshake: they go now */
-            reading(c, 0);
-            event_active(c->flush, EV_READ, 0);
-        } else {
-            reading(c, 1); /* the idle timeout, instead of the handshake's */
-        }
-    }
-    if (n == NETIO_AGAIN)
-        return;
-    if (n < 0) {
-        if (!was_ready && guard_tally(&c->w->shared->guard->tls_refused, now_ms()))
-            log_notice("client id=%llu addr=%s refused: TLS handshake failed: %s (at most one such line a second)",
-                       (unsigned long long)c->id, c->addr, netio_error(c->tls));
-        else if (!was_ready)
-            log_debug("client id=%llu addr=%s refused: TLS handshake failed: %s", (unsigned long long)c->id,
-                      c->addr, netio_error(c->tls));
-        else
-            log_debug("client id=%llu addr=%s: read failed: %s", (unsigned long long)c->id, c->addr,
-                      netio_error(c->tls));
-        client_free(c);
-        return;
-    }
-    if (c->closing && !c->lingering) { /* read for the handshake only: nothing more is taken */
-        struct evbuffer *in = bufferevent_get_input(c->bev);
-        evbuffer_drain(in, evbuffer_get_length(in));
-        return;
-    }
-    if (c->lingering) {
-        struct evbuffer *in = bufferevent_get_input(c->bev);
-        evbuffer_drain(in, evbuffer_get_length(in));
-        if (n == 0 || time(NULL) > c->linger_until)
-            client_free(c); /* its EOF; or a peer that keeps sending does not keep its session */
-        return;
-    }
-    if (n == 0) {
-        /* A half-closed client is done: answer every whole request it sent
-         * (process_input goes on without reading), never what EOF cut off. */
-        log_debug("client id=%llu addr=%s sent EOF", (unsigned long long)c->id, c->addr);
-        c->eof = 1;
-        session_cancel_blocking(c, "the client closed its connection");
-        reading(c, 0);
-        event_active(c->resume, EV_READ, 0);
-        return;
-    }
-    metrics_add(&c->w->metrics.bytes_in, (uint64_t)n);
-    worker_note_read(c->w, &c->read_turn);
-    process_input(c);
-    if (netio_tls_buffered(c->tls) && event_pending(c->rev, EV_READ, NULL))
-        event_active(c->rev, EV_READ, 0); /* read already, waiting in the TLS session */
-}
-
-static void on_resume(evutil_socket_t fd, short what, void *arg)
-{
-    struct client *c = arg;
-    /* A held AUTH waits for its timer, and a write for its import
-     * (migrate.h), whatever else wakes C. */
-    if (c->hold && !c->dead && c->hold->fetch == NULL && !(c->auth_wait && evtimer_pending(c->auth_wait, NULL)))
-        release_hold(c);
-    if (c->dead)
-        client_free(c);
-    else if (c->hold)
-        return;
-    else if (c->closing)
-        finish_if_done(c);
-    else if (!c->paused && !c->throttled)
-        process_input(c);
-}
-
 /* All output so far is written (or below the pause watermark): what waited
  * for that may go on. */
 static void output_drained(struct client *c)
 {
     if (c->closing) {
-        finish_if_done(c);
+        client_finish_closing(c);
         return;
     }
     if (c->paused) {
         c->paused = 0;
         bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
         if (!c->throttled && !c->eof)
-            reading(c, 1);
-        process_input(c);
+            client_reading(c, 1);
+        c->ops->input(c);
     }
 }
 

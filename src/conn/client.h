@@ -1,7 +1,10 @@
 /*
- * client: one client connection. Reads request frames, answers each in
- * order, applies back-pressure on its output, and holds the session's state
- * (authentication, name, whether it is closing).
+ * client: one client connection's object: the session's state
+ * (authentication, name, whether it is closing), the FIFO of replies it is
+ * owed and their delivery in order with back-pressure on its output, and
+ * its private connections. Its socket is read by the front that accepted
+ * it (front.h), through the ops it was given: the client never names the
+ * layers above it.
  */
 #ifndef RG_CLIENT_H
 #define RG_CLIENT_H
@@ -28,6 +31,20 @@ struct bufferevent;
 struct evbuffer;
 struct event;
 
+#define CLIENT_PAUSE_OUTPUT (256 * 1024) /* output unread past which the front reads no more */
+#define CLIENT_MAX_OWED 1024             /* requests in flight per client before it is read no more */
+
+struct client;
+
+/* What the front that accepted a client does for it. */
+struct client_ops {
+    void (*read)(struct client *c, short what);   /* the socket is readable, or WHAT has EV_TIMEOUT */
+    void (*resume)(struct client *c);             /* the resume event: deferred input, a held request, the end */
+    void (*input)(struct client *c);              /* the output drained: reading goes on */
+    void (*closing)(struct client *c);            /* C is being freed: what the layers above hold for it goes */
+    int (*subscribed)(const struct client *c);    /* C listens to channels: pubsub's output limits apply */
+};
+
 /* Masters a session's writes went to, remembered for WAIT; past this many,
  * WAIT asks every master. */
 #define CLIENT_WROTE_MAX 8
@@ -37,6 +54,7 @@ enum client_reply_mode { CLIENT_REPLY_ON = 0, CLIENT_REPLY_OFF, CLIENT_REPLY_SKI
 struct client {
     TAILQ_ENTRY(client) link;
     struct worker *w;
+    const struct client_ops *ops; /* its front's */
     struct bufferevent *bev;
     struct event *resume;    /* runs deferred work: more input, closing, freeing */
     struct event *flush;     /* writes what this loop turn (or two: on_flush) queued, in one go (netio.h) */
@@ -117,15 +135,29 @@ void client_release_hold(struct client *c);
 struct sockaddr;
 void client_format_addr(const struct sockaddr *sa, char *buf, size_t len);
 
-/* Wraps an accepted FD in a client of W, or refuses it past max_clients. */
-void client_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int salen, int proxy_protocol,
-                   struct ssl_ctx_st *tls);
+/* Wraps accepted socket FD (peer SA) in a new client of W, read through
+ * OPS: one that expects a PROXY header first if PROXY_HEADER, a TLS
+ * session with TLS if not NULL. Returns it, counted among W's clients, or
+ * NULL if out of memory (FD is closed). */
+struct client *client_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa, int proxy_header,
+                          struct ssl_ctx_st *tls, const struct client_ops *ops);
+
+/* Starts or stops reading C's socket; reading runs under the idle timeout,
+ * or, while lingering, the linger timeout. */
+void client_reading(struct client *c, int on);
 
 /* Marks C closing: nothing more is read, and it goes once its output is
  * written. Never frees C, so it is safe on the request path (QUIT). */
 void client_close_soon(struct client *c);
 /* Like client_close_soon, and frees C at once if nothing is owed. */
 void client_shutdown(struct client *c);
+
+/* Once a closing client has been sent everything it was owed, half-closes
+ * our side and discards whatever it still sends until its EOF (or
+ * CLIENT_LINGER_SEC): closing a socket with unread input makes the kernel
+ * answer with a reset, and a reset can destroy the last replies (an error
+ * saying why, +OK to QUIT) before the client reads them. May free C. */
+void client_finish_closing(struct client *c);
 
 void client_free(struct client *c);
 

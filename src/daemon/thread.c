@@ -19,6 +19,7 @@
 #include "path/session.h"
 #include "path/tracking.h"
 #include "migrate/migrate.h"
+#include "front/front.h"
 #include "daemon/server.h"
 
 #include <errno.h>
@@ -38,7 +39,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         i++;
     /* The listeners are the listen addresses, in order (not reloaded). */
     const struct conf_addr *a = i < w->conf->listen.n ? &w->conf->listen.v[i] : NULL;
-    client_accept(w, fd, sa, salen, a && a->proxy_protocol, a && a->tls ? w->tls->listen : NULL);
+    front_accept(w, fd, sa, salen, a && a->proxy_protocol, a && a->tls ? w->tls->listen : NULL);
 }
 
 static void on_accept_resume(evutil_socket_t fd, short what, void *arg)

@@ -3,7 +3,8 @@
  * tracking, fanout, info, route, acl, migrate's hooks) over arbitrary
  * command streams from one client, with the nodes played by the fuzzer at
  * the backend_ops seam (stub_backend.c). The client is a real one, on one
- * end of a socketpair, read and written by client.c as in the daemon.
+ * end of a socketpair, read by front.c and written by client.c as in the
+ * daemon.
  *
  * An input is: one byte of the client's kind (which preamble it sends
  * first: AUTH as the default user or an ACL user, HELLO 3, MULTI,
@@ -26,6 +27,7 @@
 #include "path/route.h"
 #include "daemon/server.h"
 #include "daemon/thread.h"
+#include "front/front.h"
 #include "model/shared.h"
 #include "stub_backend.h"
 #include "model/tls.h"
@@ -355,7 +357,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int sv[2];
     FUZZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(40000), .sin_addr = {htonl(INADDR_LOOPBACK)}};
-    client_accept(&w, sv[0], (struct sockaddr *)&sa, sizeof(sa), 0, NULL);
+    front_accept(&w, sv[0], (struct sockaddr *)&sa, sizeof(sa), 0, NULL);
 
     for (size_t i = 0; i < sizeof(preambles) / sizeof(preambles[0]); i++)
         if (kind & (1u << i))
