@@ -8,7 +8,7 @@
 #include "loop/metrics.h"
 #include "migrate/migrate.h"
 #include "daemon/prom.h"
-#include "daemon/server.h"
+#include "model/shared.h"
 #include "base/slot.h"
 #include "model/slotmap.h"
 
@@ -21,7 +21,7 @@
 #include <string.h>
 
 struct admin {
-    struct server *srv;
+    struct shared *shared;
     struct evhttp *http;
     struct evhttp_connection *conns[ADMIN_MAX_CONNECTIONS]; /* those served, until they close */
 };
@@ -48,19 +48,19 @@ static size_t failing_slots(const struct slotmap *m, char *why, size_t len)
     return n;
 }
 
-int admin_health(struct server *s, char *why, size_t len)
+int admin_health(struct shared *sh, char *why, size_t len)
 {
-    if (s->stopping) {
+    if (sh->stopping) {
         snprintf(why, len, "draining: respgate is shutting down");
         return 0;
     }
-    struct slotmap *m = shared_map(&s->shared);
+    struct slotmap *m = shared_map(sh);
     if (m == NULL) {
         snprintf(why, len, "no slot map yet: no seed has answered CLUSTER NODES");
         return 0;
     }
-    struct conf *cf = shared_conf(&s->shared);
-    uint64_t ok = atomic_load_explicit(&s->shared.map_ok_us, memory_order_relaxed), now = metrics_now_us();
+    struct conf *cf = shared_conf(sh);
+    uint64_t ok = atomic_load_explicit(&sh->map_ok_us, memory_order_relaxed), now = metrics_now_us();
     uint64_t age_ms = ok && now > ok ? (now - ok) / 1000 : 0;
     size_t masters = 0, failing;
     for (size_t i = 0; i < m->nnodes; i++)
@@ -151,32 +151,32 @@ static void on_request(struct evhttp_request *req, void *arg)
         reply(req, 405, "Method Not Allowed", "text/plain", body);
     } else if (strcmp(path, "/healthz") == 0) {
         char why[300];
-        int ok = admin_health(d->srv, why, sizeof(why));
+        int ok = admin_health(d->shared, why, sizeof(why));
         evbuffer_add_printf(body, "%s\n", why);
         reply(req, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", "text/plain", body);
     } else if (strcmp(path, "/migration") == 0) {
-        struct conf *cf = shared_conf(&d->srv->shared);
+        struct conf *cf = shared_conf(d->shared);
         migrate_status(cf, body);
         conf_unref(cf);
         reply(req, 200, "OK", "text/plain; charset=utf-8", body);
     } else {
-        prom_render(d->srv, body);
+        prom_render(d->shared, body);
         reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", body);
     }
     evbuffer_free(body);
 }
 
-struct admin *admin_start(struct server *s, const struct conf_addr *a)
+struct admin *admin_start(struct event_base *base, struct shared *shared, const struct conf_addr *a)
 {
     char where[CONF_HOST_MAX + 16];
     conf_addr_str(a, where, sizeof(where));
     struct admin *d = calloc(1, sizeof(*d));
-    if (d == NULL || (d->http = evhttp_new(s->base)) == NULL) {
+    if (d == NULL || (d->http = evhttp_new(base)) == NULL) {
         log_error("admin.listen %s: out of memory", where);
         free(d);
         return NULL;
     }
-    d->srv = s;
+    d->shared = shared;
     /* Every method reaches on_request, which answers 405 itself. */
     evhttp_set_allowed_methods(d->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
                                             EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |

@@ -13,22 +13,24 @@
 
 #include <stddef.h>
 
-struct server;
 struct conf_addr;
+struct event_base;
+struct shared;
 struct admin;
 
 #define ADMIN_MAX_CONNECTIONS 16
 #define ADMIN_TIMEOUT_S 5
 
-/* Listens on A for server S. Returns the endpoint, or NULL after logging
- * why (the address cannot be bound, or out of memory). */
-struct admin *admin_start(struct server *s, const struct conf_addr *a);
+/* Listens on A, on BASE (the control thread's), telling what SHARED holds.
+ * Returns the endpoint, or NULL after logging why (the address cannot be
+ * bound, or out of memory). */
+struct admin *admin_start(struct event_base *base, struct shared *shared, const struct conf_addr *a);
 
 /* Stops listening and frees D; NULL is a no-op. */
 void admin_stop(struct admin *d);
 
-/* The health of S as /healthz tells it: 1 if healthy, else 0; WHY (LEN
+/* The health SH shows, as /healthz tells it: 1 if healthy, else 0; WHY (LEN
  * bytes) gets the one line that says why, either way. */
-int admin_health(struct server *s, char *why, size_t len);
+int admin_health(struct shared *sh, char *why, size_t len);
 
 #endif

@@ -9,7 +9,7 @@
 #include "loop/metrics.h"
 #include "loop/worker.h"
 #include "migrate/migrate.h"
-#include "daemon/server.h"
+#include "model/shared.h"
 #include "model/slotmap.h"
 
 #include <event2/buffer.h>
@@ -42,12 +42,12 @@ static void one(struct evbuffer *out, const char *name, const char *type, const 
 }
 
 /* The per-family counters and latency histograms, summed over the workers. */
-static void render_families(struct server *s, struct evbuffer *out)
+static void render_families(struct shared *sh, struct evbuffer *out)
 {
     struct metrics_family_stats sum[MF_COUNT] = {0};
-    for (int w = 0; w < s->shared.nworkers; w++)
+    for (int w = 0; w < sh->nworkers; w++)
         for (int f = 1; f < MF_COUNT; f++) {
-            const struct metrics_family_stats *x = &s->shared.workers[w].metrics.family[f];
+            const struct metrics_family_stats *x = &sh->workers[w].metrics.family[f];
             metrics_add(&sum[f].requests, load(&x->requests));
             metrics_add(&sum[f].errors, load(&x->errors));
             metrics_add(&sum[f].sum_us, load(&x->sum_us));
@@ -86,9 +86,9 @@ static void render_families(struct server *s, struct evbuffer *out)
 }
 
 /* The slot map's shape and age. */
-static void render_map(struct server *s, struct evbuffer *out)
+static void render_map(struct shared *sh, struct evbuffer *out)
 {
-    struct slotmap *m = shared_map(&s->shared);
+    struct slotmap *m = shared_map(sh);
     size_t masters = 0;
     for (size_t i = 0; m && i < m->nnodes; i++)
         masters += m->nodes[i].is_master;
@@ -96,7 +96,7 @@ static void render_map(struct server *s, struct evbuffer *out)
     one(out, "cluster_masters", "gauge", "Masters in the slot map.", masters);
     one(out, "cluster_nodes", "gauge", "Nodes in the slot map.", m ? m->nnodes : 0);
     slotmap_unref(m);
-    uint64_t ok = load(&s->shared.map_ok_us), now = metrics_now_us();
+    uint64_t ok = load(&sh->map_ok_us), now = metrics_now_us();
     head(out, "slot_map_age_seconds", "gauge", "Time since CLUSTER NODES last answered (NaN before it ever did).");
     if (ok)
         evbuffer_add_printf(out, "respgate_slot_map_age_seconds %.3f\n", (double)(now - ok) / 1e6);
@@ -104,9 +104,9 @@ static void render_map(struct server *s, struct evbuffer *out)
         evbuffer_add_printf(out, "respgate_slot_map_age_seconds NaN\n");
     head(out, "topology_refreshes_total", "counter", "CLUSTER NODES asked, by result.");
     evbuffer_add_printf(out, "respgate_topology_refreshes_total{result=\"ok\"} %" PRIu64 "\n",
-                        load(&s->shared.refreshes_ok));
+                        load(&sh->refreshes_ok));
     evbuffer_add_printf(out, "respgate_topology_refreshes_total{result=\"failed\"} %" PRIu64 "\n",
-                        load(&s->shared.refreshes_failed));
+                        load(&sh->refreshes_failed));
 }
 
 static const char *const kind_names[MC_KINDS] = {"shared", "session", "pubsub"};
@@ -114,7 +114,7 @@ static const char *const state_names[MS_STATES] = {"closed", "connecting", "read
 
 /* Backend connections per node, summed over the workers: each node once,
  * in the order of the first worker that has it. */
-static void render_backends(struct server *s, struct evbuffer *out)
+static void render_backends(struct shared *sh, struct evbuffer *out)
 {
     struct sum {
         char host[256];
@@ -122,8 +122,8 @@ static void render_backends(struct server *s, struct evbuffer *out)
         int conns[MC_KINDS * MS_STATES];
     } *sums = NULL;
     size_t nsums = 0, cap = 0;
-    for (int i = 0; i < s->shared.nworkers; i++) {
-        struct worker_metrics *m = &s->shared.workers[i].metrics;
+    for (int i = 0; i < sh->nworkers; i++) {
+        struct worker_metrics *m = &sh->workers[i].metrics;
         pthread_mutex_lock(&m->nodes_lock);
         for (struct metrics_node *n = m->nodes; n; n = n->next) {
             size_t j = 0;
@@ -168,12 +168,12 @@ static void render_backends(struct server *s, struct evbuffer *out)
     free(sums);
 }
 
-void prom_render(struct server *s, struct evbuffer *out)
+void prom_render(struct shared *sh, struct evbuffer *out)
 {
     uint64_t moved = 0, ask = 0, parked = 0, retries = 0, expired = 0, in = 0, sent = 0;
     int64_t blocked = 0;
-    for (int i = 0; i < s->shared.nworkers; i++) {
-        const struct worker *w = &s->shared.workers[i];
+    for (int i = 0; i < sh->nworkers; i++) {
+        const struct worker *w = &sh->workers[i];
         ask += load(&w->stats.asks);
         moved += load(&w->stats.moved);
         parked += load(&w->stats.parked);
@@ -184,27 +184,27 @@ void prom_render(struct server *s, struct evbuffer *out)
         sent += load(&w->metrics.bytes_out);
     }
     char version[32];
-    shared_redis_version(&s->shared, version, sizeof(version));
+    shared_redis_version(sh, version, sizeof(version));
     head(out, "info", "gauge", "respgate's version, and the nodes' Redis version.");
     evbuffer_add_printf(out, "respgate_info{version=\"%s\",redis_version=\"%s\"} 1\n", PACKAGE_VERSION, version);
-    one(out, "clients_connected", "gauge", "Client connections open.", load(&s->shared.nclients));
+    one(out, "clients_connected", "gauge", "Client connections open.", load(&sh->nclients));
     head(out, "clients_rejected_total", "counter", "Client connections refused, by reason.");
     evbuffer_add_printf(out, "respgate_clients_rejected_total{reason=\"max_clients\"} %" PRIu64 "\n",
-                        load(&s->shared.rejected_max_clients));
+                        load(&sh->rejected_max_clients));
     evbuffer_add_printf(out, "respgate_clients_rejected_total{reason=\"protected_mode\"} %" PRIu64 "\n",
-                        load(&s->shared.guard->protected_refused.count));
+                        load(&sh->guard->protected_refused.count));
     evbuffer_add_printf(out, "respgate_clients_rejected_total{reason=\"tls_handshake\"} %" PRIu64 "\n",
-                        load(&s->shared.guard->tls_refused.count));
+                        load(&sh->guard->tls_refused.count));
     evbuffer_add_printf(out, "respgate_clients_rejected_total{reason=\"auth_timeout\"} %" PRIu64 "\n",
-                        load(&s->shared.guard->auth_timeouts));
+                        load(&sh->guard->auth_timeouts));
     one(out, "auth_failures_total", "counter", "AUTH and HELLO AUTH refused for a wrong password.",
-        load(&s->shared.guard->auth_failures));
+        load(&sh->guard->auth_failures));
     one(out, "auth_delayed_total", "counter",
         "AUTHs answered late: their address failed client.auth_max_failures times in a minute.",
-        load(&s->shared.guard->auth_delayed));
+        load(&sh->guard->auth_delayed));
     one(out, "clients_blocked", "gauge", "Clients waiting on a blocking command or WAIT.",
         blocked > 0 ? (uint64_t)blocked : 0);
-    render_families(s, out);
+    render_families(sh, out);
     head(out, "redirections_total", "counter", "MOVED and ASK replies followed.");
     evbuffer_add_printf(out, "respgate_redirections_total{kind=\"moved\"} %" PRIu64 "\n", moved);
     evbuffer_add_printf(out, "respgate_redirections_total{kind=\"ask\"} %" PRIu64 "\n", ask);
@@ -214,7 +214,7 @@ void prom_render(struct server *s, struct evbuffer *out)
     one(out, "requests_expired_total", "counter", "Requests failed at cluster.failover_wait.", expired);
     one(out, "client_bytes_received_total", "counter", "Bytes read from clients.", in);
     one(out, "client_bytes_sent_total", "counter", "Bytes of replies queued for clients.", sent);
-    render_backends(s, out);
-    render_map(s, out);
+    render_backends(sh, out);
+    render_map(sh, out);
     migrate_metrics(out);
 }

@@ -6,10 +6,10 @@
 #define RG_PROM_H
 
 struct evbuffer;
-struct server;
+struct shared;
 
-/* Appends every metric of S in Prometheus text format 0.0.4 to OUT. Any
- * thread. */
-void prom_render(struct server *s, struct evbuffer *out);
+/* Appends every metric SH shows in Prometheus text format 0.0.4 to OUT.
+ * Any thread. */
+void prom_render(struct shared *sh, struct evbuffer *out);
 
 #endif

@@ -38,30 +38,9 @@
 
 #define MAX_AUTO_WORKERS 64
 
-static void post_all(struct server *s, int msg);
-
-void server_publish_cmds(struct server *s, struct nodecmd_table *t)
-{
-    shared_set_cmds(&s->shared, t);
-    post_all(s, THREAD_TOPO);
-}
-
-void server_publish_map(struct server *s, struct slotmap *m)
-{
-    shared_set_map(&s->shared, m);
-    post_all(s, THREAD_TOPO);
-}
-
 static void post_all(struct server *s, int msg)
 {
-    for (int i = 0; i < s->shared.nworkers; i++)
-        thread_post(&s->shared.workers[i], msg);
-}
-
-void server_seeds_failed(struct server *s)
-{
-    if (atomic_exchange(&s->shared.seeds_failed, 1) == 0)
-        post_all(s, THREAD_TOPO);
+    thread_post_all(&s->shared, msg);
 }
 
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
@@ -79,13 +58,13 @@ static const char *signal_name(int sig)
 static void on_stop(evutil_socket_t sig, short what, void *arg)
 {
     struct server *s = arg;
-    if (s->stopping) {
+    if (s->shared.stopping) {
         log_notice("received %s again: stopping now", signal_name((int)sig));
-        s->stopping = 2;
+        s->shared.stopping = 2;
         post_all(s, THREAD_STOP);
         return;
     }
-    s->stopping = 1;
+    s->shared.stopping = 1;
     proc_notify("STOPPING=1");
     log_notice("received %s: no new connections; finishing what is in flight (at most %llums)", signal_name((int)sig),
                (unsigned long long)s->shared.conf->shutdown_timeout_ms);
@@ -96,21 +75,21 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
 
 /* Binds the addresses of C's listen that the running configuration lacks,
  * one socket per worker (a dup per worker for a unix socket), into
- * s->listen_fds_next for the workers to take on THREAD_RELOAD. Returns 0,
+ * s->ctl.listen_fds_next for the workers to take on THREAD_RELOAD. Returns 0,
  * or -1 after logging why (nothing changes then). */
 static int prepare_listeners(struct server *s, const struct conf *c)
 {
     const struct conf_addrs *old = &s->shared.conf->listen, *l = &c->listen;
-    if (atomic_load(&s->listen_pending) > 0) {
+    if (atomic_load(&s->ctl.listen_pending) > 0) {
         log_error("listen: the previous change is still being applied; try the reload again");
         return -1;
     }
-    free(s->listen_fds_next);
-    s->listen_fds_next = malloc((size_t)s->shared.nworkers * (l->n ? l->n : 1) * sizeof(int));
-    if (s->listen_fds_next == NULL)
+    free(s->ctl.listen_fds_next);
+    s->ctl.listen_fds_next = malloc((size_t)s->shared.nworkers * (l->n ? l->n : 1) * sizeof(int));
+    if (s->ctl.listen_fds_next == NULL)
         return -1;
     for (size_t i = 0; i < (size_t)s->shared.nworkers * l->n; i++)
-        s->listen_fds_next[i] = -1;
+        s->ctl.listen_fds_next[i] = -1;
     uint64_t passed = 0;
     for (size_t a = 0; a < l->n; a++) {
         size_t o = 0;
@@ -122,18 +101,18 @@ static int prepare_listeners(struct server *s, const struct conf *c)
         }
         for (int w = 0; w < s->shared.nworkers; w++) {
             char err[256];
-            int fd = l->v[a].is_unix && w > 0 ? fcntl(s->listen_fds_next[a], F_DUPFD_CLOEXEC, 0)
+            int fd = l->v[a].is_unix && w > 0 ? fcntl(s->ctl.listen_fds_next[a], F_DUPFD_CLOEXEC, 0)
                                               : listen_bind(&l->v[a], w, err, sizeof(err));
             if (fd < 0) {
                 log_error("%s", l->v[a].is_unix && w > 0 ? strerror(errno) : err);
                 for (size_t i = 0; i < (size_t)s->shared.nworkers * l->n; i++)
-                    if (s->listen_fds_next[i] >= 0)
-                        close(s->listen_fds_next[i]);
-                free(s->listen_fds_next);
-                s->listen_fds_next = NULL;
+                    if (s->ctl.listen_fds_next[i] >= 0)
+                        close(s->ctl.listen_fds_next[i]);
+                free(s->ctl.listen_fds_next);
+                s->ctl.listen_fds_next = NULL;
                 return -1;
             }
-            s->listen_fds_next[(size_t)w * l->n + a] = fd;
+            s->ctl.listen_fds_next[(size_t)w * l->n + a] = fd;
         }
     }
     for (size_t o = 0; o < old->n; o++) {
@@ -144,7 +123,7 @@ static int prepare_listeners(struct server *s, const struct conf *c)
             listen_unlink(&old->v[o]); /* a unix socket that goes */
     }
     s->listen_passed = passed;
-    atomic_store(&s->listen_pending, s->shared.nworkers);
+    atomic_store(&s->ctl.listen_pending, s->shared.nworkers);
     char addrs[512] = "", one[CONF_HOST_MAX + 16];
     for (size_t i = 0, o = 0; i < l->n && o < sizeof(addrs); i++)
         o += (size_t)snprintf(addrs + o, sizeof(addrs) - o, "%s%s", i ? " " : "",
@@ -214,7 +193,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
      * listen fails the reload, and the old one goes on serving. */
     int new_admin = !failed && admin_changed(s, c);
     struct admin *next_admin = NULL;
-    if (new_admin && c->admin && (next_admin = admin_start(s, c->admin)) == NULL)
+    if (new_admin && c->admin && (next_admin = admin_start(s->base, &s->shared, c->admin)) == NULL)
         failed = 1;
     if (!failed && !conf_addrs_equal(&c->listen, &s->shared.conf->listen) && prepare_listeners(s, c) < 0)
         failed = 1;
@@ -319,6 +298,7 @@ int server_init(struct server *s, struct conf *conf, const char *conf_path)
     shared_init(&s->shared, conf, conf_path);
     s->shared.refresh = ask_refresh;
     s->shared.refresh_arg = s;
+    s->ctl.shared = &s->shared;
     signal(SIGPIPE, SIG_IGN);
 
     /* auto: one worker per two CPUs. A request costs the kernel's TCP
@@ -331,7 +311,7 @@ int server_init(struct server *s, struct conf *conf, const char *conf_path)
     s->shared.nworkers = conf->workers ? (int)conf->workers
                                 : (int)(half < 1 ? 1 : half > MAX_AUTO_WORKERS ? MAX_AUTO_WORKERS : half);
 
-    if (evthread_use_pthreads() < 0 || (s->base = event_base_new()) == NULL ||
+    if (evthread_use_pthreads() < 0 || (s->ctl.base = s->base = event_base_new()) == NULL ||
         (s->deadline = evtimer_new(s->base, on_deadline, s)) == NULL) {
         log_error("cannot set up the event loop");
         return -1;
@@ -360,7 +340,7 @@ int server_init(struct server *s, struct conf *conf, const char *conf_path)
         return -1;
     listen_inherited_unused();
     note_protected_mode(conf);
-    if (conf->admin && (s->admin = admin_start(s, conf->admin)) == NULL)
+    if (conf->admin && (s->admin = admin_start(s->base, &s->shared, conf->admin)) == NULL)
         return -1;
     s->shared.workers = calloc((size_t)s->shared.nworkers, sizeof(*s->shared.workers));
     if (s->shared.workers == NULL)
@@ -369,7 +349,7 @@ int server_init(struct server *s, struct conf *conf, const char *conf_path)
         s->shared.workers[i].wake_fd = -1; /* worker_deinit closes it, also for those never set up */
     size_t nl = conf->listen.n;
     for (int i = 0; i < s->shared.nworkers; i++) {
-        if (thread_init(&s->shared.workers[i], s, i, &s->listen_fds[(size_t)i * nl], nl) < 0)
+        if (thread_init(&s->shared.workers[i], &s->ctl, i, &s->listen_fds[(size_t)i * nl], nl) < 0)
             return -1;
         for (size_t a = 0; a < nl; a++)
             s->listen_fds[(size_t)i * nl + a] = -1; /* the worker's listeners own them now */
@@ -377,11 +357,6 @@ int server_init(struct server *s, struct conf *conf, const char *conf_path)
     return 0;
 }
 
-void server_worker_done(struct server *s)
-{
-    if (atomic_fetch_sub(&s->nrunning, 1) == 1)
-        event_base_loopexit(s->base, NULL);
-}
 
 int server_run(struct server *s)
 {
@@ -393,14 +368,14 @@ int server_run(struct server *s)
     sigaddset(&block, SIGHUP);
     sigaddset(&block, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &block, &old);
-    atomic_store(&s->nrunning, s->shared.nworkers);
+    atomic_store(&s->ctl.nrunning, s->shared.nworkers);
     int started = 0;
     for (; started < s->shared.nworkers; started++)
         if (thread_start(&s->shared.workers[started]) < 0)
             break;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (started < s->shared.nworkers) {
-        atomic_fetch_sub(&s->nrunning, s->shared.nworkers - started);
+        atomic_fetch_sub(&s->ctl.nrunning, s->shared.nworkers - started);
         for (int i = 0; i < started; i++)
             thread_post(&s->shared.workers[i], THREAD_STOP);
         for (int i = 0; i < started; i++)
@@ -418,7 +393,7 @@ int server_run(struct server *s)
                s->shared.nworkers == 1 ? "" : "s");
     proc_notify("READY=1");
 
-    s->topo = topo_new(s);
+    s->topo = topo_new(s->base, &s->shared);
     if (s->topo == NULL) {
         log_error("cannot start topology discovery: out of memory");
         post_all(s, THREAD_STOP);
@@ -445,11 +420,11 @@ void server_deinit(struct server *s)
             if (s->listen_fds[i] >= 0)
                 close(s->listen_fds[i]);
     free(s->listen_fds);
-    if (s->listen_fds_next)
+    if (s->ctl.listen_fds_next)
         for (size_t i = 0; i < (size_t)s->shared.nworkers * s->shared.conf->listen.n; i++)
-            if (s->listen_fds_next[i] >= 0)
-                close(s->listen_fds_next[i]);
-    free(s->listen_fds_next);
+            if (s->ctl.listen_fds_next[i] >= 0)
+                close(s->ctl.listen_fds_next[i]);
+    free(s->ctl.listen_fds_next);
     for (size_t i = 0; i < sizeof(s->sig_events) / sizeof(s->sig_events[0]); i++)
         if (s->sig_events[i])
             event_free(s->sig_events[i]);

@@ -20,7 +20,6 @@
 #include "path/tracking.h"
 #include "migrate/migrate.h"
 #include "front/front.h"
-#include "daemon/server.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -82,10 +81,10 @@ static void close_listeners(struct worker *w)
  * close, and the new ones take the sockets the control thread bound. */
 static void take_listeners(struct worker *w, const struct conf_addrs *old, const struct conf_addrs *new)
 {
-    struct server *s = w->srv;
+    struct thread_ctl *ctl = w->ctl;
     struct evconnlistener **next = calloc(new->n ? new->n : 1, sizeof(*next));
     for (size_t a = 0; a < new->n; a++) {
-        int *fd = &s->listen_fds_next[(size_t)w->id * new->n + a];
+        int *fd = &ctl->listen_fds_next[(size_t)w->id * new->n + a];
         for (size_t o = 0; next && o < old->n && o < w->nlisteners; o++)
             if (w->listeners[o] && conf_addr_same(&old->v[o], &new->v[a])) {
                 next[a] = w->listeners[o];
@@ -115,7 +114,30 @@ static void take_listeners(struct worker *w, const struct conf_addrs *old, const
     free(w->listeners);
     w->listeners = next;
     w->nlisteners = next ? new->n : 0;
-    atomic_fetch_sub(&s->listen_pending, 1);
+    atomic_fetch_sub(&ctl->listen_pending, 1);
+}
+
+/* A burst of clients (a pool opening, a storm of reconnections) leaves
+ * its memory with the worker when it goes: the blocks its buffers freed
+ * in the worker's cache and in malloc's free lists, 50-60 MiB after
+ * 10,000 clients (bench/README.md). Once a worker that had
+ * WORKER_TRIM_PEAK clients or more is down to a quarter of them, it gives
+ * that back a second later (worker_client_gone arms this timer), when the
+ * rest of the burst has usually gone too. */
+#define THREAD_TRIM_POOL 1024 /* request objects kept for reuse then (req.h) */
+
+static void on_trim(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    /* Clients that came back meanwhile (an application restarted) will
+     * use the memory again: it stays, until they go. */
+    if (w->nclients > w->nclients_peak / 4)
+        return;
+    req_pool_shrink(w, THREAD_TRIM_POOL);
+    int released = mem_thread_trim();
+    log_info("worker %d: %zu clients at most, now %zu: memory given back%s", w->id, w->nclients_peak, w->nclients,
+             released ? "" : " to its cache only (malloc had no free page to release)");
+    w->nclients_peak = w->nclients;
 }
 
 static void start_drain(struct worker *w)
@@ -210,18 +232,19 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         start_drain(w);
 }
 
-int thread_init(struct worker *w, struct server *srv, int id, const int *fds, size_t nfds)
+int thread_init(struct worker *w, struct thread_ctl *ctl, int id, const int *fds, size_t nfds)
 {
-    if (worker_init(w, &srv->shared, id) < 0)
+    if (worker_init(w, ctl->shared, id) < 0)
         return -1;
-    w->srv = srv;
+    w->ctl = ctl;
     w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     w->wake = w->base && w->wake_fd >= 0 ? event_new(w->base, w->wake_fd, EV_READ | EV_PERSIST, on_wake, w) : NULL;
     if (w->wake)
         event_add(w->wake, NULL);
-    w->accept_pause = w->base ? evtimer_new(w->base, on_accept_resume, w) : NULL;
+    w->accept_pause = evtimer_new(w->base, on_accept_resume, w);
+    w->trim = evtimer_new(w->base, on_trim, w);
     w->listeners = calloc(nfds ? nfds : 1, sizeof(*w->listeners));
-    if (w->wake == NULL || w->accept_pause == NULL || w->listeners == NULL || route_init(w) < 0) {
+    if (w->wake == NULL || w->accept_pause == NULL || w->trim == NULL || w->listeners == NULL || route_init(w) < 0) {
         log_error("worker %d: out of memory", id);
         return -1;
     }
@@ -253,7 +276,8 @@ static void *thread_main(void *arg)
     backend_free_all(w);
     migrate_worker_free(w);
     req_pool_shrink(w, 0);
-    server_worker_done(w->srv);
+    if (atomic_fetch_sub(&w->ctl->nrunning, 1) == 1)
+        event_base_loopexit(w->ctl->base, NULL); /* the last worker ends the control thread's loop */
     mem_thread_release();
     return NULL;
 }
@@ -277,6 +301,12 @@ void thread_post(struct worker *w, int msg)
         log_error("worker %d: cannot wake it: %s", w->id, strerror(errno));
 }
 
+void thread_post_all(struct shared *sh, int msg)
+{
+    for (int i = 0; i < sh->nworkers; i++)
+        thread_post(&sh->workers[i], msg);
+}
+
 void thread_join(struct worker *w)
 {
     if (w->started)
@@ -293,6 +323,8 @@ void thread_deinit(struct worker *w)
         close(w->wake_fd);
     if (w->accept_pause)
         event_free(w->accept_pause);
+    if (w->trim)
+        event_free(w->trim);
     route_free(w);
     worker_deinit(w);
 }

@@ -7,10 +7,23 @@
 #ifndef RG_THREAD_H
 #define RG_THREAD_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
-struct server;
+struct event_base;
+struct shared;
 struct worker;
+
+/* What the control thread and its worker threads share beyond what is in
+ * force (shared.h): the sockets a reload bound, and the count that ends
+ * the control thread's loop with the last worker's. */
+struct thread_ctl {
+    struct shared *shared;
+    struct event_base *base;   /* the control thread's */
+    int *listen_fds_next;      /* a reload's new listen addresses: [worker][address] fds, -1 where kept */
+    atomic_int listen_pending; /* workers yet to take listen_fds_next */
+    atomic_int nrunning;       /* workers still in their loop */
+};
 
 /* Messages for thread_post(); several may be pending at once. */
 enum {
@@ -20,15 +33,16 @@ enum {
     THREAD_TOPO = 1 << 3,   /* take the slot map and commands in force */
 };
 
-/* Prepares W, worker number ID of SRV, with listeners on FDS (taken
+/* Prepares W, worker number ID under CTL, with listeners on FDS (taken
  * over). Returns 0, or -1 after logging why (call thread_deinit then too). */
-int thread_init(struct worker *w, struct server *srv, int id, const int *fds, size_t nfds);
+int thread_init(struct worker *w, struct thread_ctl *ctl, int id, const int *fds, size_t nfds);
 
 /* Starts W's thread. Returns 0, or -1 after logging why. */
 int thread_start(struct worker *w);
 
-/* Posts MSG (THREAD_* bits) to W. Any thread. */
+/* Posts MSG (THREAD_* bits) to W, or to every worker of SH. Any thread. */
 void thread_post(struct worker *w, int msg);
+void thread_post_all(struct shared *sh, int msg);
 
 /* Waits for W's thread to end (a no-op if it never started). */
 void thread_join(struct worker *w);

@@ -18,7 +18,8 @@
 #include "base/log.h"
 #include "loop/metrics.h"
 #include "base/netio.h"
-#include "daemon/server.h"
+#include "daemon/thread.h"
+#include "model/shared.h"
 #include "model/tls.h"
 
 #include <event2/buffer.h>
@@ -57,7 +58,7 @@ struct topo_link {
 };
 
 struct topo {
-    struct server *srv;
+    struct shared *shared;
     struct event_base *base;
     struct event *timer;     /* the next attempt: periodic, retry or debounced */
     struct event *kick;      /* activated by topo_request_refresh() */
@@ -185,22 +186,23 @@ static void publish(struct topo *t, struct slotmap *m)
     slotmap_unref(t->cur);
     t->cur = slotmap_ref(m);
     t->want_commands = 1; /* a node of a new version may have joined */
-    server_publish_map(t->srv, m); /* takes our reference */
+    shared_set_map(t->shared, m); /* takes our reference */
+    thread_post_all(t->shared, THREAD_TOPO);
 }
 
 static void attempt_done(struct topo *t, int ok)
 {
-    const struct conf *cf = t->srv->shared.conf;
+    const struct conf *cf = t->shared->conf;
     t->inflight = 0;
     event_del(t->deadline);
     if (ok) {
-        metrics_add(&t->srv->shared.refreshes_ok, 1);
-        atomic_store_explicit(&t->srv->shared.map_ok_us, metrics_now_us(), memory_order_relaxed);
+        metrics_add(&t->shared->refreshes_ok, 1);
+        atomic_store_explicit(&t->shared->map_ok_us, metrics_now_us(), memory_order_relaxed);
         t->failures = 0;
         schedule(t, atomic_exchange(&t->wanted, 0) ? TOPO_MIN_GAP_MS : cf->refresh_interval_ms);
         return;
     }
-    metrics_add(&t->srv->shared.refreshes_failed, 1);
+    metrics_add(&t->shared->refreshes_failed, 1);
     t->failures++;
     t->next_source++;
     size_t sources = (t->cur ? t->cur->nnodes : 0) + cf->seeds.n;
@@ -210,7 +212,8 @@ static void attempt_done(struct topo *t, int ok)
     }
     int rounds = t->failures - (int)sources; /* every source has failed: back off */
     if (t->cur == NULL)
-        server_seeds_failed(t->srv);
+        if (atomic_exchange(&t->shared->seeds_failed, 1) == 0)
+            thread_post_all(t->shared, THREAD_TOPO);
     uint64_t ms = (uint64_t)TOPO_BACKOFF_MIN_MS << (rounds < 10 ? rounds : 10);
     schedule(t, ms < cf->refresh_interval_ms ? ms : cf->refresh_interval_ms);
 }
@@ -224,7 +227,7 @@ static void on_command(struct topo *t, redisReply *r, const char *priv)
         log_warning("topology: COMMAND from %s:%d: not a command table (or out of memory)", t->src_host, t->src_port);
         return;
     }
-    struct nodecmd_table *old = shared_cmds(&t->srv->shared);
+    struct nodecmd_table *old = shared_cmds(t->shared);
     if (old == NULL || old->n != learned->n) {
         char names[160] = "";
         for (size_t i = 0, o = 0; i < learned->n && o + 1 < sizeof(names); i++)
@@ -233,7 +236,8 @@ static void on_command(struct topo *t, redisReply *r, const char *priv)
                    learned->n == 1 ? "" : "s", learned->n ? ", routed by their keys: " : "", names);
     }
     nodecmd_unref(old);
-    server_publish_cmds(t->srv, learned);
+    shared_set_cmds(t->shared, learned);
+    thread_post_all(t->shared, THREAD_TOPO);
 }
 
 static int link_command(struct topo *t, topo_reply_fn *fn, const char *priv, const char *fmt, ...);
@@ -271,7 +275,7 @@ static void on_info(struct topo *t, redisReply *reply, const char *priv)
         v += strlen("redis_version:");
         size_t n = strcspn(v, "\r\n");
         snprintf(version, sizeof(version), "%.*s", (int)(n < sizeof(version) ? n : sizeof(version) - 1), v);
-        shared_set_redis_version(&t->srv->shared, version);
+        shared_set_redis_version(t->shared, version);
     }
 }
 
@@ -281,8 +285,8 @@ static void on_node_ms(struct topo *t, redisReply *reply, const char *priv)
 {
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 || reply->element[1]->type != REDIS_REPLY_STRING)
         return;
-    atomic_uint_fast64_t *into = strcmp(priv, "lua-time-limit") == 0 ? &t->srv->shared.busy_threshold_ms
-                                                                        : &t->srv->shared.node_timeout_ms;
+    atomic_uint_fast64_t *into = strcmp(priv, "lua-time-limit") == 0 ? &t->shared->busy_threshold_ms
+                                                                        : &t->shared->node_timeout_ms;
     uint64_t ms = strtoull(reply->element[1]->str, NULL, 10);
     if (ms > 0 && ms != atomic_exchange(into, ms))
         log_info("topology: the nodes' %s is %llums", priv, (unsigned long long)ms);
@@ -398,7 +402,7 @@ static void on_link_event(struct bufferevent *bev, short what, void *arg)
 {
     struct topo *t = arg;
     struct topo_link *l = t->link;
-    const struct conf *cf = t->srv->shared.conf;
+    const struct conf *cf = t->shared->conf;
     if (!(what & BEV_EVENT_CONNECTED)) {
         int dns = bufferevent_socket_get_dns_error(bev);
         link_lost(t, dns ? evutil_gai_strerror(dns)
@@ -419,7 +423,7 @@ static void on_link_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (cf->cluster_tls) {
-        struct tls_ctxs *ctxs = shared_tls(&t->srv->shared);
+        struct tls_ctxs *ctxs = shared_tls(t->shared);
         l->tls = netio_tls_new(bev, ctxs->cluster, 0, cf->cluster_tls_verify_name ? t->src_host : NULL);
         tls_ctxs_unref(ctxs); /* the session keeps its context */
         if (l->tls == NULL) {
@@ -442,7 +446,7 @@ static int link_open(struct topo *t)
     t->link_gen++;
     if (t->dns == NULL)
         t->dns = evdns_base_new(t->base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
-    struct timeval tv = conf_timeval(t->srv->shared.conf->connect_timeout_ms);
+    struct timeval tv = conf_timeval(t->shared->conf->connect_timeout_ms);
     l->reader = redisReaderCreate();
     l->bev = bufferevent_socket_new(t->base, -1, BEV_OPT_CLOSE_ON_FREE);
     if (l->reader == NULL || l->bev == NULL) {
@@ -472,7 +476,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 /* Picks the next source: the last map's masters, its other nodes, then the seeds. */
 static void pick_source(struct topo *t)
 {
-    const struct conf *cf = t->srv->shared.conf;
+    const struct conf *cf = t->shared->conf;
     size_t nmap = t->cur ? t->cur->nnodes : 0, total = nmap + cf->seeds.n;
     size_t i = t->next_source % total;
     if (i < nmap) {
@@ -493,7 +497,7 @@ static void pick_source(struct topo *t)
 
 static void attempt(struct topo *t)
 {
-    const struct conf *cf = t->srv->shared.conf;
+    const struct conf *cf = t->shared->conf;
     if (t->inflight)
         return;
     evtimer_del(t->timer);
@@ -547,13 +551,13 @@ void topo_request_refresh(struct topo *t)
         event_active(t->kick, EV_READ, 0);
 }
 
-struct topo *topo_new(struct server *s)
+struct topo *topo_new(struct event_base *base, struct shared *shared)
 {
     struct topo *t = calloc(1, sizeof(*t));
     if (t == NULL)
         return NULL;
-    t->srv = s;
-    t->base = s->base;
+    t->shared = shared;
+    t->base = base;
     t->timer = evtimer_new(t->base, on_timer, t);
     t->deadline = evtimer_new(t->base, on_deadline, t);
     t->kick = event_new(t->base, -1, 0, on_kick, t);

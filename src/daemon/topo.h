@@ -8,11 +8,14 @@
 #ifndef RG_TOPO_H
 #define RG_TOPO_H
 
-struct server;
+struct event_base;
+struct shared;
 struct topo;
 
-/* Starts discovering on S's event_base. Returns NULL on allocation failure. */
-struct topo *topo_new(struct server *s);
+/* Starts discovering on BASE (the control thread's), publishing what it
+ * learns in SHARED and telling the workers (thread.h). Returns NULL on
+ * allocation failure. */
+struct topo *topo_new(struct event_base *base, struct shared *shared);
 void topo_free(struct topo *t);
 
 /* Asks for a refresh soon. Any thread. */

@@ -21,6 +21,8 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
+#include "loop/worker.h"
+
 struct client;
 struct req;
 struct backend;
@@ -96,8 +98,6 @@ struct req {
     unsigned resp3 : 1;         /* answered in RESP3: sent on a node connection that speaks it */
     unsigned shard_sub : 1;     /* SSUBSCRIBE/SUNSUBSCRIBE: its confirmations are sunsubscribe/ssubscribe frames */
 };
-
-TAILQ_HEAD(req_list, req);
 
 /* A request of KIND from W's pool, with empty buffers, answered through
  * SINK (NULL for an internal request); NULL if out of memory. */

@@ -5,9 +5,7 @@
 
 #include "model/conf.h"
 #include "base/log.h"
-#include "base/mem.h"
 #include "loop/metrics.h"
-#include "loop/req.h"
 #include "model/nodecmd.h"
 #include "model/tls.h"
 #include "model/shared.h"
@@ -26,28 +24,8 @@ void worker_check_drained(struct worker *w)
 }
 
 /* A burst of clients (a pool opening, a storm of reconnections) leaves
- * its memory with the worker when it goes: the blocks its buffers freed
- * in the worker's cache and in malloc's free lists, 50-60 MiB after
- * 10,000 clients (bench/README.md). Once a worker that had
- * WORKER_TRIM_PEAK clients or more is down to a quarter of them, it gives
- * that back a second later, when the rest of the burst has usually gone
- * too. */
+ * its memory with the worker when it goes (thread.c gives it back). */
 #define WORKER_TRIM_PEAK 1000
-#define WORKER_TRIM_POOL 1024 /* request objects kept for reuse then (req.h) */
-
-static void on_trim(evutil_socket_t fd, short what, void *arg)
-{
-    struct worker *w = arg;
-    /* Clients that came back meanwhile (an application restarted) will
-     * use the memory again: it stays, until they go. */
-    if (w->nclients > w->nclients_peak / 4)
-        return;
-    req_pool_shrink(w, WORKER_TRIM_POOL);
-    int released = mem_thread_trim();
-    log_info("worker %d: %zu clients at most, now %zu: memory given back%s", w->id, w->nclients_peak, w->nclients,
-             released ? "" : " to its cache only (malloc had no free page to release)");
-    w->nclients_peak = w->nclients;
-}
 
 void worker_request_refresh(struct worker *w)
 {
@@ -106,7 +84,7 @@ void worker_client_came(struct worker *w)
 void worker_client_gone(struct worker *w)
 {
     static const struct timeval later = {1, 0};
-    if (w->nclients_peak >= WORKER_TRIM_PEAK && w->nclients <= w->nclients_peak / 4 && !w->draining &&
+    if (w->trim && w->nclients_peak >= WORKER_TRIM_PEAK && w->nclients <= w->nclients_peak / 4 && !w->draining &&
         !evtimer_pending(w->trim, NULL))
         evtimer_add(w->trim, &later);
     worker_check_drained(w);
@@ -139,8 +117,7 @@ int worker_init(struct worker *w, struct shared *shared, int id)
         w->base = event_base_new_with_config(ec);
     if (ec)
         event_config_free(ec);
-    w->trim = w->base ? evtimer_new(w->base, on_trim, w) : NULL;
-    if (w->trim == NULL) {
+    if (w->base == NULL) {
         log_error("worker %d: out of memory", id);
         return -1;
     }
@@ -149,8 +126,6 @@ int worker_init(struct worker *w, struct shared *shared, int id)
 
 void worker_deinit(struct worker *w)
 {
-    if (w->trim)
-        event_free(w->trim);
     if (w->dns)
         evdns_base_free(w->dns, 1); /* lookups still under way call back, cancelled */
     if (w->base)

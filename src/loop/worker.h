@@ -15,9 +15,8 @@
 #include <sys/queue.h>
 
 #include "loop/metrics.h"
-#include "loop/req.h"
 
-struct server;
+struct thread_ctl;
 struct shared;
 struct conf;
 struct tls_ctxs;
@@ -31,9 +30,10 @@ struct migrate_worker;
 
 TAILQ_HEAD(client_list, client);
 TAILQ_HEAD(backend_list, backend); /* conn/backend.h */
+TAILQ_HEAD(req_list, req);         /* req.h */
 
 struct worker {
-    struct server *srv;             /* the daemon: for the thread's life only (thread.h) */
+    struct thread_ctl *ctl;         /* the control thread's, for the thread's life only (thread.h) */
     struct shared *shared;          /* what is in force (shared.h) */
     int id;
     pthread_t thread;

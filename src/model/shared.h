@@ -33,6 +33,7 @@ struct shared {
 
     const char *conf_path;
     time_t started;
+    int stopping;                /* 0 running, 1 draining, 2 stopping now: the control thread's alone */
     struct guard *guard;         /* failed AUTHs per address, protected mode's counts (guard.h) */
     struct worker *workers;      /* every worker, for the totals INFO and /metrics add up */
     int nworkers;

@@ -25,7 +25,6 @@
 #include "loop/req.h"
 #include "base/resp.h"
 #include "path/route.h"
-#include "daemon/server.h"
 #include "daemon/thread.h"
 #include "front/front.h"
 #include "model/shared.h"
@@ -252,7 +251,8 @@ static int node_reply(void *arg, struct evbuffer *frame, const struct resp_req *
     return rc;
 }
 
-static struct server srv;
+static struct shared shared;
+static struct thread_ctl ctl = {.shared = &shared};
 static struct slotmap *map;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -264,12 +264,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     struct conf *conf = conf_parse("fuzz.yml", config, sizeof(config) - 1, &diag);
     FUZZ_CHECK(conf != NULL);
     conf_diag_free(&diag);
-    shared_init(&srv.shared, conf, "fuzz.yml"); /* no refresh hook: the map is the fuzzer's */
+    shared_init(&shared, conf, "fuzz.yml"); /* no refresh hook: the map is the fuzzer's */
     char err[128];
-    srv.shared.tls = tls_ctxs_new(srv.shared.conf, err, sizeof(err));
-    srv.shared.guard = guard_new();
+    shared.tls = tls_ctxs_new(shared.conf, err, sizeof(err));
+    shared.guard = guard_new();
     map = slotmap_parse(nodes, sizeof(nodes) - 1, "127.0.0.1", err, sizeof(err));
-    FUZZ_CHECK(srv.shared.tls != NULL && srv.shared.guard != NULL && map != NULL);
+    FUZZ_CHECK(shared.tls != NULL && shared.guard != NULL && map != NULL);
     return 0;
 }
 
@@ -349,7 +349,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     data += 3 + raw, size -= 3 + raw;
 
     struct worker w;
-    FUZZ_CHECK(thread_init(&w, &srv, 0, NULL, 0) == 0);
+    FUZZ_CHECK(thread_init(&w, &ctl, 0, NULL, 0) == 0);
     w.version = kind & 0x80 ? 60206 : 70015;
     w.map = slotmap_ref(map);
     FUZZ_CHECK(route_apply_map(&w, map) == 0);
@@ -391,7 +391,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     migrate_worker_free(&w);
     req_pool_shrink(&w, 0);
     close(sv[1]);
-    atomic_store(&srv.shared.nclients, 0);
+    atomic_store(&shared.nclients, 0);
     thread_deinit(&w);
     return 0;
 }
