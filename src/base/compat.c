@@ -44,7 +44,7 @@ const struct compat_node_cmd compat_node_cmds[] = {
     {"HELLO 2 [AUTH user pass] SETNAME respgate", COMPAT_V6_0,
      "backend.c: a new connection's handshake; its answer names the node's version"},
     {"READONLY", COMPAT_V(3, 0, 0), "backend.c: a replica that serves reads (cluster.read_policy)"},
-    {"ASKING", COMPAT_V(3, 0, 0), "router.c: before a request redirected by -ASK"},
+    {"ASKING", COMPAT_V(3, 0, 0), "route.c: before a request redirected by -ASK"},
     {"INFO / INFO all", COMPAT_V(2, 6, 0),
      "info.c: the masters' sections for a client's INFO (one section list per version: 6.2 takes one argument)"},
     {"WAIT numreplicas timeout", COMPAT_V(3, 0, 0), "fanout.c: a client's WAIT, on the masters it wrote to"},

@@ -35,7 +35,7 @@ struct netio_tls {
     char err[NETIO_ERR_MAX];
 };
 
-static int tls_flush(struct netio_tls *t);
+static int tlsio_flush(struct netio_tls *t);
 
 /* The peer's socket can take more: what waited goes out, and the owner
  * hears of it as a plain bufferevent's would tell it. */
@@ -53,7 +53,7 @@ static void on_tls_writable(evutil_socket_t fd, short what, void *arg)
             eventcb(bev, BEV_EVENT_WRITING | BEV_EVENT_TIMEOUT, cbarg);
         return;
     }
-    int rc = tls_flush(t);
+    int rc = tlsio_flush(t);
     if (rc < 0) {
         if (eventcb)
             eventcb(bev, BEV_EVENT_WRITING | BEV_EVENT_ERROR, cbarg);
@@ -73,7 +73,7 @@ static void want_write(struct netio_tls *t)
 
 /* The outcome of an SSL call that returned R: NETIO_AGAIN (and what it
  * waits for arranged), 0 for the peer's close, or -1 (why in T->err). */
-static int tls_outcome(struct netio_tls *t, int r, int writing)
+static int tlsio_outcome(struct netio_tls *t, int r, int writing)
 {
     int e = SSL_get_error(t->ssl, r);
     switch (e) {
@@ -112,8 +112,8 @@ static int tls_outcome(struct netio_tls *t, int r, int writing)
     }
 }
 
-/* Runs T's handshake on. 0 once it is done, else as tls_outcome. */
-static int tls_handshake(struct netio_tls *t, int writing)
+/* Runs T's handshake on. 0 once it is done, else as tlsio_outcome. */
+static int tlsio_handshake(struct netio_tls *t, int writing)
 {
     if (SSL_is_init_finished(t->ssl))
         return 0;
@@ -121,7 +121,7 @@ static int tls_handshake(struct netio_tls *t, int writing)
     int r = SSL_do_handshake(t->ssl);
     if (r == 1)
         return 0;
-    int rc = tls_outcome(t, r, writing);
+    int rc = tlsio_outcome(t, r, writing);
     if (rc == 0) { /* a close before the handshake ended */
         snprintf(t->err, sizeof(t->err), "TLS: the peer closed the connection during the handshake");
         t->failed = 1;
@@ -132,11 +132,11 @@ static int tls_handshake(struct netio_tls *t, int writing)
 }
 
 /* Writes T's output through OpenSSL: 0 all gone, 1 some left, -1 failed. */
-static int tls_flush(struct netio_tls *t)
+static int tlsio_flush(struct netio_tls *t)
 {
     struct evbuffer *out = bufferevent_get_output(t->bev);
     t->flush_on_read = 0;
-    int rc = tls_handshake(t, 1);
+    int rc = tlsio_handshake(t, 1);
     if (rc < 0 && rc != NETIO_AGAIN)
         return -1;
     if (rc == NETIO_AGAIN) {
@@ -161,7 +161,7 @@ static int tls_flush(struct netio_tls *t)
             evbuffer_drain(out, (size_t)r);
             continue;
         }
-        rc = tls_outcome(t, r, 1);
+        rc = tlsio_outcome(t, r, 1);
         if (rc == 0) {
             snprintf(t->err, sizeof(t->err), "the peer closed the connection");
             rc = -1;
@@ -178,14 +178,14 @@ static int tls_flush(struct netio_tls *t)
     return 1;
 }
 
-static int tls_read(struct netio_tls *t, size_t max)
+static int tlsio_read(struct netio_tls *t, size_t max)
 {
-    if (t->flush_on_read && tls_flush(t) < 0)
+    if (t->flush_on_read && tlsio_flush(t) < 0)
         return -1;
-    int rc = tls_handshake(t, 0);
+    int rc = tlsio_handshake(t, 0);
     if (rc != 0)
         return rc;
-    if (t->flush_on_read && tls_flush(t) < 0) /* the handshake just ended: what waited for it */
+    if (t->flush_on_read && tlsio_flush(t) < 0) /* the handshake just ended: what waited for it */
         return -1;
     struct evbuffer *in = bufferevent_get_input(t->bev);
     struct evbuffer_iovec v[2];
@@ -206,7 +206,7 @@ static int tls_read(struct netio_tls *t, size_t max)
             size_t want = v[i].iov_len - filled;
             int r = SSL_read(t->ssl, (char *)v[i].iov_base + filled, (int)(want < INT32_MAX ? want : INT32_MAX));
             if (r <= 0) {
-                rc = tls_outcome(t, r, 0);
+                rc = tlsio_outcome(t, r, 0);
                 more = 0;
                 break;
             }
@@ -324,7 +324,7 @@ void netio_set_write_timeout(struct bufferevent *bev, struct netio_tls *t, const
 int netio_read(struct bufferevent *bev, struct netio_tls *t, size_t max)
 {
     if (t)
-        return tls_read(t, max);
+        return tlsio_read(t, max);
     struct evbuffer *in = bufferevent_get_input(bev);
     struct evbuffer_iovec v[2]; /* on Linux, libevent's name for struct iovec */
     /* A socket bufferevent keeps its input's end frozen so that only it
@@ -378,7 +378,7 @@ static ssize_t write_chains(struct evbuffer *out, int fd, int *all)
 int netio_flush(struct bufferevent *bev, struct netio_tls *t)
 {
     if (t)
-        return event_pending(t->wev, EV_WRITE, NULL) ? 1 : tls_flush(t);
+        return event_pending(t->wev, EV_WRITE, NULL) ? 1 : tlsio_flush(t);
     struct evbuffer *out = bufferevent_get_output(bev);
     int fd = bufferevent_getfd(bev);
     int rc = 0;

@@ -82,7 +82,7 @@ struct client {
     struct req_list queued;  /* MULTI: commands answered QUEUED before the first key chose a node */
     struct subscriber *sub;  /* Pub/Sub state (pubsub.h), or NULL */
     struct tracker *track;   /* CLIENT TRACKING state (tracking.h), or NULL */
-    struct req *hold;        /* a request waiting for those before it (router_dispatch), or NULL */
+    struct req *hold;        /* a request waiting for those before it (dispatch_request), or NULL */
     char user[64];           /* the ACL user it authenticated as (users:), "" for the default user */
     const struct acl_user *acl; /* USER in the config of serial ACL_SERIAL, as client_acl found it */
     uint64_t acl_serial;     /* 0: look it up again */

@@ -9,7 +9,7 @@
 #include "base/mem.h"
 #include "daemon/opts.h"
 #include "daemon/proc.h"
-#include "daemon/server.h"
+#include "daemon/daemon.h"
 #include "model/tls.h"
 
 #include <stdio.h>
@@ -104,23 +104,23 @@ int main(int argc, char **argv)
     char *pidfile = o.pidfile ? strdup(o.pidfile) : conf->pidfile ? strdup(conf->pidfile) : NULL;
 
     mem_init(); /* before libevent allocates anything */
-    struct server srv;
-    if (server_init(&srv, conf, o.conf_path) < 0) {
-        server_deinit(&srv);
+    struct daemon dm;
+    if (daemon_init(&dm, conf, o.conf_path) < 0) {
+        daemon_deinit(&dm);
         free(pidfile);
         return 1;
     }
     if (pidfile && (rc = proc_pidfile_write(pidfile)) < 0) {
         log_error("cannot write the pid file %s: %s", pidfile, strerror(-rc));
-        server_deinit(&srv);
+        daemon_deinit(&dm);
         free(pidfile);
         return 1;
     }
-    rc = server_run(&srv);
+    rc = daemon_run(&dm);
     if (pidfile)
         proc_pidfile_remove(pidfile);
     free(pidfile);
-    server_deinit(&srv);
+    daemon_deinit(&dm);
     mem_thread_release();
     log_close();
     return rc;

@@ -157,7 +157,7 @@ static void start_drain(struct worker *w)
 
 /* Takes the server's current map: each slot's owner becomes this worker's
  * backend for that node. Existing connections are kept and reused. */
-/* Requests that came before the first map wait for it (router_dispatch
+/* Requests that came before the first map wait for it (dispatch_request
  * holds their clients): the map, or the news that every seed failed, sends
  * them on. */
 static void release_first_map_waits(struct worker *w)

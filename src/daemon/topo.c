@@ -114,7 +114,7 @@ static const struct slotmap_node *find_node(const struct slotmap *m, const char 
 /* A line for what an operator wants to know of a change: nodes that
  * became masters or replicas, failed or recovered, moved; slot ranges that
  * changed owner (the first few). */
-static void log_changes(const struct slotmap *old, const struct slotmap *m)
+static void report_changes(const struct slotmap *old, const struct slotmap *m)
 {
     for (size_t i = 0; i < m->nnodes; i++) {
         const struct slotmap_node *n = &m->nodes[i], *o = find_node(old, n->id);
@@ -178,7 +178,7 @@ static void publish(struct topo *t, struct slotmap *m)
         log_notice("topology changed (version %llu): %zu masters, %zu nodes, %zu/%d slots assigned, %zu slots "
                    "changed owner",
                    (unsigned long long)m->version, masters, m->nnodes, m->nassigned, SLOT_COUNT, moved);
-        log_changes(t->cur, m);
+        report_changes(t->cur, m);
     }
     else
         log_notice("topology learned from %s:%d: %zu masters, %zu nodes, %zu/%d slots assigned", t->src_host,

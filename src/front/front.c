@@ -21,7 +21,7 @@
 #include "path/pubsub.h"
 #include "path/session.h"
 #include "path/tracking.h"
-#include "front/router.h"
+#include "front/dispatch.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -210,7 +210,7 @@ static void process_input(struct client *c)
                 c->reply_mode = CLIENT_REPLY_ON;
             TAILQ_INSERT_TAIL(&c->owed, r, owed);
             c->nowed++;
-            router_dispatch(c, r, &c->scan);
+            dispatch_request(c, r, &c->scan);
         }
         resp_req_reset(&c->scan);
     }
@@ -230,7 +230,7 @@ static void release_hold(struct client *c)
     const struct resp_limits lim = {cf->max_bulk_len, cf->max_inline_len, cf->max_multibulk_len};
     c->hold = NULL;
     if (resp_req_scan(&q, r->buf, &lim, 0) == RESP_FRAME)
-        router_dispatch(c, r, &q); /* the frame was scanned whole once: it scans again */
+        dispatch_request(c, r, &q); /* the frame was scanned whole once: it scans again */
     else
         req_fail(c->w, r, "ERR respgate: cannot rescan a held request");
     resp_req_deinit(&q);

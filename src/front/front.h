@@ -2,7 +2,7 @@
  * front: the client's side of a request. Accepts a connection into a
  * client (client.h), reads its socket (the PROXY header, inline and
  * multibulk frames, bounded per wake-up, paused by the client's
- * back-pressure), hands each request to dispatch (router.h), and at the
+ * back-pressure), hands each request to dispatch (dispatch.h), and at the
  * client's end takes down what the path keeps for it (Pub/Sub, tracking,
  * the session).
  */

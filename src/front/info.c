@@ -40,7 +40,7 @@ enum {
 #define IN_ALL 2     /* in INFO all, INFO everything */
 
 enum from {
-    FROM_FIRST,    /* the first master's text, respgate's values on top (local_value) */
+    FROM_FIRST,    /* the first master's text, respgate's values on top (own_value) */
     FROM_SUM,      /* every master's, merged (merge_field) */
     FROM_RESPGATE, /* respgate's alone */
 };
@@ -126,7 +126,7 @@ static void cpu_seconds(char *buf, size_t len, const struct timeval *tv)
 
 /* respgate's value for KEY of section SEC into BUF: returns 1 if written,
  * 0 if the node's value stands, -1 if the line is dropped. */
-static int local_value(const struct info *in, unsigned sec, const char *key, char *buf, size_t len)
+static int own_value(const struct info *in, unsigned sec, const char *key, char *buf, size_t len)
 {
     struct worker *w = in->w;
     struct shared *sh = w->shared;
@@ -561,7 +561,7 @@ static void first_section(const struct info *in, unsigned sec, struct evbuffer *
     }
     if (p == NULL) {
         for (size_t i = 0; i < 12 && fallback[sec][i]; i++)
-            if (local_value(in, sec, fallback[sec][i], value, sizeof(value)) > 0)
+            if (own_value(in, sec, fallback[sec][i], value, sizeof(value)) > 0)
                 evbuffer_add_printf(out, "%s:%s\r\n", fallback[sec][i], value);
     }
     while (p && *p && *p != '#' && *p != '\r') {
@@ -572,7 +572,7 @@ static void first_section(const struct info *in, unsigned sec, struct evbuffer *
         int have = colon && (size_t)(colon - p) < sizeof(key);
         if (have)
             snprintf(key, sizeof(key), "%.*s", (int)(colon - p), p);
-        int local = have ? local_value(in, sec, key, value, sizeof(value)) : 0;
+        int local = have ? own_value(in, sec, key, value, sizeof(value)) : 0;
         if (local > 0)
             evbuffer_add_printf(out, "%s:%s\r\n", key, value);
         else if (local == 0)
@@ -656,7 +656,7 @@ int info_run(struct client *c, struct req *r, const struct resp_req *q)
         }
     if (from_nodes && w->map == NULL && !atomic_load(&w->shared->seeds_failed)) {
         /* Before this worker's first map, the masters are unknown: INFO
-         * waits for it as routed commands do (router.c), rather than
+         * waits for it as routed commands do (dispatch.c), rather than
          * answer without the nodes' sections. */
         info_free(in);
         c->hold = r;

@@ -73,12 +73,12 @@ static void bulk_str(struct evbuffer *out, const char *s)
 
 /* ---- PING ECHO QUIT SELECT ---- */
 
-static void cmd_echo(struct call *k)
+static void local_echo(struct call *k)
 {
     bulk_arg(k, 1);
 }
 
-static void cmd_ping(struct call *k)
+static void local_ping(struct call *k)
 {
     if (k->q->argc > 2)
         resp_add_error(k->out, "ERR wrong number of arguments for 'ping' command");
@@ -88,13 +88,13 @@ static void cmd_ping(struct call *k)
         resp_add_status(k->out, "PONG");
 }
 
-static void cmd_quit(struct call *k)
+static void local_quit(struct call *k)
 {
     resp_add_status(k->out, "OK");
     client_close_soon(k->c);
 }
 
-static void cmd_select(struct call *k)
+static void local_select(struct call *k)
 {
     long long db;
     if (resp_arg_ll(k->r->buf, k->q, 1, LLONG_MIN, LLONG_MAX, &db) < 0)
@@ -180,7 +180,7 @@ static int authenticate(struct call *k, size_t user_i, size_t pass_i)
     return 0;
 }
 
-static void cmd_auth(struct call *k)
+static void local_auth(struct call *k)
 {
     if (k->q->argc > 3) {
         resp_add_error(k->out, "ERR syntax error");
@@ -238,7 +238,7 @@ static void hello_reply(struct call *k)
     evbuffer_add_printf(k->out, "*0\r\n");
 }
 
-static void cmd_hello(struct call *k)
+static void local_hello(struct call *k)
 {
     size_t argc = k->q->argc, i = 1;
     long long ver = k->c->proto;
@@ -303,7 +303,7 @@ static void cmd_hello(struct call *k)
 
 /* ---- CLIENT ---- */
 
-static void client_info_line(struct call *k, struct evbuffer *out)
+static void local_client_info_line(struct call *k, struct evbuffer *out)
 {
     struct client *c = k->c;
     char laddr[64] = "?";
@@ -321,7 +321,7 @@ static void client_info_line(struct call *k, struct evbuffer *out)
                         c->user[0] ? c->user : "default", (int)c->proto);
 }
 
-static void client_setname(struct call *k)
+static void local_client_setname(struct call *k)
 {
     size_t len;
     const char *name = valid_name(k, 2, &len);
@@ -333,7 +333,7 @@ static void client_setname(struct call *k)
     resp_add_status(k->out, "OK");
 }
 
-static void client_getname(struct call *k)
+static void local_client_getname(struct call *k)
 {
     if (k->c->name)
         bulk_str(k->out, k->c->name);
@@ -341,7 +341,7 @@ static void client_getname(struct call *k)
         resp_add_nil(k->out, k->c->proto);
 }
 
-static void client_id(struct call *k)
+static void local_client_id(struct call *k)
 {
     evbuffer_add_printf(k->out, ":%llu\r\n", (unsigned long long)k->c->id);
 }
@@ -349,12 +349,12 @@ static void client_id(struct call *k)
 /* CLIENT INFO and CLIENT LIST: only the client's own session. The rest of
  * respgate's clients are other applications' business, and the nodes'
  * are respgate's. */
-static void client_info(struct call *k)
+static void local_client_info(struct call *k)
 {
     struct evbuffer *line = evbuffer_new();
     if (line == NULL)
         return;
-    client_info_line(k, line);
+    local_client_info_line(k, line);
     char head[RESP_HEAD_MAX + 4];
     evbuffer_add(k->out, head, resp_text_head(head, k->c->proto, evbuffer_get_length(line)));
     evbuffer_add_buffer(k->out, line);
@@ -362,7 +362,7 @@ static void client_info(struct call *k)
     evbuffer_free(line);
 }
 
-static void client_setinfo(struct call *k)
+static void local_client_setinfo(struct call *k)
 {
     int name = arg_is(k, 2, "lib-name");
     if (!name && !arg_is(k, 2, "lib-ver"))
@@ -374,7 +374,7 @@ static void client_setinfo(struct call *k)
         resp_add_status(k->out, "OK");
 }
 
-static void client_no_evict(struct call *k)
+static void local_client_no_evict(struct call *k)
 {
     if (arg_is(k, 2, "on") || arg_is(k, 2, "off"))
         resp_add_status(k->out, "OK");
@@ -382,7 +382,7 @@ static void client_no_evict(struct call *k)
         resp_add_error(k->out, "ERR syntax error");
 }
 
-static void client_reply(struct call *k)
+static void local_client_reply(struct call *k)
 {
     if (arg_is(k, 2, "on")) {
         k->c->reply_mode = CLIENT_REPLY_ON;
@@ -397,7 +397,7 @@ static void client_reply(struct call *k)
 }
 
 /* CLIENT TRACKING, TRACKINGINFO, GETREDIR, CACHING: tracking.h's. */
-static void client_tracking(struct call *k)
+static void local_client_tracking(struct call *k)
 {
     k->later = tracking_command(k->c, k->r, k->q);
 }
@@ -411,13 +411,13 @@ static const struct client_sub {
     int syntax;
     void (*run)(struct call *k);
 } client_subs[] = {
-    {"caching", 3, 0, client_tracking},  {"getname", 2, 0, client_getname},      {"getredir", 2, 0, client_tracking},
-    {"id", 2, 0, client_id},             {"info", 2, 0, client_info},            {"list", 2, 0, client_info},
-    {"no-evict", 3, 1, client_no_evict}, {"reply", 3, 1, client_reply},          {"setinfo", 4, 1, client_setinfo},
-    {"setname", 3, 0, client_setname},   {"tracking", -3, 0, client_tracking}, {"trackinginfo", 2, 0, client_tracking},
+    {"caching", 3, 0, local_client_tracking},  {"getname", 2, 0, local_client_getname},      {"getredir", 2, 0, local_client_tracking},
+    {"id", 2, 0, local_client_id},             {"info", 2, 0, local_client_info},            {"list", 2, 0, local_client_info},
+    {"no-evict", 3, 1, local_client_no_evict}, {"reply", 3, 1, local_client_reply},          {"setinfo", 4, 1, local_client_setinfo},
+    {"setname", 3, 0, local_client_setname},   {"tracking", -3, 0, local_client_tracking}, {"trackinginfo", 2, 0, local_client_tracking},
 };
 
-static void cmd_client(struct call *k)
+static void local_client(struct call *k)
 {
     const struct client_sub *s = NULL;
     for (size_t i = 0; i < sizeof(client_subs) / sizeof(client_subs[0]); i++)
@@ -442,7 +442,7 @@ static void cmd_client(struct call *k)
 
 /* respgate's users (conf's users:), the default user first, as Redis lists
  * them; without their passwords. */
-static void acl_users(struct call *k, int describe)
+static void local_acl_users(struct call *k, int describe)
 {
     const struct conf *cf = k->c->w->conf;
     int implicit = conf_user(cf, "default", 7) == NULL;
@@ -468,13 +468,13 @@ static void acl_users(struct call *k, int describe)
     }
 }
 
-static void cmd_acl(struct call *k)
+static void local_acl(struct call *k)
 {
     if (k->q->argc == 2 && arg_is(k, 1, "whoami")) {
         const char *name = k->c->user[0] ? k->c->user : "default";
         resp_add_bulk(k->out, name, strlen(name));
     } else if (k->q->argc == 2 && (arg_is(k, 1, "list") || arg_is(k, 1, "users"))) {
-        acl_users(k, arg_is(k, 1, "list"));
+        local_acl_users(k, arg_is(k, 1, "list"));
     } else {
         resp_add_error(k->out, "ERR respgate answers ACL WHOAMI, ACL LIST and ACL USERS only");
     }
@@ -482,7 +482,7 @@ static void cmd_acl(struct call *k)
 
 /* ---- RESET ---- */
 
-static void cmd_reset(struct call *k)
+static void local_reset(struct call *k)
 {
     struct client *c = k->c;
     free(c->name);
@@ -501,22 +501,22 @@ static void cmd_reset(struct call *k)
 
 /* ---- INFO (info.h) ---- */
 
-static void cmd_info(struct call *k)
+static void local_info(struct call *k)
 {
     k->later = info_run(k->c, k->r, k->q);
 }
 
 static const struct local_cmd local_cmds[] = {
-    {"acl", -2, 0, cmd_acl},
-    {"auth", -2, 1, cmd_auth},
-    {"client", -2, 0, cmd_client},
-    {"echo", 2, 0, cmd_echo},
-    {"hello", -1, 1, cmd_hello},
-    {"info", -1, 0, cmd_info},
-    {"ping", -1, 0, cmd_ping},
-    {"quit", -1, 1, cmd_quit},
-    {"reset", 1, 1, cmd_reset},
-    {"select", 2, 0, cmd_select},
+    {"acl", -2, 0, local_acl},
+    {"auth", -2, 1, local_auth},
+    {"client", -2, 0, local_client},
+    {"echo", 2, 0, local_echo},
+    {"hello", -1, 1, local_hello},
+    {"info", -1, 0, local_info},
+    {"ping", -1, 0, local_ping},
+    {"quit", -1, 1, local_quit},
+    {"reset", 1, 1, local_reset},
+    {"select", 2, 0, local_select},
 };
 
 int local_dispatch(struct client *c, struct req *r, const struct resp_req *q)

@@ -11,7 +11,7 @@ struct req;
 struct resp_req;
 
 /* Answers request R (frame in R->buf, arguments Q) of client C into
- * R->reply; the router sends here every command the table marks local.
+ * R->reply; dispatch sends here every command the table marks local.
  * Returns 0 when R is answered, 1 when its answer comes later (INFO asks
  * the masters for some sections). */
 int local_dispatch(struct client *c, struct req *r, const struct resp_req *q);

@@ -636,7 +636,7 @@ static uint64_t wall_us(void)
     return (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
 }
 
-static struct migrate_worker *worker_state(struct worker *w)
+static struct migrate_worker *part_of(struct worker *w)
 {
     struct migrate_worker *mw = w->migrate;
     if (mw)
@@ -671,7 +671,7 @@ static const struct backend_ops source_ops = {.reply = source_reply, .lost = bac
 static struct backend *source_of(struct worker *w)
 {
     const struct conf_addr *a = w->conf->migration_source;
-    struct migrate_worker *mw = worker_state(w);
+    struct migrate_worker *mw = part_of(w);
     if (a == NULL || mw == NULL)
         return NULL;
     if (mw->source == NULL || mw->source->port != a->port || strcmp(mw->source->host, a->host) != 0) {
@@ -980,7 +980,7 @@ static void walk_batch_done(struct worker *w, struct migrate_fetch *f);
 
 /* R waited for an import: it goes on now. A read is sent again (FINAL:
  * and answered whatever it gets; else it may miss and wait again); a held
- * write is dispatched again (router.h). */
+ * write is dispatched again (dispatch.h). */
 static void resume(struct worker *w, struct req *r, int final)
 {
     r->fetch = NULL;
@@ -1089,7 +1089,7 @@ int migrate_missed(struct worker *w, struct req *r, struct evbuffer *in, size_t 
      * answer (EXISTS's count against its frame's head). */
     if (!active(w) || !reply_missing(miss, in, len, type, miss == MISS_FEWER ? args_of(r) : 0))
         return 0;
-    struct migrate_worker *mw = worker_state(w);
+    struct migrate_worker *mw = part_of(w);
     if (mw == NULL)
         return 0;
     /* The request's frame: a split command's part writes its own. */
@@ -1174,7 +1174,7 @@ int migrate_before_routing(struct client *c, struct req *r, const struct cmd_spe
         pthread_mutex_unlock(&m->lock);
         return 0;
     }
-    struct migrate_worker *mw = worker_state(w);
+    struct migrate_worker *mw = part_of(w);
     struct keylist keys;
     if (cmd->nkeyspecs == 0 || mw == NULL || keys_of(m, cmd, r->buf, q, &keys) < 0)
         return 0;
@@ -1484,7 +1484,7 @@ static void walk_next(struct worker *w, uint64_t after_us)
 void migrate_worker_conf(struct worker *w)
 {
     struct migrate_worker *mw;
-    if (w->id != 0 || !walking_allowed(w) || (mw = worker_state(w)) == NULL)
+    if (w->id != 0 || !walking_allowed(w) || (mw = part_of(w)) == NULL)
         return;
     if (!mw->walking && (mw->walk_timer == NULL || !evtimer_pending(mw->walk_timer, NULL)))
         walk_next(w, 0);

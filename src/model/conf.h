@@ -40,7 +40,7 @@ struct conf_users {
 };
 #define CONF_USERS_MAX 1024
 
-/* Addresses a list may hold (listen's are bits of a 64-bit mask in server.c). */
+/* Addresses a list may hold (listen's are bits of a 64-bit mask in daemon.c). */
 #define CONF_ADDRS_MAX 64
 
 struct conf_addrs {

@@ -7,7 +7,7 @@
  * frames become its reply. Every other frame is a message, queued for the
  * client as a reply of its own. The node's counts, read from the
  * confirmations, say whether the client is in subscribed mode; while
- * confirmations are due, the client's other commands wait (router), so the
+ * confirmations are due, the client's other commands wait (dispatch), so the
  * mode is known when they are looked at, as in Redis.
  *
  * Keyspace notifications come from every master, so their names are also

@@ -45,7 +45,7 @@ int pubsub_subscribed(const struct client *c);
 /* NULL, or the error for CMD while C is subscribed (Redis's words). */
 const char *pubsub_refusal(const struct client *c, const struct cmd_spec *cmd, char *buf, size_t cap);
 
-/* Handles request R of client C (command CMD, arguments Q); see router. */
+/* Handles request R of client C (command CMD, arguments Q); see dispatch.h. */
 void pubsub_dispatch(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q);
 
 /* W took a new slot map: keyspace subscriptions follow the masters (a new

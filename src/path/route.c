@@ -490,7 +490,7 @@ static int retryable(const char *line, int *refresh)
 }
 
 /* A shared connection's reply for R. */
-static void shared_reply(struct backend *from, struct req *r, struct evbuffer *in, size_t len, char type)
+static void route_reply(struct backend *from, struct req *r, struct evbuffer *in, size_t len, char type)
 {
     struct worker *w = from->w;
     if (!req_wanted(r)) {
@@ -525,7 +525,7 @@ static void shared_reply(struct backend *from, struct req *r, struct evbuffer *i
 /* R was on shared connection B when it was lost: a request that never
  * reached the node, or a read, goes again (parked until a connection or a
  * new map, at most failover_wait); a write that may have run fails. */
-static void shared_lost(struct backend *b, struct req *r, int sent, const char *why)
+static void route_lost(struct backend *b, struct req *r, int sent, const char *why)
 {
     if (req_owned(r) && req_wanted(r) && (!sent || r->readonly) && !r->pinned && !b->auth_failed)
         park(b->w, r);
@@ -533,7 +533,7 @@ static void shared_lost(struct backend *b, struct req *r, int sent, const char *
         backend_fail_lost(b, r, sent, why);
 }
 
-static void shared_node_down(struct backend *b)
+static void route_node_down(struct backend *b)
 {
     worker_request_refresh(b->w);
 }
@@ -555,19 +555,19 @@ void route_note_version(struct worker *w)
     w->version = oldest;
 }
 
-static void shared_versioned(struct backend *b)
+static void route_versioned(struct backend *b)
 {
     route_note_version(b->w);
 }
 
-static const struct backend_ops shared_ops = {
-    .reply = shared_reply,
-    .lost = shared_lost,
-    .node_down = shared_node_down,
-    .versioned = shared_versioned,
+static const struct backend_ops route_ops = {
+    .reply = route_reply,
+    .lost = route_lost,
+    .node_down = route_node_down,
+    .versioned = route_versioned,
 };
 
 struct backend *route_backend(struct worker *w, const char *host, int port)
 {
-    return backend_get(w, &shared_ops, host, port);
+    return backend_get(w, &route_ops, host, port);
 }

@@ -1,5 +1,5 @@
 /*
- * route: where a worker's requests go, below the router and the modules it
+ * route: where a worker's requests go, below dispatch and the modules it
  * hands requests to, above backend. Owns the worker's slot table (each
  * slot's master and, for reads under cluster.read_policy, a replica), the
  * ops of the shared connections to the nodes (replies follow MOVED and

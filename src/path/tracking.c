@@ -415,7 +415,7 @@ static int overlap(const struct tracker *t, struct req *r, const struct resp_req
     return 0;
 }
 
-static int client_tracking(struct client *c, struct req *r, const struct resp_req *q)
+static int tracking_on_off(struct client *c, struct req *r, const struct resp_req *q)
 {
     int on = resp_arg_is(r->buf, q, 2, "on");
     if (!on && !resp_arg_is(r->buf, q, 2, "off")) {
@@ -438,7 +438,7 @@ static int client_tracking(struct client *c, struct req *r, const struct resp_re
             resp_add_error(r->reply, "CLUSTERDOWN The cluster is down");
             return 0;
         }
-        c->hold = r; /* until the first map (router.c) */
+        c->hold = r; /* until the first map (dispatch.c) */
         return 1;
     }
     struct tracker *t = tracker_of(c);
@@ -480,7 +480,7 @@ static int client_tracking(struct client *c, struct req *r, const struct resp_re
     return 1;
 }
 
-static void client_trackinginfo(struct client *c, struct evbuffer *out)
+static void tracking_info(struct client *c, struct evbuffer *out)
 {
     struct tracker *t = c->track;
     int on = t && t->on;
@@ -505,9 +505,9 @@ int tracking_command(struct client *c, struct req *r, const struct resp_req *q)
 {
     int on = c->track && c->track->on;
     if (resp_arg_is(r->buf, q, 1, "tracking"))
-        return client_tracking(c, r, q);
+        return tracking_on_off(c, r, q);
     if (resp_arg_is(r->buf, q, 1, "trackinginfo"))
-        client_trackinginfo(c, r->reply);
+        tracking_info(c, r->reply);
     else if (resp_arg_is(r->buf, q, 1, "getredir"))
         evbuffer_add_printf(r->reply, ":%d\r\n", on ? 0 : -1);
     else if (!on)

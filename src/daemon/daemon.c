@@ -1,13 +1,13 @@
 /*
- * server: start-up, signals, reload and shutdown of the whole daemon, see
- * server.h.
+ * daemon: start-up, signals, reload and shutdown of the whole process, see
+ * daemon.h.
  *
  * Signals only schedule work on the control thread's event_base: TERM/INT
  * drain (a second one stops at once), HUP reloads, USR1 reopens the log.
  */
 #include "config.h"
 
-#include "daemon/server.h"
+#include "daemon/daemon.h"
 
 #include "daemon/admin.h"
 
@@ -38,14 +38,14 @@
 
 #define MAX_AUTO_WORKERS 64
 
-static void post_all(struct server *s, int msg)
+static void post_all(struct daemon *s, int msg)
 {
     thread_post_all(&s->shared, msg);
 }
 
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
-    struct server *s = arg;
+    struct daemon *s = arg;
     log_warning("shutdown: timeouts.shutdown passed with clients still owed replies; closing them");
     post_all(s, THREAD_STOP);
 }
@@ -57,7 +57,7 @@ static const char *signal_name(int sig)
 
 static void on_stop(evutil_socket_t sig, short what, void *arg)
 {
-    struct server *s = arg;
+    struct daemon *s = arg;
     if (s->shared.stopping) {
         log_notice("received %s again: stopping now", signal_name((int)sig));
         s->shared.stopping = 2;
@@ -77,7 +77,7 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
  * one socket per worker (a dup per worker for a unix socket), into
  * s->ctl.listen_fds_next for the workers to take on THREAD_RELOAD. Returns 0,
  * or -1 after logging why (nothing changes then). */
-static int prepare_listeners(struct server *s, const struct conf *c)
+static int prepare_listeners(struct daemon *s, const struct conf *c)
 {
     const struct conf_addrs *old = &s->shared.conf->listen, *l = &c->listen;
     if (atomic_load(&s->ctl.listen_pending) > 0) {
@@ -133,7 +133,7 @@ static int prepare_listeners(struct server *s, const struct conf *c)
 }
 
 /* Whether C's admin.listen differs from the running one. */
-static int admin_changed(const struct server *s, const struct conf *c)
+static int moved_admin(const struct daemon *s, const struct conf *c)
 {
     const struct conf_addr *a = c->admin, *b = s->shared.conf->admin;
     return !((a == NULL && b == NULL) || (a && b && memcmp(a, b, sizeof(*a)) == 0));
@@ -160,7 +160,7 @@ static void note_protected_mode(const struct conf *c)
 
 static void on_reload(evutil_socket_t sig, short what, void *arg)
 {
-    struct server *s = arg;
+    struct daemon *s = arg;
     struct conf_diag d = {0};
     proc_notify("RELOADING=1");
     log_notice("received SIGHUP: reloading %s", s->shared.conf_path);
@@ -191,7 +191,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 
     /* A new admin endpoint opens before the old one closes: one that cannot
      * listen fails the reload, and the old one goes on serving. */
-    int new_admin = !failed && admin_changed(s, c);
+    int new_admin = !failed && moved_admin(s, c);
     struct admin *next_admin = NULL;
     if (new_admin && c->admin && (next_admin = admin_start(s->base, &s->shared, c->admin)) == NULL)
         failed = 1;
@@ -240,7 +240,7 @@ static void on_reopen(evutil_socket_t sig, short what, void *arg)
         log_notice("log file reopened");
 }
 
-static int bind_listeners(struct server *s)
+static int bind_listeners(struct daemon *s)
 {
     const struct conf_addrs *l = &s->shared.conf->listen;
     char err[256];
@@ -284,15 +284,15 @@ static int bind_listeners(struct server *s)
 }
 
 /* The workers' way to the control thread's discovery (shared.h). Before
- * server_run starts it, and after it stopped, nothing is refreshed. */
+ * daemon_run starts it, and after it stopped, nothing is refreshed. */
 static void ask_refresh(void *arg)
 {
-    struct server *s = arg;
+    struct daemon *s = arg;
     if (s->topo)
         topo_request_refresh(s->topo);
 }
 
-int server_init(struct server *s, struct conf *conf, const char *conf_path)
+int daemon_init(struct daemon *s, struct conf *conf, const char *conf_path)
 {
     memset(s, 0, sizeof(*s));
     shared_init(&s->shared, conf, conf_path);
@@ -358,7 +358,7 @@ int server_init(struct server *s, struct conf *conf, const char *conf_path)
 }
 
 
-int server_run(struct server *s)
+int daemon_run(struct daemon *s)
 {
     /* Workers never see the signals: only the control thread handles them. */
     sigset_t block, old;
@@ -410,7 +410,7 @@ int server_run(struct server *s)
     return 0;
 }
 
-void server_deinit(struct server *s)
+void daemon_deinit(struct daemon *s)
 {
     for (int i = 0; s->shared.workers && i < s->shared.nworkers; i++)
         thread_deinit(&s->shared.workers[i]);

@@ -1,10 +1,10 @@
 /*
- * server: the whole daemon once configured. Owns the control thread's
+ * daemon: the whole process once configured. Owns the control thread's
  * event_base (signals, reload, shutdown), the listening sockets and the
  * workers, and publishes what is in force to them (shared.h).
  */
-#ifndef RG_SERVER_H
-#define RG_SERVER_H
+#ifndef RG_DAEMON_H
+#define RG_DAEMON_H
 
 #include "model/shared.h"
 #include "daemon/thread.h"
@@ -17,7 +17,7 @@ struct admin;
 struct event_base;
 struct event;
 
-struct server {
+struct daemon {
     struct shared shared;        /* what is in force, for the workers (shared.h) */
     struct topo *topo;
     struct admin *admin;         /* the admin.listen endpoint, or NULL (admin.h) */
@@ -34,12 +34,12 @@ struct server {
 
 /* Binds the listeners and prepares the workers for CONF (the server takes
  * the reference). Returns 0, or -1 after logging why. */
-int server_init(struct server *s, struct conf *conf, const char *conf_path);
+int daemon_init(struct daemon *s, struct conf *conf, const char *conf_path);
 
 /* Starts the workers, notifies systemd, and runs until a signal stops it.
  * Returns the process's exit code. */
-int server_run(struct server *s);
+int daemon_run(struct daemon *s);
 
-void server_deinit(struct server *s);
+void daemon_deinit(struct daemon *s);
 
 #endif

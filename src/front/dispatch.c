@@ -1,5 +1,5 @@
 /*
- * router: what becomes of a client's request, see router.h.
+ * dispatch: what becomes of a client's request, see dispatch.h.
  *
  * Checked in Redis's order (known command, authenticated, arity), then
  * answered here (local), or handed to the module that owns its kind: a
@@ -8,7 +8,7 @@
  * the same slot unless the command splits (Redis Cluster's own rule,
  * answered with its own -CROSSSLOT words).
  */
-#include "front/router.h"
+#include "front/dispatch.h"
 
 #include "model/acl.h"
 #include "conn/client.h"
@@ -156,7 +156,7 @@ static int subscriber_stops(struct client *c, struct req *r, const struct cmd_sp
 /* Whether U may not use a channel that R (command CMD, arguments Q) names:
  * SUBSCRIBE's, SSUBSCRIBE's and PSUBSCRIBE's (patterns, compared as such),
  * PUBLISH's and SPUBLISH's, the commands Redis checks. */
-static int acl_channels_refused(const struct acl_user *u, struct req *r, const struct cmd_spec *cmd,
+static int channels_refused(const struct acl_user *u, struct req *r, const struct cmd_spec *cmd,
                                 const struct resp_req *q)
 {
     static const struct {
@@ -180,7 +180,7 @@ static int acl_channels_refused(const struct acl_user *u, struct req *r, const s
 /* Whether C's ACL user (users:) may not run R (command CMD, arguments Q):
  * the command, then each of its keys, as Redis checks them. Answers R with
  * Redis's NOPERM then; inside MULTI, EXEC will abort. Returns 1 if so. */
-static int acl_stops(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
+static int stopped_by_acl(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
 {
     struct worker *w = c->w;
     int gone;
@@ -201,7 +201,7 @@ static int acl_stops(struct client *c, struct req *r, const struct cmd_spec *cmd
         req_fail(w, r, "NOPERM this user has no permissions to run the '%s%s", name, compat_texts(w->version)->noperm);
         return 1;
     }
-    if (!u->channels.all && acl_channels_refused(u, r, cmd, q)) {
+    if (!u->channels.all && channels_refused(u, r, cmd, q)) {
         c->multi_failed |= c->multi;
         req_fail(w, r, "NOPERM this user has no permissions to access one of the channels used as arguments");
         return 1;
@@ -250,7 +250,7 @@ static int stopped_before_routing(struct client *c, struct req *r, const struct 
         fail_arity(w, r, q, cmd);
         return 1;
     }
-    if (w->conf->users.n && acl_stops(c, r, cmd, q))
+    if (w->conf->users.n && stopped_by_acl(c, r, cmd, q))
         return 1;
     if (cmd->kind == CMD_REFUSED && !c->multi) {
         req_fail(w, r, "ERR respgate does not forward '%s': %s", cmd->name, cmd->why);
@@ -302,7 +302,7 @@ static void hand_over(struct client *c, struct req *r, const struct cmd_spec *cm
     dispatch_by_keys(w, r, cmd, q);
 }
 
-void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
+void dispatch_request(struct client *c, struct req *r, const struct resp_req *q)
 {
     const struct cmd_spec *cmd = command_of(c->w, r, q);
     r->family = (uint8_t)metrics_family(cmd);
@@ -312,7 +312,7 @@ void router_dispatch(struct client *c, struct req *r, const struct resp_req *q)
      * those Redis runs at once. */
     if (cmd && cmd->kind == CMD_LOCAL && !(c->sub && pubsub_owns(c, cmd)) &&
         (!c->multi || (cmd->ctx & CMD_CTX_MULTI_NOW))) {
-        if (c->w->conf->users.n && client_authed(c) && arity_ok(cmd, q->argc) && acl_stops(c, r, cmd, q))
+        if (c->w->conf->users.n && client_authed(c) && arity_ok(cmd, q->argc) && stopped_by_acl(c, r, cmd, q))
             return;
         if (local_dispatch(c, r, q) == 0)
             req_complete(c->w, r);
