@@ -1,5 +1,5 @@
 # The committed command table and the command list in the docs are current:
-# tools/gen-cmdtab.py, run against a throwaway redis-server it starts (and
+# dev/gen-cmdtab, run against a throwaway redis-server it starts (and
 # stops by PID), regenerates src/model/cmdtab.c and doc/commands.md byte for byte.
 
 import os
@@ -10,7 +10,7 @@ TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 def test_cmdtab_is_current():
     proc = subprocess.run(
-        ["/usr/bin/python3", os.path.join(TOP, "tools", "gen-cmdtab.py"), "--check",
+        ["/usr/bin/python3", os.path.join(TOP, "dev", "gen-cmdtab"), "--check",
          os.path.join(TOP, "src", "model", "cmdtab.c"), "--check-doc", os.path.join(TOP, "doc", "commands.md")],
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
