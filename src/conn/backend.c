@@ -58,7 +58,7 @@ static void gauge_sync(struct backend *b)
 {
     if (b->gauge == NULL)
         return;
-    int kind = b->push ? MC_PUBSUB : b->priv ? MC_SESSION : MC_SHARED;
+    int kind = backend_pushes(b) ? MC_PUBSUB : backend_private(b) ? MC_SESSION : MC_SHARED;
     int state = b->stalled_conn ? MS_STALLED
               : b->ready        ? MS_READY
               : b->bev || b->dns ? MS_CONNECTING
@@ -148,7 +148,7 @@ static int retiring(const struct backend *b)
 {
     if (b->stalled_conn)
         return b->ninflight == 0 || b->bev == NULL;
-    return b->priv && (b->broken || (b->released && b->ninflight == 0 && b->nwaiting == 0 && b->dns == NULL));
+    return backend_private(b) && (b->broken || (b->released && b->ninflight == 0 && b->nwaiting == 0 && b->dns == NULL));
 }
 
 /* The reply timeout's clock, in milliseconds: the kernel's coarse
@@ -182,7 +182,7 @@ static void set_timeouts(struct backend *b)
     struct timeval tv = conf_timeval(reply_timeout_ms(b));
     /* A reply is awaited only while something is in flight; an idle
      * connection may stay quiet forever, and so may a blocking command. */
-    b->timer_armed = b->ninflight && !b->no_timeout;
+    b->timer_armed = b->ninflight && !backend_waits_forever(b);
     event_add(b->rev, b->timer_armed ? &tv : NULL);
     netio_set_write_timeout(b->bev, b->tls, &tv);
 }
@@ -271,17 +271,17 @@ static void backend_reset_as(struct backend *b, const char *why, int node_fault)
     memset(&b->scan, 0, sizeof(b->scan));
     if (inflight)
         log_warning("backend %s:%d: %s; %s %zu request%s in flight%s", b->host, b->port, why,
-                    sent || b->priv ? "failing" : "will send again", inflight, inflight == 1 ? "" : "s",
+                    sent || backend_private(b) ? "failing" : "will send again", inflight, inflight == 1 ? "" : "s",
                     waiting ? ", others wait" : "");
     else if (waiting + reads)
         log_warning("backend %s:%d: %s; %zu request%s wait for it or for a new master", b->host, b->port, why,
                     waiting + reads, waiting + reads == 1 ? "" : "s");
     else
         log_notice("backend %s:%d: %s", b->host, b->port, why);
-    b->broken = b->priv;
+    b->broken = backend_private(b);
     while ((r = pop(b)))
         b->ops->lost(b, r, sent, why);
-    if (b->priv || b->stalled_conn) {
+    if (backend_private(b) || b->stalled_conn) {
         event_active(b->flush, EV_READ, 0); /* retiring */
         if (b->stalled_conn && b->ops->node_down)
             b->ops->node_down(b);
@@ -359,8 +359,9 @@ static int add_hello(struct backend *b)
     struct req *r = req_new(b->w, REQ_AUTH, NULL);
     if (r == NULL)
         return -1;
-    const char *user = b->source ? cf->migration_username : cf->cluster_username;
-    const char *password = b->source ? cf->migration_password : cf->cluster_password;
+    int source = b->kind == BACKEND_SOURCE;
+    const char *user = source ? cf->migration_username : cf->cluster_username;
+    const char *password = source ? cf->migration_password : cf->cluster_password;
     user = user ? user : "default";
     if (password)
         evbuffer_add_printf(r->buf, "*7\r\n$5\r\nHELLO\r\n$1\r\n%d\r\n$4\r\nAUTH\r\n$%zu\r\n%s\r\n$%zu\r\n%s\r\n",
@@ -511,7 +512,7 @@ static int backend_connect(struct backend *b)
 int backend_send(struct backend *b, struct req *r)
 {
     int rc;
-    if (r->resp3 && b->proto != 3 && !b->priv && (b = resp3_twin(b)) == NULL)
+    if (r->resp3 && b->proto != 3 && !backend_private(b) && (b = resp3_twin(b)) == NULL)
         return -1;
     if (b->broken)
         return -1;
@@ -569,7 +570,7 @@ static void send_waiting(struct backend *b)
 static int pool_put(struct backend *b)
 {
     struct worker *w = b->w;
-    if (!b->poolable || b->push || b->broken || !b->ready || b->ninflight || b->nwaiting || b->owner == NULL)
+    if (!b->poolable || backend_pushes(b) || b->broken || !b->ready || b->ninflight || b->nwaiting || b->owner == NULL)
         return -1;
     if (b->ops->gone)
         b->ops->gone(b);
@@ -655,7 +656,7 @@ static uint64_t stall_wait_ms(const struct backend *b)
 static int stall(struct backend *b)
 {
     struct worker *w = b->w;
-    if (b->priv || b->stalled_conn || b->readonly || !b->ready || b->nstalled >= STALL_MAX)
+    if (backend_private(b) || b->stalled_conn || b->readonly || !b->ready || b->nstalled >= STALL_MAX)
         return -1; /* a replica's reads go to its master instead */
     if (netio_flush(b->bev, b->tls) < 0) /* what this loop turn queued goes out with the rest */
         return -1;
@@ -734,7 +735,7 @@ static void stall_check(struct backend *s)
 /* B's reply timeout fired. */
 static void on_reply_timeout(struct backend *b)
 {
-    if (b->ninflight == 0 || b->no_timeout) {
+    if (b->ninflight == 0 || backend_waits_forever(b)) {
         /* Armed while requests were in flight; event_add(NULL) leaves an
          * old timeout in place, so set_timeouts does not clear it on every
          * request. Clear it now that it fired on an idle connection, or on
@@ -787,7 +788,7 @@ static int own_reply(struct backend *b, struct req *r, struct evbuffer *in, size
         if (r->kind == REQ_AUTH) {
             log_error("backend %s:%d: AUTH failed: %s (check %s.username and %s.password; "
                       "respgate needs Redis 6.0 or later)",
-                      b->host, b->port, line + 1, b->source ? "migration" : "cluster", b->source ? "migration" : "cluster");
+                      b->host, b->port, line + 1, b->kind == BACKEND_SOURCE ? "migration" : "cluster", b->kind == BACKEND_SOURCE ? "migration" : "cluster");
             req_free(b->w, r);
             b->auth_failed = 1;
             backend_reset(b, "authentication failed");
@@ -889,7 +890,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
          * keepalive instead, in about a minute; others after
          * timeouts.tcp_keepalive, as Redis's clients do. */
         unsigned keepalive = (unsigned)(b->w->conf->tcp_keepalive_ms / 1000);
-        netio_keepalive(fd, b->no_timeout || b->push ? (keepalive && keepalive < 30 ? keepalive : 30) : keepalive);
+        netio_keepalive(fd, backend_waits_forever(b) || backend_pushes(b) ? (keepalive && keepalive < 30 ? keepalive : 30) : keepalive);
         b->connected = 1;
         b->rev = event_new(b->w->base, bufferevent_getfd(bev), EV_READ | EV_PERSIST, on_sock_read, b);
         if (b->rev == NULL) {
@@ -898,7 +899,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         }
         bufferevent_disable(bev, EV_WRITE); /* from now on, direct writes (netio.h) */
         const struct conf *cf = b->w->conf;
-        if (cf->cluster_tls && !b->source &&
+        if (cf->cluster_tls && b->kind != BACKEND_SOURCE &&
             (b->tls = netio_tls_new(bev, b->w->tls->cluster, 0, cf->cluster_tls_verify_name ? b->host : NULL)) ==
                 NULL) {
             backend_reset(b, "out of memory");
@@ -941,26 +942,23 @@ struct req *backend_pop(struct backend *b)
 }
 
 struct backend *backend_open_private(struct worker *w, const struct backend_ops *ops, struct client *c,
-                                     const char *host, int port, int flags)
+                                     const char *host, int port, enum backend_kind kind, int proto)
 {
-    int proto = flags & BACKEND_RESP3 ? 3 : 2;
-    struct backend *b = flags & BACKEND_PUSH ? NULL : pool_take(w, host, port, proto);
+    struct backend *b = kind >= BACKEND_PUSH ? NULL : pool_take(w, host, port, proto);
     if (b) {
         b->ops = ops;
+        b->kind = kind;
         b->owner = c;
-        b->no_timeout = (flags & BACKEND_BLOCKING) != 0;
-        b->poolable = b->no_timeout; /* a transaction's, once it ends cleanly */
+        b->poolable = backend_waits_forever(b); /* a transaction's, once it ends cleanly */
         return b;
     }
     b = backend_new(w, host, port);
     if (b == NULL)
         return NULL;
     b->ops = ops;
+    b->kind = kind;
     b->proto = (uint8_t)proto;
-    b->priv = 1;
-    b->no_timeout = (flags & BACKEND_BLOCKING) != 0;
-    b->poolable = b->no_timeout;
-    b->push = (flags & BACKEND_PUSH) != 0;
+    b->poolable = backend_waits_forever(b);
     b->owner = c;
     gauge_sync(b);
     if (backend_connect(b) < 0) {

@@ -71,10 +71,23 @@ struct backend_ops {
     void (*versioned)(struct backend *b);
 };
 
+/* What a connection is for, set by its opener: the one field that tells
+ * connections apart (never the identity of their ops). */
+enum backend_kind {
+    BACKEND_SHARED = 0, /* a worker's to a node, for all its clients (route.c) */
+    BACKEND_SOURCE,     /* the standalone a migration reads (migrate.c): its own credentials, never TLS */
+    BACKEND_PIN,        /* private from here on: a transaction's or WATCH's (session.c) */
+    BACKEND_BLOCKING,   /* a blocking command's (session.c): no reply timeout, TCP keepalive */
+    BACKEND_BESIDE,     /* a script kill beside a busy shared connection (fanout.c): as a blocking one */
+    BACKEND_PUSH,       /* a subscriber's (pubsub.c): TCP keepalive, never pooled */
+    BACKEND_FEED,       /* a tracker's invalidations (tracking.c): as a subscriber's */
+};
+
 struct backend {
     TAILQ_ENTRY(backend) link;  /* in the worker's list; private: in its client's */
     struct worker *w;
     const struct backend_ops *ops;
+    enum backend_kind kind;
     char host[256];
     int port;
     struct bufferevent *bev;    /* NULL while there is no connection */
@@ -103,16 +116,12 @@ struct backend {
     unsigned ready : 1;         /* the node answered the connection's AUTH or PING */
     unsigned readonly : 1;      /* reads go to this replica: READONLY on every connection */
     unsigned auth_failed : 1;   /* the node refused AUTH: what waits fails at once */
-    unsigned priv : 1;          /* private to one session (see above) */
     unsigned released : 1;      /* private: frees itself once nothing is in flight */
     unsigned poolable : 1;      /* private: holds no session state once answered (backend pool) */
     unsigned broken : 1;        /* private: the connection is gone; sends fail */
-    unsigned no_timeout : 1;    /* private: replies may take forever (a blocking command) */
-    unsigned push : 1;          /* private: a subscriber's (keepalive, never pooled) */
     unsigned extra : 1;         /* push (pubsub.c): keyspace notifications from a master besides the main one */
     unsigned stalled_conn : 1;  /* a stalled connection: reads the replies it is owed, takes no request */
     unsigned timer_armed : 1;   /* the read event carries the reply timeout */
-    unsigned source : 1;        /* the standalone a migration reads (migrate.h): its own credentials, never TLS */
     uint64_t busy_since_ms;     /* when the first request now in flight went out (backend_clock_ms) */
     uint64_t last_read_ms;      /* when the socket was last read (backend_clock_ms) */
     uint32_t nchan, npat, nshard; /* push (pubsub.c): the node's subscription counts on this connection */
@@ -141,17 +150,28 @@ int backend_send(struct backend *b, struct req *r);
  * UNWATCH (so the node holds no MULTI or WATCH for them). */
 #define BACKEND_POOL_MAX 32
 
-/* How a private backend is used. */
-#define BACKEND_BLOCKING 1 /* for blocking commands: no reply timeout, TCP keepalive */
-#define BACKEND_PUSH 2     /* for a subscriber: TCP keepalive, never pooled */
-#define BACKEND_RESP3 4    /* speaks RESP3 (HELLO 3), for a RESP3 client */
+/* Whether B is private to one client; whether its replies may take
+ * forever (no reply timeout); whether it carries pushes (never pooled). */
+static inline int backend_private(const struct backend *b)
+{
+    return b->kind >= BACKEND_PIN;
+}
+static inline int backend_waits_forever(const struct backend *b)
+{
+    return b->kind == BACKEND_BLOCKING || b->kind == BACKEND_BESIDE;
+}
+static inline int backend_pushes(const struct backend *b)
+{
+    return b->kind >= BACKEND_PUSH;
+}
 
-/* A private backend to HOST:PORT for client C, reporting to OPS: from the
- * pool, or new and connecting at once; used as FLAGS (BACKEND_*) say. NULL
- * if out of memory; a backend that could not connect is returned broken
- * (it retires by itself). The opener keeps track of it until OPS->gone. */
+/* A private backend to HOST:PORT for client C, of KIND (BACKEND_PIN or
+ * after), speaking PROTO (2, or 3 for a RESP3 client), reporting to OPS:
+ * from the pool, or new and connecting at once. NULL if out of memory; a
+ * backend that could not connect is returned broken (it retires by
+ * itself). The opener keeps track of it until OPS->gone. */
 struct backend *backend_open_private(struct worker *w, const struct backend_ops *ops, struct client *c,
-                                     const char *host, int port, int flags);
+                                     const char *host, int port, enum backend_kind kind, int proto);
 
 /* Fails R, taken off B when its connection was lost (WHY): a request that
  * never reached the node cannot reach it, one that did may have run. For

@@ -303,14 +303,14 @@ static int subscriber_too_slow(struct client *c, size_t unread)
 }
 
 struct backend *client_open_private(struct client *c, const struct backend_ops *ops, const char *host, int port,
-                                    int flags)
+                                    enum backend_kind kind)
 {
-    struct backend *b = backend_open_private(c->w, ops, c, host, port, flags | (c->proto == 3 ? BACKEND_RESP3 : 0));
+    struct backend *b = backend_open_private(c->w, ops, c, host, port, kind, c->proto);
     if (b) {
         TAILQ_INSERT_TAIL(&c->privates, b, link);
         /* Push connections are one per master at most: only sessions',
          * which a client opens at will, count against its limit. */
-        c->nprivate += !b->push;
+        c->nprivate += !backend_pushes(b);
     }
     return b;
 }
@@ -318,7 +318,7 @@ struct backend *client_open_private(struct client *c, const struct backend_ops *
 void client_forget_private(struct client *c, struct backend *b)
 {
     TAILQ_REMOVE(&c->privates, b, link);
-    c->nprivate -= !b->push;
+    c->nprivate -= !backend_pushes(b);
 }
 
 struct req *client_push_new(struct client *c, struct req *before)

@@ -168,10 +168,11 @@ void client_note_write(struct client *c, struct backend *b);
  * C: what follows (closing, more input) runs from its resume event. */
 void client_deliver(struct client *c);
 
-/* A private backend to HOST:PORT for C (backend_open_private with OPS and
- * FLAGS), listed among C's privates; NULL if out of memory. */
+/* A private backend of KIND to HOST:PORT for C, in C's protocol
+ * (backend_open_private with OPS), listed among C's privates; NULL if out
+ * of memory. */
 struct backend *client_open_private(struct client *c, const struct backend_ops *ops, const char *host, int port,
-                                    int flags);
+                                    enum backend_kind kind);
 
 /* A reply of its own for C that no request asked for (a Pub/Sub message,
  * an invalidation): a new request in C's FIFO before BEFORE, or at its

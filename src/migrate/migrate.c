@@ -677,7 +677,7 @@ static struct backend *source_of(struct worker *w)
     if (mw->source == NULL || mw->source->port != a->port || strcmp(mw->source->host, a->host) != 0) {
         mw->source = backend_get(w, &source_ops, a->host, a->port);
         if (mw->source)
-            mw->source->source = 1;
+            mw->source->kind = BACKEND_SOURCE;
     }
     return mw->source;
 }

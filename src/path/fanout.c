@@ -758,7 +758,7 @@ static void cap_wait_timeout(struct worker *w, struct req *r, const struct resp_
 static void send_beside(struct worker *w, struct client *c, struct req *part, struct backend *b)
 {
     struct backend *own = c && c->nprivate < SESSION_PRIVATE_MAX
-                              ? client_open_private(c, &session_private_ops, b->host, b->port, BACKEND_BLOCKING)
+                              ? client_open_private(c, &session_private_ops, b->host, b->port, BACKEND_BESIDE)
                               : NULL;
     if (own == NULL) {
         route_send(w, part, part->slot);

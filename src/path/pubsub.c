@@ -611,7 +611,7 @@ void pubsub_reset(struct client *c)
     struct backend *b, *next;
     for (b = TAILQ_FIRST(&c->privates); b; b = next) {
         next = TAILQ_NEXT(b, link);
-        if (b->ops == &push_ops)
+        if (b->kind == BACKEND_PUSH)
             backend_free_private(b, "RESET ended the subscriptions");
     }
     for (size_t j = 0; j < s->nkeyspace; j++)

@@ -141,7 +141,7 @@ static int open_pin(struct client *c, int slot, int in_multi)
     struct backend *owner = slot >= 0 ? route_owner(w, slot) : NULL;
     if (owner == NULL || c->nprivate >= SESSION_PRIVATE_MAX)
         return -1;
-    c->pin = client_open_private(c, &session_private_ops, owner->host, owner->port, 0);
+    c->pin = client_open_private(c, &session_private_ops, owner->host, owner->port, BACKEND_PIN);
     if (c->pin == NULL)
         return -1;
     c->pin_slot = slot;
@@ -406,7 +406,7 @@ void session_cancel_blocking(struct client *c, const char *why)
     struct backend *b, *next;
     for (b = TAILQ_FIRST(&c->privates); b; b = next) {
         next = TAILQ_NEXT(b, link);
-        if (b->ops == &blocking_ops)
+        if (b->kind == BACKEND_BLOCKING)
             backend_free_private(b, why);
     }
 }

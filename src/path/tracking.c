@@ -173,7 +173,7 @@ static struct evbuffer *replay_frame(const struct tracker *t)
 
 static int is_feed(const struct backend *b)
 {
-    return b->ops == &feed_ops;
+    return b->kind == BACKEND_FEED;
 }
 
 /* Opens a feed to every master of C's that has none; one opened while C
@@ -190,7 +190,7 @@ static long ensure_feeds(struct client *c)
             have |= is_feed(b) && !b->broken && backend_same_node(b, m[i].b);
         if (have)
             continue;
-        struct backend *f = client_open_private(c, &feed_ops, m[i].b->host, m[i].b->port, BACKEND_PUSH);
+        struct backend *f = client_open_private(c, &feed_ops, m[i].b->host, m[i].b->port, BACKEND_FEED);
         if (f && t->on && !f->broken) {
             struct evbuffer *on = replay_frame(t);
             if (on) {

@@ -110,7 +110,7 @@ struct backend *backend_get(struct worker *w, const struct backend_ops *ops, con
 
 int backend_send(struct backend *b, struct req *r)
 {
-    if (r->resp3 && b->proto != 3 && !b->priv) {
+    if (r->resp3 && b->proto != 3 && !backend_private(b)) {
         if (b->resp3 == NULL && (b->resp3 = stub_new(b->w, b->ops, b->host, b->port)) == NULL)
             return -1;
         b->resp3->proto = 3;
@@ -173,15 +173,13 @@ struct req *backend_pop(struct backend *b)
 }
 
 struct backend *backend_open_private(struct worker *w, const struct backend_ops *ops, struct client *c,
-                                     const char *host, int port, int flags)
+                                     const char *host, int port, enum backend_kind kind, int proto)
 {
     struct backend *b = stub_new(w, ops, host, port);
     if (b == NULL)
         return NULL;
-    b->proto = flags & BACKEND_RESP3 ? 3 : 2;
-    b->priv = 1;
-    b->no_timeout = (flags & BACKEND_BLOCKING) != 0;
-    b->push = (flags & BACKEND_PUSH) != 0;
+    b->proto = (uint8_t)proto;
+    b->kind = kind;
     b->owner = c;
     return b;
 }
@@ -230,7 +228,7 @@ size_t stub_backend_count(void)
  * does: it tells its opener, then goes. */
 static int retire(struct backend *b)
 {
-    if (!b->priv || !(b->released || b->broken) || b->ninflight)
+    if (!backend_private(b) || !(b->released || b->broken) || b->ninflight)
         return 0;
     if (b->owner && b->ops->gone)
         b->ops->gone(b);
@@ -264,7 +262,7 @@ static void reset(struct backend *b, const char *why)
     struct req *r;
     while ((r = backend_pop(b)))
         b->ops->lost(b, r, 1, why);
-    if (b->priv)
+    if (backend_private(b))
         b->broken = 1;
 }
 
@@ -326,7 +324,7 @@ int stub_backend_answer(struct worker *w, stub_reply_fn *reply, void *arg)
             acted = 1;
             continue;
         }
-        if ((b->ninflight == 0 && !b->push) || b->broken)
+        if ((b->ninflight == 0 && !backend_pushes(b)) || b->broken)
             continue;
         struct evbuffer *frame = evbuffer_new(), *out = evbuffer_new();
         struct resp_req q = {0};
@@ -335,7 +333,7 @@ int stub_backend_answer(struct worker *w, stub_reply_fn *reply, void *arg)
         if (reply(arg, asked ? frame : NULL, asked ? &q : NULL, b->proto, out) < 0) {
             reset(b, "lost by the fuzzer");
             acted = 1;
-        } else if (evbuffer_get_length(out) && (asked || b->push)) {
+        } else if (evbuffer_get_length(out) && (asked || backend_pushes(b))) {
             deliver(b, out);
             acted = 1;
         }
