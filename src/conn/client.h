@@ -127,6 +127,14 @@ const struct acl_user *client_acl(struct client *c, int *gone);
  * Returns 0, or -1 if out of memory (R is not held). */
 int client_hold_auth(struct client *c, struct req *r, uint64_t ms);
 
+/* Whether this worker has its first slot map for client C's request R. */
+enum client_map {
+    CLIENT_MAP_READY = 0, /* it has */
+    CLIENT_MAP_HELD,      /* not yet: R is C's held request (C->hold) until it comes (thread.c) */
+    CLIENT_MAP_DOWN,      /* never will: every seed failed; the caller answers CLUSTERDOWN */
+};
+enum client_map client_wait_for_map(struct client *c, struct req *r);
+
 /* C's held request (C->hold), which an import held (migrate.h), may go:
  * it is dispatched again on C's next turn. */
 void client_release_hold(struct client *c);

@@ -256,16 +256,12 @@ static int stopped_before_routing(struct client *c, struct req *r, const struct 
         req_fail(w, r, "ERR respgate does not forward '%s': %s", cmd->name, cmd->why);
         return 1;
     }
-    if (w->map == NULL && !atomic_load(&w->shared->seeds_failed)) {
-        c->hold = r; /* until the first map, or every seed failed (worker.c) */
-        return 1;
-    }
-    if (w->map == NULL) {
+    enum client_map map = client_wait_for_map(c, r);
+    if (map == CLIENT_MAP_DOWN) {
         c->multi_failed |= c->multi;
         req_fail(w, r, "CLUSTERDOWN The cluster is down");
-        return 1;
     }
-    return 0;
+    return map != CLIENT_MAP_READY;
 }
 
 /* Sends R on to the module its kind belongs to. */

@@ -654,12 +654,11 @@ int info_run(struct client *c, struct req *r, const struct resp_req *q)
             from_nodes |= sections[s].from != FROM_RESPGATE || s == SEC_NODES;
             all |= !(sections[s].in & IN_DEFAULT) && s != SEC_NODES;
         }
-    if (from_nodes && w->map == NULL && !atomic_load(&w->shared->seeds_failed)) {
-        /* Before this worker's first map, the masters are unknown: INFO
-         * waits for it as routed commands do (dispatch.c), rather than
-         * answer without the nodes' sections. */
+    /* Before this worker's first map, the masters are unknown: INFO waits
+     * for it as routed commands do, rather than answer without the nodes'
+     * sections. */
+    if (from_nodes && client_wait_for_map(c, r) == CLIENT_MAP_HELD) {
         info_free(in);
-        c->hold = r;
         return 1;
     }
     if (in->want & (1u << SEC_NODES) && (in->nodes = evbuffer_new()) == NULL)

@@ -433,14 +433,11 @@ static int tracking_on_off(struct client *c, struct req *r, const struct resp_re
         resp_add_status(r->reply, "OK");
         return 0;
     }
-    if (c->w->map == NULL) { /* this worker has yet to learn the masters: wait, as commands for the cluster do */
-        if (atomic_load(&c->w->shared->seeds_failed)) {
-            resp_add_error(r->reply, "CLUSTERDOWN The cluster is down");
-            return 0;
-        }
-        c->hold = r; /* until the first map (dispatch.c) */
-        return 1;
-    }
+    enum client_map map = client_wait_for_map(c, r); /* the masters are unknown before it */
+    if (map == CLIENT_MAP_DOWN)
+        resp_add_error(r->reply, "CLUSTERDOWN The cluster is down");
+    if (map != CLIENT_MAP_READY)
+        return map == CLIENT_MAP_HELD;
     struct tracker *t = tracker_of(c);
     if (t == NULL || t->retry == NULL) {
         resp_add_error(r->reply, REQ_OUT_OF_MEMORY);
