@@ -228,10 +228,47 @@ enum resp_status resp_req_scan(struct resp_req *r, struct evbuffer *buf, const s
     return RESP_FRAME;
 }
 
+/* The line at R->pos of type C, N bytes before its CRLF: counts the
+ * elements it completes or opens. Returns NULL, or the error text. */
+static inline const char *take_line(struct resp_reply *r, struct cursor *cur, int c, long long n)
+{
+    long long v;
+    switch (c) {
+    case '+': case '-': case ':': case ',': case '#': case '(': case '_':
+        r->pending--;
+        break;
+    case '$': case '=': case '!':
+        if (length_at(cur, r->pos, n, &v) < 0 || v < -1 || (v == -1 && c != '$'))
+            return "invalid bulk length";
+        if (v == -1) {
+            r->pending--;
+        } else {
+            r->in_bulk = 1;
+            r->bulk = v;
+        }
+        break;
+    case '*': case '~': case '>': case '%': case '|':
+        if (length_at(cur, r->pos, n, &v) < 0 || v < -1 || v > INT32_MAX || (v == -1 && c != '*'))
+            return "invalid aggregate length";
+        if (v == -1)
+            r->pending--;
+        else if (c == '%')
+            r->pending += 2 * v - 1;
+        else if (c == '|')
+            r->pending += 2 * v; /* attributes precede the element they describe */
+        else
+            r->pending += v - 1;
+        break;
+    default:
+        return "unknown reply type";
+    }
+    return NULL;
+}
+
 enum resp_status resp_reply_scan(struct resp_reply *r, struct evbuffer *buf)
 {
     size_t avail = evbuffer_get_length(buf);
-    long long n, v;
+    long long n;
     struct cursor cur;
     cursor_init(&cur, buf);
 
@@ -266,38 +303,9 @@ enum resp_status resp_reply_scan(struct resp_reply *r, struct evbuffer *buf)
             }
             return RESP_PARTIAL;
         }
-        switch (c) {
-        case '+': case '-': case ':': case ',': case '#': case '(': case '_':
-            r->pending--;
-            break;
-        case '$': case '=': case '!':
-            if (length_at(&cur, r->pos, n, &v) < 0 || v < -1 || (v == -1 && c != '$')) {
-                r->error = "invalid bulk length";
-                return RESP_ERROR;
-            }
-            if (v == -1) {
-                r->pending--;
-            } else {
-                r->in_bulk = 1;
-                r->bulk = v;
-            }
-            break;
-        case '*': case '~': case '>': case '%': case '|':
-            if (length_at(&cur, r->pos, n, &v) < 0 || v < -1 || v > INT32_MAX || (v == -1 && c != '*')) {
-                r->error = "invalid aggregate length";
-                return RESP_ERROR;
-            }
-            if (v == -1)
-                r->pending--;
-            else if (c == '%')
-                r->pending += 2 * v - 1;
-            else if (c == '|')
-                r->pending += 2 * v; /* attributes precede the element they describe */
-            else
-                r->pending += v - 1;
-            break;
-        default:
-            r->error = "unknown reply type";
+        const char *bad = take_line(r, &cur, c, n);
+        if (bad) {
+            r->error = bad;
             return RESP_ERROR;
         }
         r->pos += (size_t)n + 2;

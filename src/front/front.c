@@ -146,6 +146,58 @@ static int read_proxy_header(struct client *c)
     return refused_by_protected_mode(c) ? -1 : 1; /* judged by the client's address, not the proxy's */
 }
 
+/* Whether C must stop reading for now: its unread output passed
+ * CLIENT_PAUSE_OUTPUT (reading resumes once it drains), or it has
+ * CLIENT_MAX_OWED requests in flight (client_deliver resumes it). */
+static int back_pressure(struct client *c, struct evbuffer *out)
+{
+    if (evbuffer_get_length(out) >= CLIENT_PAUSE_OUTPUT) {
+        c->paused = 1;
+        client_reading(c, 0);
+        bufferevent_setwatermark(c->bev, EV_WRITE, CLIENT_PAUSE_OUTPUT / 2, 0);
+        return 1;
+    }
+    if (c->nowed >= CLIENT_MAX_OWED) {
+        c->throttled = 1;
+        client_reading(c, 0);
+        return 1;
+    }
+    return 0;
+}
+
+/* The frame C's scan found at the front of IN becomes a request, owed in
+ * order and dispatched; an empty one gets no reply, as in Redis. Returns
+ * 0, or -1 once C owes an error and is closing. */
+static int take_request(struct client *c, struct evbuffer *in, const struct resp_limits *lim)
+{
+    struct req *r = req_new(c->w, REQ_CLIENT, &client_sink);
+    if (r == NULL) {
+        fail_and_close(c, "respgate: out of memory");
+        return -1;
+    }
+    evbuffer_remove_buffer(in, r->buf, c->scan.frame_len);
+    const char *bad = c->scan.is_inline ? normalize_inline(c, r, lim) : NULL;
+    if (bad) {
+        req_free(c->w, r);
+        fail_and_close(c, bad);
+        return -1;
+    }
+    if (c->scan.argc == 0) {
+        req_free(c->w, r);
+        return 0;
+    }
+    r->client = c;
+    r->resp3 = c->proto == 3;
+    r->start_us = worker_turn_us(c->w);
+    r->silent = c->reply_mode != CLIENT_REPLY_ON;
+    if (c->reply_mode == CLIENT_REPLY_SKIP)
+        c->reply_mode = CLIENT_REPLY_ON;
+    TAILQ_INSERT_TAIL(&c->owed, r, owed);
+    c->nowed++;
+    dispatch_request(c, r, &c->scan);
+    return 0;
+}
+
 /* Handles the frames waiting in the input, CLIENT_BATCH at most. Never frees
  * C; what must follow runs from its resume event. */
 static void process_input(struct client *c)
@@ -158,17 +210,8 @@ static void process_input(struct client *c)
     const struct resp_limits lim = {cf->max_bulk_len, cf->max_inline_len, cf->max_multibulk_len};
 
     for (int n = 0; n < CLIENT_BATCH && !c->closing && !c->dead && !c->hold; n++) {
-        if (evbuffer_get_length(out) >= CLIENT_PAUSE_OUTPUT) {
-            c->paused = 1;
-            client_reading(c, 0);
-            bufferevent_setwatermark(c->bev, EV_WRITE, CLIENT_PAUSE_OUTPUT / 2, 0);
+        if (back_pressure(c, out))
             return;
-        }
-        if (c->nowed >= CLIENT_MAX_OWED) {
-            c->throttled = 1; /* client_deliver resumes */
-            client_reading(c, 0);
-            return;
-        }
         enum resp_status st = resp_req_scan(&c->scan, in, &lim, !client_authed(c));
         if (st == RESP_PARTIAL && c->eof) {
             client_close_soon(c); /* what is left was cut off by EOF: never run it */
@@ -187,31 +230,8 @@ static void process_input(struct client *c)
             fail_and_close(c, c->scan.error);
             break;
         }
-        struct req *r = req_new(c->w, REQ_CLIENT, &client_sink);
-        if (r == NULL) {
-            fail_and_close(c, "respgate: out of memory");
+        if (take_request(c, in, &lim) < 0)
             break;
-        }
-        evbuffer_remove_buffer(in, r->buf, c->scan.frame_len);
-        const char *bad = c->scan.is_inline ? normalize_inline(c, r, &lim) : NULL;
-        if (bad) {
-            req_free(c->w, r);
-            fail_and_close(c, bad);
-            break;
-        }
-        if (c->scan.argc == 0) {
-            req_free(c->w, r); /* an empty request gets no reply, as in Redis */
-        } else {
-            r->client = c;
-            r->resp3 = c->proto == 3;
-            r->start_us = worker_turn_us(c->w);
-            r->silent = c->reply_mode != CLIENT_REPLY_ON;
-            if (c->reply_mode == CLIENT_REPLY_SKIP)
-                c->reply_mode = CLIENT_REPLY_ON;
-            TAILQ_INSERT_TAIL(&c->owed, r, owed);
-            c->nowed++;
-            dispatch_request(c, r, &c->scan);
-        }
         resp_req_reset(&c->scan);
     }
     if (c->hold)
@@ -234,6 +254,22 @@ static void release_hold(struct client *c)
     else
         req_fail(c->w, r, "ERR respgate: cannot rescan a held request");
     resp_req_deinit(&q);
+}
+
+/* C's read failed, in its TLS handshake unless WAS_READY: a line says
+ * why (a refused handshake at notice, one a second at most), and C goes. */
+static void read_failed(struct client *c, int was_ready)
+{
+    if (!was_ready && guard_tally(&c->w->shared->guard->tls_refused, now_ms()))
+        log_notice("client id=%llu addr=%s refused: TLS handshake failed: %s (at most one such line a second)",
+                   (unsigned long long)c->id, c->addr, netio_error(c->tls));
+    else if (!was_ready)
+        log_debug("client id=%llu addr=%s refused: TLS handshake failed: %s", (unsigned long long)c->id, c->addr,
+                  netio_error(c->tls));
+    else
+        log_debug("client id=%llu addr=%s: read failed: %s", (unsigned long long)c->id, c->addr,
+                  netio_error(c->tls));
+    client_free(c);
 }
 
 /* C's socket is readable, or its read timed out (WHAT has EV_TIMEOUT). */
@@ -262,16 +298,7 @@ static void sock_read(struct client *c, short what)
     if (n == NETIO_AGAIN)
         return;
     if (n < 0) {
-        if (!was_ready && guard_tally(&c->w->shared->guard->tls_refused, now_ms()))
-            log_notice("client id=%llu addr=%s refused: TLS handshake failed: %s (at most one such line a second)",
-                       (unsigned long long)c->id, c->addr, netio_error(c->tls));
-        else if (!was_ready)
-            log_debug("client id=%llu addr=%s refused: TLS handshake failed: %s", (unsigned long long)c->id,
-                      c->addr, netio_error(c->tls));
-        else
-            log_debug("client id=%llu addr=%s: read failed: %s", (unsigned long long)c->id, c->addr,
-                      netio_error(c->tls));
-        client_free(c);
+        read_failed(c, was_ready);
         return;
     }
     if (c->closing && !c->lingering) { /* read for the handshake only: nothing more is taken */

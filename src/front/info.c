@@ -126,45 +126,54 @@ static void cpu_seconds(char *buf, size_t len, const struct timeval *tv)
 
 /* respgate's value for KEY of section SEC into BUF: returns 1 if written,
  * 0 if the node's value stands, -1 if the line is dropped. */
+/* respgate's own value of KEY in INFO's server section into BUF (LEN
+ * bytes): 1 if it has one, 0 if the first master's stands. */
+static int own_server_value(const struct info *in, const char *key, char *buf, size_t len)
+{
+    struct shared *sh = in->w->shared;
+    const struct conf *cf = in->w->conf;
+    long long up = (long long)(time(NULL) - sh->started);
+    struct utsname u;
+    if (strcmp(key, "redis_version") == 0 && in->first == NULL) { /* else the node's stands */
+        shared_redis_version(sh, buf, len);
+        if (buf[0] == '\0')
+            snprintf(buf, len, "unknown");
+        return 1;
+    }
+    if (strcmp(key, "redis_mode") == 0)
+        return snprintf(buf, len, "standalone"), 1;
+    if (strcmp(key, "os") == 0 && uname(&u) == 0)
+        return snprintf(buf, len, "%s %s %s", u.sysname, u.release, u.machine), 1;
+    if (strcmp(key, "arch_bits") == 0)
+        return snprintf(buf, len, "%d", (int)(sizeof(void *) * 8)), 1;
+    if (strcmp(key, "multiplexing_api") == 0)
+        return snprintf(buf, len, "epoll"), 1;
+    if (strcmp(key, "process_id") == 0)
+        return snprintf(buf, len, "%d", (int)getpid()), 1;
+    if (strcmp(key, "tcp_port") == 0)
+        return snprintf(buf, len, "%d", cf->listen.n && !cf->listen.v[0].is_unix ? cf->listen.v[0].port : 0), 1;
+    if (strcmp(key, "uptime_in_seconds") == 0)
+        return snprintf(buf, len, "%lld", up), 1;
+    if (strcmp(key, "uptime_in_days") == 0)
+        return snprintf(buf, len, "%lld", up / 86400), 1;
+    if (strcmp(key, "executable") == 0)
+        return snprintf(buf, len, "respgate"), 1;
+    if (strcmp(key, "config_file") == 0)
+        return snprintf(buf, len, "%s", sh->conf_path ? sh->conf_path : ""), 1;
+    if (strcmp(key, "io_threads_active") == 0)
+        return snprintf(buf, len, "0"), 1;
+    return 0;
+}
+
 static int own_value(const struct info *in, unsigned sec, const char *key, char *buf, size_t len)
 {
     struct worker *w = in->w;
     struct shared *sh = w->shared;
     const struct conf *cf = w->conf;
-    long long up = (long long)(time(NULL) - sh->started);
-    struct utsname u;
     struct rusage ru;
     switch (sec) {
     case SEC_SERVER:
-        if (strcmp(key, "redis_version") == 0 && in->first == NULL) { /* else the node's stands */
-            shared_redis_version(sh, buf, len);
-            if (buf[0] == '\0')
-                snprintf(buf, len, "unknown");
-            return 1;
-        }
-        if (strcmp(key, "redis_mode") == 0)
-            return snprintf(buf, len, "standalone"), 1;
-        if (strcmp(key, "os") == 0 && uname(&u) == 0)
-            return snprintf(buf, len, "%s %s %s", u.sysname, u.release, u.machine), 1;
-        if (strcmp(key, "arch_bits") == 0)
-            return snprintf(buf, len, "%d", (int)(sizeof(void *) * 8)), 1;
-        if (strcmp(key, "multiplexing_api") == 0)
-            return snprintf(buf, len, "epoll"), 1;
-        if (strcmp(key, "process_id") == 0)
-            return snprintf(buf, len, "%d", (int)getpid()), 1;
-        if (strcmp(key, "tcp_port") == 0)
-            return snprintf(buf, len, "%d", cf->listen.n && !cf->listen.v[0].is_unix ? cf->listen.v[0].port : 0), 1;
-        if (strcmp(key, "uptime_in_seconds") == 0)
-            return snprintf(buf, len, "%lld", up), 1;
-        if (strcmp(key, "uptime_in_days") == 0)
-            return snprintf(buf, len, "%lld", up / 86400), 1;
-        if (strcmp(key, "executable") == 0)
-            return snprintf(buf, len, "respgate"), 1;
-        if (strcmp(key, "config_file") == 0)
-            return snprintf(buf, len, "%s", sh->conf_path ? sh->conf_path : ""), 1;
-        if (strcmp(key, "io_threads_active") == 0)
-            return snprintf(buf, len, "0"), 1;
-        return 0;
+        return own_server_value(in, key, buf, len);
     case SEC_CLIENTS:
         if (strcmp(key, "connected_clients") == 0)
             return snprintf(buf, len, "%llu", (unsigned long long)atomic_load(&sh->nclients)), 1;

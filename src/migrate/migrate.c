@@ -1154,6 +1154,54 @@ static int is_write(const struct cmd_spec *cmd)
     return (cmd->flags & CMDF_WRITE) || ((cmd->acl & CMD_ACL_SCRIPTING) && !(cmd->flags & CMDF_READONLY));
 }
 
+/* CMD (FLUSHALL or FLUSHDB) from client C emptied the cluster: copying
+ * stops for good, or the standalone's keys would come back. */
+static void flushed(struct migrate *m, const struct cmd_spec *cmd, const struct client *c)
+{
+    char say[200];
+    snprintf(say, sizeof(say), "%s from client %s: the cluster's keys are gone, so the standalone's would come back",
+             cmd->name, c->addr);
+    pthread_mutex_lock(&m->lock);
+    stop_copying(m, STOP_FLUSHED, say);
+    pthread_mutex_unlock(&m->lock);
+}
+
+/* Marks a write's KEYS written (on disk before the write goes), and claims
+ * for an import those whose old copies it needs (none if WHOLE), leaving
+ * their fingerprints in KEYS and zeroing the rest; *WANT is how many.
+ * Returns the import one of them waits for instead, or NULL. */
+static struct migrate_fetch *mark_keys(struct migrate *m, struct worker *w, struct keylist *keys, int whole,
+                                       size_t *want)
+{
+    uint64_t stack[ROUTE_KEYS_ON_STACK];
+    uint64_t *marked = keys->n <= ROUTE_KEYS_ON_STACK ? stack : malloc(keys->n * sizeof(uint64_t));
+    size_t nmarked = 0;
+    *want = 0;
+    pthread_mutex_lock(&m->lock);
+    struct migrate_fetch *busy = m->stop || marked == NULL ? NULL : blocking(w, m, keys);
+    /* Marked and claimed under the lock together: an import that has not
+     * claimed a key by now never will, and one that has is waited for. */
+    for (size_t i = 0; i < keys->n && !busy && !m->stop && marked; i++) {
+        int rc = mark_written(m, keys->k[i].fp);
+        if (rc == 1)
+            marked[nmarked++] = keys->k[i].fp;
+        if (rc == 1 && !whole)
+            (*want)++;
+        else
+            keys->k[i].fp = 0;
+    }
+    if (busy || m->stop)
+        *want = 0;
+    if (*want)
+        claim(m, keys);
+    pthread_mutex_unlock(&m->lock);
+    if (nmarked)
+        append_written(m, marked, nmarked);
+    if (marked != stack)
+        free(marked);
+    return busy;
+}
+
 int migrate_before_routing(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
 {
     struct worker *w = c->w;
@@ -1166,12 +1214,7 @@ int migrate_before_routing(struct client *c, struct req *r, const struct cmd_spe
         return 0;
     }
     if (strcmp(cmd->name, "flushall") == 0 || strcmp(cmd->name, "flushdb") == 0) {
-        char say[200];
-        snprintf(say, sizeof(say), "%s from client %s: the cluster's keys are gone, so the standalone's would "
-                                   "come back", cmd->name, c->addr);
-        pthread_mutex_lock(&m->lock);
-        stop_copying(m, STOP_FLUSHED, say);
-        pthread_mutex_unlock(&m->lock);
+        flushed(m, cmd, c);
         return 0;
     }
     struct migrate_worker *mw = part_of(w);
@@ -1181,30 +1224,8 @@ int migrate_before_routing(struct client *c, struct req *r, const struct cmd_spe
     /* One that replaces its value whole needs no old copy; but not in a
      * transaction, which may be discarded after the key was marked. */
     int whole = !c->multi && replaces_whole(cmd, r->buf, q), held = 0;
-    uint64_t stack[ROUTE_KEYS_ON_STACK], *marked = keys.n <= ROUTE_KEYS_ON_STACK ? stack : malloc(keys.n * sizeof(uint64_t));
-    size_t nmarked = 0, want = 0;
-    pthread_mutex_lock(&m->lock);
-    struct migrate_fetch *busy = m->stop || marked == NULL ? NULL : blocking(w, m, &keys);
-    /* Marked and claimed under the lock together: an import that has not
-     * claimed a key by now never will, and one that has is waited for. */
-    for (size_t i = 0; i < keys.n && !busy && !m->stop && marked; i++) {
-        int rc = mark_written(m, keys.k[i].fp);
-        if (rc == 1)
-            marked[nmarked++] = keys.k[i].fp;
-        if (rc == 1 && !whole)
-            want++;
-        else
-            keys.k[i].fp = 0;
-    }
-    if (busy || m->stop)
-        want = 0;
-    if (want)
-        claim(m, &keys);
-    pthread_mutex_unlock(&m->lock);
-    if (nmarked)
-        append_written(m, marked, nmarked); /* on disk before the write goes */
-    if (marked != stack)
-        free(marked);
+    size_t want = 0;
+    struct migrate_fetch *busy = mark_keys(m, w, &keys, whole, &want);
     struct migrate_fetch *f = NULL;
     if (busy) { /* an import of one of its keys is under way: the write goes after it */
         atomic_fetch_add(&m->count[MC_WRITES_WAITED], 1);

@@ -180,11 +180,37 @@ static const char *merge_and(struct fanout *f, struct req *part)
 
 /* Folds PART's reply into its parent's. Returns NULL, or an error text that
  * becomes the parent's reply. Keeps PART (MERGE_KEYORDER) by clearing *FREE. */
+/* MERGE_SUM and MERGE_MIN: the integer reply whose first line is HEAD. */
+static const char *merge_number(struct fanout *f, const char *head)
+{
+    long long v;
+    if (head[0] != ':' || head_number(head, &v, NULL) < 0)
+        return "ERR respgate: unexpected reply from a node";
+    if (f->merge == MERGE_MIN && (f->count++ == 0 || v < f->acc))
+        f->acc = v;
+    else if (f->merge == MERGE_SUM && __builtin_add_overflow(f->acc, v, &f->acc))
+        return "ERR respgate: the nodes' counts overflow a 64-bit integer";
+    return NULL;
+}
+
+/* MERGE_CONCAT: PART's array (first line HEAD) joins P's reply. */
+static const char *merge_concat(struct fanout *f, struct req *p, struct req *part, const char *head)
+{
+    long long v;
+    size_t l;
+    if (head[0] != '*' || head_number(head, &v, &l) < 0)
+        return "ERR respgate: unexpected reply from a node";
+    if (v > 0) {
+        f->count += (size_t)v;
+        evbuffer_drain(part->reply, l);
+        evbuffer_add_buffer(p->reply, part->reply);
+    }
+    return NULL;
+}
+
 static const char *merge_one(struct fanout *f, struct req *p, struct req *part, int *free_part)
 {
     char head[HEAD_MAX];
-    long long v;
-    size_t l;
     peek_head(part->reply, head);
     if (head[0] == '-') {
         if (f->merge == MERGE_ANY_OK) {
@@ -198,13 +224,7 @@ static const char *merge_one(struct fanout *f, struct req *p, struct req *part, 
     switch (f->merge) {
     case MERGE_SUM:
     case MERGE_MIN:
-        if (head[0] != ':' || head_number(head, &v, NULL) < 0)
-            return "ERR respgate: unexpected reply from a node";
-        if (f->merge == MERGE_MIN && (f->count++ == 0 || v < f->acc))
-            f->acc = v;
-        else if (f->merge == MERGE_SUM && __builtin_add_overflow(f->acc, v, &f->acc))
-            return "ERR respgate: the nodes' counts overflow a 64-bit integer";
-        return NULL;
+        return merge_number(f, head);
     case MERGE_ALL:
         if (evbuffer_get_length(p->reply) == 0)
             evbuffer_add_buffer(p->reply, part->reply);
@@ -221,14 +241,7 @@ static const char *merge_one(struct fanout *f, struct req *p, struct req *part, 
             evbuffer_add_buffer(p->reply, part->reply);
         return NULL;
     case MERGE_CONCAT:
-        if (head[0] != '*' || head_number(head, &v, &l) < 0)
-            return "ERR respgate: unexpected reply from a node";
-        if (v > 0) {
-            f->count += (size_t)v;
-            evbuffer_drain(part->reply, l);
-            evbuffer_add_buffer(p->reply, part->reply);
-        }
-        return NULL;
+        return merge_concat(f, p, part, head);
     case MERGE_AND:
         return merge_and(f, part);
     case MERGE_SCAN:
@@ -770,6 +783,28 @@ static void send_beside(struct worker *w, struct client *c, struct req *part, st
     backend_release(own); /* closes once answered */
 }
 
+/* Sends R's FRAME (LEN bytes) to every replica in W's map that is not
+ * failing, each as a part of fan-out F: a replica takes its master's place
+ * in a failover, so it gets the same configuration. */
+static void send_to_replicas(struct worker *w, struct fanout *f, struct req *r, const unsigned char *frame, size_t len)
+{
+    for (size_t i = 0; i < w->map->nnodes; i++) {
+        const struct slotmap_node *node = &w->map->nodes[i];
+        if (node->is_master || node->failing)
+            continue;
+        struct backend *b = route_backend(w, node->host, node->port);
+        struct req *part = b ? new_part(w, r, 0) : NULL;
+        if (part == NULL) {
+            fail_with(f, r, NULL, REQ_OUT_OF_MEMORY);
+            return;
+        }
+        evbuffer_add(part->buf, frame, len);
+        part->pinned = 1; /* for this node, never redirected or sent elsewhere */
+        if (backend_send(b, part) < 0)
+            req_fail(w, part, "ERR respgate: cannot reach replica %s:%d", b->host, b->port);
+    }
+}
+
 void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
 {
     if (cmd->merge == MERGE_SCAN) {
@@ -817,23 +852,8 @@ void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cm
             route_send(w, part, part->slot);
     }
     free(m);
-    /* A replica takes its master's place in a failover: it gets the same
-     * configuration. */
-    for (size_t i = 0; (cmd->ctx & CMD_CTX_REPLICAS_TOO) && n > 0 && i < w->map->nnodes; i++) {
-        const struct slotmap_node *node = &w->map->nodes[i];
-        if (node->is_master || node->failing)
-            continue;
-        struct backend *b = route_backend(w, node->host, node->port);
-        struct req *part = b ? new_part(w, r, 0) : NULL;
-        if (part == NULL) {
-            fail_with(f, r, NULL, REQ_OUT_OF_MEMORY);
-            break;
-        }
-        evbuffer_add(part->buf, frame, len);
-        part->pinned = 1; /* for this node, never redirected or sent elsewhere */
-        if (backend_send(b, part) < 0)
-            req_fail(w, part, "ERR respgate: cannot reach replica %s:%d", b->host, b->port);
-    }
+    if ((cmd->ctx & CMD_CTX_REPLICAS_TOO) && n > 0)
+        send_to_replicas(w, f, r, frame, len);
     if (n == 0)
         fail_with(f, r, NULL, "CLUSTERDOWN The cluster is down");
     finish(w, r);
