@@ -107,12 +107,12 @@ static void dispatch_by_keys(struct worker *w, struct req *r, const struct cmd_s
     /* Safe to send again after a lost connection, and to a replica. */
     r->readonly = (cmd->flags & (CMDF_READONLY | CMDF_WRITE)) == CMDF_READONLY;
     int n = route_find_keys(r->buf, cmd, q, stack, &keys);
-    int slot = n == -2 ? -3 : n <= 0 ? route_any_slot(w) : route_common_slot(r, q, keys, n);
-    if (slot == -2 && cmd->kind == CMD_SPLIT)
+    int slot = n > 0 ? route_common_slot(r, q, keys, n) : n == ROUTE_KEYS_NOMEM ? n : route_any_slot(w);
+    if (slot == ROUTE_KEYS_CROSS && cmd->kind == CMD_SPLIT)
         fanout_split(w, r, cmd, q, keys, (size_t)n);
-    else if (slot == -2)
+    else if (slot == ROUTE_KEYS_CROSS)
         req_fail(w, r, REQ_CROSSSLOT);
-    else if (slot == -3)
+    else if (slot == ROUTE_KEYS_NOMEM)
         req_fail(w, r, REQ_OUT_OF_MEMORY);
     else if (slot < 0)
         req_fail(w, r, REQ_SLOT_NOT_SERVED);
@@ -210,7 +210,7 @@ static int stopped_by_acl(struct client *c, struct req *r, const struct cmd_spec
         return 0;
     size_t stack[ROUTE_KEYS_ON_STACK], *keys;
     int n = route_find_keys(r->buf, cmd, q, stack, &keys);
-    if (n == -2) {
+    if (n == ROUTE_KEYS_NOMEM) {
         req_fail(w, r, REQ_OUT_OF_MEMORY);
         return 1;
     }

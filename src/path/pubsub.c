@@ -508,8 +508,8 @@ static void shard_channels(struct client *c, struct req *r, const struct cmd_spe
     struct subscriber *s = c->sub;
     struct worker *w = c->w;
     int slot = route_keys_slot(w, r, cmd, q);
-    if (slot == -2) {
-        req_fail(w, r, REQ_CROSSSLOT);
+    if (slot == ROUTE_KEYS_CROSS || slot == ROUTE_KEYS_NOMEM) {
+        req_fail(w, r, slot == ROUTE_KEYS_CROSS ? REQ_CROSSSLOT : REQ_OUT_OF_MEMORY);
         return;
     }
     if (slot >= 0 && route_owner(w, slot) == NULL) {

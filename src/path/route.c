@@ -200,7 +200,7 @@ int route_find_keys(struct evbuffer *frame, const struct cmd_spec *cmd, const st
     if (n > ROUTE_KEYS_ON_STACK) {
         /* Only a command with many keys pays for the array. */
         if ((*keys = malloc((size_t)n * sizeof(**keys))) == NULL)
-            return -2;
+            return ROUTE_KEYS_NOMEM;
         n = cmd_keys(cmd, frame, q, *keys, (size_t)n);
     }
     return n;
@@ -211,7 +211,7 @@ int route_common_slot(struct req *r, const struct resp_req *q, const size_t *key
     int slot = (int)slot_of_arg(r->buf, &q->argv[keys[0]]);
     for (int i = 1; i < n; i++)
         if ((int)slot_of_arg(r->buf, &q->argv[keys[i]]) != slot)
-            return -2;
+            return ROUTE_KEYS_CROSS;
     return slot;
 }
 
@@ -221,7 +221,7 @@ int route_keys_slot(struct worker *w, struct req *r, const struct cmd_spec *cmd,
     if (q->argc > ROUTE_KEYS_ON_STACK)
         evbuffer_pullup(r->buf, -1);
     int n = route_find_keys(r->buf, cmd, q, stack, &keys);
-    int slot = n == -2 ? -3 : n <= 0 ? -1 : route_common_slot(r, q, keys, n);
+    int slot = n > 0 ? route_common_slot(r, q, keys, n) : n == ROUTE_KEYS_NOMEM ? n : ROUTE_KEYS_NONE;
     if (keys != stack)
         free(keys);
     (void)w;

@@ -87,18 +87,27 @@ long route_masters(struct worker *w, struct route_master **out);
  * and asks for a fresh map. */
 void route_note_moved(struct worker *w, unsigned slot, struct backend *to);
 
+/* What the key functions below return instead of a count or a slot (a
+ * slot is 0 or more), the same for all three. */
+enum route_keys {
+    ROUTE_KEYS_NONE = -1,  /* no keys, or a request malformed for its key specs (its node will say so) */
+    ROUTE_KEYS_CROSS = -2, /* keys in more than one slot */
+    ROUTE_KEYS_NOMEM = -3, /* out of memory */
+};
+
 /* The argument indexes of the keys of request FRAME under CMD (arguments
  * Q): in STACK (ROUTE_KEYS_ON_STACK long) or in a malloc'ed array, at
- * *KEYS. Returns how many, -1 for a request malformed for its key specs
- * (its node will say so), or -2 if out of memory. */
+ * *KEYS. Returns how many, ROUTE_KEYS_NONE for a request malformed for
+ * its key specs, or ROUTE_KEYS_NOMEM. */
 int route_find_keys(struct evbuffer *frame, const struct cmd_spec *cmd, const struct resp_req *q, size_t *stack,
                     size_t **keys);
 
-/* The slot of the first of R's N keys, if all N share it; -2 if not. */
+/* The slot of the first of R's N keys, if all N share it; else
+ * ROUTE_KEYS_CROSS. */
 int route_common_slot(struct req *r, const struct resp_req *q, const size_t *keys, int n);
 
-/* The slot of R's keys under CMD (arguments Q): >= 0; -1 for no keys; -2
- * for keys in several slots; -3 if out of memory. */
+/* The slot of R's keys under CMD (arguments Q), or ROUTE_KEYS_NONE,
+ * ROUTE_KEYS_CROSS or ROUTE_KEYS_NOMEM. */
 int route_keys_slot(struct worker *w, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q);
 
 /* Sends R to the master serving SLOT in W's table (or, a read, to its

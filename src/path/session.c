@@ -228,11 +228,11 @@ static void queue(struct client *c, struct req *r, const struct cmd_spec *cmd, c
         return;
     }
     int slot = route_keys_slot(w, r, cmd, q);
-    if (slot == -2 || (slot >= 0 && c->pin_slot >= 0 && slot != c->pin_slot)) {
+    if (slot == ROUTE_KEYS_CROSS || (slot >= 0 && c->pin_slot >= 0 && slot != c->pin_slot)) {
         refuse_queued(c, r, REQ_CROSSSLOT);
         return;
     }
-    if (slot < -1) {
+    if (slot == ROUTE_KEYS_NOMEM) {
         refuse_queued(c, r, REQ_OUT_OF_MEMORY);
         return;
     }
@@ -381,10 +381,10 @@ void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cm
         break;
     }
     int slot = route_keys_slot(w, r, cmd, q);
-    if (slot == -2)
+    if (slot == ROUTE_KEYS_CROSS)
         req_fail(w, r, REQ_CROSSSLOT);
     else if (slot < 0 || route_owner(w, slot) == NULL)
-        req_fail(w, r, slot < -1 ? REQ_OUT_OF_MEMORY : REQ_SLOT_NOT_SERVED);
+        req_fail(w, r, slot == ROUTE_KEYS_NOMEM ? REQ_OUT_OF_MEMORY : REQ_SLOT_NOT_SERVED);
     else if (cmd->op == CMD_OP_WATCH)
         watch(c, r, slot);
     else
