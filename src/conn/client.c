@@ -261,16 +261,6 @@ void client_shutdown(struct client *c)
     client_finish_closing(c);
 }
 
-enum client_map client_wait_for_map(struct client *c, struct req *r)
-{
-    if (c->w->map)
-        return CLIENT_MAP_READY;
-    if (atomic_load(&c->w->shared->seeds_failed))
-        return CLIENT_MAP_DOWN;
-    c->hold = r;
-    return CLIENT_MAP_HELD;
-}
-
 void client_release_hold(struct client *c)
 {
     event_active(c->resume, EV_READ, 0); /* on_resume */

@@ -12,6 +12,8 @@
 #include "conn/backend.h"
 #include "loop/req.h"
 #include "base/resp.h"
+#include "loop/worker.h"
+#include "model/shared.h"
 
 #include <event2/util.h>
 #include <stdint.h>
@@ -133,7 +135,15 @@ enum client_map {
     CLIENT_MAP_HELD,      /* not yet: R is C's held request (C->hold) until it comes (thread.c) */
     CLIENT_MAP_DOWN,      /* never will: every seed failed; the caller answers CLUSTERDOWN */
 };
-enum client_map client_wait_for_map(struct client *c, struct req *r);
+static inline enum client_map client_wait_for_map(struct client *c, struct req *r)
+{
+    if (c->w->map) /* every request asks: the common case costs one load */
+        return CLIENT_MAP_READY;
+    if (atomic_load(&c->w->shared->seeds_failed))
+        return CLIENT_MAP_DOWN;
+    c->hold = r;
+    return CLIENT_MAP_HELD;
+}
 
 /* C's held request (C->hold), which an import held (migrate.h), may go:
  * it is dispatched again on C's next turn. */
