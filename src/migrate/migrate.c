@@ -1549,58 +1549,74 @@ void migrate_worker_free(struct worker *w)
 /* ---- what INFO and /metrics show ---- */
 
 /* The walk's keys still to visit, estimated from the standalone's DBSIZE. */
-static unsigned long long walk_left(struct migrate *m)
+/* What the three views of a migration show (INFO, /migration, /metrics),
+ * read once: the counts are atomics, the written set and the stop are the
+ * lock's. */
+struct snapshot {
+    int ready;              /* a state file is open */
+    int stop;               /* enum migrate_stop */
+    size_t nwritten, max;
+    uint64_t count[MC_COUNT];
+    unsigned long long cursor, total, left;
+    int walk_done;
+};
+
+/* The process's migration now, into SS. Returns 0, or -1 if there is none
+ * (never configured, or out of memory at start). Any thread. */
+static int snapshot(struct snapshot *ss)
 {
-    uint64_t total = atomic_load(&m->total), scanned = atomic_load(&m->count[MC_WALK_SCANNED]);
-    return atomic_load(&m->walk_done) || total < scanned ? 0 : (unsigned long long)(total - scanned);
+    struct migrate *m = migration;
+    if (m == NULL)
+        return -1;
+    pthread_mutex_lock(&m->lock);
+    ss->nwritten = m->written.n;
+    ss->max = m->max;
+    ss->stop = m->stop;
+    pthread_mutex_unlock(&m->lock);
+    ss->ready = atomic_load(&m->ready);
+    for (int i = 0; i < MC_COUNT; i++)
+        ss->count[i] = atomic_load(&m->count[i]);
+    ss->cursor = atomic_load(&m->cursor);
+    ss->total = atomic_load(&m->total);
+    ss->walk_done = atomic_load(&m->walk_done);
+    uint64_t scanned = ss->count[MC_WALK_SCANNED];
+    ss->left = ss->walk_done || ss->total < scanned ? 0 : ss->total - scanned;
+    return 0;
 }
 
 void migrate_info(const struct conf *cf, struct evbuffer *out)
 {
-    struct migrate *m = migration;
-    if (m && (cf->migration_mode != MIGRATION_OFF || atomic_load(&m->ready))) {
-        pthread_mutex_lock(&m->lock);
-        size_t nwritten = m->written.n;
-        int stop = m->stop;
-        pthread_mutex_unlock(&m->lock);
-        evbuffer_add_printf(out, "migration_mode:%s\r\nmigration_stopped:%s\r\n", mode_names[cf->migration_mode],
-                            stop_names[stop]);
-        for (int i = 0; i < MC_COUNT; i++)
-            evbuffer_add_printf(out, "migration_%s:%llu\r\n", count_names[i],
-                                (unsigned long long)atomic_load(&m->count[i]));
-        evbuffer_add_printf(out,
-                            "migration_written_keys:%zu\r\nmigration_walk_cursor:%llu\r\nmigration_walk_done:%d\r\n"
-                            "migration_walk_left_estimate:%llu\r\n",
-                            nwritten, (unsigned long long)atomic_load(&m->cursor), atomic_load(&m->walk_done),
-                            walk_left(m));
-    }
+    struct snapshot ss;
+    if (snapshot(&ss) < 0 || (cf->migration_mode == MIGRATION_OFF && !ss.ready))
+        return;
+    evbuffer_add_printf(out, "migration_mode:%s\r\nmigration_stopped:%s\r\n", mode_names[cf->migration_mode],
+                        stop_names[ss.stop]);
+    for (int i = 0; i < MC_COUNT; i++)
+        evbuffer_add_printf(out, "migration_%s:%llu\r\n", count_names[i], (unsigned long long)ss.count[i]);
+    evbuffer_add_printf(out,
+                        "migration_written_keys:%zu\r\nmigration_walk_cursor:%llu\r\nmigration_walk_done:%d\r\n"
+                        "migration_walk_left_estimate:%llu\r\n",
+                        ss.nwritten, ss.cursor, ss.walk_done, ss.left);
 }
 
 void migrate_status(const struct conf *cf, struct evbuffer *out)
 {
-    struct migrate *m = migration;
     char src[CONF_HOST_MAX + 16] = "none";
     if (cf->migration_source)
         conf_addr_str(cf->migration_source, src, sizeof(src));
     evbuffer_add_printf(out, "migration: %s, from %s\n", mode_names[cf->migration_mode], src);
-    if (m == NULL || !atomic_load(&m->ready)) {
+    struct snapshot ss;
+    if (snapshot(&ss) < 0 || !ss.ready) {
         evbuffer_add_printf(out, "no migration.state_file is open: nothing was migrated\n");
         return;
     }
-    pthread_mutex_lock(&m->lock);
-    size_t nwritten = m->written.n, max = m->max;
-    int stop = m->stop;
-    pthread_mutex_unlock(&m->lock);
-    uint64_t c[MC_COUNT];
-    for (int i = 0; i < MC_COUNT; i++)
-        c[i] = atomic_load(&m->count[i]);
-    unsigned long long total = atomic_load(&m->total);
-    if (atomic_load(&m->walk_done))
+    const uint64_t *c = ss.count;
+    if (ss.walk_done)
         evbuffer_add_printf(out, "walk: done, %llu keys walked\n", (unsigned long long)c[MC_WALK_SCANNED]);
     else if (c[MC_WALK_SCANNED] || cf->migration_mode == MIGRATION_COPY)
         evbuffer_add_printf(out, "walk: %llu keys walked of about %llu (cursor %llu), about %llu left%s\n",
-                            (unsigned long long)c[MC_WALK_SCANNED], total, (unsigned long long)atomic_load(&m->cursor),
-                            walk_left(m), cf->migration_mode == MIGRATION_COPY ? "" : "; paused (mode is not copy)");
+                            (unsigned long long)c[MC_WALK_SCANNED], ss.total, ss.cursor, ss.left,
+                            cf->migration_mode == MIGRATION_COPY ? "" : "; paused (mode is not copy)");
     else
         evbuffer_add_printf(out, "walk: not started (mode copy starts it)\n");
     evbuffer_add_printf(out,
@@ -1614,29 +1630,26 @@ void migrate_status(const struct conf *cf, struct evbuffer *out)
                         (unsigned long long)c[MC_PRESENT], (unsigned long long)c[MC_SKIPPED_WRITTEN],
                         (unsigned long long)c[MC_TOO_LARGE], (unsigned long long)c[MC_ABSENT],
                         (unsigned long long)c[MC_FAILED], (unsigned long long)c[MC_READS_MISSED],
-                        (unsigned long long)c[MC_WRITES_WAITED], nwritten, max);
+                        (unsigned long long)c[MC_WRITES_WAITED], ss.nwritten, ss.max);
     static const char *const why[] = {"", "the cluster was flushed through respgate",
                                       "migration.max_written_keys reached", "migration.state_file cannot be written"};
-    if (stop)
-        evbuffer_add_printf(out, "stopped: %s; nothing more is copied\n", why[stop]);
+    if (ss.stop)
+        evbuffer_add_printf(out, "stopped: %s; nothing more is copied\n", why[ss.stop]);
 }
 
 void migrate_metrics(struct evbuffer *out)
 {
-    struct migrate *m = migration;
-    if (m == NULL)
+    struct snapshot ss;
+    if (snapshot(&ss) < 0)
         return;
     evbuffer_add_printf(out, "# HELP respgate_migration_keys_total Keys the migration from a standalone Redis "
                              "handled, by outcome (migrate.h).\n# TYPE respgate_migration_keys_total counter\n");
     for (int i = 0; i < MC_COUNT; i++)
         evbuffer_add_printf(out, "respgate_migration_keys_total{outcome=\"%s\"} %llu\n", count_names[i],
-                            (unsigned long long)atomic_load(&m->count[i]));
-    pthread_mutex_lock(&m->lock);
-    size_t n = m->written.n;
-    pthread_mutex_unlock(&m->lock);
+                            (unsigned long long)ss.count[i]);
     evbuffer_add_printf(out, "# HELP respgate_migration_written_keys Keys written during the migration, never copied.\n"
                              "# TYPE respgate_migration_written_keys gauge\nrespgate_migration_written_keys %zu\n"
                              "# HELP respgate_migration_walk_left Keys the walk has still to visit, estimated.\n"
                              "# TYPE respgate_migration_walk_left gauge\nrespgate_migration_walk_left %llu\n",
-                        n, walk_left(m));
+                        ss.nwritten, ss.left);
 }
