@@ -41,7 +41,7 @@ void client_reading(struct client *c, int on)
         event_del(c->rev);
         return;
     }
-    uint64_t ms = c->lingering ? CLIENT_LINGER_SEC * 1000 : c->w->conf->idle_timeout_ms;
+    uint64_t ms = c->state == CLIENT_LINGERING ? CLIENT_LINGER_SEC * 1000 : c->w->conf->idle_timeout_ms;
     if ((c->proxy_header || !netio_tls_ready(c->tls)) && (ms == 0 || ms > CLIENT_PROXY_HEADER_MS))
         ms = CLIENT_PROXY_HEADER_MS; /* the header or the handshake comes first, or the connection goes */
     struct timeval tv = conf_timeval(ms);
@@ -71,30 +71,30 @@ void client_format_addr(const struct sockaddr *sa, char *buf, size_t len)
 static void on_auth_wait(evutil_socket_t fd, short what, void *arg)
 {
     struct client *c = arg;
-    c->auth_waited = 1;
+    c->auth.waited = 1;
     event_active(c->resume, EV_READ, 0); /* release_hold */
 }
 
 void client_set_authed(struct client *c, const char *user, size_t len)
 {
     int is_default = len == 7 && memcmp(user, "default", 7) == 0;
-    if (is_default || len >= sizeof(c->user))
+    if (is_default || len >= sizeof(c->auth.user))
         len = 0;
-    memcpy(c->user, user, len);
-    c->user[len] = '\0';
-    c->acl_serial = 0;
-    c->authed = 1;
-    if (c->auth_timer)
-        evtimer_del(c->auth_timer);
+    memcpy(c->auth.user, user, len);
+    c->auth.user[len] = '\0';
+    c->auth.acl_serial = 0;
+    c->auth.ok = 1;
+    if (c->auth.timer)
+        evtimer_del(c->auth.timer);
 }
 
 int client_hold_auth(struct client *c, struct req *r, uint64_t ms)
 {
-    if (c->auth_wait == NULL && (c->auth_wait = evtimer_new(c->w->base, on_auth_wait, c)) == NULL)
+    if (c->auth.wait == NULL && (c->auth.wait = evtimer_new(c->w->base, on_auth_wait, c)) == NULL)
         return -1;
     struct timeval tv = conf_timeval(ms);
     c->hold = r;
-    evtimer_add(c->auth_wait, &tv);
+    evtimer_add(c->auth.wait, &tv);
     return 0;
 }
 
@@ -136,8 +136,8 @@ struct client *client_new(struct worker *w, evutil_socket_t fd, const struct soc
     c->rev = event_new(w->base, fd, EV_READ | EV_PERSIST, on_rev, c);
     TAILQ_INIT(&c->owed);
     TAILQ_INIT(&c->privates);
-    TAILQ_INIT(&c->queued);
-    c->pin_slot = -1;
+    TAILQ_INIT(&c->txn.queued);
+    c->txn.pin_slot = -1;
     c->proxy_header = proxy_header != 0; /* before client_reading(): it bounds the wait for the header */
     if (c->bev && tls)
         c->tls = netio_tls_new(c->bev, tls, 1, NULL);
@@ -168,7 +168,7 @@ struct client *client_new(struct worker *w, evutil_socket_t fd, const struct soc
 
 int client_authed(const struct client *c)
 {
-    return c->authed || conf_default_open(c->w->conf);
+    return c->auth.ok || conf_default_open(c->w->conf);
 }
 
 const struct acl_user *client_acl(struct client *c, int *gone)
@@ -177,13 +177,13 @@ const struct acl_user *client_acl(struct client *c, int *gone)
     *gone = 0;
     if (cf->users.n == 0)
         return NULL;
-    if (c->acl_serial != cf->serial) { /* a reload since: the user's rules may have changed */
-        const char *name = c->user[0] ? c->user : "default";
-        c->acl = conf_user(cf, name, strlen(name));
-        c->acl_serial = cf->serial;
+    if (c->auth.acl_serial != cf->serial) { /* a reload since: the user's rules may have changed */
+        const char *name = c->auth.user[0] ? c->auth.user : "default";
+        c->auth.acl = conf_user(cf, name, strlen(name));
+        c->auth.acl_serial = cf->serial;
     }
-    *gone = c->acl == NULL && c->user[0] != '\0';
-    return c->acl;
+    *gone = c->auth.acl == NULL && c->auth.user[0] != '\0';
+    return c->auth.acl;
 }
 
 void client_free(struct client *c)
@@ -212,10 +212,10 @@ void client_free(struct client *c)
     event_free(c->resume);
     event_free(c->flush);
     event_free(c->rev);
-    if (c->auth_timer)
-        event_free(c->auth_timer);
-    if (c->auth_wait)
-        event_free(c->auth_wait);
+    if (c->auth.timer)
+        event_free(c->auth.timer);
+    if (c->auth.wait)
+        event_free(c->auth.wait);
     resp_req_deinit(&c->scan);
     free(c->name);
     free(c);
@@ -223,36 +223,65 @@ void client_free(struct client *c)
 }
 
 
+void client_set_state(struct client *c, enum client_state s)
+{
+    if (s == c->state || (c->state >= CLIENT_CLOSING && s < c->state))
+        return;
+    enum client_state was = c->state;
+    c->state = s;
+    switch (s) {
+    case CLIENT_READING:
+        if (was == CLIENT_PAUSED)
+            bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+        if (!c->eof)
+            client_reading(c, 1);
+        break;
+    case CLIENT_PAUSED: /* the write callback says when the output is down to half */
+        bufferevent_setwatermark(c->bev, EV_WRITE, CLIENT_PAUSE_OUTPUT / 2, 0);
+        client_reading(c, 0);
+        break;
+    case CLIENT_THROTTLED:
+        client_reading(c, 0);
+        break;
+    case CLIENT_CLOSING: {
+        struct timeval tv = {CLIENT_CLOSE_TIMEOUT_SEC, 0};
+        if (netio_tls_ready(c->tls))
+            client_reading(c, 0); /* else the reads go on, for the handshake its last words wait for */
+        netio_set_write_timeout(c->bev, c->tls, &tv);
+        /* The flush ends in client_finish_closing: with nothing owed, C
+         * closes now, not at the timeout. */
+        event_active(c->flush, EV_READ, 0);
+        break;
+    }
+    case CLIENT_LINGERING:
+        c->linger_until = time(NULL) + CLIENT_LINGER_SEC;
+        if (c->eof)
+            client_set_state(c, CLIENT_DEAD); /* its EOF came already */
+        else
+            client_reading(c, 1);
+        break;
+    case CLIENT_DEAD:
+        event_active(c->resume, EV_READ, 0);
+        break;
+    }
+}
+
 void client_finish_closing(struct client *c)
 {
-    if (!c->closing || c->lingering || c->nowed || evbuffer_get_length(bufferevent_get_output(c->bev)) != 0)
+    if (c->state != CLIENT_CLOSING || c->nowed || evbuffer_get_length(bufferevent_get_output(c->bev)) != 0)
         return;
     struct evbuffer *in = bufferevent_get_input(c->bev);
     if (netio_shutdown(c->bev, c->tls) < 0) {
         client_free(c);
         return;
     }
-    c->lingering = 1;
-    c->linger_until = time(NULL) + CLIENT_LINGER_SEC;
     evbuffer_drain(in, evbuffer_get_length(in));
-    if (!c->eof)
-        client_reading(c, 1);
-    else
-        c->dead = 1, event_active(c->resume, EV_READ, 0); /* its EOF came already */
+    client_set_state(c, CLIENT_LINGERING);
 }
 
 void client_close_soon(struct client *c)
 {
-    if (c->closing)
-        return;
-    struct timeval tv = {CLIENT_CLOSE_TIMEOUT_SEC, 0};
-    c->closing = 1;
-    if (netio_tls_ready(c->tls))
-        client_reading(c, 0); /* else the reads go on, for the handshake its last words wait for */
-    netio_set_write_timeout(c->bev, c->tls, &tv);
-    /* The flush ends in finish_if_done: with nothing owed, C closes now,
-     * not at the timeout. */
-    event_active(c->flush, EV_READ, 0);
+    client_set_state(c, CLIENT_CLOSING);
 }
 
 void client_shutdown(struct client *c)
@@ -268,15 +297,15 @@ void client_release_hold(struct client *c)
 
 void client_note_write(struct client *c, struct backend *b)
 {
-    if (c->nwrote && c->wrote[c->nwrote - 1] == b)
+    if (c->wrote.n && c->wrote.masters[c->wrote.n - 1] == b)
         return; /* the common case: the same master as the last write */
-    for (size_t i = 0; i < c->nwrote; i++)
-        if (c->wrote[i] == b)
+    for (size_t i = 0; i < c->wrote.n; i++)
+        if (c->wrote.masters[i] == b)
             return;
-    if (c->nwrote < CLIENT_WROTE_MAX)
-        c->wrote[c->nwrote++] = b;
+    if (c->wrote.n < CLIENT_WROTE_MAX)
+        c->wrote.masters[c->wrote.n++] = b;
     else
-        c->wrote_many = 1;
+        c->wrote.many = 1;
 }
 
 /* Whether C, a subscriber, is past Redis's pubsub output limits: the hard
@@ -323,7 +352,7 @@ void client_forget_private(struct client *c, struct backend *b)
 
 struct req *client_push_new(struct client *c, struct req *before)
 {
-    struct req *r = c->dead || c->closing ? NULL : req_new(c->w, REQ_CLIENT, &client_sink);
+    struct req *r = client_closing(c) ? NULL : req_new(c->w, REQ_CLIENT, &client_sink);
     if (r == NULL)
         return NULL;
     r->client = c;
@@ -405,7 +434,7 @@ static int output_full(struct client *c, struct evbuffer *out)
         log_notice("client id=%llu addr=%s closed: it reads too slowly, %zu bytes of replies unread "
                    "(client.output_buffer_limit)",
                    (unsigned long long)c->id, c->addr, unread);
-    c->dead = 1;
+    client_set_state(c, CLIENT_DEAD);
     return 1;
 }
 
@@ -415,7 +444,7 @@ static int output_full(struct client *c, struct evbuffer *out)
 static void owed_take(struct worker *w, struct req *r, struct evbuffer *in, size_t len, char type)
 {
     struct client *c = r->client;
-    if (c && !c->dead && !r->silent && TAILQ_FIRST(&c->owed) == r &&
+    if (c && c->state != CLIENT_DEAD && !r->silent && TAILQ_FIRST(&c->owed) == r &&
         !output_full(c, bufferevent_get_output(c->bev))) {
         owed_answered(w, c, r, type);
         TAILQ_REMOVE(&c->owed, r, owed);
@@ -447,7 +476,7 @@ void client_deliver(struct client *c)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     struct req *r;
-    while (!c->dead && (r = TAILQ_FIRST(&c->owed)) && r->done) {
+    while (c->state != CLIENT_DEAD && (r = TAILQ_FIRST(&c->owed)) && r->done) {
         if (output_full(c, out))
             break;
         TAILQ_REMOVE(&c->owed, r, owed);
@@ -461,19 +490,17 @@ void client_deliver(struct client *c)
     }
     /* Replies held behind a slow request count too: they are memory the
      * client's pipeline pins, whether or not it reads. */
-    if (!c->dead && c->held > c->w->conf->output_buffer_limit) {
+    if (c->state != CLIENT_DEAD && c->held > c->w->conf->output_buffer_limit) {
         log_notice("client id=%llu addr=%s closed: %zu bytes of replies wait behind a slow request "
                    "(client.output_buffer_limit)",
                    (unsigned long long)c->id, c->addr, c->held);
-        c->dead = 1;
+        client_set_state(c, CLIENT_DEAD);
     }
-    if (c->throttled && c->nowed <= CLIENT_MAX_OWED / 2 && !c->closing) {
-        c->throttled = 0;
-        if (!c->paused && !c->eof)
-            client_reading(c, 1);
+    if (c->state == CLIENT_THROTTLED && c->nowed <= CLIENT_MAX_OWED / 2) {
+        client_set_state(c, CLIENT_READING);
         event_active(c->resume, EV_READ, 0);
     }
-    if (c->dead || (c->closing && c->nowed == 0))
+    if (c->state == CLIENT_DEAD || (client_closing(c) && c->nowed == 0))
         event_active(c->resume, EV_READ, 0);
     if (evbuffer_get_length(out) > 0)
         event_active(c->flush, EV_READ, 0); /* once per loop turn however often asked */
@@ -483,15 +510,12 @@ void client_deliver(struct client *c)
  * for that may go on. */
 static void output_drained(struct client *c)
 {
-    if (c->closing) {
+    if (client_closing(c)) {
         client_finish_closing(c);
         return;
     }
-    if (c->paused) {
-        c->paused = 0;
-        bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-        if (!c->throttled && !c->eof)
-            client_reading(c, 1);
+    if (c->state == CLIENT_PAUSED) {
+        client_set_state(c, CLIENT_READING);
         c->ops->input(c);
     }
 }
@@ -502,7 +526,7 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
     /* Replies still owed after a busy turn likely come in the next one
      * (a pipeline's keys lie on several nodes): written together, they
      * cost the client one read instead of two. */
-    if (c->nowed > 0 && !c->closing && !c->dead &&
+    if (c->nowed > 0 && !client_closing(c) &&
         worker_hold_flush(c->w, c->flush, what, evbuffer_get_length(bufferevent_get_output(c->bev))))
         return;
     int rc = netio_flush(c->bev, c->tls);

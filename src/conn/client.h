@@ -51,7 +51,50 @@ struct client_ops {
  * WAIT asks every master. */
 #define CLIENT_WROTE_MAX 8
 
+/* Who a client is (client_set_authed, client_acl, client_hold_auth). */
+struct client_auth {
+    char user[64];            /* the ACL user it authenticated as (users:), "" for the default user */
+    const struct acl_user *acl; /* USER in the config of serial ACL_SERIAL, as client_acl found it */
+    uint64_t acl_serial;      /* 0: look it up again */
+    struct event *timer;      /* closes C at client.auth_timeout unless it authenticates; or NULL */
+    struct event *wait;       /* ends the wait of a held AUTH (client_hold_auth); or NULL */
+    unsigned ok : 1;          /* AUTH succeeded (see client_authed) */
+    unsigned waited : 1;      /* the held AUTH has waited its turn: check it now */
+};
+
+/* A client's transaction: MULTI, WATCH and the private connection they
+ * pin (session.h owns it). */
+struct client_txn {
+    struct backend *pin;      /* the private backend of a transaction or WATCH, or NULL */
+    int pin_slot;             /* the slot that session is for, -1 before its first key */
+    struct req_list queued;   /* MULTI: commands answered QUEUED before the first key chose a node */
+    size_t nqueued;
+    unsigned multi : 1;       /* inside MULTI */
+    unsigned failed : 1;      /* a command was refused inside MULTI: EXEC aborts */
+    unsigned watching : 1;    /* WATCH is in force on the pin */
+    unsigned watch_lost : 1;  /* the pin went away while watching: EXEC answers nil */
+};
+
+/* The masters a client wrote to since its last WAIT (client_note_write). */
+struct client_wrote {
+    struct backend *masters[CLIENT_WROTE_MAX];
+    uint8_t n;
+    unsigned many : 1;        /* more than CLIENT_WROTE_MAX of them */
+};
+
 enum client_reply_mode { CLIENT_REPLY_ON = 0, CLIENT_REPLY_OFF, CLIENT_REPLY_SKIP };
+
+/* Where a client is in its life. client_set_state alone changes it and
+ * does what the change requires. It only moves on, toward DEAD, except
+ * that PAUSED and THROTTLED return to READING. */
+enum client_state {
+    CLIENT_READING = 0, /* its requests are read as they come (none after its EOF: eof) */
+    CLIENT_PAUSED,      /* not read until its unread output drains (CLIENT_PAUSE_OUTPUT) */
+    CLIENT_THROTTLED,   /* not read until fewer of its requests are in flight (CLIENT_MAX_OWED) */
+    CLIENT_CLOSING,     /* takes nothing more; closes once its output is written */
+    CLIENT_LINGERING,   /* closing, all written, our side half-closed: waits for its EOF */
+    CLIENT_DEAD,        /* freed at its next resume */
+};
 
 struct client {
     TAILQ_ENTRY(client) link;
@@ -63,6 +106,7 @@ struct client {
     uint64_t read_turn;      /* the last loop turn it was read in (worker_note_read) */
     struct event *rev;       /* the socket's read event (netio_read; the bufferevent only writes) */
     struct netio_tls *tls;   /* on a listener marked tls: the session (netio.h); NULL plain */
+    enum client_state state;
     struct req_list owed;    /* requests whose replies are owed, in order */
     size_t nowed;
     size_t held;             /* bytes of replies done but waiting behind an earlier request */
@@ -75,40 +119,31 @@ struct client {
     time_t soft_since;       /* a subscriber over the soft output limit since then, or 0 */
     int reply_mode;          /* enum client_reply_mode */
     uint8_t proto;           /* RESP version, 2 or 3 (HELLO); what its replies are in */
-    struct backend *wrote[CLIENT_WROTE_MAX]; /* masters written to since the last WAIT */
-    uint8_t nwrote;
     struct backend_list privates; /* private backend connections (session.h) */
     uint8_t nprivate;
-    struct backend *pin;     /* the private backend of a transaction or WATCH, or NULL */
-    int pin_slot;            /* the slot that session is for, -1 before its first key */
-    struct req_list queued;  /* MULTI: commands answered QUEUED before the first key chose a node */
+    struct client_auth auth;
+    struct client_txn txn;
+    struct client_wrote wrote;
     struct subscriber *sub;  /* Pub/Sub state (pubsub.h), or NULL */
     struct tracker *track;   /* CLIENT TRACKING state (tracking.h), or NULL */
     struct req *hold;        /* a request waiting for those before it (dispatch_request), or NULL */
-    char user[64];           /* the ACL user it authenticated as (users:), "" for the default user */
-    const struct acl_user *acl; /* USER in the config of serial ACL_SERIAL, as client_acl found it */
-    uint64_t acl_serial;     /* 0: look it up again */
-    struct event *auth_timer; /* closes C at client.auth_timeout unless it authenticates; or NULL */
-    struct event *auth_wait; /* ends the wait of a held AUTH (client_hold_auth); or NULL */
     uint32_t nshared;        /* requests awaiting a reply on shared connections */
     uint32_t npinned;        /* requests awaiting a reply on private connections */
     uint32_t nblocking;      /* blocking commands (and WAITs) sent and not yet answered */
-    size_t nqueued;
-    unsigned authed : 1;     /* AUTH succeeded (see client_authed) */
-    unsigned auth_waited : 1; /* the held AUTH has waited its turn: check it now */
-    unsigned closing : 1;    /* reads nothing more; closes once the output is written */
-    unsigned paused : 1;     /* reading stopped until the output drains */
-    unsigned throttled : 1;  /* reading stopped until fewer requests are in flight */
-    unsigned lingering : 1;  /* closing, all written: waiting for the peer's EOF */
-    unsigned dead : 1;       /* to be freed at the next resume */
-    unsigned eof : 1;        /* the client half-closed: finish its whole frames, then close */
+    unsigned eof : 1;        /* the client half-closed: its whole frames are answered, then it closes */
     unsigned proxy_header : 1; /* expects a PROXY protocol header before its first request */
-    unsigned wrote_many : 1; /* wrote to more than CLIENT_WROTE_MAX masters since the last WAIT */
-    unsigned multi : 1;      /* inside MULTI */
-    unsigned multi_failed : 1; /* a command was refused inside MULTI: EXEC aborts */
-    unsigned watching : 1;   /* WATCH is in force on the pin */
-    unsigned watch_lost : 1; /* the pin went away while watching: EXEC answers nil */
 };
+
+/* Moves C to state S, and does what that requires: stops or starts
+ * reading, arms the close or the linger, wakes C's resume to free it. A
+ * move back from CLOSING or beyond is ignored. */
+void client_set_state(struct client *c, enum client_state s);
+
+/* Whether C is closing or gone: it takes no more requests. */
+static inline int client_closing(const struct client *c)
+{
+    return c->state >= CLIENT_CLOSING;
+}
 
 /* Whether C may run commands: it authenticated, or no client password is
  * set (now: a reload may have removed it). */
@@ -125,7 +160,7 @@ struct acl_user;
 const struct acl_user *client_acl(struct client *c, int *gone);
 
 /* Holds C's AUTH (or HELLO AUTH) R for MS milliseconds, reading nothing
- * more from C meanwhile, then dispatches it again with C->auth_waited set.
+ * more from C meanwhile, then dispatches it again with C->auth.waited set.
  * Returns 0, or -1 if out of memory (R is not held). */
 int client_hold_auth(struct client *c, struct req *r, uint64_t ms);
 

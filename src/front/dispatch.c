@@ -188,7 +188,7 @@ static int stopped_by_acl(struct client *c, struct req *r, const struct cmd_spec
     if (u == NULL && !gone)
         return 0;
     if (gone) { /* Redis closes a deleted user's connections */
-        req_fail(w, r, "NOPERM respgate: user '%s' is no longer in the configuration", c->user);
+        req_fail(w, r, "NOPERM respgate: user '%s' is no longer in the configuration", c->auth.user);
         client_close_soon(c);
         return 1;
     }
@@ -197,12 +197,12 @@ static int stopped_by_acl(struct client *c, struct req *r, const struct cmd_spec
         const char *bar = strchr(cmd->name, '|');
         size_t n = bar && !compat_texts(w->version)->subcommand_table ? (size_t)(bar - cmd->name) : strlen(cmd->name);
         snprintf(name, sizeof(name), "%.*s", (int)n, cmd->name);
-        c->multi_failed |= c->multi;
+        c->txn.failed |= c->txn.multi;
         req_fail(w, r, "NOPERM this user has no permissions to run the '%s%s", name, compat_texts(w->version)->noperm);
         return 1;
     }
     if (!u->channels.all && channels_refused(u, r, cmd, q)) {
-        c->multi_failed |= c->multi;
+        c->txn.failed |= c->txn.multi;
         req_fail(w, r, "NOPERM this user has no permissions to access one of the channels used as arguments");
         return 1;
     }
@@ -223,7 +223,7 @@ static int stopped_by_acl(struct client *c, struct req *r, const struct cmd_spec
     if (keys != stack)
         free(keys);
     if (refused) {
-        c->multi_failed |= c->multi;
+        c->txn.failed |= c->txn.multi;
         req_fail(w, r, "NOPERM this user has no permissions to access one of the keys used as arguments");
     }
     return refused;
@@ -241,24 +241,24 @@ static int stopped_before_routing(struct client *c, struct req *r, const struct 
         return 1;
     }
     if (cmd == NULL || (cmd->nsubs && q->argc > 1)) {
-        c->multi_failed |= c->multi; /* as Redis: EXEC will abort */
+        c->txn.failed |= c->txn.multi; /* as Redis: EXEC will abort */
         fail_unknown(w, r, q, cmd);
         return 1;
     }
     if (!arity_ok(cmd, q->argc)) {
-        c->multi_failed |= c->multi;
+        c->txn.failed |= c->txn.multi;
         fail_arity(w, r, q, cmd);
         return 1;
     }
     if (w->conf->users.n && stopped_by_acl(c, r, cmd, q))
         return 1;
-    if (cmd->kind == CMD_REFUSED && !c->multi) {
+    if (cmd->kind == CMD_REFUSED && !c->txn.multi) {
         req_fail(w, r, "ERR respgate does not forward '%s': %s", cmd->name, cmd->why);
         return 1;
     }
     enum client_map map = client_wait_for_map(c, r);
     if (map == CLIENT_MAP_DOWN) {
-        c->multi_failed |= c->multi;
+        c->txn.failed |= c->txn.multi;
         req_fail(w, r, "CLUSTERDOWN The cluster is down");
     }
     return map != CLIENT_MAP_READY;
@@ -307,7 +307,7 @@ void dispatch_request(struct client *c, struct req *r, const struct resp_req *q)
     /* Inside MULTI, the session's own commands are queued too, except
      * those Redis runs at once. */
     if (cmd && cmd->kind == CMD_LOCAL && !(c->sub && pubsub_owns(c, cmd)) &&
-        (!c->multi || (cmd->ctx & CMD_CTX_MULTI_NOW))) {
+        (!c->txn.multi || (cmd->ctx & CMD_CTX_MULTI_NOW))) {
         if (c->w->conf->users.n && client_authed(c) && arity_ok(cmd, q->argc) && stopped_by_acl(c, r, cmd, q))
             return;
         if (local_dispatch(c, r, q) == 0)
@@ -325,7 +325,7 @@ void dispatch_request(struct client *c, struct req *r, const struct resp_req *q)
      * it, and a blocking command waits for everything before it. */
     int session = session_owns(c, cmd, r->buf, q);
     int pinned = session || pubsub_owns(c, cmd);
-    int blocks = session && !c->multi && cmd_blocks(cmd, r->buf, q);
+    int blocks = session && !c->txn.multi && cmd_blocks(cmd, r->buf, q);
     if (pinned ? c->nshared > 0 || (blocks && c->npinned > 0) : c->npinned > 0) {
         c->hold = r;
         return;

@@ -63,13 +63,12 @@ static int refused_by_protected_mode(struct client *c)
 static void on_auth_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct client *c = arg;
-    if (client_authed(c) || c->closing || c->dead)
+    if (client_authed(c) || client_closing(c))
         return;
     atomic_fetch_add_explicit(&c->w->shared->guard->auth_timeouts, 1, memory_order_relaxed);
     log_info("client id=%llu addr=%s closed: not authenticated within client.auth_timeout (%llu ms)",
              (unsigned long long)c->id, c->addr, (unsigned long long)c->w->conf->auth_timeout_ms);
-    c->dead = 1;
-    event_active(c->resume, EV_READ, 0);
+    client_set_state(c, CLIENT_DEAD);
 }
 
 /* Turns the inline request in R->buf into a multibulk frame and rescans it,
@@ -122,15 +121,13 @@ static int read_proxy_header(struct client *c)
     if (rc == 0 && !c->eof)
         return 0;
     if (rc == 0 && n == 0) { /* a connection that only checked the port */
-        c->dead = 1;
-        event_active(c->resume, EV_READ, 0);
+        client_set_state(c, CLIENT_DEAD);
         return -1;
     }
     if (rc <= 0) {
         log_notice("client id=%llu addr=%s closed: %s, on a listener that expects one (proxy-protocol)",
                    (unsigned long long)c->id, c->addr, rc == 0 ? "a PROXY protocol header cut off" : why);
-        c->dead = 1;
-        event_active(c->resume, EV_READ, 0);
+        client_set_state(c, CLIENT_DEAD);
         return -1;
     }
     evbuffer_drain(in, (size_t)rc);
@@ -152,14 +149,11 @@ static int read_proxy_header(struct client *c)
 static int back_pressure(struct client *c, struct evbuffer *out)
 {
     if (evbuffer_get_length(out) >= CLIENT_PAUSE_OUTPUT) {
-        c->paused = 1;
-        client_reading(c, 0);
-        bufferevent_setwatermark(c->bev, EV_WRITE, CLIENT_PAUSE_OUTPUT / 2, 0);
+        client_set_state(c, CLIENT_PAUSED);
         return 1;
     }
     if (c->nowed >= CLIENT_MAX_OWED) {
-        c->throttled = 1;
-        client_reading(c, 0);
+        client_set_state(c, CLIENT_THROTTLED);
         return 1;
     }
     return 0;
@@ -209,7 +203,7 @@ static void process_input(struct client *c)
     const struct conf *cf = c->w->conf;
     const struct resp_limits lim = {cf->max_bulk_len, cf->max_inline_len, cf->max_multibulk_len};
 
-    for (int n = 0; n < CLIENT_BATCH && !c->closing && !c->dead && !c->hold; n++) {
+    for (int n = 0; n < CLIENT_BATCH && !client_closing(c) && !c->hold; n++) {
         if (back_pressure(c, out))
             return;
         enum resp_status st = resp_req_scan(&c->scan, in, &lim, !client_authed(c));
@@ -220,7 +214,7 @@ static void process_input(struct client *c)
         if (st == RESP_PARTIAL && evbuffer_get_length(in) > CLIENT_QUERY_MAX) {
             log_notice("client id=%llu addr=%s closed: over 1 GiB of input not yet a whole request",
                        (unsigned long long)c->id, c->addr);
-            c->dead = 1;
+            client_set_state(c, CLIENT_DEAD);
             break;
         }
         if (st == RESP_PARTIAL)
@@ -236,7 +230,7 @@ static void process_input(struct client *c)
     }
     if (c->hold)
         return; /* resumed once the requests it waits for are answered */
-    if (c->dead || c->closing || evbuffer_get_length(in) > 0)
+    if (client_closing(c) || evbuffer_get_length(in) > 0)
         event_active(c->resume, EV_READ, 0);
 }
 
@@ -275,20 +269,20 @@ static void read_failed(struct client *c, int was_ready)
 /* C's socket is readable, or its read timed out (WHAT has EV_TIMEOUT). */
 static void sock_read(struct client *c, short what)
 {
-    if ((what & EV_TIMEOUT) && !c->lingering && (c->npinned > 0 || pubsub_subscribed(c))) {
+    if ((what & EV_TIMEOUT) && c->state != CLIENT_LINGERING && (c->npinned > 0 || pubsub_subscribed(c))) {
         client_reading(c, 1); /* waiting on a blocking command or for messages is not being idle (as in Redis) */
         return;
     }
     if (what & EV_TIMEOUT) {
         log_debug("client id=%llu addr=%s: %s", (unsigned long long)c->id, c->addr,
-                  c->lingering ? "no EOF after ours" : "idle timeout");
+                  c->state == CLIENT_LINGERING ? "no EOF after ours" : "idle timeout");
         client_free(c);
         return;
     }
     int was_ready = netio_tls_ready(c->tls);
     int n = netio_read(c->bev, c->tls, CLIENT_READ_MAX);
     if (!was_ready && netio_tls_ready(c->tls)) {
-        if (c->closing && !c->lingering) { /* its last words waited for the handshake: they go now */
+        if (c->state == CLIENT_CLOSING) { /* its last words waited for the handshake: they go now */
             client_reading(c, 0);
             event_active(c->flush, EV_READ, 0);
         } else {
@@ -301,12 +295,12 @@ static void sock_read(struct client *c, short what)
         read_failed(c, was_ready);
         return;
     }
-    if (c->closing && !c->lingering) { /* read for the handshake only: nothing more is taken */
+    if (c->state == CLIENT_CLOSING) { /* read for the handshake only: nothing more is taken */
         struct evbuffer *in = bufferevent_get_input(c->bev);
         evbuffer_drain(in, evbuffer_get_length(in));
         return;
     }
-    if (c->lingering) {
+    if (c->state == CLIENT_LINGERING) {
         struct evbuffer *in = bufferevent_get_input(c->bev);
         evbuffer_drain(in, evbuffer_get_length(in));
         if (n == 0 || time(NULL) > c->linger_until)
@@ -335,15 +329,15 @@ static void resume(struct client *c)
 {
     /* A held AUTH waits for its timer, and a write for its import
      * (migrate.h), whatever else wakes C. */
-    if (c->hold && !c->dead && c->hold->fetch == NULL && !(c->auth_wait && evtimer_pending(c->auth_wait, NULL)))
+    if (c->hold && c->state != CLIENT_DEAD && c->hold->fetch == NULL && !(c->auth.wait && evtimer_pending(c->auth.wait, NULL)))
         release_hold(c);
-    if (c->dead)
+    if (c->state == CLIENT_DEAD)
         client_free(c);
     else if (c->hold)
         return;
-    else if (c->closing)
+    else if (client_closing(c))
         client_finish_closing(c);
-    else if (!c->paused && !c->throttled)
+    else if (c->state == CLIENT_READING)
         process_input(c);
 }
 
@@ -392,8 +386,8 @@ void front_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *s
         return;
     if (cf->client_password && cf->auth_timeout_ms) {
         struct timeval tv = conf_timeval(cf->auth_timeout_ms);
-        if ((c->auth_timer = evtimer_new(w->base, on_auth_timeout, c)) != NULL)
-            evtimer_add(c->auth_timer, &tv);
+        if ((c->auth.timer = evtimer_new(w->base, on_auth_timeout, c)) != NULL)
+            evtimer_add(c->auth.timer, &tv);
     }
 }
 

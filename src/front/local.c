@@ -126,8 +126,8 @@ static int auth_waits(struct call *k)
 {
     struct client *c = k->c;
     const struct conf *cf = c->w->conf;
-    if (c->auth_waited) {
-        c->auth_waited = 0;
+    if (c->auth.waited) {
+        c->auth.waited = 0;
         return 0;
     }
     char host[64];
@@ -286,7 +286,7 @@ static void local_hello(struct call *k)
     }
     /* A subscriber's and a transaction's node connections speak the
      * protocol they were opened in: it stays while they are in use. */
-    if (ver != k->c->proto && (pubsub_subscribed(k->c) || pubsub_pending(k->c) || k->c->pin || k->c->multi)) {
+    if (ver != k->c->proto && (pubsub_subscribed(k->c) || pubsub_pending(k->c) || k->c->txn.pin || k->c->txn.multi)) {
         resp_add_error(k->out, "ERR respgate: HELLO cannot change the protocol of a subscribed client or "
                                "inside a transaction or WATCH (UNSUBSCRIBE, EXEC, DISCARD or UNWATCH first)");
         return;
@@ -318,7 +318,7 @@ static void local_client_info_line(struct call *k, struct evbuffer *out)
                         "events=r cmd=client|info user=%s redir=-1 resp=%d\n",
                         (unsigned long long)c->id, c->addr, laddr, (int)fd, c->name ? c->name : "",
                         (long long)(time(NULL) - c->created), evbuffer_get_length(bufferevent_get_output(c->bev)),
-                        c->user[0] ? c->user : "default", (int)c->proto);
+                        c->auth.user[0] ? c->auth.user : "default", (int)c->proto);
 }
 
 static void local_client_setname(struct call *k)
@@ -471,7 +471,7 @@ static void local_acl_users(struct call *k, int describe)
 static void local_acl(struct call *k)
 {
     if (k->q->argc == 2 && arg_is(k, 1, "whoami")) {
-        const char *name = k->c->user[0] ? k->c->user : "default";
+        const char *name = k->c->auth.user[0] ? k->c->auth.user : "default";
         resp_add_bulk(k->out, name, strlen(name));
     } else if (k->q->argc == 2 && (arg_is(k, 1, "list") || arg_is(k, 1, "users"))) {
         local_acl_users(k, arg_is(k, 1, "list"));
@@ -490,9 +490,9 @@ static void local_reset(struct call *k)
     c->reply_mode = CLIENT_REPLY_ON;
     k->r->silent = 0;
     c->proto = 2; /* as Redis: RESET returns to RESP2 */
-    c->authed = 0; /* as Redis: back to the default user, authenticated only without a password */
-    c->user[0] = '\0';
-    c->acl_serial = 0;
+    c->auth.ok = 0; /* as Redis: back to the default user, authenticated only without a password */
+    c->auth.user[0] = '\0';
+    c->auth.acl_serial = 0;
     session_reset(c); /* as Redis: DISCARD, UNWATCH, and no more subscriptions */
     pubsub_reset(c);
     tracking_reset(c);

@@ -1223,7 +1223,7 @@ int migrate_before_routing(struct client *c, struct req *r, const struct cmd_spe
         return 0;
     /* One that replaces its value whole needs no old copy; but not in a
      * transaction, which may be discarded after the key was marked. */
-    int whole = !c->multi && replaces_whole(cmd, r->buf, q), held = 0;
+    int whole = !c->txn.multi && replaces_whole(cmd, r->buf, q), held = 0;
     size_t want = 0;
     struct migrate_fetch *busy = mark_keys(m, w, &keys, whole, &want);
     struct migrate_fetch *f = NULL;

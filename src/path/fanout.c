@@ -726,12 +726,12 @@ static void scan(struct worker *w, struct req *r, const struct resp_req *q)
 /* WAIT: the masters this session wrote to since its last WAIT. */
 static long wait_targets(struct worker *w, struct client *c, struct route_master *m, long n)
 {
-    if (c->wrote_many || c->nwrote == 0)
-        return c->wrote_many ? n : (n > 0 ? 1 : 0);
+    if (c->wrote.many || c->wrote.n == 0)
+        return c->wrote.many ? n : (n > 0 ? 1 : 0);
     long k = 0;
     for (long i = 0; i < n; i++)
-        for (size_t j = 0; j < c->nwrote; j++)
-            if (m[i].b == c->wrote[j]) {
+        for (size_t j = 0; j < c->wrote.n; j++)
+            if (m[i].b == c->wrote.masters[j]) {
                 m[k++] = m[i];
                 break;
             }
@@ -821,10 +821,10 @@ void fanout_broadcast(struct worker *w, struct req *r, const struct cmd_spec *cm
     }
     if (cmd->merge == MERGE_MIN && r->client) {
         client_note_blocking(w, r); /* WAIT */
-        int wrote = r->client->nwrote || r->client->wrote_many;
+        int wrote = r->client->wrote.n || r->client->wrote.many;
         n = wait_targets(w, r->client, m, n);
-        r->client->nwrote = 0;
-        r->client->wrote_many = 0;
+        r->client->wrote.n = 0;
+        r->client->wrote.many = 0;
         if (n == 0 && wrote) {
             /* The masters written to serve no slots any more (a failover):
              * nobody can acknowledge those writes now. */

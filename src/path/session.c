@@ -52,14 +52,14 @@ static void pinned_reply(struct backend *from, struct req *r, struct evbuffer *i
 }
 
 /* A session's connection is closed or pooled: a transaction's pin, lost,
- * ends its transaction and WATCH (session_end clears c->pin before it
+ * ends its transaction and WATCH (session_end clears c->txn.pin before it
  * releases a pin it is done with). */
 static void private_gone(struct backend *b)
 {
     struct client *c = b->owner;
     client_forget_private(c, b);
-    if (c->pin == b) {
-        c->pin = NULL;
+    if (c->txn.pin == b) {
+        c->txn.pin = NULL;
         session_lost_pin(c);
     }
 }
@@ -80,7 +80,7 @@ static int is_session_op(enum cmd_op op)
 int session_owns(const struct client *c, const struct cmd_spec *cmd, struct evbuffer *frame,
                  const struct resp_req *q)
 {
-    return c->multi || (cmd->kind == CMD_PINNED && (is_session_op(cmd->op) || cmd_blocks(cmd, frame, q)));
+    return c->txn.multi || (cmd->kind == CMD_PINNED && (is_session_op(cmd->op) || cmd_blocks(cmd, frame, q)));
 }
 
 /* Answers R with the status or error TEXT ("-..." or "+..."). */
@@ -112,7 +112,7 @@ static int send_pinned(struct client *c, struct backend *b, struct req *r)
 static void pass_or_answer(struct client *c, struct req *r, const char *text)
 {
     r->pinned = 1;
-    if (c->pin && backend_send(c->pin, r) == 0)
+    if (c->txn.pin && backend_send(c->txn.pin, r) == 0)
         client_awaits(r);
     else
         answer(c->w, r, text);
@@ -141,22 +141,22 @@ static int open_pin(struct client *c, int slot, int in_multi)
     struct backend *owner = slot >= 0 ? route_owner(w, slot) : NULL;
     if (owner == NULL || c->nprivate >= SESSION_PRIVATE_MAX)
         return -1;
-    c->pin = client_open_private(c, &session_private_ops, owner->host, owner->port, BACKEND_PIN);
-    if (c->pin == NULL)
+    c->txn.pin = client_open_private(c, &session_private_ops, owner->host, owner->port, BACKEND_PIN);
+    if (c->txn.pin == NULL)
         return -1;
-    c->pin_slot = slot;
-    if (c->pin->broken)
+    c->txn.pin_slot = slot;
+    if (c->txn.pin->broken)
         return -1; /* it retires by itself */
     if (!in_multi)
         return 0;
-    if (send_dropped(c, c->pin, "*1\r\n$5\r\nMULTI\r\n", 15) < 0)
+    if (send_dropped(c, c->txn.pin, "*1\r\n$5\r\nMULTI\r\n", 15) < 0)
         return -1;
     struct req *d;
-    while ((d = TAILQ_FIRST(&c->queued))) {
-        TAILQ_REMOVE(&c->queued, d, inflight);
-        c->nqueued--;
+    while ((d = TAILQ_FIRST(&c->txn.queued))) {
+        TAILQ_REMOVE(&c->txn.queued, d, inflight);
+        c->txn.nqueued--;
         d->pinned = 1;
-        if (backend_send(c->pin, d) < 0) {
+        if (backend_send(c->txn.pin, d) < 0) {
             req_free(w, d);
             return -1;
         }
@@ -170,15 +170,15 @@ static int open_pin(struct client *c, int slot, int in_multi)
 static void end_session(struct client *c, int clean)
 {
     struct req *d;
-    while ((d = TAILQ_FIRST(&c->queued))) {
-        TAILQ_REMOVE(&c->queued, d, inflight);
+    while ((d = TAILQ_FIRST(&c->txn.queued))) {
+        TAILQ_REMOVE(&c->txn.queued, d, inflight);
         req_free(c->w, d);
     }
-    c->nqueued = 0;
-    c->multi = c->multi_failed = c->watching = c->watch_lost = 0;
-    c->pin_slot = -1;
-    struct backend *pin = c->pin;
-    c->pin = NULL;
+    c->txn.nqueued = 0;
+    c->txn.multi = c->txn.failed = c->txn.watching = c->txn.watch_lost = 0;
+    c->txn.pin_slot = -1;
+    struct backend *pin = c->txn.pin;
+    c->txn.pin = NULL;
     if (pin) {
         pin->poolable = (unsigned)clean;
         backend_release(pin);
@@ -193,7 +193,7 @@ void session_reset(struct client *c)
 /* Refuses R inside MULTI with TEXT (Redis queues nothing then, and EXEC aborts). */
 static void refuse_queued(struct client *c, struct req *r, const char *text)
 {
-    c->multi_failed = 1;
+    c->txn.failed = 1;
     req_fail(c->w, r, "%s", text);
 }
 
@@ -223,12 +223,12 @@ static void queue(struct client *c, struct req *r, const struct cmd_spec *cmd, c
         refuse_queued(c, r, text);
         return;
     }
-    if (c->pin_slot >= 0 && c->pin == NULL) {
+    if (c->txn.pin_slot >= 0 && c->txn.pin == NULL) {
         refuse_queued(c, r, "ERR respgate: the connection to the node of this transaction is lost");
         return;
     }
     int slot = route_keys_slot(w, r, cmd, q);
-    if (slot == ROUTE_KEYS_CROSS || (slot >= 0 && c->pin_slot >= 0 && slot != c->pin_slot)) {
+    if (slot == ROUTE_KEYS_CROSS || (slot >= 0 && c->txn.pin_slot >= 0 && slot != c->txn.pin_slot)) {
         refuse_queued(c, r, REQ_CROSSSLOT);
         return;
     }
@@ -236,31 +236,31 @@ static void queue(struct client *c, struct req *r, const struct cmd_spec *cmd, c
         refuse_queued(c, r, REQ_OUT_OF_MEMORY);
         return;
     }
-    if (c->pin == NULL && slot >= 0 && open_pin(c, slot, 1) < 0) {
+    if (c->txn.pin == NULL && slot >= 0 && open_pin(c, slot, 1) < 0) {
         refuse_queued(c, r, "CLUSTERDOWN respgate cannot reach the node serving this slot");
         return;
     }
-    if (c->pin) {
-        if (send_pinned(c, c->pin, r) < 0)
-            c->multi_failed = 1;
+    if (c->txn.pin) {
+        if (send_pinned(c, c->txn.pin, r) < 0)
+            c->txn.failed = 1;
         return;
     }
     /* No key yet, so no node: keep the frame for later, answer as Redis would. */
-    struct req *d = c->nqueued < SESSION_QUEUED_MAX ? req_new(w, REQ_DROP, NULL) : NULL;
+    struct req *d = c->txn.nqueued < SESSION_QUEUED_MAX ? req_new(w, REQ_DROP, NULL) : NULL;
     if (d == NULL) {
         refuse_queued(c, r, "ERR respgate: too many commands queued before the transaction's first key");
         return;
     }
     evbuffer_add_buffer(d->buf, r->buf);
-    TAILQ_INSERT_TAIL(&c->queued, d, inflight);
-    c->nqueued++;
+    TAILQ_INSERT_TAIL(&c->txn.queued, d, inflight);
+    c->txn.nqueued++;
     answer(w, r, "+QUEUED");
 }
 
 static void exec(struct client *c, struct req *r)
 {
     struct worker *w = c->w;
-    if (c->watch_lost) {
+    if (c->txn.watch_lost) {
         /* The node forgot the WATCH with its connection: abort, as when a
          * watched key changed, so the client retries. */
         session_reset(c);
@@ -268,23 +268,23 @@ static void exec(struct client *c, struct req *r)
         req_complete(w, r);
         return;
     }
-    if (c->multi_failed) {
-        end_session(c, c->pin && send_dropped(c, c->pin, "*1\r\n$7\r\nDISCARD\r\n", 17) == 0);
+    if (c->txn.failed) {
+        end_session(c, c->txn.pin && send_dropped(c, c->txn.pin, "*1\r\n$7\r\nDISCARD\r\n", 17) == 0);
         req_fail(w, r, "%s", EXECABORT);
         return;
     }
-    if (c->pin == NULL && TAILQ_EMPTY(&c->queued)) {
+    if (c->txn.pin == NULL && TAILQ_EMPTY(&c->txn.queued)) {
         session_reset(c);
         evbuffer_add(r->reply, "*0\r\n", 4);
         req_complete(w, r);
         return;
     }
-    if (c->pin == NULL && open_pin(c, route_any_slot(w), 1) < 0) {
+    if (c->txn.pin == NULL && open_pin(c, route_any_slot(w), 1) < 0) {
         session_reset(c);
         req_fail(w, r, "%s", EXECABORT);
         return;
     }
-    send_pinned(c, c->pin, r);
+    send_pinned(c, c->txn.pin, r);
     end_session(c, 1);
 }
 
@@ -314,16 +314,16 @@ static void in_multi(struct client *c, struct req *r, const struct cmd_spec *cmd
 /* WATCH, on the pin of SLOT (opened now if the session has none). */
 static void watch(struct client *c, struct req *r, int slot)
 {
-    if (c->pin && slot != c->pin_slot) {
+    if (c->txn.pin && slot != c->txn.pin_slot) {
         req_fail(c->w, r, REQ_CROSSSLOT);
         return;
     }
-    if (c->pin == NULL && open_pin(c, slot, 0) < 0) {
+    if (c->txn.pin == NULL && open_pin(c, slot, 0) < 0) {
         req_fail(c->w, r, "CLUSTERDOWN respgate cannot reach the node serving this slot");
         return;
     }
-    if (send_pinned(c, c->pin, r) == 0)
-        c->watching = 1;
+    if (send_pinned(c, c->txn.pin, r) == 0)
+        c->txn.watching = 1;
 }
 
 /* A blocking command: a connection of its own to SLOT's master, as long as
@@ -354,7 +354,7 @@ static void block(struct client *c, struct req *r, int slot)
 void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
 {
     struct worker *w = c->w;
-    if (c->multi) {
+    if (c->txn.multi) {
         in_multi(c, r, cmd, q);
         return;
     }
@@ -362,9 +362,9 @@ void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cm
     case CMD_OP_MULTI:
         /* Answered here, so the session is in MULTI whatever the node
          * says; a MULTI the pin did not take makes EXEC abort. */
-        c->multi = 1;
-        if (c->pin && send_dropped(c, c->pin, "*1\r\n$5\r\nMULTI\r\n", 15) < 0)
-            c->multi_failed = 1;
+        c->txn.multi = 1;
+        if (c->txn.pin && send_dropped(c, c->txn.pin, "*1\r\n$5\r\nMULTI\r\n", 15) < 0)
+            c->txn.failed = 1;
         answer(w, r, "+OK");
         return;
     case CMD_OP_EXEC:
@@ -395,10 +395,10 @@ static void session_lost_pin(struct client *c)
 {
     log_info("client id=%llu addr=%s: the connection of its transaction was lost", (unsigned long long)c->id,
              c->addr);
-    if (c->watching)
-        c->watch_lost = 1;
-    if (c->multi)
-        c->multi_failed = 1;
+    if (c->txn.watching)
+        c->txn.watch_lost = 1;
+    if (c->txn.multi)
+        c->txn.failed = 1;
 }
 
 void session_cancel_blocking(struct client *c, const char *why)
