@@ -6,6 +6,7 @@
  * can never forge a second log line.
  */
 #include "base/log.h"
+#include "base/clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -136,15 +137,15 @@ void log_vwrite(enum log_level level, const char *fmt, va_list ap)
         return;
     size_t mlen = (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1;
 
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
+    uint64_t now_us = clock_wall_us();
+    time_t sec = (time_t)(now_us / 1000000);
     struct tm tm;
-    gmtime_r(&tv.tv_sec, &tm);
+    gmtime_r(&sec, &tm);
 
     char line[LOG_LINE_MAX];
     int h = snprintf(line, sizeof(line), "%04d-%02d-%02d %02d:%02d:%02d.%03dZ [%d] %s: ",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (int)(tv.tv_usec / 1000), (int)getpid(), log_level_names[level]);
+                     tm.tm_sec, (int)(now_us / 1000 % 1000), (int)getpid(), log_level_names[level]);
     size_t room = sizeof(line) - (size_t)h - 4; /* keep space for "...\n" */
     size_t used = 0;
     size_t o = (size_t)h + escape_into(line + h, room, msg, mlen, &used);

@@ -151,16 +151,6 @@ static int retiring(const struct backend *b)
     return backend_private(b) && (b->broken || (b->released && b->ninflight == 0 && b->nwaiting == 0 && b->dns == NULL));
 }
 
-/* The reply timeout's clock, in milliseconds: the kernel's coarse
- * monotonic one, a read of the vDSO's page with no clock hardware touched,
- * cheap enough for every read (a few milliseconds of resolution). */
-static uint64_t backend_clock_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* How long B may stay silent with replies owed. */
 static uint64_t reply_timeout_ms(const struct backend *b)
 {
@@ -192,7 +182,7 @@ static void push(struct backend *b, struct req *r)
     TAILQ_INSERT_TAIL(&b->inflight, r, inflight);
     r->backend = b;
     if (b->ninflight++ == 0) {
-        b->busy_since_ms = backend_clock_ms();
+        b->busy_since_ms = worker_turn_ms(b->w);
         if (b->rev && !b->timer_armed)
             set_timeouts(b);
     }
@@ -291,16 +281,14 @@ static void backend_reset_as(struct backend *b, const char *why, int node_fault)
      * KILL) says nothing about the node: reconnect at once when needed. */
     if (!node_fault || (sent && was_ready && n == 0)) {
         b->backoff_ms = 0;
-        evutil_timerclear(&b->retry_after);
+        b->retry_after_ms = 0;
         return;
     }
     fail_stalled(b, why);
     /* Back off before the next connection attempt, and look for a new map. */
     b->backoff_ms = b->backoff_ms ? (b->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : b->backoff_ms * 2)
                                   : BACKOFF_MIN_MS;
-    struct timeval now, d = conf_timeval(b->backoff_ms);
-    event_base_gettimeofday_cached(b->w->base, &now);
-    evutil_timeradd(&now, &d, &b->retry_after);
+    b->retry_after_ms = worker_turn_ms(b->w) + b->backoff_ms;
     if (b->ops->node_down)
         b->ops->node_down(b);
 }
@@ -342,9 +330,7 @@ void backend_set_readonly(struct backend *b)
 
 int backend_usable(struct backend *b)
 {
-    struct timeval now;
-    event_base_gettimeofday_cached(b->w->base, &now);
-    return !evutil_timercmp(&now, &b->retry_after, <);
+    return worker_turn_ms(b->w) >= b->retry_after_ms;
 }
 
 /* The first request on a new connection: HELLO 2 (or 3), with AUTH when the
@@ -493,9 +479,7 @@ static void forget_dns(struct backend *b)
 
 static int backend_connect(struct backend *b)
 {
-    struct timeval now;
-    event_base_gettimeofday_cached(b->w->base, &now);
-    if (evutil_timercmp(&now, &b->retry_after, <))
+    if (worker_turn_ms(b->w) < b->retry_after_ms)
         return -EAGAIN;
     if (b->dns)
         return 0; /* the name is being looked up */
@@ -692,9 +676,7 @@ static int stall(struct backend *b)
     gauge_sync(s);
     gauge_sync(b);
     uint64_t wait = stall_wait_ms(b);
-    struct timeval now, d = conf_timeval(wait);
-    event_base_gettimeofday_cached(w->base, &now);
-    evutil_timeradd(&now, &d, &s->stall_deadline);
+    s->stall_deadline_ms = worker_turn_ms(w) + wait;
     TAILQ_INSERT_TAIL(&b->stalled, s, link);
     b->nstalled++;
     set_timeouts(s); /* each timeouts.backend: stall_check */
@@ -719,15 +701,13 @@ static int node_failing(struct worker *w, const char *host, int port)
  * its backend's new connection, if the node never answered it). */
 static void stall_check(struct backend *s)
 {
-    struct timeval now;
-    event_base_gettimeofday_cached(s->w->base, &now);
     if (node_failing(s->w, s->host, s->port)) {
         struct backend *b = s->origin;
         if (b && !b->ready && b->bev)
             backend_reset(b, "the cluster flagged the node failing"); /* S too */
         else
             backend_reset(s, "the cluster flagged the node failing");
-    } else if (!evutil_timercmp(&now, &s->stall_deadline, <)) {
+    } else if (worker_turn_ms(s->w) >= s->stall_deadline_ms) {
         backend_reset(s, "no reply within cluster.failover_wait");
     }
 }
@@ -751,7 +731,7 @@ static void on_reply_timeout(struct backend *b)
         stall_check(b);
         return;
     }
-    uint64_t now = backend_clock_ms(), t = reply_timeout_ms(b);
+    uint64_t now = worker_turn_ms(b->w), t = reply_timeout_ms(b);
     uint64_t since = b->busy_since_ms > b->last_read_ms ? b->busy_since_ms : b->last_read_ms;
     if (now < since + t) {
         /* Silent for less than the timeout since its first request: the
@@ -837,7 +817,7 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
     int n = netio_read(b->bev, b->tls, BACKEND_READ_MAX);
     if (n == NETIO_AGAIN)
         return;
-    b->last_read_ms = backend_clock_ms();
+    b->last_read_ms = worker_turn_ms(b->w);
     if (n <= 0) {
         backend_reset(b, n == 0 ? "connection closed by the node" : netio_error(b->tls));
         return;

@@ -98,7 +98,7 @@ struct backend {
     struct req_list waiting;    /* sent once the node answered AUTH (or PING): never written yet */
     size_t nwaiting;
     struct resp_reply scan;     /* the reply being read */
-    struct timeval retry_after; /* no new connection before this */
+    uint64_t retry_after_ms;    /* no new connection before this (worker_turn_ms), 0 none */
     unsigned backoff_ms;
     unsigned version;           /* the node's Redis version from HELLO (compat.h), 0 until known */
     uint8_t proto;              /* the RESP version its HELLO asked for: 2, or 3 */
@@ -106,7 +106,7 @@ struct backend {
     struct backend_list stalled; /* shared: its stalled connections, still awaited (see above) */
     unsigned nstalled;
     struct backend *origin;     /* stalled: the shared backend it moved aside from, NULL once detached */
-    struct timeval stall_deadline; /* stalled: when what it holds fails after all */
+    uint64_t stall_deadline_ms; /* stalled: when what it holds fails after all (worker_turn_ms) */
     struct event *flush;        /* writes what this loop turn (or two: on_flush) queued, in one go */
     struct event *rev;          /* the socket's read event once connected (netio_read) */
     struct client *owner;       /* private: the client it belongs to; NULL while pooled */
@@ -122,8 +122,8 @@ struct backend {
     unsigned extra : 1;         /* push (pubsub.c): keyspace notifications from a master besides the main one */
     unsigned stalled_conn : 1;  /* a stalled connection: reads the replies it is owed, takes no request */
     unsigned timer_armed : 1;   /* the read event carries the reply timeout */
-    uint64_t busy_since_ms;     /* when the first request now in flight went out (backend_clock_ms) */
-    uint64_t last_read_ms;      /* when the socket was last read (backend_clock_ms) */
+    uint64_t busy_since_ms;     /* when the first request now in flight went out (worker_turn_ms) */
+    uint64_t last_read_ms;      /* when the socket was last read (worker_turn_ms) */
     uint32_t nchan, npat, nshard; /* push (pubsub.c): the node's subscription counts on this connection */
 };
 

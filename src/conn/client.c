@@ -121,7 +121,7 @@ struct client *client_new(struct worker *w, evutil_socket_t fd, const struct soc
     c->w = w;
     c->ops = ops;
     c->id = atomic_fetch_add(&w->shared->next_client_id, 1) + 1;
-    c->created = time(NULL);
+    c->created_us = worker_turn_us(w);
     c->proto = 2;
     client_format_addr(sa, c->addr, sizeof(c->addr));
     if (sa->sa_family != AF_UNIX) {
@@ -254,7 +254,7 @@ void client_set_state(struct client *c, enum client_state s)
         break;
     }
     case CLIENT_LINGERING:
-        c->linger_until = time(NULL) + CLIENT_LINGER_SEC;
+        c->linger_until_us = worker_turn_us(c->w) + CLIENT_LINGER_SEC * 1000000ull;
         if (c->eof)
             client_set_state(c, CLIENT_DEAD); /* its EOF came already */
         else
@@ -313,15 +313,15 @@ void client_note_write(struct client *c, struct backend *b)
 static int subscriber_too_slow(struct client *c, size_t unread)
 {
     const struct conf *cf = c->w->conf;
-    time_t now = time(NULL);
+    uint64_t now = worker_turn_us(c->w);
     if (unread <= cf->pubsub_output_soft_limit) {
-        c->soft_since = 0;
+        c->soft_since_us = 0;
         return 0;
     }
-    if (c->soft_since == 0)
-        c->soft_since = now;
+    if (c->soft_since_us == 0)
+        c->soft_since_us = now;
     const char *which = unread > cf->pubsub_output_limit ? "client.pubsub_output_limit"
-                        : (uint64_t)(now - c->soft_since) * 1000 >= cf->pubsub_output_soft_ms
+                        : (now - c->soft_since_us) / 1000 >= cf->pubsub_output_soft_ms
                             ? "client.pubsub_output_soft_limit for client.pubsub_output_soft_time"
                             : NULL;
     if (which)

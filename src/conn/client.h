@@ -114,9 +114,9 @@ struct client {
     uint64_t id;
     char addr[64];
     char *name;              /* CLIENT SETNAME, or NULL */
-    time_t created;
-    time_t linger_until;     /* while lingering: free the client after this */
-    time_t soft_since;       /* a subscriber over the soft output limit since then, or 0 */
+    uint64_t created_us;     /* when it connected (clock_us) */
+    uint64_t linger_until_us; /* while lingering: free the client after this (clock_us) */
+    uint64_t soft_since_us;  /* a subscriber over the soft output limit since then (clock_us), or 0 */
     int reply_mode;          /* enum client_reply_mode */
     uint8_t proto;           /* RESP version, 2 or 3 (HELLO); what its replies are in */
     struct backend_list privates; /* private backend connections (session.h) */

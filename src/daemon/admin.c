@@ -2,6 +2,7 @@
  * admin: /healthz and /metrics over HTTP, see admin.h.
  */
 #include "daemon/admin.h"
+#include "base/clock.h"
 
 #include "model/conf.h"
 #include "base/log.h"
@@ -60,7 +61,7 @@ int admin_health(struct shared *sh, char *why, size_t len)
         return 0;
     }
     struct conf *cf = shared_conf(sh);
-    uint64_t ok = atomic_load_explicit(&sh->map_ok_us, memory_order_relaxed), now = metrics_now_us();
+    uint64_t ok = atomic_load_explicit(&sh->map_ok_us, memory_order_relaxed), now = clock_us();
     uint64_t age_ms = ok && now > ok ? (now - ok) / 1000 : 0;
     size_t masters = 0, failing;
     for (size_t i = 0; i < m->nnodes; i++)

@@ -2,6 +2,7 @@
  * prom: the Prometheus text of /metrics, see prom.h.
  */
 #include "daemon/prom.h"
+#include "base/clock.h"
 
 #include "config.h"
 
@@ -96,7 +97,7 @@ static void render_map(struct shared *sh, struct evbuffer *out)
     one(out, "cluster_masters", "gauge", "Masters in the slot map.", masters);
     one(out, "cluster_nodes", "gauge", "Nodes in the slot map.", m ? m->nnodes : 0);
     slotmap_unref(m);
-    uint64_t ok = load(&sh->map_ok_us), now = metrics_now_us();
+    uint64_t ok = load(&sh->map_ok_us), now = clock_us();
     head(out, "slot_map_age_seconds", "gauge", "Time since CLUSTER NODES last answered (NaN before it ever did).");
     if (ok)
         evbuffer_add_printf(out, "respgate_slot_map_age_seconds %.3f\n", (double)(now - ok) / 1e6);

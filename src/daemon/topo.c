@@ -9,6 +9,7 @@
  * row the attempts back off up to refresh_interval.
  */
 #include "daemon/topo.h"
+#include "base/clock.h"
 #include "model/slotmap.h"
 
 #include "model/cmd.h"
@@ -75,7 +76,7 @@ struct topo {
     struct slotmap *cur;
     uint64_t version;
     int want_commands;       /* ask COMMAND after the next CLUSTER NODES: at start, after a change */
-    struct timeval last_start;
+    uint64_t last_start_us;
 };
 
 /* ---- refreshing ---- */
@@ -197,7 +198,7 @@ static void attempt_done(struct topo *t, int ok)
     event_del(t->deadline);
     if (ok) {
         metrics_add(&t->shared->refreshes_ok, 1);
-        atomic_store_explicit(&t->shared->map_ok_us, metrics_now_us(), memory_order_relaxed);
+        atomic_store_explicit(&t->shared->map_ok_us, clock_us(), memory_order_relaxed);
         t->failures = 0;
         schedule(t, atomic_exchange(&t->wanted, 0) ? TOPO_MIN_GAP_MS : cf->refresh_interval_ms);
         return;
@@ -502,7 +503,7 @@ static void attempt(struct topo *t)
         return;
     evtimer_del(t->timer);
     atomic_store(&t->wanted, 0);
-    event_base_gettimeofday_cached(t->base, &t->last_start);
+    t->last_start_us = clock_us();
     if (t->link == NULL) {
         pick_source(t);
         if (link_open(t) < 0) {
@@ -538,10 +539,7 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
     struct topo *t = arg;
     if (t->inflight)
         return; /* `wanted` stays set: attempt_done schedules the next one soon */
-    struct timeval now, since;
-    event_base_gettimeofday_cached(t->base, &now);
-    evutil_timersub(&now, &t->last_start, &since);
-    uint64_t ms = (uint64_t)since.tv_sec * 1000 + (uint64_t)since.tv_usec / 1000;
+    uint64_t ms = (clock_us() - t->last_start_us) / 1000;
     schedule(t, ms >= TOPO_MIN_GAP_MS ? 0 : TOPO_MIN_GAP_MS - ms);
 }
 

@@ -6,6 +6,7 @@
  * by the client's resume event on the next loop turn.
  */
 #include "front/front.h"
+#include "base/clock.h"
 
 #include "base/guard.h"
 #include "base/log.h"
@@ -34,11 +35,6 @@
 #define CLIENT_READ_MAX 16384         /* bytes per read(2), as libevent's */
 #define CLIENT_QUERY_MAX (1ull << 30) /* unprocessed input per client, as Redis's client-query-buffer-limit */
 
-static uint64_t now_ms(void)
-{
-    return metrics_now_us() / 1000;
-}
-
 /* Protected mode: with no client password, a client that is not local gets
  * a DENIED error, as from Redis, and is closed. Returns 1 if C was refused. */
 static int refused_by_protected_mode(struct client *c)
@@ -46,7 +42,7 @@ static int refused_by_protected_mode(struct client *c)
     const struct conf *cf = c->w->conf;
     if (!cf->protected_mode || !conf_default_open(cf) || guard_is_local(c->addr))
         return 0;
-    if (guard_tally(&c->w->shared->guard->protected_refused, now_ms()))
+    if (guard_tally(&c->w->shared->guard->protected_refused, clock_ms()))
         log_warning("refused client addr=%s: protected mode, as no client.password is set (set one, or "
                     "protected_mode: no on a trusted network); one line a second at most", c->addr);
     resp_add_error(bufferevent_get_output(c->bev),
@@ -254,7 +250,7 @@ static void release_hold(struct client *c)
  * why (a refused handshake at notice, one a second at most), and C goes. */
 static void read_failed(struct client *c, int was_ready)
 {
-    if (!was_ready && guard_tally(&c->w->shared->guard->tls_refused, now_ms()))
+    if (!was_ready && guard_tally(&c->w->shared->guard->tls_refused, clock_ms()))
         log_notice("client id=%llu addr=%s refused: TLS handshake failed: %s (at most one such line a second)",
                    (unsigned long long)c->id, c->addr, netio_error(c->tls));
     else if (!was_ready)
@@ -303,7 +299,7 @@ static void sock_read(struct client *c, short what)
     if (c->state == CLIENT_LINGERING) {
         struct evbuffer *in = bufferevent_get_input(c->bev);
         evbuffer_drain(in, evbuffer_get_length(in));
-        if (n == 0 || time(NULL) > c->linger_until)
+        if (n == 0 || worker_turn_us(c->w) > c->linger_until_us)
             client_free(c); /* its EOF; or a peer that keeps sending does not keep its session */
         return;
     }

@@ -2,6 +2,7 @@
  * info: INFO answered as a single node would, see info.h.
  */
 #include "config.h"
+#include "base/clock.h"
 
 #include "front/info.h"
 
@@ -132,7 +133,7 @@ static int own_server_value(const struct info *in, const char *key, char *buf, s
 {
     struct shared *sh = in->w->shared;
     const struct conf *cf = in->w->conf;
-    long long up = (long long)(time(NULL) - sh->started);
+    long long up = (long long)((clock_us() - sh->started_us) / 1000000);
     struct utsname u;
     if (strcmp(key, "redis_version") == 0 && in->first == NULL) { /* else the node's stands */
         shared_redis_version(sh, buf, len);

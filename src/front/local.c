@@ -8,6 +8,7 @@
  * redis-py) react to respgate as they would to Redis.
  */
 #include "config.h"
+#include "base/clock.h"
 
 #include "front/local.h"
 
@@ -132,7 +133,7 @@ static int auth_waits(struct call *k)
     }
     char host[64];
     guard_host(c->addr, host, sizeof(host));
-    uint64_t ms = guard_auth_wait(c->w->shared->guard, host, metrics_now_us() / 1000, (uint32_t)cf->auth_max_failures,
+    uint64_t ms = guard_auth_wait(c->w->shared->guard, host, clock_us() / 1000, (uint32_t)cf->auth_max_failures,
                                   cf->auth_delay_ms);
     if (ms == 0 || client_hold_auth(c, k->r, ms) < 0)
         return 0;
@@ -145,7 +146,7 @@ static void auth_failed(struct client *c)
     char host[64];
     uint32_t failures, unlogged;
     guard_host(c->addr, host, sizeof(host));
-    if ((unlogged = guard_auth_failed(c->w->shared->guard, host, metrics_now_us() / 1000, &failures)) == 0)
+    if ((unlogged = guard_auth_failed(c->w->shared->guard, host, clock_us() / 1000, &failures)) == 0)
         return; /* one line a second per address */
     log_notice("client id=%llu addr=%s: AUTH failed; %u failures from %s in the last minute, %u since the last "
                "line about it",
@@ -317,7 +318,7 @@ static void local_client_info_line(struct call *k, struct evbuffer *out)
                         "multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=%zu tot-mem=0 "
                         "events=r cmd=client|info user=%s redir=-1 resp=%d\n",
                         (unsigned long long)c->id, c->addr, laddr, (int)fd, c->name ? c->name : "",
-                        (long long)(time(NULL) - c->created), evbuffer_get_length(bufferevent_get_output(c->bev)),
+                        (long long)((worker_turn_us(c->w) - c->created_us) / 1000000), evbuffer_get_length(bufferevent_get_output(c->bev)),
                         c->auth.user[0] ? c->auth.user : "default", (int)c->proto);
 }
 

@@ -35,13 +35,6 @@ enum metrics_family metrics_family(const struct cmd_spec *cmd)
     return MF_OTHER;
 }
 
-uint64_t metrics_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 void metrics_observe(struct worker_metrics *m, enum metrics_family family, uint64_t us, int error)
 {
     struct metrics_family_stats *f = &m->family[family];

@@ -67,9 +67,6 @@ struct worker_metrics {
 /* The family of a request for command CMD (NULL: unknown). */
 enum metrics_family metrics_family(const struct cmd_spec *cmd);
 
-/* Now, in microseconds of CLOCK_MONOTONIC. */
-uint64_t metrics_now_us(void);
-
 /* Adds N to the counter C that only the calling thread writes. */
 static inline void metrics_add(atomic_uint_fast64_t *c, uint64_t n)
 {

@@ -2,6 +2,7 @@
  * worker: one worker thread's context and its loop turn, see worker.h.
  */
 #include "loop/worker.h"
+#include "base/clock.h"
 
 #include "model/conf.h"
 #include "base/log.h"
@@ -52,7 +53,7 @@ int worker_run_turn(struct worker *w)
 uint64_t worker_turn_us(struct worker *w)
 {
     if (w->turn_us == 0)
-        w->turn_us = metrics_now_us();
+        w->turn_us = clock_us();
     return w->turn_us;
 }
 

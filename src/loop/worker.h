@@ -94,9 +94,13 @@ void worker_deinit(struct worker *w);
  * its poll fails). */
 int worker_run_turn(struct worker *w);
 
-/* The time of this loop turn (metrics_now_us, read at its first use in
+/* The time of this loop turn (clock_us, read at its first use in
  * the turn): the start and end of a request's latency. */
 uint64_t worker_turn_us(struct worker *w);
+static inline uint64_t worker_turn_ms(struct worker *w)
+{
+    return worker_turn_us(w) / 1000;
+}
 
 /* A client's socket was read in this loop turn. *SEEN is the client's
  * own record of the last turn it was counted in (0 at first): a client

@@ -19,6 +19,7 @@
  * be restored after a write to its key was let through.
  */
 #include "migrate/migrate.h"
+#include "base/clock.h"
 
 #include "conn/backend.h"
 #include "conn/client.h"
@@ -624,17 +625,10 @@ struct migrate_worker {
     int walking;          /* a batch (or its SCAN) is out */
     int stopping;         /* the worker is leaving: nothing more is sent */
     unsigned tries;       /* times the batch at the cursor failed */
-    uint64_t batch_us;    /* when the batch began (metrics_now_us) */
-    uint64_t next_us;     /* the next batch starts no sooner (metrics_now_us), however early its timer runs */
+    uint64_t batch_us;    /* when the batch began (clock_us) */
+    uint64_t next_us;     /* the next batch starts no sooner (clock_us), however early its timer runs */
     uint64_t logged;      /* keys walked at the last progress line */
 };
-
-static uint64_t wall_us(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
-}
 
 static struct migrate_worker *part_of(struct worker *w)
 {
@@ -843,7 +837,7 @@ static void on_pttl(struct worker *w, struct req *s)
     } else if (ms == -2) {
         k->expire_ms = -2;
     } else if (ms >= 0) {
-        k->expire_ms = (int64_t)(wall_us() / 1000 + (uint64_t)ms + (ms == 0)); /* 0 would mean none */
+        k->expire_ms = (int64_t)(clock_wall_us() / 1000 + (uint64_t)ms + (ms == 0)); /* 0 would mean none */
     }
     req_free(w, s);
     f->pending--;
@@ -1305,7 +1299,7 @@ static void walk_batch_done(struct worker *w, struct migrate_fetch *f)
      * replies come near) and bytes fit the rates. */
     uint64_t keys_us = (uint64_t)WALK_BATCH * 1000000 / w->conf->migration_rate_keys;
     uint64_t bytes_us = (uint64_t)f->bytes * 1000000 / w->conf->migration_rate_bytes;
-    uint64_t due = keys_us > bytes_us ? keys_us : bytes_us, spent = metrics_now_us() - mw->batch_us;
+    uint64_t due = keys_us > bytes_us ? keys_us : bytes_us, spent = clock_us() - mw->batch_us;
     walk_next(w, due > spent ? due - spent : 0);
 }
 
@@ -1448,7 +1442,7 @@ static void on_walk_timer(evutil_socket_t fd, short what, void *arg)
         return;
     /* The worker's loop keeps a coarse clock (worker.c), by which a timer
      * may run a few milliseconds early: the rates are kept by this one. */
-    uint64_t now = metrics_now_us();
+    uint64_t now = clock_us();
     if (now < mw->next_us) {
         walk_arm(w, mw->next_us - now);
         return;
@@ -1484,7 +1478,7 @@ static void on_walk_timer(evutil_socket_t fd, short what, void *arg)
         return;
     }
     mw->walking = 1;
-    mw->batch_us = metrics_now_us();
+    mw->batch_us = clock_us();
 }
 
 static void walk_arm(struct worker *w, uint64_t after_us)
@@ -1498,7 +1492,7 @@ static void walk_arm(struct worker *w, uint64_t after_us)
 
 static void walk_next(struct worker *w, uint64_t after_us)
 {
-    w->migrate->next_us = metrics_now_us() + after_us;
+    w->migrate->next_us = clock_us() + after_us;
     walk_arm(w, after_us);
 }
 

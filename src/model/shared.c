@@ -2,6 +2,7 @@
  * shared: what is in force, for every thread, see shared.h.
  */
 #include "model/shared.h"
+#include "base/clock.h"
 
 #include "model/conf.h"
 #include "model/nodecmd.h"
@@ -17,7 +18,7 @@ void shared_init(struct shared *sh, struct conf *conf, const char *conf_path)
     pthread_mutex_init(&sh->lock, NULL);
     sh->conf = conf;
     sh->conf_path = conf_path;
-    sh->started = time(NULL);
+    sh->started_us = clock_us();
 }
 
 void shared_deinit(struct shared *sh)

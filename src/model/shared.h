@@ -32,7 +32,7 @@ struct shared {
     atomic_int seeds_failed;     /* before the first map: every seed failed once (requests stop waiting) */
 
     const char *conf_path;
-    time_t started;
+    uint64_t started_us;                    /* clock_us */
     int stopping;                /* 0 running, 1 draining, 2 stopping now: the control thread's alone */
     struct guard *guard;         /* failed AUTHs per address, protected mode's counts (guard.h) */
     struct worker *workers;      /* every worker, for the totals INFO and /metrics add up */
@@ -49,7 +49,7 @@ struct shared {
     atomic_uint_fast64_t rejected_max_clients; /* clients refused at client.max_clients */
     atomic_uint_fast64_t refreshes_ok;      /* CLUSTER NODES answered (topo.c) */
     atomic_uint_fast64_t refreshes_failed;  /* ... or not */
-    atomic_uint_fast64_t map_ok_us;         /* when it last answered (metrics_now_us), 0 never */
+    atomic_uint_fast64_t map_ok_us;         /* when it last answered (clock_us), 0 never */
 };
 
 /* Makes SH empty, with CONF (whose reference it takes) in force. */

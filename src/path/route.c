@@ -375,13 +375,6 @@ static void redirect(struct worker *w, struct req *r, const struct resp_redirect
         req_fail(w, r, "CLUSTERDOWN respgate cannot reach %s:%d", to->host, to->port);
 }
 
-/* Now in milliseconds, by the monotonic clock of W's loop turn: a wait is
- * not stretched or cut short by a step of the wall clock. */
-static uint64_t now_ms(struct worker *w)
-{
-    return worker_turn_us(w) / 1000;
-}
-
 static void park(struct worker *w, struct req *r)
 {
     static const struct timeval tick = {0, ROUTE_RETRY_MS * 1000};
@@ -392,7 +385,7 @@ static void park(struct worker *w, struct req *r)
     /* A request waits, from the first time it has to, for as long as a
      * failover may take (cluster.failover_wait): a new map sends it on. */
     if (r->deadline_ms == 0)
-        r->deadline_ms = now_ms(w) + shared_failover_wait_ms(w->shared, w->conf);
+        r->deadline_ms = worker_turn_ms(w) + shared_failover_wait_ms(w->shared, w->conf);
     r->parked = 1;
     w->route->nparked++;
     atomic_fetch_add_explicit(&w->stats.parked, 1, memory_order_relaxed);
@@ -448,7 +441,7 @@ static void on_failed_summary(evutil_socket_t fd, short what, void *arg)
                 (unsigned long long)shared_failover_wait_ms(w->shared, w->conf), ROUTE_EXPIRED_LOG_MS / 1000,
                 t->failed_slot, t->nfailed_bounced);
     t->nfailed = t->nfailed_bounced = 0;
-    t->failed_quiet_until_ms = now_ms(w) + ROUTE_EXPIRED_LOG_MS;
+    t->failed_quiet_until_ms = worker_turn_ms(w) + ROUTE_EXPIRED_LOG_MS;
 }
 
 static void on_retry(evutil_socket_t fd, short what, void *arg)
@@ -457,7 +450,7 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
     struct req_list due = TAILQ_HEAD_INITIALIZER(due);
     TAILQ_CONCAT(&due, &w->route->parked, inflight);
     w->route->nparked = 0;
-    uint64_t now = now_ms(w);
+    uint64_t now = worker_turn_ms(w);
     struct req *r;
     while ((r = TAILQ_FIRST(&due))) {
         TAILQ_REMOVE(&due, r, inflight);
