@@ -3,8 +3,13 @@
  * blocks, see mem.h.
  */
 #include "base/mem.h"
+#include "config.h"
 
 #include <event2/event.h>
+#ifdef HAVE_JEMALLOC
+#include <jemalloc/jemalloc.h>
+#include <stdio.h>
+#endif
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -126,7 +131,14 @@ void mem_thread_release(void)
 int mem_thread_trim(void)
 {
     free_cached();
-#ifdef __GLIBC__
+#if defined(HAVE_JEMALLOC)
+    /* The thread's cache back to its arena, and every arena's unused
+     * pages back to the system. */
+    char purge[64];
+    snprintf(purge, sizeof(purge), "arena.%u.purge", (unsigned)MALLCTL_ARENAS_ALL);
+    mallctl("thread.tcache.flush", NULL, NULL, NULL, 0);
+    return mallctl(purge, NULL, NULL, NULL, 0) == 0;
+#elif defined(__GLIBC__)
     /* glibc returns only the top of a heap by itself; pages freed below
      * blocks still in use stay counted in RSS until this. */
     return malloc_trim(0);
@@ -145,5 +157,7 @@ size_t mem_thread_cached(void)
 
 void mem_init(void)
 {
+#ifndef HAVE_JEMALLOC /* jemalloc's own per-thread caches serve libevent */
     event_set_mem_functions(mem_malloc, mem_realloc, mem_free);
+#endif
 }
