@@ -103,7 +103,6 @@ int main(int argc, char **argv)
     /* A copy: the config it came from is replaced on reload. */
     char *pidfile = o.pidfile ? strdup(o.pidfile) : conf->pidfile ? strdup(conf->pidfile) : NULL;
 
-    mem_init(); /* before libevent allocates anything */
     struct daemon dm;
     if (daemon_init(&dm, conf, o.conf_path) < 0) {
         daemon_deinit(&dm);
@@ -121,7 +120,6 @@ int main(int argc, char **argv)
         proc_pidfile_remove(pidfile);
     free(pidfile);
     daemon_deinit(&dm);
-    mem_thread_release();
     log_close();
     return rc;
 }

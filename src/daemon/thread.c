@@ -278,7 +278,6 @@ static void *thread_main(void *arg)
     req_pool_shrink(w, 0);
     if (atomic_fetch_sub(&w->ctl->nrunning, 1) == 1)
         event_base_loopexit(w->ctl->base, NULL); /* the last worker ends the control thread's loop */
-    mem_thread_release();
     return NULL;
 }
 
