@@ -32,6 +32,12 @@ def _stop_all():
         p.stop()
 
 
+def live_logs(lines=80):
+    """(port, the last LINES lines of its log) of every respgate running
+    now: what a failed test shows of them."""
+    return [(p.port, "\n".join(p.log().splitlines()[-lines:])) for p in list(_live)]
+
+
 def free_port():
     return pick_ports(1)[0]
 

@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from harness.cluster import REDIS_SERVER, REDIS_VERSION, Cluster  # noqa: E402
-from harness.respgate import BINARY, Respgate, free_port, yaml_config  # noqa: E402
+from harness.respgate import BINARY, Respgate, free_port, live_logs, yaml_config  # noqa: E402
 
 CLUSTER_PASSWORD = "cluster-pw"
 CLIENT_PASSWORD = "client-pw"
@@ -39,6 +39,17 @@ def pytest_runtest_logreport(report):
     # not run. The one exception is a Redis 7.0 feature on a 6.2 cluster.
     if report.skipped and NEEDS_REDIS7 not in str(report.longrepr):
         report.outcome = "failed"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # A failure shows what the respgates running then logged: which map
+    # they applied and from which node, what they gave up on. A failure
+    # that does not come back (CI) leaves nothing else to read.
+    report = (yield).get_result()
+    if report.failed and call.when == "call":
+        for port, tail in live_logs():
+            report.sections.append((f"respgate on port {port}: the last lines of its log", tail))
 
 
 @pytest.fixture(scope="session")
