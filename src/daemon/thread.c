@@ -118,9 +118,9 @@ static void take_listeners(struct worker *w, const struct conf_addrs *old, const
 }
 
 /* A burst of clients (a pool opening, a storm of reconnections) leaves
- * its memory with the worker when it goes: the blocks its buffers freed
- * in the worker's cache and in malloc's free lists, 50-60 MiB after
- * 10,000 clients (bench/README.md). Once a worker that had
+ * its memory with the worker when it goes: what its buffers freed stays
+ * in the allocator's caches and free pages (bench/README.md, "Memory
+ * given back after a burst of clients"). Once a worker that had
  * WORKER_TRIM_PEAK clients or more is down to a quarter of them, it gives
  * that back a second later (worker_client_gone arms this timer), when the
  * rest of the burst has usually gone too. */
@@ -136,7 +136,7 @@ static void on_trim(evutil_socket_t fd, short what, void *arg)
     req_pool_shrink(w, THREAD_TRIM_POOL);
     int released = mem_thread_trim();
     log_info("worker %d: %zu clients at most, now %zu: memory given back%s", w->id, w->nclients_peak, w->nclients,
-             released ? "" : " to its cache only (malloc had no free page to release)");
+             released ? "" : " (the allocator had no free page to release)");
     w->nclients_peak = w->nclients;
 }
 

@@ -318,7 +318,8 @@ static void local_client_info_line(struct call *k, struct evbuffer *out)
                         "multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=%zu tot-mem=0 "
                         "events=r cmd=client|info user=%s redir=-1 resp=%d\n",
                         (unsigned long long)c->id, c->addr, laddr, (int)fd, c->name ? c->name : "",
-                        (long long)((worker_turn_us(c->w) - c->created_us) / 1000000), evbuffer_get_length(bufferevent_get_output(c->bev)),
+                        (long long)((worker_turn_us(c->w) - c->created_us) / 1000000),
+                        evbuffer_get_length(bufferevent_get_output(c->bev)),
                         c->auth.user[0] ? c->auth.user : "default", (int)c->proto);
 }
 
