@@ -48,6 +48,7 @@ struct route {
     size_t nfailed, nfailed_bounced;     /* failed since the last line; of them, bounced between nodes */
     uint16_t failed_slot;                /* the last one's slot */
     route_missed_fn *missed;             /* the migration's hook (route_set_missed), or NULL */
+    int stopped;                         /* route_stop: a request sent from now on fails (worker exit) */
 };
 
 static void on_retry(evutil_socket_t fd, short what, void *arg);
@@ -85,6 +86,8 @@ void route_stop(struct worker *w)
 {
     struct route *t = w->route;
     struct req *r;
+    if (t)
+        t->stopped = 1;
     while (t && (r = TAILQ_FIRST(&t->parked))) {
         TAILQ_REMOVE(&t->parked, r, inflight);
         r->parked = 0;
@@ -285,6 +288,10 @@ static struct backend *read_target(struct worker *w, int slot)
 void route_send(struct worker *w, struct req *r, int slot)
 {
     struct backend *b = r->readonly && !r->master_only && w->route->owner[slot] ? read_target(w, slot) : owner_at(w->route, slot);
+    if (w->route->stopped) { /* a step of a request answered by the worker's exit (cross.h) */
+        req_fail(w, r, REQ_SHUTTING_DOWN);
+        return;
+    }
     if (b == NULL) {
         req_fail(w, r, REQ_SLOT_NOT_SERVED);
         return;

@@ -40,7 +40,8 @@ struct worker;
 
 /* W's routing state, made on W's event base. Returns 0, or -1 if out of memory. */
 int route_init(struct worker *w);
-/* Fails what waits, at worker exit (before the backends go). */
+/* Fails what waits, at worker exit (before the backends go), and what is
+ * sent from then on. */
 void route_stop(struct worker *w);
 /* Frees W's routing state; a no-op if there is none. */
 void route_free(struct worker *w);
