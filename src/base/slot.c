@@ -54,6 +54,36 @@ unsigned slot_of(const char *key, size_t len)
     return slot_crc16(0, key, len) & (SLOT_COUNT - 1);
 }
 
+/* slot_tag's table: every slot has a tag of at most four of these 36
+ * characters (checked by the unit test), most of three. */
+static char tag_table[SLOT_COUNT][SLOT_TAG_MAX + 1];
+static pthread_once_t tag_once = PTHREAD_ONCE_INIT;
+
+static void tag_table_init(void)
+{
+    static const char alphabet[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+    const unsigned base = sizeof(alphabet) - 1;
+    size_t left = SLOT_COUNT;
+    for (unsigned len = 1, count = base; len <= SLOT_TAG_MAX && left; len++, count *= base)
+        for (unsigned n = 0; n < count && left; n++) {
+            char tag[SLOT_TAG_MAX + 1];
+            for (unsigned i = 0, v = n; i < len; i++, v /= base)
+                tag[len - 1 - i] = alphabet[v % base];
+            tag[len] = '\0';
+            unsigned slot = slot_crc16(0, tag, len) & (SLOT_COUNT - 1);
+            if (tag_table[slot][0] == '\0') {
+                memcpy(tag_table[slot], tag, len + 1);
+                left--;
+            }
+        }
+}
+
+const char *slot_tag(unsigned slot)
+{
+    pthread_once(&tag_once, tag_table_init);
+    return tag_table[slot & (SLOT_COUNT - 1)];
+}
+
 #define PEEK_VECS 8
 
 /* Calls FN on each contiguous piece of bytes [from, from+len) of argument A. */

@@ -21,6 +21,12 @@ unsigned slot_of(const char *key, size_t len);
 /* The slot of argument A of FRAME (a request frame, see resp.h). */
 unsigned slot_of_arg(struct evbuffer *frame, const struct resp_arg *a);
 
+/* The shortest hash tag of digits and lower-case letters whose keys
+ * ("{tag}...") fall in SLOT (below SLOT_COUNT), as a C string of at most
+ * SLOT_TAG_MAX bytes; the table is made at the first call. */
+#define SLOT_TAG_MAX 4
+const char *slot_tag(unsigned slot);
+
 /* CRC16-XMODEM, continuing from CRC; exposed for the tests. */
 uint16_t slot_crc16(uint16_t crc, const void *data, size_t len);
 

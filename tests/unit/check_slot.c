@@ -102,6 +102,28 @@ START_TEST(test_split_at_every_offset)
 }
 END_TEST
 
+/* A temporary key "{tag}..." of a cross-slot command must land in the
+ * slot it was made for, and the tag must be short and plain. */
+START_TEST(test_every_slot_has_a_tag)
+{
+    size_t longest = 0;
+    for (unsigned s = 0; s < SLOT_COUNT; s++) {
+        const char *tag = slot_tag(s);
+        size_t len = strlen(tag);
+        ck_assert_uint_ge(len, 1);
+        ck_assert_uint_le(len, SLOT_TAG_MAX);
+        for (size_t i = 0; i < len; i++)
+            ck_assert(strchr("0123456789abcdefghijklmnopqrstuvwxyz", tag[i]) != NULL);
+        char key[SLOT_TAG_MAX + 16];
+        snprintf(key, sizeof(key), "{%s}x", tag);
+        ck_assert_uint_eq(slot_of(key, strlen(key)), s);
+        longest = len > longest ? len : longest;
+    }
+    ck_assert_str_eq(slot_tag(slot_of("a", 1)), "a"); /* the shortest there is */
+    ck_assert_uint_le(longest, 4);
+}
+END_TEST
+
 START_TEST(test_binary_keys)
 {
     static const char k[] = "a\0{b\r\n}c";
@@ -123,6 +145,7 @@ static Suite *slot_suite(void)
     tcase_add_test(tc, test_known_slots);
     tcase_add_test(tc, test_split_at_every_offset);
     tcase_add_test(tc, test_binary_keys);
+    tcase_add_test(tc, test_every_slot_has_a_tag);
     suite_add_tcase(s, tc);
     return s;
 }
