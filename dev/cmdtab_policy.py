@@ -246,6 +246,43 @@ OPS = {
     "pubsub|help": ("CMD_OP_NONE", ["QUEUEABLE"]),
 }
 
+# How a command whose keys lie in several slots is answered (enum cmd_cross,
+# src/path/cross.c), by command name. Unlisted: refused with Redis Cluster's
+# CROSSSLOT, unless the command splits (CMD_SPLIT).
+#   RENAME, RENAMENX, COPY: the first key's value is copied onto the second
+#   (DUMP, PTTL, RESTORE), then, for RENAME and RENAMENX, deleted;
+#   GATHER: the keys of other slots are copied into temporary keys of the
+#   first key's slot, and the command runs there on them;
+#   GATHER_LAST: the same in the last key's slot (SORT's and GEORADIUS's
+#   STORE destination comes after the source).
+CROSS = {
+    "rename": "CROSS_RENAME",
+    "renamenx": "CROSS_RENAMENX",
+    "copy": "CROSS_COPY",
+    "sinter": "CROSS_GATHER",
+    "sunion": "CROSS_GATHER",
+    "sdiff": "CROSS_GATHER",
+    "sinterstore": "CROSS_GATHER",
+    "sunionstore": "CROSS_GATHER",
+    "sdiffstore": "CROSS_GATHER",
+    "sintercard": "CROSS_GATHER",
+    "zunion": "CROSS_GATHER",
+    "zinter": "CROSS_GATHER",
+    "zdiff": "CROSS_GATHER",
+    "zunionstore": "CROSS_GATHER",
+    "zinterstore": "CROSS_GATHER",
+    "zdiffstore": "CROSS_GATHER",
+    "zintercard": "CROSS_GATHER",
+    "zrangestore": "CROSS_GATHER",
+    "geosearchstore": "CROSS_GATHER",
+    "pfcount": "CROSS_GATHER",
+    "pfmerge": "CROSS_GATHER",
+    "bitop": "CROSS_GATHER",
+    "sort": "CROSS_GATHER_LAST",
+    "georadius": "CROSS_GATHER_LAST",
+    "georadiusbymember": "CROSS_GATHER_LAST",
+}
+
 # Key specs that Redis cannot describe (begin_search "unknown"), or whose
 # literal reading would mislead a router, by (command, spec index): the quirk
 # cmd.c applies instead (enum cmd_quirk).

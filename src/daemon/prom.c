@@ -8,6 +8,7 @@
 
 #include "base/guard.h"
 #include "loop/metrics.h"
+#include "model/cmd.h"
 #include "loop/worker.h"
 #include "migrate/migrate.h"
 #include "model/shared.h"
@@ -169,6 +170,23 @@ static void render_backends(struct shared *sh, struct evbuffer *out)
     free(sums);
 }
 
+/* One series per command that may be answered by copying keys into one
+ * slot (cross.h): a bounded label set, from the table. */
+static void render_cross_slot(struct shared *sh, struct evbuffer *out)
+{
+    head(out, "cross_slot_emulated_total", "counter",
+         "Commands on keys in several slots answered by copying them into one slot, by command.");
+    for (size_t i = 0; i < cmd_table_len; i++) {
+        const struct cmd_spec *cmd = &cmd_table[i];
+        if (cmd->cross == CROSS_NONE)
+            continue;
+        uint64_t n = 0;
+        for (int w = 0; w < sh->nworkers; w++)
+            n += load(&sh->workers[w].metrics.cross_slot[cmd->id]);
+        evbuffer_add_printf(out, "respgate_cross_slot_emulated_total{command=\"%s\"} %" PRIu64 "\n", cmd->name, n);
+    }
+}
+
 void prom_render(struct shared *sh, struct evbuffer *out)
 {
     uint64_t moved = 0, ask = 0, parked = 0, retries = 0, expired = 0, in = 0, sent = 0;
@@ -215,6 +233,7 @@ void prom_render(struct shared *sh, struct evbuffer *out)
     one(out, "requests_expired_total", "counter", "Requests failed at cluster.failover_wait.", expired);
     one(out, "client_bytes_received_total", "counter", "Bytes read from clients.", in);
     one(out, "client_bytes_sent_total", "counter", "Bytes of replies queued for clients.", sent);
+    render_cross_slot(sh, out);
     render_backends(sh, out);
     render_map(sh, out);
     migrate_metrics(out);

@@ -4,9 +4,9 @@
  * Checked in Redis's order (known command, authenticated, arity), then
  * answered here (local), or handed to the module that owns its kind: a
  * session's (transactions, blocking commands), Pub/Sub's, a fan-out's, or
- * route's, for a command whose keys share one slot. Every key must hash to
- * the same slot unless the command splits (Redis Cluster's own rule,
- * answered with its own -CROSSSLOT words).
+ * route's, for a command whose keys share one slot. Keys in several slots
+ * are split (CMD_SPLIT), answered by steps in one slot (cross.h), or
+ * refused with Redis Cluster's -CROSSSLOT words.
  */
 #include "front/dispatch.h"
 
@@ -15,6 +15,7 @@
 #include "model/cmd.h"
 #include "base/compat.h"
 #include "model/conf.h"
+#include "path/cross.h"
 #include "path/fanout.h"
 #include "front/local.h"
 #include "loop/metrics.h"
@@ -100,7 +101,7 @@ static int arity_ok(const struct cmd_spec *cmd, size_t argc)
 }
 
 /* Routes keyed request R: to the slot of its keys, or, when they are in
- * several slots, split (CMD_SPLIT) or refused with Redis's CROSSSLOT. */
+ * several slots, split (CMD_SPLIT) or answered by steps (cross.h). */
 static void dispatch_by_keys(struct worker *w, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
 {
     size_t stack[ROUTE_KEYS_ON_STACK], *keys;
@@ -111,7 +112,7 @@ static void dispatch_by_keys(struct worker *w, struct req *r, const struct cmd_s
     if (slot == ROUTE_KEYS_CROSS && cmd->kind == CMD_SPLIT)
         fanout_split(w, r, cmd, q, keys, (size_t)n);
     else if (slot == ROUTE_KEYS_CROSS)
-        req_fail(w, r, REQ_CROSSSLOT);
+        cross_run(w, r, cmd, q, keys, (size_t)n);
     else if (slot == ROUTE_KEYS_NOMEM)
         req_fail(w, r, REQ_OUT_OF_MEMORY);
     else if (slot < 0)

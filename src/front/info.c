@@ -8,6 +8,7 @@
 
 #include "conn/client.h"
 #include "base/compat.h"
+#include "model/cmd.h"
 #include "model/conf.h"
 #include "path/fanout.h"
 #include "base/guard.h"
@@ -217,6 +218,25 @@ static const char *const fallback[SEC_COUNT][12] = {
     [SEC_CLUSTER] = {"cluster_enabled"},
 };
 
+/* The commands on keys in several slots answered by copying (cross.h), by
+ * name, as "cross_slot_emulated:rename=2,sunionstore=1". */
+static void cross_slot_info(struct shared *sh, struct evbuffer *out)
+{
+    evbuffer_add_printf(out, "cross_slot_emulated:");
+    const char *sep = "";
+    for (size_t i = 0; i < cmd_table_len; i++) {
+        const struct cmd_spec *cmd = &cmd_table[i];
+        uint64_t n = 0;
+        for (int k = 0; cmd->cross && k < sh->nworkers; k++)
+            n += atomic_load_explicit(&sh->workers[k].metrics.cross_slot[cmd->id], memory_order_relaxed);
+        if (n) {
+            evbuffer_add_printf(out, "%s%s=%llu", sep, cmd->name, (unsigned long long)n);
+            sep = ",";
+        }
+    }
+    evbuffer_add_printf(out, "\r\n");
+}
+
 static void respgate_section(const struct info *in, struct evbuffer *out)
 {
     struct shared *sh = in->w->shared;
@@ -242,6 +262,7 @@ static void respgate_section(const struct info *in, struct evbuffer *out)
                         (unsigned long long)atomic_load(&g->auth_timeouts),
                         (unsigned long long)atomic_load(&g->protected_refused.count),
                         (unsigned long long)atomic_load(&g->tls_refused.count));
+    cross_slot_info(sh, out);
     migrate_info(in->w->conf, out);
 }
 

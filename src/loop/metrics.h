@@ -13,7 +13,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-struct cmd_spec;
+#include "model/cmd.h"
 
 /* What a request is, for counting: from its command's table row. */
 enum metrics_family {
@@ -58,6 +58,7 @@ struct metrics_node {
 
 struct worker_metrics {
     struct metrics_family_stats family[MF_COUNT];
+    atomic_uint_fast64_t cross_slot[CMD_ID_MAX]; /* answered by copying keys into one slot (cross.h) */
     atomic_uint_fast64_t bytes_in;  /* read from clients */
     atomic_uint_fast64_t bytes_out; /* replies queued for clients */
     pthread_mutex_t nodes_lock;

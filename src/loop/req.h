@@ -27,6 +27,7 @@ struct client;
 struct req;
 struct backend;
 struct fanout;
+struct cross;
 struct migrate_fetch;
 struct evbuffer;
 struct worker;
@@ -73,6 +74,7 @@ struct req {
     struct evbuffer *reply;     /* the reply, once done */
     struct req *parent;         /* REQ_PART: the client request it is part of */
     struct fanout *fan;         /* a client request several nodes answer (fanout.h) */
+    struct cross *cross;        /* a client request on keys in several slots, answered by steps (cross.h) */
     struct migrate_fetch *fetch; /* the import it waits for, or that sent it (migrate.h) */
     uint16_t part;              /* REQ_PART: its index among its parent's parts */
     uint32_t expect;            /* on a push-mode backend: confirmations still due */

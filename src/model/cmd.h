@@ -66,6 +66,17 @@ enum cmd_merge {
     MERGE_FOLD,      /* its caller folds the replies (INFO: fanout_fold), not in the table */
 };
 
+/* How a command whose keys lie in several slots is answered (cross.h; the
+ * generator's CROSS table). */
+enum cmd_cross {
+    CROSS_NONE = 0,    /* refused with Redis Cluster's CROSSSLOT (unless it splits) */
+    CROSS_GATHER,      /* other slots' keys copied into the first key's slot, the command run there */
+    CROSS_GATHER_LAST, /* ... into the last key's slot (a STORE destination after its source) */
+    CROSS_RENAME,      /* the first key's value copied onto the second, then deleted */
+    CROSS_RENAMENX,    /* ... unless the second exists */
+    CROSS_COPY,        /* copied, not deleted */
+};
+
 /* Which operation of a client's session or subscriptions a command is
  * (the generator's OPS table): what session.c and pubsub.c act on. */
 enum cmd_op {
@@ -193,6 +204,7 @@ struct cmd_spec {
     const char *why;                    /* CMD_REFUSED: the reason given to the client */
     uint32_t acl;                       /* CMD_ACL_*: its ACL categories */
     uint16_t id;                        /* from 1, below cmd_spec_count; 0 for a command the nodes taught */
+    uint8_t cross;                      /* enum cmd_cross */
 };
 
 /* The generated table (cmdtab.c), sorted by name, and the server it came from. */
@@ -200,6 +212,8 @@ extern const struct cmd_spec cmd_table[];
 extern const size_t cmd_table_len;
 extern const char cmd_table_source[];
 extern const size_t cmd_spec_count; /* the ids' bound, subcommands included */
+/* A bound on every id, for tables by command (the generator checks it). */
+#define CMD_ID_MAX 512
 
 /* The command called NAME (LEN bytes, any case). Returns NULL if unknown. */
 const struct cmd_spec *cmd_lookup(const char *name, size_t len);

@@ -54,6 +54,7 @@ static const char *const read_policies[] = {"master", "prefer-replica", "replica
 static const char *const no_yes[] = {"no", "yes", NULL};
 static const char *const no_optional_yes[] = {"no", "optional", "yes", NULL};
 static const char *const tls_versions[] = {"TLSv1.2", "TLSv1.3", NULL};
+static const char *const cross_slot_modes[] = {"emulate", "refuse", NULL};
 static const char *const migration_modes[] = {"off", "read-through", "copy", NULL};
 
 #define OFF(f) offsetof(struct conf, f)
@@ -73,6 +74,7 @@ static const struct key keys[] = {
     {"cluster.refresh_interval", T_DURATION, OFF(refresh_interval_ms), MS(100), SEC(3600), "1s", 1, 0, NULL},
     {"cluster.failover_wait", T_DURATION, OFF(failover_wait_ms), MS(0), SEC(3600), "auto", 1, 1, NULL},
     {"cluster.read_policy", T_ENUM, OFF(read_policy), 0, 0, "master", 1, 0, read_policies},
+    {"cluster.cross_slot", T_ENUM, OFF(cross_slot), 0, 0, "emulate", 1, 0, cross_slot_modes},
     {"cluster.tls", T_ENUM, OFF(cluster_tls), 0, 0, "no", 0, 0, no_yes},
     {"cluster.tls_ca_file", T_STR, OFF(cluster_tls_ca_file), 0, 0, "", 1, 0, NULL},
     {"cluster.tls_cert_file", T_STR, OFF(cluster_tls_cert_file), 0, 0, "", 1, 0, NULL},

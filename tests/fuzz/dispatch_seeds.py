@@ -62,6 +62,13 @@ SEEDS = {
         ("SET", "k", "v", "EX", "10", "GET"), ("EVAL", "return 1", "2", "a", "b"), ("EVAL", "return 1", "-1"),
         ("ZUNIONSTORE", "d", "2", "a", "b"), ("SORT", "l", "BY", "x", "STORE", "d"),
         ("GEORADIUS", "g", "0", "0", "1", "km", "STORE", "z")]),
+    # keys in several slots (cross.h): steps that copy, then run, then clean
+    "cross-slot": (AUTH, b"", [
+        ("RENAME", "a", "b"), ("RENAMENX", "a", "b"), ("COPY", "a", "b", "DB", "1"), ("COPY", "a", "b", "REPLACE"),
+        ("SUNIONSTORE", "d", "a", "b", "c"), ("ZUNION", "2", "a", "b", "WITHSCORES"), ("SORT", "a", "STORE", "b"),
+        ("PFCOUNT", "a", "b"), ("GEORADIUS", "g", "0", "0", "1", "km", "STOREDIST", "z")]),
+    "cross-slot-resp3": (AUTH | HELLO3, b"-ERR x\r\n$-1\r\n:5\r\n", [
+        ("SINTER", "a", "b", "c"), ("RENAME", "a", "b"), ("BITOP", "AND", "d", "a", "b")]),
     "inline-and-errors": (AUTH, b"", [
         b"PING\r\n", b"SET \"a b\" 'c'\r\n", b"*1\r\n$4\r\nPING\r\n", b"*-1\r\n", b"*1\r\n$-1\r\n"]),
     "unknown-and-arity": (AUTH, b"", [

@@ -1,0 +1,334 @@
+# Commands on keys in several slots, answered as one Redis answers them
+# (issue 29): the same commands go to one plain redis-server and to respgate
+# in front of the cluster, and every reply, and the data they leave, must be
+# the same. The keys below are chosen to lie on different masters.
+import signal
+import urllib.request
+
+import pytest
+
+from conftest import wait_until
+from harness.respgate import free_port
+from harness.single import Single
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    with Single(str(tmp_path_factory.mktemp("single"))) as s:
+        yield s
+
+
+def run(client, *args):
+    """The reply to ARGS, or the error's text, as redis-py reads it."""
+    try:
+        return client.execute_command(*args)
+    except Exception as e:  # a reply error, compared by its words
+        return ("error", str(e))
+
+
+def state(client, keys):
+    """Each key's type, TTL class, and value."""
+    out = {}
+    for k in keys:
+        t = client.type(k).decode()
+        pttl = client.pttl(k)
+        ttl = "none" if pttl == -1 else "missing" if pttl == -2 else "set"
+        if t == "string":
+            v = client.get(k)
+        elif t == "list":
+            v = client.lrange(k, 0, -1)
+        elif t == "set":
+            v = sorted(client.smembers(k))
+        elif t == "zset":
+            v = client.zrange(k, 0, -1, withscores=True)
+        elif t == "hash":
+            v = sorted(client.hgetall(k).items())
+        else:
+            v = None
+        out[k] = (t, ttl, v)
+    return out
+
+
+def test_rename_across_slots(respgate, single):
+    rg, one = respgate.client(), single.client()
+    for c in (rg, one):
+        c.flushall()
+        c.set("a", "va", px=100000)
+        c.rpush("b", "x")
+        c.hset("h", mapping={"f": "1"})
+    for cmd in [("RENAME", "a", "b"), ("RENAME", "a", "b"), ("RENAMENX", "b", "h"), ("RENAMENX", "b", "c"),
+                ("COPY", "c", "d"), ("COPY", "c", "h"), ("COPY", "c", "h", "REPLACE"), ("COPY", "nope", "x"),
+                ("COPY", "c", "e", "DB", "0"), ("COPY", "c", "f", "BOGUS"), ("RENAMENX", "nope", "x")]:
+        assert run(rg, *cmd) == run(one, *cmd), cmd
+    assert state(rg, "abcdefh") == state(one, "abcdefh")
+    assert 99000 < rg.pttl("c") <= 100000
+
+
+def test_gather_across_slots(respgate, single):
+    rg, one = respgate.client(), single.client()
+    for c in (rg, one):
+        c.flushall()
+        c.sadd("s1", "a", "b", "c")
+        c.sadd("s2", "b", "c", "d")
+        c.zadd("z1", {"a": 1, "b": 2})
+        c.zadd("z2", {"b": 3, "c": 4})
+        c.pfadd("h1", "a", "b")
+        c.pfadd("h2", "c", "d")
+        c.set("k1", "ab")
+        c.set("k2", "cd")
+    cmds = [("SUNION", "s1", "s2"), ("SINTER", "s1", "s2"), ("SDIFF", "s1", "s2"), ("SUNIONSTORE", "d", "s1", "s2"),
+            ("SINTERSTORE", "e", "s1", "s2", "nope"), ("SDIFF", "s1", "z1"), ("ZUNIONSTORE", "zd", 2, "z1", "z2"),
+            ("ZINTERSTORE", "zd2", 2, "z1", "z2", "WEIGHTS", 2, 3, "AGGREGATE", "MAX"),
+            ("ZUNION", 2, "z1", "z2", "WITHSCORES"), ("PFCOUNT", "h1", "h2"), ("PFMERGE", "h3", "h1", "h2"),
+            ("PFCOUNT", "h3"), ("BITOP", "AND", "bk", "k1", "k2"), ("SORT", "s1", "ALPHA", "STORE", "st"),
+            ("ZRANGESTORE", "zr", "z2", 0, -1)]
+    for cmd in cmds:
+        a, b = run(rg, *cmd), run(one, *cmd)
+        if isinstance(a, list) and cmd[0] in ("SUNION", "SINTER", "SDIFF"):
+            a, b = sorted(a), sorted(b)
+        assert a == b, cmd
+    assert state(rg, ["d", "e", "zd", "zd2", "bk", "st", "zr"]) == state(one, ["d", "e", "zd", "zd2", "bk", "st", "zr"])
+    leftover = [k for k in rg.scan_iter(match="*respgate:tmp:*")]
+    assert leftover == []
+
+
+def test_refuse_and_reload(make_respgate):
+    """cluster.cross_slot: refuse answers as a cluster node does; a reload
+    to emulate answers as one Redis, with no restart."""
+    admin = free_port()
+    rg = make_respgate(extra=f"  cross_slot: refuse\nadmin:\n  listen: 127.0.0.1:{admin}\n")
+    c = rg.client()
+    c.set("a", "1")
+    crossslot = ("error", "CROSSSLOT Keys in request don't hash to the same slot")
+    assert run(c, "RENAME", "a", "b") == crossslot
+    assert run(c, "SUNION", "s1", "s2") == crossslot
+    assert c.get("a") == b"1"
+    text = open(rg.conf_path).read().replace("cross_slot: refuse", "cross_slot: emulate")
+    rg.write_config(text)
+    rg.signal(signal.SIGHUP)
+    assert wait_until(lambda: "configuration reloaded" in rg.log(), 10), rg.log()
+    assert run(c, "RENAME", "a", "b") is True
+    assert (c.get("a"), c.get("b")) == (None, b"1")
+    assert "rename on keys in several slots" in rg.log()
+    assert "\r\ncross_slot_emulated:rename=1\r\n" in raw(rg.client(decode_responses=True)).execute_command("INFO", "respgate")
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode()
+    assert 'respgate_cross_slot_emulated_total{command="rename"} 1\n' in metrics
+    assert 'respgate_cross_slot_emulated_total{command="sunion"} 0\n' in metrics
+
+
+# ---- the differential stream ----
+
+# Keys by the type their commands mostly give them (sets, sorted sets and
+# geo sets, HyperLogLogs, strings for BITOP, lists), each family on every
+# master, and two keys that share a slot, so that some commands take the
+# one-slot path among the others. A command takes a key of another family
+# now and then, for WRONGTYPE and for RENAME's moves between types.
+FAMILIES = {
+    "set": ["s0", "s1", "s2", "s3"],
+    "zset": ["z0", "z1", "z2", "z3"],
+    "hll": ["h0", "h1", "h2"],
+    "str": ["t0", "t1", "t2", "{t}a", "{t}b"],
+    "list": ["l0", "l1", "l3"],
+}
+POOL = [k for ks in FAMILIES.values() for k in ks]
+MEMBERS = ["a", "b", "c", "d", "e"]
+NUMBERS = ["1", "2", "3", "5", "8"]  # distinct values: SORT has no ties to order
+
+
+def stream(rnd, n, v7):
+    """N random commands: writers that give the pool's keys every type
+    (with TTLs), and every command whose keys may lie in several slots."""
+    def k(family=None):
+        if family is None or rnd.random() < 0.1:
+            return rnd.choice(POOL)
+        return rnd.choice(FAMILIES[family])
+
+    def keys(family, lo=1, hi=4):
+        return [k(family) for _ in range(rnd.randint(lo, hi))]
+
+    def maybe(p, *words):
+        return words if rnd.random() < p else ()
+
+    def members(pool=MEMBERS):
+        return rnd.sample(pool, rnd.randint(1, len(pool)))
+
+    def numkeys(cmd, family, dst=()):
+        ks = keys(family)
+        return (cmd, *dst, str(len(ks)), *ks), len(ks)
+
+    def zcombine(cmd, dst=()):
+        out, n = numkeys(cmd, "zset", dst)
+        out += maybe(0.4, "WEIGHTS", *[rnd.choice(["1", "2", "0.5", "-1"]) for _ in range(n)])
+        out += maybe(0.4, "AGGREGATE", rnd.choice(["SUM", "MIN", "MAX"]))
+        return out + (maybe(0.5, "WITHSCORES") if not dst else ())
+
+    def sort():
+        family = rnd.choice(["set", "list", "zset"])
+        return ("SORT", k(family), *maybe(0.5, "ALPHA"), *maybe(0.3, "DESC"), *maybe(0.3, "LIMIT", "0", "3"), "STORE",
+                k("list"))
+
+    def zrangestore():
+        if rnd.random() < 0.5:
+            return ("ZRANGESTORE", k("zset"), k("zset"), "0", rnd.choice(["-1", "1"]), *maybe(0.3, "REV"))
+        return ("ZRANGESTORE", k("zset"), k("zset"), "(1", "+inf", "BYSCORE", *maybe(0.5, "LIMIT", "0", "2"))
+
+    def geo(cmd):
+        if cmd == "GEOSEARCHSTORE":
+            return (cmd, k("zset"), k("zset"), "FROMLONLAT", "15", "45", "BYRADIUS", rnd.choice(["100", "500", "2000"]),
+                    "km", *maybe(0.5, "ASC"), *maybe(0.3, "COUNT", "2"), *maybe(0.3, "STOREDIST"))
+        if cmd == "GEORADIUS":
+            return (cmd, k("zset"), "15", "45", "800", "km", rnd.choice(["STORE", "STOREDIST"]), k("zset"))
+        return (cmd, k("zset"), rnd.choice(MEMBERS), "800", "km", "STORE", k("zset"))
+
+    def ttl():
+        return maybe(0.3, "PX", str(rnd.randint(60000, 90000)))
+
+    writers = [
+        lambda: ("SET", k("str"), rnd.choice(MEMBERS + NUMBERS + ["ab", "xyz"]), *ttl()),
+        lambda: ("RPUSH", k("list"), *members(NUMBERS if rnd.random() < 0.5 else MEMBERS)),
+        lambda: ("SADD", k("set"), *members(NUMBERS if rnd.random() < 0.5 else MEMBERS)),
+        lambda: ("ZADD", k("zset"), *[x for m in members() for x in (str(rnd.randint(-3, 9)), m)]),
+        lambda: ("GEOADD", k("zset"), *[x for m in members() for x in (str(rnd.randint(10, 20)), str(rnd.randint(40, 50)), m)]),
+        lambda: ("PFADD", k("hll"), *members()),
+        lambda: ("HSET", k(), rnd.choice(MEMBERS), rnd.choice(NUMBERS)),
+        lambda: ("DEL", k()),
+        lambda: ("PEXPIRE", k(), str(rnd.randint(60000, 90000))),
+        lambda: ("PERSIST", k()),
+    ]
+    crossers = [
+        lambda: ("RENAME", k(), k()),
+        lambda: ("RENAMENX", k(), k()),
+        lambda: ("COPY", k(), k(), *maybe(0.5, "REPLACE")),
+        lambda: (rnd.choice(["SINTER", "SUNION", "SDIFF"]), *keys("set")),
+        lambda: (rnd.choice(["SINTERSTORE", "SUNIONSTORE", "SDIFFSTORE"]), k("set"), *keys("set")),
+        lambda: zcombine(rnd.choice(["ZUNION", "ZINTER"])),
+        lambda: numkeys("ZDIFF", "zset")[0] + maybe(0.5, "WITHSCORES"),
+        lambda: zcombine(rnd.choice(["ZUNIONSTORE", "ZINTERSTORE"]), (k("zset"),)),
+        lambda: numkeys("ZDIFFSTORE", "zset", (k("zset"),))[0],
+        zrangestore,
+        lambda: ("PFCOUNT", *keys("hll", 2, 4)),
+        lambda: ("PFMERGE", k("hll"), *keys("hll")),
+        lambda: ("BITOP", rnd.choice(["AND", "OR", "XOR"]), k("str"), *keys("str")),
+        lambda: ("BITOP", "NOT", k("str"), k("str")),
+        sort,
+        lambda: geo(rnd.choice(["GEOSEARCHSTORE", "GEORADIUS", "GEORADIUSBYMEMBER"])),
+    ]
+    if v7:
+        crossers += [
+            lambda: numkeys("SINTERCARD", "set")[0] + maybe(0.4, "LIMIT", str(rnd.randint(0, 3))),
+            lambda: numkeys("ZINTERCARD", "zset")[0] + maybe(0.4, "LIMIT", str(rnd.randint(0, 3))),
+        ]
+    for _ in range(n):
+        yield rnd.choice(writers)() if rnd.random() < 0.4 else rnd.choice(crossers)()
+
+
+UNORDERED = {"SINTER", "SUNION", "SDIFF"}  # a set's reply has no order
+
+
+def same(cmd, a, b):
+    if cmd[0] in UNORDERED and isinstance(a, list) and isinstance(b, list):
+        return sorted(a) == sorted(b)
+    return a == b
+
+
+def raw(client):
+    """CLIENT with replies as the server sent them, not as redis-py reads
+    each command's (its GEORADIUS reader wants its own options)."""
+    client.response_callbacks.clear()
+    return client
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_stream_matches_one_redis(respgate, single, seed):
+    import random
+
+    from harness.cluster import REDIS_VERSION
+    from redis.crc import key_slot
+
+    for family, ks in FAMILIES.items():  # every family has keys on every master
+        assert {key_slot(k.encode()) * 3 // 16384 for k in ks} == {0, 1, 2}, family
+    rg, one = raw(respgate.client()), raw(single.client())
+    for c in (rg, one):
+        c.flushall()
+    rnd = random.Random(seed)
+    for n, cmd in enumerate(stream(rnd, 1000, REDIS_VERSION >= (7, 0))):
+        a, b = run(one, *cmd), run(rg, *cmd)
+        assert same(cmd, a, b), f"command {n}: {cmd}: one Redis {a!r}, respgate {b!r}"
+    rg, one = respgate.client(), single.client()
+    got, want = state(rg, POOL), state(one, POOL)
+    assert got == want
+    for k in POOL:
+        if want[k][1] == "set":
+            assert abs(rg.pttl(k) - one.pttl(k)) < 2000, k
+    assert rg.dbsize() == one.dbsize()
+    assert list(rg.scan_iter(match="*" + "respgate:tmp:*")) == []
+
+
+# ---- Spring Session's login ----
+
+def spring_session_login(c, old, new, user):
+    """What Spring Session's RedisIndexedSessionRepository sends when Spring
+    Security changes the session id at login (changeSessionId), after the
+    session was created: the session hash and its expiry key are RENAMEd
+    to the new id (a missing key's "no such key" is ignored), the minute's
+    expirations set and the principal index follow, and the session is
+    saved with its new attributes and TTLs."""
+    prefix = "spring:session:"
+    for kind in ("sessions:", "sessions:expires:"):
+        try:
+            c.rename(prefix + kind + old, prefix + kind + new)
+        except Exception as e:
+            assert "no such key" in str(e)
+    minute = prefix + "expirations:1733616000000"
+    c.srem(minute, "expires:" + old)
+    c.sadd(minute, "expires:" + new)
+    c.pexpire(minute, 2100 * 1000)
+    index = prefix + "index:org.springframework.session.FindByIndexNameSessionRepository.PRINCIPAL_NAME_INDEX_NAME:" + user
+    c.sadd(index, new)
+    c.hset(prefix + "sessions:" + new, mapping={"sessionAttr:SPRING_SECURITY_CONTEXT": b"\xac\xed\x00\x05ctx",
+                                                "lastAccessedTime": "1733616001000"})
+    c.pexpire(prefix + "sessions:" + new, 2100 * 1000)
+    c.pexpire(prefix + "sessions:expires:" + new, 1800 * 1000)
+
+
+def spring_session_create(c, sid):
+    prefix = "spring:session:"
+    c.hset(prefix + "sessions:" + sid, mapping={"creationTime": "1733616000000", "lastAccessedTime": "1733616000000",
+                                                "maxInactiveInterval": "1800", "sessionAttr:csrf": b"\x00token\xff"})
+    c.pexpire(prefix + "sessions:" + sid, 2100 * 1000)
+    c.set(prefix + "sessions:expires:" + sid, "", px=1800 * 1000)
+    c.sadd(prefix + "expirations:1733616000000", "expires:" + sid)
+
+
+def test_spring_session_login(respgate, single):
+    import uuid
+
+    from redis.crc import key_slot
+
+    rg, one = respgate.client(), single.client()
+    prefix = "spring:session:"
+    for n in range(20):
+        old, new = str(uuid.UUID(int=n * 7919 + 1)), str(uuid.UUID(int=n * 104729 + 2))
+        moved = [prefix + k for k in ("sessions:" + old, "sessions:" + new, "sessions:expires:" + old,
+                                      "sessions:expires:" + new)]
+        if n < 3:  # the case of the issue: each RENAME crosses slots
+            assert key_slot(moved[0].encode()) != key_slot(moved[1].encode())
+        for c in (rg, one):
+            spring_session_create(c, old)
+            c.pexpire(prefix + "sessions:" + old, 2000 * 1000)  # not what the save sets: a RENAME must keep it
+        for c in (rg, one):
+            # The client's own TTLs before the save, checked right after the RENAMEs.
+            c.rename(prefix + "sessions:" + old, prefix + "sessions:" + new)
+            assert 1999 * 1000 < c.pttl(prefix + "sessions:" + new) <= 2000 * 1000
+            c.rename(prefix + "sessions:" + new, prefix + "sessions:" + old)
+            spring_session_login(c, old, new, "alice")
+        assert state(rg, moved) == state(one, moved)
+        assert rg.exists(moved[0], moved[2]) == 0
+        assert rg.hget(moved[1], "sessionAttr:csrf") == b"\x00token\xff"
+        assert 2099 * 1000 < rg.pttl(moved[1]) <= 2100 * 1000
+        assert 1799 * 1000 < rg.pttl(moved[3]) <= 1800 * 1000
+    index = prefix + "index:org.springframework.session.FindByIndexNameSessionRepository.PRINCIPAL_NAME_INDEX_NAME:alice"
+    assert rg.smembers(index) == one.smembers(index)
+    minute = prefix + "expirations:1733616000000"
+    assert rg.smembers(minute) == one.smembers(minute)
+    assert list(rg.scan_iter(match="*" + "respgate:tmp:*")) == []
