@@ -254,8 +254,19 @@ OPS = {
 #   GATHER: the keys of other slots are copied into temporary keys of the
 #   first key's slot, and the command runs there on them;
 #   GATHER_LAST: the same in the last key's slot (SORT's and GEORADIUS's
-#   STORE destination comes after the source).
+#   STORE destination comes after the source);
+#   SMOVE, LMOVE, RPOPLPUSH: the source and the destination's type are
+#   checked, the member or element taken from the source and added to the
+#   destination (put back if that fails);
+#   MSETNX: EXISTS in each slot, then MSETNX in each;
+#   MPOP: each run of consecutive keys of one slot in turn, until one pops.
 CROSS = {
+    "smove": "CROSS_SMOVE",
+    "lmove": "CROSS_LMOVE",
+    "rpoplpush": "CROSS_RPOPLPUSH",
+    "msetnx": "CROSS_MSETNX",
+    "lmpop": "CROSS_MPOP",
+    "zmpop": "CROSS_MPOP",
     "rename": "CROSS_RENAME",
     "renamenx": "CROSS_RENAMENX",
     "copy": "CROSS_COPY",

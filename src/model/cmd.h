@@ -75,6 +75,11 @@ enum cmd_cross {
     CROSS_RENAME,      /* the first key's value copied onto the second, then deleted */
     CROSS_RENAMENX,    /* ... unless the second exists */
     CROSS_COPY,        /* copied, not deleted */
+    CROSS_SMOVE,       /* the member checked, taken from the first key, added to the second */
+    CROSS_LMOVE,       /* ... an element popped and pushed, at the ends given */
+    CROSS_RPOPLPUSH,   /* ... from the right, to the left */
+    CROSS_MSETNX,      /* EXISTS in each slot, then MSETNX in each */
+    CROSS_MPOP,        /* LMPOP, ZMPOP: each run of keys of one slot in turn, until one pops */
 };
 
 /* Which operation of a client's session or subscriptions a command is

@@ -1,25 +1,31 @@
 /*
  * cross: commands whose keys lie in several slots, see cross.h.
  *
- * A command goes through phases, each a batch of steps sent at once and
- * awaited together:
- *   GATHER  read    DUMP each key of another slot
- *           place   RESTORE each value found into a temporary key of the
- *                   run slot ("{tag}respgate:tmp:<pid>:<worker>:<n>:<i>")
- *           run     the client's command, its other slots' keys renamed to
- *                   their temporaries: its reply is the client's
- *           clean   DEL the temporaries
- *   MOVE    read    DUMP and PTTL the source
- *           place   RESTORE the destination (REPLACE for RENAME, or COPY's)
- *           clean   RENAME and RENAMENX: DEL the source
+ * A command goes through phases; each is a batch of steps sent at once,
+ * whose replies are kept by index until the last is in, when its family
+ * (a row of the table at the end, by enum cmd_cross) decides what comes
+ * next: another phase, or the client's reply.
+ *
+ *   gather    DUMP each key of another slot; RESTORE the values found into
+ *             temporary keys of the run slot ("{tag}respgate:tmp:<pid>:
+ *             <worker>:<n>:<i>"); run the client's command with those names
+ *             in place of the keys (its reply is the client's); DEL them.
+ *   copy      RENAME, RENAMENX, COPY: DUMP and PTTL the source; RESTORE the
+ *             destination; RENAME and RENAMENX then DEL the source.
+ *   pop       SMOVE, LMOVE, RPOPLPUSH: check the source and the
+ *             destination's type; take the member or element from the
+ *             source; add it to the destination, or put it back.
+ *   msetnx    EXISTS in each slot; then MSETNX in each.
+ *   mpop      LMPOP, ZMPOP: each run of keys in one slot, in the order of
+ *             the keys, until one pops.
  * A key found missing gets no temporary: the command then reads a key that
  * does not exist, as it would have read the original.
  *
  * Every step goes to its slot's master (a temporary is there, and a copy
  * must be of the latest value) and follows MOVED, ASK and a failover like
  * any request. A step that fails ends the command with its error, after
- * the temporaries placed so far are deleted; a source is deleted last, so
- * a failure never loses it.
+ * the temporaries placed so far are deleted; a source is deleted or taken
+ * from only once what it held is safe, or put back.
  */
 #include "path/cross.h"
 
@@ -36,6 +42,7 @@
 
 #include <event2/buffer.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,36 +53,57 @@
  * temporary key is given to be deleted by respgate before it expires. */
 #define TMP_TTL_SLACK_MS 10000
 #define HEAD_MAX 64
+/* Steps of one phase beyond one per key: copy's and pop's fixed ones. */
+#define EXTRA_STEPS 4
 
-enum phase { PHASE_READ = 0, PHASE_PLACE, PHASE_RUN, PHASE_CLEAN };
-
-/* A key of another slot than the run slot. */
+/* A key of another slot than the run slot (gather). */
 struct tmp {
     uint32_t arg;        /* its argument index in the client's frame */
     uint16_t slot;       /* where it lives */
     unsigned placed : 1; /* its temporary exists: deleted at the end */
-    struct req *dump;    /* READ..PLACE: its DUMP's reply, NULL if it is missing */
+};
+
+/* A run of keys (msetnx: of one slot; mpop: consecutive, of one slot). */
+struct group {
+    uint32_t first, n; /* in order[] */
+    uint16_t slot;
 };
 
 struct cross {
     struct req *client;       /* the request answered */
     const struct cmd_spec *cmd;
+    const struct family *family;
     struct resp_arg *argv;    /* the client's arguments, in client->buf */
     size_t argc;
+    uint8_t phase;            /* the family's, from 0 */
+    uint32_t pending;         /* steps out, plus one while a phase sends */
+    struct req **got;         /* [cap]: the replies of this phase's steps, by index */
+    size_t nsteps, cap;       /* steps sent in this phase */
+    unsigned oom : 1;         /* a step of this phase could not be made */
+    unsigned replace : 1;     /* copy: the destination may exist (RENAME, COPY REPLACE) */
+    unsigned from_left : 1;   /* pop (LMOVE): where the element is taken from */
+    unsigned to_left : 1;     /* ... and put */
+    struct req *kept;         /* gather: the command's reply; copy: the dump; pop: the element */
+    struct req *failed;       /* gather, pop: the error, answered once the data is put right */
+    long long ttl;            /* copy: the source's PTTL as RESTORE takes it */
+    /* gather */
     int32_t *tmp_of;          /* [argc]: the temporary an argument names, or -1 */
     struct tmp *tmps;
     size_t ntmps;
-    uint16_t run_slot;        /* GATHER: where the command runs */
-    uint8_t phase;            /* enum phase */
-    uint32_t pending;         /* steps out, plus one while a phase sends */
-    struct req *failed;       /* the first step that failed: its error is the reply */
-    struct req *ran;          /* GATHER: the command's step, its reply the client's */
-    long long pttl;           /* MOVE: the source's PTTL */
-    unsigned move : 1;        /* RENAME, RENAMENX, COPY */
-    unsigned replace : 1;     /* MOVE: the destination may exist (RENAME, COPY REPLACE) */
-    unsigned busy : 1;        /* MOVE: the destination existed */
+    uint16_t run_slot;        /* where the command runs */
     char name[96];            /* the temporaries' names up to their index */
     size_t name_len;
+    /* msetnx, mpop */
+    uint32_t *order;          /* argument indexes of the keys, grouped */
+    struct group *groups;
+    size_t ngroups, at;       /* mpop: the group tried now */
+    size_t nkeys;
+};
+
+/* A way of answering; NEXT runs when a phase's replies are all in. */
+struct family {
+    const char *(*start)(struct worker *w, struct cross *x, const size_t *keys, size_t nkeys);
+    void (*next)(struct worker *w, struct cross *x);
 };
 
 /* Temporaries made by this thread so far: no two commands share a name. */
@@ -84,7 +112,7 @@ static _Thread_local uint64_t tmp_serial;
 /* Commands whose first emulation was logged, by command id. */
 static atomic_uchar logged[CMD_ID_MAX];
 
-static void advance(struct worker *w, struct cross *x);
+/* ---- steps ---- */
 
 static void step_done(struct worker *w, struct req *s);
 
@@ -103,12 +131,62 @@ static void step_wrote(struct req *s, struct backend *b)
 
 static const struct req_sink step_sink = {.done = step_done, .wanted = step_wanted, .wrote = step_wrote};
 
-/* Appends "*N" to BUF; then each word or argument as a bulk string. */
-static void add_head(struct evbuffer *buf, size_t n)
+/* Starts phase PHASE of X: what the last one's steps answered is dropped. */
+static void begin(struct worker *w, struct cross *x, int phase)
 {
-    char head[RESP_HEAD_MAX];
-    evbuffer_add(buf, head, resp_head(head, '*', n));
+    for (size_t i = 0; i < x->nsteps; i++)
+        if (x->got[i]) {
+            req_free(w, x->got[i]);
+            x->got[i] = NULL;
+        }
+    x->phase = (uint8_t)phase;
+    x->nsteps = 0;
+    x->oom = 0;
+    x->pending = 1;
 }
+
+/* The next step of X's phase, to SLOT's master, with ARGC arguments
+ * to come in its frame; a write counts for WAIT as its client's. NULL
+ * (and X->oom) if out of memory. */
+static struct req *step(struct worker *w, struct cross *x, int slot, int write, size_t argc)
+{
+    struct req *s = x->nsteps < x->cap ? req_new(w, REQ_PART, &step_sink) : NULL;
+    if (s == NULL) {
+        x->oom = 1;
+        return NULL;
+    }
+    char head[RESP_HEAD_MAX];
+    evbuffer_add(s->buf, head, resp_head(head, '*', argc));
+    s->parent = x->client;
+    s->part = (uint16_t)x->nsteps++;
+    s->slot = (uint16_t)slot;
+    s->write = write != 0;
+    s->readonly = write == 0; /* a read is safe to send again after a lost connection */
+    s->master_only = 1;
+    x->pending++;
+    return s;
+}
+
+static void go(struct worker *w, struct req *s)
+{
+    route_send(w, s, s->slot);
+}
+
+/* The phase has sent its steps: if all are answered, on to the next. */
+static void sent(struct worker *w, struct cross *x)
+{
+    if (--x->pending == 0)
+        x->family->next(w, x);
+}
+
+static void step_done(struct worker *w, struct req *s)
+{
+    struct cross *x = s->parent->cross;
+    x->got[s->part] = s;
+    sent(w, x);
+}
+
+/* ---- frames ---- */
 
 static void add_word(struct evbuffer *buf, const char *word)
 {
@@ -127,6 +205,162 @@ static void add_arg(struct evbuffer *buf, const struct cross *x, size_t i)
     resp_add_arg(buf, x->client->buf, &x->argv[i]);
 }
 
+/* Argument I's slot. */
+static int slot_at(const struct cross *x, size_t i)
+{
+    return (int)slot_of_arg(x->client->buf, &x->argv[i]);
+}
+
+/* Sends "VERB key" for the key at argument ARG, to its slot. */
+static void send_on_key(struct worker *w, struct cross *x, const char *verb, size_t arg, int write)
+{
+    struct req *s = step(w, x, slot_at(x, arg), write, 2);
+    if (s) {
+        add_word(s->buf, verb);
+        add_arg(s->buf, x, arg);
+        go(w, s);
+    }
+}
+
+/* ---- replies ---- */
+
+/* The type byte of step I's reply; 0 if there is none (out of memory). */
+static char type_of(const struct cross *x, size_t i)
+{
+    char t = 0;
+    if (i < x->nsteps && x->got[i])
+        evbuffer_copyout(x->got[i]->reply, &t, 1);
+    return t;
+}
+
+static int starts(const struct cross *x, size_t i, const char *start)
+{
+    char head[HEAD_MAX];
+    if (i >= x->nsteps || x->got[i] == NULL)
+        return 0;
+    size_t n = evbuffer_copyout(x->got[i]->reply, head, sizeof(head) - 1);
+    head[n] = '\0';
+    return strncmp(head, start, strlen(start)) == 0;
+}
+
+/* Step I's integer reply, or -1 if it is none. */
+static int integer_of(const struct cross *x, size_t i, long long *v)
+{
+    char head[HEAD_MAX], *end;
+    if (type_of(x, i) != ':')
+        return -1;
+    size_t n = evbuffer_copyout(x->got[i]->reply, head, sizeof(head) - 1);
+    head[n] = '\0';
+    *v = strtoll(head + 1, &end, 10);
+    return end == head + 1 || *end != '\r' ? -1 : 0;
+}
+
+static int is_nil(const struct cross *x, size_t i)
+{
+    return starts(x, i, "$-1\r") || starts(x, i, "*-1\r") || starts(x, i, "_\r");
+}
+
+/* Whether step I failed: an error, or never sent (out of memory). */
+static int failed(const struct cross *x, size_t i)
+{
+    char t = type_of(x, i);
+    return t == '-' || t == 0;
+}
+
+/* Step I's reply, taken out of the phase's. */
+static struct req *take(struct cross *x, size_t i)
+{
+    struct req *s = x->got[i];
+    x->got[i] = NULL;
+    return s;
+}
+
+static void cross_free(struct worker *w, struct cross *x)
+{
+    begin(w, x, 0);
+    if (x->kept)
+        req_free(w, x->kept);
+    if (x->failed)
+        req_free(w, x->failed);
+    free(x->got);
+    free(x->argv);
+    free(x->tmp_of);
+    free(x->tmps);
+    free(x->order);
+    free(x->groups);
+    free(x);
+}
+
+/* The client's reply is written: it gets it, and X goes. */
+static void finish(struct worker *w, struct cross *x)
+{
+    struct req *p = x->client;
+    p->cross = NULL;
+    cross_free(w, x);
+    req_complete(w, p);
+}
+
+/* Answers S's reply (or, S NULL, out of memory). */
+static void finish_with(struct worker *w, struct cross *x, struct req *s)
+{
+    if (s)
+        evbuffer_add_buffer(x->client->reply, s->reply);
+    else
+        resp_add_error(x->client->reply, "%s", REQ_OUT_OF_MEMORY);
+    finish(w, x);
+}
+
+/* Answers step I's reply. */
+static void finish_with_step(struct worker *w, struct cross *x, size_t i)
+{
+    finish_with(w, x, i < x->nsteps ? x->got[i] : NULL);
+}
+
+static void finish_text(struct worker *w, struct cross *x, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void finish_text(struct worker *w, struct cross *x, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    resp_add_verror(x->client->reply, fmt, ap);
+    va_end(ap);
+    finish(w, x);
+}
+
+static void finish_nil(struct worker *w, struct cross *x)
+{
+    resp_add_nil(x->client->reply, x->client->resp3 ? 3 : 2);
+    finish(w, x);
+}
+
+static void finish_integer(struct worker *w, struct cross *x, long long v)
+{
+    evbuffer_add_printf(x->client->reply, ":%lld\r\n", v);
+    finish(w, x);
+}
+
+/* The first line of step I's reply without its type byte, for a message. */
+static const char *line_of(const struct cross *x, size_t i, char *line, size_t cap)
+{
+    if (i >= x->nsteps || x->got[i] == NULL)
+        return REQ_OUT_OF_MEMORY;
+    resp_first_line(x->got[i]->reply, evbuffer_get_length(x->got[i]->reply), line, cap);
+    return line[0] ? line + 1 : line;
+}
+
+/* ---- gather ---- */
+
+/* Whether R (a DUMP's reply) holds a value: a bulk string, not a nil. */
+static int has_payload(const struct req *r)
+{
+    char head[4] = {0};
+    if (r == NULL)
+        return 0;
+    evbuffer_copyout(r->reply, head, 3);
+    return head[0] == '$' && head[1] != '-';
+}
+
+enum { GATHER_READ, GATHER_PLACE, GATHER_RUN, GATHER_CLEAN };
+
 static void add_tmp_name(struct evbuffer *buf, const struct cross *x, size_t t)
 {
     char name[sizeof(x->name) + 24];
@@ -134,354 +368,163 @@ static void add_tmp_name(struct evbuffer *buf, const struct cross *x, size_t t)
     resp_add_bulk(buf, name, (size_t)n);
 }
 
-/* A step of X to SLOT's master, its INDEXth in the phase, pending. A write
- * counts for WAIT as its client's. NULL if out of memory. */
-static struct req *new_step(struct worker *w, struct cross *x, size_t index, int slot, int write)
+/* The temporaries' names for X, in slot SLOT: unique to this process,
+ * worker and command. */
+static int name_tmps(struct worker *w, struct cross *x, unsigned slot)
 {
-    struct req *s = req_new(w, REQ_PART, &step_sink);
-    if (s == NULL)
-        return NULL;
-    s->parent = x->client;
-    s->part = (uint16_t)index;
-    s->slot = (uint16_t)slot;
-    s->write = write != 0;
-    s->readonly = write == 0; /* a read is safe to send again after a lost connection */
-    s->master_only = 1;
-    x->pending++;
-    return s;
+    int n = snprintf(x->name, sizeof(x->name), "{%s}" CROSS_TMP_PREFIX "%ld:%d:%" PRIu64 ":", slot_tag(slot),
+                     (long)getpid(), w->id, ++tmp_serial);
+    x->name_len = n > 0 && (size_t)n < sizeof(x->name) ? (size_t)n : 0;
+    return x->name_len ? 0 : -1;
 }
 
-static void fail_oom(struct cross *x)
+/* The keys of other slots than the run slot, each its own temporary (a key
+ * named twice is copied twice, and reads the same); then their DUMPs. */
+static const char *gather_start(struct worker *w, struct cross *x, const size_t *keys, size_t nkeys)
 {
-    if (x->failed == NULL)
-        x->failed = x->client; /* its reply is written at the end */
+    x->run_slot = (uint16_t)slot_at(x, keys[x->cmd->cross == CROSS_GATHER_LAST ? nkeys - 1 : 0]);
+    x->tmps = calloc(nkeys, sizeof(*x->tmps));
+    x->tmp_of = malloc(x->argc * sizeof(*x->tmp_of));
+    if (x->tmps == NULL || x->tmp_of == NULL || name_tmps(w, x, x->run_slot) < 0)
+        return REQ_OUT_OF_MEMORY;
+    for (size_t i = 0; i < x->argc; i++)
+        x->tmp_of[i] = -1;
+    for (size_t k = 0; k < nkeys; k++) {
+        int slot = slot_at(x, keys[k]);
+        if (slot == x->run_slot)
+            continue;
+        x->tmp_of[keys[k]] = (int32_t)x->ntmps;
+        x->tmps[x->ntmps].arg = (uint32_t)keys[k];
+        x->tmps[x->ntmps].slot = (uint16_t)slot;
+        x->ntmps++;
+    }
+    begin(w, x, GATHER_READ);
+    for (size_t t = 0; t < x->ntmps; t++)
+        send_on_key(w, x, "DUMP", x->tmps[t].arg, 0);
+    sent(w, x);
+    return NULL;
 }
 
-/* One pending count of X is done: the last one ends the phase. */
-static void release(struct worker *w, struct cross *x)
+/* RESTOREs each value found (step T's DUMP) into temporary T. */
+static void gather_place(struct worker *w, struct cross *x)
 {
-    if (--x->pending == 0)
-        advance(w, x);
-}
-
-static int reply_is(const struct req *s, const char *start)
-{
-    char head[HEAD_MAX];
-    size_t n = evbuffer_copyout(s->reply, head, sizeof(head) - 1);
-    head[n] = '\0';
-    return strncmp(head, start, strlen(start)) == 0;
-}
-
-static char reply_type(const struct req *s)
-{
-    char t = 0;
-    evbuffer_copyout(s->reply, &t, 1);
-    return t;
-}
-
-/* The integer reply of S, or -1 if it is none. */
-static int reply_integer(const struct req *s, long long *v)
-{
-    char head[HEAD_MAX], *end;
-    size_t n = evbuffer_copyout(s->reply, head, sizeof(head) - 1);
-    head[n] = '\0';
-    if (head[0] != ':')
-        return -1;
-    *v = strtoll(head + 1, &end, 10);
-    return end == head + 1 || *end != '\r' ? -1 : 0;
-}
-
-/* ---- the steps ---- */
-
-/* DUMP the key at argument ARG of X, the INDEXth step, to SLOT. */
-static void send_dump(struct worker *w, struct cross *x, size_t index, size_t arg, int slot, const char *verb)
-{
-    struct req *s = new_step(w, x, index, slot, 0);
-    if (s == NULL) {
-        fail_oom(x);
+    long long ttl = (long long)(2 * shared_failover_wait_ms(w->shared, w->conf) + TMP_TTL_SLACK_MS);
+    struct req **dumps = x->got;
+    size_t n = x->nsteps;
+    x->got = calloc(x->cap, sizeof(*x->got));
+    if (x->got == NULL) {
+        x->got = dumps;
+        finish_with(w, x, NULL);
         return;
     }
-    add_head(s->buf, 2);
-    add_word(s->buf, verb);
-    add_arg(s->buf, x, arg);
-    route_send(w, s, slot);
-}
-
-static void read_sources(struct worker *w, struct cross *x)
-{
-    x->phase = PHASE_READ;
-    x->pending = 1;
-    if (x->move) {
-        int slot = (int)slot_of_arg(x->client->buf, &x->argv[1]);
-        send_dump(w, x, 0, 1, slot, "DUMP");
-        send_dump(w, x, 1, 1, slot, "PTTL");
-    } else {
-        for (size_t t = 0; t < x->ntmps && x->failed == NULL; t++)
-            send_dump(w, x, t, x->tmps[t].arg, x->tmps[t].slot, "DUMP");
+    begin(w, x, GATHER_PLACE);
+    for (size_t t = 0; t < n; t++) {
+        struct req *dump = dumps[t], *s = has_payload(dump) ? step(w, x, x->run_slot, 1, 4) : NULL;
+        if (s) {
+            add_word(s->buf, "RESTORE");
+            add_tmp_name(s->buf, x, t);
+            add_number(s->buf, ttl);
+            evbuffer_add_buffer(s->buf, dump->reply); /* a bulk reply is the bulk argument, as it is */
+            x->tmps[t].placed = 1; /* deleted at the end even if RESTORE fails: it may have run */
+            go(w, s);
+        }
+        if (dump)
+            req_free(w, dump);
     }
-    release(w, x);
-}
-
-/* RESTORE KEY_ARG (or temporary T, KEY_ARG < 0) TTL with the payload
- * of temporary T's DUMP (which goes), REPLACE if asked. */
-static void send_restore(struct worker *w, struct cross *x, size_t index, int slot, long key_arg, size_t t,
-                         long long ttl, int replace)
-{
-    struct req *dump = x->tmps[t].dump, *s = new_step(w, x, index, slot, 1);
-    x->tmps[t].dump = NULL;
-    if (s == NULL) {
-        req_free(w, dump);
-        fail_oom(x);
-        return;
-    }
-    add_head(s->buf, replace ? 5 : 4);
-    add_word(s->buf, "RESTORE");
-    if (key_arg >= 0)
-        add_arg(s->buf, x, (size_t)key_arg);
-    else
-        add_tmp_name(s->buf, x, t);
-    add_number(s->buf, ttl);
-    evbuffer_add_buffer(s->buf, dump->reply); /* a bulk reply is the bulk argument, as it is */
-    req_free(w, dump);
-    if (replace)
-        add_word(s->buf, "REPLACE");
-    route_send(w, s, slot);
-}
-
-static void place(struct worker *w, struct cross *x)
-{
-    x->phase = PHASE_PLACE;
-    x->pending = 1;
-    if (x->move) {
-        /* PTTL: -1 no TTL (RESTORE's 0), and 0 is "expires now", not "never". */
-        long long ttl = x->pttl < 0 ? 0 : x->pttl == 0 ? 1 : x->pttl;
-        int slot = (int)slot_of_arg(x->client->buf, &x->argv[2]);
-        send_restore(w, x, 0, slot, 2, 0, ttl, x->replace);
-    } else {
-        long long ttl = (long long)(2 * shared_failover_wait_ms(w->shared, w->conf) + TMP_TTL_SLACK_MS);
-        for (size_t t = 0; t < x->ntmps && x->failed == NULL; t++)
-            if (x->tmps[t].dump)
-                send_restore(w, x, t, x->run_slot, -1, t, ttl, 0);
-    }
-    release(w, x);
+    free(dumps);
+    sent(w, x);
 }
 
 /* The client's command in the run slot, each key of another slot renamed
  * to its temporary; in the client's protocol, its reply is the client's. */
-static void run(struct worker *w, struct cross *x)
+static void gather_run(struct worker *w, struct cross *x)
 {
-    x->phase = PHASE_RUN;
-    x->pending = 1;
-    struct req *s = new_step(w, x, 0, x->run_slot, (x->cmd->flags & CMDF_WRITE) != 0);
-    if (s == NULL) {
-        fail_oom(x);
-    } else {
+    begin(w, x, GATHER_RUN);
+    struct req *s = step(w, x, x->run_slot, (x->cmd->flags & CMDF_WRITE) != 0, x->argc);
+    if (s) {
         s->resp3 = x->client->resp3;
-        add_head(s->buf, x->argc);
         for (size_t i = 0; i < x->argc; i++)
             if (x->tmp_of[i] >= 0)
                 add_tmp_name(s->buf, x, (size_t)x->tmp_of[i]);
             else
                 add_arg(s->buf, x, i);
-        route_send(w, s, x->run_slot);
+        go(w, s);
     }
-    release(w, x);
+    sent(w, x);
 }
 
-/* GATHER: DEL the temporaries placed. MOVE: DEL the source. */
-static void clean(struct worker *w, struct cross *x)
+static void gather_clean(struct worker *w, struct cross *x)
 {
-    x->phase = PHASE_CLEAN;
-    x->pending = 1;
     size_t n = 0;
     for (size_t t = 0; t < x->ntmps; t++)
         n += x->tmps[t].placed;
-    int move = x->move;
-    int slot = move ? (int)slot_of_arg(x->client->buf, &x->argv[1]) : x->run_slot;
-    struct req *s = n || move ? new_step(w, x, 0, slot, 1) : NULL;
+    begin(w, x, GATHER_CLEAN);
+    struct req *s = n ? step(w, x, x->run_slot, 1, 1 + n) : NULL;
     if (s) {
-        add_head(s->buf, 1 + (move ? 1 : n));
         add_word(s->buf, "DEL");
-        if (move)
-            add_arg(s->buf, x, 1);
-        for (size_t t = 0; t < x->ntmps && !move; t++)
+        for (size_t t = 0; t < x->ntmps; t++)
             if (x->tmps[t].placed)
                 add_tmp_name(s->buf, x, t);
-        route_send(w, s, slot);
-    } else if (n || move) {
-        fail_oom(x);
+        go(w, s);
     }
-    release(w, x);
+    sent(w, x);
 }
 
-/* ---- the end ---- */
-
-static void cross_free(struct worker *w, struct cross *x)
+static void gather_next(struct worker *w, struct cross *x)
 {
-    for (size_t t = 0; t < x->ntmps; t++)
-        if (x->tmps[t].dump)
-            req_free(w, x->tmps[t].dump);
-    if (x->failed && x->failed != x->client)
-        req_free(w, x->failed);
-    if (x->ran)
-        req_free(w, x->ran);
-    free(x->argv);
-    free(x->tmp_of);
-    free(x->tmps);
-    free(x);
-}
-
-/* MOVE's own reply, once it is done: it ends after READ only when the
- * source is missing. */
-static void move_reply(struct cross *x, struct evbuffer *out)
-{
-    if (x->phase == PHASE_READ && x->cmd->cross != CROSS_COPY) {
-        resp_add_error(out, "ERR no such key");
-    } else if (x->phase == PHASE_READ) {
-        evbuffer_add(out, ":0\r\n", 4);
-    } else if (x->cmd->cross == CROSS_RENAME) {
-        resp_add_status(out, "OK");
-    } else {
-        evbuffer_add(out, x->busy ? ":0\r\n" : ":1\r\n", 4);
-    }
-}
-
-static void finish(struct worker *w, struct cross *x)
-{
-    struct req *p = x->client;
-    evbuffer_drain(p->reply, evbuffer_get_length(p->reply));
-    if (x->ran)
-        evbuffer_add_buffer(p->reply, x->ran->reply);
-    else if (x->failed == p)
-        resp_add_error(p->reply, "%s", REQ_OUT_OF_MEMORY);
-    else if (x->failed)
-        evbuffer_add_buffer(p->reply, x->failed->reply);
-    else
-        move_reply(x, p->reply);
-    p->cross = NULL;
-    cross_free(w, x);
-    req_complete(w, p);
-}
-
-/* The steps of the phase are all answered: on to the next, or the end. */
-static void advance(struct worker *w, struct cross *x)
-{
-    int move = x->move;
+    size_t i = 0;
     switch (x->phase) {
-    case PHASE_READ:
-        if (move && x->pttl == -2 && x->tmps[0].dump) { /* gone between DUMP and PTTL */
-            req_free(w, x->tmps[0].dump);
-            x->tmps[0].dump = NULL;
+    case GATHER_READ: /* a missing key's DUMP is a nil: no temporary */
+        while (i < x->nsteps && !failed(x, i))
+            i++;
+        if (i < x->nsteps || x->oom)
+            finish_with(w, x, i < x->nsteps ? x->got[i] : NULL);
+        else
+            gather_place(w, x);
+        return;
+    case GATHER_PLACE:
+        while (i < x->nsteps && !failed(x, i))
+            i++;
+        if (i < x->nsteps || x->oom) {
+            x->failed = i < x->nsteps ? take(x, i) : NULL;
+            x->oom |= x->failed == NULL;
+            gather_clean(w, x);
+        } else {
+            gather_run(w, x);
         }
-        if (x->failed || (move && x->tmps[0].dump == NULL))
-            finish(w, x);
-        else
-            place(w, x);
         return;
-    case PHASE_PLACE:
-        if (move && (x->failed || x->busy || x->cmd->cross == CROSS_COPY))
-            finish(w, x);
-        else if (move || x->failed)
-            clean(w, x); /* the source; or the temporaries placed before the failure */
-        else
-            run(w, x);
-        return;
-    case PHASE_RUN:
-        clean(w, x);
+    case GATHER_RUN:
+        x->kept = x->oom ? NULL : take(x, 0);
+        gather_clean(w, x);
         return;
     default:
-        finish(w, x);
-        return;
-    }
-}
-
-/* S failed: its error is the reply, the first one's only, in Redis's
- * words where one server never fails so. Returns 1 if X keeps S. */
-static int note_failure(struct cross *x, struct req *s)
-{
-    if (x->failed)
-        return 0;
-    x->failed = s;
-    if (x->phase == PHASE_CLEAN && x->move) {
-        char line[320];
-        resp_first_line(s->reply, evbuffer_get_length(s->reply), line, sizeof(line));
-        evbuffer_drain(s->reply, evbuffer_get_length(s->reply));
-        resp_add_error(s->reply,
-                       "ERR respgate: %s copied the source to the destination in another slot, but could not "
-                       "delete the source: %s",
-                       x->cmd->name, line[0] == '-' ? line + 1 : line);
-    }
-    return 1;
-}
-
-/* What step S's reply means in X's phase. Returns 1 if X keeps S. */
-static int take(struct worker *w, struct cross *x, struct req *s)
-{
-    char type = reply_type(s);
-    int move = x->move;
-    switch (x->phase) {
-    case PHASE_READ:
-        if (type == '-') {
-            return note_failure(x, s);
-        }
-        if (move && s->part == 1) {
-            if (reply_integer(s, &x->pttl) < 0)
-                x->pttl = -1;
-            return 0;
-        }
-        if (type != '$' || reply_is(s, "$-1"))
-            return 0;
-        x->tmps[s->part].dump = s;
-        return 1;
-    case PHASE_PLACE:
-        if (type != '-') {
-            x->tmps[s->part].placed = !move;
-            return 0;
-        }
-        if (move && !x->replace && reply_is(s, "-BUSYKEY")) {
-            x->busy = 1;
-            return 0;
-        }
-        return note_failure(x, s);
-    case PHASE_RUN:
-        x->ran = s;
-        return 1;
-    default:
-        if (type == '-' && move) {
-            return note_failure(x, s);
-        }
-        if (type == '-') {
+        if (x->nsteps && failed(x, 0)) {
             char line[320];
-            resp_first_line(s->reply, evbuffer_get_length(s->reply), line, sizeof(line));
             log_warning("%s across slots: the temporary keys in slot %u were not deleted (they expire): %s",
-                        x->cmd->name, x->run_slot, line);
+                        x->cmd->name, x->run_slot, line_of(x, 0, line, sizeof(line)));
         }
-        return 0;
+        finish_with(w, x, x->kept ? x->kept : x->failed);
+        return;
     }
 }
 
-static void step_done(struct worker *w, struct req *s)
-{
-    struct cross *x = s->parent->cross;
-    if (take(w, x, s) == 0)
-        req_free(w, s);
-    release(w, x);
-}
+/* ---- copy: RENAME, RENAMENX, COPY ---- */
 
-/* ---- the start ---- */
+enum { COPY_READ, COPY_WRITE, COPY_DELETE };
 
 /* COPY's options, checked as a node checks them before it reads a key: a
  * database a node has (16 by default) but cluster mode forbids is refused
  * in the node's words. Returns NULL, or the error. */
-static const char *copy_options(struct cross *x, const struct resp_req *q)
+static const char *copy_options(struct cross *x)
 {
     int other_db = 0;
-    for (size_t i = 3; i < q->argc; i++) {
+    struct resp_req q = {.argv = x->argv, .argc = x->argc};
+    for (size_t i = 3; i < x->argc; i++) {
         long long db;
-        if (resp_arg_is(x->client->buf, q, i, "REPLACE")) {
+        if (resp_arg_is(x->client->buf, &q, i, "REPLACE")) {
             x->replace = 1;
-        } else if (resp_arg_is(x->client->buf, q, i, "DB") && i + 1 < q->argc) {
-            if (resp_arg_ll(x->client->buf, q, ++i, INT32_MIN, INT32_MAX, &db) < 0)
+        } else if (resp_arg_is(x->client->buf, &q, i, "DB") && i + 1 < x->argc) {
+            if (resp_arg_ll(x->client->buf, &q, ++i, INT32_MIN, INT32_MAX, &db) < 0)
                 return RESP_NOT_INTEGER;
             if (db < 0 || db >= 16)
                 return "ERR DB index is out of range";
@@ -493,34 +536,414 @@ static const char *copy_options(struct cross *x, const struct resp_req *q)
     return other_db ? "ERR Copying to another database is not allowed in cluster mode" : NULL;
 }
 
-/* The temporaries' names for X, in slot SLOT: unique to this process,
- * worker and command. */
-static void name_tmps(struct worker *w, struct cross *x, unsigned slot)
+static const char *copy_start(struct worker *w, struct cross *x, const size_t *keys, size_t nkeys)
 {
-    int n = snprintf(x->name, sizeof(x->name), "{%s}" CROSS_TMP_PREFIX "%ld:%d:%" PRIu64 ":", slot_tag(slot),
-                     (long)getpid(), w->id, ++tmp_serial);
-    x->name_len = n > 0 && (size_t)n < sizeof(x->name) ? (size_t)n : 0;
+    (void)keys;
+    (void)nkeys;
+    x->replace = x->cmd->cross == CROSS_RENAME;
+    const char *err = x->cmd->cross == CROSS_COPY ? copy_options(x) : NULL;
+    if (err)
+        return err;
+    begin(w, x, COPY_READ);
+    send_on_key(w, x, "DUMP", 1, 0);
+    send_on_key(w, x, "PTTL", 1, 0);
+    sent(w, x);
+    return NULL;
 }
 
-/* The keys of other slots than the run slot, each its own temporary (a key
- * named twice is copied twice, and reads the same). Returns 0, or -1 if
- * out of memory. */
-static int plan_tmps(struct cross *x, const size_t *keys, size_t nkeys)
+/* What RENAME, RENAMENX or COPY answers when it did (DONE) or did not. */
+static void copy_answer(struct worker *w, struct cross *x, int done)
 {
-    x->tmps = calloc(nkeys, sizeof(*x->tmps));
-    if (x->tmps == NULL)
-        return -1;
-    for (size_t k = 0; k < nkeys; k++) {
-        unsigned slot = slot_of_arg(x->client->buf, &x->argv[keys[k]]);
-        if (slot == x->run_slot || keys[k] >= x->argc)
-            continue;
-        x->tmp_of[keys[k]] = (int32_t)x->ntmps;
-        x->tmps[x->ntmps].arg = (uint32_t)keys[k];
-        x->tmps[x->ntmps].slot = (uint16_t)slot;
-        x->ntmps++;
+    if (x->cmd->cross == CROSS_RENAME)
+        resp_add_status(x->client->reply, "OK");
+    else
+        evbuffer_add(x->client->reply, done ? ":1\r\n" : ":0\r\n", 4);
+    finish(w, x);
+}
+
+static void copy_next(struct worker *w, struct cross *x)
+{
+    long long pttl = -1;
+    char line[320];
+    switch (x->phase) {
+    case COPY_READ:
+        if (failed(x, 0) || failed(x, 1)) {
+            finish_with_step(w, x, failed(x, 0) ? 0 : 1);
+        } else if (!has_payload(x->got[0]) || (integer_of(x, 1, &pttl) == 0 && pttl == -2)) {
+            if (x->cmd->cross == CROSS_COPY)
+                finish_integer(w, x, 0);
+            else
+                finish_text(w, x, "ERR no such key");
+        } else {
+            /* PTTL: -1 no TTL (RESTORE's 0), and 0 is "expires now", not "never". */
+            x->ttl = pttl < 0 ? 0 : pttl == 0 ? 1 : pttl;
+            x->kept = take(x, 0);
+            begin(w, x, COPY_WRITE);
+            struct req *s = step(w, x, slot_at(x, 2), 1, x->replace ? 5 : 4);
+            if (s) {
+                add_word(s->buf, "RESTORE");
+                add_arg(s->buf, x, 2);
+                add_number(s->buf, x->ttl);
+                evbuffer_add_buffer(s->buf, x->kept->reply);
+                if (x->replace)
+                    add_word(s->buf, "REPLACE");
+                go(w, s);
+            }
+            sent(w, x);
+        }
+        return;
+    case COPY_WRITE:
+        if (!x->replace && starts(x, 0, "-BUSYKEY")) {
+            copy_answer(w, x, 0);
+        } else if (failed(x, 0)) {
+            finish_with_step(w, x, 0);
+        } else if (x->cmd->cross == CROSS_COPY) {
+            copy_answer(w, x, 1);
+        } else {
+            begin(w, x, COPY_DELETE); /* only now: the destination holds the value */
+            send_on_key(w, x, "DEL", 1, 1);
+            sent(w, x);
+        }
+        return;
+    default:
+        if (failed(x, 0))
+            finish_text(w, x,
+                        "ERR respgate: %s copied the source to the destination in another slot, but could not "
+                        "delete the source: %s",
+                        x->cmd->name, line_of(x, 0, line, sizeof(line)));
+        else
+            copy_answer(w, x, 1);
+        return;
     }
+}
+
+/* ---- pop: SMOVE, LMOVE, RPOPLPUSH ---- */
+
+enum { POP_CHECK, POP_TAKE, POP_PUT, POP_BACK };
+
+/* Appends a copy of SRC to DST. */
+static void add_copy(struct evbuffer *dst, struct evbuffer *src)
+{
+    struct evbuffer_iovec v[8];
+    struct evbuffer_ptr at;
+    evbuffer_ptr_set(src, &at, 0, EVBUFFER_PTR_SET);
+    size_t left = evbuffer_get_length(src);
+    while (left) {
+        int n = evbuffer_peek(src, (ev_ssize_t)left, &at, v, 8);
+        for (int i = 0; i < n && i < 8 && left; i++) {
+            size_t take_n = v[i].iov_len < left ? v[i].iov_len : left;
+            evbuffer_add(dst, v[i].iov_base, take_n);
+            left -= take_n;
+            evbuffer_ptr_set(src, &at, take_n, EVBUFFER_PTR_ADD);
+        }
+        if (n <= 0)
+            break;
+    }
+}
+
+static int is_smove(const struct cross *x)
+{
+    return x->cmd->cross == CROSS_SMOVE;
+}
+
+/* LMOVE's LEFT or RIGHT at argument I into *LEFT. Returns 0, or -1. */
+static int where(struct cross *x, size_t i, int *left)
+{
+    struct resp_req q = {.argv = x->argv, .argc = x->argc};
+    *left = resp_arg_is(x->client->buf, &q, i, "LEFT");
+    return *left || resp_arg_is(x->client->buf, &q, i, "RIGHT") ? 0 : -1;
+}
+
+static const char *pop_start(struct worker *w, struct cross *x, const size_t *keys, size_t nkeys)
+{
+    (void)keys;
+    (void)nkeys;
+    int from_left = 0, to_left = 1;
+    if (x->cmd->cross == CROSS_LMOVE && (where(x, 3, &from_left) < 0 || where(x, 4, &to_left) < 0))
+        return "ERR syntax error";
+    x->from_left = from_left != 0;
+    x->to_left = to_left != 0;
+    begin(w, x, POP_CHECK);
+    if (is_smove(x)) {
+        send_on_key(w, x, "EXISTS", 1, 0);
+        struct req *s = step(w, x, slot_at(x, 1), 0, 3);
+        if (s) {
+            add_word(s->buf, "SISMEMBER");
+            add_arg(s->buf, x, 1);
+            add_arg(s->buf, x, 3);
+            go(w, s);
+        }
+    } else {
+        send_on_key(w, x, "LLEN", 1, 0);
+    }
+    send_on_key(w, x, "TYPE", 2, 0);
+    sent(w, x);
+    return NULL;
+}
+
+/* Adds the member, or pushes the element (X->kept), to the key at ARG. */
+static void pop_add(struct worker *w, struct cross *x, size_t arg, int left)
+{
+    struct req *s = step(w, x, slot_at(x, arg), 1, 3);
+    if (s == NULL)
+        return;
+    add_word(s->buf, is_smove(x) ? "SADD" : left ? "LPUSH" : "RPUSH");
+    add_arg(s->buf, x, arg);
+    if (is_smove(x))
+        add_arg(s->buf, x, 3);
+    else
+        add_copy(s->buf, x->kept->reply); /* a bulk reply is the bulk argument */
+    go(w, s);
+}
+
+/* CHECK: in Redis's order, a missing source answers 0 (nil) before any
+ * type is checked, and an empty list is a missing one. */
+static void pop_check(struct worker *w, struct cross *x)
+{
+    size_t type_at = is_smove(x) ? 2 : 1;
+    long long n = 0;
+    if (failed(x, 0)) {
+        finish_with_step(w, x, 0);
+    } else if (integer_of(x, 0, &n) < 0 || n == 0) {
+        if (is_smove(x))
+            finish_integer(w, x, 0);
+        else
+            finish_nil(w, x);
+    } else if (is_smove(x) && failed(x, 1)) {
+        finish_with_step(w, x, 1);
+    } else if (failed(x, type_at)) {
+        finish_with_step(w, x, type_at);
+    } else if (!starts(x, type_at, "+none\r") && !starts(x, type_at, is_smove(x) ? "+set\r" : "+list\r")) {
+        finish_text(w, x, "WRONGTYPE Operation against a key holding the wrong kind of value");
+    } else if (is_smove(x) && (integer_of(x, 1, &n) < 0 || n == 0)) {
+        finish_integer(w, x, 0);
+    } else {
+        begin(w, x, POP_TAKE);
+        struct req *s = step(w, x, slot_at(x, 1), 1, is_smove(x) ? 3 : 2);
+        if (s) {
+            add_word(s->buf, is_smove(x) ? "SREM" : x->from_left ? "LPOP" : "RPOP");
+            add_arg(s->buf, x, 1);
+            if (is_smove(x))
+                add_arg(s->buf, x, 3);
+            go(w, s);
+        }
+        sent(w, x);
+    }
+}
+
+static void pop_next(struct worker *w, struct cross *x)
+{
+    long long n = 0;
+    char put[320], back[320];
+    switch (x->phase) {
+    case POP_CHECK:
+        pop_check(w, x);
+        return;
+    case POP_TAKE: /* another client may have taken it first */
+        if (failed(x, 0))
+            finish_with_step(w, x, 0);
+        else if (is_smove(x) && (integer_of(x, 0, &n) < 0 || n == 0))
+            finish_integer(w, x, 0);
+        else if (!is_smove(x) && is_nil(x, 0))
+            finish_nil(w, x);
+        else {
+            x->kept = take(x, 0);
+            begin(w, x, POP_PUT);
+            pop_add(w, x, 2, x->to_left);
+            sent(w, x);
+        }
+        return;
+    case POP_PUT:
+        if (!failed(x, 0)) {
+            if (is_smove(x))
+                finish_integer(w, x, 1);
+            else
+                finish_with(w, x, x->kept);
+            return;
+        }
+        x->failed = x->oom ? NULL : take(x, 0);
+        begin(w, x, POP_BACK); /* where it came from, at the same end */
+        pop_add(w, x, 1, x->from_left);
+        sent(w, x);
+        return;
+    default:
+        if (!failed(x, 0)) {
+            finish_with(w, x, x->failed); /* as it was: the destination's error is the answer */
+            return;
+        }
+        if (x->failed)
+            resp_first_line(x->failed->reply, evbuffer_get_length(x->failed->reply), put, sizeof(put));
+        finish_text(w, x,
+                    "ERR respgate: %s took the %s from the source but could neither add it to the destination "
+                    "(%s) nor put it back (%s)",
+                    x->cmd->name, is_smove(x) ? "member" : "element",
+                    x->failed ? put + (put[0] != 0) : REQ_OUT_OF_MEMORY, line_of(x, 0, back, sizeof(back)));
+        return;
+    }
+}
+
+/* ---- msetnx, mpop: keys in groups by slot ---- */
+
+/* Groups X's NKEYS keys into X->groups: runs of consecutive keys of one
+ * slot (CONSECUTIVE), or one group per slot, in the order of its first
+ * key. Returns 0, or -1 if out of memory. */
+static int group_keys(struct cross *x, const size_t *keys, size_t nkeys, int consecutive)
+{
+    uint16_t *slot = malloc(nkeys * sizeof(*slot));
+    x->order = malloc(nkeys * sizeof(*x->order));
+    x->groups = malloc(nkeys * sizeof(*x->groups));
+    if (slot == NULL || x->order == NULL || x->groups == NULL) {
+        free(slot);
+        return -1;
+    }
+    for (size_t k = 0; k < nkeys; k++) {
+        x->order[k] = (uint32_t)keys[k];
+        slot[k] = (uint16_t)slot_at(x, keys[k]);
+    }
+    uint32_t *placed = consecutive ? NULL : calloc(nkeys, sizeof(*placed));
+    size_t n = 0;
+    if (!consecutive && placed == NULL) {
+        free(slot);
+        return -1;
+    }
+    for (size_t k = 0; k < nkeys; k++) {
+        if (consecutive) {
+            if (x->ngroups == 0 || x->groups[x->ngroups - 1].slot != slot[k])
+                x->groups[x->ngroups++] = (struct group){.first = (uint32_t)k, .n = 0, .slot = slot[k]};
+            x->groups[x->ngroups - 1].n++;
+            continue;
+        }
+        if (placed[k])
+            continue;
+        struct group *g = &x->groups[x->ngroups++];
+        *g = (struct group){.first = (uint32_t)n, .n = 0, .slot = slot[k]};
+        for (size_t j = k; j < nkeys; j++) /* quadratic in the number of slots named: bounded by the frame */
+            if (!placed[j] && slot[j] == slot[k]) {
+                placed[j] = 1;
+                x->order[n++] = (uint32_t)keys[j];
+                g->n++;
+            }
+    }
+    free(placed);
+    free(slot);
     return 0;
 }
+
+enum { MSETNX_CHECK, MSETNX_SET };
+
+static const char *msetnx_start(struct worker *w, struct cross *x, const size_t *keys, size_t nkeys)
+{
+    if ((x->argc - 1) % 2 != 0)
+        return "ERR wrong number of arguments for 'msetnx' command";
+    if (group_keys(x, keys, nkeys, 0) < 0)
+        return REQ_OUT_OF_MEMORY;
+    begin(w, x, MSETNX_CHECK);
+    for (size_t g = 0; g < x->ngroups; g++) {
+        const struct group *gr = &x->groups[g];
+        struct req *s = step(w, x, gr->slot, 0, 1 + gr->n);
+        if (s == NULL)
+            break;
+        add_word(s->buf, "EXISTS");
+        for (size_t k = 0; k < gr->n; k++)
+            add_arg(s->buf, x, x->order[gr->first + k]);
+        go(w, s);
+    }
+    sent(w, x);
+    return NULL;
+}
+
+static void msetnx_next(struct worker *w, struct cross *x)
+{
+    size_t i = 0, set = 0;
+    long long n, sum = 0;
+    char line[320];
+    while (i < x->nsteps && !failed(x, i) && integer_of(x, i, &n) == 0 && (sum += n, 1))
+        i++;
+    if (x->phase == MSETNX_CHECK) {
+        if (i < x->nsteps || x->oom)
+            finish_with_step(w, x, i);
+        else if (sum > 0)
+            finish_integer(w, x, 0);
+        else {
+            begin(w, x, MSETNX_SET);
+            for (size_t g = 0; g < x->ngroups; g++) {
+                const struct group *gr = &x->groups[g];
+                struct req *s = step(w, x, gr->slot, 1, 1 + 2 * gr->n);
+                if (s == NULL)
+                    break;
+                add_word(s->buf, "MSETNX");
+                for (size_t k = 0; k < gr->n; k++) {
+                    add_arg(s->buf, x, x->order[gr->first + k]);
+                    add_arg(s->buf, x, x->order[gr->first + k] + 1);
+                }
+                go(w, s);
+            }
+            sent(w, x);
+        }
+        return;
+    }
+    for (size_t j = 0; j < x->nsteps; j++)
+        set += integer_of(x, j, &n) == 0 && n == 1;
+    if (set == x->ngroups)
+        finish_integer(w, x, 1);
+    else if (set == 0 && i == x->nsteps && !x->oom)
+        finish_integer(w, x, 0); /* another client created one meanwhile: nothing was set */
+    else if (set == 0)
+        finish_with_step(w, x, i);
+    else
+        finish_text(w, x, "ERR respgate: msetnx set the keys of %zu of the %zu slots it names, not the others: %s",
+                    set, x->ngroups,
+                    i < x->nsteps || x->oom ? line_of(x, i, line, sizeof(line))
+                                            : "another client created one of their keys between the check and the set");
+}
+
+static void mpop_send(struct worker *w, struct cross *x)
+{
+    const struct group *g = &x->groups[x->at];
+    size_t after = x->order[x->nkeys - 1] + 1; /* the options, after the last key */
+    size_t rest = x->argc > after ? x->argc - after : 0;
+    begin(w, x, 0);
+    struct req *s = step(w, x, g->slot, 1, 2 + g->n + rest);
+    if (s) {
+        s->resp3 = x->client->resp3;
+        add_arg(s->buf, x, 0);
+        add_number(s->buf, g->n);
+        for (size_t k = 0; k < g->n; k++)
+            add_arg(s->buf, x, x->order[g->first + k]);
+        for (size_t i = after; i < x->argc; i++)
+            add_arg(s->buf, x, i);
+        go(w, s);
+    }
+    sent(w, x);
+}
+
+static const char *mpop_start(struct worker *w, struct cross *x, const size_t *keys, size_t nkeys)
+{
+    if (group_keys(x, keys, nkeys, 1) < 0)
+        return REQ_OUT_OF_MEMORY;
+    mpop_send(w, x);
+    return NULL;
+}
+
+/* The first run of keys that pops answers; an error (its options', or a
+ * key's WRONGTYPE, in the order of the keys) too. */
+static void mpop_next(struct worker *w, struct cross *x)
+{
+    if (!failed(x, 0) && is_nil(x, 0) && ++x->at < x->ngroups)
+        mpop_send(w, x);
+    else
+        finish_with_step(w, x, 0);
+}
+
+/* ---- the start ---- */
+
+static const struct family families[] = {
+    [CROSS_GATHER] = {gather_start, gather_next},   [CROSS_GATHER_LAST] = {gather_start, gather_next},
+    [CROSS_RENAME] = {copy_start, copy_next},       [CROSS_RENAMENX] = {copy_start, copy_next},
+    [CROSS_COPY] = {copy_start, copy_next},         [CROSS_SMOVE] = {pop_start, pop_next},
+    [CROSS_LMOVE] = {pop_start, pop_next},          [CROSS_RPOPLPUSH] = {pop_start, pop_next},
+    [CROSS_MSETNX] = {msetnx_start, msetnx_next},   [CROSS_MPOP] = {mpop_start, mpop_next},
+};
 
 /* Counts the emulation of CMD, and logs its first in the process. */
 static void note_use(struct worker *w, const struct cmd_spec *cmd)
@@ -530,15 +953,16 @@ static void note_use(struct worker *w, const struct cmd_spec *cmd)
     metrics_add(&w->metrics.cross_slot[cmd->id], 1);
     if (atomic_exchange(&logged[cmd->id], 1))
         return;
-    log_notice("%s on keys in several slots: answered by copying them into one slot (cluster.cross_slot: "
-               "emulate); not atomic across slots, see respgate(8)",
+    log_notice("%s on keys in several slots: answered by steps in each slot (cluster.cross_slot: emulate); not "
+               "atomic across slots, see respgate(8)",
                cmd->name);
 }
 
 void cross_run(struct worker *w, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q,
                const size_t *keys, size_t nkeys)
 {
-    if (cmd->cross == CROSS_NONE || w->conf->cross_slot == CROSS_SLOT_REFUSE || nkeys < 2) {
+    if (cmd->cross == CROSS_NONE || cmd->cross >= sizeof(families) / sizeof(families[0]) ||
+        w->conf->cross_slot == CROSS_SLOT_REFUSE || nkeys < 2) {
         req_fail(w, r, REQ_CROSSSLOT);
         return;
     }
@@ -549,40 +973,25 @@ void cross_run(struct worker *w, struct req *r, const struct cmd_spec *cmd, cons
     }
     x->client = r;
     x->cmd = cmd;
+    x->family = &families[cmd->cross];
     x->argc = q->argc;
+    x->nkeys = nkeys;
+    x->cap = nkeys + EXTRA_STEPS;
     x->argv = malloc(q->argc * sizeof(*x->argv));
-    x->tmp_of = malloc(q->argc * sizeof(*x->tmp_of));
-    x->pttl = -1;
-    if (x->argv == NULL || x->tmp_of == NULL) {
+    x->got = calloc(x->cap, sizeof(*x->got));
+    if (x->argv == NULL || x->got == NULL) {
         cross_free(w, x);
         req_fail(w, r, REQ_OUT_OF_MEMORY);
         return;
     }
     memcpy(x->argv, q->argv, q->argc * sizeof(*x->argv));
-    for (size_t i = 0; i < q->argc; i++)
-        x->tmp_of[i] = -1;
-    const char *err = NULL;
-    x->move = cmd->cross >= CROSS_RENAME;
-    if (x->move) {
-        x->replace = cmd->cross == CROSS_RENAME;
-        err = cmd->cross == CROSS_COPY ? copy_options(x, q) : NULL;
-        x->tmps = err ? NULL : calloc(1, sizeof(*x->tmps));
-        x->ntmps = x->tmps != NULL;
-        if (err == NULL && x->tmps == NULL)
-            err = REQ_OUT_OF_MEMORY;
-    } else {
-        size_t at = cmd->cross == CROSS_GATHER_LAST ? nkeys - 1 : 0;
-        x->run_slot = (uint16_t)slot_of_arg(r->buf, &q->argv[keys[at]]);
-        name_tmps(w, x, x->run_slot);
-        if (x->name_len == 0 || plan_tmps(x, keys, nkeys) < 0)
-            err = REQ_OUT_OF_MEMORY;
-    }
-    if (err) {
+    r->cross = x; /* before the first step: it may be answered at once */
+    const char *err = x->family->start(w, x, keys, nkeys);
+    if (err) { /* checked before any step was sent */
+        r->cross = NULL;
         cross_free(w, x);
         req_fail(w, r, "%s", err);
         return;
     }
     note_use(w, cmd);
-    r->cross = x;
-    read_sources(w, x);
 }

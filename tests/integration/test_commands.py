@@ -113,10 +113,8 @@ def test_a_failing_part_fails_the_whole_reply(cluster, r):
 # (test_cross_slot.py has those). A script's keys must share a slot, as on
 # a cluster.
 @pytest.mark.parametrize("cmd", [
-    ("MSETNX", "a", "1", "b", "2"),
-    ("SMOVE", "a", "b", "m"),
-    ("LMOVE", "a", "b", "LEFT", "RIGHT"),
     ("EVAL", "return 1", "2", "a", "b"),
+    ("FCALL", "f", "2", "a", "b"),
 ])
 def test_other_multi_key_commands_need_one_slot(r, cmd):
     assert keyslot("a") != keyslot("b")

@@ -93,7 +93,7 @@ def test_binary_safe_keys_and_a_64mb_value(respgate):
 def test_crossslot_and_same_slot_multi_key(respgate):
     r = respgate.client()
     with pytest.raises(redis.ResponseError, match="^CROSSSLOT Keys in request don't hash to the same slot$"):
-        r.msetnx({"a": 1, "b": 2})
+        r.execute_command("EVAL", "return 1", 2, "a", "b")
     assert r.mset({"{u}a": 1, "{u}b": 2}) is True
     assert r.mget(["{u}a", "{u}b", "{u}c"]) == [b"1", b"2", None]
     assert r.execute_command("EVAL", "return redis.call('get', KEYS[1])", 1, "{u}a") == b"1"
