@@ -721,6 +721,59 @@ size_t resp_flat_element(const char *s, size_t avail)
     }
 }
 
+/* The count in the header line of an aggregate or a string at S (its type
+ * byte, digits, CRLF at EOL): -1 for a nil, -2 if malformed. */
+static long long head_count(const char *s, const char *eol)
+{
+    if (eol - s == 3 && s[1] == '-' && s[2] == '1')
+        return -1;
+    long long n = 0;
+    for (const char *d = s + 1; d < eol; d++) {
+        if (*d < '0' || *d > '9' || n > (LLONG_MAX - 9) / 10)
+            return -2;
+        n = n * 10 + (*d - '0');
+    }
+    return eol > s + 1 ? n : -2;
+}
+
+size_t resp_flat_value(const char *s, size_t avail)
+{
+    size_t pos = 0;
+    unsigned long long left = 1; /* values still to walk: no recursion, whatever the depth */
+    while (left > 0) {
+        const char *at = s + pos, *eol = pos < avail ? memchr(at, '\r', avail - pos) : NULL;
+        if (eol == NULL || (size_t)(eol - s) + 1 >= avail || eol[1] != '\n')
+            return 0;
+        size_t line = (size_t)(eol + 2 - at);
+        long long n = strchr("$=!*~>%|", at[0]) && at[0] ? head_count(at, eol) : 0;
+        left--;
+        if (n == -2)
+            return 0;
+        switch (at[0]) {
+        case '+': case '-': case ':': case ',': case '#': case '(': case '_':
+            pos += line;
+            break;
+        case '$': case '=': case '!':
+            if (n >= 0 && ((unsigned long long)n > avail - pos - line || avail - pos - line - (size_t)n < 2 ||
+                           at[line + (size_t)n] != '\r' || at[line + (size_t)n + 1] != '\n'))
+                return 0;
+            pos += line + (n >= 0 ? (size_t)n + 2 : 0);
+            break;
+        case '*': case '~': case '>': case '%': case '|':
+            /* each element takes 3 bytes at least: a count past what is left is a lie */
+            if (n > 0 && (unsigned long long)n > avail)
+                return 0;
+            pos += line;
+            left += n < 0 ? 0 : at[0] == '%' ? 2 * (unsigned long long)n
+                              : at[0] == '|' ? 2 * (unsigned long long)n + 1 : (unsigned long long)n;
+            break;
+        default:
+            return 0;
+        }
+    }
+    return pos;
+}
+
 void resp_add_status(struct evbuffer *out, const char *status)
 {
     evbuffer_add_printf(out, "+%s\r\n", status);

@@ -183,6 +183,11 @@ size_t resp_head(char *out, char type, size_t n);
  * scanned whole, in a flat run of memory. */
 size_t resp_flat_element(const char *s, size_t avail);
 
+/* The length of the one value of any type (aggregates whole, at any
+ * depth, walked without recursion) at S, of at most AVAIL bytes; 0 when
+ * it is malformed or runs past AVAIL. */
+size_t resp_flat_value(const char *s, size_t avail);
+
 /* Reply encoders. An error TEXT starts with its code ("ERR ...", "NOAUTH
  * ..."); CR and LF in it become spaces, as Redis does. */
 void resp_add_error(struct evbuffer *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

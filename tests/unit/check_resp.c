@@ -724,6 +724,34 @@ START_TEST(test_head_and_flat_elements)
 }
 END_TEST
 
+/* Whole values at any depth, each cut short at every length: a node's
+ * reply the cross-slot merge walks (XREAD's streams). */
+START_TEST(test_flat_values)
+{
+    const struct { const char *s; size_t want; } values[] = {
+        {"*2\r\n$1\r\na\r\n*1\r\n*2\r\n$3\r\n1-1\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n:9\r\n", 46},
+        {"%1\r\n$1\r\nk\r\n~2\r\n,1.5\r\n#t\r\n", 25}, {"*-1\r\n", 5}, {"*0\r\n", 4}, {"_\r\n", 3},
+        {"|1\r\n+a\r\n:1\r\n$1\r\nx\r\n", 19}, {">2\r\n+m\r\n$-1\r\n", 13}, {"=7\r\ntxt:abc\r\n", 13},
+        {"*3\r\n:1\r\n:2\r\n", 0},          /* one element short */
+        {"*99999999999\r\n:1\r\n", 0},      /* a count past what is there */
+        {"*1\r\n?x\r\n", 0}, {"$2\r\nabc\r\n", 0}, {"", 0}, {"*1x\r\n:1\r\n", 0}};
+    for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+        size_t len = strlen(values[i].s);
+        ck_assert_msg(resp_flat_value(values[i].s, len) == values[i].want, "%s", values[i].s);
+        for (size_t cut = 0; values[i].want && cut < values[i].want; cut++)
+            ck_assert_msg(resp_flat_value(values[i].s, cut) == 0, "%s cut at %zu", values[i].s, cut);
+    }
+    /* nesting deeper than any stack */
+    size_t depth = 100000, at = 0;
+    char *deep = malloc(depth * 4 + 8);
+    for (size_t d = 0; d < depth; d++, at += 4)
+        memcpy(deep + at, "*1\r\n", 4);
+    memcpy(deep + at, ":1\r\n", 4);
+    ck_assert_uint_eq(resp_flat_value(deep, at + 4), at + 4);
+    free(deep);
+}
+END_TEST
+
 static Suite *resp_suite(void)
 {
     Suite *s = suite_create("resp");
@@ -749,6 +777,7 @@ static Suite *resp_suite(void)
     tcase_add_test(tr, test_reply_scan_resp3_random);
     tcase_add_test(tr, test_parse_redirect);
     tcase_add_test(tr, test_head_and_flat_elements);
+    tcase_add_test(tr, test_flat_values);
     suite_add_tcase(s, tr);
     return s;
 }
