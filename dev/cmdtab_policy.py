@@ -259,7 +259,8 @@ OPS = {
 #   checked, the member or element taken from the source and added to the
 #   destination (put back if that fails);
 #   MSETNX: EXISTS in each slot, then MSETNX in each;
-#   MPOP: each run of consecutive keys of one slot in turn, until one pops.
+#   MPOP: each run of consecutive keys of one slot in turn, until one pops;
+#   XREAD: one part per slot, the streams put back in the order of the keys.
 CROSS = {
     "smove": "CROSS_SMOVE",
     "lmove": "CROSS_LMOVE",
@@ -267,6 +268,8 @@ CROSS = {
     "msetnx": "CROSS_MSETNX",
     "lmpop": "CROSS_MPOP",
     "zmpop": "CROSS_MPOP",
+    "xread": "CROSS_XREAD",
+    "xreadgroup": "CROSS_XREAD",
     "rename": "CROSS_RENAME",
     "renamenx": "CROSS_RENAMENX",
     "copy": "CROSS_COPY",

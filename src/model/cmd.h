@@ -80,6 +80,7 @@ enum cmd_cross {
     CROSS_RPOPLPUSH,   /* ... from the right, to the left */
     CROSS_MSETNX,      /* EXISTS in each slot, then MSETNX in each */
     CROSS_MPOP,        /* LMPOP, ZMPOP: each run of keys of one slot in turn, until one pops */
+    CROSS_XREAD,       /* XREAD, XREADGROUP: one part per slot, the streams in the order of the keys */
 };
 
 /* Which operation of a client's session or subscriptions a command is

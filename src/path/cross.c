@@ -18,6 +18,8 @@
  *   msetnx    EXISTS in each slot; then MSETNX in each.
  *   mpop      LMPOP, ZMPOP: each run of keys in one slot, in the order of
  *             the keys, until one pops.
+ *   xread     XREAD, XREADGROUP: one part per slot, at once; their streams
+ *             put back in the order of the keys.
  * A key found missing gets no temporary: the command then reads a key that
  * does not exist, as it would have read the original.
  *
@@ -784,11 +786,29 @@ static void pop_next(struct worker *w, struct cross *x)
 
 /* ---- msetnx, mpop: keys in groups by slot ---- */
 
-/* Groups X's NKEYS keys into X->groups: runs of consecutive keys of one
- * slot (CONSECUTIVE), or one group per slot, in the order of its first
- * key. Returns 0, or -1 if out of memory. */
-static int group_keys(struct cross *x, const size_t *keys, size_t nkeys, int consecutive)
+/* Whether the key at argument ARG is already in group G (so far). */
+static int in_group(const struct cross *x, const struct group *g, size_t arg)
 {
+    struct resp_req q = {.argv = x->argv, .argc = x->argc};
+    size_t len, glen;
+    const char *name = resp_arg_view(x->client->buf, &q, arg, &len);
+    for (size_t k = 0; name && k < g->n; k++) {
+        const char *other = resp_arg_view(x->client->buf, &q, x->order[g->first + k], &glen);
+        if (other && glen == len && memcmp(other, name, len) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Groups X's NKEYS keys into X->groups: runs of consecutive keys of one
+ * slot (GROUP_RUNS), or one group per slot, in the order of its first key,
+ * with a key named again put in a group of its own (GROUP_DISTINCT: a
+ * reply that names a key then tells which of the two it is). Returns 0,
+ * or -1 if out of memory. */
+enum { GROUP_BY_SLOT, GROUP_RUNS, GROUP_DISTINCT };
+static int group_keys(struct cross *x, const size_t *keys, size_t nkeys, int how)
+{
+    int consecutive = how == GROUP_RUNS;
     uint16_t *slot = malloc(nkeys * sizeof(*slot));
     x->order = malloc(nkeys * sizeof(*x->order));
     x->groups = malloc(nkeys * sizeof(*x->groups));
@@ -818,7 +838,7 @@ static int group_keys(struct cross *x, const size_t *keys, size_t nkeys, int con
         struct group *g = &x->groups[x->ngroups++];
         *g = (struct group){.first = (uint32_t)n, .n = 0, .slot = slot[k]};
         for (size_t j = k; j < nkeys; j++) /* quadratic in the number of slots named: bounded by the frame */
-            if (!placed[j] && slot[j] == slot[k]) {
+            if (!placed[j] && slot[j] == slot[k] && (how != GROUP_DISTINCT || !in_group(x, g, keys[j]))) {
                 placed[j] = 1;
                 x->order[n++] = (uint32_t)keys[j];
                 g->n++;
@@ -835,7 +855,7 @@ static const char *msetnx_start(struct worker *w, struct cross *x, const size_t 
 {
     if ((x->argc - 1) % 2 != 0)
         return "ERR wrong number of arguments for 'msetnx' command";
-    if (group_keys(x, keys, nkeys, 0) < 0)
+    if (group_keys(x, keys, nkeys, GROUP_BY_SLOT) < 0)
         return REQ_OUT_OF_MEMORY;
     begin(w, x, MSETNX_CHECK);
     for (size_t g = 0; g < x->ngroups; g++) {
@@ -919,7 +939,7 @@ static void mpop_send(struct worker *w, struct cross *x)
 
 static const char *mpop_start(struct worker *w, struct cross *x, const size_t *keys, size_t nkeys)
 {
-    if (group_keys(x, keys, nkeys, 1) < 0)
+    if (group_keys(x, keys, nkeys, GROUP_RUNS) < 0)
         return REQ_OUT_OF_MEMORY;
     mpop_send(w, x);
     return NULL;
@@ -935,6 +955,234 @@ static void mpop_next(struct worker *w, struct cross *x)
         finish_with_step(w, x, 0);
 }
 
+/* ---- xread: XREAD, XREADGROUP, one part per slot ---- */
+
+enum { XREAD_CHECK, XREAD_PARTS };
+
+/* XREADGROUP's group name's argument, or 0 (the parts will say why). */
+static size_t xread_group(struct cross *x, size_t options)
+{
+    struct resp_req q = {.argv = x->argv, .argc = x->argc};
+    for (size_t i = 1; i + 2 < options; i++)
+        if (resp_arg_is(x->client->buf, &q, i, "GROUP"))
+            return i + 1;
+    return 0;
+}
+
+static void xread_parts(struct worker *w, struct cross *x)
+{
+    size_t options = x->argc - 2 * x->nkeys; /* the command's name, its options and STREAMS */
+    begin(w, x, XREAD_PARTS);
+    for (size_t g = 0; g < x->ngroups; g++) {
+        const struct group *gr = &x->groups[g];
+        struct req *s = step(w, x, gr->slot, (x->cmd->flags & CMDF_WRITE) != 0, options + 2 * gr->n);
+        if (s == NULL)
+            break;
+        s->resp3 = x->client->resp3;
+        for (size_t i = 0; i < options; i++)
+            add_arg(s->buf, x, i);
+        for (size_t k = 0; k < gr->n; k++)
+            add_arg(s->buf, x, x->order[gr->first + k]);
+        for (size_t k = 0; k < gr->n; k++)
+            add_arg(s->buf, x, x->order[gr->first + k] + x->nkeys);
+        go(w, s);
+    }
+    sent(w, x);
+}
+
+/* XREAD's and XREADGROUP's streams must pair with IDs: Redis's own check,
+ * which the parts, each balanced, would not make. XREADGROUP first asks
+ * each stream's groups (XINFO GROUPS, which changes nothing): one Redis
+ * refuses the whole command, delivering nothing, when a key has no such
+ * group, which parallel parts cannot. */
+static const char *xread_start(struct worker *w, struct cross *x, const size_t *keys, size_t nkeys)
+{
+    if (x->argc - keys[0] != 2 * nkeys)
+        return x->cmd->flags & CMDF_WRITE
+                   ? "ERR Unbalanced 'xreadgroup' list of streams: for each stream key an ID or '>' must be specified."
+                   : "ERR Unbalanced 'xread' list of streams: for each stream key an ID or '$' must be specified.";
+    if (group_keys(x, keys, nkeys, GROUP_DISTINCT) < 0)
+        return REQ_OUT_OF_MEMORY;
+    x->at = (x->cmd->flags & CMDF_WRITE) ? xread_group(x, keys[0]) : 0;
+    if (x->at == 0) {
+        xread_parts(w, x);
+        return NULL;
+    }
+    begin(w, x, XREAD_CHECK);
+    for (size_t k = 0; k < nkeys; k++) {
+        struct req *s = step(w, x, slot_at(x, keys[k]), 0, 3);
+        if (s == NULL)
+            break;
+        add_word(s->buf, "XINFO");
+        add_word(s->buf, "GROUPS");
+        add_arg(s->buf, x, keys[k]);
+        go(w, s);
+    }
+    sent(w, x);
+    return NULL;
+}
+
+/* Whether step I's XINFO GROUPS reply names group G (LEN bytes). */
+static int names_group(struct cross *x, size_t i, const char *g, size_t len)
+{
+    char head[64];
+    int n = snprintf(head, sizeof(head), "$4\r\nname\r\n$%zu\r\n", len);
+    struct evbuffer *r = x->got[i]->reply;
+    struct evbuffer_ptr at = evbuffer_search(r, head, (size_t)n, NULL);
+    while (at.pos >= 0) {
+        char *found = len + 2 <= evbuffer_get_length(r) - (size_t)at.pos - (size_t)n ? malloc(len + 2) : NULL;
+        int same = 0;
+        if (found) {
+            struct evbuffer_ptr v = at;
+            evbuffer_ptr_set(r, &v, (size_t)n, EVBUFFER_PTR_ADD);
+            same = evbuffer_copyout_from(r, &v, found, len + 2) == (ev_ssize_t)(len + 2) &&
+                   memcmp(found, g, len) == 0 && memcmp(found + len, "\r\n", 2) == 0;
+            free(found);
+        }
+        if (same)
+            return 1;
+        evbuffer_ptr_set(r, &at, 1, EVBUFFER_PTR_ADD);
+        at = evbuffer_search(r, head, (size_t)n, &at);
+    }
+    return 0;
+}
+
+/* The first stream, in the order of the keys, that is not a stream or has
+ * no such group answers as one Redis would; else the parts go. */
+static void xread_check(struct worker *w, struct cross *x)
+{
+    struct resp_req q = {.argv = x->argv, .argc = x->argc};
+    size_t glen, klen;
+    const char *g = resp_arg_view(x->client->buf, &q, x->at, &glen);
+    for (size_t k = 0; k < x->nsteps; k++) {
+        if (g == NULL || (failed(x, k) && !starts(x, k, "-ERR no such key"))) {
+            finish_with_step(w, x, g ? k : x->nsteps);
+            return;
+        }
+        if (failed(x, k) || !names_group(x, k, g, glen)) {
+            /* the key: the K-th of the request's, in the order of the steps */
+            size_t arg = x->argc - 2 * x->nkeys + k;
+            const char *key = resp_arg_view(x->client->buf, &q, arg, &klen);
+            g = resp_arg_view(x->client->buf, &q, x->at, &glen); /* the frame may have moved */
+            finish_text(w, x, "NOGROUP No such key '%.*s' or consumer group '%.*s' in XREADGROUP with GROUP option",
+                        key ? (int)strnlen(key, klen) : 0, key ? key : "", g ? (int)strnlen(g, glen) : 0,
+                        g ? g : "");
+            return;
+        }
+    }
+    if (x->oom)
+        finish_with(w, x, NULL);
+    else
+        xread_parts(w, x);
+}
+
+/* One stream of a part's reply: its key's argument index, and its bytes. */
+struct stream_reply {
+    uint32_t arg;
+    const char *at;
+    size_t len;
+};
+
+static int by_arg(const void *a, const void *b)
+{
+    const struct stream_reply *x = a, *y = b;
+    return (x->arg > y->arg) - (x->arg < y->arg);
+}
+
+/* The key at the start of value AT (a bulk string), or NULL. */
+static const char *key_of(const char *at, size_t avail, size_t *len)
+{
+    size_t n = resp_flat_element(at, avail);
+    const char *eol = n && at[0] == '$' ? memchr(at, '\n', n) : NULL;
+    if (eol == NULL || n < (size_t)(eol + 1 - at) + 2)
+        return NULL;
+    *len = n - (size_t)(eol + 1 - at) - 2;
+    return eol + 1;
+}
+
+/* Part I's streams (an array of [key, entries], or a map), each matched
+ * to its group's next key of that name, into OUT. Returns how many, or
+ * -1 for a reply that is none of these. */
+static long xread_streams(struct cross *x, size_t i, struct stream_reply *out)
+{
+    struct evbuffer *r = x->got[i]->reply;
+    size_t avail = evbuffer_get_length(r), pos, n = 0, next = 0;
+    const char *s = (const char *)evbuffer_pullup(r, -1), *eol = s ? memchr(s, '\n', avail) : NULL;
+    int map = s && s[0] == '%';
+    char *end;
+    long long count = s && eol ? strtoll(s + 1, &end, 10) : -1;
+    if (count < 0 || (s[0] != '*' && !map))
+        return -1;
+    const struct group *g = &x->groups[i];
+    struct resp_req q = {.argv = x->argv, .argc = x->argc};
+    for (pos = (size_t)(eol + 1 - s); n < (size_t)count; n++) {
+        size_t klen, len = resp_flat_value(s + pos, avail - pos), head = map ? 0 : 4;
+        if (map && len)
+            len += resp_flat_value(s + pos + len, avail - pos - len);
+        const char *key = len > head ? key_of(s + pos + head, len - head, &klen) : NULL;
+        if (key == NULL || (!map && memcmp(s + pos, "*2\r\n", 4) != 0))
+            return -1;
+        int matched = 0;
+        while (!matched && next < g->n) { /* the streams come in the order of the part's keys */
+            size_t alen;
+            const char *name = resp_arg_view(x->client->buf, &q, x->order[g->first + next++], &alen);
+            matched = name && alen == klen && memcmp(name, key, klen) == 0;
+        }
+        if (!matched)
+            return -1;
+        out[n] = (struct stream_reply){.arg = x->order[g->first + next - 1], .at = s + pos, .len = len};
+        pos += len;
+    }
+    return (long)n;
+}
+
+/* The parts' streams, in the order of the keys; nil if none has any;
+ * the first part's error (in the order of the keys) if one failed. */
+static void xread_next(struct worker *w, struct cross *x)
+{
+    size_t i = 0, total = 0;
+    if (x->phase == XREAD_CHECK) {
+        xread_check(w, x);
+        return;
+    }
+    while (i < x->nsteps && !failed(x, i))
+        i++;
+    if (i < x->nsteps || x->oom) {
+        finish_with_step(w, x, i);
+        return;
+    }
+    struct stream_reply *all = calloc(x->nkeys, sizeof(*all));
+    int map = 0;
+    for (i = 0; all && i < x->nsteps; i++) {
+        if (is_nil(x, i))
+            continue;
+        map |= starts(x, i, "%");
+        long n = xread_streams(x, i, all + total);
+        if (n < 0 || total + (size_t)n > x->nkeys) {
+            free(all);
+            finish_text(w, x, "ERR respgate: unexpected %s reply from a node", x->cmd->name);
+            return;
+        }
+        total += (size_t)n;
+    }
+    if (all == NULL) {
+        finish_with(w, x, NULL);
+    } else if (total == 0) {
+        free(all);
+        finish_with_step(w, x, 0); /* a nil, in the client's protocol */
+    } else {
+        qsort(all, total, sizeof(*all), by_arg);
+        if (map)
+            resp_add_map_head(x->client->reply, 3, total);
+        else
+            evbuffer_add_printf(x->client->reply, "*%zu\r\n", total);
+        for (i = 0; i < total; i++)
+            evbuffer_add(x->client->reply, all[i].at, all[i].len);
+        free(all);
+        finish(w, x);
+    }
+}
+
 /* ---- the start ---- */
 
 static const struct family families[] = {
@@ -943,6 +1191,7 @@ static const struct family families[] = {
     [CROSS_COPY] = {copy_start, copy_next},         [CROSS_SMOVE] = {pop_start, pop_next},
     [CROSS_LMOVE] = {pop_start, pop_next},          [CROSS_RPOPLPUSH] = {pop_start, pop_next},
     [CROSS_MSETNX] = {msetnx_start, msetnx_next},   [CROSS_MPOP] = {mpop_start, mpop_next},
+    [CROSS_XREAD] = {xread_start, xread_next},
 };
 
 /* Counts the emulation of CMD, and logs its first in the process. */

@@ -66,7 +66,10 @@ SEEDS = {
     "cross-slot": (AUTH, b"", [
         ("RENAME", "a", "b"), ("RENAMENX", "a", "b"), ("COPY", "a", "b", "DB", "1"), ("COPY", "a", "b", "REPLACE"),
         ("SUNIONSTORE", "d", "a", "b", "c"), ("ZUNION", "2", "a", "b", "WITHSCORES"), ("SORT", "a", "STORE", "b"),
-        ("PFCOUNT", "a", "b"), ("GEORADIUS", "g", "0", "0", "1", "km", "STOREDIST", "z")]),
+        ("PFCOUNT", "a", "b"), ("GEORADIUS", "g", "0", "0", "1", "km", "STOREDIST", "z"),
+        ("XREAD", "COUNT", "2", "STREAMS", "a", "b", "a", "0", "0", "$"),
+        ("XREADGROUP", "GROUP", "g", "c", "STREAMS", "a", "b", ">", ">"), ("SMOVE", "a", "b", "m"),
+        ("LMOVE", "a", "b", "LEFT", "RIGHT"), ("MSETNX", "a", "1", "b", "2"), ("LMPOP", "2", "a", "b", "LEFT")]),
     "cross-slot-resp3": (AUTH | HELLO3, b"-ERR x\r\n$-1\r\n:5\r\n", [
         ("SINTER", "a", "b", "c"), ("RENAME", "a", "b"), ("BITOP", "AND", "d", "a", "b")]),
     "inline-and-errors": (AUTH, b"", [

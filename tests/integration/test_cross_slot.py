@@ -43,6 +43,9 @@ def state(client, keys):
             v = client.zrange(k, 0, -1, withscores=True)
         elif t == "hash":
             v = sorted(client.hgetall(k).items())
+        elif t == "stream":
+            groups = [(g["name"], g["pending"], g["last-delivered-id"]) for g in client.xinfo_groups(k)]
+            v = (client.xrange(k), groups)
         else:
             v = None
         out[k] = (t, ttl, v)
@@ -129,6 +132,7 @@ FAMILIES = {
     "hll": ["h0", "h1", "h2"],
     "str": ["t0", "t1", "t2", "{t}a", "{t}b"],
     "list": ["l0", "l1", "l3"],
+    "stream": ["x0", "x1", "x3"],
 }
 POOL = [k for ks in FAMILIES.values() for k in ks]
 MEMBERS = ["a", "b", "c", "d", "e"]
@@ -183,6 +187,26 @@ def stream(rnd, n, v7):
     def ttl():
         return maybe(0.3, "PX", str(rnd.randint(60000, 90000)))
 
+    def pair():
+        """Two keys, mostly of one family: a move keeps the families apart."""
+        family = rnd.choice(list(FAMILIES))
+        return k(family), k(family)
+
+    serial = [0]
+
+    def xadd():
+        serial[0] += 1  # explicit IDs, rising over every stream: the same on both sides
+        return ("XADD", k("stream"), f"{serial[0]}-1", rnd.choice(MEMBERS), rnd.choice(NUMBERS))
+
+    def xread(group):
+        ks = keys("stream")
+        if group:
+            ids = [rnd.choice([">", ">", "0"]) for _ in ks]
+            return ("XREADGROUP", "GROUP", "g", rnd.choice(["c1", "c2"]), *maybe(0.5, "COUNT", rnd.choice(["1", "2"])),
+                    *maybe(0.2, "NOACK"), "STREAMS", *ks, *ids)
+        ids = [rnd.choice(["0", "0-0", "$", f"{rnd.randint(0, max(serial[0], 1))}-0"]) for _ in ks]
+        return ("XREAD", *maybe(0.5, "COUNT", rnd.choice(["1", "3"])), "STREAMS", *ks, *ids)
+
     writers = [
         lambda: ("SET", k("str"), rnd.choice(MEMBERS + NUMBERS + ["ab", "xyz"]), *ttl()),
         lambda: ("RPUSH", k("list"), *members(NUMBERS if rnd.random() < 0.5 else MEMBERS)),
@@ -194,11 +218,14 @@ def stream(rnd, n, v7):
         lambda: ("DEL", k()),
         lambda: ("PEXPIRE", k(), str(rnd.randint(60000, 90000))),
         lambda: ("PERSIST", k()),
+        xadd,
+        xadd,
+        lambda: ("XGROUP", "CREATE", k("stream"), "g", "0", "MKSTREAM"),
     ]
     crossers = [
-        lambda: ("RENAME", k(), k()),
-        lambda: ("RENAMENX", k(), k()),
-        lambda: ("COPY", k(), k(), *maybe(0.5, "REPLACE")),
+        lambda: ("RENAME", *pair()),
+        lambda: ("RENAMENX", *pair()),
+        lambda: ("COPY", *pair(), *maybe(0.5, "REPLACE")),
         lambda: (rnd.choice(["SINTER", "SUNION", "SDIFF"]), *keys("set")),
         lambda: (rnd.choice(["SINTERSTORE", "SUNIONSTORE", "SDIFFSTORE"]), k("set"), *keys("set")),
         lambda: zcombine(rnd.choice(["ZUNION", "ZINTER"])),
@@ -218,6 +245,8 @@ def stream(rnd, n, v7):
         lambda: ("LMOVE", k("list"), k("list"), rnd.choice(["LEFT", "RIGHT", "UP"]), rnd.choice(["LEFT", "RIGHT"])),
         lambda: ("RPOPLPUSH", k("list"), k("list")),
         lambda: ("MSETNX", *[x for key in keys("str", 1, 3) for x in (key, rnd.choice(NUMBERS))]),
+        lambda: xread(False),
+        lambda: xread(True),
     ]
     if v7:
         crossers += [
