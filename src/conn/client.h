@@ -27,6 +27,7 @@
 struct worker;
 struct ssl_ctx_st;
 struct backend;
+struct session_spread;
 struct subscriber;
 struct tracker;
 struct bufferevent;
@@ -67,6 +68,8 @@ struct client_auth {
 struct client_txn {
     struct backend *pin;      /* the private backend of a transaction or WATCH, or NULL */
     int pin_slot;             /* the slot that session is for, -1 before its first key */
+    struct session_spread *spread; /* per-slot: the other slots' pins (session.c), or NULL */
+    uint32_t count;           /* MULTI: commands sent to the pin so far */
     struct req_list queued;   /* MULTI: commands answered QUEUED before the first key chose a node */
     size_t nqueued;
     unsigned multi : 1;       /* inside MULTI */

@@ -28,6 +28,7 @@ struct req;
 struct backend;
 struct fanout;
 struct cross;
+struct session_exec;
 struct migrate_fetch;
 struct evbuffer;
 struct worker;
@@ -73,8 +74,11 @@ struct req {
     struct evbuffer *buf;       /* the request frame, kept for a resend (or see req_sink.frame) */
     struct evbuffer *reply;     /* the reply, once done */
     struct req *parent;         /* REQ_PART: the client request it is part of */
-    struct fanout *fan;         /* a client request several nodes answer (fanout.h) */
-    struct cross *cross;        /* a client request on keys in several slots, answered by steps (cross.h) */
+    union {                     /* the state of the module that answers a client request in parts */
+        struct fanout *fan;     /* several nodes answer it (fanout.h) */
+        struct cross *cross;    /* its keys lie in several slots: answered by steps (cross.h) */
+        struct session_exec *exec; /* EXEC of a transaction over several slots (session.h) */
+    };
     struct migrate_fetch *fetch; /* the import it waits for, or that sent it (migrate.h) */
     uint16_t part;              /* REQ_PART: its index among its parent's parts */
     uint32_t expect;            /* on a push-mode backend: confirmations still due */

@@ -55,6 +55,7 @@ static const char *const no_yes[] = {"no", "yes", NULL};
 static const char *const no_optional_yes[] = {"no", "optional", "yes", NULL};
 static const char *const tls_versions[] = {"TLSv1.2", "TLSv1.3", NULL};
 static const char *const cross_slot_modes[] = {"emulate", "refuse", NULL};
+static const char *const cross_slot_txn_modes[] = {"refuse", "per-slot", NULL};
 static const char *const migration_modes[] = {"off", "read-through", "copy", NULL};
 
 #define OFF(f) offsetof(struct conf, f)
@@ -75,6 +76,8 @@ static const struct key keys[] = {
     {"cluster.failover_wait", T_DURATION, OFF(failover_wait_ms), MS(0), SEC(3600), "auto", 1, 1, NULL},
     {"cluster.read_policy", T_ENUM, OFF(read_policy), 0, 0, "master", 1, 0, read_policies},
     {"cluster.cross_slot", T_ENUM, OFF(cross_slot), 0, 0, "emulate", 1, 0, cross_slot_modes},
+    {"cluster.cross_slot_transactions", T_ENUM, OFF(cross_slot_transactions), 0, 0, "refuse", 1, 0,
+     cross_slot_txn_modes},
     {"cluster.tls", T_ENUM, OFF(cluster_tls), 0, 0, "no", 0, 0, no_yes},
     {"cluster.tls_ca_file", T_STR, OFF(cluster_tls_ca_file), 0, 0, "", 1, 0, NULL},
     {"cluster.tls_cert_file", T_STR, OFF(cluster_tls_cert_file), 0, 0, "", 1, 0, NULL},

@@ -51,6 +51,8 @@ struct conf_addrs {
 enum read_policy { READ_MASTER = 0, READ_PREFER_REPLICA, READ_REPLICA };
 /* cluster.cross_slot (cross.h): keys in several slots, answered as one Redis, or refused. */
 enum cross_slot_mode { CROSS_SLOT_EMULATE = 0, CROSS_SLOT_REFUSE };
+/* cluster.cross_slot_transactions (session.h): a transaction over several slots refused, or run per slot. */
+enum cross_slot_txn_mode { CROSS_TXN_REFUSE = 0, CROSS_TXN_PER_SLOT };
 enum tls_auth_clients { TLS_AUTH_NO = 0, TLS_AUTH_OPTIONAL, TLS_AUTH_YES };
 enum tls_version { TLS_V1_2 = 0, TLS_V1_3 };
 /* migration.mode (migrate.h): copy does what read-through does, and walks. */
@@ -70,6 +72,7 @@ struct conf {
     uint64_t failover_wait_ms;   /* 0 = cluster-node-timeout + 5 s */
     int read_policy;             /* enum read_policy */
     int cross_slot;              /* enum cross_slot_mode */
+    int cross_slot_transactions; /* enum cross_slot_txn_mode */
     int cluster_tls;             /* 1: the nodes speak TLS (tls-port, tls-cluster yes) */
     char *cluster_tls_ca_file;   /* NULL = the system's CAs */
     char *cluster_tls_cert_file; /* a client certificate for the nodes' tls-auth-clients; NULL = none */

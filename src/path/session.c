@@ -14,6 +14,7 @@
 #include "conn/backend.h"
 #include "conn/client.h"
 #include "model/cmd.h"
+#include "model/conf.h"
 #include "base/log.h"
 #include "loop/req.h"
 #include "base/resp.h"
@@ -48,12 +49,18 @@ static void pinned_reply(struct backend *from, struct req *r, struct evbuffer *i
                  from->port);
         return;
     }
+    /* A node that refused to queue a command aborts its EXEC; a
+     * transaction over several slots must abort on every slot's pin. */
+    if (type == '-' && r->kind == REQ_CLIENT && r->client && r->client->txn.multi)
+        r->client->txn.failed = 1;
     req_complete_from(w, r, in, len, type);
 }
 
 /* A session's connection is closed or pooled: a transaction's pin, lost,
  * ends its transaction and WATCH (session_end clears c->txn.pin before it
  * releases a pin it is done with). */
+static void spread_forget(struct client *c, struct backend *b);
+
 static void private_gone(struct backend *b)
 {
     struct client *c = b->owner;
@@ -62,6 +69,7 @@ static void private_gone(struct backend *b)
         c->txn.pin = NULL;
         session_lost_pin(c);
     }
+    spread_forget(c, b);
 }
 
 /* A transaction's or WATCH's pin, or a connection beside a busy node's
@@ -160,8 +168,303 @@ static int open_pin(struct client *c, int slot, int in_multi)
             req_free(w, d);
             return -1;
         }
+        c->txn.count++;
     }
     return 0;
+}
+
+/* ---- a transaction over several slots (cluster.cross_slot_transactions: per-slot) ---- */
+
+static const char TXN_CROSSSLOT[] = "CROSSSLOT Keys in request don't hash to the same slot (respgate: the commands of "
+                                    "a transaction must share a slot unless cluster.cross_slot_transactions is "
+                                    "per-slot)";
+
+/* The pins of a transaction's other slots, each behind its own MULTI,
+ * and which pin each queued command went to, in the order queued. */
+struct session_spread {
+    struct backend *pins[SESSION_SPREAD_MAX];
+    uint16_t slots[SESSION_SPREAD_MAX];
+    uint8_t npins;
+    uint8_t *of;  /* per queued command: 0 the transaction's first pin, i + 1 pins[i] */
+    size_t n, cap;
+};
+
+/* Records that the next queued command went to pin WHICH. Returns 0, or
+ * -1 if out of memory. */
+static int spread_note(struct session_spread *sp, uint8_t which)
+{
+    if (sp->n == sp->cap) {
+        size_t cap = sp->cap ? 2 * sp->cap : 64;
+        uint8_t *of = realloc(sp->of, cap);
+        if (of == NULL)
+            return -1;
+        sp->of = of;
+        sp->cap = cap;
+    }
+    sp->of[sp->n++] = which;
+    return 0;
+}
+
+static void spread_forget(struct client *c, struct backend *b)
+{
+    struct session_spread *sp = c->txn.spread;
+    for (size_t i = 0; sp && i < sp->npins; i++)
+        if (sp->pins[i] == b) {
+            sp->pins[i] = NULL;
+            c->txn.failed |= c->txn.multi; /* its slot's commands are gone with it */
+        }
+}
+
+/* Ends C's spread: each pin is released, its connection pooled if CLEAN
+ * (it was told EXEC or DISCARD). */
+static void spread_end(struct client *c, int clean)
+{
+    struct session_spread *sp = c->txn.spread;
+    c->txn.spread = NULL;
+    for (size_t i = 0; sp && i < sp->npins; i++)
+        if (sp->pins[i]) {
+            sp->pins[i]->poolable = (unsigned)clean;
+            backend_release(sp->pins[i]);
+        }
+    if (sp)
+        free(sp->of);
+    free(sp);
+}
+
+static void end_session(struct client *c, int clean);
+static void refuse_queued(struct client *c, struct req *r, const char *text);
+
+/* C's pin for SLOT among its spread's, opened behind MULTI if new; NULL
+ * (the transaction fails) if it cannot be. *WHICH is its index + 1. */
+static struct backend *spread_pin(struct client *c, int slot, uint8_t *which, const char **why)
+{
+    struct session_spread *sp = c->txn.spread;
+    if (sp == NULL) {
+        if ((sp = calloc(1, sizeof(*sp))) == NULL)
+            return *why = REQ_OUT_OF_MEMORY, NULL;
+        c->txn.spread = sp;
+        for (uint32_t i = 0; i < c->txn.count; i++) /* the first slot's, so far */
+            if (spread_note(sp, 0) < 0)
+                return *why = REQ_OUT_OF_MEMORY, NULL;
+    }
+    for (uint8_t i = 0; i < sp->npins; i++)
+        if (sp->slots[i] == slot && sp->pins[i])
+            return *which = (uint8_t)(i + 1), sp->pins[i];
+    struct backend *owner = route_owner(c->w, slot);
+    if (sp->npins == SESSION_SPREAD_MAX)
+        return *why = "ERR respgate: a transaction may span " SPREAD_MAX_TEXT " slots at most", NULL;
+    struct backend *b = owner ? client_open_private(c, &session_private_ops, owner->host, owner->port, BACKEND_PIN)
+                              : NULL;
+    if (b == NULL || b->broken || send_dropped(c, b, "*1\r\n$5\r\nMULTI\r\n", 15) < 0) {
+        if (b && !b->broken)
+            backend_release(b);
+        return *why = "CLUSTERDOWN respgate cannot reach the node serving this slot", NULL;
+    }
+    sp->pins[sp->npins] = b;
+    sp->slots[sp->npins] = (uint16_t)slot;
+    *which = ++sp->npins;
+    return b;
+}
+
+/* Queues R, of SLOT, on its slot's pin in a transaction over several slots. */
+static void spread_queue(struct client *c, struct req *r, int slot)
+{
+    uint8_t which = 0;
+    const char *why = NULL;
+    if (c->txn.watching) {
+        refuse_queued(c, r, "ERR respgate: a transaction that WATCHes keys runs on their slot only "
+                            "(cluster.cross_slot_transactions: per-slot cannot keep a WATCH across slots)");
+        return;
+    }
+    struct backend *b = spread_pin(c, slot, &which, &why);
+    if (b == NULL || spread_note(c->txn.spread, which) < 0) {
+        refuse_queued(c, r, why ? why : REQ_OUT_OF_MEMORY);
+        return;
+    }
+    if (send_pinned(c, b, r) < 0)
+        c->txn.failed = 1;
+}
+
+/* EXEC of a transaction over several slots: each pin's EXEC, their replies
+ * put back in the order the commands were queued. */
+struct session_exec {
+    struct req **replies; /* [nparts], by pin: the first pin's, then the spread's */
+    size_t nparts, pending;
+    uint8_t *of;          /* as session_spread's, taken from it */
+    size_t n;
+    uint16_t *slots;      /* [nparts]: each pin's slot, for an error */
+};
+
+static void exec_free(struct worker *w, struct session_exec *e)
+{
+    for (size_t i = 0; i < e->nparts; i++)
+        if (e->replies[i])
+            req_free(w, e->replies[i]);
+    free(e->replies);
+    free(e->slots);
+    free(e->of);
+    free(e);
+}
+
+/* The EXEC replies, merged into OUT: arrays of each pin's commands'
+ * replies, walked with resp_flat_value, in the order queued. Returns
+ * NULL, or the error to answer instead (in WHY, CAP bytes). */
+static const char *exec_merge(struct session_exec *e, struct evbuffer *out, char *why, size_t cap)
+{
+    struct span {
+        const char *at;
+        size_t len;
+    } *spans = calloc(e->n ? e->n : 1, sizeof(*spans));
+    size_t *next = calloc(e->nparts, sizeof(*next)), *first = calloc(e->nparts + 1, sizeof(*first)), ran = 0;
+    const char *err = spans && next && first ? NULL : REQ_OUT_OF_MEMORY;
+    char line[200] = "";
+    int failed_slot = -1;
+    for (size_t i = 0; i < e->n && !err; i++)
+        first[e->of[i] + 1]++;
+    for (size_t p = 0; p < e->nparts && !err; p++)
+        first[p + 1] += first[p]; /* where each pin's replies go in spans */
+    for (size_t p = 0; p < e->nparts && !err; p++) {
+        struct evbuffer *r = e->replies[p] ? e->replies[p]->reply : NULL;
+        size_t avail = r ? evbuffer_get_length(r) : 0, count = first[p + 1] - first[p];
+        const char *s = avail ? (const char *)evbuffer_pullup(r, -1) : NULL, *eol = s ? memchr(s, '\n', avail) : NULL;
+        char *end = NULL;
+        if (s == NULL || s[0] != '*' || eol == NULL || strtoull(s + 1, &end, 10) != count || end[0] != '\r') {
+            if (failed_slot < 0) {
+                failed_slot = e->slots[p];
+                if (r)
+                    resp_first_line(r, avail, line, sizeof(line));
+                else
+                    snprintf(line, sizeof(line), "-%s", REQ_OUT_OF_MEMORY);
+            }
+            continue;
+        }
+        ran++;
+        size_t pos = (size_t)(eol + 1 - s);
+        for (size_t k = 0; k < count && !err; k++) {
+            size_t len = resp_flat_value(s + pos, avail - pos);
+            if (len == 0)
+                err = "ERR respgate: unexpected EXEC reply from a node";
+            spans[first[p] + k] = (struct span){s + pos, len};
+            pos += len;
+        }
+    }
+    if (!err && failed_slot >= 0 && ran == 0) {
+        snprintf(why, cap, "%s", line[0] == '-' ? line + 1 : line); /* nothing ran: the node's own words */
+        err = why;
+    } else if (!err && failed_slot >= 0) {
+        snprintf(why, cap, "ERR respgate: the transaction ran on %zu of the %zu slots it spans; slot %d answered: %s",
+                 ran, e->nparts, failed_slot, line[0] == '-' ? line + 1 : line);
+        err = why;
+    } else if (!err) {
+        evbuffer_add_printf(out, "*%zu\r\n", e->n);
+        for (size_t i = 0; i < e->n; i++) {
+            struct span *sp = &spans[first[e->of[i]] + next[e->of[i]]++];
+            evbuffer_add(out, sp->at, sp->len);
+        }
+    }
+    free(spans);
+    free(next);
+    free(first);
+    return err;
+}
+
+/* One of R's EXEC parts is done (or was never sent): the last one merges. */
+static void exec_release(struct worker *w, struct req *r)
+{
+    struct session_exec *e = r->exec;
+    if (--e->pending > 0)
+        return;
+    char why[400];
+    r->exec = NULL;
+    evbuffer_drain(r->reply, evbuffer_get_length(r->reply));
+    const char *err = exec_merge(e, r->reply, why, sizeof(why));
+    exec_free(w, e);
+    if (err)
+        req_fail(w, r, "%s", err);
+    else
+        req_complete(w, r);
+}
+
+static void exec_part_done(struct worker *w, struct req *part)
+{
+    part->parent->exec->replies[part->part] = part;
+    exec_release(w, part->parent);
+}
+
+static int exec_part_wanted(const struct req *part)
+{
+    (void)part;
+    return 1; /* every slot's EXEC is read, whoever waits */
+}
+
+static const struct req_sink exec_sink = {.done = exec_part_done, .wanted = exec_part_wanted};
+
+/* Ends C's transaction over several slots with DISCARD on every pin, and
+ * answers R with TEXT. */
+static void spread_discard(struct client *c, struct req *r, const char *text)
+{
+    struct session_spread *sp = c->txn.spread;
+    int clean = !c->txn.pin || send_dropped(c, c->txn.pin, "*1\r\n$7\r\nDISCARD\r\n", 17) == 0;
+    for (size_t i = 0; i < sp->npins; i++)
+        if (sp->pins[i] && send_dropped(c, sp->pins[i], "*1\r\n$7\r\nDISCARD\r\n", 17) < 0)
+            clean = 0;
+    end_session(c, clean);
+    if (text[0] == '+') {
+        resp_add_status(r->reply, text + 1);
+        req_complete(c->w, r);
+    } else {
+        req_fail(c->w, r, "%s", text);
+    }
+}
+
+/* EXEC of C's transaction over several slots (R): once every queued
+ * command is answered (a refusal must abort them all), EXEC on each pin. */
+static void spread_exec(struct client *c, struct req *r)
+{
+    struct worker *w = c->w;
+    struct session_spread *sp = c->txn.spread;
+    if (c->npinned > 0) {
+        c->hold = r; /* dispatched again once the queued commands are answered */
+        return;
+    }
+    size_t nparts = 1 + sp->npins;
+    struct session_exec *e = c->txn.failed || c->txn.pin == NULL ? NULL : calloc(1, sizeof(*e));
+    if (e && ((e->replies = calloc(nparts, sizeof(*e->replies))) == NULL ||
+              (e->slots = calloc(nparts, sizeof(*e->slots))) == NULL)) {
+        exec_free(w, e);
+        spread_discard(c, r, REQ_OUT_OF_MEMORY);
+        return;
+    }
+    if (e == NULL) {
+        spread_discard(c, r, EXECABORT);
+        return;
+    }
+    e->nparts = nparts;
+    e->pending = nparts + 1; /* held while sending */
+    e->of = sp->of;
+    e->n = sp->n;
+    sp->of = NULL;
+    r->exec = e;
+    r->pinned = 1;
+    client_awaits(r);
+    for (size_t p = 0; p < nparts; p++) {
+        struct backend *b = p == 0 ? c->txn.pin : sp->pins[p - 1];
+        struct req *x = req_new(w, REQ_PART, &exec_sink);
+        e->slots[p] = (uint16_t)(p == 0 ? c->txn.pin_slot : sp->slots[p - 1]);
+        if (x == NULL) {
+            e->pending--; /* its reply stays missing: the merge says so */
+            continue;
+        }
+        x->parent = r;
+        x->part = (uint16_t)p;
+        x->pinned = 1;
+        evbuffer_add(x->buf, "*1\r\n$4\r\nEXEC\r\n", 14);
+        if (b == NULL || backend_send(b, x) < 0)
+            req_fail(w, x, "ERR respgate: the connection to the node of slot %u for this transaction is lost",
+                     e->slots[p]);
+    }
+    end_session(c, 1);
+    exec_release(w, r);
 }
 
 /* Forgets C's transaction and WATCH. CLEAN: the pin was told to end them
@@ -175,8 +478,10 @@ static void end_session(struct client *c, int clean)
         req_free(c->w, d);
     }
     c->txn.nqueued = 0;
+    c->txn.count = 0;
     c->txn.multi = c->txn.failed = c->txn.watching = c->txn.watch_lost = 0;
     c->txn.pin_slot = -1;
+    spread_end(c, clean);
     struct backend *pin = c->txn.pin;
     c->txn.pin = NULL;
     if (pin) {
@@ -228,8 +533,15 @@ static void queue(struct client *c, struct req *r, const struct cmd_spec *cmd, c
         return;
     }
     int slot = route_keys_slot(w, r, cmd, q);
-    if (slot == ROUTE_KEYS_CROSS || (slot >= 0 && c->txn.pin_slot >= 0 && slot != c->txn.pin_slot)) {
+    if (slot == ROUTE_KEYS_CROSS) { /* one command's keys: a slot's MULTI cannot hold it */
         refuse_queued(c, r, REQ_CROSSSLOT);
+        return;
+    }
+    if (slot >= 0 && c->txn.pin_slot >= 0 && slot != c->txn.pin_slot) {
+        if (w->conf->cross_slot_transactions == CROSS_TXN_PER_SLOT)
+            spread_queue(c, r, slot);
+        else
+            refuse_queued(c, r, TXN_CROSSSLOT);
         return;
     }
     if (slot == ROUTE_KEYS_NOMEM) {
@@ -241,8 +553,9 @@ static void queue(struct client *c, struct req *r, const struct cmd_spec *cmd, c
         return;
     }
     if (c->txn.pin) {
-        if (send_pinned(c, c->txn.pin, r) < 0)
+        if ((c->txn.spread && spread_note(c->txn.spread, 0) < 0) || send_pinned(c, c->txn.pin, r) < 0)
             c->txn.failed = 1;
+        c->txn.count++;
         return;
     }
     /* No key yet, so no node: keep the frame for later, answer as Redis would. */
@@ -266,6 +579,10 @@ static void exec(struct client *c, struct req *r)
         session_reset(c);
         evbuffer_add(r->reply, c->proto == 3 ? "_\r\n" : "*-1\r\n", c->proto == 3 ? 3 : 5);
         req_complete(w, r);
+        return;
+    }
+    if (c->txn.spread) {
+        spread_exec(c, r);
         return;
     }
     if (c->txn.failed) {
@@ -296,6 +613,10 @@ static void in_multi(struct client *c, struct req *r, const struct cmd_spec *cmd
         exec(c, r);
         return;
     case CMD_OP_DISCARD:
+        if (c->txn.spread) {
+            spread_discard(c, r, "+OK");
+            return;
+        }
         pass_or_answer(c, r, "+OK");
         end_session(c, 1);
         return;

@@ -6,7 +6,12 @@
  *
  * A transaction is pinned to the master of the slot of its first key (WATCH's
  * or the first queued command's); every later command must hash to that same
- * slot, or it gets -CROSSSLOT and EXEC aborts with Redis's EXECABORT.
+ * slot, or it gets -CROSSSLOT and EXEC aborts with Redis's EXECABORT. With
+ * cluster.cross_slot_transactions: per-slot, a command of another slot goes
+ * to a pin of that slot's own, behind its own MULTI; EXEC waits until every
+ * queued command is answered (a refusal aborts them all), sends EXEC on
+ * every pin, and puts the replies back in the order queued: atomic within
+ * each slot, not across slots. Such a transaction may not WATCH.
  * Commands queued before the first key are answered QUEUED here and sent
  * behind MULTI once the node is known. The pin is released after EXEC,
  * DISCARD, or UNWATCH outside MULTI, and its connection, which then holds
@@ -26,6 +31,9 @@ struct resp_req;
 
 /* Private connections one client may hold at once (a pin, blocking commands). */
 #define SESSION_PRIVATE_MAX 8
+/* Slots a transaction may span beyond its first (cluster.cross_slot_transactions: per-slot). */
+#define SESSION_SPREAD_MAX 16
+#define SPREAD_MAX_TEXT "17"
 /* Commands queued inside MULTI before its first key. */
 #define SESSION_QUEUED_MAX 1024
 

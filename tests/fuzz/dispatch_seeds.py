@@ -6,7 +6,7 @@
 import os
 import sys
 
-AUTH, AUTH_APP, HELLO3, TRACKING, SUBSCRIBED, MULTI, REDIS62 = 1, 2, 4, 8, 16, 32, 128
+AUTH, AUTH_APP, HELLO3, TRACKING, SUBSCRIBED, MULTI, PER_SLOT, REDIS62 = 1, 2, 4, 8, 16, 32, 64, 128
 
 
 def frame(*args):
@@ -35,6 +35,11 @@ SEEDS = {
         ("MULTI",), ("SET", "{t}a", "1"), ("INCR", "{t}b"), ("EXEC",), ("WATCH", "w"), ("MULTI",), ("GET", "w"),
         ("DISCARD",), ("UNWATCH",)]),
     "multi-crossslot": (AUTH | MULTI, b"", [("SET", "a", "1"), ("SET", "b", "2"), ("EXEC",)]),
+    "multi-per-slot": (AUTH | MULTI | PER_SLOT, b"+QUEUED\r\n*2\r\n+OK\r\n:1\r\n", [
+        ("SET", "a", "1"), ("SET", "b", "2"), ("INCR", "c"), ("GET", "a"), ("EXEC",), ("MULTI",), ("SET", "a", "1"),
+        ("SET", "b", "2"), ("DISCARD",), ("WATCH", "a"), ("MULTI",), ("SET", "b", "1"), ("EXEC",)]),
+    "multi-per-slot-resp3": (AUTH | HELLO3 | MULTI | PER_SLOT, b"-ERR x\r\n", [
+        ("PING",), ("SET", "a", "1"), ("HGETALL", "b"), ("SET", "k1", "1"), ("SET", "k2", "2"), ("EXEC",)]),
     "split-commands": (AUTH, b"", [
         ("MGET", "a", "b", "c", "d"), ("MSET", "a", "1", "b", "2", "c", "3"), ("DEL", "a", "b", "x"),
         ("EXISTS", "a", "b"), ("UNLINK", "q", "r"), ("TOUCH", "a", "z")]),

@@ -8,7 +8,8 @@
  *
  * An input is: one byte of the client's kind (which preamble it sends
  * first: AUTH as the default user or an ACL user, HELLO 3, MULTI,
- * SUBSCRIBE, CLIENT TRACKING; and the cluster's version), one byte that
+ * SUBSCRIBE, CLIENT TRACKING; cluster.cross_slot_transactions per-slot;
+ * and the cluster's version), one byte that
  * seeds the nodes' replies, one byte N and N bytes the nodes send as they
  * are (among their replies), then the client's bytes
  * (tests/fuzz/dispatch_seeds.py writes seeds in this form). Properties, besides
@@ -351,6 +352,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct worker w;
     FUZZ_CHECK(thread_init(&w, &ctl, 0, NULL, 0) == 0);
     w.version = kind & 0x80 ? 60206 : 70015;
+    /* bit 6: transactions over several slots run per slot (one config
+     * object, one thread: set for this input only) */
+    w.conf->cross_slot_transactions = kind & 0x40 ? CROSS_TXN_PER_SLOT : CROSS_TXN_REFUSE;
     w.map = slotmap_ref(map);
     FUZZ_CHECK(route_apply_map(&w, map) == 0);
 

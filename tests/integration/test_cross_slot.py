@@ -18,10 +18,19 @@ def single(tmp_path_factory):
         yield s
 
 
+def plain(reply):
+    """REPLY with each error in it (EXEC's elements) as ("error", text)."""
+    if isinstance(reply, Exception):
+        return ("error", str(reply))
+    if isinstance(reply, list):
+        return [plain(x) for x in reply]
+    return reply
+
+
 def run(client, *args):
     """The reply to ARGS, or the error's text, as redis-py reads it."""
     try:
-        return client.execute_command(*args)
+        return plain(client.execute_command(*args))
     except Exception as e:  # a reply error, compared by its words
         return ("error", str(e))
 
@@ -392,3 +401,74 @@ def test_spring_session_login(respgate, single):
     minute = prefix + "expirations:1733616000000"
     assert rg.smembers(minute) == one.smembers(minute)
     assert list(rg.scan_iter(match="*" + "respgate:tmp:*")) == []
+
+
+# ---- transactions over several slots ----
+
+TRANSACTIONS = [
+    # single-key commands of several slots, a multi-key one of one slot, a keyless one first
+    [("MULTI",), ("PING",), ("SET", "a", "1"), ("INCR", "b"), ("MSET", "{u}x", "1", "{u}y", "2"), ("GET", "a"),
+     ("MGET", "{u}x", "{u}y"), ("INCRBY", "c", "5"), ("LPUSH", "l0", "v"), ("EXEC",)],
+    # an error at run time is an element of EXEC's reply, as on one Redis
+    [("MULTI",), ("SET", "a", "x"), ("INCR", "a"), ("SET", "b", "2"), ("INCR", "b"), ("SADD", "s1", "m"),
+     ("EXEC",)],
+    # one refused at queue time aborts every slot
+    [("MULTI",), ("SET", "a", "y"), ("SET", "b", "3"), ("GET",), ("SET", "c", "4"), ("EXEC",), ("GET", "a"),
+     ("GET", "b"), ("GET", "c")],
+    [("MULTI",), ("SET", "a", "y"), ("SET", "b", "3"), ("NOSUCHCOMMAND", "x"), ("EXEC",), ("MGET", "a", "b")],
+    # DISCARD on every slot
+    [("MULTI",), ("SET", "a", "z"), ("SET", "b", "z"), ("DISCARD",), ("MGET", "a", "b")],
+    # empty, and keyless only
+    [("MULTI",), ("EXEC",)],
+    [("MULTI",), ("PING",), ("ECHO", "e"), ("EXEC",)],
+    # many slots
+    [("MULTI",), *[("SET", f"k{i}", str(i)) for i in range(12)], *[("GET", f"k{i}") for i in range(12)],
+     ("EXEC",)],
+]
+
+
+def test_transactions_per_slot_match_one_redis(make_respgate, single):
+    rg = make_respgate(extra="  cross_slot_transactions: per-slot\n")
+    a = raw(rg.client(single_connection_client=True))
+    b = raw(single.client(single_connection_client=True))
+    b.flushall()
+    a.execute_command("FLUSHALL")
+    for script in TRANSACTIONS:
+        for cmd in script:
+            want, got = run(b, *cmd), run(a, *cmd)
+            assert got == want, f"{script[1:3]}...: {cmd}: one Redis {want!r}, respgate {got!r}"
+    keys = ["a", "b", "c", "l0", "s1", "{u}x", "{u}y"] + [f"k{i}" for i in range(12)]
+    assert state(rg.client(), keys) == state(single.client(), keys)
+    # RESP3: EXEC's elements in the client's protocol
+    r3, s3 = Resp3(rg.port), Resp3(single.port)
+    for cmd in [("MULTI",), ("HSET", "h", "f", "1"), ("HGETALL", "h"), ("SADD", "s2", "x"), ("SMEMBERS", "s2"),
+                ("ZADD", "z1", "1.5", "m"), ("ZSCORE", "z1", "m"), ("EXEC",)]:
+        assert run(r3, *cmd) == run(s3, *cmd), cmd
+
+
+def test_transactions_per_slot_refuse_watch_and_one_command_across_slots(make_respgate):
+    rg = make_respgate(extra="  cross_slot_transactions: per-slot\n")
+    c = raw(rg.client(single_connection_client=True))
+    assert run(c, "WATCH", "a") is not None
+    for cmd, want in [("MULTI",), "OK"], [("SET", "a", "1"), "QUEUED"], [("SET", "b", "1"), None]:
+        got = run(c, *cmd)
+        if want is None:
+            assert got[0] == "error" and "WATCH" in got[1], got
+        else:
+            assert got in (want, want.encode()), (cmd, got)
+    assert run(c, "EXEC") == ("error", "Transaction discarded because of previous errors.")
+    # one command whose keys lie in several slots cannot be in one slot's MULTI
+    assert run(c, "MULTI") in ("OK", b"OK")
+    got = run(c, "MSET", "a", "1", "b", "2")
+    assert got[0] == "error" and got[1].startswith("CROSSSLOT"), got
+    assert run(c, "EXEC") == ("error", "Transaction discarded because of previous errors.")
+
+
+def test_transactions_across_slots_refused_by_default_naming_the_setting(respgate):
+    c = raw(respgate.client(single_connection_client=True))
+    assert run(c, "MULTI") in ("OK", b"OK")
+    assert run(c, "SET", "a", "1") in ("QUEUED", b"QUEUED")
+    got = run(c, "SET", "b", "1")
+    assert got[0] == "error" and got[1].startswith("CROSSSLOT Keys in request don't hash to the same slot"), got
+    assert "cluster.cross_slot_transactions" in got[1]
+    assert run(c, "EXEC") == ("error", "Transaction discarded because of previous errors.")
