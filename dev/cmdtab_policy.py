@@ -260,7 +260,9 @@ OPS = {
 #   destination (put back if that fails);
 #   MSETNX: EXISTS in each slot, then MSETNX in each;
 #   MPOP: each run of consecutive keys of one slot in turn, until one pops;
-#   XREAD: one part per slot, the streams put back in the order of the keys.
+#   XREAD: one part per slot, the streams put back in the order of the keys;
+#   BLOCK: each key popped at once in order; else blocked on every slot's
+#   master, the first element wins and what the others popped goes back.
 CROSS = {
     "smove": "CROSS_SMOVE",
     "lmove": "CROSS_LMOVE",
@@ -270,6 +272,10 @@ CROSS = {
     "zmpop": "CROSS_MPOP",
     "xread": "CROSS_XREAD",
     "xreadgroup": "CROSS_XREAD",
+    "blpop": "CROSS_BLOCK",
+    "brpop": "CROSS_BLOCK",
+    "bzpopmin": "CROSS_BLOCK",
+    "bzpopmax": "CROSS_BLOCK",
     "rename": "CROSS_RENAME",
     "renamenx": "CROSS_RENAMENX",
     "copy": "CROSS_COPY",

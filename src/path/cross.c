@@ -20,6 +20,11 @@
  *             the keys, until one pops.
  *   xread     XREAD, XREADGROUP: one part per slot, at once; their streams
  *             put back in the order of the keys.
+ *   block     BLPOP, BRPOP, BZPOPMIN, BZPOPMAX: each key popped at once, in
+ *             order, until one has an element; else the command blocks on
+ *             every slot's master, on connections of the client's own, the
+ *             first element wins, the others are unblocked (CLIENT UNBLOCK)
+ *             and what they popped meanwhile goes back.
  * A key found missing gets no temporary: the command then reads a key that
  * does not exist, as it would have read the original.
  *
@@ -34,6 +39,8 @@
 #include "base/log.h"
 #include "base/resp.h"
 #include "base/slot.h"
+#include "conn/backend.h"
+#include "conn/client.h"
 #include "loop/metrics.h"
 #include "loop/req.h"
 #include "loop/worker.h"
@@ -100,12 +107,26 @@ struct cross {
     struct group *groups;
     size_t ngroups, at;       /* mpop: the group tried now */
     size_t nkeys;
+    /* block */
+    uint32_t *key_args;       /* the keys' argument indexes, in order */
+    struct waiter *waiters;   /* [ngroups]: each slot's blocking command */
+    long winner;              /* the waiter whose reply ends the wait, -1 none yet */
 };
 
-/* A way of answering; NEXT runs when a phase's replies are all in. */
+/* One slot's blocking command in a wait across slots (block). */
+struct waiter {
+    struct backend *b;    /* a connection of the client's own, not pooled */
+    long long id;         /* its CLIENT ID, to unblock it; 0 until known */
+    size_t id_step, step; /* the steps of its CLIENT ID and of its command */
+    unsigned answered : 1;
+};
+
+/* A way of answering; NEXT runs when a phase's replies are all in, EACH
+ * (if set) as each comes in. */
 struct family {
     const char *(*start)(struct worker *w, struct cross *x, const size_t *keys, size_t nkeys);
     void (*next)(struct worker *w, struct cross *x);
+    void (*each)(struct worker *w, struct cross *x, size_t i);
 };
 
 /* Temporaries made by this thread so far: no two commands share a name. */
@@ -185,6 +206,8 @@ static void step_done(struct worker *w, struct req *s)
 {
     struct cross *x = s->parent->cross;
     x->got[s->part] = s;
+    if (x->family->each)
+        x->family->each(w, x, s->part);
     sent(w, x);
 }
 
@@ -290,6 +313,8 @@ static void cross_free(struct worker *w, struct cross *x)
     free(x->tmps);
     free(x->order);
     free(x->groups);
+    free(x->waiters);
+    free(x->key_args);
     free(x);
 }
 
@@ -1183,6 +1208,286 @@ static void xread_next(struct worker *w, struct cross *x)
     }
 }
 
+/* ---- block: BLPOP, BRPOP, BZPOPMIN, BZPOPMAX on keys in several slots ---- */
+
+enum { BLOCK_TRY, BLOCK_WAIT, BLOCK_BACK };
+#define CROSS_BLOCK_SLOTS_MAX 8
+#define CROSS_BLOCK_SLOTS_TEXT "8"
+
+/* The command without its B (LPOP, ZPOPMIN, ...): what pops at once. */
+static const char *twin(const struct cross *x)
+{
+    return x->cmd->name + 1;
+}
+
+static int pops_zset(const struct cross *x)
+{
+    return (x->cmd->acl & CMD_ACL_SORTEDSET) != 0;
+}
+
+/* A blocking connection's reply is its request's, errors and all. */
+static void block_reply(struct backend *from, struct req *r, struct evbuffer *in, size_t len, char type)
+{
+    req_complete_from(from->w, r, in, len, type);
+}
+
+static void block_gone(struct backend *b)
+{
+    client_forget_private(b->owner, b);
+}
+
+static const struct backend_ops block_ops = {.reply = block_reply, .lost = backend_fail_lost, .gone = block_gone};
+
+/* The next step of the phase for a private connection: never redirected. */
+static struct req *step_on(struct worker *w, struct cross *x, size_t argc)
+{
+    struct req *s = step(w, x, 0, 0, argc);
+    if (s)
+        s->pinned = 1;
+    return s;
+}
+
+static void go_on(struct worker *w, struct backend *b, struct req *s)
+{
+    if (backend_send(b, s) < 0)
+        req_fail(w, s, "ERR respgate: the connection to %s:%d for this blocking command is lost", b->host, b->port);
+}
+
+/* Pops the key at X->at at once, in the client's protocol. */
+static void block_try(struct worker *w, struct cross *x)
+{
+    begin(w, x, BLOCK_TRY);
+    struct req *s = step(w, x, slot_at(x, x->key_args[x->at]), 1, 2);
+    if (s) {
+        s->resp3 = x->client->resp3;
+        add_word(s->buf, twin(x));
+        add_arg(s->buf, x, x->key_args[x->at]);
+        go(w, s);
+    }
+    sent(w, x);
+}
+
+/* Redis checks the timeout before any key. */
+static const char *block_start(struct worker *w, struct cross *x, const size_t *keys, size_t nkeys)
+{
+    struct resp_req q = {.argv = x->argv, .argc = x->argc};
+    double timeout;
+    if (resp_arg_double(x->client->buf, &q, x->argc - 1, &timeout) < 0)
+        return "ERR timeout is not a float or out of range";
+    if (timeout < 0)
+        return "ERR timeout is negative";
+    x->key_args = malloc(nkeys * sizeof(*x->key_args));
+    if (x->key_args == NULL || group_keys(x, keys, nkeys, GROUP_BY_SLOT) < 0 ||
+        (x->waiters = calloc(x->ngroups, sizeof(*x->waiters))) == NULL)
+        return REQ_OUT_OF_MEMORY;
+    if (x->ngroups > CROSS_BLOCK_SLOTS_MAX) /* a connection of the client's own to each */
+        return "ERR respgate: a blocking command may wait on keys in " CROSS_BLOCK_SLOTS_TEXT " slots at most";
+    for (size_t k = 0; k < nkeys; k++) /* tried in the order of the keys */
+        x->key_args[k] = (uint32_t)keys[k];
+    x->winner = -1;
+    x->at = 0;
+    block_try(w, x);
+    return NULL;
+}
+
+/* Unblocks waiter G (its command not answered yet, its id known) with
+ * CLIENT UNBLOCK on its node's shared connection: its command answers
+ * nil, or an element it was handed meanwhile. */
+static void unblock(struct worker *w, struct cross *x, size_t g)
+{
+    struct waiter *wt = &x->waiters[g];
+    if (wt->answered || wt->id == 0)
+        return;
+    struct req *s = step(w, x, x->groups[g].slot, 0, 3);
+    if (s) {
+        add_word(s->buf, "CLIENT");
+        add_word(s->buf, "UNBLOCK");
+        add_number(s->buf, wt->id);
+        go(w, s);
+    }
+    wt->id = 0; /* once */
+}
+
+/* Blocks on every slot's master at once, each on a connection of the
+ * client's own (never pooled: CLIENT UNBLOCK names it): CLIENT ID, then
+ * the command with that slot's keys and the client's timeout. */
+static void block_wait(struct worker *w, struct cross *x)
+{
+    struct client *c = x->client->client;
+    begin(w, x, BLOCK_WAIT);
+    for (size_t g = 0; c && g < x->ngroups; g++) {
+        const struct group *gr = &x->groups[g];
+        struct backend *owner = route_owner(w, gr->slot);
+        struct backend *b = owner ? client_open_private(c, &block_ops, owner->host, owner->port, BACKEND_BLOCKING)
+                                  : NULL;
+        struct req *id = b ? step_on(w, x, 2) : NULL, *cmd = id ? step_on(w, x, 2 + gr->n) : NULL;
+        if (b == NULL || id == NULL || cmd == NULL) {
+            x->oom = 1;
+            if (id)
+                req_fail(w, id, REQ_OUT_OF_MEMORY);
+            if (b)
+                backend_release(b);
+            break;
+        }
+        b->poolable = 0;
+        x->waiters[g] = (struct waiter){.b = b, .id_step = id->part, .step = cmd->part};
+        add_word(id->buf, "CLIENT");
+        add_word(id->buf, "ID");
+        cmd->resp3 = x->client->resp3;
+        add_arg(cmd->buf, x, 0);
+        for (size_t k = 0; k < gr->n; k++)
+            add_arg(cmd->buf, x, x->order[gr->first + k]);
+        add_arg(cmd->buf, x, x->argc - 1);
+        go_on(w, b, id);
+        go_on(w, b, cmd);
+        backend_release(b); /* closed once it has answered */
+    }
+    if (c == NULL)
+        x->oom = 1;
+    sent(w, x);
+}
+
+/* WAIT: each reply as it comes. The first element (or error) ends the
+ * wait: every other slot's command is unblocked. */
+static void block_each(struct worker *w, struct cross *x, size_t i)
+{
+    if (x->phase != BLOCK_WAIT)
+        return;
+    for (size_t g = 0; g < x->ngroups; g++) {
+        struct waiter *wt = &x->waiters[g];
+        if (wt->b == NULL)
+            continue;
+        if (i == wt->id_step) {
+            long long id = 0;
+            wt->id = integer_of(x, i, &id) == 0 && id > 0 ? id : 0;
+            if (x->winner >= 0)
+                unblock(w, x, g);
+        } else if (i == wt->step) {
+            wt->answered = 1;
+            if (x->winner < 0 && !is_nil(x, i)) {
+                x->winner = (long)g;
+                for (size_t o = 0; o < x->ngroups; o++)
+                    unblock(w, x, o);
+            }
+        }
+    }
+}
+
+/* Whether R's reply is an array with elements. */
+static int has_array(const struct req *r)
+{
+    char head[3] = {0};
+    evbuffer_copyout(r->reply, head, 2);
+    return head[0] == '*' && head[1] != '-' && head[1] != '0';
+}
+
+/* Puts back what waiter G's command popped after another had won: the
+ * element at the end it came from, the member with its score. */
+static void put_back(struct worker *w, struct cross *x, size_t g, struct req *got)
+{
+    struct evbuffer *r = got->reply;
+    size_t avail = evbuffer_get_length(r), pos, n[3] = {0};
+    const char *s = (const char *)evbuffer_pullup(r, -1), *eol = s ? memchr(s, '\n', avail) : NULL;
+    if (eol == NULL || s[0] != '*')
+        return;
+    pos = (size_t)(eol + 1 - s);
+    size_t want = pops_zset(x) ? 3 : 2, at[3];
+    for (size_t e = 0; e < want; e++) {
+        at[e] = pos;
+        n[e] = resp_flat_value(s + pos, avail - pos);
+        if (n[e] == 0)
+            return;
+        pos += n[e];
+    }
+    struct req *p = step(w, x, x->groups[g].slot, 1, pops_zset(x) ? 4 : 3);
+    if (p == NULL)
+        return;
+    add_word(p->buf, pops_zset(x) ? "ZADD" : twin(x)[0] == 'l' ? "LPUSH" : "RPUSH");
+    evbuffer_add(p->buf, s + at[0], n[0]); /* the key, a bulk string */
+    if (pops_zset(x)) {
+        const char *score = s + at[2];
+        if (score[0] == ',') /* RESP3's double: its text, as a bulk string */
+            resp_add_bulk(p->buf, score + 1, n[2] - 3);
+        else
+            evbuffer_add(p->buf, score, n[2]);
+    }
+    evbuffer_add(p->buf, s + at[1], n[1]);
+    go(w, p);
+}
+
+/* The wait is won (X->kept): what the other slots' commands popped before
+ * they were unblocked goes back. */
+static void block_back(struct worker *w, struct cross *x)
+{
+    struct req **old = x->got;
+    size_t n = x->nsteps;
+    if ((x->got = calloc(x->cap, sizeof(*x->got))) == NULL) {
+        x->got = old;
+        finish_with(w, x, x->kept);
+        return;
+    }
+    begin(w, x, BLOCK_BACK);
+    for (size_t g = 0; g < x->ngroups; g++) {
+        size_t i = x->waiters[g].step;
+        if ((long)g != x->winner && x->waiters[g].b && i < n && old[i] && has_array(old[i]))
+            put_back(w, x, g, old[i]);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (old[i])
+            req_free(w, old[i]);
+    free(old);
+    sent(w, x);
+}
+
+static void block_next(struct worker *w, struct cross *x)
+{
+    switch (x->phase) {
+    case BLOCK_TRY:
+        if (failed(x, 0)) {
+            finish_with_step(w, x, 0);
+        } else if (is_nil(x, 0) || (pops_zset(x) && starts(x, 0, "*0\r"))) {
+            if (++x->at < x->nkeys)
+                block_try(w, x);
+            else
+                block_wait(w, x);
+        } else { /* [key, element], or [key, member, score] from ZPOPMIN's pair */
+            struct req *s = x->got[0];
+            evbuffer_add_printf(x->client->reply, "*%d\r\n", pops_zset(x) ? 3 : 2);
+            add_arg(x->client->reply, x, x->key_args[x->at]);
+            if (pops_zset(x)) {
+                char head[HEAD_MAX];
+                size_t n = evbuffer_copyout(s->reply, head, sizeof(head) - 1);
+                const char *eol = memchr(head, '\n', n);
+                evbuffer_drain(s->reply, eol ? (size_t)(eol + 1 - head) : 0);
+            }
+            finish_with(w, x, s);
+        }
+        return;
+    case BLOCK_WAIT:
+        if (x->winner < 0 && x->ngroups && !x->oom && x->waiters[0].b) {
+            finish_with_step(w, x, x->waiters[0].step); /* every slot timed out: its nil */
+            return;
+        }
+        if (x->winner < 0) {
+            finish_with(w, x, NULL);
+            return;
+        }
+        x->kept = take(x, x->waiters[x->winner].step);
+        block_back(w, x);
+        return;
+    default:
+        for (size_t i = 0; i < x->nsteps; i++)
+            if (failed(x, i)) {
+                char line[320];
+                log_warning("%s across slots: an element popped after another slot's had won could not be put "
+                            "back: %s",
+                            x->cmd->name, line_of(x, i, line, sizeof(line)));
+            }
+        finish_with(w, x, x->kept);
+        return;
+    }
+}
+
 /* ---- the start ---- */
 
 static const struct family families[] = {
@@ -1191,7 +1496,7 @@ static const struct family families[] = {
     [CROSS_COPY] = {copy_start, copy_next},         [CROSS_SMOVE] = {pop_start, pop_next},
     [CROSS_LMOVE] = {pop_start, pop_next},          [CROSS_RPOPLPUSH] = {pop_start, pop_next},
     [CROSS_MSETNX] = {msetnx_start, msetnx_next},   [CROSS_MPOP] = {mpop_start, mpop_next},
-    [CROSS_XREAD] = {xread_start, xread_next},
+    [CROSS_XREAD] = {xread_start, xread_next},      [CROSS_BLOCK] = {block_start, block_next, block_each},
 };
 
 /* Counts the emulation of CMD, and logs its first in the process. */
@@ -1225,7 +1530,7 @@ void cross_run(struct worker *w, struct req *r, const struct cmd_spec *cmd, cons
     x->family = &families[cmd->cross];
     x->argc = q->argc;
     x->nkeys = nkeys;
-    x->cap = nkeys + EXTRA_STEPS;
+    x->cap = (cmd->cross == CROSS_BLOCK ? 3 : 1) * nkeys + EXTRA_STEPS; /* block: CLIENT ID, the command, UNBLOCK */
     x->argv = malloc(q->argc * sizeof(*x->argv));
     x->got = calloc(x->cap, sizeof(*x->got));
     if (x->argv == NULL || x->got == NULL) {

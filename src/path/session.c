@@ -18,6 +18,7 @@
 #include "base/log.h"
 #include "loop/req.h"
 #include "base/resp.h"
+#include "path/cross.h"
 #include "path/route.h"
 #include "loop/worker.h"
 
@@ -672,6 +673,30 @@ static void block(struct client *c, struct req *r, int slot)
     backend_release(b); /* to the pool once answered; closed if its client leaves */
 }
 
+/* A blocking command on keys in several slots: answered by steps in each
+ * (cross.h), which block on connections of the client's own. */
+static void block_across(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
+{
+    struct worker *w = c->w;
+    if (c->eof || w->draining) {
+        req_fail(w, r, "ERR respgate: %s; a blocking command would wait for nobody",
+                 c->eof ? "the client closed its connection" : "respgate is shutting down");
+        return;
+    }
+    size_t stack[ROUTE_KEYS_ON_STACK], *keys;
+    int n = route_find_keys(r->buf, cmd, q, stack, &keys);
+    if (n < 2) {
+        req_fail(w, r, n == ROUTE_KEYS_NOMEM ? REQ_OUT_OF_MEMORY : REQ_CROSSSLOT);
+    } else {
+        r->pinned = 1; /* what comes after it waits for it */
+        client_awaits(r);
+        client_note_blocking(w, r);
+        cross_run(w, r, cmd, q, keys, (size_t)n);
+    }
+    if (keys != stack)
+        free(keys);
+}
+
 void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
 {
     struct worker *w = c->w;
@@ -702,7 +727,9 @@ void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cm
         break;
     }
     int slot = route_keys_slot(w, r, cmd, q);
-    if (slot == ROUTE_KEYS_CROSS)
+    if (slot == ROUTE_KEYS_CROSS && cmd->op != CMD_OP_WATCH)
+        block_across(c, r, cmd, q);
+    else if (slot == ROUTE_KEYS_CROSS)
         req_fail(w, r, REQ_CROSSSLOT);
     else if (slot < 0 || route_owner(w, slot) == NULL)
         req_fail(w, r, slot == ROUTE_KEYS_NOMEM ? REQ_OUT_OF_MEMORY : REQ_SLOT_NOT_SERVED);

@@ -3,9 +3,11 @@
 # in front of the cluster, and every reply, and the data they leave, must be
 # the same. The keys below are chosen to lie on different masters.
 import signal
+import time
 import urllib.request
 
 import pytest
+import redis
 
 from conftest import wait_until
 from harness.respgate import free_port
@@ -472,3 +474,81 @@ def test_transactions_across_slots_refused_by_default_naming_the_setting(respgat
     assert got[0] == "error" and got[1].startswith("CROSSSLOT Keys in request don't hash to the same slot"), got
     assert "cluster.cross_slot_transactions" in got[1]
     assert run(c, "EXEC") == ("error", "Transaction discarded because of previous errors.")
+
+
+# ---- blocking commands on keys in several slots ----
+
+def test_blocking_commands_at_once_match_one_redis(respgate, single):
+    """Keys that have elements: the first in the order of the keys is
+    popped at once, as on one Redis; errors in the same order."""
+    rg, one = raw(respgate.client()), raw(single.client())
+    r3, s3 = Resp3(respgate.port), Resp3(single.port)
+    for c in (rg, one):
+        c.execute_command("FLUSHALL")
+    script = [("RPUSH", "l3", "x", "y"), ("BLPOP", "l0", "l1", "l3", "0"), ("BRPOP", "l0", "l3", "l1", "0"),
+              ("SET", "l1", "s"), ("BLPOP", "l0", "l1", "l3", "0"), ("ZADD", "z2", "1", "a", "2", "b"),
+              ("BZPOPMIN", "z0", "z2", "z3", "0"), ("BZPOPMAX", "z3", "z2", "0"), ("BLPOP", "l0", "l1", "x"),
+              ("BLPOP", "l0", "l3", "-1"), ("BLPOP", "l0", "l3", "0.1"), ("BZPOPMIN", "z0", "z3", "0.1")]
+    for cmd in script:
+        assert run(rg, *cmd) == run(one, *cmd), cmd
+    for cmd in [("RPUSH", "l0", "p"), ("ZADD", "z3", "1.5", "m"), ("BLPOP", "l1", "l0", "0"),
+                ("BZPOPMIN", "z2", "z3", "0"), ("BLPOP", "l0", "l3", "0.1")]:
+        if cmd[0] in ("RPUSH", "ZADD"):
+            rg.execute_command(*cmd)
+            one.execute_command(*cmd)
+            continue
+        assert run(r3, *cmd) == run(s3, *cmd), cmd
+
+
+def test_blocking_commands_wait_on_every_slot(respgate):
+    """All keys empty: the client waits on every slot's master; the first
+    element to arrive wins, nothing is lost or served twice."""
+    import threading
+
+    c = respgate.client()
+    c.delete("l0", "l1", "l3", "z0", "z2")
+    got = {}
+
+    def wait(name, cmd):
+        got[name] = list(redis.Redis(port=respgate.port, socket_timeout=30).execute_command(*cmd))
+
+    t = threading.Thread(target=wait, args=("b", ("BLPOP", "l0", "l1", "l3", "10")))
+    t.start()
+    time.sleep(0.5)
+    assert "b" not in got
+    c.rpush("l1", "v")
+    t.join(15)
+    assert got["b"] == [b"l1", b"v"]
+    # Two elements at once on two slots: one wins, the other stays (put back if it was popped).
+    for _ in range(5):
+        t = threading.Thread(target=wait, args=("b", ("BLPOP", "l0", "l3", "10")))
+        t.start()
+        time.sleep(0.3)
+        p = c.pipeline(transaction=False)
+        p.rpush("l0", "e0")
+        p.rpush("l3", "e3")
+        p.execute()
+        t.join(15)
+        won = got["b"]
+        assert won in ([b"l0", b"e0"], [b"l3", b"e3"]), won
+        left = c.lrange("l0", 0, -1) + c.lrange("l3", 0, -1)
+        assert sorted(left + [won[1]]) == [b"e0", b"e3"], (won, left)
+        c.delete("l0", "l3")
+    # A sorted set's member goes back with its score.
+    t = threading.Thread(target=wait, args=("z", ("BZPOPMIN", "z0", "z2", "10")))
+    t.start()
+    time.sleep(0.3)
+    p = c.pipeline(transaction=False)
+    p.zadd("z0", {"m0": 1.5})
+    p.zadd("z2", {"m2": 2.5})
+    p.execute()
+    t.join(15)
+    won = got["z"]
+    rest = c.zrange("z0", 0, -1, withscores=True) + c.zrange("z2", 0, -1, withscores=True)
+    assert len(rest) == 1 and {won[1], rest[0][0]} == {b"m0", b"m2"}, (won, rest)
+    assert rest[0][1] in (1.5, 2.5)
+    # A timeout on every slot: nil, after the timeout.
+    began = time.monotonic()
+    assert c.blpop(["l0", "l1", "l3"], timeout=0.3) is None
+    assert time.monotonic() - began >= 0.25
+    assert b"blpop on keys in several slots" in open(respgate.log_path, "rb").read()
