@@ -257,7 +257,8 @@ OPS = {
 #   STORE destination comes after the source);
 #   SMOVE, LMOVE, RPOPLPUSH: the source and the destination's type are
 #   checked, the member or element taken from the source and added to the
-#   destination (put back if that fails);
+#   destination (put back if that fails); BLMOVE and BRPOPLPUSH wait on an
+#   empty source (BLPOP, BRPOP), then go on the same way;
 #   MSETNX: EXISTS in each slot, then MSETNX in each;
 #   MPOP: each run of consecutive keys of one slot in turn, until one pops;
 #   XREAD: one part per slot, the streams put back in the order of the keys;
@@ -267,6 +268,8 @@ CROSS = {
     "smove": "CROSS_SMOVE",
     "lmove": "CROSS_LMOVE",
     "rpoplpush": "CROSS_RPOPLPUSH",
+    "blmove": "CROSS_BLMOVE",
+    "brpoplpush": "CROSS_BRPOPLPUSH",
     "msetnx": "CROSS_MSETNX",
     "lmpop": "CROSS_MPOP",
     "zmpop": "CROSS_MPOP",

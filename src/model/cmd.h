@@ -78,6 +78,8 @@ enum cmd_cross {
     CROSS_SMOVE,       /* the member checked, taken from the first key, added to the second */
     CROSS_LMOVE,       /* ... an element popped and pushed, at the ends given */
     CROSS_RPOPLPUSH,   /* ... from the right, to the left */
+    CROSS_BLMOVE,      /* LMOVE's, an empty source waited on */
+    CROSS_BRPOPLPUSH,  /* RPOPLPUSH's, an empty source waited on */
     CROSS_MSETNX,      /* EXISTS in each slot, then MSETNX in each */
     CROSS_MPOP,        /* LMPOP, ZMPOP: each run of keys of one slot in turn, until one pops */
     CROSS_XREAD,       /* XREAD, XREADGROUP: one part per slot, the streams in the order of the keys */

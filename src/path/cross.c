@@ -15,6 +15,8 @@
  *   pop       SMOVE, LMOVE, RPOPLPUSH: check the source and the
  *             destination's type; take the member or element from the
  *             source; add it to the destination, or put it back.
+ *             BLMOVE, BRPOPLPUSH: an empty source is waited on (BLPOP or
+ *             BRPOP), and what it gives goes on the same way.
  *   msetnx    EXISTS in each slot; then MSETNX in each.
  *   mpop      LMPOP, ZMPOP: each run of keys in one slot, in the order of
  *             the keys, until one pops.
@@ -193,6 +195,34 @@ static struct req *step(struct worker *w, struct cross *x, int slot, int write, 
 static void go(struct worker *w, struct req *s)
 {
     route_send(w, s, s->slot);
+}
+
+/* A blocking connection's reply is its request's, errors and all. */
+static void block_reply(struct backend *from, struct req *r, struct evbuffer *in, size_t len, char type)
+{
+    req_complete_from(from->w, r, in, len, type);
+}
+
+static void block_gone(struct backend *b)
+{
+    client_forget_private(b->owner, b);
+}
+
+static const struct backend_ops block_ops = {.reply = block_reply, .lost = backend_fail_lost, .gone = block_gone};
+
+/* The next step of the phase for a private connection: never redirected. */
+static struct req *step_on(struct worker *w, struct cross *x, size_t argc)
+{
+    struct req *s = step(w, x, 0, 0, argc);
+    if (s)
+        s->pinned = 1;
+    return s;
+}
+
+static void go_on(struct worker *w, struct backend *b, struct req *s)
+{
+    if (backend_send(b, s) < 0)
+        req_fail(w, s, "ERR respgate: the connection to %s:%d for this blocking command is lost", b->host, b->port);
 }
 
 /* The phase has sent its steps: if all are answered, on to the next. */
@@ -646,7 +676,7 @@ static void copy_next(struct worker *w, struct cross *x)
 
 /* ---- pop: SMOVE, LMOVE, RPOPLPUSH ---- */
 
-enum { POP_CHECK, POP_TAKE, POP_PUT, POP_BACK };
+enum { POP_CHECK, POP_TAKE, POP_PUT, POP_BACK, POP_WAIT };
 
 /* Appends a copy of SRC to DST. */
 static void add_copy(struct evbuffer *dst, struct evbuffer *src)
@@ -673,6 +703,12 @@ static int is_smove(const struct cross *x)
     return x->cmd->cross == CROSS_SMOVE;
 }
 
+/* BLMOVE and BRPOPLPUSH: an empty source waits. */
+static int waits(const struct cross *x)
+{
+    return x->cmd->cross == CROSS_BLMOVE || x->cmd->cross == CROSS_BRPOPLPUSH;
+}
+
 /* LMOVE's LEFT or RIGHT at argument I into *LEFT. Returns 0, or -1. */
 static int where(struct cross *x, size_t i, int *left)
 {
@@ -686,8 +722,15 @@ static const char *pop_start(struct worker *w, struct cross *x, const size_t *ke
     (void)keys;
     (void)nkeys;
     int from_left = 0, to_left = 1;
-    if (x->cmd->cross == CROSS_LMOVE && (where(x, 3, &from_left) < 0 || where(x, 4, &to_left) < 0))
+    double timeout;
+    struct resp_req q = {.argv = x->argv, .argc = x->argc};
+    int lmove = x->cmd->cross == CROSS_LMOVE || x->cmd->cross == CROSS_BLMOVE;
+    if (lmove && (where(x, 3, &from_left) < 0 || where(x, 4, &to_left) < 0))
         return "ERR syntax error";
+    if (waits(x) && resp_arg_double(x->client->buf, &q, x->argc - 1, &timeout) < 0)
+        return "ERR timeout is not a float or out of range";
+    if (waits(x) && timeout < 0)
+        return "ERR timeout is negative";
     x->from_left = from_left != 0;
     x->to_left = to_left != 0;
     begin(w, x, POP_CHECK);
@@ -723,6 +766,30 @@ static void pop_add(struct worker *w, struct cross *x, size_t arg, int left)
     go(w, s);
 }
 
+/* BLMOVE's empty source: BLPOP or BRPOP on it, on a connection of the
+ * client's own, with the client's timeout; the element it gets is pushed
+ * to the destination (or back, if the destination refuses it). */
+static void pop_wait(struct worker *w, struct cross *x)
+{
+    struct client *c = x->client->client;
+    struct backend *owner = route_owner(w, slot_at(x, 1));
+    begin(w, x, POP_WAIT);
+    struct backend *b = c && owner ? client_open_private(c, &block_ops, owner->host, owner->port, BACKEND_BLOCKING)
+                                   : NULL;
+    struct req *s = b ? step_on(w, x, 3) : NULL;
+    if (s) {
+        add_word(s->buf, x->from_left ? "BLPOP" : "BRPOP");
+        add_arg(s->buf, x, 1);
+        add_arg(s->buf, x, x->argc - 1);
+        go_on(w, b, s);
+    } else {
+        x->oom = 1;
+    }
+    if (b)
+        backend_release(b);
+    sent(w, x);
+}
+
 /* CHECK: in Redis's order, a missing source answers 0 (nil) before any
  * type is checked, and an empty list is a missing one. */
 static void pop_check(struct worker *w, struct cross *x)
@@ -734,6 +801,8 @@ static void pop_check(struct worker *w, struct cross *x)
     } else if (integer_of(x, 0, &n) < 0 || n == 0) {
         if (is_smove(x))
             finish_integer(w, x, 0);
+        else if (waits(x))
+            pop_wait(w, x);
         else
             finish_nil(w, x);
     } else if (is_smove(x) && failed(x, 1)) {
@@ -765,6 +834,28 @@ static void pop_next(struct worker *w, struct cross *x)
     switch (x->phase) {
     case POP_CHECK:
         pop_check(w, x);
+        return;
+    case POP_WAIT: /* [source, element], or nil at the timeout */
+        if (failed(x, 0)) {
+            finish_with_step(w, x, 0);
+        } else if (is_nil(x, 0)) {
+            finish_nil(w, x);
+        } else {
+            struct req *got = take(x, 0);
+            size_t avail = evbuffer_get_length(got->reply);
+            const char *r = (const char *)evbuffer_pullup(got->reply, -1), *eol = r ? memchr(r, '\n', avail) : NULL;
+            size_t head = eol ? (size_t)(eol + 1 - r) : 0, key = eol ? resp_flat_value(r + head, avail - head) : 0;
+            if (key == 0) {
+                req_free(w, got);
+                finish_text(w, x, "ERR respgate: unexpected %s reply from a node", x->cmd->name);
+                return;
+            }
+            evbuffer_drain(got->reply, head + key); /* the element, a bulk string */
+            x->kept = got;
+            begin(w, x, POP_PUT);
+            pop_add(w, x, 2, x->to_left);
+            sent(w, x);
+        }
         return;
     case POP_TAKE: /* another client may have taken it first */
         if (failed(x, 0))
@@ -1225,34 +1316,6 @@ static int pops_zset(const struct cross *x)
     return (x->cmd->acl & CMD_ACL_SORTEDSET) != 0;
 }
 
-/* A blocking connection's reply is its request's, errors and all. */
-static void block_reply(struct backend *from, struct req *r, struct evbuffer *in, size_t len, char type)
-{
-    req_complete_from(from->w, r, in, len, type);
-}
-
-static void block_gone(struct backend *b)
-{
-    client_forget_private(b->owner, b);
-}
-
-static const struct backend_ops block_ops = {.reply = block_reply, .lost = backend_fail_lost, .gone = block_gone};
-
-/* The next step of the phase for a private connection: never redirected. */
-static struct req *step_on(struct worker *w, struct cross *x, size_t argc)
-{
-    struct req *s = step(w, x, 0, 0, argc);
-    if (s)
-        s->pinned = 1;
-    return s;
-}
-
-static void go_on(struct worker *w, struct backend *b, struct req *s)
-{
-    if (backend_send(b, s) < 0)
-        req_fail(w, s, "ERR respgate: the connection to %s:%d for this blocking command is lost", b->host, b->port);
-}
-
 /* Pops the key at X->at at once, in the client's protocol. */
 static void block_try(struct worker *w, struct cross *x)
 {
@@ -1495,9 +1558,15 @@ static const struct family families[] = {
     [CROSS_RENAME] = {copy_start, copy_next},       [CROSS_RENAMENX] = {copy_start, copy_next},
     [CROSS_COPY] = {copy_start, copy_next},         [CROSS_SMOVE] = {pop_start, pop_next},
     [CROSS_LMOVE] = {pop_start, pop_next},          [CROSS_RPOPLPUSH] = {pop_start, pop_next},
+    [CROSS_BLMOVE] = {pop_start, pop_next},         [CROSS_BRPOPLPUSH] = {pop_start, pop_next},
     [CROSS_MSETNX] = {msetnx_start, msetnx_next},   [CROSS_MPOP] = {mpop_start, mpop_next},
     [CROSS_XREAD] = {xread_start, xread_next},      [CROSS_BLOCK] = {block_start, block_next, block_each},
 };
+
+int cross_waits(const struct cmd_spec *cmd)
+{
+    return cmd->cross == CROSS_BLOCK || cmd->cross == CROSS_BLMOVE || cmd->cross == CROSS_BRPOPLPUSH;
+}
 
 /* Counts the emulation of CMD, and logs its first in the process. */
 static void note_use(struct worker *w, const struct cmd_spec *cmd)

@@ -31,6 +31,10 @@ struct worker;
 void cross_run(struct worker *w, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q,
                const size_t *keys, size_t nkeys);
 
+/* Whether cross_run answers CMD when it blocks (BLPOP, BLMOVE, ...): the
+ * others would block a shared connection, and are refused (XREAD BLOCK). */
+int cross_waits(const struct cmd_spec *cmd);
+
 /* The prefix of every temporary key's name after its hash tag: a key of
  * the application never starts "{...}" with it. */
 #define CROSS_TMP_PREFIX "respgate:tmp:"

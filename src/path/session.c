@@ -727,7 +727,7 @@ void session_dispatch(struct client *c, struct req *r, const struct cmd_spec *cm
         break;
     }
     int slot = route_keys_slot(w, r, cmd, q);
-    if (slot == ROUTE_KEYS_CROSS && cmd->op != CMD_OP_WATCH)
+    if (slot == ROUTE_KEYS_CROSS && cmd->op != CMD_OP_WATCH && cross_waits(cmd))
         block_across(c, r, cmd, q);
     else if (slot == ROUTE_KEYS_CROSS)
         req_fail(w, r, REQ_CROSSSLOT);

@@ -76,7 +76,9 @@ SEEDS = {
         ("XREADGROUP", "GROUP", "g", "c", "STREAMS", "a", "b", ">", ">"), ("SMOVE", "a", "b", "m"),
         ("LMOVE", "a", "b", "LEFT", "RIGHT"), ("MSETNX", "a", "1", "b", "2"), ("LMPOP", "2", "a", "b", "LEFT")]),
     "cross-slot-blocking": (AUTH, b"$-1\r\n*-1\r\n:7\r\n*2\r\n$1\r\nb\r\n$1\r\nv\r\n", [
-        ("BLPOP", "a", "b", "c", "0"), ("BZPOPMIN", "a", "b", "0.5"), ("BRPOP", "a", "b", "x"), ("GET", "a")]),
+        ("BLPOP", "a", "b", "c", "0"), ("BZPOPMIN", "a", "b", "0.5"), ("BRPOP", "a", "b", "x"), ("GET", "a"),
+        ("BLMOVE", "a", "b", "LEFT", "RIGHT", "0"), ("BRPOPLPUSH", "a", "b", "1"),
+        ("XREAD", "BLOCK", "10", "STREAMS", "a", "b", "$", "$")]),
     "cross-slot-resp3": (AUTH | HELLO3, b"-ERR x\r\n$-1\r\n:5\r\n", [
         ("SINTER", "a", "b", "c"), ("RENAME", "a", "b"), ("BITOP", "AND", "d", "a", "b")]),
     "inline-and-errors": (AUTH, b"", [

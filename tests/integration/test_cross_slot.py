@@ -488,7 +488,12 @@ def test_blocking_commands_at_once_match_one_redis(respgate, single):
     script = [("RPUSH", "l3", "x", "y"), ("BLPOP", "l0", "l1", "l3", "0"), ("BRPOP", "l0", "l3", "l1", "0"),
               ("SET", "l1", "s"), ("BLPOP", "l0", "l1", "l3", "0"), ("ZADD", "z2", "1", "a", "2", "b"),
               ("BZPOPMIN", "z0", "z2", "z3", "0"), ("BZPOPMAX", "z3", "z2", "0"), ("BLPOP", "l0", "l1", "x"),
-              ("BLPOP", "l0", "l3", "-1"), ("BLPOP", "l0", "l3", "0.1"), ("BZPOPMIN", "z0", "z3", "0.1")]
+              ("BLPOP", "l0", "l3", "-1"), ("BLPOP", "l0", "l3", "0.1"), ("BZPOPMIN", "z0", "z3", "0.1"),
+              ("RPUSH", "l3", "m1", "m2"), ("BLMOVE", "l3", "l0", "LEFT", "RIGHT", "0"),
+              ("BRPOPLPUSH", "l3", "l0", "0"), ("LRANGE", "l0", "0", "-1"), ("RPUSH", "l3", "m3"),
+              ("BLMOVE", "l3", "l1", "LEFT", "LEFT", "0"), ("BLMOVE", "l3", "l0", "UP", "LEFT", "0"),
+              ("BLMOVE", "l3", "l0", "LEFT", "LEFT", "-2"), ("BRPOPLPUSH", "l0", "l3", "x"),
+              ("BLMOVE", "l1", "l0", "LEFT", "LEFT", "0.1"), ("LRANGE", "l3", "0", "-1")]
     for cmd in script:
         assert run(rg, *cmd) == run(one, *cmd), cmd
     for cmd in [("RPUSH", "l0", "p"), ("ZADD", "z3", "1.5", "m"), ("BLPOP", "l1", "l0", "0"),
@@ -510,7 +515,8 @@ def test_blocking_commands_wait_on_every_slot(respgate):
     got = {}
 
     def wait(name, cmd):
-        got[name] = list(redis.Redis(port=respgate.port, socket_timeout=30).execute_command(*cmd))
+        reply = redis.Redis(port=respgate.port, socket_timeout=30).execute_command(*cmd)
+        got[name] = list(reply) if isinstance(reply, (list, tuple)) else reply
 
     t = threading.Thread(target=wait, args=("b", ("BLPOP", "l0", "l1", "l3", "10")))
     t.start()
@@ -547,6 +553,28 @@ def test_blocking_commands_wait_on_every_slot(respgate):
     rest = c.zrange("z0", 0, -1, withscores=True) + c.zrange("z2", 0, -1, withscores=True)
     assert len(rest) == 1 and {won[1], rest[0][0]} == {b"m0", b"m2"}, (won, rest)
     assert rest[0][1] in (1.5, 2.5)
+    # BLMOVE on an empty source waits, then pushes to the destination.
+    c.delete("l1", "l3")
+    t = threading.Thread(target=wait, args=("m", ("BLMOVE", "l1", "l3", "LEFT", "RIGHT", "10")))
+    t.start()
+    time.sleep(0.3)
+    assert "m" not in got
+    c.rpush("l1", "v1", "v2")
+    t.join(15)
+    assert got["m"] == b"v1"
+    assert (c.lrange("l1", 0, -1), c.lrange("l3", 0, -1)) == ([b"v2"], [b"v1"])
+    # ... and a destination of the wrong type leaves the element where it was.
+    c.delete("l1")
+    c.set("l3", "string")
+    t = threading.Thread(target=lambda: got.__setitem__("e", run(raw(respgate.client()), "BRPOPLPUSH", "l1", "l3", "10")))
+    t.start()
+    time.sleep(0.3)
+    c.rpush("l1", "w1", "w2")
+    t.join(15)
+    assert got["e"] == ("error", "WRONGTYPE Operation against a key holding the wrong kind of value")
+    assert c.lrange("l1", 0, -1) == [b"w1", b"w2"]
+    assert c.brpoplpush("l0", "l1", timeout=0.2) is None
+    c.delete("l1", "l3")
     # A timeout on every slot: nil, after the timeout.
     began = time.monotonic()
     assert c.blpop(["l0", "l1", "l3"], timeout=0.3) is None
