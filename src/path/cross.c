@@ -111,6 +111,8 @@ struct cross {
     size_t nkeys;
     /* block */
     uint32_t *key_args;       /* the keys' argument indexes, in order */
+    unsigned waiting : 1;     /* the phase blocks on every slot (block_each) */
+    size_t block_at;          /* XREAD: its BLOCK's argument index, 0 none */
     struct waiter *waiters;   /* [ngroups]: each slot's blocking command */
     long winner;              /* the waiter whose reply ends the wait, -1 none yet */
 };
@@ -167,6 +169,7 @@ static void begin(struct worker *w, struct cross *x, int phase)
     x->phase = (uint8_t)phase;
     x->nsteps = 0;
     x->oom = 0;
+    x->waiting = 0;
     x->pending = 1;
 }
 
@@ -1074,6 +1077,8 @@ static void mpop_next(struct worker *w, struct cross *x)
 /* ---- xread: XREAD, XREADGROUP, one part per slot ---- */
 
 enum { XREAD_CHECK, XREAD_PARTS };
+static void block_wait(struct worker *w, struct cross *x);
+static void block_each(struct worker *w, struct cross *x, size_t i);
 
 /* XREADGROUP's group name's argument, or 0 (the parts will say why). */
 static size_t xread_group(struct cross *x, size_t options)
@@ -1091,12 +1096,14 @@ static void xread_parts(struct worker *w, struct cross *x)
     begin(w, x, XREAD_PARTS);
     for (size_t g = 0; g < x->ngroups; g++) {
         const struct group *gr = &x->groups[g];
-        struct req *s = step(w, x, gr->slot, (x->cmd->flags & CMDF_WRITE) != 0, options + 2 * gr->n);
+        struct req *s = step(w, x, gr->slot, (x->cmd->flags & CMDF_WRITE) != 0,
+                             options - (x->block_at ? 2 : 0) + 2 * gr->n);
         if (s == NULL)
             break;
         s->resp3 = x->client->resp3;
-        for (size_t i = 0; i < options; i++)
-            add_arg(s->buf, x, i);
+        for (size_t i = 0; i < options; i++) /* at once first: without BLOCK */
+            if (!x->block_at || (i != x->block_at && i != x->block_at + 1))
+                add_arg(s->buf, x, i);
         for (size_t k = 0; k < gr->n; k++)
             add_arg(s->buf, x, x->order[gr->first + k]);
         for (size_t k = 0; k < gr->n; k++)
@@ -1118,6 +1125,13 @@ static const char *xread_start(struct worker *w, struct cross *x, const size_t *
                    ? "ERR Unbalanced 'xreadgroup' list of streams: for each stream key an ID or '>' must be specified."
                    : "ERR Unbalanced 'xread' list of streams: for each stream key an ID or '$' must be specified.";
     if (group_keys(x, keys, nkeys, GROUP_DISTINCT) < 0)
+        return REQ_OUT_OF_MEMORY;
+    struct resp_req q = {.argv = x->argv, .argc = x->argc};
+    for (size_t i = 1; i + 2 < keys[0]; i++)
+        if (resp_arg_is(x->client->buf, &q, i, "BLOCK"))
+            x->block_at = i; /* XREAD BLOCK (cross_waits): at once first, then on every slot */
+    x->winner = -1;
+    if (x->block_at && (x->waiters = calloc(x->ngroups, sizeof(*x->waiters))) == NULL)
         return REQ_OUT_OF_MEMORY;
     x->at = (x->cmd->flags & CMDF_WRITE) ? xread_group(x, keys[0]) : 0;
     if (x->at == 0) {
@@ -1257,6 +1271,15 @@ static long xread_streams(struct cross *x, size_t i, struct stream_reply *out)
 static void xread_next(struct worker *w, struct cross *x)
 {
     size_t i = 0, total = 0;
+    if (x->waiting) { /* XREAD BLOCK: the first slot with entries, or every slot's nil */
+        if (x->winner >= 0)
+            finish_with_step(w, x, x->waiters[x->winner].step);
+        else if (x->ngroups && !x->oom && x->waiters[0].b)
+            finish_with_step(w, x, x->waiters[0].step);
+        else
+            finish_with(w, x, NULL);
+        return;
+    }
     if (x->phase == XREAD_CHECK) {
         xread_check(w, x);
         return;
@@ -1283,6 +1306,9 @@ static void xread_next(struct worker *w, struct cross *x)
     }
     if (all == NULL) {
         finish_with(w, x, NULL);
+    } else if (total == 0 && x->block_at) {
+        free(all);
+        block_wait(w, x);
     } else if (total == 0) {
         free(all);
         finish_with_step(w, x, 0); /* a nil, in the client's protocol */
@@ -1377,13 +1403,17 @@ static void unblock(struct worker *w, struct cross *x, size_t g)
 static void block_wait(struct worker *w, struct cross *x)
 {
     struct client *c = x->client->client;
+    int xread = x->cmd->cross == CROSS_XREAD;
+    size_t options = x->argc - 2 * x->nkeys; /* XREAD's name, options (BLOCK too) and STREAMS */
     begin(w, x, BLOCK_WAIT);
+    x->waiting = 1;
     for (size_t g = 0; c && g < x->ngroups; g++) {
         const struct group *gr = &x->groups[g];
         struct backend *owner = route_owner(w, gr->slot);
         struct backend *b = owner ? client_open_private(c, &block_ops, owner->host, owner->port, BACKEND_BLOCKING)
                                   : NULL;
-        struct req *id = b ? step_on(w, x, 2) : NULL, *cmd = id ? step_on(w, x, 2 + gr->n) : NULL;
+        struct req *id = b ? step_on(w, x, 2) : NULL;
+        struct req *cmd = id ? step_on(w, x, xread ? options + 2 * gr->n : 2 + gr->n) : NULL;
         if (b == NULL || id == NULL || cmd == NULL) {
             x->oom = 1;
             if (id)
@@ -1397,10 +1427,16 @@ static void block_wait(struct worker *w, struct cross *x)
         add_word(id->buf, "CLIENT");
         add_word(id->buf, "ID");
         cmd->resp3 = x->client->resp3;
-        add_arg(cmd->buf, x, 0);
+        for (size_t i = 0; xread && i < options; i++)
+            add_arg(cmd->buf, x, i);
+        if (!xread)
+            add_arg(cmd->buf, x, 0);
         for (size_t k = 0; k < gr->n; k++)
             add_arg(cmd->buf, x, x->order[gr->first + k]);
-        add_arg(cmd->buf, x, x->argc - 1);
+        for (size_t k = 0; xread && k < gr->n; k++) /* each stream's ID */
+            add_arg(cmd->buf, x, x->order[gr->first + k] + x->nkeys);
+        if (!xread)
+            add_arg(cmd->buf, x, x->argc - 1);
         go_on(w, b, id);
         go_on(w, b, cmd);
         backend_release(b); /* closed once it has answered */
@@ -1414,7 +1450,7 @@ static void block_wait(struct worker *w, struct cross *x)
  * wait: every other slot's command is unblocked. */
 static void block_each(struct worker *w, struct cross *x, size_t i)
 {
-    if (x->phase != BLOCK_WAIT)
+    if (!x->waiting)
         return;
     for (size_t g = 0; g < x->ngroups; g++) {
         struct waiter *wt = &x->waiters[g];
@@ -1560,12 +1596,15 @@ static const struct family families[] = {
     [CROSS_LMOVE] = {pop_start, pop_next},          [CROSS_RPOPLPUSH] = {pop_start, pop_next},
     [CROSS_BLMOVE] = {pop_start, pop_next},         [CROSS_BRPOPLPUSH] = {pop_start, pop_next},
     [CROSS_MSETNX] = {msetnx_start, msetnx_next},   [CROSS_MPOP] = {mpop_start, mpop_next},
-    [CROSS_XREAD] = {xread_start, xread_next},      [CROSS_BLOCK] = {block_start, block_next, block_each},
+    [CROSS_XREAD] = {xread_start, xread_next, block_each},      [CROSS_BLOCK] = {block_start, block_next, block_each},
 };
 
 int cross_waits(const struct cmd_spec *cmd)
 {
-    return cmd->cross == CROSS_BLOCK || cmd->cross == CROSS_BLMOVE || cmd->cross == CROSS_BRPOPLPUSH;
+    /* XREADGROUP BLOCK is not: a slot's entries delivered after another's
+     * won would stay pending in its group, where one Redis delivers none. */
+    return cmd->cross == CROSS_BLOCK || cmd->cross == CROSS_BLMOVE || cmd->cross == CROSS_BRPOPLPUSH ||
+           (cmd->cross == CROSS_XREAD && !(cmd->flags & CMDF_WRITE));
 }
 
 /* Counts the emulation of CMD, and logs its first in the process. */
@@ -1599,7 +1638,8 @@ void cross_run(struct worker *w, struct req *r, const struct cmd_spec *cmd, cons
     x->family = &families[cmd->cross];
     x->argc = q->argc;
     x->nkeys = nkeys;
-    x->cap = (cmd->cross == CROSS_BLOCK ? 3 : 1) * nkeys + EXTRA_STEPS; /* block: CLIENT ID, the command, UNBLOCK */
+    /* block, XREAD BLOCK: CLIENT ID, the command and UNBLOCK per slot */
+    x->cap = (cmd->cross == CROSS_BLOCK || cmd->cross == CROSS_XREAD ? 3 : 1) * nkeys + EXTRA_STEPS;
     x->argv = malloc(q->argc * sizeof(*x->argv));
     x->got = calloc(x->cap, sizeof(*x->got));
     if (x->argv == NULL || x->got == NULL) {

@@ -575,6 +575,19 @@ def test_blocking_commands_wait_on_every_slot(respgate):
     assert c.lrange("l1", 0, -1) == [b"w1", b"w2"]
     assert c.brpoplpush("l0", "l1", timeout=0.2) is None
     c.delete("l1", "l3")
+    # XREAD BLOCK: entries at once, or the first slot's to get some.
+    c.delete("x0", "x1", "x3")
+    c.xadd("x3", {"f": "v"}, id="5-1")
+    assert c.xread({"x0": "0", "x3": "0"}, block=5000) == [[b"x3", [(b"5-1", {b"f": b"v"})]]]
+    t = threading.Thread(target=wait, args=("x", ("XREAD", "BLOCK", "10000", "STREAMS", "x0", "x1", "$", "$")))
+    t.start()
+    time.sleep(0.3)
+    assert "x" not in got
+    c.xadd("x1", {"g": "w"}, id="7-1")
+    t.join(15)
+    assert got["x"] == [[b"x1", [(b"7-1", {b"g": b"w"})]]]
+    assert c.xread({"x0": "$", "x1": "$"}, block=200) == []
+    c.delete("x0", "x1", "x3")
     # A timeout on every slot: nil, after the timeout.
     began = time.monotonic()
     assert c.blpop(["l0", "l1", "l3"], timeout=0.3) is None

@@ -167,9 +167,9 @@ def test_blocking_commands_wait_without_holding_others_up(cluster, respgate):
     r.xadd("bl:stream", {"f": "v"}, id="1-1")
     assert r.xread({"bl:stream": "0"}) == [[b"bl:stream", [(b"1-1", {b"f": b"v"})]]]
     assert r.xread({"bl:stream": "$"}, block=100) == []
-    # BLPOP and BLMOVE across slots wait (test_cross_slot.py); XREAD BLOCK across slots is refused.
+    # BLPOP, BLMOVE and XREAD BLOCK across slots wait (test_cross_slot.py); XREADGROUP BLOCK is refused.
     with pytest.raises(redis.ResponseError, match="^CROSSSLOT"):
-        r.xread({"a": "0", "b": "0"}, block=100)
+        r.xreadgroup("g", "c", {"a": ">", "b": ">"}, block=100)
     r.delete("bl:stream", "{bl}dst", *[f"bl:other:{i}" for i in range(200)])
 
 
