@@ -263,7 +263,8 @@ OPS = {
 #   MPOP: each run of consecutive keys of one slot in turn, until one pops;
 #   XREAD: one part per slot, the streams put back in the order of the keys;
 #   BLOCK: each key popped at once in order; else blocked on every slot's
-#   master, the first element wins and what the others popped goes back.
+#   master, the first element wins and what the others popped goes back;
+#   BMPOP: MPOP's runs at once, then BLOCK's wait.
 CROSS = {
     "smove": "CROSS_SMOVE",
     "lmove": "CROSS_LMOVE",
@@ -279,6 +280,8 @@ CROSS = {
     "brpop": "CROSS_BLOCK",
     "bzpopmin": "CROSS_BLOCK",
     "bzpopmax": "CROSS_BLOCK",
+    "blmpop": "CROSS_BMPOP",
+    "bzmpop": "CROSS_BMPOP",
     "rename": "CROSS_RENAME",
     "renamenx": "CROSS_RENAMENX",
     "copy": "CROSS_COPY",

@@ -84,6 +84,7 @@ enum cmd_cross {
     CROSS_MPOP,        /* LMPOP, ZMPOP: each run of keys of one slot in turn, until one pops */
     CROSS_XREAD,       /* XREAD, XREADGROUP: one part per slot, the streams in the order of the keys */
     CROSS_BLOCK,       /* BLPOP, BRPOP, BZPOPMIN, BZPOPMAX: popped in order, else blocked on every slot's master */
+    CROSS_BMPOP,       /* BLMPOP, BZMPOP: MPOP's runs in order, else blocked on every slot's master */
 };
 
 /* Which operation of a client's session or subscriptions a command is

@@ -22,6 +22,7 @@
  *             the keys, until one pops.
  *   xread     XREAD, XREADGROUP: one part per slot, at once; their streams
  *             put back in the order of the keys.
+ *   bmpop     BLMPOP, BZMPOP: mpop's runs at once, then block's wait.
  *   block     BLPOP, BRPOP, BZPOPMIN, BZPOPMAX: each key popped at once, in
  *             order, until one has an element; else the command blocks on
  *             every slot's master, on connections of the client's own, the
@@ -1403,8 +1404,9 @@ static void unblock(struct worker *w, struct cross *x, size_t g)
 static void block_wait(struct worker *w, struct cross *x)
 {
     struct client *c = x->client->client;
-    int xread = x->cmd->cross == CROSS_XREAD;
+    int xread = x->cmd->cross == CROSS_XREAD, mpop = x->cmd->cross == CROSS_BMPOP;
     size_t options = x->argc - 2 * x->nkeys; /* XREAD's name, options (BLOCK too) and STREAMS */
+    size_t after = x->key_args ? x->key_args[x->nkeys - 1] + 1 : x->argc; /* BLMPOP's options */
     begin(w, x, BLOCK_WAIT);
     x->waiting = 1;
     for (size_t g = 0; c && g < x->ngroups; g++) {
@@ -1413,7 +1415,8 @@ static void block_wait(struct worker *w, struct cross *x)
         struct backend *b = owner ? client_open_private(c, &block_ops, owner->host, owner->port, BACKEND_BLOCKING)
                                   : NULL;
         struct req *id = b ? step_on(w, x, 2) : NULL;
-        struct req *cmd = id ? step_on(w, x, xread ? options + 2 * gr->n : 2 + gr->n) : NULL;
+        size_t argc = xread ? options + 2 * gr->n : mpop ? 3 + gr->n + (x->argc - after) : 2 + gr->n;
+        struct req *cmd = id ? step_on(w, x, argc) : NULL;
         if (b == NULL || id == NULL || cmd == NULL) {
             x->oom = 1;
             if (id)
@@ -1431,11 +1434,17 @@ static void block_wait(struct worker *w, struct cross *x)
             add_arg(cmd->buf, x, i);
         if (!xread)
             add_arg(cmd->buf, x, 0);
+        if (mpop) { /* BLMPOP timeout numkeys ... */
+            add_arg(cmd->buf, x, 1);
+            add_number(cmd->buf, (long long)gr->n);
+        }
         for (size_t k = 0; k < gr->n; k++)
             add_arg(cmd->buf, x, x->order[gr->first + k]);
         for (size_t k = 0; xread && k < gr->n; k++) /* each stream's ID */
             add_arg(cmd->buf, x, x->order[gr->first + k] + x->nkeys);
-        if (!xread)
+        for (size_t i = after; mpop && i < x->argc; i++)
+            add_arg(cmd->buf, x, i);
+        if (!xread && !mpop)
             add_arg(cmd->buf, x, x->argc - 1);
         go_on(w, b, id);
         go_on(w, b, cmd);
@@ -1482,6 +1491,8 @@ static int has_array(const struct req *r)
 
 /* Puts back what waiter G's command popped after another had won: the
  * element at the end it came from, the member with its score. */
+static void mpop_put_back(struct worker *w, struct cross *x, size_t g, const char *s, size_t avail, size_t pos);
+
 static void put_back(struct worker *w, struct cross *x, size_t g, struct req *got)
 {
     struct evbuffer *r = got->reply;
@@ -1490,6 +1501,10 @@ static void put_back(struct worker *w, struct cross *x, size_t g, struct req *go
     if (eol == NULL || s[0] != '*')
         return;
     pos = (size_t)(eol + 1 - s);
+    if (x->cmd->cross == CROSS_BMPOP) {
+        mpop_put_back(w, x, g, s, avail, pos);
+        return;
+    }
     size_t want = pops_zset(x) ? 3 : 2, at[3];
     for (size_t e = 0; e < want; e++) {
         at[e] = pos;
@@ -1587,6 +1602,135 @@ static void block_next(struct worker *w, struct cross *x)
     }
 }
 
+/* ---- bmpop: BLMPOP, BZMPOP on keys in several slots ---- */
+
+/* Each run of consecutive keys of one slot popped at once, in order, as
+ * LMPOP or ZMPOP (mpop's), then the wait of the blocking pops. The
+ * timeout comes first, and Redis checks it first. */
+static void bmpop_try(struct worker *w, struct cross *x)
+{
+    const struct group *g = &x->groups[x->at];
+    size_t after = x->key_args[x->nkeys - 1] + 1;
+    begin(w, x, BLOCK_TRY);
+    struct req *s = step(w, x, g->slot, 1, 2 + g->n + (x->argc - after));
+    if (s) {
+        s->resp3 = x->client->resp3;
+        add_word(s->buf, twin(x));
+        add_number(s->buf, (long long)g->n);
+        for (size_t k = 0; k < g->n; k++)
+            add_arg(s->buf, x, x->order[g->first + k]);
+        for (size_t i = after; i < x->argc; i++)
+            add_arg(s->buf, x, i);
+        go(w, s);
+    }
+    sent(w, x);
+}
+
+static const char *bmpop_start(struct worker *w, struct cross *x, const size_t *keys, size_t nkeys)
+{
+    struct resp_req q = {.argv = x->argv, .argc = x->argc};
+    double timeout;
+    if (resp_arg_double(x->client->buf, &q, 1, &timeout) < 0)
+        return "ERR timeout is not a float or out of range";
+    if (timeout < 0)
+        return "ERR timeout is negative";
+    x->key_args = malloc(nkeys * sizeof(*x->key_args));
+    if (x->key_args == NULL || group_keys(x, keys, nkeys, GROUP_RUNS) < 0)
+        return REQ_OUT_OF_MEMORY;
+    for (size_t k = 0; k < nkeys; k++)
+        x->key_args[k] = (uint32_t)keys[k];
+    x->winner = -1;
+    x->at = 0;
+    bmpop_try(w, x);
+    return NULL;
+}
+
+/* Every run was empty: the keys grouped by slot instead, one wait each. */
+static void bmpop_wait(struct worker *w, struct cross *x)
+{
+    size_t *keys = malloc(x->nkeys * sizeof(*keys));
+    for (size_t k = 0; keys && k < x->nkeys; k++)
+        keys[k] = x->key_args[k];
+    free(x->order);
+    free(x->groups);
+    x->order = NULL;
+    x->groups = NULL;
+    x->ngroups = 0;
+    int grouped = keys ? group_keys(x, keys, x->nkeys, GROUP_BY_SLOT) : -1;
+    free(keys);
+    if (grouped < 0 || (x->waiters = calloc(x->ngroups, sizeof(*x->waiters))) == NULL) {
+        finish_with(w, x, NULL);
+        return;
+    }
+    if (x->ngroups > CROSS_BLOCK_SLOTS_MAX) {
+        finish_text(w, x, "ERR respgate: a blocking command may wait on keys in " CROSS_BLOCK_SLOTS_TEXT
+                          " slots at most");
+        return;
+    }
+    block_wait(w, x);
+}
+
+static void bmpop_next(struct worker *w, struct cross *x)
+{
+    if (x->phase != BLOCK_TRY || x->waiting) {
+        block_next(w, x);
+    } else if (!failed(x, 0) && is_nil(x, 0)) {
+        if (++x->at < x->ngroups)
+            bmpop_try(w, x);
+        else
+            bmpop_wait(w, x);
+    } else {
+        finish_with_step(w, x, 0);
+    }
+}
+
+/* What a slot's BLMPOP or BZMPOP popped after another's had won, at S
+ * (AVAIL bytes; the array's elements from POS: the key, then the
+ * elements or [member, score] pairs) goes back: pushed in reverse at the
+ * end it came from, or added with its score. */
+static void mpop_put_back(struct worker *w, struct cross *x, size_t g, const char *s, size_t avail, size_t pos)
+{
+    size_t klen = resp_flat_value(s + pos, avail - pos), at = pos + klen, count = 0;
+    const char *eol = klen ? memchr(s + at, '\n', avail - at) : NULL;
+    char *end;
+    if (eol == NULL || s[at] != '*' || (count = (size_t)strtoull(s + at + 1, &end, 10)) == 0 || count > avail)
+        return;
+    size_t first = (size_t)(eol + 1 - s), *spans = calloc(count, sizeof(*spans)), n = 0;
+    for (size_t p = first; spans && n < count; n++) {
+        spans[n] = p;
+        size_t len = resp_flat_value(s + p, avail - p);
+        if (len == 0)
+            break;
+        p += len;
+    }
+    struct resp_req q = {.argv = x->argv, .argc = x->argc};
+    int left = resp_arg_is(x->client->buf, &q, x->key_args[x->nkeys - 1] + 1, "LEFT");
+    struct req *r = n == count ? step(w, x, x->groups[g].slot, 1, 2 + (pops_zset(x) ? 2 : 1) * count) : NULL;
+    if (r) {
+        add_word(r->buf, pops_zset(x) ? "ZADD" : left ? "LPUSH" : "RPUSH");
+        evbuffer_add(r->buf, s + pos, klen); /* the key, a bulk string */
+        for (size_t i = 0; i < count; i++) {
+            size_t e = pops_zset(x) ? spans[i] : spans[count - 1 - i], len = resp_flat_value(s + e, avail - e);
+            if (!pops_zset(x)) {
+                evbuffer_add(r->buf, s + e, len);
+                continue;
+            }
+            /* a [member, score] pair: ZADD takes the score first */
+            const char *m = memchr(s + e, '\n', len);
+            size_t mpos = m ? (size_t)(m + 1 - s) : e, mlen = resp_flat_value(s + mpos, avail - mpos);
+            const char *score = s + mpos + mlen;
+            size_t slen = resp_flat_value(score, avail - mpos - mlen);
+            if (score[0] == ',')
+                resp_add_bulk(r->buf, score + 1, slen - 3);
+            else
+                evbuffer_add(r->buf, score, slen);
+            evbuffer_add(r->buf, s + mpos, mlen);
+        }
+        go(w, r);
+    }
+    free(spans);
+}
+
 /* ---- the start ---- */
 
 static const struct family families[] = {
@@ -1596,7 +1740,8 @@ static const struct family families[] = {
     [CROSS_LMOVE] = {pop_start, pop_next},          [CROSS_RPOPLPUSH] = {pop_start, pop_next},
     [CROSS_BLMOVE] = {pop_start, pop_next},         [CROSS_BRPOPLPUSH] = {pop_start, pop_next},
     [CROSS_MSETNX] = {msetnx_start, msetnx_next},   [CROSS_MPOP] = {mpop_start, mpop_next},
-    [CROSS_XREAD] = {xread_start, xread_next, block_each},      [CROSS_BLOCK] = {block_start, block_next, block_each},
+    [CROSS_XREAD] = {xread_start, xread_next, block_each},
+    [CROSS_BMPOP] = {bmpop_start, bmpop_next, block_each},      [CROSS_BLOCK] = {block_start, block_next, block_each},
 };
 
 int cross_waits(const struct cmd_spec *cmd)
@@ -1604,7 +1749,7 @@ int cross_waits(const struct cmd_spec *cmd)
     /* XREADGROUP BLOCK is not: a slot's entries delivered after another's
      * won would stay pending in its group, where one Redis delivers none. */
     return cmd->cross == CROSS_BLOCK || cmd->cross == CROSS_BLMOVE || cmd->cross == CROSS_BRPOPLPUSH ||
-           (cmd->cross == CROSS_XREAD && !(cmd->flags & CMDF_WRITE));
+           cmd->cross == CROSS_BMPOP || (cmd->cross == CROSS_XREAD && !(cmd->flags & CMDF_WRITE));
 }
 
 /* Counts the emulation of CMD, and logs its first in the process. */
@@ -1639,7 +1784,8 @@ void cross_run(struct worker *w, struct req *r, const struct cmd_spec *cmd, cons
     x->argc = q->argc;
     x->nkeys = nkeys;
     /* block, XREAD BLOCK: CLIENT ID, the command and UNBLOCK per slot */
-    x->cap = (cmd->cross == CROSS_BLOCK || cmd->cross == CROSS_XREAD ? 3 : 1) * nkeys + EXTRA_STEPS;
+    x->cap = (cmd->cross == CROSS_BLOCK || cmd->cross == CROSS_XREAD || cmd->cross == CROSS_BMPOP ? 3 : 1) * nkeys +
+             EXTRA_STEPS;
     x->argv = malloc(q->argc * sizeof(*x->argv));
     x->got = calloc(x->cap, sizeof(*x->got));
     if (x->argv == NULL || x->got == NULL) {

@@ -78,7 +78,8 @@ SEEDS = {
     "cross-slot-blocking": (AUTH, b"$-1\r\n*-1\r\n:7\r\n*2\r\n$1\r\nb\r\n$1\r\nv\r\n", [
         ("BLPOP", "a", "b", "c", "0"), ("BZPOPMIN", "a", "b", "0.5"), ("BRPOP", "a", "b", "x"), ("GET", "a"),
         ("BLMOVE", "a", "b", "LEFT", "RIGHT", "0"), ("BRPOPLPUSH", "a", "b", "1"),
-        ("XREAD", "BLOCK", "10", "STREAMS", "a", "b", "$", "$")]),
+        ("XREAD", "BLOCK", "10", "STREAMS", "a", "b", "$", "$"), ("BLMPOP", "0", "3", "a", "b", "c", "LEFT", "COUNT", "2"),
+        ("BZMPOP", "0.5", "2", "a", "b", "MIN")]),
     "cross-slot-resp3": (AUTH | HELLO3, b"-ERR x\r\n$-1\r\n:5\r\n", [
         ("SINTER", "a", "b", "c"), ("RENAME", "a", "b"), ("BITOP", "AND", "d", "a", "b")]),
     "inline-and-errors": (AUTH, b"", [

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 import redis
 
-from conftest import wait_until
+from conftest import needs_redis7, wait_until
 from harness.respgate import free_port
 from harness.single import Single
 
@@ -593,3 +593,40 @@ def test_blocking_commands_wait_on_every_slot(respgate):
     assert c.blpop(["l0", "l1", "l3"], timeout=0.3) is None
     assert time.monotonic() - began >= 0.25
     assert b"blpop on keys in several slots" in open(respgate.log_path, "rb").read()
+
+
+@needs_redis7("BLMPOP and BZMPOP")
+def test_blmpop_and_bzmpop_across_slots(respgate, single):
+    import threading
+
+    rg, one = raw(respgate.client()), raw(single.client())
+    for c in (rg, one):
+        c.execute_command("FLUSHALL")
+    script = [("RPUSH", "l3", "a", "b", "c"), ("BLMPOP", "0", "3", "l0", "l1", "l3", "LEFT", "COUNT", "2"),
+              ("BLMPOP", "0", "2", "l0", "l3", "RIGHT"), ("ZADD", "z2", "1", "m", "2", "n"),
+              ("BZMPOP", "0", "2", "z0", "z2", "MAX", "COUNT", "5"), ("BLMPOP", "0.1", "2", "l0", "l1", "LEFT"),
+              ("BLMPOP", "x", "2", "l0", "l1", "LEFT"), ("BLMPOP", "0", "2", "l0", "l1", "UP"),
+              ("BLMPOP", "0", "2", "l0", "l1", "LEFT", "COUNT", "0"), ("SET", "l1", "s"),
+              ("BLMPOP", "0", "2", "l0", "l1", "LEFT")]
+    for cmd in script:
+        assert run(rg, *cmd) == run(one, *cmd), cmd
+    c = respgate.client()
+    c.delete("l0", "l1", "l3")
+    got = {}
+
+    def wait():
+        got["r"] = raw(redis.Redis(port=respgate.port, socket_timeout=30)).execute_command(
+            "BLMPOP", "10", "2", "l0", "l3", "LEFT", "COUNT", "2")
+
+    t = threading.Thread(target=wait)
+    t.start()
+    time.sleep(0.3)
+    p = c.pipeline(transaction=False)
+    p.rpush("l0", "x1", "x2")
+    p.rpush("l3", "y1", "y2")
+    p.execute()
+    t.join(15)
+    won = got["r"]
+    assert won in ([b"l0", [b"x1", b"x2"]], [b"l3", [b"y1", b"y2"]]), won
+    other = "l3" if won[0] == b"l0" else "l0"
+    assert c.lrange(other, 0, -1) == ([b"y1", b"y2"] if other == "l3" else [b"x1", b"x2"])  # back, in order
