@@ -1037,7 +1037,9 @@ static void msetnx_next(struct worker *w, struct cross *x)
                                             : "another client created one of their keys between the check and the set");
 }
 
-static void mpop_send(struct worker *w, struct cross *x)
+/* Sends the run of keys at X->at, as the client's command, or as VERB
+ * (BLMPOP's LMPOP at once), with its options. */
+static void mpop_send(struct worker *w, struct cross *x, const char *verb)
 {
     const struct group *g = &x->groups[x->at];
     size_t after = x->order[x->nkeys - 1] + 1; /* the options, after the last key */
@@ -1046,7 +1048,10 @@ static void mpop_send(struct worker *w, struct cross *x)
     struct req *s = step(w, x, g->slot, 1, 2 + g->n + rest);
     if (s) {
         s->resp3 = x->client->resp3;
-        add_arg(s->buf, x, 0);
+        if (verb)
+            add_word(s->buf, verb);
+        else
+            add_arg(s->buf, x, 0);
         add_number(s->buf, g->n);
         for (size_t k = 0; k < g->n; k++)
             add_arg(s->buf, x, x->order[g->first + k]);
@@ -1061,7 +1066,7 @@ static const char *mpop_start(struct worker *w, struct cross *x, const size_t *k
 {
     if (group_keys(x, keys, nkeys, GROUP_RUNS) < 0)
         return REQ_OUT_OF_MEMORY;
-    mpop_send(w, x);
+    mpop_send(w, x, NULL);
     return NULL;
 }
 
@@ -1070,7 +1075,7 @@ static const char *mpop_start(struct worker *w, struct cross *x, const size_t *k
 static void mpop_next(struct worker *w, struct cross *x)
 {
     if (!failed(x, 0) && is_nil(x, 0) && ++x->at < x->ngroups)
-        mpop_send(w, x);
+        mpop_send(w, x, NULL);
     else
         finish_with_step(w, x, 0);
 }
@@ -1604,26 +1609,12 @@ static void block_next(struct worker *w, struct cross *x)
 
 /* ---- bmpop: BLMPOP, BZMPOP on keys in several slots ---- */
 
-/* Each run of consecutive keys of one slot popped at once, in order, as
- * LMPOP or ZMPOP (mpop's), then the wait of the blocking pops. The
- * timeout comes first, and Redis checks it first. */
+/* Each run of consecutive keys of one slot is popped at once, in order,
+ * as LMPOP or ZMPOP (mpop's), then comes the wait of the blocking pops.
+ * The timeout comes first, and Redis checks it first. */
 static void bmpop_try(struct worker *w, struct cross *x)
 {
-    const struct group *g = &x->groups[x->at];
-    size_t after = x->key_args[x->nkeys - 1] + 1;
-    begin(w, x, BLOCK_TRY);
-    struct req *s = step(w, x, g->slot, 1, 2 + g->n + (x->argc - after));
-    if (s) {
-        s->resp3 = x->client->resp3;
-        add_word(s->buf, twin(x));
-        add_number(s->buf, (long long)g->n);
-        for (size_t k = 0; k < g->n; k++)
-            add_arg(s->buf, x, x->order[g->first + k]);
-        for (size_t i = after; i < x->argc; i++)
-            add_arg(s->buf, x, i);
-        go(w, s);
-    }
-    sent(w, x);
+    mpop_send(w, x, twin(x));
 }
 
 static const char *bmpop_start(struct worker *w, struct cross *x, const size_t *keys, size_t nkeys)
