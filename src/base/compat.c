@@ -56,5 +56,12 @@ const struct compat_node_cmd compat_node_cmds[] = {
     {"CONFIG GET lua-time-limit", COMPAT_V(3, 0, 0),
      "topo.c: how long a busy node answers nobody (7.0 calls it busy-reply-threshold, and knows both names)"},
     {"CLUSTER NODES", COMPAT_V(3, 0, 0), "topo.c: the slot map"},
+    {"DUMP / PTTL / RESTORE key ttl payload [REPLACE] / DEL", COMPAT_V(3, 0, 0),
+     "cross.c: a value copied into another slot (a command on keys in several slots)"},
+    {"EXISTS / TYPE / LLEN / SISMEMBER / SREM / SADD / LPOP / RPOP / LPUSH / RPUSH / ZADD / MSETNX", COMPAT_V(2, 4, 0),
+     "cross.c: the steps of SMOVE, LMOVE, MSETNX and the blocking pops across slots"},
+    {"ZPOPMIN / ZPOPMAX / XINFO GROUPS / CLIENT ID / CLIENT UNBLOCK", COMPAT_V(5, 0, 0),
+     "cross.c: BZPOPMIN at once, XREADGROUP's group check, unblocking the slots a wait did not win"},
+    {"BLPOP / BRPOP key timeout", COMPAT_V(2, 0, 0), "cross.c: BLMOVE waiting on its source"},
 };
 const size_t compat_node_cmds_len = sizeof(compat_node_cmds) / sizeof(compat_node_cmds[0]);

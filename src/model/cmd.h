@@ -215,6 +215,7 @@ struct cmd_spec {
     uint32_t acl;                       /* CMD_ACL_*: its ACL categories */
     uint16_t id;                        /* from 1, below cmd_spec_count; 0 for a command the nodes taught */
     uint8_t cross;                      /* enum cmd_cross */
+    uint32_t since;                     /* the Redis version it came in (compat.h's COMPAT_V), 0 unknown */
 };
 
 /* The generated table (cmdtab.c), sorted by name, and the server it came from. */

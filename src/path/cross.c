@@ -39,6 +39,7 @@
  */
 #include "path/cross.h"
 
+#include "base/compat.h"
 #include "base/log.h"
 #include "base/resp.h"
 #include "base/slot.h"
@@ -1762,6 +1763,10 @@ void cross_run(struct worker *w, struct req *r, const struct cmd_spec *cmd, cons
     if (cmd->cross == CROSS_NONE || cmd->cross >= sizeof(families) / sizeof(families[0]) ||
         w->conf->cross_slot == CROSS_SLOT_REFUSE || nkeys < 2) {
         req_fail(w, r, REQ_CROSSSLOT);
+        return;
+    }
+    if (!compat_has(w->version, cmd->since)) { /* the nodes lack it (LMPOP on 6.2): theirs is the answer */
+        route_send(w, r, (int)slot_of_arg(r->buf, &q->argv[keys[0]]));
         return;
     }
     struct cross *x = calloc(1, sizeof(*x));

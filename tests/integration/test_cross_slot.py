@@ -630,3 +630,18 @@ def test_blmpop_and_bzmpop_across_slots(respgate, single):
     assert won in ([b"l0", [b"x1", b"x2"]], [b"l3", [b"y1", b"y2"]]), won
     other = "l3" if won[0] == b"l0" else "l0"
     assert c.lrange(other, 0, -1) == ([b"y1", b"y2"] if other == "l3" else [b"x1", b"x2"])  # back, in order
+
+
+def test_commands_the_nodes_lack_get_their_answer(respgate, single):
+    """A command newer than the nodes (SINTERCARD, LMPOP, BLMPOP ... on 6.2)
+    across slots gets the nodes' own "unknown command", with its own
+    arguments; on 7.0 the same commands answer as one Redis."""
+    rg, one = raw(respgate.client()), raw(single.client())
+    for c in (rg, one):
+        c.execute_command("FLUSHALL")
+        c.execute_command("SADD", "s0", "a", "b")
+        c.execute_command("SADD", "s2", "b")
+    for cmd in [("SINTERCARD", "2", "s0", "s2"), ("ZINTERCARD", "2", "z0", "z2"), ("LMPOP", "2", "l0", "l1", "LEFT"),
+                ("ZMPOP", "2", "z0", "z2", "MIN"), ("BLMPOP", "0.1", "2", "l0", "l1", "LEFT"),
+                ("BZMPOP", "0.1", "2", "z0", "z2", "MIN")]:
+        assert run(rg, *cmd) == run(one, *cmd), cmd
