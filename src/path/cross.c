@@ -1413,6 +1413,11 @@ static void block_wait(struct worker *w, struct cross *x)
     int xread = x->cmd->cross == CROSS_XREAD, mpop = x->cmd->cross == CROSS_BMPOP;
     size_t options = x->argc - 2 * x->nkeys; /* XREAD's name, options (BLOCK too) and STREAMS */
     size_t after = x->key_args ? x->key_args[x->nkeys - 1] + 1 : x->argc; /* BLMPOP's options */
+    for (size_t g = 0; g < x->ngroups; g++)
+        if (route_owner(w, x->groups[g].slot) == NULL) { /* before any waits: none is left blocked */
+            finish_text(w, x, "%s", REQ_SLOT_NOT_SERVED);
+            return;
+        }
     begin(w, x, BLOCK_WAIT);
     x->waiting = 1;
     for (size_t g = 0; c && g < x->ngroups; g++) {
