@@ -29,6 +29,7 @@ struct backend;
 struct fanout;
 struct cross;
 struct session_exec;
+struct session_split;
 struct migrate_fetch;
 struct evbuffer;
 struct worker;
@@ -78,6 +79,7 @@ struct req {
         struct fanout *fan;     /* several nodes answer it (fanout.h) */
         struct cross *cross;    /* its keys lie in several slots: answered by steps (cross.h) */
         struct session_exec *exec; /* EXEC of a transaction over several slots (session.h) */
+        struct session_split *split; /* a split command queued in such a transaction (session.h) */
     };
     struct migrate_fetch *fetch; /* the import it waits for, or that sent it (migrate.h) */
     uint16_t part;              /* REQ_PART: its index among its parent's parts */

@@ -18,6 +18,7 @@
 #include "base/log.h"
 #include "loop/req.h"
 #include "base/resp.h"
+#include "base/slot.h"
 #include "path/cross.h"
 #include "path/route.h"
 #include "loop/worker.h"
@@ -180,30 +181,53 @@ static const char TXN_CROSSSLOT[] = "CROSSSLOT Keys in request don't hash to the
                                     "a transaction must share a slot unless cluster.cross_slot_transactions is "
                                     "per-slot)";
 
-/* The pins of a transaction's other slots, each behind its own MULTI,
- * and which pin each queued command went to, in the order queued. */
+/* A command split by slot (MGET, MSET, DEL, ...) inside a transaction over
+ * several slots: one part in each slot's MULTI, merged at EXEC. */
+struct split_info {
+    uint8_t merge;         /* enum cmd_merge */
+    uint32_t nkeys;
+    uint8_t *part_of_key;  /* MERGE_KEYORDER: [nkeys], the part each key is in */
+};
+
+/* The pins of a transaction's other slots, each behind its own MULTI, and
+ * for each reply EXEC will give (one per queued command, one per part of
+ * a split one), which pin it comes from, in the order queued. */
 struct session_spread {
     struct backend *pins[SESSION_SPREAD_MAX];
     uint16_t slots[SESSION_SPREAD_MAX];
     uint8_t npins;
-    uint8_t *of;  /* per queued command: 0 the transaction's first pin, i + 1 pins[i] */
+    uint8_t *of;    /* per reply: 0 the transaction's first pin, i + 1 pins[i] */
+    uint32_t *grp;  /* per reply: 0 a command's own; k + 1 a part of splits[k] */
     size_t n, cap;
+    struct split_info *splits;
+    size_t nsplits;
 };
 
-/* Records that the next queued command went to pin WHICH. Returns 0, or
- * -1 if out of memory. */
-static int spread_note(struct session_spread *sp, uint8_t which)
+/* Records that the next reply comes from pin WHICH, a part of split GRP
+ * (or 0). Returns 0, or -1 if out of memory. */
+static int spread_note(struct session_spread *sp, uint8_t which, uint32_t grp)
 {
     if (sp->n == sp->cap) {
         size_t cap = sp->cap ? 2 * sp->cap : 64;
         uint8_t *of = realloc(sp->of, cap);
-        if (of == NULL)
+        if (of)
+            sp->of = of;
+        uint32_t *g = of ? realloc(sp->grp, cap * sizeof(*g)) : NULL;
+        if (g == NULL)
             return -1;
-        sp->of = of;
+        sp->grp = g;
         sp->cap = cap;
     }
-    sp->of[sp->n++] = which;
+    sp->of[sp->n] = which;
+    sp->grp[sp->n++] = grp;
     return 0;
+}
+
+static void splits_free(struct split_info *splits, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(splits[i].part_of_key);
+    free(splits);
 }
 
 static void spread_forget(struct client *c, struct backend *b)
@@ -227,8 +251,11 @@ static void spread_end(struct client *c, int clean)
             sp->pins[i]->poolable = (unsigned)clean;
             backend_release(sp->pins[i]);
         }
-    if (sp)
+    if (sp) {
         free(sp->of);
+        free(sp->grp);
+        splits_free(sp->splits, sp->nsplits);
+    }
     free(sp);
 }
 
@@ -237,17 +264,27 @@ static void refuse_queued(struct client *c, struct req *r, const char *text);
 
 /* C's pin for SLOT among its spread's, opened behind MULTI if new; NULL
  * (the transaction fails) if it cannot be. *WHICH is its index + 1. */
-static struct backend *spread_pin(struct client *c, int slot, uint8_t *which, const char **why)
+/* C's spread, made if new with the first slot's replies so far. NULL if
+ * out of memory. */
+static struct session_spread *spread_get(struct client *c)
 {
     struct session_spread *sp = c->txn.spread;
-    if (sp == NULL) {
-        if ((sp = calloc(1, sizeof(*sp))) == NULL)
-            return *why = REQ_OUT_OF_MEMORY, NULL;
-        c->txn.spread = sp;
-        for (uint32_t i = 0; i < c->txn.count; i++) /* the first slot's, so far */
-            if (spread_note(sp, 0) < 0)
-                return *why = REQ_OUT_OF_MEMORY, NULL;
-    }
+    if (sp)
+        return sp;
+    if ((sp = calloc(1, sizeof(*sp))) == NULL)
+        return NULL;
+    c->txn.spread = sp;
+    for (uint32_t i = 0; i < c->txn.count; i++)
+        if (spread_note(sp, 0, 0) < 0)
+            return NULL;
+    return sp;
+}
+
+static struct backend *spread_pin(struct client *c, int slot, uint8_t *which, const char **why)
+{
+    struct session_spread *sp = spread_get(c);
+    if (sp == NULL)
+        return *why = REQ_OUT_OF_MEMORY, NULL;
     for (uint8_t i = 0; i < sp->npins; i++)
         if (sp->slots[i] == slot && sp->pins[i])
             return *which = (uint8_t)(i + 1), sp->pins[i];
@@ -278,12 +315,160 @@ static void spread_queue(struct client *c, struct req *r, int slot)
         return;
     }
     struct backend *b = spread_pin(c, slot, &which, &why);
-    if (b == NULL || spread_note(c->txn.spread, which) < 0) {
+    if (b == NULL || spread_note(c->txn.spread, which, 0) < 0) {
         refuse_queued(c, r, why ? why : REQ_OUT_OF_MEMORY);
         return;
     }
     if (send_pinned(c, b, r) < 0)
         c->txn.failed = 1;
+}
+
+/* A split command's parts, queued in their slots' MULTIs: the command
+ * answers QUEUED once every part is, or the first part's error. */
+struct session_split {
+    size_t pending;
+    struct req *error;
+};
+
+static void split_release(struct worker *w, struct req *r)
+{
+    struct session_split *sp = r->split;
+    if (--sp->pending > 0)
+        return;
+    r->split = NULL;
+    evbuffer_drain(r->reply, evbuffer_get_length(r->reply));
+    if (sp->error) {
+        if (r->client)
+            r->client->txn.failed = 1;
+        evbuffer_add_buffer(r->reply, sp->error->reply);
+        req_free(w, sp->error);
+    } else {
+        resp_add_status(r->reply, "QUEUED");
+    }
+    free(sp);
+    req_complete(w, r);
+}
+
+static void split_part_done(struct worker *w, struct req *part)
+{
+    struct req *r = part->parent;
+    struct session_split *sp = r->split;
+    char t = 0;
+    evbuffer_copyout(part->reply, &t, 1);
+    if (t != '+' && sp->error == NULL)
+        sp->error = part;
+    else
+        req_free(w, part);
+    split_release(w, r);
+}
+
+static int split_part_wanted(const struct req *part)
+{
+    (void)part;
+    return 1; /* a part queued on a node is answered there, whoever waits */
+}
+
+static const struct req_sink split_part_sink = {.done = split_part_done, .wanted = split_part_wanted};
+
+/* Queues R, a command split by slot (MGET, MSET, DEL, ... command CMD,
+ * arguments Q) whose keys lie in several slots, in a transaction over
+ * several slots: one part per slot, in that slot's MULTI, with the keys
+ * (and values) of that slot in the request's order; EXEC merges them. */
+static void spread_split(struct client *c, struct req *r, const struct cmd_spec *cmd, const struct resp_req *q)
+{
+    struct worker *w = c->w;
+    size_t stack[ROUTE_KEYS_ON_STACK], *keys;
+    int n = c->txn.watching ? -1 : route_find_keys(r->buf, cmd, q, stack, &keys);
+    if (n < 0) {
+        refuse_queued(c, r, c->txn.watching ? "ERR respgate: a transaction that WATCHes keys runs on their slot "
+                                               "only (cluster.cross_slot_transactions: per-slot cannot keep a "
+                                               "WATCH across slots)"
+                                             : REQ_OUT_OF_MEMORY);
+        return;
+    }
+    size_t step = cmd->nkeyspecs && cmd->keyspecs[0].keystep > 1 ? (size_t)cmd->keyspecs[0].keystep : 1;
+    struct split_info info = {.merge = cmd->merge, .nkeys = (uint32_t)n, .part_of_key = calloc((size_t)n, 1)};
+    uint16_t slot[SESSION_SPREAD_MAX + 1];
+    struct backend *pin[SESSION_SPREAD_MAX + 1];
+    uint8_t which[SESSION_SPREAD_MAX + 1];
+    size_t nparts = 0, count[SESSION_SPREAD_MAX + 1] = {0};
+    const char *why = info.part_of_key ? NULL : REQ_OUT_OF_MEMORY;
+    /* MSET with a key and no value: one Redis queues it and EXEC answers
+     * its arity error; so does one MSET of the first slot's (as a key and
+     * a value and a key of that slot, which writes nothing). */
+    int odd = step > 1 && (q->argc - 1) % step != 0;
+    for (int k = 0; odd && k < n && !why; k++)
+        info.part_of_key[k] = 0;
+    if (odd && !why) {
+        slot[nparts] = (uint16_t)(c->txn.pin ? c->txn.pin_slot : (int)slot_of_arg(r->buf, &q->argv[keys[0]]));
+        count[nparts++] = 1;
+        info.merge = MERGE_ALL;
+    }
+    for (int k = 0; !odd && k < n && !why; k++) { /* the parts, in the order their slots first appear */
+        uint16_t s = (uint16_t)slot_of_arg(r->buf, &q->argv[keys[k]]);
+        size_t p = 0;
+        while (p < nparts && slot[p] != s)
+            p++;
+        if (p == nparts && nparts == SESSION_SPREAD_MAX + 1)
+            why = "ERR respgate: a transaction may span " SPREAD_MAX_TEXT " slots at most";
+        else if (p == nparts)
+            slot[nparts++] = s;
+        info.part_of_key[k] = (uint8_t)p;
+        count[p]++;
+    }
+    for (size_t p = 0; p < nparts && !why; p++) { /* each part's pin: the first slot's, or its own */
+        if (c->txn.pin == NULL && open_pin(c, slot[p], 1) < 0)
+            why = "CLUSTERDOWN respgate cannot reach the node serving this slot";
+        else if (slot[p] == c->txn.pin_slot)
+            pin[p] = c->txn.pin, which[p] = 0;
+        else
+            pin[p] = spread_pin(c, slot[p], &which[p], &why);
+    }
+    struct session_spread *sp = why ? NULL : spread_get(c);
+    struct split_info *grown = sp ? realloc(sp->splits, (sp->nsplits + 1) * sizeof(*grown)) : NULL;
+    if (grown)
+        sp->splits = grown;
+    for (size_t p = 0; grown && p < nparts; p++)
+        if (spread_note(sp, which[p], (uint32_t)sp->nsplits + 1) < 0)
+            grown = NULL;
+    struct session_split *state = grown ? calloc(1, sizeof(*state)) : NULL;
+    if (state == NULL) {
+        free(info.part_of_key);
+        refuse_queued(c, r, why ? why : REQ_OUT_OF_MEMORY);
+        if (keys != stack)
+            free(keys);
+        return;
+    }
+    sp->splits[sp->nsplits++] = info;
+    state->pending = nparts + 1; /* held while sending */
+    r->split = state;
+    r->pinned = 1;
+    client_awaits(r);
+    for (size_t p = 0; p < nparts; p++) {
+        struct req *part = req_new(w, REQ_PART, &split_part_sink);
+        if (part == NULL) {
+            c->txn.failed = 1;
+            state->pending--;
+            continue;
+        }
+        char head[RESP_HEAD_MAX], key[SLOT_TAG_MAX + 8];
+        evbuffer_add(part->buf, head, resp_head(head, '*', odd ? 4 : 1 + count[p] * step));
+        resp_add_arg(part->buf, r->buf, &q->argv[0]);
+        int klen = snprintf(key, sizeof(key), "{%s}", slot_tag(slot[p]));
+        for (int i = 0; odd && i < 3; i++)
+            resp_add_bulk(part->buf, i == 1 ? "v" : key, i == 1 ? 1 : (size_t)klen);
+        for (int k = 0; !odd && k < n; k++)
+            for (size_t i = 0; info.part_of_key[k] == p && i < step && keys[k] + i < q->argc; i++)
+                resp_add_arg(part->buf, r->buf, &q->argv[keys[k] + i]);
+        part->parent = r;
+        part->pinned = 1;
+        if (backend_send(pin[p], part) < 0)
+            req_fail(w, part, "ERR respgate: the connection to the node of slot %u for this transaction is lost",
+                     slot[p]);
+    }
+    if (keys != stack)
+        free(keys);
+    split_release(w, r);
 }
 
 /* EXEC of a transaction over several slots: each pin's EXEC, their replies
@@ -292,7 +477,10 @@ struct session_exec {
     struct req **replies; /* [nparts], by pin: the first pin's, then the spread's */
     size_t nparts, pending;
     uint8_t *of;          /* as session_spread's, taken from it */
+    uint32_t *grp;
     size_t n;
+    struct split_info *splits;
+    size_t nsplits;
     uint16_t *slots;      /* [nparts]: each pin's slot, for an error */
 };
 
@@ -304,18 +492,64 @@ static void exec_free(struct worker *w, struct session_exec *e)
     free(e->replies);
     free(e->slots);
     free(e->of);
+    free(e->grp);
+    splits_free(e->splits, e->nsplits);
     free(e);
 }
 
 /* The EXEC replies, merged into OUT: arrays of each pin's commands'
  * replies, walked with resp_flat_value, in the order queued. Returns
  * NULL, or the error to answer instead (in WHY, CAP bytes). */
+/* One reply inside a node's EXEC reply. */
+struct span {
+    const char *at;
+    size_t len;
+};
+
+/* The one reply of a split command from its NPARTS parts' replies, as
+ * fanout merges a split command's: the first error; else the integers
+ * summed (DEL, EXISTS, ...), one OK (MSET), or the values in the order of
+ * the keys (MGET). */
+static void split_merge(const struct split_info *info, const struct span *parts, size_t nparts,
+                        struct evbuffer *out)
+{
+    long long sum = 0;
+    for (size_t p = 0; p < nparts; p++)
+        if (parts[p].len && parts[p].at[0] == '-') {
+            evbuffer_add(out, parts[p].at, parts[p].len);
+            return;
+        }
+    if (info->merge == MERGE_SUM) {
+        for (size_t p = 0; p < nparts; p++)
+            sum += parts[p].len && parts[p].at[0] == ':' ? strtoll(parts[p].at + 1, NULL, 10) : 0;
+        evbuffer_add_printf(out, ":%lld\r\n", sum);
+        return;
+    }
+    if (info->merge != MERGE_KEYORDER) { /* MERGE_ALL: every part said OK */
+        evbuffer_add(out, parts[0].at, parts[0].len);
+        return;
+    }
+    size_t at[SESSION_SPREAD_MAX + 1];
+    for (size_t p = 0; p < nparts; p++) { /* past each part's "*N" */
+        const char *eol = memchr(parts[p].at, '\n', parts[p].len);
+        at[p] = eol ? (size_t)(eol + 1 - parts[p].at) : parts[p].len;
+    }
+    evbuffer_add_printf(out, "*%u\r\n", info->nkeys);
+    for (uint32_t k = 0; k < info->nkeys; k++) {
+        size_t p = info->part_of_key[k] < nparts ? info->part_of_key[k] : 0;
+        size_t len = at[p] < parts[p].len ? resp_flat_value(parts[p].at + at[p], parts[p].len - at[p]) : 0;
+        if (len == 0) {
+            evbuffer_add(out, "$-1\r\n", 5); /* a part shorter than its keys: cannot happen from a node */
+            continue;
+        }
+        evbuffer_add(out, parts[p].at + at[p], len);
+        at[p] += len;
+    }
+}
+
 static const char *exec_merge(struct session_exec *e, struct evbuffer *out, char *why, size_t cap)
 {
-    struct span {
-        const char *at;
-        size_t len;
-    } *spans = calloc(e->n ? e->n : 1, sizeof(*spans));
+    struct span *spans = calloc(e->n ? e->n : 1, sizeof(*spans));
     size_t *next = calloc(e->nparts, sizeof(*next)), *first = calloc(e->nparts + 1, sizeof(*first)), ran = 0;
     const char *err = spans && next && first ? NULL : REQ_OUT_OF_MEMORY;
     char line[200] = "";
@@ -357,10 +591,25 @@ static const char *exec_merge(struct session_exec *e, struct evbuffer *out, char
                  ran, e->nparts, failed_slot, line[0] == '-' ? line + 1 : line);
         err = why;
     } else if (!err) {
-        evbuffer_add_printf(out, "*%zu\r\n", e->n);
-        for (size_t i = 0; i < e->n; i++) {
-            struct span *sp = &spans[first[e->of[i]] + next[e->of[i]]++];
-            evbuffer_add(out, sp->at, sp->len);
+        struct evbuffer *body = evbuffer_new();
+        size_t ncmds = 0;
+        for (size_t i = 0, j; body && i < e->n; i = j, ncmds++) {
+            struct span parts[SESSION_SPREAD_MAX + 1];
+            size_t nparts = 0;
+            for (j = i; j < e->n && (j == i || (e->grp[i] && e->grp[j] == e->grp[i])); j++)
+                if (nparts < SESSION_SPREAD_MAX + 1)
+                    parts[nparts++] = spans[first[e->of[j]] + next[e->of[j]]++];
+            if (e->grp[i] == 0)
+                evbuffer_add(body, parts[0].at, parts[0].len);
+            else
+                split_merge(&e->splits[e->grp[i] - 1], parts, nparts, body);
+        }
+        if (body) {
+            evbuffer_add_printf(out, "*%zu\r\n", ncmds);
+            evbuffer_add_buffer(out, body);
+            evbuffer_free(body);
+        } else {
+            err = REQ_OUT_OF_MEMORY;
         }
     }
     free(spans);
@@ -443,8 +692,14 @@ static void spread_exec(struct client *c, struct req *r)
     e->nparts = nparts;
     e->pending = nparts + 1; /* held while sending */
     e->of = sp->of;
+    e->grp = sp->grp;
     e->n = sp->n;
+    e->splits = sp->splits;
+    e->nsplits = sp->nsplits;
     sp->of = NULL;
+    sp->grp = NULL;
+    sp->splits = NULL;
+    sp->nsplits = 0;
     r->exec = e;
     r->pinned = 1;
     client_awaits(r);
@@ -534,6 +789,11 @@ static void queue(struct client *c, struct req *r, const struct cmd_spec *cmd, c
         return;
     }
     int slot = route_keys_slot(w, r, cmd, q);
+    if (slot == ROUTE_KEYS_CROSS && cmd->kind == CMD_SPLIT &&
+        w->conf->cross_slot_transactions == CROSS_TXN_PER_SLOT) { /* a part in each slot's MULTI */
+        spread_split(c, r, cmd, q);
+        return;
+    }
     if (slot == ROUTE_KEYS_CROSS) { /* one command's keys: a slot's MULTI cannot hold it */
         refuse_queued(c, r, REQ_CROSSSLOT);
         return;
@@ -554,7 +814,7 @@ static void queue(struct client *c, struct req *r, const struct cmd_spec *cmd, c
         return;
     }
     if (c->txn.pin) {
-        if ((c->txn.spread && spread_note(c->txn.spread, 0) < 0) || send_pinned(c, c->txn.pin, r) < 0)
+        if ((c->txn.spread && spread_note(c->txn.spread, 0, 0) < 0) || send_pinned(c, c->txn.pin, r) < 0)
             c->txn.failed = 1;
         c->txn.count++;
         return;

@@ -11,7 +11,9 @@
  * to a pin of that slot's own, behind its own MULTI; EXEC waits until every
  * queued command is answered (a refusal aborts them all), sends EXEC on
  * every pin, and puts the replies back in the order queued: atomic within
- * each slot, not across slots. Such a transaction may not WATCH.
+ * each slot, not across slots. A command split by slot (MGET, MSET, ...)
+ * goes as one part to each slot's MULTI, merged at EXEC. Such a
+ * transaction may not WATCH.
  * Commands queued before the first key are answered QUEUED here and sent
  * behind MULTI once the node is known. The pin is released after EXEC,
  * DISCARD, or UNWATCH outside MULTI, and its connection, which then holds

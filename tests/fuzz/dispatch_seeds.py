@@ -40,6 +40,9 @@ SEEDS = {
         ("SET", "b", "2"), ("DISCARD",), ("WATCH", "a"), ("MULTI",), ("SET", "b", "1"), ("EXEC",)]),
     "multi-per-slot-resp3": (AUTH | HELLO3 | MULTI | PER_SLOT, b"-ERR x\r\n", [
         ("PING",), ("SET", "a", "1"), ("HGETALL", "b"), ("SET", "k1", "1"), ("SET", "k2", "2"), ("EXEC",)]),
+    "multi-per-slot-split": (AUTH | MULTI | PER_SLOT, b"+QUEUED\r\n+QUEUED\r\n*2\r\n$1\r\nx\r\n$-1\r\n", [
+        ("MSET", "a", "1", "b", "2"), ("MGET", "b", "a", "c"), ("DEL", "a", "c"), ("MSET", "a", "1", "b"),
+        ("EXISTS", "a", "b", "a"), ("EXEC",)]),
     "split-commands": (AUTH, b"", [
         ("MGET", "a", "b", "c", "d"), ("MSET", "a", "1", "b", "2", "c", "3"), ("DEL", "a", "b", "x"),
         ("EXISTS", "a", "b"), ("UNLINK", "q", "r"), ("TOUCH", "a", "z")]),

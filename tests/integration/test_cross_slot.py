@@ -426,6 +426,11 @@ TRANSACTIONS = [
     # many slots
     [("MULTI",), *[("SET", f"k{i}", str(i)) for i in range(12)], *[("GET", f"k{i}") for i in range(12)],
      ("EXEC",)],
+    # commands split by slot: a part in each slot's MULTI, merged at EXEC
+    [("MULTI",), ("MSET", "a", "1", "b", "2", "c", "3", "{u}x", "4"), ("MGET", "c", "a", "nope", "b", "{u}x", "a"),
+     ("INCR", "a"), ("DEL", "a", "nope", "c"), ("EXISTS", "a", "b", "c", "b"), ("MGET", "a", "b"), ("EXEC",)],
+    [("MULTI",), ("SET", "a", "v"), ("MSET", "a", "1", "b"), ("EXEC",), ("MGET", "a", "b")],
+    [("MULTI",), ("MGET", "k1", "k2"), ("UNLINK", "k1", "k2", "k3"), ("TOUCH", "k4", "k5"), ("EXEC",)],
 ]
 
 
@@ -459,9 +464,10 @@ def test_transactions_per_slot_refuse_watch_and_one_command_across_slots(make_re
         else:
             assert got in (want, want.encode()), (cmd, got)
     assert run(c, "EXEC") == ("error", "Transaction discarded because of previous errors.")
-    # one command whose keys lie in several slots cannot be in one slot's MULTI
+    # one command whose keys lie in several slots and that is not split by
+    # slot cannot be in one slot's MULTI
     assert run(c, "MULTI") in ("OK", b"OK")
-    got = run(c, "MSET", "a", "1", "b", "2")
+    got = run(c, "RENAME", "a", "b")
     assert got[0] == "error" and got[1].startswith("CROSSSLOT"), got
     assert run(c, "EXEC") == ("error", "Transaction discarded because of previous errors.")
 
