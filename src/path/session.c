@@ -409,9 +409,11 @@ static void spread_split(struct client *c, struct req *r, const struct cmd_spec 
         size_t p = 0;
         while (p < nparts && slot[p] != s)
             p++;
-        if (p == nparts && nparts == SESSION_SPREAD_MAX + 1)
+        if (p == nparts && nparts == SESSION_SPREAD_MAX + 1) {
             why = "ERR respgate: a transaction may span " SPREAD_MAX_TEXT " slots at most";
-        else if (p == nparts)
+            break; /* no part of its own to count it in */
+        }
+        if (p == nparts)
             slot[nparts++] = s;
         info.part_of_key[k] = (uint8_t)p;
         count[p]++;
