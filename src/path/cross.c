@@ -92,13 +92,14 @@ struct cross {
     uint32_t pending;         /* steps out, plus one while a phase sends */
     struct req **got;         /* [cap]: the replies of this phase's steps, by index */
     size_t nsteps, cap;       /* steps sent in this phase */
+    struct req **prev;        /* [cap]: the last phase's, kept while this one sends (the DUMPs it restores) */
+    size_t nprev;
     unsigned oom : 1;         /* a step of this phase could not be made */
     unsigned replace : 1;     /* copy: the destination may exist (RENAME, COPY REPLACE) */
     unsigned from_left : 1;   /* pop (LMOVE): where the element is taken from */
     unsigned to_left : 1;     /* ... and put */
     struct req *kept;         /* gather: the command's reply; copy: the dump; pop: the element */
     struct req *failed;       /* gather, pop: the error, answered once the data is put right */
-    long long ttl;            /* copy: the source's PTTL as RESTORE takes it */
     /* gather */
     int32_t *tmp_of;          /* [argc]: the temporary an argument names, or -1 */
     struct tmp *tmps;
@@ -160,14 +161,25 @@ static void step_wrote(struct req *s, struct backend *b)
 
 static const struct req_sink step_sink = {.done = step_done, .wanted = step_wanted, .wrote = step_wrote};
 
-/* Starts phase PHASE of X: what the last one's steps answered is dropped. */
+/* Drops the replies of N steps in GOT. */
+static void drop(struct worker *w, struct req **got, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (got[i]) {
+            req_free(w, got[i]);
+            got[i] = NULL;
+        }
+}
+
+/* Starts phase PHASE of X: what the last phase's steps answered is in
+ * X->prev until the next begins. */
 static void begin(struct worker *w, struct cross *x, int phase)
 {
-    for (size_t i = 0; i < x->nsteps; i++)
-        if (x->got[i]) {
-            req_free(w, x->got[i]);
-            x->got[i] = NULL;
-        }
+    struct req **older = x->prev;
+    drop(w, older, x->nprev);
+    x->prev = x->got;
+    x->nprev = x->nsteps;
+    x->got = older;
     x->phase = (uint8_t)phase;
     x->nsteps = 0;
     x->oom = 0;
@@ -337,7 +349,11 @@ static struct req *take(struct cross *x, size_t i)
 
 static void cross_free(struct worker *w, struct cross *x)
 {
-    begin(w, x, 0);
+    if (x->got)
+        drop(w, x->got, x->nsteps);
+    if (x->prev)
+        drop(w, x->prev, x->nprev);
+    free(x->prev);
     if (x->kept)
         req_free(w, x->kept);
     if (x->failed)
@@ -471,17 +487,9 @@ static const char *gather_start(struct worker *w, struct cross *x, const size_t 
 static void gather_place(struct worker *w, struct cross *x)
 {
     long long ttl = (long long)(2 * shared_failover_wait_ms(w->shared, w->conf) + TMP_TTL_SLACK_MS);
-    struct req **dumps = x->got;
-    size_t n = x->nsteps;
-    x->got = calloc(x->cap, sizeof(*x->got));
-    if (x->got == NULL) {
-        x->got = dumps;
-        finish_with(w, x, NULL);
-        return;
-    }
     begin(w, x, GATHER_PLACE);
-    for (size_t t = 0; t < n; t++) {
-        struct req *dump = dumps[t], *s = has_payload(dump) ? step(w, x, x->run_slot, 1, 4) : NULL;
+    for (size_t t = 0; t < x->nprev; t++) {
+        struct req *dump = x->prev[t], *s = has_payload(dump) ? step(w, x, x->run_slot, 1, 4) : NULL;
         if (s) {
             add_word(s->buf, "RESTORE");
             add_tmp_name(s->buf, x, t);
@@ -490,10 +498,7 @@ static void gather_place(struct worker *w, struct cross *x)
             x->tmps[t].placed = 1; /* deleted at the end even if RESTORE fails: it may have run */
             go(w, s);
         }
-        if (dump)
-            req_free(w, dump);
     }
-    free(dumps);
     sent(w, x);
 }
 
@@ -638,14 +643,14 @@ static void copy_next(struct worker *w, struct cross *x)
                 finish_text(w, x, "ERR no such key");
         } else {
             /* PTTL: -1 no TTL (RESTORE's 0), and 0 is "expires now", not "never". */
-            x->ttl = pttl < 0 ? 0 : pttl == 0 ? 1 : pttl;
+            long long ttl = pttl < 0 ? 0 : pttl == 0 ? 1 : pttl;
             x->kept = take(x, 0);
             begin(w, x, COPY_WRITE);
             struct req *s = step(w, x, slot_at(x, 2), 1, x->replace ? 5 : 4);
             if (s) {
                 add_word(s->buf, "RESTORE");
                 add_arg(s->buf, x, 2);
-                add_number(s->buf, x->ttl);
+                add_number(s->buf, ttl);
                 evbuffer_add_buffer(s->buf, x->kept->reply);
                 if (x->replace)
                     add_word(s->buf, "REPLACE");
@@ -1544,23 +1549,12 @@ static void put_back(struct worker *w, struct cross *x, size_t g, struct req *go
  * they were unblocked goes back. */
 static void block_back(struct worker *w, struct cross *x)
 {
-    struct req **old = x->got;
-    size_t n = x->nsteps;
-    if ((x->got = calloc(x->cap, sizeof(*x->got))) == NULL) {
-        x->got = old;
-        finish_with(w, x, x->kept);
-        return;
-    }
     begin(w, x, BLOCK_BACK);
     for (size_t g = 0; g < x->ngroups; g++) {
         size_t i = x->waiters[g].step;
-        if ((long)g != x->winner && x->waiters[g].b && i < n && old[i] && has_array(old[i]))
-            put_back(w, x, g, old[i]);
+        if ((long)g != x->winner && x->waiters[g].b && i < x->nprev && x->prev[i] && has_array(x->prev[i]))
+            put_back(w, x, g, x->prev[i]);
     }
-    for (size_t i = 0; i < n; i++)
-        if (old[i])
-            req_free(w, old[i]);
-    free(old);
     sent(w, x);
 }
 
@@ -1789,7 +1783,8 @@ void cross_run(struct worker *w, struct req *r, const struct cmd_spec *cmd, cons
              EXTRA_STEPS;
     x->argv = malloc(q->argc * sizeof(*x->argv));
     x->got = calloc(x->cap, sizeof(*x->got));
-    if (x->argv == NULL || x->got == NULL) {
+    x->prev = calloc(x->cap, sizeof(*x->prev));
+    if (x->argv == NULL || x->got == NULL || x->prev == NULL) {
         cross_free(w, x);
         req_fail(w, r, REQ_OUT_OF_MEMORY);
         return;
