@@ -287,11 +287,11 @@ static struct backend *read_target(struct worker *w, int slot)
 
 void route_send(struct worker *w, struct req *r, int slot)
 {
-    struct backend *b = r->readonly && !r->master_only && w->route->owner[slot] ? read_target(w, slot) : owner_at(w->route, slot);
     if (w->route->stopped) { /* a step of a request answered by the worker's exit (cross.h) */
         req_fail(w, r, REQ_SHUTTING_DOWN);
         return;
     }
+    struct backend *b = r->readonly && !r->master_only && w->route->owner[slot] ? read_target(w, slot) : owner_at(w->route, slot);
     if (b == NULL) {
         req_fail(w, r, REQ_SLOT_NOT_SERVED);
         return;
