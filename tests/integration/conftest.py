@@ -12,6 +12,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from harness.cluster import REDIS_SERVER, REDIS_VERSION, Cluster  # noqa: E402
 from harness.respgate import BINARY, Respgate, free_port, live_logs, yaml_config  # noqa: E402
+from harness.single import Single  # noqa: E402
 
 CLUSTER_PASSWORD = "cluster-pw"
 CLIENT_PASSWORD = "client-pw"
@@ -50,6 +51,14 @@ def pytest_runtest_makereport(item, call):
     if report.failed and call.when == "call":
         for port, tail in live_logs():
             report.sections.append((f"respgate on port {port}: the last lines of its log", tail))
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    """One plain redis-server of the suite's version per test module: the
+    reference a module's replies through respgate are compared with."""
+    with Single(str(tmp_path_factory.mktemp("single"))) as s:
+        yield s
 
 
 @pytest.fixture(scope="session")

@@ -9,16 +9,11 @@ import re
 import pytest
 
 from harness.cluster import REDIS_VERSION
-from harness.single import Single
 from test_resp3 import Raw, resp3
 
 LENGTHS = [n + d for n in (16, 32, 128, 512, 1024, 4096, 65536) for d in (-1, 0, 1)]
 
 
-@pytest.fixture(scope="module")
-def single(tmp_path_factory):
-    with Single(str(tmp_path_factory.mktemp("single"))) as s:
-        yield s
 
 
 def word(n, fill="x"):

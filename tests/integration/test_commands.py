@@ -14,16 +14,11 @@ import redis
 
 from conftest import needs_redis7
 from harness.cluster import REDIS_VERSION, keyslot
-from harness.single import Single
 
 # Keys that hash to many slots, on every master (test_keys_cover_every_master).
 KEYS = [f"key:{i}" for i in range(60)]
 
 
-@pytest.fixture(scope="module")
-def single(tmp_path_factory):
-    with Single(str(tmp_path_factory.mktemp("single"))) as s:
-        yield s
 
 
 @pytest.fixture

@@ -11,28 +11,15 @@ import redis
 
 from conftest import needs_redis7, wait_until
 from harness.respgate import free_port
-from harness.single import Single
+from test_sessions import comparable
 
 
-@pytest.fixture(scope="module")
-def single(tmp_path_factory):
-    with Single(str(tmp_path_factory.mktemp("single"))) as s:
-        yield s
-
-
-def plain(reply):
-    """REPLY with each error in it (EXEC's elements) as ("error", text)."""
-    if isinstance(reply, Exception):
-        return ("error", str(reply))
-    if isinstance(reply, list):
-        return [plain(x) for x in reply]
-    return reply
 
 
 def run(client, *args):
     """The reply to ARGS, or the error's text, as redis-py reads it."""
     try:
-        return plain(client.execute_command(*args))
+        return comparable(client.execute_command(*args))
     except Exception as e:  # a reply error, compared by its words
         return ("error", str(e))
 

@@ -13,7 +13,6 @@ import redis
 
 from conftest import CLIENT_PASSWORD
 from harness.cluster import REDIS_VERSION
-from harness.single import Single
 
 FORMS = [(), ("default",), ("all",), ("everything",), ("server",), ("clients",), ("persistence",),
          ("replication",), ("cpu",), ("cluster",), ("commandstats",), ("errorstats",), ("latencystats",),
@@ -23,10 +22,6 @@ GROUPS = ("default", "all", "everything")  # respgate's own section is in these
 VARIABLE = ("cmdstat_", "errorstat_", "latency_percentiles_usec_", "db")
 
 
-@pytest.fixture(scope="module")
-def single(tmp_path_factory):
-    with Single(str(tmp_path_factory.mktemp("single-info"))) as s:
-        yield s
 
 
 def command_text(port, *args):

@@ -14,15 +14,10 @@ import redis
 from conftest import needs_redis7
 from harness.cluster import keyslot
 from harness.resp import frame
-from harness.single import Single
 
 from test_commands import KEYS
 
 
-@pytest.fixture(scope="module")
-def single(tmp_path_factory):
-    with Single(str(tmp_path_factory.mktemp("single"))) as s:
-        yield s
 
 
 def read_reply(f):

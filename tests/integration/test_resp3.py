@@ -4,13 +4,9 @@
 # connections of their own) and for what respgate composes itself (HELLO,
 # CLIENT, INFO, split MGET, merged replies, nils); HELLO 2 goes back.
 
-
-import pytest
-
 from conftest import CLIENT_PASSWORD, needs_redis7
 from harness.cluster import REDIS_VERSION, keyslot
 from harness.resp import RawConnection, frame
-from harness.single import Single
 
 
 class Raw(RawConnection):
@@ -48,13 +44,6 @@ class Raw(RawConnection):
         out = []
         self._one(out)
         return b"".join(out)
-
-
-
-@pytest.fixture(scope="module")
-def single(tmp_path_factory):
-    with Single(str(tmp_path_factory.mktemp("single"))) as s:
-        yield s
 
 
 def resp3(port, password=None):

@@ -12,13 +12,8 @@ import pytest
 import redis
 
 from harness.cluster import keyslot
-from harness.single import Single
 
 
-@pytest.fixture(scope="module")
-def single(tmp_path_factory):
-    with Single(str(tmp_path_factory.mktemp("single"))) as s:
-        yield s
 
 
 def comparable(reply):

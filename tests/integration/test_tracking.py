@@ -1,17 +1,9 @@
 # Client-side caching through respgate: CLIENT TRACKING in BCAST mode for a
 # RESP3 client, with invalidations from every master as push frames on the
 # client's own connection. The failover case is in test_failover.py.
-import pytest
 
-from harness.single import Single
 from test_resp3 import Raw, resp3
 from test_commands import KEYS
-
-
-@pytest.fixture(scope="module")
-def single(tmp_path_factory):
-    with Single(str(tmp_path_factory.mktemp("single"))) as s:
-        yield s
 
 
 def until_pong(c):
